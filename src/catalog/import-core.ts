@@ -1,0 +1,240 @@
+import { createReadStream } from 'node:fs';
+import { createGunzip } from 'node:zlib';
+import { createInterface } from 'node:readline';
+import { AppError, type FieldError } from '../lib/errors.js';
+import { catalogHeaderSchema, catalogUpdateSchema, contentHash, lineErrors, updateLanguages, type CatalogHeader, type CatalogUpdate } from './format.js';
+
+/**
+ * Applies one catalog file to the database in a single write transaction:
+ * validate every line, add, change or leave each update, expire what the file no
+ * longer lists, record the release. Any invalid line means ROLLBACK, so a failed
+ * import leaves nothing behind. The file is read line by line and the set of ids
+ * seen lives in a TEMP table, so memory does not grow with the catalog.
+ *
+ * The logic runs over `Exec`, two calls wide, so that the same code drives the
+ * `libsql` binding (prepared statements, in a worker thread) and @libsql/client
+ * (a remote libsql server).
+ */
+export interface Exec {
+  run(sql: string, args: readonly unknown[]): Promise<number> | number;
+  get<T>(sql: string, args: readonly unknown[]): Promise<T | undefined> | T | undefined;
+  exec(sql: string): Promise<void> | void;
+}
+
+export interface ImportMeta {
+  fileSha256: string;
+  keyId: string;
+  importedBy: string;
+  source: string;
+  now: number;
+}
+
+export interface ImportResult {
+  version: string;
+  publisher: string;
+  createdAt: string;
+  keyId: string;
+  updates: number;
+  added: number;
+  changed: number;
+  expired: number;
+  unchanged: number;
+  durationMs: number;
+  replay: boolean;
+}
+
+export const MAX_LINE_BYTES = 4 * 1024 * 1024;
+const MAX_ERRORS = 20;
+
+const INSERT_UPDATE = `INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
+  severity, cves, cve_details, release_date, supersedes, vendor_superseded, restart, install_command, success_codes, reboot_codes,
+  applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, updated_at)
+  VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?)`;
+const UPDATE_UPDATE = `UPDATE updates SET revision=?, kb=?, bulletin=?, title=?, description=?, vendor=?, product_family=?, product=?,
+  classification=?, severity=?, cves=?, cve_details=?, release_date=?, supersedes=?, vendor_superseded=?, restart=?, install_command=?,
+  success_codes=?, reboot_codes=?, applicability=?, installed=?, more_info_url=?, languages=?, expired=0, content_hash=?,
+  release_version=?, updated_at=? WHERE id=?`;
+const INSERT_FILE = 'INSERT INTO update_files (update_id, sha256, name, url, size, language) VALUES (?,?,?,?,?,?)';
+const INSERT_CVE = 'INSERT OR IGNORE INTO update_cves (update_id, cve) VALUES (?,?)';
+const INSERT_SUPERSEDES = 'INSERT OR IGNORE INTO update_supersedes (update_id, kb) VALUES (?,?)';
+
+function columns(u: CatalogUpdate): unknown[] {
+  return [
+    u.kb,
+    u.bulletin,
+    u.title,
+    u.description ?? null,
+    u.vendor,
+    u.productFamily,
+    u.product,
+    u.classification,
+    u.severity,
+    JSON.stringify(u.cves),
+    JSON.stringify(u.cveDetails ?? []),
+    u.releaseDate,
+    JSON.stringify(u.supersedes),
+    u.superseded ? 1 : 0,
+    u.restart,
+    u.install.command,
+    JSON.stringify(u.install.successCodes),
+    JSON.stringify(u.install.rebootCodes),
+    JSON.stringify(u.applicability),
+    JSON.stringify(u.installed),
+    u.moreInfoUrl ?? null,
+    updateLanguages(u).join(','),
+  ];
+}
+
+async function insertChildren(db: Exec, u: CatalogUpdate): Promise<void> {
+  const seen = new Set<string>();
+  for (const f of u.files) {
+    // One manifest row per distinct file of an update; a repeated hash adds nothing.
+    if (seen.has(f.sha256)) continue;
+    seen.add(f.sha256);
+    await db.run(INSERT_FILE, [u.id, f.sha256, f.name, f.url, f.size, f.language]);
+  }
+  for (const c of u.cves) await db.run(INSERT_CVE, [u.id, c]);
+  for (const kb of u.supersedes) await db.run(INSERT_SUPERSEDES, [u.id, kb]);
+}
+
+async function deleteChildren(db: Exec, id: string): Promise<void> {
+  await db.run('DELETE FROM update_files WHERE update_id=?', [id]);
+  await db.run('DELETE FROM update_cves WHERE update_id=?', [id]);
+  await db.run('DELETE FROM update_supersedes WHERE update_id=?', [id]);
+}
+
+async function* readLines(file: string): AsyncGenerator<string> {
+  const input = createReadStream(file).pipe(createGunzip());
+  const rl = createInterface({ input, crlfDelay: Infinity });
+  try {
+    for await (const line of rl) yield line;
+  } catch (err) {
+    throw new AppError('catalog-invalid', `the catalog is not a readable gzip file: ${(err as Error).message}`, { errors: [] });
+  } finally {
+    rl.close();
+    input.destroy();
+  }
+}
+
+function invalid(errors: FieldError[], detail?: string): AppError {
+  return new AppError('catalog-invalid', detail ?? `${errors.length} error(s); the first at line ${errors[0]?.line}: ${errors[0]?.path}: ${errors[0]?.message}`, {
+    errors,
+  });
+}
+
+/** Validates the header and decides whether this version may be imported. */
+async function admit(db: Exec, header: CatalogHeader, meta: ImportMeta): Promise<boolean> {
+  const same = await db.get<{ file_sha256: string }>('SELECT file_sha256 FROM catalog_releases WHERE version=? ORDER BY id LIMIT 1', [header.version]);
+  if (same) {
+    if (same.file_sha256 !== meta.fileSha256)
+      throw new AppError('catalog-version-conflict', `version ${header.version} was imported before with different content`);
+    return true;
+  }
+  const latest = await db.get<{ version: string; created_at: string }>('SELECT version, created_at FROM catalog_releases ORDER BY id DESC LIMIT 1', []);
+  if (latest && Date.parse(latest.created_at) > Date.parse(header.createdAt))
+    throw new AppError('catalog-stale', `version ${header.version} (created ${header.createdAt}) is older than the imported ${latest.version} (created ${latest.created_at})`);
+  return false;
+}
+
+export async function applyCatalog(db: Exec, file: string, meta: ImportMeta, begin: () => Promise<void>, commit: () => Promise<void>, rollback: () => Promise<void>): Promise<ImportResult> {
+  const started = Date.now();
+  const errors: FieldError[] = [];
+  let header: CatalogHeader | null = null;
+  let replay = false;
+  let lineNo = 0;
+  let count = 0;
+  let added = 0;
+  let changed = 0;
+  let unchanged = 0;
+
+  await begin();
+  try {
+    await db.exec('CREATE TEMP TABLE IF NOT EXISTS import_seen (id TEXT PRIMARY KEY) WITHOUT ROWID');
+    await db.exec('DELETE FROM temp.import_seen');
+    for await (const line of readLines(file)) {
+      lineNo++;
+      if (errors.length >= MAX_ERRORS) break;
+      if (line.length > MAX_LINE_BYTES) {
+        errors.push({ line: lineNo, path: '(line)', message: `line longer than ${MAX_LINE_BYTES} bytes` });
+        continue;
+      }
+      if (lineNo > 1 && line.trim() === '') {
+        errors.push({ line: lineNo, path: '(line)', message: 'empty line' });
+        continue;
+      }
+      let value: unknown;
+      try {
+        value = JSON.parse(line);
+      } catch (err) {
+        errors.push({ line: lineNo, path: '(line)', message: `not JSON: ${(err as Error).message}` });
+        if (lineNo === 1) break;
+        continue;
+      }
+      if (lineNo === 1) {
+        const h = catalogHeaderSchema.safeParse(value);
+        if (!h.success) {
+          errors.push(...lineErrors(1, h.error, value));
+          break;
+        }
+        header = h.data;
+        replay = await admit(db, header, meta);
+        continue;
+      }
+      count++;
+      const parsed = catalogUpdateSchema.safeParse(value);
+      if (!parsed.success) {
+        errors.push(...lineErrors(lineNo, parsed.error, value));
+        continue;
+      }
+      const u = parsed.data;
+      const fresh = await db.run('INSERT OR IGNORE INTO temp.import_seen (id) VALUES (?)', [u.id]);
+      if (fresh === 0) {
+        errors.push({ line: lineNo, path: 'id', message: `duplicate update id ${u.id}` });
+        continue;
+      }
+      if (errors.length > 0) continue; // the import will be rolled back: validate only
+      const hash = contentHash(u);
+      const existing = await db.get<{ revision: number; content_hash: string; expired: number }>(
+        'SELECT revision, content_hash, expired FROM updates WHERE id=?',
+        [u.id],
+      );
+      if (!existing) {
+        await db.run(INSERT_UPDATE, [u.id, u.revision, ...columns(u), hash, header!.version, header!.version, meta.now]);
+        await insertChildren(db, u);
+        added++;
+      } else if (existing.content_hash !== hash || existing.expired) {
+        const revision = Math.max(Number(existing.revision) + 1, u.revision);
+        await db.run(UPDATE_UPDATE, [revision, ...columns(u), hash, header!.version, meta.now, u.id]);
+        await deleteChildren(db, u.id);
+        await insertChildren(db, u);
+        changed++;
+      } else {
+        unchanged++;
+      }
+    }
+    if (!header && errors.length === 0) errors.push({ line: 1, path: '(header)', message: 'the catalog is empty' });
+    if (header && errors.length === 0 && count !== header.updates)
+      errors.push({ line: lineNo, path: '(header).updates', message: `the header announces ${header.updates} updates, the file holds ${count}` });
+    if (errors.length > 0) throw invalid(errors.slice(0, MAX_ERRORS));
+
+    const h = header!;
+    // Whatever this release no longer lists is expired, not deleted: computers may
+    // still report it installed, and a later release may list it again.
+    const expired = await db.run(
+      'UPDATE updates SET expired=1, revision=revision+1, release_version=?, updated_at=? WHERE expired=0 AND id NOT IN (SELECT id FROM temp.import_seen)',
+      [h.version, meta.now],
+    );
+    const durationMs = Date.now() - started;
+    await db.run(
+      `INSERT INTO catalog_releases (version, publisher, key_id, file_sha256, created_at, imported_at, imported_by, source, updates, added, changed, expired, unchanged, duration_ms)
+       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+      [h.version, h.publisher, meta.keyId, meta.fileSha256, h.createdAt, meta.now, meta.importedBy, meta.source, count, added, changed, expired, unchanged, durationMs],
+    );
+    await db.exec('DELETE FROM temp.import_seen');
+    await commit();
+    return { version: h.version, publisher: h.publisher, createdAt: h.createdAt, keyId: meta.keyId, updates: count, added, changed, expired, unchanged, durationMs, replay };
+  } catch (err) {
+    await rollback();
+    throw err;
+  }
+}

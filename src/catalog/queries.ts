@@ -1,0 +1,294 @@
+import { and, asc, desc, eq, gt, inArray, lt, or, sql, type SQL } from 'drizzle-orm';
+import type { Orm } from '../db/index.js';
+import { AppError } from '../lib/errors.js';
+import { catalogReleases, customSeverities, updateCves, updateFiles, updates, updateSupersedes } from './schema.js';
+
+/**
+ * Catalog reads: the browse list with keyset pagination, one update with its
+ * files, rules and supersedence chain, the import history, custom severities.
+ */
+
+export interface UpdateFilter {
+  kb?: string;
+  severity?: string[];
+  customSeverity?: number[];
+  vendor?: string;
+  product?: string;
+  classification?: string;
+  language?: string;
+  cve?: string;
+  releasedSince?: string;
+  releasedBefore?: string;
+  superseded?: boolean;
+  expired?: boolean | 'any';
+  q?: string;
+  limit: number;
+  cursor?: string;
+}
+
+type Cursor = [releaseDate: string, id: string];
+
+export function encodeCursor(c: Cursor): string {
+  return Buffer.from(JSON.stringify(c)).toString('base64url');
+}
+
+export function decodeCursor(s: string): Cursor {
+  try {
+    const v: unknown = JSON.parse(Buffer.from(s, 'base64url').toString());
+    if (Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string') return [v[0], v[1]];
+  } catch {
+    /* fall through */
+  }
+  throw new AppError('bad-request', 'the cursor is not one this API returned');
+}
+
+/** An update is superseded when the vendor says so, or a live update of the same product lists its KB. */
+const supersededSql = sql`(${updates.vendorSuperseded} = 1 OR EXISTS (SELECT 1 FROM ${updateSupersedes} s JOIN updates u2 ON u2.id = s.update_id
+  WHERE s.kb = ${updates.kb} AND u2.product = ${updates.product} AND u2.expired = 0))`;
+
+const listColumns = {
+  id: updates.id,
+  revision: updates.revision,
+  kb: updates.kb,
+  bulletin: updates.bulletin,
+  title: updates.title,
+  vendor: updates.vendor,
+  productFamily: updates.productFamily,
+  product: updates.product,
+  classification: updates.classification,
+  severity: updates.severity,
+  customSeverityId: updates.customSeverityId,
+  customSeverityName: customSeverities.name,
+  cves: updates.cves,
+  releaseDate: updates.releaseDate,
+  supersedes: updates.supersedes,
+  superseded: sql<number>`${supersededSql}`.as('superseded'),
+  restart: updates.restart,
+  languages: updates.languages,
+  expired: updates.expired,
+  releaseVersion: updates.releaseVersion,
+};
+
+type ListRow = {
+  [K in keyof typeof listColumns]: unknown;
+};
+
+function toItem(r: ListRow) {
+  return {
+    id: r.id as string,
+    revision: r.revision as number,
+    kb: r.kb as string | null,
+    bulletin: r.bulletin as string | null,
+    title: r.title as string,
+    vendor: r.vendor as string,
+    productFamily: r.productFamily as string | null,
+    product: r.product as string,
+    classification: r.classification as string,
+    severity: r.severity as string | null,
+    customSeverity: r.customSeverityId ? { id: r.customSeverityId as number, name: r.customSeverityName as string } : null,
+    cves: JSON.parse(r.cves as string) as string[],
+    releaseDate: r.releaseDate as string,
+    supersedes: JSON.parse(r.supersedes as string) as string[],
+    superseded: Boolean(r.superseded),
+    restart: r.restart as string,
+    languages: (r.languages as string) ? (r.languages as string).split(',') : [],
+    expired: Boolean(r.expired),
+    releaseVersion: r.releaseVersion as string,
+  };
+}
+export type UpdateItem = ReturnType<typeof toItem>;
+
+export async function listUpdates(orm: Orm, f: UpdateFilter): Promise<{ items: UpdateItem[]; nextCursor: string | null }> {
+  const conds: (SQL | undefined)[] = [];
+  if (f.kb) conds.push(eq(updates.kb, f.kb));
+  if (f.severity?.length) conds.push(inArray(updates.severity, f.severity));
+  if (f.customSeverity?.length) conds.push(inArray(updates.customSeverityId, f.customSeverity));
+  if (f.vendor) conds.push(eq(updates.vendor, f.vendor));
+  if (f.product) conds.push(eq(updates.product, f.product));
+  if (f.classification) conds.push(eq(updates.classification, f.classification));
+  if (f.language) {
+    // `de` matches files in `de` and in any `de-*` culture.
+    conds.push(sql`(',' || ${updates.languages} || ',' LIKE ${`%,${f.language},%`} OR ',' || ${updates.languages} || ',' LIKE ${`%,${f.language}-%`})`);
+  }
+  if (f.cve) conds.push(sql`${updates.id} IN (SELECT update_id FROM ${updateCves} WHERE cve = ${f.cve})`);
+  if (f.releasedSince) conds.push(sql`${updates.releaseDate} >= ${f.releasedSince}`);
+  if (f.releasedBefore) conds.push(sql`${updates.releaseDate} < ${f.releasedBefore}`);
+  if (f.superseded !== undefined) conds.push(f.superseded ? supersededSql : sql`NOT ${supersededSql}`);
+  if (f.expired !== 'any') conds.push(eq(updates.expired, f.expired ? 1 : 0));
+  if (f.q) {
+    const like = `%${f.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    conds.push(
+      sql`(${updates.title} LIKE ${like} ESCAPE '\\' OR ${updates.kb} LIKE ${like} ESCAPE '\\' OR ${updates.product} LIKE ${like} ESCAPE '\\' OR ${updates.cves} LIKE ${like} ESCAPE '\\')`,
+    );
+  }
+  if (f.cursor) {
+    const [date, id] = decodeCursor(f.cursor);
+    // Keyset on (release_date DESC, id ASC): the page after the last item seen.
+    conds.push(or(lt(updates.releaseDate, date), and(eq(updates.releaseDate, date), gt(updates.id, id))));
+  }
+  const rows = await orm
+    .select(listColumns)
+    .from(updates)
+    .leftJoin(customSeverities, eq(customSeverities.id, updates.customSeverityId))
+    .where(and(...conds))
+    .orderBy(desc(updates.releaseDate), asc(updates.id))
+    .limit(f.limit + 1);
+  const items = rows.slice(0, f.limit).map(toItem);
+  const last = items[items.length - 1];
+  return { items, nextCursor: rows.length > f.limit && last ? encodeCursor([last.releaseDate, last.id]) : null };
+}
+
+export async function getUpdate(orm: Orm, id: string) {
+  const rows = await orm
+    .select({ ...listColumns, description: updates.description, cveDetails: updates.cveDetails, installCommand: updates.installCommand, successCodes: updates.successCodes, rebootCodes: updates.rebootCodes, applicability: updates.applicability, installed: updates.installed, moreInfoUrl: updates.moreInfoUrl, firstVersion: updates.firstVersion })
+    .from(updates)
+    .leftJoin(customSeverities, eq(customSeverities.id, updates.customSeverityId))
+    .where(eq(updates.id, id))
+    .limit(1);
+  const r = rows[0];
+  if (!r) throw new AppError('not-found', `no update ${id}`);
+  const files = await orm
+    .select({ name: updateFiles.name, url: updateFiles.url, size: updateFiles.size, sha256: updateFiles.sha256, language: updateFiles.language })
+    .from(updateFiles)
+    .where(eq(updateFiles.updateId, id))
+    .orderBy(asc(updateFiles.language), asc(updateFiles.name));
+  const item = toItem(r);
+  const brief = { id: updates.id, kb: updates.kb, title: updates.title, product: updates.product, expired: updates.expired };
+  // Down the chain: the updates of the same product whose KB this one lists.
+  const older = item.supersedes.length
+    ? await orm.select(brief).from(updates).where(and(inArray(updates.kb, item.supersedes), eq(updates.product, item.product)))
+    : [];
+  // Up the chain: the updates of the same product that list this one's KB.
+  const newer = item.kb
+    ? await orm
+        .select(brief)
+        .from(updateSupersedes)
+        .innerJoin(updates, eq(updates.id, updateSupersedes.updateId))
+        .where(and(eq(updateSupersedes.kb, item.kb), eq(updates.product, item.product)))
+    : [];
+  const known = new Set(older.map((o) => o.kb));
+  return {
+    ...item,
+    description: r.description as string | null,
+    cveDetails: JSON.parse(r.cveDetails as string) as unknown[],
+    install: { command: r.installCommand as string, successCodes: JSON.parse(r.successCodes as string) as number[], rebootCodes: JSON.parse(r.rebootCodes as string) as number[] },
+    applicability: JSON.parse(r.applicability as string) as unknown,
+    installedRule: JSON.parse(r.installed as string) as unknown,
+    moreInfoUrl: r.moreInfoUrl as string | null,
+    firstVersion: r.firstVersion as string,
+    files,
+    supersedence: {
+      supersedes: [
+        ...older.map((o) => ({ ...o, expired: Boolean(o.expired), inCatalog: true })),
+        ...item.supersedes.filter((kb) => !known.has(kb)).map((kb) => ({ id: null, kb, title: null, product: item.product, expired: false, inCatalog: false })),
+      ],
+      supersededBy: newer.map((o) => ({ ...o, expired: Boolean(o.expired), inCatalog: true })),
+    },
+  };
+}
+
+export async function listImports(orm: Orm, limit: number, before?: number) {
+  const rows = await orm
+    .select()
+    .from(catalogReleases)
+    .where(before ? lt(catalogReleases.id, before) : undefined)
+    .orderBy(desc(catalogReleases.id))
+    .limit(limit + 1);
+  const items = rows.slice(0, limit).map((r) => ({
+    id: r.id,
+    version: r.version,
+    publisher: r.publisher,
+    keyId: r.keyId,
+    fileSha256: r.fileSha256,
+    createdAt: r.createdAt,
+    importedAt: new Date(r.importedAt).toISOString(),
+    importedBy: r.importedBy,
+    source: r.source,
+    updates: r.updates,
+    added: r.added,
+    changed: r.changed,
+    expired: r.expired,
+    unchanged: r.unchanged,
+    durationMs: r.durationMs,
+  }));
+  const last = items[items.length - 1];
+  return { items, nextCursor: rows.length > limit && last ? String(last.id) : null };
+}
+
+export async function catalogCounts(orm: Orm): Promise<{ live: number; expired: number }> {
+  const rows = await orm.select({ expired: updates.expired, n: sql<number>`count(*)` }).from(updates).groupBy(updates.expired);
+  return { live: Number(rows.find((r) => !r.expired)?.n ?? 0), expired: Number(rows.find((r) => r.expired)?.n ?? 0) };
+}
+
+/* ---- custom severities ---- */
+
+export async function listSeverities(orm: Orm) {
+  const rows = await orm
+    .select({ id: customSeverities.id, name: customSeverities.name, rank: customSeverities.rank, updates: sql<number>`(SELECT count(*) FROM updates u WHERE u.custom_severity_id = ${customSeverities.id})` })
+    .from(customSeverities)
+    .orderBy(asc(customSeverities.rank), asc(customSeverities.id));
+  return rows.map((r) => ({ ...r, updates: Number(r.updates) }));
+}
+
+async function severityOr404(orm: Orm, id: number) {
+  const row = await orm.query.customSeverities.findFirst({ where: eq(customSeverities.id, id) });
+  if (!row) throw new AppError('not-found', `no custom severity ${id}`);
+  return row;
+}
+
+function uniqueName(err: unknown, name: string): never {
+  if (String((err as Error).message ?? err).includes('UNIQUE')) throw new AppError('conflict', `a custom severity named "${name}" exists`);
+  throw err;
+}
+
+export async function createSeverity(orm: Orm, name: string, rank?: number) {
+  const max = await orm.select({ m: sql<number>`coalesce(max(${customSeverities.rank}), -1)` }).from(customSeverities);
+  const r = rank ?? Number(max[0]?.m ?? -1) + 1;
+  try {
+    const [row] = await orm.insert(customSeverities).values({ name, rank: r, createdAt: Date.now() }).returning();
+    return row!;
+  } catch (err) {
+    uniqueName(err, name);
+  }
+}
+
+export async function updateSeverity(orm: Orm, id: number, patch: { name?: string; rank?: number }) {
+  await severityOr404(orm, id);
+  try {
+    if (patch.name !== undefined || patch.rank !== undefined) await orm.update(customSeverities).set(patch).where(eq(customSeverities.id, id));
+  } catch (err) {
+    uniqueName(err, patch.name ?? '');
+  }
+  return severityOr404(orm, id);
+}
+
+/** Sets the order of all custom severities at once: `ids[0]` becomes rank 0. */
+export async function orderSeverities(orm: Orm, ids: number[]) {
+  const all = await orm.select({ id: customSeverities.id }).from(customSeverities);
+  const have = new Set(all.map((r) => r.id));
+  if (ids.length !== have.size || new Set(ids).size !== ids.length || !ids.every((i) => have.has(i)))
+    throw new AppError('validation-failed', 'order must list every custom severity id exactly once', { expected: [...have].sort((a, b) => a - b) });
+  await orm.transaction(async (tx) => {
+    for (let i = 0; i < ids.length; i++) await tx.update(customSeverities).set({ rank: i }).where(eq(customSeverities.id, ids[i]!));
+  });
+  return listSeverities(orm);
+}
+
+/** Deleting a level unassigns it from its updates in the same transaction. */
+export async function deleteSeverity(orm: Orm, id: number) {
+  await severityOr404(orm, id);
+  await orm.transaction(async (tx) => {
+    await tx.update(updates).set({ customSeverityId: null }).where(eq(updates.customSeverityId, id));
+    await tx.delete(customSeverities).where(eq(customSeverities.id, id));
+  });
+}
+
+export async function assignSeverity(orm: Orm, updateIds: string[], severityId: number | null) {
+  if (severityId !== null) await severityOr404(orm, severityId);
+  const found = await orm.select({ id: updates.id }).from(updates).where(inArray(updates.id, updateIds));
+  const missing = updateIds.filter((id) => !found.some((f) => f.id === id));
+  if (missing.length) throw new AppError('not-found', `no update ${missing.slice(0, 5).join(', ')}`, { missing });
+  await orm.update(updates).set({ customSeverityId: severityId }).where(inArray(updates.id, updateIds));
+  return { updated: updateIds.length };
+}
+

@@ -1,0 +1,185 @@
+import { parseArgs } from 'node:util';
+import { openAsBlob } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { ConfigError, configHelp, loadConfig } from '../node/config.js';
+import { PatchtreeNode, VERSION } from '../node/node.js';
+import { buildCatalog } from '../catalog/build.js';
+import { generateKeys, loadPublicKey, keyIdOf, parseSignature, sha256File, verifySignature } from '../catalog/signing.js';
+import { AppError } from '../lib/errors.js';
+
+const USAGE = `patchtree ${VERSION}: patch distribution server
+
+Usage:
+  patchtree serve [options]                 run a node (patchtree serve --help lists the options)
+  patchtree keys generate --out DIR         make a publisher key pair (publisher.key, publisher.pub)
+  patchtree catalog build --cvrf FILE... [--wsus FILE...] --version V --out FILE [--sign KEYFILE] [--publisher NAME]
+  patchtree catalog verify FILE --key PUBFILE [--signature SIGFILE]
+  patchtree catalog import FILE --server URL --token T [--signature SIGFILE]
+  patchtree --version`;
+
+/** Flags that take several values in a row (`--cvrf a.xml b.xml`), as well as repeated. */
+function expandMulti(args: readonly string[], multi: readonly string[]): string[] {
+  const out: string[] = [];
+  let current: string | null = null;
+  for (const a of args) {
+    if (a.startsWith('--')) {
+      current = multi.includes(a) ? a : null;
+      out.push(a);
+    } else if (current && out[out.length - 1] !== current) {
+      out.push(current, a);
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
+function fail(message: string): never {
+  throw new CliError(message);
+}
+
+class CliError extends Error {}
+
+async function serve(args: string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(`patchtree serve [options]\n\n${configHelp()}`);
+    return 0;
+  }
+  const config = loadConfig(args);
+  const node = new PatchtreeNode(config);
+  await node.start();
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      node.logger.info({ signal }, 'stopping');
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      node.stop().then(resolve, resolve);
+    };
+    const onInt = () => stop('SIGINT');
+    const onTerm = () => stop('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+  });
+  return 0;
+}
+
+async function keys(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== 'generate') fail('usage: patchtree keys generate --out DIR');
+  const { values } = parseArgs({ args: rest, options: { out: { type: 'string' } }, strict: true });
+  if (!values.out) fail('--out DIR is required');
+  const r = await generateKeys(values.out);
+  console.log(JSON.stringify({ privateKey: r.keyFile, publicKey: r.pubFile, keyId: r.keyId }, null, 2));
+  return 0;
+}
+
+async function catalog(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === 'build') {
+    const { values } = parseArgs({
+      args: expandMulti(rest, ['--cvrf', '--wsus']),
+      options: {
+        cvrf: { type: 'string', multiple: true },
+        wsus: { type: 'string', multiple: true },
+        version: { type: 'string' },
+        out: { type: 'string' },
+        sign: { type: 'string' },
+        publisher: { type: 'string' },
+      },
+      strict: true,
+    });
+    if (!values.version) fail('--version V is required');
+    if (!values.out) fail('--out FILE is required');
+    const summary = await buildCatalog({
+      cvrf: values.cvrf ?? [],
+      wsus: values.wsus ?? [],
+      version: values.version,
+      out: values.out,
+      ...(values.sign ? { sign: values.sign } : {}),
+      ...(values.publisher ? { publisher: values.publisher } : {}),
+    });
+    console.log(JSON.stringify(summary, null, 2));
+    return 0;
+  }
+  if (sub === 'verify') {
+    const { values, positionals } = parseArgs({ args: rest, options: { key: { type: 'string', multiple: true }, signature: { type: 'string' } }, strict: true, allowPositionals: true });
+    const file = positionals[0] ?? fail('usage: patchtree catalog verify FILE --key PUBFILE');
+    if (!values.key?.length) fail('--key PUBFILE is required');
+    const trusted = new Map();
+    for (const k of values.key) {
+      const key = await loadPublicKey(k);
+      trusted.set(keyIdOf(key), key);
+    }
+    const sig = parseSignature(await readFile(values.signature ?? `${file}.sig`));
+    try {
+      const keyId = verifySignature(sig, await sha256File(file), trusted);
+      console.log(`OK: ${basename(file)} is signed by key ${keyId}`);
+      return 0;
+    } catch (err) {
+      console.error(`FAILED: ${(err as Error).message}`);
+      return 1;
+    }
+  }
+  if (sub === 'import') {
+    const { values, positionals } = parseArgs({ args: rest, options: { server: { type: 'string' }, token: { type: 'string' }, signature: { type: 'string' } }, strict: true, allowPositionals: true });
+    const file = positionals[0] ?? fail('usage: patchtree catalog import FILE --server URL --token T');
+    const server = values.server ?? process.env['PATCHTREE_SERVER'] ?? fail('--server URL is required');
+    const token = values.token ?? process.env['PATCHTREE_TOKEN'] ?? fail('--token T is required');
+    const form = new FormData();
+    // openAsBlob streams the file from disk as the request is sent.
+    form.append('catalog', await openAsBlob(file), basename(file));
+    form.append('signature', await openAsBlob(values.signature ?? `${file}.sig`), `${basename(file)}.sig`);
+    const res = await fetch(new URL('/api/v1/catalog/imports', server), { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: form });
+    const body = await res.text();
+    if (!res.ok) {
+      console.error(`import refused: HTTP ${res.status}\n${body}`);
+      return 1;
+    }
+    console.log(body);
+    return 0;
+  }
+  fail(USAGE);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'serve':
+        return await serve(rest);
+      case 'keys':
+        return await keys(rest);
+      case 'catalog':
+        return await catalog(rest);
+      case '--version':
+      case '-v':
+        console.log(VERSION);
+        return 0;
+      case undefined:
+      case '--help':
+      case '-h':
+      case 'help':
+        console.log(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        console.error(`unknown command "${command}"\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`patchtree: configuration error: ${err.message}`);
+      return 2;
+    }
+    if (err instanceof CliError || err instanceof AppError) {
+      console.error(`patchtree: ${err.message}`);
+      return 2;
+    }
+    if (err instanceof TypeError && 'code' in err && String((err as { code: unknown }).code).startsWith('ERR_PARSE_ARGS')) {
+      console.error(`patchtree: ${err.message}`);
+      return 2;
+    }
+    console.error(`patchtree: ${(err as Error).stack ?? err}`);
+    return 1;
+  }
+}

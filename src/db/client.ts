@@ -1,0 +1,63 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createClient, type Client } from '@libsql/client';
+import { drizzle, type LibSQLDatabase } from 'drizzle-orm/libsql';
+import { migrate } from 'drizzle-orm/libsql/migrator';
+import * as schema from './schema.js';
+
+export type Schema = typeof schema;
+export type Orm = LibSQLDatabase<Schema>;
+
+/** Milliseconds a connection waits for another writer before SQLITE_BUSY. */
+export const BUSY_TIMEOUT_MS = 15_000;
+
+/**
+ * One node's database. `orm` (drizzle over @libsql/client) serves everything but
+ * the hot paths; those open their own `libsql` binding connection on the same file
+ * (see catalog/import-worker.ts), which `filePath` makes possible. A remote libsql
+ * server has no `filePath`, and the hot paths fall back to the client.
+ */
+export interface Database {
+  readonly url: string;
+  readonly authToken: string | undefined;
+  /** Absolute path of the SQLite file, or null for a remote database. */
+  readonly filePath: string | null;
+  readonly client: Client;
+  readonly orm: Orm;
+  close(): void;
+}
+
+export const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations', import.meta.url));
+
+/** Path of a `file:` URL (`file:rel/x.db`, `file:/abs/x.db`, `file:///abs/x.db`), else null. */
+export function filePathOf(url: string): string | null {
+  if (!url.startsWith('file:')) return null;
+  let p = url.slice('file:'.length);
+  if (p.startsWith('//')) p = p.slice(2);
+  const q = p.indexOf('?');
+  return q >= 0 ? p.slice(0, q) : p;
+}
+
+/**
+ * Opens the database and applies pending migrations. A file database is put in
+ * WAL mode (readers never block the writer) with synchronous=FULL: an acknowledged
+ * write survives a power cut.
+ */
+export async function openDatabase(url: string, authToken?: string): Promise<Database> {
+  const filePath = filePathOf(url);
+  if (filePath) mkdirSync(dirname(filePath), { recursive: true });
+  const client = createClient({ url, ...(authToken ? { authToken } : {}), timeout: BUSY_TIMEOUT_MS, concurrency: 4 });
+  try {
+    if (filePath) {
+      await client.execute('PRAGMA journal_mode = WAL');
+      await client.execute('PRAGMA synchronous = FULL');
+    }
+    const orm = drizzle(client, { schema });
+    await migrate(orm, { migrationsFolder: MIGRATIONS_DIR });
+    return { url, authToken, filePath, client, orm, close: () => client.close() };
+  } catch (err) {
+    client.close();
+    throw err;
+  }
+}

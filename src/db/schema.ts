@@ -1,0 +1,4 @@
+// Every domain's tables, for drizzle's relational queries and the migrator.
+export * from '../auth/schema.js';
+export * from '../settings/schema.js';
+export * from '../catalog/schema.js';

@@ -1,0 +1,118 @@
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
+import { routePath } from 'hono/route';
+import type { ZodError } from 'zod';
+import { AppError, formatPath, toProblem } from '../lib/errors.js';
+import type { Logger } from '../lib/log.js';
+import type { Database } from '../db/index.js';
+import type { TokenService } from '../auth/tokens.js';
+import type { SettingsService } from '../settings/service.js';
+import type { CatalogImporter } from '../catalog/importer.js';
+import { catalogCounts } from '../catalog/queries.js';
+import type { Metrics } from '../node/metrics.js';
+import { bearerAuth, type AppEnv } from './auth.js';
+import { renderDocs } from './docs.js';
+import { catalogRoutes } from './routes/catalog.js';
+import { adminRoutes } from './routes/admin.js';
+
+export interface AppDeps {
+  db: Database;
+  logger: Logger;
+  tokens: TokenService;
+  settings: SettingsService;
+  importer: CatalogImporter;
+  metrics: Metrics;
+  node: { name: string; version: string; languages: readonly string[]; startedAt: number };
+  tmpDir: string;
+  maxCatalogBytes: number;
+}
+
+export const JSON_BODY_LIMIT = 1024 * 1024;
+
+/** Validation failures from any route become one problem document listing each field. */
+export function validationError(error: ZodError, target: string): AppError {
+  const errors = error.issues.slice(0, 20).map((i) => ({ path: formatPath(i.path), message: i.message }));
+  return new AppError('validation-failed', `invalid ${target}: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, { errors });
+}
+
+export function problemResponse(err: AppError, instance: string): Response {
+  return new Response(JSON.stringify(toProblem(err, instance)), {
+    status: err.status,
+    headers: { 'content-type': 'application/problem+json' },
+  });
+}
+
+export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
+  const log = deps.logger.child({ module: 'http' });
+  const app = new OpenAPIHono<AppEnv>({
+    defaultHook: (result) => {
+      if (!result.success) throw validationError(result.error, result.target === 'json' ? 'body' : result.target);
+    },
+  });
+
+  app.use('*', async (c, next) => {
+    const start = performance.now();
+    await next();
+    const route = routePath(c) || 'unmatched';
+    const status = String(c.res.status);
+    deps.metrics.httpRequests.inc({ method: c.req.method, route, status });
+    deps.metrics.httpDuration.observe({ method: c.req.method, route }, (performance.now() - start) / 1000);
+  });
+
+  // JSON bodies are small; the catalog upload route streams and has its own limit.
+  app.use('/api/*', async (c, next) => {
+    if (c.req.path === '/api/v1/catalog/imports' && c.req.method === 'POST') return next();
+    return bodyLimit({
+      maxSize: JSON_BODY_LIMIT,
+      onError: () => {
+        throw new AppError('payload-too-large', `JSON bodies are limited to ${JSON_BODY_LIMIT} bytes`);
+      },
+    })(c, next);
+  });
+  app.use('/api/v1/*', bearerAuth(deps.tokens));
+
+  app.get('/healthz', async (c) => {
+    try {
+      await deps.db.client.execute('SELECT 1');
+      return c.json({ status: 'ok', name: deps.node.name, version: deps.node.version, uptimeSeconds: Math.round((Date.now() - deps.node.startedAt) / 1000) });
+    } catch (err) {
+      log.error({ err }, 'health check: database unreachable');
+      return c.json({ status: 'unavailable', reason: 'database unreachable' }, 503);
+    }
+  });
+
+  app.get('/metrics', async (c) => {
+    const counts = await catalogCounts(deps.db.orm);
+    deps.metrics.catalogUpdates.set({ state: 'live' }, counts.live);
+    deps.metrics.catalogUpdates.set({ state: 'expired' }, counts.expired);
+    return c.text(await deps.metrics.registry.metrics(), 200, { 'content-type': deps.metrics.registry.contentType });
+  });
+
+  catalogRoutes(app, deps);
+  adminRoutes(app, deps);
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API token (admin, operator or viewer).' });
+  const docConfig = {
+    openapi: '3.0.3',
+    info: { title: 'patchtree node API', version: deps.node.version, description: 'Every /api/v1 route takes Authorization: Bearer <token>. Errors are application/problem+json.' },
+    security: [{ bearer: [] }],
+  };
+  app.doc('/openapi.json', docConfig);
+  app.get('/docs', (c) => c.html(renderDocs(app.getOpenAPIDocument(docConfig) as unknown as Parameters<typeof renderDocs>[0])));
+
+  app.notFound((c) => problemResponse(new AppError('not-found', `no route ${c.req.method} ${c.req.path}`), c.req.path));
+  app.onError((err, c) => {
+    if (err instanceof AppError) {
+      if (err.status >= 500) log.error({ code: err.code, detail: err.message }, 'request failed');
+      const res = problemResponse(err, c.req.path);
+      const www = c.res.headers.get('WWW-Authenticate');
+      if (www) res.headers.set('WWW-Authenticate', www);
+      if (err.code === 'import-busy') res.headers.set('Retry-After', '30');
+      return res;
+    }
+    if (err instanceof SyntaxError) return problemResponse(new AppError('bad-request', `malformed JSON: ${err.message}`), c.req.path);
+    log.error({ err, path: c.req.path }, 'unhandled error');
+    return problemResponse(new AppError('internal', 'an internal error occurred; see the node log'), c.req.path);
+  });
+  return app;
+}

@@ -1,0 +1,35 @@
+import type { MiddlewareHandler } from 'hono';
+import { AppError } from '../lib/errors.js';
+import { roleAtLeast, type Principal, type Role, type TokenService } from '../auth/tokens.js';
+
+export interface AppEnv {
+  Variables: { principal: Principal };
+}
+
+/** Every /api/v1 request carries `Authorization: Bearer <token>`; a missing or unknown token is 401. */
+export function bearerAuth(tokens: TokenService): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const header = c.req.header('authorization') ?? '';
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!m) {
+      c.header('WWW-Authenticate', 'Bearer realm="patchtree"');
+      throw new AppError('unauthenticated', 'send Authorization: Bearer <token>');
+    }
+    const principal = await tokens.authenticate(m[1]!);
+    if (!principal) {
+      c.header('WWW-Authenticate', 'Bearer realm="patchtree", error="invalid_token"');
+      throw new AppError('unauthenticated', 'the token is unknown or revoked');
+    }
+    c.set('principal', principal);
+    await next();
+  };
+}
+
+/** 403 unless the caller's role is at least `need` (viewer < operator < admin). */
+export function requireRole(need: Role): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const p = c.get('principal');
+    if (!p || !roleAtLeast(p.role, need)) throw new AppError('forbidden', `this needs the ${need} role; the token has ${p?.role ?? 'none'}`);
+    await next();
+  };
+}

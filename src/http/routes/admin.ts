@@ -1,0 +1,103 @@
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
+import { ROLES } from '../../auth/tokens.js';
+import { requireRole, type AppEnv } from '../auth.js';
+import type { AppDeps } from '../app.js';
+
+const problem = { content: { 'application/problem+json': { schema: z.looseObject({ type: z.string(), title: z.string(), status: z.number() }) } }, description: 'Error (RFC 9457 problem document)' };
+const errors = { 400: problem, 401: problem, 403: problem, 404: problem } as const;
+
+const storage = z.object({ path: z.string(), writable: z.boolean(), freeBytes: z.number(), totalBytes: z.number() }).openapi('StorageSetting');
+
+export function adminRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/tokens',
+      tags: ['tokens'],
+      summary: 'Create an API token with a role (admin); the token is shown only in this answer',
+      middleware: [requireRole('admin')] as const,
+      request: { body: { content: { 'application/json': { schema: z.strictObject({ name: z.string().trim().min(1).max(100), role: z.enum(ROLES) }) } }, required: true } },
+      responses: {
+        201: { description: 'Created', content: { 'application/json': { schema: z.object({ id: z.string(), name: z.string(), role: z.enum(ROLES), token: z.string(), createdAt: z.string() }) } } },
+        ...errors,
+      },
+    }),
+    async (c) => {
+      const b = c.req.valid('json');
+      return c.json(await deps.tokens.create(b.name, b.role, c.get('principal').name), 201);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tokens',
+      tags: ['tokens'],
+      summary: 'List API tokens (admin); secrets are never shown again',
+      middleware: [requireRole('admin')] as const,
+      responses: { 200: { description: 'Tokens', content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ id: z.string(), name: z.string(), role: z.string() })) }) } } }, ...errors },
+    }),
+    async (c) => c.json({ items: await deps.tokens.list() }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/api/v1/tokens/{id}',
+      tags: ['tokens'],
+      summary: 'Revoke an API token (admin); it stops working at once',
+      middleware: [requireRole('admin')] as const,
+      request: { params: z.object({ id: z.string().min(1).max(100) }) },
+      responses: { 204: { description: 'Revoked' }, 409: problem, ...errors },
+    }),
+    async (c) => {
+      await deps.tokens.revoke(c.req.valid('param').id);
+      return c.body(null, 204);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/settings/storage',
+      tags: ['settings'],
+      summary: 'Where update files are stored, whether it is writable, and its free space',
+      responses: { 200: { description: 'Storage', content: { 'application/json': { schema: storage } } }, ...errors },
+    }),
+    async (c) => c.json(await deps.settings.storage(), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: '/api/v1/settings/storage',
+      tags: ['settings'],
+      summary: 'Set the update file storage location (admin): created if missing, checked writable',
+      middleware: [requireRole('admin')] as const,
+      request: { body: { content: { 'application/json': { schema: z.strictObject({ path: z.string().min(1).max(4096) }) } }, required: true } },
+      responses: { 200: { description: 'Storage', content: { 'application/json': { schema: storage } } }, 422: problem, ...errors },
+    }),
+    async (c) => c.json(await deps.settings.setStorage(c.req.valid('json').path, c.get('principal').name), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/node',
+      tags: ['node'],
+      summary: 'This node: name, version, languages, uptime',
+      responses: { 200: { description: 'Node', content: { 'application/json': { schema: z.looseObject({ name: z.string(), version: z.string(), languages: z.array(z.string()) }) } } }, ...errors },
+    }),
+    async (c) =>
+      c.json(
+        {
+          name: deps.node.name,
+          version: deps.node.version,
+          languages: [...deps.node.languages],
+          startedAt: new Date(deps.node.startedAt).toISOString(),
+          importing: deps.importer.busy,
+        },
+        200,
+      ),
+  );
+}

@@ -1,0 +1,66 @@
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type { Logger } from '../lib/log.js';
+
+export const PROTO_DIR = fileURLToPath(new URL('../../../proto', import.meta.url));
+
+type Status = 'SERVING' | 'NOT_SERVING';
+
+/**
+ * The node's gRPC server. For now it carries the standard health service, so a
+ * load balancer or `grpc_health_probe` can watch the node; replication services
+ * join it in the tree issue.
+ */
+export class GrpcServer {
+  readonly server = new grpc.Server();
+  #status: Status = 'NOT_SERVING';
+  #watchers = new Set<grpc.ServerWritableStream<{ service: string }, { status: Status }>>();
+  port = 0;
+
+  constructor(private readonly logger: Logger) {
+    const def = protoLoader.loadSync('grpc/health/v1/health.proto', { includeDirs: [PROTO_DIR], keepCase: true, enums: String });
+    const pkg = grpc.loadPackageDefinition(def) as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } };
+    this.server.addService(pkg.grpc.health.v1.Health.service, {
+      Check: (call: grpc.ServerUnaryCall<{ service: string }, unknown>, cb: grpc.sendUnaryData<{ status: Status }>) => {
+        if (call.request.service && call.request.service !== 'patchtree') return cb({ code: grpc.status.NOT_FOUND, details: `unknown service ${call.request.service}` });
+        cb(null, { status: this.#status });
+      },
+      Watch: (call: grpc.ServerWritableStream<{ service: string }, { status: Status }>) => {
+        call.write({ status: this.#status });
+        this.#watchers.add(call);
+        call.on('cancelled', () => this.#watchers.delete(call));
+      },
+    });
+  }
+
+  async start(host: string, port: number): Promise<number> {
+    this.port = await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    this.setStatus('SERVING');
+    this.logger.info({ port: this.port }, 'gRPC listening');
+    return this.port;
+  }
+
+  setStatus(s: Status): void {
+    this.#status = s;
+    for (const w of this.#watchers) w.write({ status: s });
+  }
+
+  async stop(): Promise<void> {
+    this.setStatus('NOT_SERVING');
+    for (const w of this.#watchers) w.end();
+    this.#watchers.clear();
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, 2000);
+      this.server.tryShutdown(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+}

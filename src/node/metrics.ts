@@ -1,0 +1,46 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * The node's Prometheus metrics, in a registry of its own (never the global one),
+ * so two nodes in one process (tests) do not share counters.
+ */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'patchtree_' });
+  return {
+    registry,
+    httpRequests: new Counter({
+      name: 'patchtree_http_requests_total',
+      help: 'HTTP requests by method, route and status',
+      labelNames: ['method', 'route', 'status'] as const,
+      registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: 'patchtree_http_request_duration_seconds',
+      help: 'HTTP request duration by method and route',
+      labelNames: ['method', 'route'] as const,
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60],
+      registers: [registry],
+    }),
+    catalogImports: new Counter({
+      name: 'patchtree_catalog_imports_total',
+      help: 'Catalog imports by outcome (ok, or the error code)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    catalogImportDuration: new Histogram({
+      name: 'patchtree_catalog_import_duration_seconds',
+      help: 'Duration of successful catalog imports',
+      buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300],
+      registers: [registry],
+    }),
+    catalogUpdates: new Gauge({
+      name: 'patchtree_catalog_updates',
+      help: 'Updates in the catalog by state (live, expired)',
+      labelNames: ['state'] as const,
+      registers: [registry],
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,127 @@
+import { readFileSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { createAdaptorServer } from '@hono/node-server';
+import type { Server } from 'node:http';
+import { createLogger, type Logger } from '../lib/log.js';
+import { openDatabase, type Database } from '../db/index.js';
+import { TokenService } from '../auth/tokens.js';
+import { SettingsService } from '../settings/service.js';
+import { CatalogImporter } from '../catalog/importer.js';
+import { CatalogFeed, type FeedState } from '../catalog/feed.js';
+import { loadTrustedKeys } from '../catalog/signing.js';
+import { createApp } from '../http/app.js';
+import { createMetrics } from './metrics.js';
+import { GrpcServer } from './grpc.js';
+import type { NodeConfig } from './config.js';
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/**
+ * One patchtree node: services built by hand and started in order (database,
+ * HTTP, gRPC, feed), stopped in reverse. No container, no globals: every part
+ * gets the config, the database and a scoped logger from here.
+ */
+export class PatchtreeNode {
+  readonly logger: Logger;
+  db!: Database;
+  httpPort = 0;
+  grpcPort = 0;
+  #http: Server | null = null;
+  #grpc: GrpcServer | null = null;
+  #feed: CatalogFeed | null = null;
+
+  constructor(
+    readonly config: NodeConfig,
+    logger?: Logger,
+  ) {
+    this.logger = logger ?? createLogger(config.logLevel);
+  }
+
+  async start(): Promise<void> {
+    const { config } = this;
+    const log = this.logger;
+    await mkdir(config.data, { recursive: true });
+    const tmpDir = join(config.data, 'tmp');
+    await rm(tmpDir, { recursive: true, force: true }); // partial uploads of a previous run
+    await mkdir(tmpDir, { recursive: true });
+
+    this.db = await openDatabase(config.databaseUrl, config.databaseAuthToken);
+    log.info({ database: this.db.filePath ?? config.databaseUrl.replace(/\/\/[^@/]*@/, '//***@') }, 'database ready');
+
+    const tokens = new TokenService(this.db.orm);
+    const boot = await tokens.bootstrap(config.data, config.adminToken);
+    if (boot.generated) log.warn({ file: boot.generated }, `admin token generated: read it from ${boot.generated}`);
+
+    let trusted;
+    try {
+      trusted = await loadTrustedKeys(config.trustedKeys);
+    } catch (err) {
+      throw new Error(`invalid --trusted-key: ${(err as Error).message}`);
+    }
+    if (trusted.size === 0) log.warn('no --trusted-key given: catalog imports will be refused until one is configured');
+
+    const metrics = createMetrics();
+    const settings = new SettingsService(this.db.orm, config.data);
+    const importer = new CatalogImporter(this.db, trusted, log.child({ module: 'catalog' }), (o) => {
+      metrics.catalogImports.inc({ outcome: o.ok ? 'ok' : (o.code ?? 'error') });
+      if (o.ok) metrics.catalogImportDuration.observe(o.seconds);
+    });
+
+    const app = createApp({
+      db: this.db,
+      logger: log,
+      tokens,
+      settings,
+      importer,
+      metrics,
+      node: { name: config.name, version: VERSION, languages: config.languages, startedAt: Date.now() },
+      tmpDir,
+      maxCatalogBytes: config.maxCatalogBytes,
+    });
+    const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+    server.requestTimeout = 0; // large catalog uploads on slow links
+    server.headersTimeout = 60_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.httpPort, config.httpHost, () => resolve());
+    });
+    this.#http = server;
+    this.httpPort = (server.address() as AddressInfo).port;
+    log.info({ port: this.httpPort, host: config.httpHost }, 'HTTP listening');
+
+    this.#grpc = new GrpcServer(log.child({ module: 'grpc' }));
+    this.grpcPort = await this.#grpc.start(config.grpcHost, config.grpcPort);
+
+    if (config.catalogUrl) {
+      this.#feed = new CatalogFeed(
+        config.catalogUrl,
+        config.catalogInterval * 1000,
+        importer,
+        { get: () => settings.get<FeedState>('catalogFeed'), put: (s) => settings.put('catalogFeed', s, 'catalog feed') },
+        tmpDir,
+        config.maxCatalogBytes,
+        log.child({ module: 'feed' }),
+      );
+      this.#feed.start();
+    }
+    log.info({ name: config.name, languages: config.languages, http: this.httpPort, grpc: this.grpcPort, version: VERSION }, 'node started');
+  }
+
+  async stop(): Promise<void> {
+    await this.#feed?.stop();
+    await this.#grpc?.stop();
+    if (this.#http) {
+      const http = this.#http;
+      await new Promise<void>((resolve) => {
+        http.close(() => resolve());
+        http.closeIdleConnections();
+        setTimeout(() => http.closeAllConnections(), 2000).unref();
+      });
+    }
+    this.db?.close();
+    this.logger.info('node stopped');
+    this.logger.flush();
+  }
+}
