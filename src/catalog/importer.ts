@@ -78,7 +78,8 @@ export class CatalogImporter {
 
 function runWorker(job: ImportJob): Promise<ImportReply> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./import-worker.js', import.meta.url), { workerData: job });
+    // execArgv: [] so that the parent's flags (--inspect, test loaders) are not inherited.
+    const worker = new Worker(new URL('./import-worker.js', import.meta.url), { workerData: job, execArgv: [] });
     let settled = false;
     worker.once('message', (reply: ImportReply) => {
       settled = true;

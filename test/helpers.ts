@@ -1,0 +1,197 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, readFile } from 'node:fs/promises';
+import { openAsBlob } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { loadConfig } from '../src/node/config.js';
+import { PatchtreeNode } from '../src/node/node.js';
+import { createLogger } from '../src/lib/log.js';
+import { buildCatalog, writeCatalog } from '../src/catalog/build.js';
+import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
+import type { CatalogHeader, CatalogUpdate } from '../src/catalog/format.js';
+
+/** Repository root (tests run from dist/test, compiled). */
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const FIXTURES = join(ROOT, 'test', 'fixtures');
+export const BIN = join(ROOT, 'bin', 'patchtree.js');
+export const CVRF = [join(FIXTURES, 'msrc-cvrf', '2016-Apr.xml.gz'), join(FIXTURES, 'msrc-cvrf', '2024-Jan.xml.gz')];
+export const WSUS = ['Windows-10-22H2', 'Windows-11-23H2', 'Office-2016'].map((n) => join(FIXTURES, 'wsus-osdsus', `${n}.json.gz`));
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
+
+interface T {
+  teardown(fn: () => unknown): void;
+}
+
+export async function tempDir(t: T, prefix = 'patchtree-test-'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface Keys {
+  keyFile: string;
+  pubFile: string;
+  keyId: string;
+}
+
+export async function makeKeys(dir: string, name = 'keys'): Promise<Keys> {
+  return generateKeys(join(dir, name));
+}
+
+/** Builds and signs the catalog from the real shared data. */
+export async function buildRealCatalog(dir: string, keys: Keys, version = '2024.01.1', createdAt?: Date) {
+  const out = join(dir, `catalog-${version}.ndjson.gz`);
+  const summary = await buildCatalog({ cvrf: CVRF, wsus: WSUS, version, out, sign: keys.keyFile, ...(createdAt ? { createdAt } : {}) });
+  return { file: out, sig: `${out}.sig`, summary };
+}
+
+/** Writes a catalog from raw lines (anything, valid or not) and signs it. */
+export async function writeSignedCatalog(dir: string, keys: Keys, name: string, header: CatalogHeader, updates: unknown[]): Promise<{ file: string; sig: string }> {
+  const file = join(dir, name);
+  await writeCatalog(file, header, updates as CatalogUpdate[]);
+  await signFile(file, await loadPrivateKey(keys.keyFile));
+  return { file, sig: `${file}.sig` };
+}
+
+export function header(version: string, updates: number, createdAt = new Date()): CatalogHeader {
+  return { format: 'patchtree-catalog', formatVersion: 1, version, publisher: 'test publisher', createdAt: createdAt.toISOString(), updates };
+}
+
+/** A small valid update; override any field. */
+export function sampleUpdate(n: number, over: Partial<CatalogUpdate> = {}): CatalogUpdate {
+  const kb = String(5000000 + n);
+  return {
+    id: `test-${n}`,
+    revision: 1,
+    kb,
+    bulletin: null,
+    title: `Test update ${n} (KB${kb})`,
+    vendor: 'Microsoft',
+    productFamily: 'Windows',
+    product: 'Windows 11 Version 23H2 for x64-based Systems',
+    classification: 'Security Updates',
+    severity: 'Important',
+    cves: [`CVE-2024-${String(10000 + n)}`],
+    releaseDate: `2024-01-${String((n % 28) + 1).padStart(2, '0')}`,
+    supersedes: [],
+    restart: 'may',
+    install: { command: 'wusa.exe "{file}" /quiet /norestart', successCodes: [0], rebootCodes: [3010] },
+    applicability: { product: 'Windows 11 Version 23H2 for x64-based Systems' },
+    installed: { kb },
+    files: [
+      { name: `kb${kb}.msu`, url: `http://vendor.example/kb${kb}.msu`, size: 1000 + n, sha256: n.toString(16).padStart(64, 'a'), language: 'neutral' },
+    ],
+    ...over,
+  };
+}
+
+export interface RunningNode {
+  url: string;
+  token: string;
+  node: PatchtreeNode;
+  dataDir: string;
+}
+
+/** A node in this process: real SQLite file, real HTTP and gRPC on port 0. */
+export async function startNode(t: T, opts: { trustedKeys?: string[]; extra?: string[]; dataDir?: string } = {}): Promise<RunningNode> {
+  const dataDir = opts.dataDir ?? (await tempDir(t));
+  const args = ['--data', dataDir, '--http-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', '--admin-token', ADMIN_TOKEN, '--log-level', 'silent', '--name', 'test-node'];
+  for (const k of opts.trustedKeys ?? []) args.push('--trusted-key', k);
+  const config = loadConfig([...args, ...(opts.extra ?? [])], {});
+  const node = new PatchtreeNode(config, createLogger('silent'));
+  await node.start();
+  t.teardown(() => node.stop());
+  return { url: `http://127.0.0.1:${node.httpPort}`, token: ADMIN_TOKEN, node, dataDir };
+}
+
+export async function api(base: string, token: string | null, path: string, init: RequestInit = {}): Promise<{ status: number; body: any; headers: Headers }> {
+  const headers = new Headers(init.headers);
+  if (token) headers.set('authorization', `Bearer ${token}`);
+  if (init.body && typeof init.body === 'string' && !headers.has('content-type')) headers.set('content-type', 'application/json');
+  const res = await fetch(base + path, { ...init, headers });
+  const text = await res.text();
+  let body: unknown = text;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    /* not JSON */
+  }
+  return { status: res.status, body, headers: res.headers };
+}
+
+export async function uploadCatalog(base: string, token: string | null, file: string, sig: string) {
+  const form = new FormData();
+  form.append('catalog', await openAsBlob(file), 'catalog.ndjson.gz');
+  form.append('signature', await openAsBlob(sig), 'catalog.ndjson.gz.sig');
+  return api(base, token, '/api/v1/catalog/imports', { method: 'POST', body: form });
+}
+
+/** Every item of a paginated list, walking nextCursor. */
+export async function listAll(base: string, token: string, path: string, limit: number): Promise<any[]> {
+  const items: any[] = [];
+  let cursor: string | null = null;
+  for (let page = 0; page < 10_000; page++) {
+    const sep = path.includes('?') ? '&' : '?';
+    const res = await api(base, token, `${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+    if (res.status !== 200) throw new Error(`GET ${path}: ${res.status} ${JSON.stringify(res.body)}`);
+    items.push(...res.body.items);
+    cursor = res.body.nextCursor;
+    if (!cursor) return items;
+  }
+  throw new Error('pagination did not end');
+}
+
+export interface NodeProcess {
+  child: ChildProcess;
+  url: string;
+  httpPort: number;
+  grpcPort: number;
+  exited: Promise<number | null>;
+}
+
+/** Runs `patchtree serve` as a real child process and waits for its "node started" log line. */
+export async function spawnNode(t: T, args: string[], env: NodeJS.ProcessEnv = {}): Promise<NodeProcess> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--http-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', ...args], {
+    env: { PATH: process.env['PATH'], ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const lines = createInterface({ input: child.stdout! });
+  const started = await new Promise<{ http: number; grpc: number }>((resolve, reject) => {
+    lines.on('line', (line) => {
+      try {
+        const rec = JSON.parse(line) as { msg?: string; http?: number; grpc?: number };
+        if (rec.msg === 'node started') resolve({ http: rec.http!, grpc: rec.grpc! });
+      } catch {
+        /* not a log line */
+      }
+    });
+    exited.then((code) => reject(new Error(`node exited with ${code} before starting: ${stderr}`)));
+  });
+  return { child, url: `http://127.0.0.1:${started.http}`, httpPort: started.http, grpcPort: started.grpc, exited };
+}
+
+/** Runs the CLI to completion. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env['PATH'], ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+export { readFile };
