@@ -224,7 +224,7 @@ export async function catalogCounts(orm: Orm): Promise<{ live: number; expired: 
 
 export async function listSeverities(orm: Orm) {
   const rows = await orm
-    .select({ id: customSeverities.id, name: customSeverities.name, rank: customSeverities.rank, updates: sql<number>`(SELECT count(*) FROM updates u WHERE u.custom_severity_id = ${customSeverities.id})` })
+    .select({ id: customSeverities.id, name: customSeverities.name, rank: customSeverities.rank, updates: sql<number>`(SELECT count(*) FROM updates u WHERE u.custom_severity_id = "custom_severities"."id")` })
     .from(customSeverities)
     .orderBy(asc(customSeverities.rank), asc(customSeverities.id));
   return rows.map((r) => ({ ...r, updates: Number(r.updates) }));
@@ -236,8 +236,17 @@ async function severityOr404(orm: Orm, id: number) {
   return row;
 }
 
+/** True when an error, or one it wraps (drizzle wraps the driver's), is a UNIQUE violation. */
+export function isUniqueViolation(err: unknown): boolean {
+  for (let e = err, i = 0; e && i < 5; e = (e as { cause?: unknown }).cause, i++) {
+    const { code, message } = e as { code?: unknown; message?: unknown };
+    if (String(code ?? '').includes('CONSTRAINT_UNIQUE') || String(message ?? '').includes('UNIQUE constraint')) return true;
+  }
+  return false;
+}
+
 function uniqueName(err: unknown, name: string): never {
-  if (String((err as Error).message ?? err).includes('UNIQUE')) throw new AppError('conflict', `a custom severity named "${name}" exists`);
+  if (isUniqueViolation(err)) throw new AppError('conflict', `a custom severity named "${name}" exists`);
   throw err;
 }
 

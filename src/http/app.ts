@@ -1,6 +1,7 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import { routePath } from 'hono/route';
+import { HTTPException } from 'hono/http-exception';
 import type { ZodError } from 'zod';
 import { AppError, formatPath, toProblem } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
@@ -108,9 +109,15 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
       const www = c.res.headers.get('WWW-Authenticate');
       if (www) res.headers.set('WWW-Authenticate', www);
       if (err.code === 'import-busy') res.headers.set('Retry-After', '30');
+      // The refused body may be half read: the connection must not be reused.
+      if (err.code === 'payload-too-large') res.headers.set('Connection', 'close');
       return res;
     }
-    if (err instanceof SyntaxError) return problemResponse(new AppError('bad-request', `malformed JSON: ${err.message}`), c.req.path);
+    if (err instanceof HTTPException) {
+      // Hono's own validators (e.g. malformed JSON) speak HTTPException.
+      const code = err.status === 413 ? 'payload-too-large' : err.status === 415 ? 'unsupported-media-type' : err.status === 401 ? 'unauthenticated' : 'bad-request';
+      if (err.status < 500) return problemResponse(new AppError(code, err.message), c.req.path);
+    }
     log.error({ err, path: c.req.path }, 'unhandled error');
     return problemResponse(new AppError('internal', 'an internal error occurred; see the node log'), c.req.path);
   });

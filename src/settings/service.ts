@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
-import { access, mkdir, statfs } from 'node:fs/promises';
-import { isAbsolute, join, resolve } from 'node:path';
+import { access, mkdir, stat, statfs } from 'node:fs/promises';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { eq } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
@@ -49,7 +49,7 @@ export class SettingsService {
   async setStorage(path: string, by: string | null): Promise<StorageStatus> {
     const abs = isAbsolute(path) ? path : resolve(this.dataDir, path);
     try {
-      await mkdir(abs, { recursive: true });
+      await ensureDir(abs);
       await access(abs, constants.W_OK | constants.R_OK);
     } catch (err) {
       throw new AppError('storage-unusable', `cannot use ${abs}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
@@ -59,10 +59,40 @@ export class SettingsService {
   }
 }
 
+/**
+ * mkdir -p, one level at a time. Node's recursive mkdir can loop forever on some
+ * file systems (procfs answers ENOENT for a parent that exists), which would hang
+ * the request; this walks up once and down once.
+ */
+export async function ensureDir(path: string): Promise<void> {
+  const missing: string[] = [];
+  let p = path;
+  for (;;) {
+    try {
+      await mkdir(p);
+      break;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') break;
+      if (code !== 'ENOENT' || dirname(p) === p || missing.length > 64) throw err;
+      missing.push(p);
+      p = dirname(p);
+    }
+  }
+  for (const dir of missing.reverse()) {
+    try {
+      await mkdir(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+  if (!(await stat(path)).isDirectory()) throw Object.assign(new Error(`${path} is not a directory`), { code: 'ENOTDIR' });
+}
+
 async function describeStorage(path: string): Promise<StorageStatus> {
   let writable = true;
   try {
-    await mkdir(path, { recursive: true });
+    await ensureDir(path);
     await access(path, constants.W_OK);
   } catch {
     writable = false;
