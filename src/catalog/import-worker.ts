@@ -44,6 +44,7 @@ async function run(job: ImportJob): Promise<ImportReply> {
   try {
     if (job.filePath) {
       const db = openNative(job.filePath);
+      db.exec('PRAGMA temp_store = MEMORY'); // the ids-seen table of this import
       try {
         const result = await applyCatalog(
           nativeExec(db),

@@ -1,0 +1,89 @@
+import t from 'tap';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { ADMIN_TOKEN, api, buildRealCatalog, makeKeys, runCli, spawnNode, tempDir, ROOT } from '../helpers.js';
+
+t.test('a real node process: import with the CLI, restart on the same data, data kept', async (t) => {
+  const dir = await tempDir(t);
+  const data = join(dir, 'data');
+  const keys = await makeKeys(dir);
+  const { file } = await buildRealCatalog(dir, keys);
+  const args = ['--data', data, '--trusted-key', keys.pubFile, '--name', 'site-1', '--languages', 'en,de'];
+  const first = await spawnNode(t, args);
+  const token = readFileSync(join(data, 'admin-token'), 'utf8').trim();
+  t.equal(statSync(join(data, 'admin-token')).mode & 0o777, 0o600, 'admin token file is 0600');
+  const imported = await runCli(['catalog', 'import', file, '--server', first.url, '--token', token]);
+  t.equal(imported.code, 0, imported.stderr);
+  t.match(JSON.parse(imported.stdout), { version: '2024.01.1', added: 495 });
+  const refused = await runCli(['catalog', 'import', file, '--server', first.url, '--token', 'pt_nope']);
+  t.equal(refused.code, 1);
+  t.match(refused.stderr, /HTTP 401/);
+  first.child.kill('SIGTERM');
+  t.equal(await first.exited, 0, 'stops cleanly on SIGTERM');
+
+  const second = await spawnNode(t, args);
+  const list = await api(second.url, token, '/api/v1/updates?limit=1000');
+  t.equal(list.body.items.length, 495, 'the catalog survived the restart');
+  t.equal(readFileSync(join(data, 'admin-token'), 'utf8').trim(), token, 'the admin token too');
+  t.match((await api(second.url, token, '/api/v1/node')).body, { name: 'site-1', languages: ['de', 'en'] });
+
+  // The standard gRPC health service answers on the gRPC port.
+  const def = protoLoader.loadSync('grpc/health/v1/health.proto', { includeDirs: [join(ROOT, 'proto')], keepCase: true, enums: String });
+  const Health = (grpc.loadPackageDefinition(def) as any).grpc.health.v1.Health;
+  const client = new Health(`127.0.0.1:${second.grpcPort}`, grpc.credentials.createInsecure());
+  const status = await new Promise<any>((resolve, reject) => client.Check({ service: '' }, (err: Error | null, res: unknown) => (err ? reject(err) : resolve(res))));
+  client.close();
+  t.same(status, { status: 'SERVING' });
+});
+
+t.test('configuration errors stop the node with a message naming the option', async (t) => {
+  const dir = await tempDir(t);
+  const cases: [string[], RegExp][] = [
+    [['serve', '--data', dir, '--http-port', '99999'], /--http-port/],
+    [['serve', '--data', dir, '--languages', 'en,!!'], /--languages/],
+    [['serve', '--data', dir, '--trusted-key', join(dir, 'missing.pub'), '--http-port', '0', '--grpc-port', '0'], /--trusted-key/],
+    [['serve', '--data', dir, '--bogus'], /bogus/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await runCli(args);
+    t.not(r.code, 0, args.join(' '));
+    t.match(r.stderr, re);
+  }
+  const env = await runCli(['serve', '--data', dir], { PATCHTREE_LOG_LEVEL: 'chatty' });
+  t.equal(env.code, 2);
+  t.match(env.stderr, /PATCHTREE_LOG_LEVEL/);
+  const help = await runCli(['serve', '--help']);
+  t.equal(help.code, 0);
+  for (const flag of ['--data', '--http-port', '--grpc-port', '--admin-token', '--languages', '--trusted-key', '--database-url', '--log-level', '--name']) t.match(help.stdout, flag);
+});
+
+t.test('publisher tools: keys generate, catalog build, catalog verify', async (t) => {
+  const dir = await tempDir(t);
+  const gen = await runCli(['keys', 'generate', '--out', join(dir, 'k')]);
+  t.equal(gen.code, 0, gen.stderr);
+  t.equal(statSync(join(dir, 'k', 'publisher.key')).mode & 0o777, 0o600);
+  t.equal((await runCli(['keys', 'generate', '--out', join(dir, 'k')])).code, 1, 'never overwrites a key');
+  const fx = join(ROOT, 'test', 'fixtures');
+  const out = join(dir, 'c.ndjson.gz');
+  const build = await runCli(['catalog', 'build', '--cvrf', join(fx, 'msrc-cvrf', '2024-Jan.xml.gz'), '--wsus', join(fx, 'wsus-osdsus', 'Windows-11-23H2.json.gz'), join(fx, 'wsus-osdsus', 'Windows-10-22H2.json.gz'), '--version', '2024.01.2', '--out', out, '--sign', join(dir, 'k', 'publisher.key')]);
+  t.equal(build.code, 0, build.stderr);
+  t.match(JSON.parse(build.stdout), { updates: 125 + 4 + 10, skippedFixesTotal: 286, skippedFixes: { 'CBL-Mariner Releases': 195 } });
+  const ok = await runCli(['catalog', 'verify', out, '--key', join(dir, 'k', 'publisher.pub')]);
+  t.equal(ok.code, 0, ok.stderr);
+  await runCli(['keys', 'generate', '--out', join(dir, 'k2')]);
+  const wrong = await runCli(['catalog', 'verify', out, '--key', join(dir, 'k2', 'publisher.pub')]);
+  t.equal(wrong.code, 1);
+  t.match(wrong.stderr, /not among/);
+  const noVersion = await runCli(['catalog', 'build', '--cvrf', join(fx, 'msrc-cvrf', '2024-Jan.xml.gz'), '--out', out]);
+  t.equal(noVersion.code, 2);
+  t.match(noVersion.stderr, /--version/);
+});
+
+t.test('--admin-token sets the bootstrap token', async (t) => {
+  const dir = await tempDir(t);
+  const n = await spawnNode(t, ['--data', dir], { PATCHTREE_ADMIN_TOKEN: ADMIN_TOKEN });
+  t.equal((await api(n.url, ADMIN_TOKEN, '/api/v1/tokens')).status, 200);
+  t.throws(() => statSync(join(dir, 'admin-token')), 'no token file is written when the token is given');
+});
