@@ -41,9 +41,14 @@ export interface BuildSummary {
   skippedFiles: number;
 }
 
-async function readMaybeGzip(file: string): Promise<string> {
-  const buf = await readFile(file);
-  return (buf[0] === 0x1f && buf[1] === 0x8b ? gunzipSync(buf) : buf).toString('utf8');
+/** Reads a feed file (gzip'd or not) and parses it; errors name the file. */
+async function parseInput<T>(file: string, parse: (text: string) => T): Promise<T> {
+  try {
+    const buf = await readFile(file);
+    return parse((buf[0] === 0x1f && buf[1] === 0x8b ? gunzipSync(buf) : buf).toString('utf8'));
+  } catch (err) {
+    throw new Error(`${file}: ${(err as Error).message}`);
+  }
 }
 
 /**
@@ -112,24 +117,14 @@ export async function buildCatalog(opts: BuildOptions): Promise<BuildSummary> {
   const fixes = new Map<string, CvrfFix>();
   const skipped = new Map<string, number>();
   for (const f of opts.cvrf) {
-    let result;
-    try {
-      result = parseCvrf(await readMaybeGzip(f));
-    } catch (err) {
-      throw new Error(`${f}: ${(err as Error).message}`);
-    }
+    const result = await parseInput(f, parseCvrf);
     mergeFixes(fixes, result.fixes);
     for (const [k, n] of result.skipped) skipped.set(k, (skipped.get(k) ?? 0) + n);
   }
   const wsusUpdates: CatalogUpdate[] = [];
   let skippedFiles = 0;
   for (const f of opts.wsus) {
-    let result;
-    try {
-      result = parseWsus(await readMaybeGzip(f));
-    } catch (err) {
-      throw new Error(`${f}: ${(err as Error).message}`);
-    }
+    const result = await parseInput(f, parseWsus);
     wsusUpdates.push(...result.updates);
     skippedFiles += result.skippedFiles;
   }
