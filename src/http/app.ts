@@ -9,12 +9,14 @@ import type { Database } from '../db/index.js';
 import type { TokenService } from '../auth/tokens.js';
 import type { SettingsService } from '../settings/service.js';
 import type { CatalogImporter } from '../catalog/importer.js';
+import type { Content } from '../content/index.js';
 import { catalogCounts } from '../catalog/queries.js';
 import type { Metrics } from '../node/metrics.js';
 import { bearerAuth, type AppEnv } from './auth.js';
 import { renderDocs } from './docs.js';
 import { catalogRoutes } from './routes/catalog.js';
 import { adminRoutes } from './routes/admin.js';
+import { contentRoutes } from './routes/content.js';
 
 export interface AppDeps {
   db: Database;
@@ -22,6 +24,7 @@ export interface AppDeps {
   tokens: TokenService;
   settings: SettingsService;
   importer: CatalogImporter;
+  content: Content;
   metrics: Metrics;
   node: { name: string; version: string; languages: readonly string[]; startedAt: number };
   tmpDir: string;
@@ -91,6 +94,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
 
   catalogRoutes(app, deps);
   adminRoutes(app, deps);
+  contentRoutes(app, deps);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API token (admin, operator or viewer).' });
   const docConfig = {

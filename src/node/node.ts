@@ -12,6 +12,7 @@ import { CatalogImporter } from '../catalog/importer.js';
 import { CatalogFeed, type FeedState } from '../catalog/feed.js';
 import { loadTrustedKeys } from '../catalog/signing.js';
 import { createApp } from '../http/app.js';
+import { createContent, type Content } from '../content/index.js';
 import { createMetrics } from './metrics.js';
 import { GrpcServer } from './grpc.js';
 import type { NodeConfig } from './config.js';
@@ -31,6 +32,7 @@ export class PatchtreeNode {
   #http: Server | null = null;
   #grpc: GrpcServer | null = null;
   #feed: CatalogFeed | null = null;
+  #content: Content | null = null;
 
   constructor(
     readonly config: NodeConfig,
@@ -64,9 +66,13 @@ export class PatchtreeNode {
 
     const metrics = createMetrics();
     const settings = new SettingsService(this.db.orm, config.data);
+    const content = createContent(this.db.orm, settings, config.languages, log);
+    this.#content = content;
     const importer = new CatalogImporter(this.db, trusted, log.child({ module: 'catalog' }), (o) => {
       metrics.catalogImports.inc({ outcome: o.ok ? 'ok' : (o.code ?? 'error') });
       if (o.ok) metrics.catalogImportDuration.observe(o.seconds);
+      // A release may need new files (or no longer need some).
+      if (o.ok) content.service.reconcile().catch((err) => log.error({ err }, 'content reconcile failed'));
     });
 
     const app = createApp({
@@ -75,6 +81,7 @@ export class PatchtreeNode {
       tokens,
       settings,
       importer,
+      content,
       metrics,
       node: { name: config.name, version: VERSION, languages: config.languages, startedAt: Date.now() },
       tmpDir,
@@ -90,6 +97,8 @@ export class PatchtreeNode {
     this.#http = server;
     this.httpPort = (server.address() as AddressInfo).port;
     log.info({ port: this.httpPort, host: config.httpHost }, 'HTTP listening');
+
+    await content.start();
 
     this.#grpc = new GrpcServer(log.child({ module: 'grpc' }));
     this.grpcPort = await this.#grpc.start(config.grpcHost, config.grpcPort);
@@ -111,6 +120,7 @@ export class PatchtreeNode {
 
   async stop(): Promise<void> {
     await this.#feed?.stop();
+    await this.#content?.stop();
     await this.#grpc?.stop();
     if (this.#http) {
       const http = this.#http;

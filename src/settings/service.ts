@@ -18,6 +18,8 @@ export interface StorageStatus extends StorageSetting {
 
 /** Node settings stored as JSON documents by key. */
 export class SettingsService {
+  #storagePath: string | null = null;
+
   constructor(
     private readonly orm: Orm,
     private readonly dataDir: string,
@@ -37,9 +39,13 @@ export class SettingsService {
   }
 
   /** Where update files go: `<data>/content` until an admin sets another location. */
+  async storagePath(): Promise<string> {
+    this.#storagePath ??= ((await this.get<StorageSetting>('storage')) ?? { path: join(this.dataDir, 'content') }).path;
+    return this.#storagePath;
+  }
+
   async storage(): Promise<StorageStatus> {
-    const s = (await this.get<StorageSetting>('storage')) ?? { path: join(this.dataDir, 'content') };
-    return describeStorage(s.path);
+    return describeStorage(await this.storagePath());
   }
 
   /**
@@ -55,6 +61,7 @@ export class SettingsService {
       throw new AppError('storage-unusable', `cannot use ${abs}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
     await this.put('storage', { path: abs }, by);
+    this.#storagePath = abs;
     return describeStorage(abs);
   }
 }

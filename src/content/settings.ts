@@ -1,0 +1,37 @@
+import { z } from 'zod';
+
+/**
+ * Download settings. `need` decides which files the node fetches: `languages` is
+ * every file of a live update in the node's languages (plus `neutral`); `marked`
+ * only files of updates an admin marked for download (policies will add theirs).
+ */
+export const contentSettingsSchema = z.strictObject({
+  need: z.enum(['languages', 'marked']),
+  concurrency: z.number().int().min(1).max(64),
+  bytesPerSecond: z.number().int().min(0),
+  perHostBytesPerSecond: z.number().int().min(0),
+  reserveBytes: z.number().int().min(0),
+  maxAttempts: z.number().int().min(1).max(1000),
+  retryBaseMs: z.number().int().min(10).max(86_400_000),
+  retryMaxMs: z.number().int().min(10).max(7 * 86_400_000),
+  idleTimeoutMs: z.number().int().min(100).max(3_600_000),
+});
+export type ContentSettings = z.infer<typeof contentSettingsSchema>;
+
+export const DEFAULT_CONTENT_SETTINGS: ContentSettings = {
+  need: 'marked',
+  concurrency: 4,
+  bytesPerSecond: 0,
+  perHostBytesPerSecond: 0,
+  reserveBytes: 1024 ** 3,
+  maxAttempts: 10,
+  retryBaseMs: 30_000,
+  retryMaxMs: 6 * 3_600_000,
+  idleTimeoutMs: 60_000,
+};
+
+/** Exponential backoff with jitter: base * 2^(attempt-1), capped, times 0.5..1.5. */
+export function backoffMs(attempts: number, s: Pick<ContentSettings, 'retryBaseMs' | 'retryMaxMs'>, random = Math.random): number {
+  const exp = Math.min(s.retryMaxMs, s.retryBaseMs * 2 ** Math.max(0, attempts - 1));
+  return Math.round(exp * (0.5 + random()));
+}
