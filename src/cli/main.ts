@@ -16,6 +16,7 @@ Usage:
   patchtree catalog build --cvrf FILE... [--wsus FILE...] --version V --out FILE [--sign KEYFILE] [--publisher NAME]
   patchtree catalog verify FILE --key PUBFILE [--signature SIGFILE]
   patchtree catalog import FILE --server URL --token T [--signature SIGFILE]
+  patchtree content status --server URL --token T [--watch] [--json]
   patchtree --version`;
 
 /** Flags that take several values in a row (`--cvrf a.xml b.xml`), as well as repeated. */
@@ -142,6 +143,43 @@ async function catalog(args: string[]): Promise<number> {
   fail(USAGE);
 }
 
+const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
+
+/** One line of progress: a bar when attached to a terminal. */
+export function progressLine(s: { bytes: number; bytesDone: number; files: number; verified: number; pending: number; downloading: number; failed: number; downloader: { state: string; reason: string | null } }, width = 30): string {
+  const frac = s.bytes > 0 ? Math.min(1, s.bytesDone / s.bytes) : 1;
+  const fill = Math.round(frac * width);
+  const bar = `[${'#'.repeat(fill)}${'.'.repeat(width - fill)}]`;
+  const state = s.downloader.reason ? `${s.downloader.state}: ${s.downloader.reason}` : s.downloader.state;
+  return `${bar} ${(frac * 100).toFixed(1).padStart(5)}% ${mb(s.bytesDone)} / ${mb(s.bytes)}  verified ${s.verified}/${s.files}, downloading ${s.downloading}, pending ${s.pending}, failed ${s.failed}  (${state})`;
+}
+
+async function content(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== 'status') fail('usage: patchtree content status --server URL --token T [--watch] [--json]');
+  const { values } = parseArgs({ args: rest, options: { server: { type: 'string' }, token: { type: 'string' }, watch: { type: 'boolean' }, json: { type: 'boolean' } }, strict: true });
+  const server = values.server ?? process.env['PATCHTREE_SERVER'] ?? fail('--server URL is required');
+  const token = values.token ?? process.env['PATCHTREE_TOKEN'] ?? fail('--token T is required');
+  const get = async () => {
+    const res = await fetch(new URL('/api/v1/content', server), { headers: { authorization: `Bearer ${token}` } });
+    if (!res.ok) throw new CliError(`HTTP ${res.status}: ${await res.text()}`);
+    return (await res.json()) as Parameters<typeof progressLine>[0];
+  };
+  const tty = process.stdout.isTTY && !values.json;
+  for (;;) {
+    const s = await get();
+    const busy = s.pending + s.downloading > 0 && s.downloader.state !== 'paused';
+    if (values.json) console.log(JSON.stringify(s, null, 2));
+    else if (tty) process.stdout.write(`\r${progressLine(s, Math.max(10, Math.min(40, (process.stdout.columns ?? 100) - 90)))}\x1b[K`);
+    else console.log(progressLine(s));
+    if (!values.watch || !busy) {
+      if (tty) process.stdout.write('\n');
+      return s.failed > 0 ? 1 : 0;
+    }
+    await new Promise((r) => setTimeout(r, tty ? 500 : 5000));
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -152,6 +190,8 @@ export async function main(argv: string[]): Promise<number> {
         return await keys(rest);
       case 'catalog':
         return await catalog(rest);
+      case 'content':
+        return await content(rest);
       case '--version':
       case '-v':
         console.log(VERSION);

@@ -70,6 +70,17 @@ t.test('a normal download, then served with Range and ETag', async (t) => {
   t.equal((await fetch(`${node.url}/agent/v1/files/${sha}`)).status, 401, 'the file route needs a token');
   t.equal((await fetchFile(node, 'f'.repeat(64))).res.status, 404);
   t.equal((await fetchFile(node, 'nothex')).res.status, 400);
+
+  // Readers that hang up mid-file leave the node serving the others.
+  await Promise.all(Array.from({ length: 5 }, async () => {
+    const ac = new AbortController();
+    const res = await fetch(`${node.url}/agent/v1/files/${sha}`, { headers: { authorization: `Bearer ${node.token}` }, signal: ac.signal });
+    const reader = res.body!.getReader();
+    await reader.read();
+    ac.abort();
+  }).map((p) => p.catch(() => undefined)));
+  t.ok((await fetchFile(node, sha)).body.equals(vf[0]!.data), 'still serving after aborted readers');
+  t.equal((await api(node.url, null, '/healthz')).status, 200);
 });
 
 t.test('a connection cut halfway resumes with Range from where it stopped', async (t) => {

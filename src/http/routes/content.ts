@@ -1,6 +1,9 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ServerResponse } from 'node:http';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { eq } from 'drizzle-orm';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
@@ -73,7 +76,15 @@ async function serveFile(c: Context<AppEnv>, deps: AppDeps): Promise<Response> {
   if (range) headers['content-range'] = `bytes ${start}-${end}/${size}`;
   headers['content-length'] = String(length);
   if (c.req.method === 'HEAD' || length === 0) return new Response(null, { status, headers });
-  const stream = createReadStream(path, { start, end, highWaterMark: 256 * 1024 });
+  const stream = createReadStream(path, { start, end, highWaterMark: 64 * 1024 });
+  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+  if (outgoing) {
+    // On Node, pipe the file straight into the socket: backpressure end to end and
+    // no web-stream copy in between, the cheapest path per concurrent reader.
+    outgoing.writeHead(status, headers);
+    pipeline(stream, outgoing).catch(() => stream.destroy());
+    return RESPONSE_ALREADY_SENT;
+  }
   return new Response(Readable.toWeb(stream) as unknown as ReadableStream, { status, headers });
 }
 
