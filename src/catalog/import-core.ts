@@ -22,6 +22,8 @@ export interface Exec {
 }
 
 export interface ImportMeta {
+  /** Node id of this node: the origin of what it imports. */
+  origin: string;
   fileSha256: string;
   keyId: string;
   importedBy: string;
@@ -48,17 +50,35 @@ const MAX_ERRORS = 20;
 
 const INSERT_UPDATE = `INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
   severity, cves, cve_details, release_date, supersedes, vendor_superseded, restart, install_command, success_codes, reboot_codes,
-  applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, updated_at)
-  VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?)`;
+  applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at)
+  VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?,?)`;
 const UPDATE_UPDATE = `UPDATE updates SET revision=?, kb=?, bulletin=?, title=?, description=?, vendor=?, product_family=?, product=?,
   classification=?, severity=?, cves=?, cve_details=?, release_date=?, supersedes=?, vendor_superseded=?, restart=?, install_command=?,
   success_codes=?, reboot_codes=?, applicability=?, installed=?, more_info_url=?, languages=?, expired=0, content_hash=?,
-  release_version=?, updated_at=? WHERE id=?`;
+  release_version=?, origin=?, updated_at=? WHERE id=?`;
+const APPEND_CHANGE = 'INSERT INTO change_log (kind, key, op, languages, payload, created_at) VALUES (?,?,?,?,?,?)';
+
+/**
+ * The replicated form of an update: the catalog line with this node's revision and
+ * state. A child applies it whole; it is also what a child republishes.
+ */
+export interface UpdatePayload extends CatalogUpdate {
+  expired: boolean;
+  origin: string;
+  releaseVersion: string;
+  firstVersion: string;
+}
+
+/** Appends an upsert of an update to the change log (same transaction as the write). */
+export async function appendUpdateChange(db: Exec, p: UpdatePayload, now: number): Promise<void> {
+  await db.run(APPEND_CHANGE, ['update', p.id, 'upsert', updateLanguages(p).join(','), JSON.stringify(p), now]);
+}
+
 const INSERT_FILE = 'INSERT INTO update_files (update_id, sha256, name, url, size, language) VALUES (?,?,?,?,?,?)';
 const INSERT_CVE = 'INSERT OR IGNORE INTO update_cves (update_id, cve) VALUES (?,?)';
 const INSERT_SUPERSEDES = 'INSERT OR IGNORE INTO update_supersedes (update_id, kb) VALUES (?,?)';
 
-function columns(u: CatalogUpdate): unknown[] {
+export function columns(u: CatalogUpdate): unknown[] {
   return [
     u.kb,
     u.bulletin,
@@ -194,19 +214,21 @@ export async function applyCatalog(db: Exec, file: string, meta: ImportMeta, beg
       }
       if (errors.length > 0) continue; // the import will be rolled back: validate only
       const hash = contentHash(u);
-      const existing = await db.get<{ revision: number; content_hash: string; expired: number }>(
-        'SELECT revision, content_hash, expired FROM updates WHERE id=?',
+      const existing = await db.get<{ revision: number; content_hash: string; expired: number; first_version: string }>(
+        'SELECT revision, content_hash, expired, first_version FROM updates WHERE id=?',
         [u.id],
       );
       if (!existing) {
-        await db.run(INSERT_UPDATE, [u.id, u.revision, ...columns(u), hash, header!.version, header!.version, meta.now]);
+        await db.run(INSERT_UPDATE, [u.id, u.revision, ...columns(u), hash, header!.version, header!.version, meta.origin, meta.now]);
         await insertChildren(db, u);
+        await appendUpdateChange(db, { ...u, expired: false, origin: meta.origin, releaseVersion: header!.version, firstVersion: header!.version }, meta.now);
         added++;
       } else if (existing.content_hash !== hash || existing.expired) {
         const revision = Math.max(Number(existing.revision) + 1, u.revision);
-        await db.run(UPDATE_UPDATE, [revision, ...columns(u), hash, header!.version, meta.now, u.id]);
+        await db.run(UPDATE_UPDATE, [revision, ...columns(u), hash, header!.version, meta.origin, meta.now, u.id]);
         await deleteChildren(db, u.id);
         await insertChildren(db, u);
+        await appendUpdateChange(db, { ...u, revision, expired: false, origin: meta.origin, releaseVersion: header!.version, firstVersion: existing.first_version }, meta.now);
         changed++;
       } else {
         unchanged++;
@@ -220,6 +242,13 @@ export async function applyCatalog(db: Exec, file: string, meta: ImportMeta, beg
     const h = header!;
     // Whatever this release no longer lists is expired, not deleted: computers may
     // still report it installed, and a later release may list it again.
+    // Expiry travels as its own small change: id and new revision.
+    await db.run(
+      `INSERT INTO change_log (kind, key, op, languages, payload, created_at)
+       SELECT 'update', id, 'expire', languages, json_object('id', id, 'revision', revision + 1), ? FROM updates
+       WHERE expired=0 AND id NOT IN (SELECT id FROM temp.import_seen) ORDER BY id`,
+      [meta.now],
+    );
     const expired = await db.run(
       'UPDATE updates SET expired=1, revision=revision+1, release_version=?, updated_at=? WHERE expired=0 AND id NOT IN (SELECT id FROM temp.import_seen)',
       [h.version, meta.now],

@@ -35,6 +35,8 @@ export class CatalogImporter {
     private readonly trustedKeys: ReadonlyMap<string, KeyObject>,
     private readonly logger: Logger,
     private readonly observe: ImportObserver = () => {},
+    /** This node's id: the origin recorded on what it imports. */
+    private readonly origin = '',
   ) {}
 
   get busy(): boolean {
@@ -54,7 +56,7 @@ export class CatalogImporter {
         url: this.db.url,
         ...(this.db.authToken ? { authToken: this.db.authToken } : {}),
         catalogFile: req.catalogFile,
-        meta: { fileSha256, keyId, importedBy: req.importedBy, source: req.source, now: Date.now() },
+        meta: { origin: this.origin, fileSha256, keyId, importedBy: req.importedBy, source: req.source, now: Date.now() },
       };
       const reply = await runWorker(job);
       if (!reply.ok) throw new AppError(reply.code as ErrorCode, reply.detail, reply.extra);

@@ -57,6 +57,8 @@ export const updates = sqliteTable('updates', {
   /** Catalog version that last listed this update. */
   releaseVersion: text('release_version').notNull(),
   firstVersion: text('first_version').notNull(),
+  /** Node id of the node that imported it; replicated updates are read-only elsewhere. */
+  origin: text('origin').notNull().default(''),
   updatedAt: integer('updated_at').notNull(),
 }, (t) => [
   index('updates_kb').on(t.kb),

@@ -20,6 +20,9 @@ export interface DownloaderStatus {
 
 class DiskShort extends Error {}
 
+/** Where a child node reads files: its parent, from an offset (replication/child.ts). */
+export type UpstreamSource = (sha256: string, offset: number, signal: AbortSignal) => AsyncIterable<Uint8Array>;
+
 /**
  * Fetches the files the node needs from their catalog URLs, a bounded number at a
  * time (p-queue), under a global and a per-host bytes/s limit. Each file resumes
@@ -46,6 +49,8 @@ export class Downloader {
     private readonly store: () => Promise<ContentStore>,
     private readonly settings: () => Promise<ContentSettings>,
     private readonly logger: Logger,
+    /** Set on a child node: files come from the parent, never from the vendor. */
+    private readonly upstream: UpstreamSource | null = null,
   ) {}
 
   async start(): Promise<void> {
@@ -142,8 +147,7 @@ export class Downloader {
     else if (at !== null && at !== undefined) this.#schedule(Number(at) - Date.now());
   }
 
-  #hostLimit(url: string, rate: number): RateLimit {
-    const host = new URL(url).host;
+  #hostLimit(host: string, rate: number): RateLimit {
     let l = this.#hosts.get(host);
     if (!l) {
       l = new RateLimit(rate);
@@ -185,28 +189,39 @@ export class Downloader {
       };
       armIdle();
       try {
-        const res = await fetch(url, { headers: offset > 0 ? { range: `bytes=${offset}-` } : {}, signal: abort.signal, redirect: 'follow' });
-        if (res.status === 206 && offset > 0) {
-          const range = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '');
-          if (!range || Number(range[1]) !== offset) throw new Error(`the server answered Range ${offset}- with ${res.headers.get('content-range')}`);
-        } else if (res.status === 200) {
-          if (offset > 0) {
-            // The server ignored Range: start over from zero.
-            log.info({ offset }, 'server ignored Range; restarting from zero');
-            offset = 0;
-          }
+        let body: AsyncIterable<Uint8Array>;
+        let source: string;
+        let restarted = false;
+        if (this.upstream) {
+          source = 'upstream';
+          body = this.upstream(sha256, offset, abort.signal);
         } else {
-          await res.body?.cancel();
-          throw new Error(`HTTP ${res.status} from ${new URL(url).host}`);
+          source = new URL(url).host;
+          const res = await fetch(url, { headers: offset > 0 ? { range: `bytes=${offset}-` } : {}, signal: abort.signal, redirect: 'follow' });
+          if (res.status === 206 && offset > 0) {
+            const range = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '');
+            if (!range || Number(range[1]) !== offset) throw new Error(`the server answered Range ${offset}- with ${res.headers.get('content-range')}`);
+          } else if (res.status === 200) {
+            if (offset > 0) {
+              // The server ignored Range: start over from zero.
+              log.info({ offset }, 'server ignored Range; restarting from zero');
+              offset = 0;
+              restarted = true;
+            }
+          } else {
+            await res.body?.cancel();
+            throw new Error(`HTTP ${res.status} from ${source}`);
+          }
+          if (!res.body) throw new Error('empty response body');
+          body = res.body as unknown as AsyncIterable<Uint8Array>;
         }
-        const digest = offset === 0 && res.status === 200 ? createHash('sha256') : hash;
+        const digest = restarted ? createHash('sha256') : hash;
         const out = createWriteStream(part, { flags: offset === 0 ? 'w' : 'a' });
         let done = offset;
         let lastSaved = Date.now();
-        const limits = [this.#global, this.#hostLimit(url, s.perHostBytesPerSecond)];
+        const limits = [this.#global, this.#hostLimit(source, s.perHostBytesPerSecond)];
         try {
-          if (!res.body) throw new Error('empty response body');
-          for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+          for await (const chunk of body) {
             armIdle();
             done += chunk.length;
             if (done > size) throw new Error(`the server sent more than the catalog's ${size} bytes`);
@@ -227,7 +242,7 @@ export class Downloader {
         const got = digest.digest('hex');
         if (got !== sha256) {
           await store.remove(sha256);
-          await this.#fail(row, s, `sha256 mismatch: the file from ${new URL(url).host} hashes to ${got}`, 0);
+          await this.#fail(row, s, `sha256 mismatch: the file from ${source} hashes to ${got}`, 0);
           log.warn({ got }, 'download refused: sha256 mismatch');
           return;
         }

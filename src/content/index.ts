@@ -3,19 +3,26 @@ import type { Logger } from '../lib/log.js';
 import type { SettingsService } from '../settings/service.js';
 import { ContentService } from './service.js';
 import { ContentStore } from './store.js';
-import { Downloader } from './downloader.js';
+import { Downloader, type UpstreamSource } from './downloader.js';
 import { DEFAULT_CONTENT_SETTINGS, contentSettingsSchema, type ContentSettings } from './settings.js';
 
 export { ContentStore, hashFile } from './store.js';
 export { ContentService } from './service.js';
-export { Downloader } from './downloader.js';
+export { Downloader, type UpstreamSource } from './downloader.js';
 export { DEFAULT_CONTENT_SETTINGS, contentSettingsSchema, type ContentSettings } from './settings.js';
 
 /** The content domain wired together: store, settings, downloader, service. */
-export function createContent(orm: Orm, settings: SettingsService, languages: readonly string[], logger: Logger) {
+export function createContent(
+  orm: Orm,
+  settings: SettingsService,
+  /** The languages whose files this node needs: its own and its subtree's. */
+  languages: () => readonly string[],
+  logger: Logger,
+  upstream: UpstreamSource | null = null,
+) {
   const store = async () => new ContentStore(await settings.storagePath());
   const current = async (): Promise<ContentSettings> => ({ ...DEFAULT_CONTENT_SETTINGS, ...(await settings.get<Partial<ContentSettings>>('content')) });
-  const downloader = new Downloader(orm, store, current, logger.child({ module: 'downloader' }));
+  const downloader = new Downloader(orm, store, current, logger.child({ module: 'downloader' }), upstream);
   const service = new ContentService(orm, languages, store, current, downloader, logger.child({ module: 'content' }));
   return {
     store,

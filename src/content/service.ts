@@ -37,7 +37,7 @@ export class ContentService {
 
   constructor(
     private readonly orm: Orm,
-    private readonly languages: readonly string[],
+    private readonly languages: () => readonly string[],
     private readonly store: () => Promise<ContentStore>,
     private readonly settings: () => Promise<ContentSettings>,
     private readonly downloader: Downloader,
@@ -46,7 +46,7 @@ export class ContentService {
 
   /** The files this node needs: live updates, its languages (+ neutral), and the `need` mode. */
   neededSql(s: ContentSettings): SQL {
-    const langs = this.languages.map((l) => sql`(f.language = ${l} OR f.language LIKE ${`${l}-%`})`);
+    const langs = this.languages().map((l) => sql`(f.language = ${l} OR f.language LIKE ${`${l}-%`})`);
     const lang = sql.join([sql`f.language = 'neutral'`, ...langs], sql` OR `);
     const marked = s.need === 'marked' ? sql` AND f.update_id IN (SELECT update_id FROM download_marks)` : sql``;
     return sql`SELECT f.sha256 AS sha256, max(f.size) AS size, min(f.url) AS url, min(f.name) AS name

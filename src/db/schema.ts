@@ -3,3 +3,4 @@ export * from '../auth/schema.js';
 export * from '../settings/schema.js';
 export * from '../catalog/schema.js';
 export * from '../content/schema.js';
+export * from '../replication/schema.js';

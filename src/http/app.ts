@@ -10,6 +10,9 @@ import type { TokenService } from '../auth/tokens.js';
 import type { SettingsService } from '../settings/service.js';
 import type { CatalogImporter } from '../catalog/importer.js';
 import type { Content } from '../content/index.js';
+import type { ReplicationParent } from '../replication/parent.js';
+import type { ReplicationChild } from '../replication/child.js';
+import type { Identity } from '../replication/identity.js';
 import { catalogCounts } from '../catalog/queries.js';
 import type { Metrics } from '../node/metrics.js';
 import { bearerAuth, type AppEnv } from './auth.js';
@@ -17,6 +20,7 @@ import { renderDocs } from './docs.js';
 import { catalogRoutes } from './routes/catalog.js';
 import { adminRoutes } from './routes/admin.js';
 import { contentRoutes } from './routes/content.js';
+import { hierarchyRoutes } from './routes/hierarchy.js';
 
 export interface AppDeps {
   db: Database;
@@ -25,6 +29,13 @@ export interface AppDeps {
   settings: SettingsService;
   importer: CatalogImporter;
   content: Content;
+  hierarchy: {
+    identity: Identity;
+    parent: ReplicationParent;
+    child: ReplicationChild | null;
+    languages: readonly string[];
+    subtreeLanguages: () => string[];
+  };
   metrics: Metrics;
   node: { name: string; version: string; languages: readonly string[]; startedAt: number };
   tmpDir: string;
@@ -95,6 +106,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   catalogRoutes(app, deps);
   adminRoutes(app, deps);
   contentRoutes(app, deps);
+  hierarchyRoutes(app, deps);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API token (admin, operator or viewer).' });
   const docConfig = {

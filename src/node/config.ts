@@ -59,6 +59,20 @@ export const OPTIONS = {
     help: 'Largest catalog file accepted for import, in bytes.',
     default: 2 * 1024 ** 3,
   },
+  upstream: {
+    schema: z.string().regex(/^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/, 'expected HOST:PORT'),
+    help: "The parent node's gRPC address (HOST:PORT); makes this node a child.",
+  },
+  joinToken: { schema: z.string().min(10).max(200), help: 'One-time join token from the parent (POST /api/v1/hierarchy/join-tokens); needed on the first start only.', secret: true },
+  insecure: {
+    schema: z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]),
+    help: 'Allow plaintext gRPC replication (no TLS). Only for labs and tests.',
+    default: false,
+    boolean: true,
+  },
+  tlsCert: { schema: z.string().min(1), help: "PEM certificate of this node's gRPC server (and its client certificate upstream)." },
+  tlsKey: { schema: z.string().min(1), help: 'PEM private key for --tls-cert.' },
+  tlsCa: { schema: z.string().min(1), help: 'PEM CA bundle: verifies the parent, and when set on a parent, requires client certificates (mutual TLS).' },
   config: { schema: z.string().min(1), help: 'JSON config file with any of these options (camelCase keys).' },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -69,6 +83,7 @@ interface OptionSpec {
   list?: boolean;
   multiple?: boolean;
   secret?: boolean;
+  boolean?: boolean;
 }
 
 type Key = keyof typeof OPTIONS;
@@ -89,6 +104,12 @@ export interface NodeConfig {
   readonly catalogUrl: string | undefined;
   readonly catalogInterval: number;
   readonly maxCatalogBytes: number;
+  readonly upstream: string | undefined;
+  readonly joinToken: string | undefined;
+  readonly insecure: boolean;
+  readonly tlsCert: string | undefined;
+  readonly tlsKey: string | undefined;
+  readonly tlsCa: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -106,7 +127,7 @@ export function configHelp(): string {
   const lines = ['Options (flag / environment variable; flags win over env, env over --config file):', ''];
   for (const [key, spec] of Object.entries(OPTIONS) as [Key, OptionSpec][]) {
     const def = 'default' in spec && spec.default !== undefined ? ` [default: ${JSON.stringify(spec.default)}]` : '';
-    lines.push(`  --${kebab(key)}${spec.multiple ? ' (repeatable)' : ''}  /  ${envName(key === 'trustedKey' ? 'trustedKeys' : key)}`);
+    lines.push(`  --${kebab(key)}${spec.multiple ? ' (repeatable)' : ''}${spec.boolean ? ' (flag)' : ''}  /  ${envName(key === 'trustedKey' ? 'trustedKeys' : key)}`);
     lines.push(`      ${spec.help}${def}`);
   }
   return lines.join('\n');
@@ -122,9 +143,9 @@ function splitList(v: unknown): unknown {
  * `extraFlags` lets a command accept flags of its own beside the node's options.
  */
 export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): NodeConfig {
-  const parseOptions: Record<string, { type: 'string'; multiple?: boolean }> = {};
+  const parseOptions: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {};
   for (const [key, spec] of Object.entries(OPTIONS) as [Key, OptionSpec][]) {
-    parseOptions[kebab(key)] = { type: 'string', ...(spec.multiple ? { multiple: true } : {}) };
+    parseOptions[kebab(key)] = { type: spec.boolean ? 'boolean' : 'string', ...(spec.multiple ? { multiple: true } : {}) };
   }
   let flags: Record<string, string | string[] | undefined>;
   try {
@@ -132,6 +153,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       string,
       string | string[] | undefined
     >;
+    for (const [k, v] of Object.entries(flags)) if (typeof v === 'boolean') flags[k] = String(v);
   } catch (err) {
     throw new ConfigError(`${(err as Error).message} (see patchtree serve --help)`);
   }
@@ -196,6 +218,15 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     catalogUrl: raw['catalogUrl'] as string | undefined,
     catalogInterval: raw['catalogInterval'] as number,
     maxCatalogBytes: raw['maxCatalogBytes'] as number,
+    upstream: raw['upstream'] as string | undefined,
+    joinToken: raw['joinToken'] as string | undefined,
+    insecure: raw['insecure'] as boolean,
+    tlsCert: raw['tlsCert'] as string | undefined,
+    tlsKey: raw['tlsKey'] as string | undefined,
+    tlsCa: raw['tlsCa'] as string | undefined,
   };
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) throw new ConfigError('invalid --tls-cert / --tls-key: give both or neither');
+  if (config.upstream && !config.insecure && !config.tlsCa)
+    throw new ConfigError('invalid --upstream: replication needs TLS (--tls-ca to verify the parent, with --tls-cert/--tls-key for mutual TLS) or --insecure');
   return Object.freeze(config);
 }

@@ -34,9 +34,13 @@ export class GrpcServer {
     });
   }
 
-  async start(host: string, port: number): Promise<number> {
+  addService(service: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation): void {
+    this.server.addService(service, impl);
+  }
+
+  async start(host: string, port: number, credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure()): Promise<number> {
     this.port = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      this.server.bindAsync(`${host}:${port}`, credentials, (err, p) => (err ? reject(err) : resolve(p))),
     );
     this.setStatus('SERVING');
     this.logger.info({ port: this.port }, 'gRPC listening');

@@ -15,6 +15,11 @@ import { createApp } from '../http/app.js';
 import { createContent, type Content } from '../content/index.js';
 import { createMetrics } from './metrics.js';
 import { GrpcServer } from './grpc.js';
+import * as grpc from '@grpc/grpc-js';
+import { ensureIdentity } from '../replication/identity.js';
+import { ReplicationParent } from '../replication/parent.js';
+import { ReplicationChild } from '../replication/child.js';
+import { replicationService } from '../replication/protocol.js';
 import type { NodeConfig } from './config.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -28,11 +33,13 @@ export class PatchtreeNode {
   readonly logger: Logger;
   db!: Database;
   httpPort = 0;
+  parent!: ReplicationParent;
   grpcPort = 0;
   #http: Server | null = null;
   #grpc: GrpcServer | null = null;
   #feed: CatalogFeed | null = null;
   #content: Content | null = null;
+  #child: ReplicationChild | null = null;
 
   constructor(
     readonly config: NodeConfig,
@@ -66,14 +73,79 @@ export class PatchtreeNode {
 
     const metrics = createMetrics();
     const settings = new SettingsService(this.db.orm, config.data);
-    const content = createContent(this.db.orm, settings, config.languages, log);
+    const identity = await ensureIdentity(this.db.orm);
+
+    // TLS for the tree, or plaintext only when --insecure says so, loudly.
+    const tls = config.tlsCert && config.tlsKey;
+    if (config.insecure) log.warn('INSECURE: --insecure is set; replication traffic (catalog, credentials, files) travels in plaintext');
+    const serverCreds = tls
+      ? grpc.ServerCredentials.createSsl(config.tlsCa ? readFileSync(config.tlsCa) : null, [{ cert_chain: readFileSync(config.tlsCert!), private_key: readFileSync(config.tlsKey!) }], Boolean(config.tlsCa))
+      : grpc.ServerCredentials.createInsecure();
+    if (!tls && !config.insecure) log.warn('no --tls-cert/--tls-key and no --insecure: this node will not accept child nodes');
+
+    // Languages whose files this node needs: its own and its whole subtree's.
+    let subtree: string[] = [];
+    const allLanguages = () => [...new Set([...config.languages, ...subtree])].sort();
+    let child: ReplicationChild | null = null;
+    const content = createContent(this.db.orm, settings, allLanguages, log, config.upstream ? (sha, offset, signal) => child!.fetchFile(sha, offset, signal) : null);
     this.#content = content;
+    let reconcileTimer: NodeJS.Timeout | null = null;
+    const reconcileSoon = () => {
+      if (reconcileTimer) return;
+      reconcileTimer = setTimeout(() => {
+        reconcileTimer = null;
+        content.service.reconcile().catch((err) => log.error({ err }, 'content reconcile failed'));
+      }, 200);
+    };
+    const parent = new ReplicationParent(
+      this.db.orm,
+      identity,
+      config.name,
+      content.store,
+      log.child({ module: 'replication' }),
+      () => {
+        void parent.subtreeLanguages().then((l) => {
+          const changed = l.join(',') !== subtree.join(',');
+          subtree = l;
+          if (changed) {
+            reconcileSoon();
+            child?.resubscribe();
+          }
+        });
+      },
+      Boolean(tls) || config.insecure,
+    );
+    subtree = await parent.subtreeLanguages();
+    this.parent = parent;
+    if (config.upstream) {
+      const clientCreds = config.insecure && !config.tlsCa
+        ? grpc.credentials.createInsecure()
+        : grpc.credentials.createSsl(config.tlsCa ? readFileSync(config.tlsCa) : null, config.tlsKey ? readFileSync(config.tlsKey) : null, config.tlsCert ? readFileSync(config.tlsCert) : null);
+      child = new ReplicationChild(
+        this.db,
+        identity,
+        config.name,
+        VERSION,
+        config.languages,
+        () => parent.subtreeLanguages(),
+        { address: config.upstream, joinToken: config.joinToken, credentials: clientCreds },
+        log.child({ module: 'upstream' }),
+        (changed) => {
+          parent.notify();
+          if (changed > 0) reconcileSoon();
+        },
+      );
+      this.#child = child;
+    }
     const importer = new CatalogImporter(this.db, trusted, log.child({ module: 'catalog' }), (o) => {
       metrics.catalogImports.inc({ outcome: o.ok ? 'ok' : (o.code ?? 'error') });
       if (o.ok) metrics.catalogImportDuration.observe(o.seconds);
       // A release may need new files (or no longer need some).
-      if (o.ok) content.service.reconcile().catch((err) => log.error({ err }, 'content reconcile failed'));
-    });
+      if (o.ok) {
+        parent.notify();
+        content.service.reconcile().catch((err) => log.error({ err }, 'content reconcile failed'));
+      }
+    }, identity.nodeId);
 
     const app = createApp({
       db: this.db,
@@ -82,6 +154,7 @@ export class PatchtreeNode {
       settings,
       importer,
       content,
+      hierarchy: { identity, parent, child, languages: config.languages, subtreeLanguages: allLanguages },
       metrics,
       node: { name: config.name, version: VERSION, languages: config.languages, startedAt: Date.now() },
       tmpDir,
@@ -101,7 +174,9 @@ export class PatchtreeNode {
     await content.start();
 
     this.#grpc = new GrpcServer(log.child({ module: 'grpc' }));
-    this.grpcPort = await this.#grpc.start(config.grpcHost, config.grpcPort);
+    this.#grpc.addService(replicationService().service, parent.handlers());
+    this.grpcPort = await this.#grpc.start(config.grpcHost, config.grpcPort, serverCreds);
+    await child?.start();
 
     if (config.catalogUrl) {
       this.#feed = new CatalogFeed(
@@ -120,6 +195,7 @@ export class PatchtreeNode {
 
   async stop(): Promise<void> {
     await this.#feed?.stop();
+    await this.#child?.stop();
     await this.#content?.stop();
     await this.#grpc?.stop();
     if (this.#http) {

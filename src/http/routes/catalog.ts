@@ -8,6 +8,8 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import busboy from 'busboy';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { AppError } from '../../lib/errors.js';
+import { inArray } from 'drizzle-orm';
+import { updates } from '../../catalog/schema.js';
 import { assignSeverity, createSeverity, deleteSeverity, getUpdate, listImports, listSeverities, listUpdates, orderSeverities, updateSeverity } from '../../catalog/queries.js';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
@@ -112,6 +114,14 @@ async function receiveUpload(req: Request, tmpDir: string, maxBytes: number): Pr
   }
 }
 
+/** Replicated updates are read-only here: 409 naming the node they come from. */
+async function refuseReplicated(deps: AppDeps, ids: string[]): Promise<void> {
+  const mine = deps.hierarchy.identity.nodeId;
+  const rows = await deps.db.orm.select({ id: updates.id, origin: updates.origin }).from(updates).where(inArray(updates.id, ids));
+  const foreign = rows.find((r) => r.origin !== '' && r.origin !== mine);
+  if (foreign) throw new AppError('conflict', `update ${foreign.id} is replicated from node ${foreign.origin} and is read-only here; change it at its origin`, { origin: foreign.origin });
+}
+
 export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   const { orm } = deps.db;
 
@@ -136,6 +146,8 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     responses: { 201: { description: 'Imported', content: { 'application/json': { schema: importResult } } }, 409: problem, 413: problem, 415: problem, 422: problem, 503: problem, ...errors },
   });
   app.post('/api/v1/catalog/imports', requireRole('operator'), async (c) => {
+    const upstream = deps.hierarchy.child;
+    if (upstream) throw new AppError('conflict', `this node receives its catalog from its upstream ${upstream.address}; import at the root`, { origin: upstream.status().parentId });
     const upload = await receiveUpload(c.req.raw, deps.tmpDir, deps.maxCatalogBytes);
     try {
       const result = await deps.importer.import({
@@ -224,7 +236,11 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       },
       responses: { 200: { description: 'Assigned', content: { 'application/json': { schema: z.object({ updated: z.number() }) } } }, ...errors },
     }),
-    async (c) => c.json(await assignSeverity(orm, [c.req.valid('param').id], c.req.valid('json').severityId), 200),
+    async (c) => {
+      const id = c.req.valid('param').id;
+      await refuseReplicated(deps, [id]);
+      return c.json(await assignSeverity(orm, [id], c.req.valid('json').severityId), 200);
+    },
   );
 
   app.openapi(
@@ -239,6 +255,7 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     }),
     async (c) => {
       const b = c.req.valid('json');
+      await refuseReplicated(deps, b.updates);
       return c.json(await assignSeverity(orm, [...new Set(b.updates)], b.severityId), 200);
     },
   );

@@ -1,0 +1,133 @@
+import { asc, gt, inArray } from 'drizzle-orm';
+import type { Orm, NativeDb } from '../db/index.js';
+import { updateFiles, updates } from './schema.js';
+import { columns, type UpdatePayload } from './import-core.js';
+import { contentHash, updateLanguages, type CatalogUpdate } from './format.js';
+
+/**
+ * The catalog's side of replication: updates read back in their replicated form
+ * (for a snapshot), and the synchronous writer a child applies them with. The
+ * writer runs inside the child's batch transaction on the `libsql` binding.
+ */
+
+/** A page of updates (by id) in their replicated form, files included. */
+export async function readUpdatePayloads(orm: Orm, afterId: string, limit: number): Promise<UpdatePayload[]> {
+  const rows = await orm.select().from(updates).where(gt(updates.id, afterId)).orderBy(asc(updates.id)).limit(limit);
+  if (!rows.length) return [];
+  const files = await orm
+    .select()
+    .from(updateFiles)
+    .where(inArray(updateFiles.updateId, rows.map((r) => r.id)))
+    .orderBy(asc(updateFiles.updateId), asc(updateFiles.language), asc(updateFiles.name));
+  const byUpdate = new Map<string, UpdatePayload['files']>();
+  for (const f of files) {
+    const list = byUpdate.get(f.updateId) ?? [];
+    list.push({ name: f.name, url: f.url, size: f.size, sha256: f.sha256, language: f.language });
+    byUpdate.set(f.updateId, list);
+  }
+  return rows.map((r) => {
+    const p: UpdatePayload = {
+      id: r.id,
+      revision: r.revision,
+      kb: r.kb,
+      bulletin: r.bulletin,
+      title: r.title,
+      ...(r.description !== null ? { description: r.description } : {}),
+      vendor: r.vendor,
+      productFamily: r.productFamily,
+      product: r.product,
+      classification: r.classification,
+      severity: r.severity as CatalogUpdate['severity'],
+      cves: JSON.parse(r.cves) as string[],
+      cveDetails: JSON.parse(r.cveDetails) as NonNullable<CatalogUpdate['cveDetails']>,
+      releaseDate: r.releaseDate,
+      supersedes: JSON.parse(r.supersedes) as string[],
+      superseded: r.vendorSuperseded === 1,
+      restart: r.restart as CatalogUpdate['restart'],
+      install: { command: r.installCommand, successCodes: JSON.parse(r.successCodes) as number[], rebootCodes: JSON.parse(r.rebootCodes) as number[] },
+      applicability: JSON.parse(r.applicability) as CatalogUpdate['applicability'],
+      installed: JSON.parse(r.installed) as CatalogUpdate['installed'],
+      ...(r.moreInfoUrl !== null ? { moreInfoUrl: r.moreInfoUrl } : {}),
+      files: byUpdate.get(r.id) ?? [],
+      expired: r.expired === 1,
+      origin: r.origin,
+      releaseVersion: r.releaseVersion,
+      firstVersion: r.firstVersion,
+    };
+    return p;
+  });
+}
+
+/** Prepared statements of the replica writer, per connection. */
+export class ReplicaWriter {
+  #s: Record<string, { run(...a: unknown[]): { changes: number }; get(...a: unknown[]): unknown }> = {};
+
+  constructor(private readonly db: NativeDb) {
+    const prep = (sql: string) => db.prepare(sql) as unknown as { run(...a: unknown[]): { changes: number }; get(...a: unknown[]): unknown };
+    this.#s = {
+      get: prep('SELECT revision, languages FROM updates WHERE id = ?'),
+      upsert: prep(`INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
+        severity, cves, cve_details, release_date, supersedes, vendor_superseded, restart, install_command, success_codes, reboot_codes,
+        applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at)
+        VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+        ON CONFLICT(id) DO UPDATE SET revision=excluded.revision, kb=excluded.kb, bulletin=excluded.bulletin, title=excluded.title,
+        description=excluded.description, vendor=excluded.vendor, product_family=excluded.product_family, product=excluded.product,
+        classification=excluded.classification, severity=excluded.severity, cves=excluded.cves, cve_details=excluded.cve_details,
+        release_date=excluded.release_date, supersedes=excluded.supersedes, vendor_superseded=excluded.vendor_superseded,
+        restart=excluded.restart, install_command=excluded.install_command, success_codes=excluded.success_codes,
+        reboot_codes=excluded.reboot_codes, applicability=excluded.applicability, installed=excluded.installed,
+        more_info_url=excluded.more_info_url, languages=excluded.languages, expired=excluded.expired, content_hash=excluded.content_hash,
+        release_version=excluded.release_version, first_version=excluded.first_version, origin=excluded.origin, updated_at=excluded.updated_at`),
+      expire: prep('UPDATE updates SET expired = 1, revision = ?, updated_at = ? WHERE id = ? AND revision < ?'),
+      delete: prep('DELETE FROM updates WHERE id = ?'),
+      delFiles: prep('DELETE FROM update_files WHERE update_id = ?'),
+      delCves: prep('DELETE FROM update_cves WHERE update_id = ?'),
+      delSup: prep('DELETE FROM update_supersedes WHERE update_id = ?'),
+      file: prep('INSERT OR IGNORE INTO update_files (update_id, sha256, name, url, size, language) VALUES (?,?,?,?,?,?)'),
+      cve: prep('INSERT OR IGNORE INTO update_cves (update_id, cve) VALUES (?,?)'),
+      sup: prep('INSERT OR IGNORE INTO update_supersedes (update_id, kb) VALUES (?,?)'),
+    };
+  }
+
+  current(id: string): { revision: number; languages: string } | undefined {
+    return this.#s['get']!.get(id) as { revision: number; languages: string } | undefined;
+  }
+
+  /**
+   * Writes an update as the parent sent it (files already filtered to this node's
+   * subtree). Skipped when this node holds a newer revision: replays after a
+   * snapshot may carry older states, and the newest must win.
+   */
+  upsert(p: UpdatePayload, now: number): boolean {
+    const cur = this.current(p.id);
+    if (cur && cur.revision > p.revision) return false;
+    const { expired, origin, releaseVersion, firstVersion, ...line } = p;
+    this.#s['upsert']!.run(p.id, p.revision, ...columns(line), expired ? 1 : 0, contentHash(line), releaseVersion, firstVersion, origin, now);
+    this.#clear(p.id);
+    for (const f of p.files) this.#s['file']!.run(p.id, f.sha256, f.name, f.url, f.size, f.language);
+    for (const c of p.cves) this.#s['cve']!.run(p.id, c);
+    for (const kb of p.supersedes) this.#s['sup']!.run(p.id, kb);
+    return true;
+  }
+
+  expire(id: string, revision: number, now: number): boolean {
+    return this.#s['expire']!.run(revision, now, id, revision).changes > 0;
+  }
+
+  /** Removes an update this node no longer receives; returns its languages, or null if absent. */
+  delete(id: string): string | null {
+    const cur = this.current(id);
+    if (!cur) return null;
+    this.#s['delete']!.run(id);
+    this.#clear(id);
+    return cur.languages;
+  }
+
+  #clear(id: string): void {
+    this.#s['delFiles']!.run(id);
+    this.#s['delCves']!.run(id);
+    this.#s['delSup']!.run(id);
+  }
+}
+
+export { updateLanguages };

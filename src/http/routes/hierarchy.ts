@@ -1,0 +1,112 @@
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
+import { AppError } from '../../lib/errors.js';
+import { PROTOCOL_VERSION } from '../../replication/protocol.js';
+import { requireRole, type AppEnv } from '../auth.js';
+import type { AppDeps } from '../app.js';
+
+const problem = { content: { 'application/problem+json': { schema: z.looseObject({ type: z.string(), title: z.string(), status: z.number() }) } }, description: 'Error (RFC 9457 problem document)' };
+const errors = { 400: problem, 401: problem, 403: problem, 404: problem } as const;
+
+export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
+  const h = deps.hierarchy;
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/hierarchy/join-tokens',
+      tags: ['hierarchy'],
+      summary: 'Create a one-time, expiring token a child node joins with (admin)',
+      middleware: [requireRole('admin')] as const,
+      request: { body: { content: { 'application/json': { schema: z.strictObject({ ttlSeconds: z.number().int().min(60).max(30 * 86400).default(86400) }) } }, required: false } },
+      responses: { 201: { description: 'Created', content: { 'application/json': { schema: z.object({ token: z.string(), expiresAt: z.string() }) } } }, ...errors },
+    }),
+    async (c) => c.json(await h.parent.createJoinToken(c.req.valid('json').ttlSeconds ?? 86400, c.get('principal').name), 201),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/hierarchy',
+      tags: ['hierarchy'],
+      summary: 'This node, its upstream (connection, cursor, lag) and its children',
+      responses: {
+        200: {
+          description: 'The hierarchy as this node sees it',
+          content: { 'application/json': { schema: z.object({ node: z.looseObject({ id: z.string(), name: z.string(), role: z.string() }), upstream: z.looseObject({ connected: z.boolean(), cursor: z.number() }).nullable(), children: z.array(z.looseObject({ id: z.string(), name: z.string(), connected: z.boolean(), cursor: z.number(), languages: z.array(z.string()) })) }) } },
+        },
+        ...errors,
+      },
+    }),
+    async (c) => {
+      const children = await h.parent.listChildren();
+      const live = children.filter((x) => !x.removed);
+      const role = h.child ? (live.length ? 'mid-tier' : 'child') : live.length ? 'root' : 'standalone';
+      return c.json(
+        {
+          node: {
+            id: h.identity.nodeId,
+            name: deps.node.name,
+            role,
+            languages: [...h.languages],
+            subtreeLanguages: h.subtreeLanguages(),
+            version: deps.node.version,
+            protocolVersion: PROTOCOL_VERSION,
+            epoch: h.identity.epoch,
+            headSeq: await h.parent.headSeq(),
+          },
+          upstream: h.child ? h.child.status() : null,
+          children,
+        },
+        200,
+      );
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/api/v1/hierarchy/children/{id}',
+      tags: ['hierarchy'],
+      summary: 'Remove a child (admin): its credential stops working; it may join again with a new token',
+      middleware: [requireRole('admin')] as const,
+      request: { params: z.object({ id: z.string().min(1).max(100) }) },
+      responses: { 204: { description: 'Removed' }, ...errors },
+    }),
+    async (c) => {
+      await h.parent.removeChild(c.req.valid('param').id);
+      return c.body(null, 204);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/hierarchy/children/{id}/resync',
+      tags: ['hierarchy'],
+      summary: 'Send a child a complete resync on its next connection (admin); its current stream is ended',
+      middleware: [requireRole('admin')] as const,
+      request: { params: z.object({ id: z.string().min(1).max(100) }) },
+      responses: { 202: { description: 'Requested', content: { 'application/json': { schema: z.object({ requested: z.boolean() }) } } }, ...errors },
+    }),
+    async (c) => {
+      await h.parent.requestResync(c.req.valid('param').id);
+      return c.json({ requested: true }, 202);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/hierarchy/upstream/resync',
+      tags: ['hierarchy'],
+      summary: 'Ask this node\'s parent for a complete resync (admin)',
+      middleware: [requireRole('admin')] as const,
+      responses: { 202: { description: 'Requested', content: { 'application/json': { schema: z.object({ requested: z.boolean() }) } } }, 409: problem, ...errors },
+    }),
+    async (c) => {
+      if (!h.child) throw new AppError('conflict', 'this node has no upstream');
+      h.child.requestResync();
+      return c.json({ requested: true }, 202);
+    },
+  );
+}

@@ -1,0 +1,397 @@
+import { createHash } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import type { Database, NativeDb } from '../db/index.js';
+import { openNative } from '../db/index.js';
+import type { Logger } from '../lib/log.js';
+import { ReplicaWriter } from '../catalog/replica.js';
+import type { UpdatePayload } from '../catalog/import-core.js';
+import { PROTOCOL_VERSION, replicationService, type ServerMessage, type WireChange } from './protocol.js';
+import type { Identity } from './identity.js';
+
+export interface UpstreamOptions {
+  address: string;
+  joinToken: string | undefined;
+  credentials: grpc.ChannelCredentials;
+}
+
+interface StateRow {
+  address: string;
+  parent_id: string;
+  credential: string;
+  epoch: string;
+  cursor: number;
+  languages: string;
+  resyncing: number;
+  last_error: string | null;
+  last_success_at: number | null;
+}
+
+const APPEND = 'INSERT INTO change_log (kind, key, op, languages, payload, created_at) VALUES (?,?,?,?,?,?)';
+
+/**
+ * Applies what the parent sends, one transaction per message: the replicated rows,
+ * this node's own change-log entries for them (so a mid-tier node republishes to
+ * its children), and the cursor. A crash at any instant leaves either the whole
+ * batch with its cursor or none of it, so nothing is lost or applied twice.
+ */
+export class BatchApplier {
+  readonly #w: ReplicaWriter;
+  readonly #s: Record<string, { run(...a: unknown[]): { changes: number }; get(...a: unknown[]): unknown }>;
+
+  constructor(private readonly db: NativeDb) {
+    this.#w = new ReplicaWriter(db);
+    const prep = (q: string) => db.prepare(q) as unknown as { run(...a: unknown[]): { changes: number }; get(...a: unknown[]): unknown };
+    this.#s = {
+      append: prep(APPEND),
+      seen: prep('INSERT INTO resync_seen (kind, key) VALUES (?, ?)'),
+      cursor: prep('UPDATE upstream_state SET cursor = ?, epoch = ?, last_success_at = ?, updated_at = ? WHERE id = 1'),
+    };
+  }
+
+  #tx<T>(fn: () => T): T {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const r = fn();
+      this.db.exec('COMMIT');
+      return r;
+    } catch (err) {
+      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  /** Applies one batch; returns how many entities changed here. */
+  apply(changes: WireChange[], opts: { snapshot: boolean; fullResync: boolean; cursor: number | null; epoch: string }): number {
+    const now = Date.now();
+    return this.#tx(() => {
+      let applied = 0;
+      for (const c of changes) {
+        if (c.kind !== 'update') continue; // a kind this version does not know: skipped, not fatal
+        if (opts.fullResync) this.#s['seen']!.run('update', c.key);
+        if (c.op === 'upsert') {
+          const p = JSON.parse(c.payload.toString()) as UpdatePayload;
+          if (this.#w.upsert(p, now)) {
+            this.#s['append']!.run('update', p.id, 'upsert', [...new Set(p.files.map((f) => f.language))].sort().join(','), JSON.stringify(p), now);
+            applied++;
+          }
+        } else if (c.op === 'expire') {
+          const p = JSON.parse(c.payload.toString()) as { id: string; revision: number };
+          const cur = this.#w.current(p.id);
+          if (cur && this.#w.expire(p.id, p.revision, now)) {
+            this.#s['append']!.run('update', p.id, 'expire', cur.languages, JSON.stringify(p), now);
+            applied++;
+          }
+        } else if (c.op === 'delete') {
+          const langs = this.#w.delete(c.key);
+          if (langs !== null) {
+            this.#s['append']!.run('update', c.key, 'delete', langs, JSON.stringify({ id: c.key }), now);
+            applied++;
+          }
+        }
+      }
+      if (!opts.snapshot && opts.cursor !== null) this.#s['cursor']!.run(opts.cursor, opts.epoch, now, now);
+      return applied;
+    });
+  }
+
+  resyncStart(full: boolean): void {
+    this.#tx(() => {
+      this.db.exec('DELETE FROM resync_seen');
+      this.db.prepare('UPDATE upstream_state SET resyncing = ?, updated_at = ? WHERE id = 1').run(full ? 1 : 0, Date.now());
+    });
+  }
+
+  /**
+   * Ends a snapshot: after a full resync, replicated updates the snapshot did not
+   * list are removed (with tombstones for this node's children); then the cursor,
+   * epoch and languages move together.
+   */
+  resyncEnd(opts: { cursor: number; full: boolean; epoch: string; languages: readonly string[] }): number {
+    const now = Date.now();
+    return this.#tx(() => {
+      let removed = 0;
+      if (opts.full) {
+        const stale = this.db.prepare("SELECT id FROM updates WHERE id NOT IN (SELECT key FROM resync_seen WHERE kind = 'update')").all() as { id: string }[];
+        for (const { id } of stale) {
+          const langs = this.#w.delete(id);
+          if (langs !== null) {
+            this.#s['append']!.run('update', id, 'delete', langs, JSON.stringify({ id }), now);
+            removed++;
+          }
+        }
+      }
+      this.db.exec('DELETE FROM resync_seen');
+      this.db
+        .prepare('UPDATE upstream_state SET cursor = ?, epoch = ?, languages = ?, resyncing = 0, last_success_at = ?, updated_at = ? WHERE id = 1')
+        .run(opts.cursor, opts.epoch, opts.languages.join(','), now, now);
+      return removed;
+    });
+  }
+}
+
+/**
+ * The child side of the tree: joins its parent once (the credential is kept in the
+ * database), then keeps a subscription open, reconnecting with backoff and jitter.
+ */
+export class ReplicationChild {
+  #client: grpc.Client | null = null;
+  #native: NativeDb | null = null;
+  #applier: BatchApplier | null = null;
+  #call: grpc.ClientReadableStream<ServerMessage> | null = null;
+  #stopped = true;
+  #connected = false;
+  #parentHead = 0;
+  #parentEpoch = '';
+  #lastError: string | null = null;
+  #fatal: string | null = null;
+  #attempt = 0;
+  #timer: NodeJS.Timeout | null = null;
+  #lastAck = 0;
+  #ackTimer: NodeJS.Timeout | null = null;
+  #filesPending = 0;
+
+  constructor(
+    private readonly db: Database,
+    private readonly identity: Identity,
+    private readonly name: string,
+    private readonly version: string,
+    private readonly ownLanguages: readonly string[],
+    private readonly subtreeLanguages: () => Promise<string[]>,
+    private readonly upstream: UpstreamOptions,
+    private readonly logger: Logger,
+    /** After every applied batch: wake this node's own subscribers, reconcile content. */
+    private readonly onApplied: (changed: number) => void,
+  ) {}
+
+  get address(): string {
+    return this.upstream.address;
+  }
+
+  /** The credential and state row, if this node has joined. */
+  state(): StateRow | undefined {
+    return this.#native?.prepare('SELECT * FROM upstream_state WHERE id = 1').get() as StateRow | undefined;
+  }
+
+  async start(): Promise<void> {
+    if (!this.db.filePath) throw new Error('a child node needs a file database (remote libsql is not supported for replication yet)');
+    this.#native = openNative(this.db.filePath);
+    this.#applier = new BatchApplier(this.#native);
+    const Service = replicationService();
+    this.#client = new Service(this.upstream.address, this.upstream.credentials, { 'grpc.keepalive_time_ms': 30_000, 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+    this.#stopped = false;
+    void this.#loop();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#ackTimer) clearTimeout(this.#ackTimer);
+    this.#call?.cancel();
+    this.#client?.close();
+    this.#native?.close();
+    this.#native = null;
+  }
+
+  /** Resubscribe now (e.g. the subtree's languages changed). */
+  resubscribe(): void {
+    this.#call?.cancel();
+  }
+
+  /** Forget the cursor: the next subscription is a complete resync that re-verifies everything. */
+  requestResync(): void {
+    this.#native?.prepare("UPDATE upstream_state SET epoch = '', resyncing = 1, updated_at = ? WHERE id = 1").run(Date.now());
+    this.#call?.cancel();
+  }
+
+  setFilesPending(n: number): void {
+    this.#filesPending = n;
+  }
+
+  status() {
+    const s = this.state();
+    return {
+      address: this.upstream.address,
+      parentId: s?.parent_id ?? null,
+      connected: this.#connected,
+      cursor: s?.cursor ?? 0,
+      epoch: s?.epoch ?? null,
+      parentHead: this.#parentHead,
+      lag: { entries: Math.max(0, this.#parentHead - (s?.cursor ?? 0)), seconds: s?.last_success_at && this.#parentHead > (s?.cursor ?? 0) ? Math.round((Date.now() - s.last_success_at) / 1000) : 0 },
+      resyncing: s?.resyncing === 1,
+      languages: s?.languages ? s.languages.split(',') : [],
+      filesPending: this.#filesPending,
+      lastError: this.#fatal ?? this.#lastError,
+      lastSuccessAt: s?.last_success_at ? new Date(s.last_success_at).toISOString() : null,
+    };
+  }
+
+  #metadata(credential: string): grpc.Metadata {
+    const md = new grpc.Metadata();
+    md.set('authorization', `Bearer ${credential}`);
+    return md;
+  }
+
+  async #join(): Promise<StateRow> {
+    const existing = this.state();
+    if (existing) return existing;
+    if (!this.upstream.joinToken) throw Object.assign(new Error(`this node has not joined ${this.upstream.address}: start it once with --join-token`), { fatal: true });
+    const res = await new Promise<{ credential: string; parent_id: string; parent_name: string }>((resolve, reject) =>
+      (this.#client as unknown as { Join: (req: unknown, cb: (err: grpc.ServiceError | null, r: never) => void) => void }).Join(
+        { join_token: this.upstream.joinToken, node_id: this.identity.nodeId, name: this.name, languages: [...this.ownLanguages], protocol_version: PROTOCOL_VERSION, version: this.version },
+        (err, r) => (err ? reject(err) : resolve(r)),
+      ),
+    );
+    const now = Date.now();
+    this.#native!.prepare(
+      "INSERT INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at) VALUES (1, ?, ?, ?, '', 0, '', 0, ?)",
+    ).run(this.upstream.address, res.parent_id, res.credential, now);
+    this.logger.info({ parent: res.parent_name, parentId: res.parent_id }, 'joined the upstream node');
+    return this.state()!;
+  }
+
+  #retry(err: unknown): void {
+    const e = err as { code?: number; details?: string; message?: string; fatal?: boolean };
+    const message = e.details || e.message || String(err);
+    this.#connected = false;
+    this.#lastError = message;
+    // Refusals that a retry cannot fix stop the loop; they show in status and the log.
+    const permanent = e.fatal || e.code === grpc.status.PERMISSION_DENIED || e.code === grpc.status.FAILED_PRECONDITION || e.code === grpc.status.UNAUTHENTICATED || e.code === grpc.status.INVALID_ARGUMENT;
+    if (permanent) {
+      this.#fatal = message;
+      this.logger.error({ upstream: this.upstream.address, err: message }, 'the upstream node refused this node; replication stopped');
+      return;
+    }
+    const delay = Math.min(30_000, 250 * 2 ** Math.min(this.#attempt++, 7)) * (0.5 + Math.random());
+    this.logger.warn({ upstream: this.upstream.address, err: message, retryInMs: Math.round(delay) }, 'upstream unavailable; retrying');
+    this.#timer = setTimeout(() => void this.#loop(), delay);
+  }
+
+  async #loop(): Promise<void> {
+    if (this.#stopped) return;
+    let state: StateRow;
+    try {
+      state = await this.#join();
+    } catch (err) {
+      return this.#retry(err);
+    }
+    const languages = [...new Set([...this.ownLanguages, ...(await this.subtreeLanguages())])].sort();
+    const call = (this.#client as unknown as { Subscribe: (req: unknown, md: grpc.Metadata) => grpc.ClientReadableStream<ServerMessage> }).Subscribe(
+      {
+        protocol_version: PROTOCOL_VERSION,
+        node_id: this.identity.nodeId,
+        epoch: state.resyncing ? '' : state.epoch,
+        after_seq: state.cursor,
+        languages,
+        applied_languages: state.languages ? state.languages.split(',') : [],
+        name: this.name,
+        version: this.version,
+      },
+      this.#metadata(state.credential),
+    );
+    this.#call = call;
+    let fullResync = false;
+    let epoch = state.epoch;
+    let ended = false;
+    const finish = (err: unknown) => {
+      if (ended) return;
+      ended = true;
+      this.#connected = false;
+      if (this.#call === call) this.#call = null;
+      if (this.#stopped) return;
+      const e = err as { code?: number };
+      if (e && e.code === grpc.status.CANCELLED) {
+        this.#timer = setTimeout(() => void this.#loop(), 10);
+        return;
+      }
+      this.#retry(err ?? new Error('the upstream ended the stream'));
+    };
+    call.on('data', (msg: ServerMessage & { body?: string }) => {
+      try {
+        if ('hello' in msg && msg.hello) {
+          this.#connected = true;
+          this.#attempt = 0;
+          this.#lastError = null;
+          this.#parentEpoch = msg.hello.epoch;
+          epoch = msg.hello.epoch;
+          this.#parentHead = Number(msg.hello.head_seq);
+          this.logger.info({ mode: msg.hello.mode, reason: msg.hello.reason, head: this.#parentHead, cursor: state.cursor }, 'subscribed upstream');
+        } else if ('resync_start' in msg && msg.resync_start) {
+          fullResync = msg.resync_start.full;
+          this.#applier!.resyncStart(fullResync);
+        } else if ('batch' in msg && msg.batch) {
+          const cursor = msg.batch.snapshot ? null : Number(msg.batch.cursor);
+          const changed = this.#applier!.apply(msg.batch.changes, { snapshot: msg.batch.snapshot, fullResync, cursor, epoch });
+          if (cursor !== null) this.#parentHead = Math.max(this.#parentHead, cursor);
+          this.onApplied(changed);
+          this.#ack();
+        } else if ('resync_end' in msg && msg.resync_end) {
+          const removed = this.#applier!.resyncEnd({ cursor: Number(msg.resync_end.cursor), full: msg.resync_end.full, epoch, languages });
+          fullResync = false;
+          this.onApplied(removed + 1);
+          this.#ack();
+        } else if ('heartbeat' in msg && msg.heartbeat) {
+          this.#parentHead = Math.max(this.#parentHead, Number(msg.heartbeat.head_seq));
+          this.#ack();
+        }
+      } catch (err) {
+        this.logger.error({ err }, 'applying a batch failed; reconnecting');
+        call.cancel();
+        finish(err);
+      }
+    });
+    call.on('error', (err) => finish(err));
+    call.on('end', () => finish(null));
+  }
+
+  /** Reports the applied cursor to the parent, at most twice a second. */
+  #ack(): void {
+    if (this.#ackTimer) return;
+    const wait = Math.max(0, 500 - (Date.now() - this.#lastAck));
+    this.#ackTimer = setTimeout(() => {
+      this.#ackTimer = null;
+      this.#lastAck = Date.now();
+      const s = this.state();
+      if (!s || !this.#client) return;
+      (this.#client as unknown as { Ack: (req: unknown, md: grpc.Metadata, cb: (err: unknown) => void) => void }).Ack(
+        { node_id: this.identity.nodeId, cursor: s.cursor, files_pending: this.#filesPending },
+        this.#metadata(s.credential),
+        () => {},
+      );
+    }, wait);
+  }
+
+  /**
+   * Reads one file from the parent from `offset`, checking each chunk's SHA-256:
+   * a corrupted chunk is refused before it reaches the disk, and the download
+   * resumes from the last good byte.
+   */
+  async *fetchFile(sha256: string, offset: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+    const s = this.state();
+    if (!s || !this.#client) throw new Error('not joined to the upstream node');
+    const call = (this.#client as unknown as { FetchFile: (req: unknown, md: grpc.Metadata) => grpc.ClientReadableStream<{ offset: string; data: Buffer; chunk_sha256: Buffer }> }).FetchFile(
+      { sha256, offset },
+      this.#metadata(s.credential),
+    );
+    const onAbort = () => call.cancel();
+    signal.addEventListener('abort', onAbort, { once: true });
+    let at = offset;
+    try {
+      for await (const chunk of call) {
+        if (Number(chunk.offset) !== at) throw new Error(`chunk at ${chunk.offset}, expected ${at}`);
+        if (!createHash('sha256').update(chunk.data).digest().equals(chunk.chunk_sha256)) throw new Error(`corrupted chunk at offset ${at} refused`);
+        at += chunk.data.length;
+        yield chunk.data;
+      }
+    } catch (err) {
+      const e = err as { details?: string };
+      throw new Error(e.details ?? (err as Error).message);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      call.cancel();
+    }
+  }
+
+  get parentEpoch(): string {
+    return this.#parentEpoch;
+  }
+}

@@ -1,0 +1,365 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { EventEmitter, once } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import { and, asc, eq, gt, isNull, sql } from 'drizzle-orm';
+import type { Orm } from '../db/index.js';
+import type { Logger } from '../lib/log.js';
+import { AppError } from '../lib/errors.js';
+import { hashToken } from '../auth/tokens.js';
+import { readUpdatePayloads } from '../catalog/replica.js';
+import type { UpdatePayload } from '../catalog/import-core.js';
+import { contentFiles } from '../content/schema.js';
+import type { ContentStore } from '../content/store.js';
+import { changeLog, children, joinTokens } from './schema.js';
+import { PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, entryMatches, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange } from './protocol.js';
+import type { Identity } from './identity.js';
+
+const BATCH = 256;
+const HEARTBEAT_MS = 5_000;
+const LANG = /^[a-z]{2,3}(-[a-z0-9]{2,8})*$/;
+
+type Call = grpc.ServerWritableStream<SubscribeRequest, ServerMessage>;
+
+class StreamClosed extends Error {}
+
+/** Filters an upsert's file manifests to a subscriber's languages. */
+function filterPayload(payload: string, languages: readonly string[]): Buffer {
+  const p = JSON.parse(payload) as UpdatePayload;
+  const files = p.files.filter((f) => languageMatches(f.language, languages));
+  return Buffer.from(JSON.stringify(files.length === p.files.length ? p : { ...p, files }));
+}
+
+/**
+ * The parent side of the tree: children join with a one-time token, then subscribe
+ * from their cursor. What a child lacks is sent in order from this node's change
+ * log (or, for a new child, an unknown epoch or a cursor older than the log keeps,
+ * as a snapshot of the catalog); then live changes as they commit. Every batch is
+ * filtered to the child's languages. The stream reads the log from the database,
+ * so a slow child costs a cursor, not memory; `write()` backpressure is honoured.
+ */
+export class ReplicationParent {
+  readonly events = new EventEmitter();
+  #streams = new Map<string, Call>();
+
+  constructor(
+    private readonly orm: Orm,
+    private readonly identity: Identity,
+    private readonly name: string,
+    private readonly store: () => Promise<ContentStore>,
+    private readonly logger: Logger,
+    /** Called when a child's languages change (the subtree may need other files). */
+    private readonly onLanguages: () => void = () => {},
+    /** False when neither TLS nor --insecure is configured: replication is refused. */
+    private readonly enabled = true,
+  ) {
+    this.events.setMaxListeners(0);
+  }
+
+  /** Wakes the streams: the change log grew. */
+  notify(): void {
+    this.events.emit('appended');
+  }
+
+  connected(id: string): boolean {
+    return this.#streams.has(id);
+  }
+
+  async headSeq(): Promise<number> {
+    const r = await this.orm.select({ head: sql<number>`coalesce(max(${changeLog.seq}), 0)`, min: sql<number>`coalesce(min(${changeLog.seq}), 0)` }).from(changeLog);
+    return Number(r[0]?.head ?? 0);
+  }
+
+  /** Union of the languages of every child still in the tree. */
+  async subtreeLanguages(): Promise<string[]> {
+    const rows = await this.orm.select({ languages: children.languages }).from(children).where(isNull(children.removedAt));
+    return [...new Set(rows.flatMap((r) => (r.languages ? r.languages.split(',') : [])))].sort();
+  }
+
+  async createJoinToken(ttlSeconds: number, by: string | null): Promise<{ token: string; expiresAt: string }> {
+    const token = `ptj_${randomBytes(24).toString('base64url')}`;
+    const now = Date.now();
+    await this.orm.insert(joinTokens).values({ tokenHash: hashToken(token), createdAt: now, createdBy: by, expiresAt: now + ttlSeconds * 1000 });
+    return { token, expiresAt: new Date(now + ttlSeconds * 1000).toISOString() };
+  }
+
+  async removeChild(id: string): Promise<void> {
+    const r = await this.orm.update(children).set({ removedAt: Date.now() }).where(and(eq(children.id, id), isNull(children.removedAt)));
+    if (!r.rowsAffected) throw new AppError('not-found', `no child ${id}`);
+    this.#streams.get(id)?.emit('patchtree-close', grpc.status.PERMISSION_DENIED, `this node was removed from ${this.name}`);
+    this.onLanguages();
+  }
+
+  async requestResync(id: string): Promise<void> {
+    const r = await this.orm.update(children).set({ forceResync: 1 }).where(and(eq(children.id, id), isNull(children.removedAt)));
+    if (!r.rowsAffected) throw new AppError('not-found', `no child ${id}`);
+    // End the current stream: the child reconnects and gets the complete resync.
+    this.#streams.get(id)?.emit('patchtree-close', grpc.status.ABORTED, 'a complete resync was requested; reconnect');
+  }
+
+  async listChildren() {
+    const head = await this.headSeq();
+    const rows = await this.orm.select().from(children).orderBy(asc(children.name));
+    const out = [];
+    for (const c of rows) {
+      const oldest = await this.orm
+        .select({ at: changeLog.createdAt })
+        .from(changeLog)
+        .where(gt(changeLog.seq, c.ackedSeq))
+        .orderBy(asc(changeLog.seq))
+        .limit(1);
+      out.push({
+        id: c.id,
+        name: c.name,
+        connected: this.#streams.has(c.id),
+        cursor: c.ackedSeq,
+        lag: { entries: Math.max(0, head - c.ackedSeq), seconds: oldest[0] ? Math.max(0, Math.round((Date.now() - oldest[0].at) / 1000)) : 0 },
+        filesPending: c.filesPending,
+        languages: c.languages ? c.languages.split(',') : [],
+        version: c.version,
+        protocolVersion: c.protocolVersion,
+        lastSeenAt: c.lastSeenAt ? new Date(c.lastSeenAt).toISOString() : null,
+        lastError: c.lastError,
+        removed: c.removedAt !== null,
+      });
+    }
+    return out;
+  }
+
+  /** gRPC handlers of the Replication service. */
+  handlers(): grpc.UntypedServiceImplementation {
+    return {
+      Join: (call: grpc.ServerUnaryCall<Record<string, unknown>, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+        this.#join(call.request).then((r) => cb(null, r), (err) => cb(toStatus(err)));
+      },
+      Subscribe: (call: Call) => {
+        this.#subscribe(call).catch((err) => {
+          if (err instanceof StreamClosed) return;
+          const s = toStatus(err);
+          this.logger.warn({ code: s.code, err: s.details }, 'subscription ended');
+          if (!call.cancelled) call.emit('error', Object.assign(new Error(s.details), s));
+        });
+      },
+      Ack: (call: grpc.ServerUnaryCall<{ node_id: string; cursor: string; files_pending: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+        this.#authenticate(call.metadata)
+          .then(async (child) => {
+            await this.orm
+              .update(children)
+              .set({ ackedSeq: Number(call.request.cursor), filesPending: Number(call.request.files_pending), lastSeenAt: Date.now() })
+              .where(eq(children.id, child.id));
+            cb(null, {});
+          })
+          .catch((err) => cb(toStatus(err)));
+      },
+      FetchFile: (call: grpc.ServerWritableStream<{ sha256: string; offset: string }, unknown>) => {
+        this.#fetchFile(call).catch((err) => {
+          if (err instanceof StreamClosed) return;
+          const s = toStatus(err);
+          if (!call.cancelled) call.emit('error', Object.assign(new Error(s.details), s));
+        });
+      },
+    };
+  }
+
+  async #authenticate(md: grpc.Metadata): Promise<typeof children.$inferSelect> {
+    if (!this.enabled) throw grpcError(grpc.status.UNAVAILABLE, 'replication needs TLS (--tls-cert, --tls-key) or --insecure on this node');
+    const header = String(md.get('authorization')[0] ?? '');
+    const m = /^Bearer\s+(\S+)$/i.exec(header);
+    if (!m) throw grpcError(grpc.status.UNAUTHENTICATED, 'send authorization: Bearer <credential> (from Join)');
+    const row = await this.orm.query.children.findFirst({ where: eq(children.credentialHash, hashToken(m[1]!)) });
+    if (!row) throw grpcError(grpc.status.UNAUTHENTICATED, 'unknown credential');
+    if (row.removedAt) throw grpcError(grpc.status.PERMISSION_DENIED, `this node was removed from ${this.name}; join again with a new token`);
+    return row;
+  }
+
+  async #join(req: Record<string, unknown>): Promise<{ credential: string; parent_id: string; parent_name: string }> {
+    if (!this.enabled) throw grpcError(grpc.status.UNAVAILABLE, 'replication needs TLS (--tls-cert, --tls-key) or --insecure on this node');
+    const version = Number(req['protocol_version']);
+    if (!SUPPORTED_PROTOCOL_VERSIONS.includes(version))
+      throw grpcError(grpc.status.FAILED_PRECONDITION, `protocol version ${version} is not supported; ${this.name} speaks ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}`);
+    const nodeId = String(req['node_id'] ?? '');
+    const languages = (req['languages'] as string[] | undefined) ?? [];
+    if (!/^[0-9a-f-]{36}$/.test(nodeId)) throw grpcError(grpc.status.INVALID_ARGUMENT, 'node_id must be a UUID');
+    if (nodeId === this.identity.nodeId) throw grpcError(grpc.status.INVALID_ARGUMENT, 'a node cannot join itself');
+    if (!languages.every((l) => LANG.test(l))) throw grpcError(grpc.status.INVALID_ARGUMENT, 'languages must be language tags');
+    const digest = hashToken(String(req['join_token'] ?? ''));
+    const credential = `ptc_${randomBytes(32).toString('base64url')}`;
+    const now = Date.now();
+    const name = String(req['name'] || nodeId).slice(0, 100);
+    await this.orm.transaction(async (tx) => {
+      const token = await tx.query.joinTokens.findFirst({ where: eq(joinTokens.tokenHash, digest) });
+      if (!token) throw grpcError(grpc.status.PERMISSION_DENIED, 'unknown join token');
+      if (token.usedAt) throw grpcError(grpc.status.PERMISSION_DENIED, 'this join token was already used');
+      if (token.expiresAt < now) throw grpcError(grpc.status.PERMISSION_DENIED, 'this join token has expired');
+      await tx.update(joinTokens).set({ usedAt: now, usedBy: nodeId }).where(eq(joinTokens.tokenHash, digest));
+      await tx
+        .insert(children)
+        .values({ id: nodeId, name, credentialHash: hashToken(credential), languages: languages.join(','), version: String(req['version'] ?? ''), protocolVersion: version, ackedSeq: 0, forceResync: 1, createdAt: now })
+        .onConflictDoUpdate({ target: children.id, set: { name, credentialHash: hashToken(credential), languages: languages.join(','), removedAt: null, forceResync: 1, ackedSeq: 0 } });
+    });
+    this.logger.info({ child: nodeId, name, languages }, 'child joined');
+    this.onLanguages();
+    return { credential, parent_id: this.identity.nodeId, parent_name: this.name };
+  }
+
+  async #send(call: Call, msg: ServerMessage): Promise<void> {
+    if (call.cancelled || call.destroyed) throw new StreamClosed();
+    if (!call.write(msg)) {
+      await Promise.race([once(call, 'drain'), once(call, 'close'), once(call, 'cancelled')]);
+      if (call.cancelled || call.destroyed) throw new StreamClosed();
+    }
+  }
+
+  async #subscribe(call: Call): Promise<void> {
+    const child = await this.#authenticate(call.metadata);
+    const req = call.request;
+    const version = Number(req.protocol_version);
+    if (!SUPPORTED_PROTOCOL_VERSIONS.includes(version)) {
+      const msg = `protocol version ${version} is not supported; ${this.name} speaks ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}`;
+      await this.orm.update(children).set({ lastError: msg, protocolVersion: version, lastSeenAt: Date.now() }).where(eq(children.id, child.id));
+      throw grpcError(grpc.status.FAILED_PRECONDITION, msg);
+    }
+    if (req.node_id !== child.id) throw grpcError(grpc.status.PERMISSION_DENIED, 'the credential belongs to another node');
+    const languages = [...new Set(req.languages)].sort();
+    if (!languages.every((l) => LANG.test(l))) throw grpcError(grpc.status.INVALID_ARGUMENT, 'languages must be language tags');
+    const applied = [...new Set((req as unknown as { applied_languages?: string[] }).applied_languages ?? [])].sort();
+    const languagesChanged = languages.join(',') !== child.languages;
+    await this.orm
+      .update(children)
+      .set({ languages: languages.join(','), name: req.name || child.name, version: req.version, protocolVersion: version, lastSeenAt: Date.now(), lastError: null })
+      .where(eq(children.id, child.id));
+    if (languagesChanged) this.onLanguages();
+
+    this.#streams.get(child.id)?.emit('patchtree-close', grpc.status.ABORTED, 'replaced by a newer subscription');
+    this.#streams.set(child.id, call);
+    let closing: { code: number; details: string } | null = null;
+    const wake = () => call.emit('patchtree-wake');
+    call.on('patchtree-close', (code: number, details: string) => {
+      closing = { code, details };
+      wake();
+    });
+    this.events.on('appended', wake);
+    const log = this.logger.child({ child: child.id, name: child.name });
+    try {
+      const bounds = await this.orm.select({ head: sql<number>`coalesce(max(${changeLog.seq}), 0)`, min: sql<number>`coalesce(min(${changeLog.seq}), 0)` }).from(changeLog);
+      const head = Number(bounds[0]?.head ?? 0);
+      const min = Number(bounds[0]?.min ?? 0);
+      let cursor = Number(req.after_seq);
+      let mode: 'tail' | 'resync' | 'backfill' = 'tail';
+      let reason = 'up to date from the cursor';
+      if (child.forceResync) [mode, reason] = ['resync', 'a complete resync was requested (new child, or on demand)'];
+      else if (req.epoch !== this.identity.epoch) [mode, reason] = ['resync', req.epoch ? `unknown epoch ${req.epoch}` : 'no cursor yet'];
+      else if (cursor > head) [mode, reason] = ['resync', `cursor ${cursor} is ahead of this node's log (${head})`];
+      else if (min > 0 && cursor < min - 1) [mode, reason] = ['resync', `cursor ${cursor} is older than the log keeps (from ${min})`];
+      else if (applied.join(',') !== languages.join(',')) [mode, reason] = ['backfill', `languages ${applied.join(',') || '(none)'} -> ${languages.join(',')}`];
+      await this.#send(call, { hello: { parent_id: this.identity.nodeId, epoch: this.identity.epoch, head_seq: head, mode, reason } });
+      log.info({ mode, reason, cursor, head, languages }, 'child subscribed');
+
+      if (mode === 'resync') {
+        cursor = head;
+        await this.#send(call, { resync_start: { reason, full: true } });
+        let after = '';
+        for (;;) {
+          const page = await readUpdatePayloads(this.orm, after, BATCH);
+          if (!page.length) break;
+          const changes: WireChange[] = [];
+          for (const p of page) {
+            if (!entryMatches(p.files.map((f) => f.language).join(','), languages)) continue;
+            changes.push({ seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterPayload(JSON.stringify(p), languages) });
+          }
+          if (changes.length) await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
+          after = page[page.length - 1]!.id;
+        }
+        await this.#send(call, { resync_end: { cursor, full: true } });
+        await this.orm.update(children).set({ forceResync: 0 }).where(eq(children.id, child.id));
+      } else if (mode === 'backfill') {
+        // Exactly what the language change moves: updates with files in a language
+        // added (sent) or removed (re-sent without those files, or deleted).
+        const moved = [...applied.filter((l) => !languages.includes(l)), ...languages.filter((l) => !applied.includes(l))];
+        await this.#send(call, { resync_start: { reason, full: false } });
+        let after = '';
+        for (;;) {
+          const page = await readUpdatePayloads(this.orm, after, BATCH);
+          if (!page.length) break;
+          const changes: WireChange[] = [];
+          for (const p of page) {
+            const langs = p.files.map((f) => f.language);
+            if (!langs.some((l) => l !== 'neutral' && languageMatches(l, moved))) continue;
+            if (entryMatches(langs.join(','), languages)) changes.push({ seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterPayload(JSON.stringify(p), languages) });
+            else changes.push({ seq: 0, kind: 'update', key: p.id, op: 'delete', payload: Buffer.from(JSON.stringify({ id: p.id })) });
+          }
+          if (changes.length) await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
+          after = page[page.length - 1]!.id;
+        }
+        await this.#send(call, { resync_end: { cursor, full: false } });
+      }
+
+      // Tail: everything after the cursor, in order, then live changes.
+      let lastSent = Date.now();
+      for (;;) {
+        if (closing) throw grpcError((closing as { code: number }).code, (closing as { details: string }).details);
+        const rows = await this.orm.select().from(changeLog).where(gt(changeLog.seq, cursor)).orderBy(asc(changeLog.seq)).limit(BATCH);
+        if (rows.length) {
+          const changes: WireChange[] = [];
+          for (const r of rows) {
+            if (!entryMatches(r.languages, languages)) continue;
+            changes.push({ seq: r.seq, kind: r.kind, key: r.key, op: r.op, payload: r.op === 'upsert' ? filterPayload(r.payload, languages) : Buffer.from(r.payload) });
+          }
+          cursor = rows[rows.length - 1]!.seq;
+          await this.#send(call, { batch: { changes, cursor, snapshot: false } });
+          lastSent = Date.now();
+          continue;
+        }
+        const waitMs = Math.max(0, HEARTBEAT_MS - (Date.now() - lastSent));
+        const woke = await Promise.race([
+          once(call, 'patchtree-wake').then(() => true),
+          new Promise<false>((r) => setTimeout(() => r(false), waitMs).unref()),
+          once(call, 'cancelled').then(() => {
+            throw new StreamClosed();
+          }),
+        ]);
+        if (!woke) {
+          await this.#send(call, { heartbeat: { head_seq: cursor, time_ms: Date.now() } });
+          lastSent = Date.now();
+        }
+      }
+    } finally {
+      this.events.off('appended', wake);
+      if (this.#streams.get(child.id) === call) this.#streams.delete(child.id);
+    }
+  }
+
+  async #fetchFile(call: grpc.ServerWritableStream<{ sha256: string; offset: string }, unknown>): Promise<void> {
+    await this.#authenticate(call.metadata);
+    const sha256 = call.request.sha256;
+    if (!/^[0-9a-f]{64}$/.test(sha256)) throw grpcError(grpc.status.INVALID_ARGUMENT, 'sha256 must be 64 lowercase hex digits');
+    const row = await this.orm.query.contentFiles.findFirst({ where: eq(contentFiles.sha256, sha256) });
+    if (row?.state !== 'verified') throw grpcError(grpc.status.UNAVAILABLE, `file ${sha256} is not available on ${this.name} yet`);
+    const offset = Number(call.request.offset);
+    if (!Number.isInteger(offset) || offset < 0 || offset > row.size) throw grpcError(grpc.status.OUT_OF_RANGE, `offset ${offset} is outside 0..${row.size}`);
+    const path = (await this.store()).objectPath(sha256);
+    let at = offset;
+    if (offset === row.size) return void call.end();
+    for await (const chunk of createReadStream(path, { start: offset, highWaterMark: 256 * 1024 })) {
+      const data = chunk as Buffer;
+      const msg = { offset: at, data, size: row.size, chunk_sha256: createHash('sha256').update(data).digest() };
+      at += data.length;
+      if (call.cancelled) throw new StreamClosed();
+      if (!call.write(msg)) await Promise.race([once(call, 'drain'), once(call, 'cancelled')]);
+    }
+    call.end();
+  }
+}
+
+function grpcError(code: number, details: string): Error & { code: number; details: string } {
+  return Object.assign(new Error(details), { code, details });
+}
+
+function toStatus(err: unknown): { code: number; details: string } {
+  const e = err as { code?: unknown; details?: unknown; message?: string };
+  if (typeof e.code === 'number' && typeof e.details === 'string') return { code: e.code, details: e.details };
+  if (err instanceof AppError) return { code: err.grpcStatus, details: err.message };
+  return { code: grpc.status.INTERNAL, details: e.message ?? String(err) };
+}
+
+export { PROTOCOL_VERSION };

@@ -1,0 +1,66 @@
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+/**
+ * Wire protocol version. Log of changes (docs/replication.md):
+ *   1 - Join, Subscribe (hello, batches, heartbeats, resync), Ack, FetchFile.
+ */
+export const PROTOCOL_VERSION = 1;
+export const SUPPORTED_PROTOCOL_VERSIONS: readonly number[] = [1];
+
+export const PROTO_DIR = fileURLToPath(new URL('../../../proto', import.meta.url));
+
+export interface SubscribeRequest {
+  protocol_version: number;
+  node_id: string;
+  epoch: string;
+  after_seq: string | number;
+  languages: string[];
+  name: string;
+  version: string;
+}
+
+export interface WireChange {
+  seq: string | number;
+  kind: string;
+  key: string;
+  op: string;
+  payload: Buffer;
+}
+
+export type ServerMessage =
+  | { hello: { parent_id: string; epoch: string; head_seq: string | number; mode: string; reason: string } }
+  | { batch: { changes: WireChange[]; cursor: string | number; snapshot: boolean } }
+  | { heartbeat: { head_seq: string | number; time_ms: string | number } }
+  | { resync_start: { reason: string; full: boolean } }
+  | { resync_end: { cursor: string | number; full: boolean } };
+
+let cached: grpc.ServiceClientConstructor | null = null;
+
+/** The Replication service definition, loaded from proto/ (longs as strings, bytes as Buffers). */
+export function replicationService(): grpc.ServiceClientConstructor {
+  if (cached) return cached;
+  const def = protoLoader.loadSync('patchtree/replication/v1/replication.proto', {
+    includeDirs: [PROTO_DIR],
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
+  cached = (grpc.loadPackageDefinition(def) as unknown as { patchtree: { replication: { v1: { Replication: grpc.ServiceClientConstructor } } } }).patchtree.replication.v1.Replication;
+  return cached;
+}
+
+/** Does a file language match a set of node languages? `de` matches `de-*`; `neutral` always. */
+export function languageMatches(fileLanguage: string, languages: readonly string[]): boolean {
+  if (fileLanguage === 'neutral') return true;
+  return languages.some((l) => fileLanguage === l || fileLanguage.startsWith(`${l}-`));
+}
+
+/** Whether an entry with these file languages ('' = none: metadata only) goes to a subscriber. */
+export function entryMatches(entryLanguages: string, languages: readonly string[]): boolean {
+  if (entryLanguages === '') return true;
+  return entryLanguages.split(',').some((l) => languageMatches(l, languages));
+}

@@ -1,0 +1,72 @@
+import { sqliteTable, text, integer, index } from 'drizzle-orm/sqlite-core';
+
+/** This node's identity: one row. `epoch` names its change log; a new log gets a new epoch. */
+export const nodeIdentity = sqliteTable('node_identity', {
+  id: integer('id').primaryKey(),
+  nodeId: text('node_id').notNull(),
+  epoch: text('epoch').notNull(),
+  createdAt: integer('created_at').notNull(),
+});
+
+/**
+ * The change log: every replicated write appends one entry in the same transaction.
+ * `languages` is the comma list of the entity's file languages ('' = metadata only,
+ * sent to every child), so the parent filters without parsing payloads.
+ */
+export const changeLog = sqliteTable('change_log', {
+  seq: integer('seq').primaryKey({ autoIncrement: true }),
+  kind: text('kind').notNull(),
+  key: text('key').notNull(),
+  op: text('op').notNull(),
+  languages: text('languages').notNull(),
+  payload: text('payload').notNull(),
+  createdAt: integer('created_at').notNull(),
+}, (t) => [index('change_log_key').on(t.kind, t.key)]);
+
+export const joinTokens = sqliteTable('join_tokens', {
+  tokenHash: text('token_hash').primaryKey(),
+  createdAt: integer('created_at').notNull(),
+  createdBy: text('created_by'),
+  expiresAt: integer('expires_at').notNull(),
+  usedAt: integer('used_at'),
+  usedBy: text('used_by'),
+});
+
+/** The children that joined this node. */
+export const children = sqliteTable('children', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull(),
+  credentialHash: text('credential_hash').notNull().unique(),
+  languages: text('languages').notNull(),
+  version: text('version'),
+  protocolVersion: integer('protocol_version'),
+  ackedSeq: integer('acked_seq').notNull(),
+  filesPending: integer('files_pending').notNull().default(0),
+  lastSeenAt: integer('last_seen_at'),
+  lastError: text('last_error'),
+  forceResync: integer('force_resync').notNull(),
+  createdAt: integer('created_at').notNull(),
+  removedAt: integer('removed_at'),
+});
+
+/** A child's view of its upstream: one row, advanced in the transaction that applies each batch. */
+export const upstreamState = sqliteTable('upstream_state', {
+  id: integer('id').primaryKey(),
+  address: text('address').notNull(),
+  parentId: text('parent_id').notNull(),
+  credential: text('credential').notNull(),
+  epoch: text('epoch').notNull(),
+  cursor: integer('cursor').notNull(),
+  /** Languages the replicated data reflects; a backfill cut short leaves the old ones, so it is redone. */
+  languages: text('languages').notNull(),
+  resyncing: integer('resyncing').notNull(),
+  lastError: text('last_error'),
+  lastSuccessAt: integer('last_success_at'),
+  updatedAt: integer('updated_at').notNull(),
+});
+
+/** Ids seen during a full resync, so the sweep at its end removes exactly what the parent no longer has. */
+export const resyncSeen = sqliteTable('resync_seen', {
+  kind: text('kind').notNull(),
+  key: text('key').notNull(),
+}, (t) => [index('resync_seen_key').on(t.kind, t.key)]);
