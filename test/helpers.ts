@@ -146,6 +146,8 @@ export async function listAll(base: string, token: string, path: string, limit: 
 
 export interface NodeProcess {
   child: ChildProcess;
+  /** Every JSON log line the process printed so far. */
+  logs: Record<string, unknown>[];
   url: string;
   httpPort: number;
   grpcPort: number;
@@ -168,10 +170,12 @@ export async function spawnNode(t: T, args: string[], env: NodeJS.ProcessEnv = {
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const lines = createInterface({ input: child.stdout! });
+  const logs: Record<string, unknown>[] = [];
   const started = await new Promise<{ http: number; grpc: number }>((resolve, reject) => {
     lines.on('line', (line) => {
       try {
         const rec = JSON.parse(line) as { msg?: string; http?: number; grpc?: number };
+        logs.push(rec);
         if (rec.msg === 'node started') resolve({ http: rec.http!, grpc: rec.grpc! });
       } catch {
         /* not a log line */
@@ -179,7 +183,7 @@ export async function spawnNode(t: T, args: string[], env: NodeJS.ProcessEnv = {
     });
     exited.then((code) => reject(new Error(`node exited with ${code} before starting: ${stderr}`)));
   });
-  return { child, url: `http://127.0.0.1:${started.http}`, httpPort: started.http, grpcPort: started.grpc, exited };
+  return { child, logs, url: `http://127.0.0.1:${started.http}`, httpPort: started.http, grpcPort: started.grpc, exited };
 }
 
 /** Runs the CLI to completion. */

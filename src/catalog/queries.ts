@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, inArray, lt, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, lt, sql, type SQL } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
 import { catalogReleases, customSeverities, updateCves, updateFiles, updates, updateSupersedes } from './schema.js';
@@ -42,9 +42,14 @@ export function decodeCursor(s: string): Cursor {
   throw new AppError('bad-request', 'the cursor is not one this API returned');
 }
 
-/** An update is superseded when the vendor says so, or a live update of the same product lists its KB. */
-const supersededSql = sql`(${updates.vendorSuperseded} = 1 OR EXISTS (SELECT 1 FROM ${updateSupersedes} s JOIN updates u2 ON u2.id = s.update_id
-  WHERE s.kb = ${updates.kb} AND u2.product = ${updates.product} AND u2.expired = 0))`;
+/**
+ * An update is superseded when the vendor says so, or a live update of the same
+ * product lists its KB. Nested EXISTS on purpose: it makes SQLite start from the
+ * KB index (a handful of rows); a join let it start from the product index,
+ * thousands of rows for every update listed.
+ */
+const supersededSql = sql`(${updates.vendorSuperseded} = 1 OR EXISTS (SELECT 1 FROM ${updateSupersedes} s WHERE s.kb = ${updates.kb}
+  AND EXISTS (SELECT 1 FROM updates u2 WHERE u2.id = s.update_id AND u2.product = ${updates.product} AND u2.expired = 0)))`;
 
 const listColumns = {
   id: updates.id,
@@ -123,15 +128,17 @@ export async function listUpdates(orm: Orm, f: UpdateFilter): Promise<{ items: U
   }
   if (f.cursor) {
     const [date, id] = decodeCursor(f.cursor);
-    // Keyset on (release_date DESC, id ASC): the page after the last item seen.
-    conds.push(or(lt(updates.releaseDate, date), and(eq(updates.releaseDate, date), gt(updates.id, id))));
+    // Keyset on (release_date, id) descending: a row-value comparison, so SQLite
+    // walks the (release_date, id) index from the cursor and evaluates the
+    // per-row subqueries for the page's rows only.
+    conds.push(sql`(${updates.releaseDate}, ${updates.id}) < (${date}, ${id})`);
   }
   const rows = await orm
     .select(listColumns)
     .from(updates)
     .leftJoin(customSeverities, eq(customSeverities.id, updates.customSeverityId))
     .where(and(...conds))
-    .orderBy(desc(updates.releaseDate), asc(updates.id))
+    .orderBy(desc(updates.releaseDate), desc(updates.id))
     .limit(f.limit + 1);
   const items = rows.slice(0, f.limit).map(toItem);
   const last = items[items.length - 1];

@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
 import type { Logger } from '../lib/log.js';
 
 export const PROTO_DIR = fileURLToPath(new URL('../../../proto', import.meta.url));
@@ -36,6 +37,11 @@ export class GrpcServer {
 
   addService(service: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation): void {
     this.server.addService(service, impl);
+  }
+
+  /** Server reflection over these proto files (paths under proto/), so grpcurl and friends can list the node. */
+  enableReflection(files: string[]): void {
+    new ReflectionService(protoLoader.loadSync(files, { includeDirs: [PROTO_DIR], keepCase: true })).addToServer(this.server);
   }
 
   async start(host: string, port: number, credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure()): Promise<number> {

@@ -175,6 +175,7 @@ export class PatchtreeNode {
 
     this.#grpc = new GrpcServer(log.child({ module: 'grpc' }));
     this.#grpc.addService(replicationService().service, parent.handlers());
+    this.#grpc.enableReflection(['grpc/health/v1/health.proto', 'patchtree/replication/v1/replication.proto']);
     this.grpcPort = await this.#grpc.start(config.grpcHost, config.grpcPort, serverCreds);
     await child?.start();
 

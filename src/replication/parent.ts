@@ -330,7 +330,7 @@ export class ReplicationParent {
   }
 
   async #fetchFile(call: grpc.ServerWritableStream<{ sha256: string; offset: string }, unknown>): Promise<void> {
-    await this.#authenticate(call.metadata);
+    const child = await this.#authenticate(call.metadata);
     const sha256 = call.request.sha256;
     if (!/^[0-9a-f]{64}$/.test(sha256)) throw grpcError(grpc.status.INVALID_ARGUMENT, 'sha256 must be 64 lowercase hex digits');
     const row = await this.orm.query.contentFiles.findFirst({ where: eq(contentFiles.sha256, sha256) });
@@ -338,6 +338,7 @@ export class ReplicationParent {
     const offset = Number(call.request.offset);
     if (!Number.isInteger(offset) || offset < 0 || offset > row.size) throw grpcError(grpc.status.OUT_OF_RANGE, `offset ${offset} is outside 0..${row.size}`);
     const path = (await this.store()).objectPath(sha256);
+    this.logger.info({ child: child.name, sha256, offset, size: row.size }, 'sending a file');
     let at = offset;
     if (offset === row.size) return void call.end();
     for await (const chunk of createReadStream(path, { start: offset, highWaterMark: 256 * 1024 })) {

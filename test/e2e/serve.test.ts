@@ -36,6 +36,19 @@ t.test('a real node process: import with the CLI, restart on the same data, data
   const status = await new Promise<any>((resolve, reject) => client.Check({ service: '' }, (err: Error | null, res: unknown) => (err ? reject(err) : resolve(res))));
   client.close();
   t.same(status, { status: 'SERVING' });
+
+  // Server reflection lists the services for standard gRPC tools.
+  const rdef = protoLoader.loadSync('grpc/reflection/v1/reflection.proto', { includeDirs: [join(ROOT, 'node_modules', '@grpc', 'reflection', 'build', 'proto')], keepCase: true });
+  const Reflection = (grpc.loadPackageDefinition(rdef) as any).grpc.reflection.v1.ServerReflection;
+  const rc = new Reflection(`127.0.0.1:${second.grpcPort}`, grpc.credentials.createInsecure());
+  const info = rc.ServerReflectionInfo();
+  const listed = await new Promise<any>((resolve) => {
+    info.on('data', (m: any) => resolve(m.list_services_response.service.map((x: any) => x.name).sort()));
+    info.write({ list_services: '' });
+  });
+  info.end();
+  rc.close();
+  t.same(listed, ['grpc.health.v1.Health', 'patchtree.replication.v1.Replication']);
 });
 
 t.test('configuration errors stop the node with a message naming the option', async (t) => {

@@ -76,6 +76,7 @@ async function verifiedFiles(n: NodeProcess): Promise<string[]> {
 }
 
 t.test('a three-level tree: the right updates and files at every site, changes, languages, restarts', async (t) => {
+  t.setTimeout(400_000);
   const dir = await tempDir(t);
   const keys = await makeKeys(dir);
   const vendor = await startVendor(t);
