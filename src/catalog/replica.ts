@@ -103,7 +103,7 @@ export class ReplicaWriter {
     if (cur && cur.revision > p.revision) return false;
     const { expired, origin, releaseVersion, firstVersion, ...line } = p;
     this.#s['upsert']!.run(p.id, p.revision, ...columns(line), expired ? 1 : 0, contentHash(line), releaseVersion, firstVersion, origin, now);
-    this.#clear(p.id);
+    if (cur) this.#clear(p.id); // a new update has no rows to replace
     for (const f of p.files) this.#s['file']!.run(p.id, f.sha256, f.name, f.url, f.size, f.language);
     for (const c of p.cves) this.#s['cve']!.run(p.id, c);
     for (const kb of p.supersedes) this.#s['sup']!.run(p.id, kb);

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import { and, asc, eq, gt, isNull, sql } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
@@ -16,6 +16,8 @@ import { PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, entryMatches, languageMa
 import type { Identity } from './identity.js';
 
 const BATCH = 256;
+/** Snapshot pages are larger: the child commits (and fsyncs) once per batch. */
+const SNAPSHOT_BATCH = 1000;
 const HEARTBEAT_MS = 5_000;
 const LANG = /^[a-z]{2,3}(-[a-z0-9]{2,8})*$/;
 
@@ -23,11 +25,39 @@ type Call = grpc.ServerWritableStream<SubscribeRequest, ServerMessage>;
 
 class StreamClosed extends Error {}
 
+/**
+ * Resolves with the first of `events` (or 'timeout'), then removes every listener
+ * it added: a subscription waits thousands of times, and listeners left behind by
+ * a race would pile up for as long as the stream lives.
+ */
+function firstOf(emitter: EventEmitter, events: string[], timeoutMs?: number): Promise<string> {
+  return new Promise((resolve) => {
+    const handlers = new Map<string, () => void>();
+    let timer: NodeJS.Timeout | undefined;
+    const done = (name: string) => {
+      for (const [ev, h] of handlers) emitter.off(ev, h);
+      if (timer) clearTimeout(timer);
+      resolve(name);
+    };
+    for (const ev of events) {
+      const h = () => done(ev);
+      handlers.set(ev, h);
+      emitter.on(ev, h);
+    }
+    if (timeoutMs !== undefined) timer = setTimeout(() => done('timeout'), timeoutMs);
+  });
+}
+
 /** Filters an upsert's file manifests to a subscriber's languages. */
-function filterPayload(payload: string, languages: readonly string[]): Buffer {
-  const p = JSON.parse(payload) as UpdatePayload;
+function filterUpdate(p: UpdatePayload, languages: readonly string[]): Buffer {
   const files = p.files.filter((f) => languageMatches(f.language, languages));
   return Buffer.from(JSON.stringify(files.length === p.files.length ? p : { ...p, files }));
+}
+
+/** The same for a logged payload; one whose files all match is sent as stored. */
+function filterPayload(payload: string, entryLanguages: string, languages: readonly string[]): Buffer {
+  if (entryLanguages.split(',').every((l) => l === '' || languageMatches(l, languages))) return Buffer.from(payload);
+  return filterUpdate(JSON.parse(payload) as UpdatePayload, languages);
 }
 
 /**
@@ -205,7 +235,7 @@ export class ReplicationParent {
   async #send(call: Call, msg: ServerMessage): Promise<void> {
     if (call.cancelled || call.destroyed) throw new StreamClosed();
     if (!call.write(msg)) {
-      await Promise.race([once(call, 'drain'), once(call, 'close'), once(call, 'cancelled')]);
+      await firstOf(call, ['drain', 'close', 'cancelled']);
       if (call.cancelled || call.destroyed) throw new StreamClosed();
     }
   }
@@ -260,12 +290,12 @@ export class ReplicationParent {
         await this.#send(call, { resync_start: { reason, full: true } });
         let after = '';
         for (;;) {
-          const page = await readUpdatePayloads(this.orm, after, BATCH);
+          const page = await readUpdatePayloads(this.orm, after, SNAPSHOT_BATCH);
           if (!page.length) break;
           const changes: WireChange[] = [];
           for (const p of page) {
             if (!entryMatches(p.files.map((f) => f.language).join(','), languages)) continue;
-            changes.push({ seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterPayload(JSON.stringify(p), languages) });
+            changes.push({ seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) });
           }
           if (changes.length) await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
           after = page[page.length - 1]!.id;
@@ -279,13 +309,13 @@ export class ReplicationParent {
         await this.#send(call, { resync_start: { reason, full: false } });
         let after = '';
         for (;;) {
-          const page = await readUpdatePayloads(this.orm, after, BATCH);
+          const page = await readUpdatePayloads(this.orm, after, SNAPSHOT_BATCH);
           if (!page.length) break;
           const changes: WireChange[] = [];
           for (const p of page) {
             const langs = p.files.map((f) => f.language);
             if (!langs.some((l) => l !== 'neutral' && languageMatches(l, moved))) continue;
-            if (entryMatches(langs.join(','), languages)) changes.push({ seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterPayload(JSON.stringify(p), languages) });
+            if (entryMatches(langs.join(','), languages)) changes.push({ seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) });
             else changes.push({ seq: 0, kind: 'update', key: p.id, op: 'delete', payload: Buffer.from(JSON.stringify({ id: p.id })) });
           }
           if (changes.length) await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
@@ -303,7 +333,7 @@ export class ReplicationParent {
           const changes: WireChange[] = [];
           for (const r of rows) {
             if (!entryMatches(r.languages, languages)) continue;
-            changes.push({ seq: r.seq, kind: r.kind, key: r.key, op: r.op, payload: r.op === 'upsert' ? filterPayload(r.payload, languages) : Buffer.from(r.payload) });
+            changes.push({ seq: r.seq, kind: r.kind, key: r.key, op: r.op, payload: r.op === 'upsert' ? filterPayload(r.payload, r.languages, languages) : Buffer.from(r.payload) });
           }
           cursor = rows[rows.length - 1]!.seq;
           await this.#send(call, { batch: { changes, cursor, snapshot: false } });
@@ -311,14 +341,9 @@ export class ReplicationParent {
           continue;
         }
         const waitMs = Math.max(0, HEARTBEAT_MS - (Date.now() - lastSent));
-        const woke = await Promise.race([
-          once(call, 'patchtree-wake').then(() => true),
-          new Promise<false>((r) => setTimeout(() => r(false), waitMs).unref()),
-          once(call, 'cancelled').then(() => {
-            throw new StreamClosed();
-          }),
-        ]);
-        if (!woke) {
+        const woke = await firstOf(call, ['patchtree-wake', 'cancelled', 'close'], waitMs);
+        if (woke === 'cancelled' || woke === 'close') throw new StreamClosed();
+        if (woke === 'timeout') {
           await this.#send(call, { heartbeat: { head_seq: cursor, time_ms: Date.now() } });
           lastSent = Date.now();
         }
@@ -346,7 +371,7 @@ export class ReplicationParent {
       const msg = { offset: at, data, size: row.size, chunk_sha256: createHash('sha256').update(data).digest() };
       at += data.length;
       if (call.cancelled) throw new StreamClosed();
-      if (!call.write(msg)) await Promise.race([once(call, 'drain'), once(call, 'cancelled')]);
+      if (!call.write(msg)) await firstOf(call, ['drain', 'cancelled', 'close']);
     }
     call.end();
   }
