@@ -100,6 +100,22 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     const counts = await catalogCounts(deps.db.orm);
     deps.metrics.catalogUpdates.set({ state: 'live' }, counts.live);
     deps.metrics.catalogUpdates.set({ state: 'expired' }, counts.expired);
+    const m = deps.metrics;
+    m.replicationHead.set(await deps.hierarchy.parent.headSeq());
+    const up = deps.hierarchy.child?.status();
+    if (up) {
+      m.upstreamConnected.set(up.connected ? 1 : 0);
+      m.upstreamLag.set(up.lag.entries);
+      m.upstreamLagSeconds.set(up.lag.seconds);
+    }
+    for (const ch of await deps.hierarchy.parent.listChildren()) {
+      if (ch.removed) continue;
+      const child = `${ch.name} (${ch.id.slice(0, 8)})`;
+      m.childConnected.set({ child }, ch.connected ? 1 : 0);
+      m.childLag.set({ child }, ch.lag.entries);
+      m.childLagSeconds.set({ child }, ch.lag.seconds);
+      m.childFilesPending.set({ child }, ch.filesPending);
+    }
     return c.text(await deps.metrics.registry.metrics(), 200, { 'content-type': deps.metrics.registry.contentType });
   });
 

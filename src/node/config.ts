@@ -73,6 +73,11 @@ export const OPTIONS = {
   tlsCert: { schema: z.string().min(1), help: "PEM certificate of this node's gRPC server (and its client certificate upstream)." },
   tlsKey: { schema: z.string().min(1), help: 'PEM private key for --tls-cert.' },
   tlsCa: { schema: z.string().min(1), help: 'PEM CA bundle: verifies the parent, and when set on a parent, requires client certificates (mutual TLS).' },
+  changeLogRetention: {
+    schema: z.coerce.number().int().min(10),
+    help: 'Change-log entries kept for children; a child further behind gets a complete resync.',
+    default: 1_000_000,
+  },
   config: { schema: z.string().min(1), help: 'JSON config file with any of these options (camelCase keys).' },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -110,6 +115,7 @@ export interface NodeConfig {
   readonly tlsCert: string | undefined;
   readonly tlsKey: string | undefined;
   readonly tlsCa: string | undefined;
+  readonly changeLogRetention: number;
 }
 
 export class ConfigError extends Error {
@@ -224,6 +230,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     tlsCert: raw['tlsCert'] as string | undefined,
     tlsKey: raw['tlsKey'] as string | undefined,
     tlsCa: raw['tlsCa'] as string | undefined,
+    changeLogRetention: raw['changeLogRetention'] as number,
   };
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) throw new ConfigError('invalid --tls-cert / --tls-key: give both or neither');
   if (config.upstream && !config.insecure && !config.tlsCa)

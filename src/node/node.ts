@@ -116,6 +116,15 @@ export class PatchtreeNode {
       Boolean(tls) || config.insecure,
     );
     subtree = await parent.subtreeLanguages();
+    let compactTimer: NodeJS.Timeout | null = null;
+    const compactSoon = () => {
+      if (compactTimer) return;
+      compactTimer = setTimeout(() => {
+        compactTimer = null;
+        parent.compact(config.changeLogRetention).catch((err) => log.error({ err }, 'change log compaction failed'));
+      }, 5_000);
+      compactTimer.unref();
+    };
     this.parent = parent;
     if (config.upstream) {
       const clientCreds = config.insecure && !config.tlsCa
@@ -132,7 +141,10 @@ export class PatchtreeNode {
         log.child({ module: 'upstream' }),
         (changed) => {
           parent.notify();
-          if (changed > 0) reconcileSoon();
+          if (changed > 0) {
+            reconcileSoon();
+            compactSoon();
+          }
         },
       );
       this.#child = child;
@@ -143,6 +155,7 @@ export class PatchtreeNode {
       // A release may need new files (or no longer need some).
       if (o.ok) {
         parent.notify();
+        parent.compact(config.changeLogRetention).catch((err) => log.error({ err }, 'change log compaction failed'));
         content.service.reconcile().catch((err) => log.error({ err }, 'content reconcile failed'));
       }
     }, identity.nodeId);

@@ -91,6 +91,18 @@ export class ReplicationParent {
     this.events.emit('appended');
   }
 
+  /**
+   * Keeps the newest `retention` entries. A child whose cursor falls before what
+   * is kept is sent a complete resync instead (decided in #subscribe), so
+   * compaction never loses anything a child needs.
+   */
+  async compact(retention: number): Promise<number> {
+    const r = await this.orm.run(sql`DELETE FROM change_log WHERE seq <= (SELECT max(seq) FROM change_log) - ${retention}`);
+    const n = Number(r.rowsAffected ?? 0);
+    if (n) this.logger.info({ removed: n, retention }, 'change log compacted');
+    return n;
+  }
+
   connected(id: string): boolean {
     return this.#streams.has(id);
   }

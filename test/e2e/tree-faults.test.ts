@@ -140,3 +140,30 @@ t.test('a sibling offline does not hold back the others; a cut file transfer res
   await waitFor(async () => (await liveCount(y)) === 3, 'y catches up when it returns');
   t.match((await api(y.url, T, '/api/v1/updates/test-2')).body, { title: 'changed' });
 });
+
+t.test('a child behind what the compacted log keeps gets a complete resync', async (t) => {
+  t.setTimeout(120_000);
+  const dir = await tempDir(t);
+  const keys = await makeKeys(dir);
+  const root = await node(t, dir, keys, 'root', 'en', undefined, ['--change-log-retention', '10']);
+  const v1 = [1, 2, 3].map((i) => sampleUpdate(i, { files: [] }));
+  const c1 = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', 3, new Date('2024-01-01T00:00:00Z')), v1);
+  await uploadCatalog(root.url, T, c1.file, c1.sig);
+  let kid = await node(t, dir, keys, 'kid', 'en', root);
+  await waitFor(async () => (await liveCount(kid)) === 3, 'kid synced');
+  kid.child.kill('SIGTERM');
+  await kid.exited;
+  // 40 new updates while the child is away: the log keeps only the last 10 entries.
+  const v2 = Array.from({ length: 40 }, (_, i) => sampleUpdate(i + 10, { files: [] }));
+  const c2 = await writeSignedCatalog(dir, keys, 'v2.gz', header('v2', 40, new Date('2024-02-01T00:00:00Z')), v2);
+  t.match((await uploadCatalog(root.url, T, c2.file, c2.sig)).body, { added: 40, expired: 3 });
+  await waitFor(async () => {
+    const text = await (await fetch(`${root.url}/metrics`)).text();
+    return /patchtree_replication_head_seq 46/.test(text);
+  }, 'head 46');
+  kid = await node(t, dir, keys, 'kid', 'en', undefined, ['--upstream', `127.0.0.1:${root.grpcPort}`, '--log-level', 'info']);
+  await waitFor(async () => JSON.stringify(await fingerprint(kid)) === JSON.stringify(await fingerprint(root)), 'kid equals root');
+  const hello = kid.logs.find((l) => l['msg'] === 'subscribed upstream' && l['mode'] === 'resync');
+  t.match(hello?.['reason'], /cursor 3 is older than the log keeps/, 'the parent says why');
+  t.equal((await fingerprint(kid)).length, 43, 'expired ones included, nothing missing');
+});

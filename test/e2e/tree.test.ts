@@ -132,6 +132,9 @@ t.test('a three-level tree: the right updates and files at every site, changes, 
   t.match(hr.node, { name: 'root', role: 'root', languages: ['en'] });
   t.equal(hr.upstream, null);
   t.same(hr.children.map((x: any) => [x.name, x.connected, x.languages]).sort(), [['a', true, ['en']], ['b', true, ['de', 'fr']]]);
+  const metrics = await (await fetch(`${b.url}/metrics`)).text();
+  t.match(metrics, /patchtree_upstream_connected 1/);
+  t.match(metrics, /patchtree_child_connected\{child="c \([0-9a-f]{8}\)"\} 1/);
   const hb = (await api(b.url, T, '/api/v1/hierarchy')).body;
   t.match(hb, { node: { role: 'mid-tier', subtreeLanguages: ['de', 'fr'] }, upstream: { connected: true }, children: [{ name: 'c', connected: true, languages: ['fr'] }] });
 
