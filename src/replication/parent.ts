@@ -17,7 +17,7 @@ import type { Identity } from './identity.js';
 
 const BATCH = 256;
 /** Snapshot pages are larger: the child commits (and fsyncs) once per batch. */
-const SNAPSHOT_BATCH = 1000;
+const SNAPSHOT_BATCH = 500;
 const HEARTBEAT_MS = 5_000;
 const LANG = /^[a-z]{2,3}(-[a-z0-9]{2,8})*$/;
 
@@ -71,6 +71,18 @@ function filterPayload(payload: string, entryLanguages: string, languages: reado
 export class ReplicationParent {
   readonly events = new EventEmitter();
   #streams = new Map<string, Call>();
+  #inFlight = new WeakMap<Call, Promise<void>[]>();
+  #closedP = new WeakMap<Call, Promise<string>>();
+
+  /** One promise per stream that settles when it closes (listeners added once). */
+  #closed(call: Call): Promise<string> {
+    let p = this.#closedP.get(call);
+    if (!p) {
+      p = firstOf(call, ['close', 'cancelled']);
+      this.#closedP.set(call, p);
+    }
+    return p;
+  }
 
   constructor(
     private readonly orm: Orm,
@@ -244,12 +256,25 @@ export class ReplicationParent {
     return { credential, parent_id: this.identity.nodeId, parent_name: this.name };
   }
 
+  /**
+   * Writes one message with backpressure. grpc-js counts its buffer in messages,
+   * and a batch can be megabytes, so besides `drain` each stream keeps at most two
+   * messages not yet handed to the transport (their write callbacks pending).
+   */
   async #send(call: Call, msg: ServerMessage): Promise<void> {
     if (call.cancelled || call.destroyed) throw new StreamClosed();
-    if (!call.write(msg)) {
-      await firstOf(call, ['drain', 'close', 'cancelled']);
-      if (call.cancelled || call.destroyed) throw new StreamClosed();
+    const pending = this.#inFlight.get(call) ?? [];
+    this.#inFlight.set(call, pending);
+    let done!: () => void;
+    const written = new Promise<void>((r) => (done = r));
+    pending.push(written);
+    void written.then(() => pending.splice(pending.indexOf(written), 1));
+    const ok = call.write(msg, () => done());
+    if (!ok) await firstOf(call, ['drain', 'close', 'cancelled']);
+    while (pending.length > 2 && !call.cancelled && !call.destroyed) {
+      await Promise.race([pending[0], this.#closed(call)]);
     }
+    if (call.cancelled || call.destroyed) throw new StreamClosed();
   }
 
   async #subscribe(call: Call): Promise<void> {

@@ -1,0 +1,183 @@
+/**
+ * bench/replication, on loopback with real node processes:
+ *  1. initial sync of an N-update catalog (default 100,000) root -> child: time,
+ *     updates/s and rows/s, peak RSS (VmHWM) of both, against the same rows inserted
+ *     straight into SQLite (the limit, from bench/catalog-import);
+ *  2. latency from an import at the root to visibility at a depth-3 leaf
+ *     (root -> a -> b -> leaf), p50 and p99 over M small imports (default 100);
+ *  3. a parent feeding K subscribers at once (default 50): each is a raw gRPC client
+ *     that joins and subscribes like a child; the spread of their completion times.
+ *
+ *   node dist/bench/replication.js [--updates 100000] [--imports 100] [--children 50]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import { writeCatalog } from '../src/catalog/build.js';
+import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
+import { replicationService, PROTOCOL_VERSION, type ServerMessage } from '../src/replication/protocol.js';
+import { generate } from './catalog-import.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const TOKEN = 'bench-admin-token-0123456789';
+const auth = { authorization: `Bearer ${TOKEN}` };
+const children: ChildProcess[] = [];
+
+interface Node {
+  pid: number;
+  url: string;
+  grpc: number;
+  proc: ChildProcess;
+}
+
+const vmHwmMB = async (pid: number): Promise<number> => Math.round(Number(/VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024);
+
+async function startNode(dir: string, name: string, pub: string, upstream?: Node): Promise<Node> {
+  const args = [join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, name), '--name', name, '--http-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1',
+    '--grpc-host', '127.0.0.1', '--admin-token', TOKEN, '--trusted-key', pub, '--insecure'];
+  if (upstream) {
+    const tok = (await (await fetch(`${upstream.url}/api/v1/hierarchy/join-tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' })).json()) as { token: string };
+    args.push('--upstream', `127.0.0.1:${upstream.grpc}`, '--join-token', tok.token);
+  }
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(proc);
+  return new Promise((resolve, reject) => {
+    proc.on('exit', (c) => reject(new Error(`${name} exited ${c}`)));
+    createInterface({ input: proc.stdout! }).on('line', (l) => {
+      try {
+        const rec = JSON.parse(l) as { msg?: string; http?: number; grpc?: number };
+        if (rec.msg === 'node started') resolve({ pid: proc.pid!, url: `http://127.0.0.1:${rec.http}`, grpc: rec.grpc!, proc });
+      } catch {
+        /* not JSON */
+      }
+    });
+  });
+}
+
+async function liveCount(n: Node): Promise<number> {
+  const text = await (await fetch(`${n.url}/metrics`)).text();
+  return Number(/patchtree_catalog_updates\{state="live"\} (\d+)/.exec(text)?.[1] ?? -1);
+}
+
+async function importCatalog(n: Node, file: string): Promise<void> {
+  const form = new FormData();
+  form.append('catalog', new Blob([await readFile(file)]), 'c.gz');
+  form.append('signature', new Blob([await readFile(`${file}.sig`)]), 'c.gz.sig');
+  const res = await fetch(`${n.url}/api/v1/catalog/imports`, { method: 'POST', body: form, headers: auth });
+  if (res.status !== 201) throw new Error(`import: ${res.status} ${await res.text()}`);
+}
+
+const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { updates: { type: 'string', default: '100000' }, imports: { type: 'string', default: '100' }, children: { type: 'string', default: '50' }, 'children-updates': { type: 'string', default: '20000' } } });
+  const n = Number(values.updates);
+  const dir = await mkdtemp(join(tmpdir(), 'patchtree-bench-repl-'));
+  try {
+    const keys = await generateKeys(join(dir, 'keys'));
+    const key = await loadPrivateKey(keys.keyFile);
+    const catalog = join(dir, 'big.ndjson.gz');
+    await writeCatalog(catalog, { format: 'patchtree-catalog', formatVersion: 1, version: 'b1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: n }, generate(n));
+    await signFile(catalog, key);
+    console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}`);
+
+    // 1. Initial sync root -> child.
+    const root = await startNode(dir, 'root', keys.pubFile);
+    await importCatalog(root, catalog);
+    const rootRssBefore = await vmHwmMB(root.pid);
+    let t0 = performance.now();
+    const child = await startNode(dir, 'child', keys.pubFile, root);
+    while ((await liveCount(child)) < n) await new Promise((r) => setTimeout(r, 100));
+    const syncSeconds = (performance.now() - t0) / 1000;
+    const rows = n * 9 - 1;
+    const limitOut = await new Promise<string>((resolve, reject) => {
+      const p = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'catalog-import.js'), '--updates', String(n), '--limit-db', join(dir, 'limit.db')], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      p.on('exit', (c) => (c === 0 ? resolve(out) : reject(new Error(`limit exited ${c}`))));
+    });
+    const limit = JSON.parse(limitOut) as { seconds: number; rows: number };
+    console.log(`1. initial sync of ${n} updates (${rows} rows) root -> child: ${syncSeconds.toFixed(1)} s, ${Math.round(n / syncSeconds)} updates/s, ${Math.round(rows / syncSeconds)} rows/s`);
+    console.log(`   limit (same rows straight into SQLite): ${limit.seconds.toFixed(2)} s; ratio ${(syncSeconds / limit.seconds).toFixed(2)}x (goal <= 2x)`);
+    console.log(`   peak RSS: root ${await vmHwmMB(root.pid)} MB (${rootRssBefore} MB before the sync), child ${await vmHwmMB(child.pid)} MB`);
+    child.proc.kill('SIGTERM');
+
+    // 2. Latency to a depth-3 leaf.
+    const small = await startNode(dir, 'small-root', keys.pubFile);
+    const a = await startNode(dir, 'a', keys.pubFile, small);
+    const b = await startNode(dir, 'b', keys.pubFile, a);
+    const leaf = await startNode(dir, 'leaf', keys.pubFile, b);
+    const base = [...generate(20)];
+    const lat: number[] = [];
+    for (let i = 1; i <= Number(values.imports); i++) {
+      const file = join(dir, `small-${i}.gz`);
+      const updates = base.map((u, j) => (j === 0 ? { ...u, title: `revision ${i}` } : u));
+      await writeCatalog(file, { format: 'patchtree-catalog', formatVersion: 1, version: `s${i}`, publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1, 0, 0, i)).toISOString(), updates: updates.length }, updates);
+      await signFile(file, key);
+      const start = performance.now();
+      await importCatalog(small, file);
+      const imported = performance.now();
+      for (;;) {
+        const u = (await (await fetch(`${leaf.url}/api/v1/updates/${base[0]!.id}`, { headers: auth })).json()) as { title?: string };
+        if (u.title === `revision ${i}`) break;
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      lat.push(performance.now() - imported);
+      void start;
+    }
+    console.log(`2. commit at the root -> visible at the depth-3 leaf, ${lat.length} imports: p50 ${pct(lat, 50).toFixed(0)} ms, p99 ${pct(lat, 99).toFixed(0)} ms, max ${Math.max(...lat).toFixed(0)} ms (goal p99 < 1 s)`);
+    for (const x of [leaf, b, a, small]) x.proc.kill('SIGTERM');
+
+    // 3. One parent feeding K subscribers at once, a catalog of its own.
+    root.proc.kill('SIGTERM');
+    const k = Number(values.children);
+    const m = Number(values['children-updates']);
+    const feeder = await startNode(dir, 'feeder', keys.pubFile);
+    const feedCatalog = join(dir, 'feed.ndjson.gz');
+    await writeCatalog(feedCatalog, { format: 'patchtree-catalog', formatVersion: 1, version: 'f1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: m }, generate(m));
+    await signFile(feedCatalog, key);
+    await importCatalog(feeder, feedCatalog);
+    const Service = replicationService();
+    const done: number[] = [];
+    t0 = performance.now();
+    await Promise.all(Array.from({ length: k }, async (_, i) => {
+      const tok = (await (await fetch(`${feeder.url}/api/v1/hierarchy/join-tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' })).json()) as { token: string };
+      const client = new Service(`127.0.0.1:${feeder.grpc}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 }) as unknown as {
+        Join: (r: unknown, cb: (e: Error | null, r: { credential: string }) => void) => void;
+        Subscribe: (r: unknown, md: grpc.Metadata) => grpc.ClientReadableStream<ServerMessage>;
+        close(): void;
+      };
+      const nodeId = `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
+      const { credential } = await new Promise<{ credential: string }>((resolve, reject) => client.Join({ join_token: tok.token, node_id: nodeId, name: `sub-${i}`, languages: ['en'], protocol_version: PROTOCOL_VERSION }, (e, r) => (e ? reject(e) : resolve(r))));
+      const md = new grpc.Metadata();
+      md.set('authorization', `Bearer ${credential}`);
+      const call = client.Subscribe({ protocol_version: PROTOCOL_VERSION, node_id: nodeId, epoch: '', after_seq: 0, languages: ['en'], applied_languages: [] }, md);
+      let count = 0;
+      await new Promise<void>((resolve, reject) => {
+        call.on('data', (msg: ServerMessage) => {
+          if ("batch" in msg && msg.batch) count += msg.batch.changes.length;
+          if ("resync_end" in msg && msg.resync_end) {
+            done.push((performance.now() - t0) / 1000);
+            if (count !== m) reject(new Error(`subscriber ${i} got ${count} of ${m}`));
+            resolve();
+          }
+        });
+        call.on('error', reject);
+      });
+      call.cancel();
+      client.close();
+    }));
+    console.log(`3. one parent feeding ${k} subscribers a ${m}-update snapshot at once: first done ${Math.min(...done).toFixed(1)} s, last ${Math.max(...done).toFixed(1)} s, spread ${(Math.max(...done) - Math.min(...done)).toFixed(1)} s; ${Math.round((k * m) / Math.max(...done))} updates/s sent in all; parent peak RSS ${await vmHwmMB(feeder.pid)} MB`);
+  } finally {
+    for (const c of children) c.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 500));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) await main();
