@@ -325,18 +325,9 @@ export class ReplicationParent {
       if (mode === 'resync') {
         cursor = head;
         await this.#send(call, { resync_start: { reason, full: true } });
-        let after = '';
-        for (;;) {
-          const page = await readUpdatePayloads(this.orm, after, SNAPSHOT_BATCH);
-          if (!page.length) break;
-          const changes: WireChange[] = [];
-          for (const p of page) {
-            if (!entryMatches(p.files.map((f) => f.language).join(','), languages)) continue;
-            changes.push({ seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) });
-          }
-          if (changes.length) await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
-          after = page[page.length - 1]!.id;
-        }
+        await this.#snapshot(call, (p) =>
+          entryMatches(p.files.map((f) => f.language).join(','), languages) ? { seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) } : null,
+        );
         await this.#send(call, { resync_end: { cursor, full: true } });
         await this.orm.update(children).set({ forceResync: 0 }).where(eq(children.id, child.id));
       } else if (mode === 'backfill') {
@@ -344,20 +335,12 @@ export class ReplicationParent {
         // added (sent) or removed (re-sent without those files, or deleted).
         const moved = [...applied.filter((l) => !languages.includes(l)), ...languages.filter((l) => !applied.includes(l))];
         await this.#send(call, { resync_start: { reason, full: false } });
-        let after = '';
-        for (;;) {
-          const page = await readUpdatePayloads(this.orm, after, SNAPSHOT_BATCH);
-          if (!page.length) break;
-          const changes: WireChange[] = [];
-          for (const p of page) {
-            const langs = p.files.map((f) => f.language);
-            if (!langs.some((l) => l !== 'neutral' && languageMatches(l, moved))) continue;
-            if (entryMatches(langs.join(','), languages)) changes.push({ seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) });
-            else changes.push({ seq: 0, kind: 'update', key: p.id, op: 'delete', payload: Buffer.from(JSON.stringify({ id: p.id })) });
-          }
-          if (changes.length) await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
-          after = page[page.length - 1]!.id;
-        }
+        await this.#snapshot(call, (p) => {
+          const langs = p.files.map((f) => f.language);
+          if (!langs.some((l) => l !== 'neutral' && languageMatches(l, moved))) return null;
+          if (entryMatches(langs.join(','), languages)) return { seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) };
+          return { seq: 0, kind: 'update', key: p.id, op: 'delete', payload: Buffer.from(JSON.stringify({ id: p.id })) };
+        });
         await this.#send(call, { resync_end: { cursor, full: false } });
       }
 
@@ -388,6 +371,18 @@ export class ReplicationParent {
     } finally {
       this.events.off('appended', wake);
       if (this.#streams.get(child.id) === call) this.#streams.delete(child.id);
+    }
+  }
+
+  /** Streams the catalog a page at a time as snapshot batches; `pick` decides what each update becomes. */
+  async #snapshot(call: Call, pick: (p: UpdatePayload) => WireChange | null): Promise<void> {
+    let after = '';
+    for (;;) {
+      const page = await readUpdatePayloads(this.orm, after, SNAPSHOT_BATCH);
+      if (!page.length) return;
+      const changes = page.map(pick).filter((c): c is WireChange => c !== null);
+      if (changes.length) await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
+      after = page[page.length - 1]!.id;
     }
   }
 

@@ -2,9 +2,8 @@ import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { ROLES } from '../../auth/tokens.js';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
+import { errors, problem } from './common.js';
 
-const problem = { content: { 'application/problem+json': { schema: z.looseObject({ type: z.string(), title: z.string(), status: z.number() }) } }, description: 'Error (RFC 9457 problem document)' };
-const errors = { 400: problem, 401: problem, 403: problem, 404: problem } as const;
 
 const storage = z.object({ path: z.string(), writable: z.boolean(), freeBytes: z.number(), totalBytes: z.number() }).openapi('StorageSetting');
 

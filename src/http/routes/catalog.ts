@@ -13,9 +13,8 @@ import { updates } from '../../catalog/schema.js';
 import { assignSeverity, createSeverity, deleteSeverity, getUpdate, listImports, listSeverities, listUpdates, orderSeverities, updateSeverity } from '../../catalog/queries.js';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
+import { errors, problem } from './common.js';
 
-const problem = { content: { 'application/problem+json': { schema: z.looseObject({ type: z.string(), title: z.string(), status: z.number(), detail: z.string() }) } }, description: 'Error (RFC 9457 problem document)' };
-const errors = { 400: problem, 401: problem, 403: problem, 404: problem } as const;
 
 const csv = (name: string) =>
   z

@@ -12,9 +12,8 @@ import { contentFiles } from '../../content/schema.js';
 import { contentSettingsSchema } from '../../content/settings.js';
 import { bearerAuth, requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
+import { errors, problem } from './common.js';
 
-const problem = { content: { 'application/problem+json': { schema: z.looseObject({ type: z.string(), title: z.string(), status: z.number() }) } }, description: 'Error (RFC 9457 problem document)' };
-const errors = { 400: problem, 401: problem, 403: problem, 404: problem } as const;
 const STATES = ['pending', 'downloading', 'verified', 'failed'] as const;
 
 const fileItem = z

@@ -3,9 +3,8 @@ import { AppError } from '../../lib/errors.js';
 import { PROTOCOL_VERSION } from '../../replication/protocol.js';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
+import { errors, problem } from './common.js';
 
-const problem = { content: { 'application/problem+json': { schema: z.looseObject({ type: z.string(), title: z.string(), status: z.number() }) } }, description: 'Error (RFC 9457 problem document)' };
-const errors = { 400: problem, 401: problem, 403: problem, 404: problem } as const;
 
 export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   const h = deps.hierarchy;
