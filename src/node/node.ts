@@ -209,8 +209,10 @@ export class PatchtreeNode {
 
   async stop(): Promise<void> {
     await this.#feed?.stop();
-    await this.#child?.stop();
+    // Downloads first: they read from the upstream channel, and a stop must leave
+    // them pending (resumable), not failed.
     await this.#content?.stop();
+    await this.#child?.stop();
     await this.#grpc?.stop();
     if (this.#http) {
       const http = this.#http;
