@@ -8,12 +8,13 @@
  *   node dist/bench/catalog-import.js [--updates N]
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { openAsBlob } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { vmHwmMB } from './util.js';
 import { parseArgs } from 'node:util';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
@@ -56,11 +57,6 @@ export function* generate(n: number): Generator<CatalogUpdate> {
     };
   }
 }
-
-const vmHwmMB = async (pid: number | 'self'): Promise<number> => {
-  const m = /VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
-  return m ? Math.round(Number(m[1]) / 1024) : NaN;
-};
 
 /** The limit: the same rows straight into SQLite, one transaction, prepared statements. */
 async function limit(dbFile: string, n: number): Promise<void> {

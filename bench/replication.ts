@@ -16,6 +16,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { vmHwmMB } from './util.js';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { writeCatalog } from '../src/catalog/build.js';
@@ -34,8 +35,6 @@ interface Node {
   grpc: number;
   proc: ChildProcess;
 }
-
-const vmHwmMB = async (pid: number): Promise<number> => Math.round(Number(/VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024);
 
 async function startNode(dir: string, name: string, pub: string, upstream?: Node): Promise<Node> {
   const args = [join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, name), '--name', name, '--http-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1',

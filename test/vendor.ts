@@ -1,4 +1,4 @@
-import { createServer, type ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 
@@ -100,4 +100,3 @@ export async function waitFor<T>(fn: () => Promise<T>, what: string, timeoutMs =
   }
 }
 
-export { ServerResponse };

@@ -1,7 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { createClient, type Transaction } from '@libsql/client';
 import { AppError } from '../lib/errors.js';
-import { openNative, type NativeDb } from '../db/native.js';
+import { openNative, prepare, type NativeDb, type Stmt } from '../db/native.js';
 import { BUSY_TIMEOUT_MS } from '../db/client.js';
 import { applyCatalog, type Exec, type ImportMeta } from './import-core.js';
 
@@ -23,12 +23,11 @@ export type ImportReply =
   | { ok: false; code: string; detail: string; extra: Record<string, unknown> };
 
 function nativeExec(db: NativeDb): Exec {
-  type Stmt = { run(...a: unknown[]): { changes: number }; get(...a: unknown[]): unknown };
   const cache = new Map<string, Stmt>();
   const prep = (sql: string): Stmt => {
     let s = cache.get(sql);
     if (!s) {
-      s = db.prepare(sql) as unknown as Stmt;
+      s = prepare(db, sql);
       cache.set(sql, s);
     }
     return s;

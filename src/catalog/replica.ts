@@ -1,8 +1,8 @@
 import { asc, gt, inArray } from 'drizzle-orm';
-import type { Orm, NativeDb } from '../db/index.js';
+import { prepare, type Orm, type NativeDb, type Stmt } from '../db/index.js';
 import { updateFiles, updates } from './schema.js';
 import { columns, type UpdatePayload } from './import-core.js';
-import { contentHash, updateLanguages, type CatalogUpdate } from './format.js';
+import { contentHash, type CatalogUpdate } from './format.js';
 
 /**
  * The catalog's side of replication: updates read back in their replicated form
@@ -60,10 +60,10 @@ export async function readUpdatePayloads(orm: Orm, afterId: string, limit: numbe
 
 /** Prepared statements of the replica writer, per connection. */
 export class ReplicaWriter {
-  #s: Record<string, { run(...a: unknown[]): { changes: number }; get(...a: unknown[]): unknown }> = {};
+  #s: Record<string, Stmt> = {};
 
-  constructor(private readonly db: NativeDb) {
-    const prep = (sql: string) => db.prepare(sql) as unknown as { run(...a: unknown[]): { changes: number }; get(...a: unknown[]): unknown };
+  constructor(db: NativeDb) {
+    const prep = (sql: string) => prepare(db, sql);
     this.#s = {
       get: prep('SELECT revision, languages FROM updates WHERE id = ?'),
       upsert: prep(`INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
@@ -130,4 +130,3 @@ export class ReplicaWriter {
   }
 }
 
-export { updateLanguages };

@@ -1,2 +1,2 @@
 export { openDatabase, filePathOf, BUSY_TIMEOUT_MS, MIGRATIONS_DIR, type Database, type Orm } from './client.js';
-export { openNative, type NativeDb } from './native.js';
+export { openNative, prepare, type NativeDb, type Stmt } from './native.js';

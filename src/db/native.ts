@@ -3,6 +3,17 @@ import { BUSY_TIMEOUT_MS } from './client.js';
 
 export type NativeDb = InstanceType<typeof Database>;
 
+/** A prepared statement with the two calls the hot paths use. */
+export interface Stmt {
+  run(...args: unknown[]): { changes: number };
+  get(...args: unknown[]): unknown;
+}
+
+/** Prepares a statement (the binding's typings want tuple-typed parameters; ours are checked by the SQL). */
+export function prepare(db: NativeDb, sql: string): Stmt {
+  return db.prepare(sql) as unknown as Stmt;
+}
+
 /**
  * A direct `libsql` binding connection for hot paths: prepared statements and a
  * synchronous transaction, about 2.5x faster than the client for bulk writes

@@ -4,6 +4,7 @@ import { resolve, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { LOG_LEVELS } from '../lib/log.js';
+import { LANGUAGE_TAG } from '../catalog/format.js';
 
 /**
  * Node configuration: parsed and validated once at start from, in rising order of
@@ -12,11 +13,10 @@ import { LOG_LEVELS } from '../lib/log.js';
  * down; nothing else reads flags or the environment.
  */
 
-const LANGUAGE = /^(neutral|[a-z]{2,3}(-[a-z0-9]{2,8})*)$/;
 
 const port = z.coerce.number().int().min(0).max(65535);
 const languages = z
-  .array(z.string().trim().toLowerCase().regex(LANGUAGE, 'expected language tags like en, de, pt-br'))
+  .array(z.string().trim().toLowerCase().regex(LANGUAGE_TAG, 'expected language tags like en, de, pt-br'))
   .min(1, 'at least one language')
   .transform((l) => [...new Set(l)].sort());
 

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Database, NativeDb } from '../db/index.js';
-import { openNative } from '../db/index.js';
+import { openNative, prepare, type Stmt } from '../db/index.js';
 import type { Logger } from '../lib/log.js';
 import { ReplicaWriter } from '../catalog/replica.js';
 import type { UpdatePayload } from '../catalog/import-core.js';
@@ -36,11 +36,11 @@ const APPEND = 'INSERT INTO change_log (kind, key, op, languages, payload, creat
  */
 export class BatchApplier {
   readonly #w: ReplicaWriter;
-  readonly #s: Record<string, { run(...a: unknown[]): { changes: number }; get(...a: unknown[]): unknown }>;
+  readonly #s: Record<string, Stmt>;
 
   constructor(private readonly db: NativeDb) {
     this.#w = new ReplicaWriter(db);
-    const prep = (q: string) => db.prepare(q) as unknown as { run(...a: unknown[]): { changes: number }; get(...a: unknown[]): unknown };
+    const prep = (q: string) => prepare(db, q);
     this.#s = {
       append: prep(APPEND),
       seen: prep('INSERT INTO resync_seen (kind, key) VALUES (?, ?)'),
@@ -141,7 +141,6 @@ export class ReplicationChild {
   #stopped = true;
   #connected = false;
   #parentHead = 0;
-  #parentEpoch = '';
   #lastError: string | null = null;
   #fatal: string | null = null;
   #attempt = 0;
@@ -311,7 +310,6 @@ export class ReplicationChild {
           this.#connected = true;
           this.#attempt = 0;
           this.#lastError = null;
-          this.#parentEpoch = msg.hello.epoch;
           epoch = msg.hello.epoch;
           this.#parentHead = Number(msg.hello.head_seq);
           this.logger.info({ mode: msg.hello.mode, reason: msg.hello.reason, head: this.#parentHead, cursor: state.cursor }, 'subscribed upstream');
@@ -389,9 +387,5 @@ export class ReplicationChild {
       signal.removeEventListener('abort', onAbort);
       call.cancel();
     }
-  }
-
-  get parentEpoch(): string {
-    return this.#parentEpoch;
   }
 }

@@ -12,7 +12,7 @@ import type { UpdatePayload } from '../catalog/import-core.js';
 import { contentFiles } from '../content/schema.js';
 import type { ContentStore } from '../content/store.js';
 import { changeLog, children, joinTokens } from './schema.js';
-import { PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, entryMatches, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange } from './protocol.js';
+import { SUPPORTED_PROTOCOL_VERSIONS, entryMatches, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange } from './protocol.js';
 import type { Identity } from './identity.js';
 
 const BATCH = 256;
@@ -120,7 +120,7 @@ export class ReplicationParent {
   }
 
   async headSeq(): Promise<number> {
-    const r = await this.orm.select({ head: sql<number>`coalesce(max(${changeLog.seq}), 0)`, min: sql<number>`coalesce(min(${changeLog.seq}), 0)` }).from(changeLog);
+    const r = await this.orm.select({ head: sql<number>`coalesce(max(${changeLog.seq}), 0)` }).from(changeLog);
     return Number(r[0]?.head ?? 0);
   }
 
@@ -420,4 +420,3 @@ function toStatus(err: unknown): { code: number; details: string } {
   return { code: grpc.status.INTERNAL, details: e.message ?? String(err) };
 }
 
-export { PROTOCOL_VERSION };
