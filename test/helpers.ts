@@ -186,6 +186,19 @@ export async function spawnNode(t: T, args: string[], env: NodeJS.ProcessEnv = {
   return { child, logs, url: `http://127.0.0.1:${started.http}`, httpPort: started.http, grpcPort: started.grpc, exited };
 }
 
+/**
+ * A node of a tree as a real process (--insecure on loopback): named, with its
+ * languages, joined to `upstream` with a fresh join token when one is given.
+ */
+export async function treeNode(t: T, dir: string, keys: Keys, name: string, languages: string, upstream?: NodeProcess, extra: string[] = []): Promise<NodeProcess> {
+  const args = ['--data', join(dir, name), '--name', name, '--languages', languages, '--insecure', '--trusted-key', keys.pubFile, '--admin-token', ADMIN_TOKEN, ...extra];
+  if (upstream) {
+    const tok = await api(upstream.url, ADMIN_TOKEN, '/api/v1/hierarchy/join-tokens', { method: 'POST', body: '{}' });
+    args.push('--upstream', `127.0.0.1:${upstream.grpcPort}`, '--join-token', tok.body.token);
+  }
+  return spawnNode(t, args);
+}
+
 /** Runs the CLI to completion. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -67,6 +67,8 @@ export interface UpdatePayload extends CatalogUpdate {
   origin: string;
   releaseVersion: string;
   firstVersion: string;
+  /** Key of the custom severity level (see severities.ts); absent: unchanged, null: none. */
+  customSeverity?: string | null;
 }
 
 /** Appends an upsert of an update to the change log (same transaction as the write). */

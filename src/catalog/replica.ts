@@ -1,8 +1,9 @@
-import { asc, gt, inArray } from 'drizzle-orm';
+import { asc, eq, getTableColumns, gt, inArray } from 'drizzle-orm';
 import { prepare, type Orm, type NativeDb, type Stmt } from '../db/index.js';
-import { updateFiles, updates } from './schema.js';
+import { customSeverities, updateFiles, updates } from './schema.js';
 import { columns, type UpdatePayload } from './import-core.js';
 import { contentHash, type CatalogUpdate } from './format.js';
+import type { LevelPayload } from './severities.js';
 
 /**
  * The catalog's side of replication: updates read back in their replicated form
@@ -10,11 +11,21 @@ import { contentHash, type CatalogUpdate } from './format.js';
  * writer runs inside the child's batch transaction on the `libsql` binding.
  */
 
-/** A page of updates (by id) in their replicated form, files included. */
-export async function readUpdatePayloads(orm: Orm, afterId: string, limit: number): Promise<UpdatePayload[]> {
-  const rows = await orm.select().from(updates).where(gt(updates.id, afterId)).orderBy(asc(updates.id)).limit(limit);
+/** Something to read with: the database or a transaction on it. */
+export type Reader = Pick<Orm, 'select'>;
+
+/**
+ * Updates in their replicated form, files and custom severity (by level key)
+ * included: a page by id after `afterId`, or the given ids.
+ */
+export async function readUpdatePayloads(db: Reader, nodeId: string, which: { afterId: string; limit: number } | { ids: string[] }): Promise<UpdatePayload[]> {
+  const q = db
+    .select({ ...getTableColumns(updates), levelId: customSeverities.id, levelKey: customSeverities.originKey })
+    .from(updates)
+    .leftJoin(customSeverities, eq(customSeverities.id, updates.customSeverityId));
+  const rows = 'ids' in which ? await q.where(inArray(updates.id, which.ids)) : await q.where(gt(updates.id, which.afterId)).orderBy(asc(updates.id)).limit(which.limit);
   if (!rows.length) return [];
-  const files = await orm
+  const files = await db
     .select()
     .from(updateFiles)
     .where(inArray(updateFiles.updateId, rows.map((r) => r.id)))
@@ -53,6 +64,7 @@ export async function readUpdatePayloads(orm: Orm, afterId: string, limit: numbe
       origin: r.origin,
       releaseVersion: r.releaseVersion,
       firstVersion: r.firstVersion,
+      customSeverity: r.levelId === null ? null : (r.levelKey ?? `${nodeId}:${r.levelId}`),
     };
     return p;
   });
@@ -86,6 +98,14 @@ export class ReplicaWriter {
       file: prep('INSERT OR IGNORE INTO update_files (update_id, sha256, name, url, size, language) VALUES (?,?,?,?,?,?)'),
       cve: prep('INSERT OR IGNORE INTO update_cves (update_id, cve) VALUES (?,?)'),
       sup: prep('INSERT OR IGNORE INTO update_supersedes (update_id, kb) VALUES (?,?)'),
+      severity: prep('UPDATE updates SET custom_severity_id = (SELECT id FROM custom_severities WHERE origin_key = ?) WHERE id = ?'),
+      levels: prep('SELECT id, origin_key, name FROM custom_severities WHERE origin_key IS NOT NULL'),
+      levelRename: prep('UPDATE custom_severities SET name = ? WHERE id = ?'),
+      levelUpsert: prep(`INSERT INTO custom_severities (name, rank, created_at, origin_key) VALUES (?,?,?,?)
+        ON CONFLICT(origin_key) DO UPDATE SET name = excluded.name, rank = excluded.rank`),
+      levelAdopt: prep('UPDATE custom_severities SET origin_key = ?, rank = ? WHERE name = ? AND origin_key IS NULL'),
+      levelUnassign: prep('UPDATE updates SET custom_severity_id = NULL WHERE custom_severity_id = ?'),
+      levelDelete: prep('DELETE FROM custom_severities WHERE id = ?'),
     };
   }
 
@@ -101,13 +121,37 @@ export class ReplicaWriter {
   upsert(p: UpdatePayload, now: number): boolean {
     const cur = this.current(p.id);
     if (cur && cur.revision > p.revision) return false;
-    const { expired, origin, releaseVersion, firstVersion, ...line } = p;
+    const { expired, origin, releaseVersion, firstVersion, customSeverity: _level, ...line } = p;
     this.#s['upsert']!.run(p.id, p.revision, ...columns(line), expired ? 1 : 0, contentHash(line), releaseVersion, firstVersion, origin, now);
     if (cur) this.#clear(p.id); // a new update has no rows to replace
     for (const f of p.files) this.#s['file']!.run(p.id, f.sha256, f.name, f.url, f.size, f.language);
     for (const c of p.cves) this.#s['cve']!.run(p.id, c);
     for (const kb of p.supersedes) this.#s['sup']!.run(p.id, kb);
+    // Absent (an import's entry) keeps this node's assignment; null clears it.
+    if (p.customSeverity !== undefined) this.#s['severity']!.run(p.customSeverity, p.id);
     return true;
+  }
+
+  /**
+   * Makes the replicated custom severity levels exactly `levels`: renamed and
+   * re-ranked in place, new ones added (a local level of the same name is adopted),
+   * and those the list no longer has deleted, their updates unassigned.
+   */
+  levels(levels: LevelPayload['levels'], now: number): void {
+    const keep = new Set(levels.map((l) => l.key));
+    const current = this.#s['levels']!.all() as { id: number; origin_key: string; name: string }[];
+    for (const row of current) {
+      if (keep.has(row.origin_key)) {
+        this.#s['levelRename']!.run(`\u0000${row.origin_key}`, row.id); // out of the way of renames that swap names
+      } else {
+        this.#s['levelUnassign']!.run(row.id);
+        this.#s['levelDelete']!.run(row.id);
+      }
+    }
+    for (const l of levels) {
+      this.#s['levelAdopt']!.run(l.key, l.rank, l.name);
+      this.#s['levelUpsert']!.run(l.name, l.rank, now, l.key);
+    }
   }
 
   expire(id: string, revision: number, now: number): boolean {

@@ -94,4 +94,10 @@ export const customSeverities = sqliteTable('custom_severities', {
   name: text('name').notNull().unique(),
   rank: integer('rank').notNull(),
   createdAt: integer('created_at').notNull(),
+  /**
+   * Set on levels replicated from upstream: `<origin node id>:<id there>`, the key
+   * the level travels under. Null for this node's own levels, which travel as
+   * `<this node id>:<id>`. Replicated levels are read-only here.
+   */
+  originKey: text('origin_key').unique(),
 });

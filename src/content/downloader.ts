@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { truncate } from 'node:fs/promises';
 import { once } from 'node:events';
 import PQueue from 'p-queue';
-import { and, asc, eq, inArray, lt, lte, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, inArray, lt, lte, sql } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import type { Logger } from '../lib/log.js';
 import { contentFiles } from './schema.js';
@@ -19,6 +19,19 @@ export interface DownloaderStatus {
 }
 
 class DiskShort extends Error {}
+
+/**
+ * The source asks to be asked again later (the parent's replication rules hold
+ * files back): not a failed attempt; the file waits until `retryAt`.
+ */
+export class DeferredError extends Error {
+  constructor(
+    message: string,
+    readonly retryAt: number,
+  ) {
+    super(message);
+  }
+}
 
 /** Where a child node reads files: its parent, from an offset (replication/child.ts). */
 export type UpstreamSource = (sha256: string, offset: number, signal: AbortSignal) => AsyncIterable<Uint8Array>;
@@ -66,6 +79,13 @@ export class Downloader {
     this.#queue.clear();
     for (const f of this.#inFlight.values()) f.abort.abort(new Error('node stopping'));
     await this.#queue.onIdle();
+  }
+
+  /** The upstream reconnected (perhaps under new rules): files it deferred are asked for now. */
+  async retryDeferred(): Promise<void> {
+    const now = Date.now();
+    await this.orm.update(contentFiles).set({ nextAttemptAt: now }).where(and(eq(contentFiles.state, 'pending'), gt(contentFiles.nextAttemptAt, now)));
+    this.kick();
   }
 
   /** Something changed (new needs, retry, settings): look for work now. */
@@ -262,6 +282,11 @@ export class Downloader {
       }
       if (this.#stopped) {
         await setRow({ state: 'pending', bytesDone: await store.partialSize(sha256) });
+        return;
+      }
+      if (err instanceof DeferredError) {
+        await setRow({ state: 'pending', lastError: err.message.slice(0, 500), bytesDone: await store.partialSize(sha256), nextAttemptAt: err.retryAt });
+        log.info({ until: new Date(err.retryAt).toISOString() }, err.message);
         return;
       }
       const message = abort.signal.aborted && abort.signal.reason instanceof Error ? abort.signal.reason.message : (err as Error).message;

@@ -3,10 +3,11 @@ import { BUSY_TIMEOUT_MS } from './client.js';
 
 export type NativeDb = InstanceType<typeof Database>;
 
-/** A prepared statement with the two calls the hot paths use. */
+/** A prepared statement with the calls the hot paths use. */
 export interface Stmt {
   run(...args: unknown[]): { changes: number };
   get(...args: unknown[]): unknown;
+  all(...args: unknown[]): unknown[];
 }
 
 /** Prepares a statement (the binding's typings want tuple-typed parameters; ours are checked by the SQL). */

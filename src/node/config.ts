@@ -233,6 +233,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     changeLogRetention: raw['changeLogRetention'] as number,
   };
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) throw new ConfigError('invalid --tls-cert / --tls-key: give both or neither');
+  if (config.upstream && !config.databaseUrl.startsWith('file:'))
+    throw new ConfigError('invalid --upstream: a child node applies what it receives to a local SQLite file; --database-url must be a file: URL on a child');
   if (config.upstream && !config.insecure && !config.tlsCa)
     throw new ConfigError('invalid --upstream: replication needs TLS (--tls-ca to verify the parent, with --tls-cert/--tls-key for mutual TLS) or --insecure');
   return Object.freeze(config);

@@ -116,6 +116,7 @@ export class PatchtreeNode {
       Boolean(tls) || config.insecure,
     );
     subtree = await parent.subtreeLanguages();
+    settings.publisher = { nodeId: identity.nodeId, notify: () => parent.notify() };
     let compactTimer: NodeJS.Timeout | null = null;
     const compactSoon = () => {
       if (compactTimer) return;
@@ -146,6 +147,7 @@ export class PatchtreeNode {
             compactSoon();
           }
         },
+        () => void content.downloader.retryDeferred().catch((err) => log.error({ err }, 'retrying deferred downloads failed')),
       );
       this.#child = child;
     }

@@ -5,7 +5,10 @@ import { openNative, prepare, type Stmt } from '../db/index.js';
 import type { Logger } from '../lib/log.js';
 import { ReplicaWriter } from '../catalog/replica.js';
 import type { UpdatePayload } from '../catalog/import-core.js';
-import { PROTOCOL_VERSION, replicationService, type ServerMessage, type WireChange } from './protocol.js';
+import { levelKey, type LevelPayload } from '../catalog/severities.js';
+import type { SettingPayload } from '../settings/service.js';
+import { DeferredError } from '../content/downloader.js';
+import { PROTOCOL_VERSION, RETRY_AFTER_KEY, replicationService, type ServerMessage, type WireChange } from './protocol.js';
 import type { Identity } from './identity.js';
 
 export interface UpstreamOptions {
@@ -38,11 +41,19 @@ export class BatchApplier {
   readonly #w: ReplicaWriter;
   readonly #s: Record<string, Stmt>;
 
-  constructor(private readonly db: NativeDb) {
+  constructor(
+    private readonly db: NativeDb,
+    /** This node's id: the key of its own custom severity levels when it republishes the list. */
+    private readonly nodeId: string,
+  ) {
     this.#w = new ReplicaWriter(db);
     const prep = (q: string) => prepare(db, q);
     this.#s = {
       append: prep(APPEND),
+      levels: prep('SELECT id, name, rank, origin_key FROM custom_severities ORDER BY rank, id'),
+      setting: prep(`INSERT INTO settings (key, value, updated_at, updated_by, origin) VALUES (?, ?, ?, 'replication', ?)
+        ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by, origin = excluded.origin`),
+      settingDelete: prep("DELETE FROM settings WHERE key = ? AND origin != ''"),
       seen: prep('INSERT INTO resync_seen (kind, key) VALUES (?, ?)'),
       cursor: prep('UPDATE upstream_state SET cursor = ?, epoch = ?, last_success_at = ?, updated_at = ? WHERE id = 1'),
     };
@@ -66,8 +77,26 @@ export class BatchApplier {
     return this.#tx(() => {
       let applied = 0;
       for (const c of changes) {
+        if (opts.fullResync) this.#s['seen']!.run(c.kind, c.key);
+        if (c.kind === 'severity-levels') {
+          this.#w.levels((JSON.parse(c.payload.toString()) as LevelPayload).levels, now);
+          // Republished as this node's whole list: replicated levels and its own.
+          const rows = this.#s['levels']!.all() as { id: number; name: string; rank: number; origin_key: string | null }[];
+          const list: LevelPayload = { levels: rows.map((r) => ({ key: levelKey(this.nodeId, { id: r.id, originKey: r.origin_key }), name: r.name, rank: r.rank })) };
+          this.#s['append']!.run('severity-levels', 'all', 'upsert', '', JSON.stringify(list), now);
+          applied++;
+          continue;
+        }
+        if (c.kind === 'setting') {
+          if (c.op === 'upsert') {
+            const p = JSON.parse(c.payload.toString()) as SettingPayload;
+            this.#s['setting']!.run(c.key, JSON.stringify(p.value), now, p.origin);
+          } else if (c.op === 'delete') this.#s['settingDelete']!.run(c.key);
+          this.#s['append']!.run('setting', c.key, c.op, '', c.payload.toString(), now);
+          applied++;
+          continue;
+        }
         if (c.kind !== 'update') continue; // a kind this version does not know: skipped, not fatal
-        if (opts.fullResync) this.#s['seen']!.run('update', c.key);
         if (c.op === 'upsert') {
           const p = JSON.parse(c.payload.toString()) as UpdatePayload;
           if (this.#w.upsert(p, now)) {
@@ -120,6 +149,15 @@ export class BatchApplier {
           }
         }
       }
+      if (opts.full) {
+        // Replicated settings the parent no longer has.
+        const gone = this.db.prepare("SELECT key FROM settings WHERE origin != '' AND key NOT IN (SELECT key FROM resync_seen WHERE kind = 'setting')").all() as { key: string }[];
+        for (const { key } of gone) {
+          this.#s['settingDelete']!.run(key);
+          this.#s['append']!.run('setting', key, 'delete', '', JSON.stringify({ key }), now);
+          removed++;
+        }
+      }
       this.db.exec('DELETE FROM resync_seen');
       this.db
         .prepare('UPDATE upstream_state SET cursor = ?, epoch = ?, languages = ?, resyncing = 0, last_success_at = ?, updated_at = ? WHERE id = 1')
@@ -148,6 +186,7 @@ export class ReplicationChild {
   #lastAck = 0;
   #ackTimer: NodeJS.Timeout | null = null;
   #filesPending = 0;
+  #pausedUntil = 0;
 
   constructor(
     private readonly db: Database,
@@ -160,6 +199,8 @@ export class ReplicationChild {
     private readonly logger: Logger,
     /** After every applied batch: wake this node's own subscribers, reconcile content. */
     private readonly onApplied: (changed: number) => void,
+    /** On each (re)connection: files held back by the parent may be asked for again. */
+    private readonly onConnected: () => void = () => {},
   ) {}
 
   get address(): string {
@@ -174,7 +215,7 @@ export class ReplicationChild {
   async start(): Promise<void> {
     if (!this.db.filePath) throw new Error('a child node needs a file database (remote libsql is not supported for replication yet)');
     this.#native = openNative(this.db.filePath);
-    this.#applier = new BatchApplier(this.#native);
+    this.#applier = new BatchApplier(this.#native, this.identity.nodeId);
     const Service = replicationService();
     this.#client = new Service(this.upstream.address, this.upstream.credentials, { 'grpc.keepalive_time_ms': 30_000, 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
     this.#stopped = false;
@@ -219,6 +260,8 @@ export class ReplicationChild {
       resyncing: s?.resyncing === 1,
       languages: s?.languages ? s.languages.split(',') : [],
       filesPending: this.#filesPending,
+      /** Set while the parent's replication schedule for this node holds changes back. */
+      pausedUntil: this.#pausedUntil ? new Date(this.#pausedUntil).toISOString() : null,
       lastError: this.#fatal ?? this.#lastError,
       lastSuccessAt: s?.last_success_at ? new Date(s.last_success_at).toISOString() : null,
     };
@@ -312,11 +355,14 @@ export class ReplicationChild {
           this.#lastError = null;
           epoch = msg.hello.epoch;
           this.#parentHead = Number(msg.hello.head_seq);
+          this.#pausedUntil = 0;
+          this.onConnected();
           this.logger.info({ mode: msg.hello.mode, reason: msg.hello.reason, head: this.#parentHead, cursor: state.cursor }, 'subscribed upstream');
         } else if ('resync_start' in msg && msg.resync_start) {
           fullResync = msg.resync_start.full;
           this.#applier!.resyncStart(fullResync);
         } else if ('batch' in msg && msg.batch) {
+          this.#pausedUntil = 0;
           const cursor = msg.batch.snapshot ? null : Number(msg.batch.cursor);
           const changed = this.#applier!.apply(msg.batch.changes, { snapshot: msg.batch.snapshot, fullResync, cursor, epoch });
           if (cursor !== null) this.#parentHead = Math.max(this.#parentHead, cursor);
@@ -329,6 +375,7 @@ export class ReplicationChild {
           this.#ack();
         } else if ('heartbeat' in msg && msg.heartbeat) {
           this.#parentHead = Math.max(this.#parentHead, Number(msg.heartbeat.head_seq));
+          this.#pausedUntil = Number(msg.heartbeat.paused_until_ms ?? 0);
           this.#ack();
         }
       } catch (err) {
@@ -381,7 +428,9 @@ export class ReplicationChild {
         yield chunk.data;
       }
     } catch (err) {
-      const e = err as { details?: string };
+      const e = err as { details?: string; metadata?: grpc.Metadata };
+      const retry = Number(e.metadata?.get(RETRY_AFTER_KEY)[0] ?? NaN);
+      if (Number.isFinite(retry)) throw new DeferredError(e.details ?? 'deferred by the upstream node', Date.now() + retry);
       throw new Error(e.details ?? (err as Error).message);
     } finally {
       signal.removeEventListener('abort', onAbort);

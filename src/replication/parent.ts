@@ -8,17 +8,22 @@ import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { hashToken } from '../auth/tokens.js';
 import { readUpdatePayloads } from '../catalog/replica.js';
+import { levelsPayload } from '../catalog/severities.js';
 import type { UpdatePayload } from '../catalog/import-core.js';
+import { replicatedSettings } from '../settings/service.js';
 import { contentFiles } from '../content/schema.js';
 import type { ContentStore } from '../content/store.js';
 import { changeLog, children, joinTokens } from './schema.js';
-import { SUPPORTED_PROTOCOL_VERSIONS, entryMatches, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange } from './protocol.js';
+import { RETRY_AFTER_KEY, SUPPORTED_PROTOCOL_VERSIONS, entryMatches, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange } from './protocol.js';
 import type { Identity } from './identity.js';
+import { CATALOG_KINDS, closedUntil, parseRules, type ReplicationRules } from './rules.js';
 
 const BATCH = 256;
 /** Snapshot pages are larger: the child commits (and fsyncs) once per batch. */
 const SNAPSHOT_BATCH = 500;
 const HEARTBEAT_MS = 5_000;
+/** How soon a child asks again for files this parent does not serve it. */
+const FILES_OFF_RETRY_MS = 10 * 60_000;
 const LANG = /^[a-z]{2,3}(-[a-z0-9]{2,8})*$/;
 
 type Call = grpc.ServerWritableStream<SubscribeRequest, ServerMessage>;
@@ -151,6 +156,26 @@ export class ReplicationParent {
     this.#streams.get(id)?.emit('patchtree-close', grpc.status.ABORTED, 'a complete resync was requested; reconnect');
   }
 
+  async rules(id: string): Promise<ReplicationRules> {
+    const row = await this.orm.query.children.findFirst({ where: eq(children.id, id) });
+    if (!row || row.removedAt) throw new AppError('not-found', `no child ${id}`);
+    return parseRules(row.rules);
+  }
+
+  /**
+   * Sets a child's replication rules. Its stream is ended so that the child
+   * reconnects under the new rules; turning the catalog back on also sends it a
+   * complete resync, for what it missed while it was off.
+   */
+  async setRules(id: string, rules: ReplicationRules): Promise<ReplicationRules> {
+    const before = await this.rules(id);
+    const resync = rules.catalog && !before.catalog;
+    await this.orm.update(children).set({ rules: JSON.stringify(rules), ...(resync ? { forceResync: 1 } : {}) }).where(eq(children.id, id));
+    this.logger.info({ child: id, rules, resync }, 'replication rules changed');
+    this.#streams.get(id)?.emit('patchtree-close', grpc.status.ABORTED, 'the replication rules changed; reconnect');
+    return rules;
+  }
+
   async listChildren() {
     const head = await this.headSeq();
     const rows = await this.orm.select().from(children).orderBy(asc(children.name));
@@ -174,6 +199,7 @@ export class ReplicationParent {
         protocolVersion: c.protocolVersion,
         lastSeenAt: c.lastSeenAt ? new Date(c.lastSeenAt).toISOString() : null,
         lastError: c.lastError,
+        rules: parseRules(c.rules),
         removed: c.removedAt !== null,
       });
     }
@@ -322,25 +348,37 @@ export class ReplicationParent {
       await this.#send(call, { hello: { parent_id: this.identity.nodeId, epoch: this.identity.epoch, head_seq: head, mode, reason } });
       log.info({ mode, reason, cursor, head, languages }, 'child subscribed');
 
+      const rules = parseRules(child.rules);
+      const gate = () => this.#gate(call, rules, () => closing);
       if (mode === 'resync') {
         cursor = head;
+        await gate();
         await this.#send(call, { resync_start: { reason, full: true } });
-        await this.#snapshot(call, (p) =>
-          entryMatches(p.files.map((f) => f.language).join(','), languages) ? { seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) } : null,
-        );
-        await this.#send(call, { resync_end: { cursor, full: true } });
+        // Levels and settings first (small), so the updates after them find their levels.
+        const small: WireChange[] = [];
+        if (rules.catalog) small.push({ seq: 0, kind: 'severity-levels', key: 'all', op: 'upsert', payload: Buffer.from(JSON.stringify(await levelsPayload(this.orm, this.identity.nodeId))) });
+        for (const s of await replicatedSettings(this.orm, this.identity.nodeId)) small.push({ seq: 0, kind: 'setting', key: s.key, op: 'upsert', payload: Buffer.from(JSON.stringify(s.payload)) });
+        if (small.length) await this.#send(call, { batch: { changes: small, cursor: 0, snapshot: true } });
+        if (rules.catalog)
+          await this.#snapshot(call, gate, (p) =>
+            entryMatches(p.files.map((f) => f.language).join(','), languages) ? { seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) } : null,
+          );
+        // Without the catalog, the child's updates are left as they are (not swept).
+        await this.#send(call, { resync_end: { cursor, full: rules.catalog } });
         await this.orm.update(children).set({ forceResync: 0 }).where(eq(children.id, child.id));
       } else if (mode === 'backfill') {
         // Exactly what the language change moves: updates with files in a language
         // added (sent) or removed (re-sent without those files, or deleted).
         const moved = [...applied.filter((l) => !languages.includes(l)), ...languages.filter((l) => !applied.includes(l))];
+        await gate();
         await this.#send(call, { resync_start: { reason, full: false } });
-        await this.#snapshot(call, (p) => {
-          const langs = p.files.map((f) => f.language);
-          if (!langs.some((l) => l !== 'neutral' && languageMatches(l, moved))) return null;
-          if (entryMatches(langs.join(','), languages)) return { seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) };
-          return { seq: 0, kind: 'update', key: p.id, op: 'delete', payload: Buffer.from(JSON.stringify({ id: p.id })) };
-        });
+        if (rules.catalog)
+          await this.#snapshot(call, gate, (p) => {
+            const langs = p.files.map((f) => f.language);
+            if (!langs.some((l) => l !== 'neutral' && languageMatches(l, moved))) return null;
+            if (entryMatches(langs.join(','), languages)) return { seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) };
+            return { seq: 0, kind: 'update', key: p.id, op: 'delete', payload: Buffer.from(JSON.stringify({ id: p.id })) };
+          });
         await this.#send(call, { resync_end: { cursor, full: false } });
       }
 
@@ -350,9 +388,11 @@ export class ReplicationParent {
         if (closing) throw grpcError((closing as { code: number }).code, (closing as { details: string }).details);
         const rows = await this.orm.select().from(changeLog).where(gt(changeLog.seq, cursor)).orderBy(asc(changeLog.seq)).limit(BATCH);
         if (rows.length) {
+          await gate();
           const changes: WireChange[] = [];
           for (const r of rows) {
             if (!entryMatches(r.languages, languages)) continue;
+            if (!rules.catalog && CATALOG_KINDS.has(r.kind)) continue;
             changes.push({ seq: r.seq, kind: r.kind, key: r.key, op: r.op, payload: r.op === 'upsert' ? filterPayload(r.payload, r.languages, languages) : Buffer.from(r.payload) });
           }
           cursor = rows[rows.length - 1]!.seq;
@@ -374,14 +414,36 @@ export class ReplicationParent {
     }
   }
 
+  /**
+   * Holds a stream while the child's schedule is closed: heartbeats (saying until
+   * when) keep it alive and the child's status honest; the stream resumes when a
+   * window opens. Rules changes end the stream, so `rules` is fixed for its life.
+   */
+  async #gate(call: Call, rules: ReplicationRules, closing: () => { code: number; details: string } | null): Promise<void> {
+    for (;;) {
+      const closed = closedUntil(rules, new Date());
+      if (!closed) return;
+      const c = closing();
+      if (c) throw grpcError(c.code, c.details);
+      const until = closed.until?.getTime() ?? 0;
+      await this.#send(call, { heartbeat: { head_seq: await this.headSeq(), time_ms: Date.now(), paused_until_ms: until } });
+      const wait = Math.max(1_000, Math.min(HEARTBEAT_MS, until ? until - Date.now() : HEARTBEAT_MS));
+      const woke = await firstOf(call, ['patchtree-close', 'cancelled', 'close'], wait);
+      if (woke === 'cancelled' || woke === 'close') throw new StreamClosed();
+    }
+  }
+
   /** Streams the catalog a page at a time as snapshot batches; `pick` decides what each update becomes. */
-  async #snapshot(call: Call, pick: (p: UpdatePayload) => WireChange | null): Promise<void> {
+  async #snapshot(call: Call, gate: () => Promise<void>, pick: (p: UpdatePayload) => WireChange | null): Promise<void> {
     let after = '';
     for (;;) {
-      const page = await readUpdatePayloads(this.orm, after, SNAPSHOT_BATCH);
+      const page = await readUpdatePayloads(this.orm, this.identity.nodeId, { afterId: after, limit: SNAPSHOT_BATCH });
       if (!page.length) return;
       const changes = page.map(pick).filter((c): c is WireChange => c !== null);
-      if (changes.length) await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
+      if (changes.length) {
+        await gate();
+        await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
+      }
       after = page[page.length - 1]!.id;
     }
   }
@@ -390,6 +452,10 @@ export class ReplicationParent {
     const child = await this.#authenticate(call.metadata);
     const sha256 = call.request.sha256;
     if (!/^[0-9a-f]{64}$/.test(sha256)) throw grpcError(grpc.status.INVALID_ARGUMENT, 'sha256 must be 64 lowercase hex digits');
+    const rules = parseRules(child.rules);
+    if (!rules.files) throw deferred(`${this.name} does not serve update files to this node (replication rules)`, FILES_OFF_RETRY_MS);
+    const closed = closedUntil(rules, new Date());
+    if (closed) throw deferred(`outside this node's replication window${closed.until ? `; it opens at ${closed.until.toISOString()}` : ''}`, closed.until ? closed.until.getTime() - Date.now() : FILES_OFF_RETRY_MS);
     const row = await this.orm.query.contentFiles.findFirst({ where: eq(contentFiles.sha256, sha256) });
     if (row?.state !== 'verified') throw grpcError(grpc.status.UNAVAILABLE, `file ${sha256} is not available on ${this.name} yet`);
     const offset = Number(call.request.offset);
@@ -413,9 +479,16 @@ function grpcError(code: number, details: string): Error & { code: number; detai
   return Object.assign(new Error(details), { code, details });
 }
 
-function toStatus(err: unknown): { code: number; details: string } {
-  const e = err as { code?: unknown; details?: unknown; message?: string };
-  if (typeof e.code === 'number' && typeof e.details === 'string') return { code: e.code, details: e.details };
+/** A refusal that is not a failure: the child should ask again after `retryMs`. */
+function deferred(details: string, retryMs: number): Error & { code: number; details: string; metadata: grpc.Metadata } {
+  const metadata = new grpc.Metadata();
+  metadata.set(RETRY_AFTER_KEY, String(Math.max(1_000, Math.round(retryMs))));
+  return Object.assign(new Error(details), { code: grpc.status.UNAVAILABLE, details, metadata });
+}
+
+function toStatus(err: unknown): { code: number; details: string; metadata?: grpc.Metadata } {
+  const e = err as { code?: unknown; details?: unknown; message?: string; metadata?: grpc.Metadata };
+  if (typeof e.code === 'number' && typeof e.details === 'string') return { code: e.code, details: e.details, ...(e.metadata ? { metadata: e.metadata } : {}) };
   if (err instanceof AppError) return { code: err.grpcStatus, details: err.message };
   return { code: grpc.status.INTERNAL, details: e.message ?? String(err) };
 }

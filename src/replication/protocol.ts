@@ -7,6 +7,9 @@ import * as protoLoader from '@grpc/proto-loader';
  *   1 - Join, Subscribe (hello, batches, heartbeats, resync), Ack, FetchFile.
  */
 export const PROTOCOL_VERSION = 1;
+
+/** Trailer of a deferred FetchFile refusal (UNAVAILABLE): milliseconds until the child should ask again. */
+export const RETRY_AFTER_KEY = 'patchtree-retry-after-ms';
 export const SUPPORTED_PROTOCOL_VERSIONS: readonly number[] = [1];
 
 export const PROTO_DIR = fileURLToPath(new URL('../../../proto', import.meta.url));
@@ -32,7 +35,7 @@ export interface WireChange {
 export type ServerMessage =
   | { hello: { parent_id: string; epoch: string; head_seq: string | number; mode: string; reason: string } }
   | { batch: { changes: WireChange[]; cursor: string | number; snapshot: boolean } }
-  | { heartbeat: { head_seq: string | number; time_ms: string | number } }
+  | { heartbeat: { head_seq: string | number; time_ms: string | number; paused_until_ms?: string | number } }
   | { resync_start: { reason: string; full: boolean } }
   | { resync_end: { cursor: string | number; full: boolean } };
 

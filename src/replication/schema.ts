@@ -45,6 +45,8 @@ export const children = sqliteTable('children', {
   lastSeenAt: integer('last_seen_at'),
   lastError: text('last_error'),
   forceResync: integer('force_resync').notNull(),
+  /** Replication rules for this child (JSON, see ReplicationRules): what it gets and when. */
+  rules: text('rules').notNull().default('{}'),
   createdAt: integer('created_at').notNull(),
   removedAt: integer('removed_at'),
 });

@@ -6,4 +6,6 @@ export const settings = sqliteTable('settings', {
   value: text('value').notNull(),
   updatedAt: integer('updated_at').notNull(),
   updatedBy: text('updated_by'),
+  /** Node id of the node a replicated setting comes from; '' for this node's own. */
+  origin: text('origin').notNull().default(''),
 });

@@ -4,7 +4,28 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { eq } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
+import { changeLog } from '../replication/schema.js';
+import type { Publisher } from '../catalog/severities.js';
+import type { Reader } from '../catalog/replica.js';
 import { settings } from './schema.js';
+
+/**
+ * Settings that replicate down the tree (set at the root, read-only below it).
+ * Each feature that owns such a setting registers its key here.
+ */
+export const REPLICATED_SETTINGS = new Set<string>();
+
+/** Every replicated setting as its change-log payload (for a snapshot). */
+export async function replicatedSettings(db: Reader, nodeId: string): Promise<{ key: string; payload: SettingPayload }[]> {
+  const rows = await db.select().from(settings);
+  return rows.filter((r) => REPLICATED_SETTINGS.has(r.key)).map((r) => ({ key: r.key, payload: { value: JSON.parse(r.value) as unknown, origin: r.origin || nodeId } }));
+}
+
+/** The change-log payload of a replicated setting. */
+export interface SettingPayload {
+  value: unknown;
+  origin: string;
+}
 
 export interface StorageSetting {
   path: string;
@@ -23,6 +44,8 @@ export class SettingsService {
   constructor(
     private readonly orm: Orm,
     private readonly dataDir: string,
+    /** Replicated settings are appended to the change log; set once the node knows its id. */
+    public publisher: Publisher | null = null,
   ) {}
 
   async get<T>(key: string): Promise<T | undefined> {
@@ -30,12 +53,36 @@ export class SettingsService {
     return row ? (JSON.parse(row.value) as T) : undefined;
   }
 
+  /** The node a setting was replicated from, or null for this node's own (or unset). */
+  async origin(key: string): Promise<string | null> {
+    const row = await this.orm.query.settings.findFirst({ where: eq(settings.key, key) });
+    return row?.origin ? row.origin : null;
+  }
+
+  /**
+   * Saves a setting. A replicated one is refused (409 naming its origin) when it
+   * came from upstream, and otherwise appended to the change log in the same
+   * transaction, so the subtree follows.
+   */
   async put(key: string, value: unknown, by: string | null): Promise<void> {
     const now = Date.now();
-    await this.orm
-      .insert(settings)
-      .values({ key, value: JSON.stringify(value), updatedAt: now, updatedBy: by })
-      .onConflictDoUpdate({ target: settings.key, set: { value: JSON.stringify(value), updatedAt: now, updatedBy: by } });
+    const json = JSON.stringify(value);
+    const replicated = REPLICATED_SETTINGS.has(key);
+    await this.orm.transaction(async (tx) => {
+      if (replicated) {
+        const row = await tx.query.settings.findFirst({ where: eq(settings.key, key) });
+        if (row?.origin) throw new AppError('conflict', `setting "${key}" is replicated from node ${row.origin} and is read-only here; change it at its origin`, { origin: row.origin });
+      }
+      await tx
+        .insert(settings)
+        .values({ key, value: json, updatedAt: now, updatedBy: by, origin: '' })
+        .onConflictDoUpdate({ target: settings.key, set: { value: json, updatedAt: now, updatedBy: by } });
+      if (replicated && this.publisher) {
+        const payload: SettingPayload = { value, origin: this.publisher.nodeId };
+        await tx.insert(changeLog).values({ kind: 'setting', key, op: 'upsert', languages: '', payload: JSON.stringify(payload), createdAt: now });
+      }
+    });
+    if (replicated) this.publisher?.notify();
   }
 
   /** Where update files go: `<data>/content` until an admin sets another location. */

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { join } from 'node:path';
-import { api, ADMIN_TOKEN, header, listAll, makeKeys, sampleUpdate, spawnNode, tempDir, uploadCatalog, writeSignedCatalog, type Keys, type NodeProcess } from '../helpers.js';
+import { api, ADMIN_TOKEN, header, listAll, makeKeys, sampleUpdate, tempDir, treeNode, uploadCatalog, writeSignedCatalog, type Keys, type NodeProcess } from '../helpers.js';
 import { startVendor, waitFor } from '../vendor.js';
 import { generate } from '../../bench/catalog-import.js';
 import type { CatalogUpdate } from '../../src/catalog/format.js';
@@ -8,15 +8,7 @@ import type { CatalogUpdate } from '../../src/catalog/format.js';
 const T = ADMIN_TOKEN;
 const N = 20_000;
 
-async function node(t: Test, dir: string, keys: Keys, name: string, languages: string, upstream?: NodeProcess, extra: string[] = []): Promise<NodeProcess> {
-  const args = ['--data', join(dir, name), '--name', name, '--languages', languages, '--insecure', '--trusted-key', keys.pubFile, '--admin-token', T, ...extra];
-  if (upstream) {
-    args.push('--upstream', `127.0.0.1:${upstream.grpcPort}`);
-    const tok = await api(upstream.url, T, '/api/v1/hierarchy/join-tokens', { method: 'POST', body: '{}' });
-    args.push('--join-token', tok.body.token);
-  }
-  return spawnNode(t, args);
-}
+const node = treeNode;
 
 async function liveCount(n: NodeProcess): Promise<number> {
   const text = await (await fetch(`${n.url}/metrics`)).text();

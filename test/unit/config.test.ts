@@ -41,6 +41,7 @@ t.test('a bad value names the option', async (t) => {
     [[], { PATCHTREE_HTTP_PORT: '-1' }, /PATCHTREE_HTTP_PORT/],
     [['--no-such-flag', 'x'], {}, /no-such-flag/],
     [['--config', '/nonexistent/patchtree.json'], {}, /config/],
+    [['--upstream', 'root:50051', '--insecure', '--database-url', 'libsql://db.example.com'], {}, /--database-url must be a file: URL on a child/],
   ];
   for (const [args, env, re] of bad) t.throws(() => loadConfig(args, env), re, args.join(' ') || JSON.stringify(env));
   t.throws(() => loadConfig(['--http-port', '70000'], {}), ConfigError);

@@ -10,7 +10,8 @@ import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { AppError } from '../../lib/errors.js';
 import { inArray } from 'drizzle-orm';
 import { updates } from '../../catalog/schema.js';
-import { assignSeverity, createSeverity, deleteSeverity, getUpdate, listImports, listSeverities, listUpdates, orderSeverities, updateSeverity } from '../../catalog/queries.js';
+import { getUpdate, listImports, listUpdates } from '../../catalog/queries.js';
+import { Severities } from '../../catalog/severities.js';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { errors, problem } from './common.js';
@@ -42,7 +43,7 @@ const importResult = z
   .looseObject({ version: z.string(), added: z.number(), changed: z.number(), expired: z.number(), unchanged: z.number(), updates: z.number(), durationMs: z.number() })
   .openapi('ImportResult');
 
-const severityItem = z.object({ id: z.number(), name: z.string(), rank: z.number() }).openapi('CustomSeverity');
+const severityItem = z.object({ id: z.number(), name: z.string(), rank: z.number(), origin: z.string().nullable().optional().describe('Node a replicated level comes from (read-only here); null for this node\'s own') }).openapi('CustomSeverity');
 
 /**
  * Streams a multipart upload: the `catalog` part to a temporary file (hashed on the
@@ -123,6 +124,7 @@ async function refuseReplicated(deps: AppDeps, ids: string[]): Promise<void> {
 
 export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   const { orm } = deps.db;
+  const severities = new Severities(orm, { nodeId: deps.hierarchy.identity.nodeId, notify: () => deps.hierarchy.parent.notify() });
 
   // The upload is streamed by hand (busboy); the route is documented here and
   // handled below without a body validator, which would buffer the whole file.
@@ -238,7 +240,7 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     async (c) => {
       const id = c.req.valid('param').id;
       await refuseReplicated(deps, [id]);
-      return c.json(await assignSeverity(orm, [id], c.req.valid('json').severityId), 200);
+      return c.json(await severities.assign([id], c.req.valid('json').severityId), 200);
     },
   );
 
@@ -255,7 +257,7 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     async (c) => {
       const b = c.req.valid('json');
       await refuseReplicated(deps, b.updates);
-      return c.json(await assignSeverity(orm, [...new Set(b.updates)], b.severityId), 200);
+      return c.json(await severities.assign([...new Set(b.updates)], b.severityId), 200);
     },
   );
 
@@ -267,7 +269,7 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       summary: 'Custom severity levels, in order (rank 0 first)',
       responses: { 200: { description: 'Levels', content: { 'application/json': { schema: z.object({ items: z.array(severityItem.extend({ updates: z.number() })) }) } } }, ...errors },
     }),
-    async (c) => c.json({ items: await listSeverities(orm) }, 200),
+    async (c) => c.json({ items: await severities.list() }, 200),
   );
 
   const name = z.string().trim().min(1).max(60);
@@ -283,7 +285,7 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     }),
     async (c) => {
       const b = c.req.valid('json');
-      const row = await createSeverity(orm, b.name, b.rank);
+      const row = await severities.create(b.name, b.rank);
       return c.json({ id: row.id, name: row.name, rank: row.rank }, 201);
     },
   );
@@ -298,7 +300,7 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       request: { body: { content: { 'application/json': { schema: z.strictObject({ ids: z.array(z.number().int()).max(1000) }) } }, required: true } },
       responses: { 200: { description: 'New order', content: { 'application/json': { schema: z.object({ items: z.array(severityItem.extend({ updates: z.number() })) }) } } }, ...errors },
     }),
-    async (c) => c.json({ items: await orderSeverities(orm, c.req.valid('json').ids) }, 200),
+    async (c) => c.json({ items: await severities.order(c.req.valid('json').ids) }, 200),
   );
 
   const idParam = z.object({ id: z.coerce.number().int().min(1) });
@@ -313,7 +315,7 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       responses: { 200: { description: 'Updated', content: { 'application/json': { schema: severityItem } } }, 409: problem, ...errors },
     }),
     async (c) => {
-      const row = await updateSeverity(orm, c.req.valid('param').id, c.req.valid('json'));
+      const row = await severities.update(c.req.valid('param').id, c.req.valid('json'));
       return c.json({ id: row.id, name: row.name, rank: row.rank }, 200);
     },
   );
@@ -329,7 +331,7 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       responses: { 204: { description: 'Deleted' }, ...errors },
     }),
     async (c) => {
-      await deleteSeverity(orm, c.req.valid('param').id);
+      await severities.delete(c.req.valid('param').id);
       return c.body(null, 204);
     },
   );

@@ -1,6 +1,7 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { AppError } from '../../lib/errors.js';
 import { PROTOCOL_VERSION } from '../../replication/protocol.js';
+import { replicationRulesSchema } from '../../replication/rules.js';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { errors, problem } from './common.js';
@@ -75,6 +76,32 @@ export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       await h.parent.removeChild(c.req.valid('param').id);
       return c.body(null, 204);
     },
+  );
+
+  const rules = replicationRulesSchema.openapi('ReplicationRules');
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/hierarchy/children/{id}/rules',
+      tags: ['hierarchy'],
+      summary: 'A child\'s replication rules: catalog, files, and continuous or scheduled',
+      request: { params: z.object({ id: z.string().min(1).max(100) }) },
+      responses: { 200: { description: 'The rules', content: { 'application/json': { schema: rules } } }, ...errors },
+    }),
+    async (c) => c.json(await h.parent.rules(c.req.valid('param').id), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: '/api/v1/hierarchy/children/{id}/rules',
+      tags: ['hierarchy'],
+      summary: 'Set a child\'s replication rules (admin); it reconnects under them, and turning the catalog back on resyncs it',
+      middleware: [requireRole('admin')] as const,
+      request: { params: z.object({ id: z.string().min(1).max(100) }), body: { content: { 'application/json': { schema: rules } }, required: true } },
+      responses: { 200: { description: 'The rules now in force', content: { 'application/json': { schema: rules } } }, ...errors },
+    }),
+    async (c) => c.json(await h.parent.setRules(c.req.valid('param').id, c.req.valid('json')), 200),
   );
 
   app.openapi(
