@@ -9,6 +9,7 @@
  *     that joins and subscribes like a child; the spread of their completion times.
  *
  *   node dist/bench/replication.js [--updates 100000] [--imports 100] [--children 50]
+ *   (BENCH_PROFILE_DIR=dir writes a CPU profile of each node process there)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -43,7 +44,8 @@ async function startNode(dir: string, name: string, pub: string, upstream?: Node
     const tok = (await (await fetch(`${upstream.url}/api/v1/hierarchy/join-tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' })).json()) as { token: string };
     args.push('--upstream', `127.0.0.1:${upstream.grpc}`, '--join-token', tok.token);
   }
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const prof = process.env['BENCH_PROFILE_DIR'];
+  const proc = spawn(process.execPath, [...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(proc);
   return new Promise((resolve, reject) => {
     proc.on('exit', (c) => reject(new Error(`${name} exited ${c}`)));

@@ -11,15 +11,12 @@ import { catalogHeaderSchema, catalogUpdateSchema, contentHash, lineErrors, upda
  * import leaves nothing behind. The file is read line by line and the set of ids
  * seen lives in a TEMP table, so memory does not grow with the catalog.
  *
- * The logic runs over `Exec`, two calls wide, so that the same code drives the
+ * The logic runs over `Exec` (db/exec.ts), so that the same code drives the
  * `libsql` binding (prepared statements, in a worker thread) and @libsql/client
  * (a remote libsql server).
  */
-export interface Exec {
-  run(sql: string, args: readonly unknown[]): Promise<number> | number;
-  get<T>(sql: string, args: readonly unknown[]): Promise<T | undefined> | T | undefined;
-  exec(sql: string): Promise<void> | void;
-}
+export type { Exec } from '../db/exec.js';
+import type { Exec } from '../db/exec.js';
 
 export interface ImportMeta {
   /** Node id of this node: the origin of what it imports. */

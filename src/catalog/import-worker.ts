@@ -1,7 +1,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { createClient, type Transaction } from '@libsql/client';
 import { AppError } from '../lib/errors.js';
-import { openNative, prepare, type NativeDb, type Stmt } from '../db/native.js';
+import { openNative } from '../db/native.js';
+import { nativeExec } from '../db/exec.js';
 import { BUSY_TIMEOUT_MS } from '../db/client.js';
 import { applyCatalog, type Exec, type ImportMeta } from './import-core.js';
 
@@ -22,22 +23,6 @@ export type ImportReply =
   | { ok: true; result: Awaited<ReturnType<typeof applyCatalog>> }
   | { ok: false; code: string; detail: string; extra: Record<string, unknown> };
 
-function nativeExec(db: NativeDb): Exec {
-  const cache = new Map<string, Stmt>();
-  const prep = (sql: string): Stmt => {
-    let s = cache.get(sql);
-    if (!s) {
-      s = prepare(db, sql);
-      cache.set(sql, s);
-    }
-    return s;
-  };
-  return {
-    run: (sql, args) => prep(sql).run(...(args as unknown[])).changes,
-    get: <T>(sql: string, args: readonly unknown[]) => prep(sql).get(...(args as unknown[])) as T | undefined,
-    exec: (sql) => void db.exec(sql),
-  };
-}
 
 async function run(job: ImportJob): Promise<ImportReply> {
   try {
@@ -65,6 +50,7 @@ async function run(job: ImportJob): Promise<ImportReply> {
     const exec: Exec = {
       run: async (sql, args) => (await tx!.execute({ sql, args: args as never })).rowsAffected,
       get: async <T>(sql: string, args: readonly unknown[]) => (await tx!.execute({ sql, args: args as never })).rows[0] as T | undefined,
+      all: async <T>(sql: string, args: readonly unknown[]) => (await tx!.execute({ sql, args: args as never })).rows as unknown as T[],
       exec: async (sql) => void (await tx!.execute(sql)),
     };
     try {

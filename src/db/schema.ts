@@ -4,3 +4,4 @@ export * from '../settings/schema.js';
 export * from '../catalog/schema.js';
 export * from '../content/schema.js';
 export * from '../replication/schema.js';
+export * from '../assessment/schema.js';

@@ -10,6 +10,8 @@ import type { TokenService } from '../auth/tokens.js';
 import type { SettingsService } from '../settings/service.js';
 import type { CatalogImporter } from '../catalog/importer.js';
 import type { Content } from '../content/index.js';
+import type { Assessment } from '../assessment/index.js';
+import { assessmentRoutes } from './routes/assessment.js';
 import type { ReplicationParent } from '../replication/parent.js';
 import type { ReplicationChild } from '../replication/child.js';
 import type { Identity } from '../replication/identity.js';
@@ -29,6 +31,7 @@ export interface AppDeps {
   settings: SettingsService;
   importer: CatalogImporter;
   content: Content;
+  assessment: Assessment;
   hierarchy: {
     identity: Identity;
     parent: ReplicationParent;
@@ -123,8 +126,10 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   adminRoutes(app, deps);
   contentRoutes(app, deps);
   hierarchyRoutes(app, deps);
+  assessmentRoutes(app, deps);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API token (admin, operator or viewer).' });
+  app.openAPIRegistry.registerComponent('securitySchemes', 'enrollment', { type: 'http', scheme: 'bearer', description: 'An agent enrolment token (POST /api/v1/agents/enrollment-tokens).' });
   const docConfig = {
     openapi: '3.0.3',
     info: { title: 'patchtree node API', version: deps.node.version, description: 'Every /api/v1 route takes Authorization: Bearer <token>. Errors are application/problem+json.' },

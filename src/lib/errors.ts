@@ -33,6 +33,7 @@ export const ERROR_CODES = {
   conflict: { status: 409, grpc: GrpcStatus.FAILED_PRECONDITION, title: 'The request conflicts with the current state' },
   'catalog-version-conflict': { status: 409, grpc: GrpcStatus.ALREADY_EXISTS, title: 'This catalog version was already imported with different content' },
   'catalog-stale': { status: 409, grpc: GrpcStatus.FAILED_PRECONDITION, title: 'The catalog is older than the one already imported' },
+  'delta-base-mismatch': { status: 409, grpc: GrpcStatus.FAILED_PRECONDITION, title: 'The inventory delta does not apply to the last report; send a full inventory' },
   'payload-too-large': { status: 413, grpc: GrpcStatus.RESOURCE_EXHAUSTED, title: 'The request body is too large' },
   'unsupported-media-type': { status: 415, grpc: GrpcStatus.INVALID_ARGUMENT, title: 'Unsupported content type' },
   'catalog-invalid': { status: 422, grpc: GrpcStatus.INVALID_ARGUMENT, title: 'The catalog is invalid; nothing was imported' },

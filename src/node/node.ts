@@ -21,6 +21,7 @@ import { ReplicationParent } from '../replication/parent.js';
 import { ReplicationChild } from '../replication/child.js';
 import { replicationService } from '../replication/protocol.js';
 import type { NodeConfig } from './config.js';
+import { createAssessment, type Assessment } from '../assessment/index.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -39,6 +40,10 @@ export class PatchtreeNode {
   #grpc: GrpcServer | null = null;
   #feed: CatalogFeed | null = null;
   #content: Content | null = null;
+  #assessment: Assessment | null = null;
+  get assessment(): Assessment | null {
+    return this.#assessment;
+  }
   #child: ReplicationChild | null = null;
 
   constructor(
@@ -143,6 +148,7 @@ export class PatchtreeNode {
         (changed) => {
           parent.notify();
           if (changed > 0) {
+            this.#assessment?.assessor.catalogChanged();
             reconcileSoon();
             compactSoon();
           }
@@ -151,11 +157,14 @@ export class PatchtreeNode {
       );
       this.#child = child;
     }
+    const assessment = createAssessment(this.db, this.db.orm, settings, log);
+    this.#assessment = assessment;
     const importer = new CatalogImporter(this.db, trusted, log.child({ module: 'catalog' }), (o) => {
       metrics.catalogImports.inc({ outcome: o.ok ? 'ok' : (o.code ?? 'error') });
       if (o.ok) metrics.catalogImportDuration.observe(o.seconds);
       // A release may need new files (or no longer need some).
       if (o.ok) {
+        assessment.assessor.catalogChanged();
         parent.notify();
         parent.compact(config.changeLogRetention).catch((err) => log.error({ err }, 'change log compaction failed'));
         content.service.reconcile().catch((err) => log.error({ err }, 'content reconcile failed'));
@@ -169,12 +178,14 @@ export class PatchtreeNode {
       settings,
       importer,
       content,
+      assessment,
       hierarchy: { identity, parent, child, languages: config.languages, subtreeLanguages: allLanguages },
       metrics,
       node: { name: config.name, version: VERSION, languages: config.languages, startedAt: Date.now() },
       tmpDir,
       maxCatalogBytes: config.maxCatalogBytes,
     });
+    await assessment.start();
     const server = createAdaptorServer({ fetch: app.fetch }) as Server;
     server.requestTimeout = 0; // large catalog uploads on slow links
     server.headersTimeout = 60_000;
@@ -224,6 +235,7 @@ export class PatchtreeNode {
         setTimeout(() => http.closeAllConnections(), 2000).unref();
       });
     }
+    await this.#assessment?.stop();
     this.db?.close();
     this.logger.info('node stopped');
     this.logger.flush();

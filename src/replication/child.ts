@@ -29,6 +29,8 @@ interface StateRow {
   last_success_at: number | null;
 }
 
+const FLOW_CONTROL_WINDOW = 8 * 1024 * 1024;
+
 const APPEND = 'INSERT INTO change_log (kind, key, op, languages, payload, created_at) VALUES (?,?,?,?,?,?)';
 
 /**
@@ -217,7 +219,14 @@ export class ReplicationChild {
     this.#native = openNative(this.db.filePath);
     this.#applier = new BatchApplier(this.#native, this.identity.nodeId);
     const Service = replicationService();
-    this.#client = new Service(this.upstream.address, this.upstream.credentials, { 'grpc.keepalive_time_ms': 30_000, 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+    this.#client = new Service(this.upstream.address, this.upstream.credentials, {
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.max_receive_message_length': 64 * 1024 * 1024,
+      // HTTP/2's default 64 KiB window stalls the parent whenever this thread is busy
+      // applying a batch (no WINDOW_UPDATE is sent); a larger window lets the next
+      // batches arrive meanwhile. The parent still bounds what it has in flight.
+      'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW,
+    });
     this.#stopped = false;
     void this.#loop();
   }

@@ -1,0 +1,376 @@
+import PQueue from 'p-queue';
+import type { SqlConn } from '../db/exec.js';
+import type { Logger } from '../lib/log.js';
+import { AppError } from '../lib/errors.js';
+import { facts, type Inventory } from './evaluate.js';
+import { CatalogIndex, type Entry, type State, type UpdateRow } from './catalog-index.js';
+import { applyDelta, type Report } from './inventory.js';
+
+/**
+ * System assessment: which updates each computer needs. One writer (a queue of
+ * one) keeps the stored results exact:
+ *
+ * - an inventory report reassesses that computer: its old and new inventories are
+ *   evaluated against the catalog index and only the difference is written (rows of
+ *   `required`/`unknown` pairs, the per-update counters, the computer's summary);
+ * - catalog changes are read from this node's change log (so imports at the root
+ *   and replicated batches on a child are handled alike): the changed updates, and
+ *   those they supersede, are reassessed on the computers that report their
+ *   products, a page of computers per transaction; the cursor moves with the last
+ *   page, so a crash redoes the work and loses nothing;
+ * - a full reassessment rebuilds everything (on demand, after a compacted log, or
+ *   when the node stopped in the middle of one).
+ */
+
+const PAGE = 500;
+const SEVERITY_COLUMNS: Record<string, string> = { Critical: 'req_critical', Important: 'req_important', Moderate: 'req_moderate', Low: 'req_low' };
+
+export interface ReportResult {
+  computerId: number;
+  scanId: number;
+  created: boolean;
+  required: number;
+  unknown: number;
+}
+
+export interface RunResult {
+  kind: 'full' | 'catalog';
+  updates: number;
+  computers: number;
+  durationMs: number;
+  finishedAt: string;
+}
+
+interface ComputerRow {
+  id: number;
+  inventory: string;
+  scan_id: number;
+}
+
+type Counts = [installed: number, required: number, unknown: number, superseded: number];
+const SLOT: Record<State, number> = { installed: 0, required: 1, unknown: 2, superseded: 3 };
+
+export class Assessor {
+  readonly index = new CatalogIndex();
+  readonly #queue = new PQueue({ concurrency: 1 });
+  #catchUpQueued = false;
+  #lastRun: RunResult | null = null;
+  #running: string | null = null;
+
+  constructor(
+    private readonly db: SqlConn,
+    private readonly logger: Logger,
+    /** Called after results change (filters, reports, metrics may refresh). */
+    private readonly onChange: () => void = () => {},
+  ) {}
+
+  get busy(): string | null {
+    return this.#running;
+  }
+
+  get lastRun(): RunResult | null {
+    return this.#lastRun;
+  }
+
+  /** Loads the live catalog into the index and resumes where the node stopped. */
+  async start(): Promise<void> {
+    let after = '';
+    for (;;) {
+      const rows = await this.db.all<UpdateRow>('SELECT id, kb, product, severity, applicability, installed, supersedes FROM updates WHERE expired = 0 AND id > ? ORDER BY id LIMIT 2000', [after]);
+      if (!rows.length) break;
+      for (const r of rows) this.index.set(r);
+      after = rows[rows.length - 1]!.id;
+    }
+    const state = await this.db.get<{ cursor: number; full_pending: number }>('SELECT cursor, full_pending FROM assessment_state WHERE id = 1', []);
+    if (!state) {
+      const head = await this.#head();
+      await this.db.run('INSERT INTO assessment_state (id, cursor, full_pending) VALUES (1, ?, 0)', [head]);
+      const n = await this.db.get<{ n: number }>('SELECT count(*) AS n FROM computers', []);
+      if (Number(n?.n ?? 0) > 0) void this.full().catch((err) => this.logger.error({ err }, 'full reassessment failed'));
+    } else if (state.full_pending) {
+      this.logger.warn('a full reassessment was cut short; running it again');
+      void this.full().catch((err) => this.logger.error({ err }, 'full reassessment failed'));
+    }
+    this.catalogChanged();
+    this.logger.info({ updates: this.index.size }, 'assessment ready');
+  }
+
+  async stop(): Promise<void> {
+    this.#queue.clear();
+    await this.#queue.onIdle();
+  }
+
+  /** Waits until queued work (reports, catalog catch-up) is done. */
+  idle(): Promise<void> {
+    return this.#queue.onIdle();
+  }
+
+  async #head(): Promise<number> {
+    const r = await this.db.get<{ head: number }>('SELECT coalesce(max(seq), 0) AS head FROM change_log', []);
+    return Number(r?.head ?? 0);
+  }
+
+  /** The change log grew: reassess what changed, once the queue gets to it (coalesced). */
+  catalogChanged(): void {
+    if (this.#catchUpQueued) return;
+    this.#catchUpQueued = true;
+    void this.#queue
+      .add(async () => {
+        this.#catchUpQueued = false;
+        await this.#catchUp();
+      })
+      .catch((err) => this.logger.error({ err }, 'assessment of catalog changes failed; retried on the next change'));
+  }
+
+  /** Rebuilds every result from the inventories. */
+  full(): Promise<RunResult> {
+    return this.#queue.add(() => this.#run('full', null)) as Promise<RunResult>;
+  }
+
+  /**
+   * Stores a report and reassesses its computer; resolves once the results are
+   * stored. A new computer counts one use of `enrollmentTokenId` in the same
+   * transaction (refused past the token's limit).
+   */
+  report(r: Report, now = Date.now(), enrollmentTokenId?: string): Promise<ReportResult> {
+    return this.#queue.add(() => this.#report(r, now, enrollmentTokenId)) as Promise<ReportResult>;
+  }
+
+  async #catchUp(): Promise<void> {
+    for (;;) {
+      const state = await this.db.get<{ cursor: number }>('SELECT cursor FROM assessment_state WHERE id = 1', []);
+      const cursor = Number(state?.cursor ?? 0);
+      const bounds = await this.db.get<{ min: number; head: number }>('SELECT coalesce(min(seq), 0) AS min, coalesce(max(seq), 0) AS head FROM change_log', []);
+      const head = Number(bounds?.head ?? 0);
+      if (head <= cursor) return;
+      if (Number(bounds?.min ?? 0) > cursor + 1) {
+        this.logger.warn({ cursor, oldest: bounds?.min }, 'the change log was compacted past the assessment cursor; reassessing everything');
+        await this.#run('full', null);
+        return;
+      }
+      const rows = await this.db.all<{ seq: number; key: string }>("SELECT seq, key FROM change_log WHERE seq > ? AND kind = 'update' ORDER BY seq LIMIT 20000", [cursor]);
+      const upTo = rows.length === 20000 ? Number(rows[rows.length - 1]!.seq) : head;
+      await this.#run('catalog', { ids: [...new Set(rows.map((r) => r.key))], cursor: upTo });
+    }
+  }
+
+  /**
+   * Reassesses `which.ids` (catalog changes) or everything (`null`), a page of
+   * computers per transaction; counters and the cursor are written with the last page.
+   */
+  async #run(kind: 'full' | 'catalog', which: { ids: string[]; cursor: number } | null): Promise<RunResult> {
+    const start = performance.now();
+    this.#running = kind;
+    try {
+      let affected: Set<string> | null = null;
+      let products: Set<string> | null = null; // null: every computer
+      let cursor = which?.cursor ?? (await this.#head());
+      if (which) {
+        const changed = await this.#reload(which.ids);
+        affected = new Set<string>();
+        products = new Set<string>();
+        for (const e of changed) {
+          affected.add(e.id);
+          for (const s of this.index.supersededBy(e)) affected.add(s.id);
+          if (!e.products) products = null;
+          else if (products) for (const p of e.products) products.add(p);
+        }
+        if (products) for (const id of affected) {
+          const e = this.index.get(id);
+          if (!e) continue;
+          if (!e.products) products = null;
+          else if (products) for (const p of e.products) products.add(p);
+        }
+        if (affected.size === 0) {
+          await this.db.run('UPDATE assessment_state SET cursor = ? WHERE id = 1', [cursor]);
+          return this.#finish(kind, 0, 0, start);
+        }
+      } else {
+        await this.db.run('UPDATE assessment_state SET full_pending = 1 WHERE id = 1', []);
+        cursor = await this.#head();
+      }
+
+      const counts = new Map<string, Counts>();
+      let computers = 0;
+      let after = 0;
+      let first = true;
+      for (;;) {
+        const page = await this.#candidates(after, products);
+        const last = page.length < PAGE;
+        await this.db.transaction(async () => {
+          if (first) {
+            first = false;
+            if (!affected) await this.db.exec('DELETE FROM computer_updates');
+            else for (const ids of chunks([...affected], 400)) await this.db.run(`DELETE FROM computer_updates WHERE update_id IN (${ids.map(() => '?').join(',')})`, ids);
+          }
+          for (const c of page) {
+            const states = this.index.assess(facts(JSON.parse(c.inventory) as Inventory));
+            for (const [id, s] of states) {
+              if (affected && !affected.has(id)) continue;
+              let n = counts.get(id);
+              if (!n) counts.set(id, (n = [0, 0, 0, 0]));
+              n[SLOT[s]]!++;
+              if (s === 'required' || s === 'unknown') await this.db.run('INSERT INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [c.id, id, s]);
+            }
+            await this.#summary(c.id, states);
+          }
+          if (last) {
+            if (!affected) await this.db.exec('DELETE FROM update_compliance');
+            else for (const ids of chunks([...affected], 400)) await this.db.run(`DELETE FROM update_compliance WHERE update_id IN (${ids.map(() => '?').join(',')})`, ids);
+            for (const [id, n] of counts) await this.db.run('INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)', [id, ...n]);
+            await this.db.run(`UPDATE assessment_state SET cursor = max(cursor, ?)${affected ? '' : ', full_pending = 0, full_at = ?'} WHERE id = 1`, affected ? [cursor] : [cursor, Date.now()]);
+          }
+        });
+        computers += page.length;
+        if (last) break;
+        after = page[page.length - 1]!.id;
+      }
+      return this.#finish(kind, affected ? affected.size : this.index.size, computers, start);
+    } finally {
+      this.#running = null;
+    }
+  }
+
+  #finish(kind: 'full' | 'catalog', updates: number, computers: number, start: number): RunResult {
+    const r: RunResult = { kind, updates, computers, durationMs: Math.round(performance.now() - start), finishedAt: new Date().toISOString() };
+    if (updates > 0) {
+      this.#lastRun = r;
+      this.logger.info(r, kind === 'full' ? 'fleet reassessed' : 'catalog changes assessed');
+      this.onChange();
+    }
+    return r;
+  }
+
+  /** Re-reads changed updates into the index; returns the entries whose assessment may change (old and new forms). */
+  async #reload(ids: string[]): Promise<Entry[]> {
+    const out: Entry[] = [];
+    for (const part of chunks(ids, 400)) {
+      const rows = await this.db.all<UpdateRow & { expired: number }>(
+        `SELECT id, kb, product, severity, applicability, installed, supersedes, expired FROM updates WHERE id IN (${part.map(() => '?').join(',')})`,
+        part,
+      );
+      const found = new Map(rows.map((r) => [r.id, r]));
+      for (const id of part) {
+        const r = found.get(id);
+        const cur = this.index.get(id);
+        if (!r || r.expired) {
+          const old = this.index.delete(id);
+          if (old) out.push(old);
+          continue;
+        }
+        if (cur && cur.sig === CatalogIndex.signature(r)) continue; // e.g. a custom severity assigned: nothing to reassess
+        const old = this.index.set(r);
+        if (old) out.push(old);
+        out.push(this.index.get(id)!);
+      }
+    }
+    return out;
+  }
+
+  /** The next page of computers that report one of `products` (or that report no product list), by id. */
+  #candidates(after: number, products: Set<string> | null): Promise<ComputerRow[]> | ComputerRow[] {
+    if (!products) return this.db.all<ComputerRow>('SELECT id, inventory, scan_id FROM computers WHERE id > ? ORDER BY id LIMIT ?', [after, PAGE]);
+    const list = [...products, '*'];
+    return this.db.all<ComputerRow>(
+      `SELECT id, inventory, scan_id FROM computers c WHERE id > ? AND EXISTS (SELECT 1 FROM computer_products p WHERE p.computer_id = c.id AND p.product IN (${list.map(() => '?').join(',')})) ORDER BY id LIMIT ?`,
+      [after, ...list, PAGE],
+    );
+  }
+
+  /** The computer's summary columns, from its states. */
+  async #summary(id: number, states: Map<string, State>, now = Date.now()): Promise<{ required: number; unknown: number }> {
+    let required = 0;
+    let unknown = 0;
+    const sev: Record<string, number> = { req_critical: 0, req_important: 0, req_moderate: 0, req_low: 0, req_unrated: 0 };
+    for (const [uid, s] of states) {
+      if (s === 'unknown') unknown++;
+      if (s !== 'required') continue;
+      required++;
+      sev[SEVERITY_COLUMNS[this.index.get(uid)?.severity ?? ''] ?? 'req_unrated']!++;
+    }
+    await this.db.run(
+      'UPDATE computers SET required = ?, unknown = ?, req_critical = ?, req_important = ?, req_moderate = ?, req_low = ?, req_unrated = ?, assessed_at = ? WHERE id = ?',
+      [required, unknown, sev['req_critical'], sev['req_important'], sev['req_moderate'], sev['req_low'], sev['req_unrated'], now, id],
+    );
+    return { required, unknown };
+  }
+
+  async #report(r: Report, now: number, enrollmentTokenId: string | undefined): Promise<ReportResult> {
+    const old = await this.db.get<ComputerRow>('SELECT id, inventory, scan_id FROM computers WHERE agent_key = ?', [r.agentKey]);
+    let inv: Inventory;
+    if (r.full) inv = r.full as Inventory;
+    else {
+      if (!old || old.scan_id !== r.delta!.baseScanId)
+        throw new AppError('delta-base-mismatch', old ? `this computer's last report is scan ${old.scan_id}, not ${r.delta!.baseScanId}; send a full inventory` : 'this computer has not reported yet; send a full inventory', {
+          currentScanId: old?.scan_id ?? null,
+        });
+      try {
+        inv = applyDelta(JSON.parse(old.inventory) as Inventory, r.delta!);
+      } catch (err) {
+        throw new AppError('validation-failed', `invalid delta: ${(err as Error).message}`);
+      }
+    }
+    const before = old ? this.index.assess(facts(JSON.parse(old.inventory) as Inventory)) : new Map<string, State>();
+    const after = this.index.assess(facts(inv));
+    const json = JSON.stringify(inv);
+    return this.db.transaction(async () => {
+      let id: number;
+      const scanId = (old?.scan_id ?? 0) + 1;
+      const os = inv.os;
+      if (old) {
+        id = old.id;
+        await this.db.run(
+          'UPDATE computers SET name = ?, os_family = ?, os_name = ?, os_version = ?, arch = ?, language = ?, agent_version = coalesce(?, agent_version), inventory = ?, scan_id = ?, last_scan_at = ? WHERE id = ?',
+          [r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, r.agentVersion ?? null, json, scanId, now, id],
+        );
+      } else {
+        if (enrollmentTokenId) {
+          const used = await this.db.run('UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ? AND (max_uses IS NULL OR uses < max_uses)', [enrollmentTokenId]);
+          if (!used) throw new AppError('forbidden', 'this enrolment token has enrolled as many computers as it may');
+        }
+        const row = await this.db.get<{ id: number }>(
+          'INSERT INTO computers (agent_key, name, os_family, os_name, os_version, arch, language, agent_version, inventory, scan_id, last_scan_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id',
+          [r.agentKey, r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, r.agentVersion ?? null, json, scanId, now, now],
+        );
+        id = Number(row!.id);
+      }
+      // The product index of this computer, when its products changed.
+      const oldProducts = old ? productKeys(JSON.parse(old.inventory) as Inventory) : [];
+      const newProducts = productKeys(inv);
+      if (oldProducts.join('\n') !== newProducts.join('\n')) {
+        await this.db.run('DELETE FROM computer_products WHERE computer_id = ?', [id]);
+        for (const p of newProducts) await this.db.run('INSERT OR IGNORE INTO computer_products (product, computer_id) VALUES (?, ?)', [p, id]);
+      }
+      // Only the difference: counters and rows of the updates whose state changed.
+      for (const uid of new Set([...before.keys(), ...after.keys()])) {
+        const s0 = before.get(uid);
+        const s1 = after.get(uid);
+        if (s0 === s1) continue;
+        const d: Counts = [0, 0, 0, 0];
+        if (s0) d[SLOT[s0]]!--;
+        if (s1) d[SLOT[s1]]!++;
+        await this.db.run(
+          `INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT(update_id) DO UPDATE SET installed = installed + excluded.installed, required = required + excluded.required,
+           unknown = unknown + excluded.unknown, superseded = superseded + excluded.superseded`,
+          [uid, ...d],
+        );
+        if (s1 === 'required' || s1 === 'unknown') await this.db.run('INSERT OR REPLACE INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [id, uid, s1]);
+        else if (s0 === 'required' || s0 === 'unknown') await this.db.run('DELETE FROM computer_updates WHERE computer_id = ? AND update_id = ?', [id, uid]);
+      }
+      const sum = await this.#summary(id, after, now);
+      if (!old) this.onChange();
+      return { computerId: id, scanId, created: !old, ...sum };
+    });
+  }
+}
+
+/** A computer's entries in `computer_products`: its products lower-cased, or `*` when it reports none (a candidate for every update). */
+function productKeys(inv: Inventory): string[] {
+  if (!inv.products) return ['*'];
+  return [...new Set(inv.products.map((p) => p.name.toLowerCase()))].sort();
+}
+
+function* chunks<T>(list: T[], size: number): Generator<T[]> {
+  for (let i = 0; i < list.length; i += size) yield list.slice(i, i + size);
+}

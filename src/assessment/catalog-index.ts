@@ -1,0 +1,173 @@
+import type { Rule } from '../catalog/rules.js';
+import { compile, requiredProducts, TRUE, FALSE, type Compiled, type Facts, type Tri } from './evaluate.js';
+
+/**
+ * States of an update on a computer. `superseded`: applicable and not installed,
+ * but a newer update that supersedes it (same product) is installed or required
+ * there, so it is not reported as required. Not-applicable is the absence of a state.
+ */
+export type State = 'installed' | 'required' | 'unknown' | 'superseded';
+export const STATES: readonly State[] = ['installed', 'required', 'unknown', 'superseded'];
+
+export function stateOf(applicable: Tri, installed: Tri): State | 'not-applicable' {
+  if (applicable === FALSE) return 'not-applicable';
+  if (installed === TRUE) return 'installed';
+  if (applicable === TRUE && installed === FALSE) return 'required';
+  return 'unknown';
+}
+
+/** What the index keeps of an update: compiled rules and what supersedence needs. */
+export interface Entry {
+  id: string;
+  kb: string | null;
+  product: string;
+  severity: string | null;
+  app: Compiled;
+  inst: Compiled;
+  /** Lower-cased products the applicability rule needs, or null: evaluated for every computer. */
+  products: string[] | null;
+  supersedes: string[];
+  /** Everything assessment depends on; an unchanged signature means nothing to reassess. */
+  sig: string;
+  mark: number;
+}
+
+export interface UpdateRow {
+  id: string;
+  kb: string | null;
+  product: string;
+  severity: string | null;
+  applicability: string;
+  installed: string;
+  supersedes: string;
+}
+
+/**
+ * The live catalog, compiled, indexed by the products its rules need: a computer
+ * is evaluated against the updates of the products it reports (and the few whose
+ * rules name no product), not the whole catalog. Memory grows with the live
+ * catalog (about 1 KB per update), never with the fleet.
+ */
+export class CatalogIndex {
+  #byId = new Map<string, Entry>();
+  #byProduct = new Map<string, Set<Entry>>();
+  #unindexed = new Set<Entry>();
+  /** `${product}|${kb}` -> the updates of that product and KB (a KB may have several rows). */
+  #byProductKb = new Map<string, Set<Entry>>();
+  /** `${product}|${kb}` -> the updates that supersede it. */
+  #superseders = new Map<string, Set<Entry>>();
+  #gen = 0;
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  get(id: string): Entry | undefined {
+    return this.#byId.get(id);
+  }
+
+  entries(): IterableIterator<Entry> {
+    return this.#byId.values();
+  }
+
+  static signature(r: UpdateRow): string {
+    return `${r.kb}\u0000${r.product}\u0000${r.severity}\u0000${r.applicability}\u0000${r.installed}\u0000${r.supersedes}`;
+  }
+
+  /** Adds or replaces an update; returns the entry it replaced, if any. */
+  set(r: UpdateRow): Entry | undefined {
+    const old = this.delete(r.id);
+    const app = JSON.parse(r.applicability) as Rule;
+    const e: Entry = {
+      id: r.id,
+      kb: r.kb,
+      product: r.product.toLowerCase(),
+      severity: r.severity,
+      app: compile(app),
+      inst: compile(JSON.parse(r.installed) as Rule),
+      products: requiredProducts(app),
+      supersedes: JSON.parse(r.supersedes) as string[],
+      sig: CatalogIndex.signature(r),
+      mark: 0,
+    };
+    this.#byId.set(e.id, e);
+    if (e.products) for (const p of e.products) push(this.#byProduct, p, e);
+    else this.#unindexed.add(e);
+    if (e.kb) push(this.#byProductKb, `${e.product}|${e.kb}`, e);
+    for (const kb of e.supersedes) push(this.#superseders, `${e.product}|${kb}`, e);
+    return old;
+  }
+
+  delete(id: string): Entry | undefined {
+    const e = this.#byId.get(id);
+    if (!e) return undefined;
+    this.#byId.delete(id);
+    if (e.products) for (const p of e.products) pull(this.#byProduct, p, e);
+    else this.#unindexed.delete(e);
+    if (e.kb) pull(this.#byProductKb, `${e.product}|${e.kb}`, e);
+    for (const kb of e.supersedes) pull(this.#superseders, `${e.product}|${kb}`, e);
+    return e;
+  }
+
+  /** The updates `e` supersedes (same product). */
+  supersededBy(e: Pick<Entry, 'product' | 'supersedes'>): Entry[] {
+    return e.supersedes.flatMap((kb) => [...(this.#byProductKb.get(`${e.product}|${kb}`) ?? [])]);
+  }
+
+  /**
+   * The applicable updates of a computer and their states, supersedence applied.
+   * Only updates of the products it reports are evaluated (all, when it reports
+   * no product list: then product rules are unknown and must be said so).
+   */
+  assess(f: Facts): Map<string, State> {
+    const raw = new Map<string, State>();
+    const visit = (e: Entry) => {
+      const s = stateOf(e.app(f), e.inst(f));
+      if (s !== 'not-applicable') raw.set(e.id, s);
+    };
+    if (!f.products) {
+      for (const e of this.#byId.values()) visit(e);
+    } else {
+      const gen = ++this.#gen;
+      for (const p of f.products.keys()) {
+        for (const e of this.#byProduct.get(p) ?? []) {
+          if (e.mark === gen) continue;
+          e.mark = gen;
+          visit(e);
+        }
+      }
+      for (const e of this.#unindexed) visit(e);
+    }
+    // Decided on the raw states, so the outcome never depends on the order of the map:
+    // in a chain A <- B <- C all required, A and B are superseded, C is required.
+    const out = new Map(raw);
+    for (const [id, s] of raw) {
+      if (s !== 'required') continue;
+      const e = this.#byId.get(id)!;
+      if (!e.kb) continue;
+      const sups = this.#superseders.get(`${e.product}|${e.kb}`);
+      if (!sups) continue;
+      for (const x of sups) {
+        const xs = x.id === id ? undefined : raw.get(x.id);
+        if (xs === 'installed' || xs === 'required') {
+          out.set(id, 'superseded');
+          break;
+        }
+      }
+    }
+    return out;
+  }
+}
+
+function push<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
+  const l = m.get(k);
+  if (l) l.add(v);
+  else m.set(k, new Set([v]));
+}
+
+function pull<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
+  const l = m.get(k);
+  if (!l) return;
+  l.delete(v);
+  if (!l.size) m.delete(k);
+}

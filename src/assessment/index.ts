@@ -1,0 +1,53 @@
+import type { Database, Orm } from '../db/index.js';
+import { openConn } from '../db/exec.js';
+import type { Logger } from '../lib/log.js';
+import type { SettingsService } from '../settings/service.js';
+import { Assessor } from './assessor.js';
+import { EnrollmentTokens } from './enrollment.js';
+import { Computers } from './queries.js';
+import { assessmentSettings, staleBefore } from './settings.js';
+
+export { stateOf, type State } from './catalog-index.js';
+
+/** System assessment, wired: the assessor on its own connection, computers and filters, enrolment tokens. */
+export function createAssessment(db: Database, orm: Orm, settings: SettingsService, logger: Logger) {
+  const conn = openConn(db);
+  const assessor = new Assessor(conn, logger.child({ module: 'assessment' }));
+  const computers = new Computers(orm, assessor.index, async () => staleBefore(await assessmentSettings(settings)));
+  return {
+    assessor,
+    computers,
+    enrollment: new EnrollmentTokens(orm),
+    settings: () => assessmentSettings(settings),
+    start: () => assessor.start(),
+    async status() {
+      const st = await conn.get<{ cursor: number; full_at: number | null }>('SELECT cursor, full_at FROM assessment_state WHERE id = 1', []);
+      const head = await conn.get<{ head: number }>('SELECT coalesce(max(seq), 0) AS head FROM change_log', []);
+      const before = staleBefore(await assessmentSettings(settings));
+      const fleet = await conn.get<{ n: number; stale: number }>('SELECT count(*) AS n, coalesce(sum(last_scan_at < ?), 0) AS stale FROM computers', [before]);
+      return {
+        updates: assessor.index.size,
+        cursor: Number(st?.cursor ?? 0),
+        head: Number(head?.head ?? 0),
+        busy: assessor.busy,
+        lastRun: assessor.lastRun,
+        lastFullAt: st?.full_at ? new Date(st.full_at).toISOString() : null,
+        computers: Number(fleet?.n ?? 0),
+        stale: Number(fleet?.stale ?? 0),
+      };
+    },
+    /** The live catalog's rules, a page at a time (for agents and the simulator). */
+    async rulesPage(after: string, limit: number) {
+      return conn.all<{ id: string; kb: string | null; product: string; severity: string | null; applicability: string; installed: string; supersedes: string }>(
+        'SELECT id, kb, product, severity, applicability, installed, supersedes FROM updates WHERE expired = 0 AND id > ? ORDER BY id LIMIT ?',
+        [after, limit],
+      );
+    },
+    async stop(): Promise<void> {
+      await assessor.stop();
+      conn.close();
+    },
+  };
+}
+
+export type Assessment = ReturnType<typeof createAssessment>;

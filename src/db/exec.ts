@@ -1,0 +1,87 @@
+import { createClient, type Client, type Transaction } from '@libsql/client';
+import { openNative, prepare, type NativeDb, type Stmt } from './native.js';
+import { BUSY_TIMEOUT_MS, type Database } from './client.js';
+
+/**
+ * Plain SQL for the hot paths (imports, assessment), one interface over both
+ * drivers: the `libsql` binding on a local file (prepared statements, synchronous,
+ * about 2.5x faster for bulk writes) or @libsql/client for a remote libsql server.
+ * Calls may return a value or a promise; callers await either.
+ */
+export interface Exec {
+  run(sql: string, args: readonly unknown[]): Promise<number> | number;
+  get<T>(sql: string, args: readonly unknown[]): Promise<T | undefined> | T | undefined;
+  all<T>(sql: string, args: readonly unknown[]): Promise<T[]> | T[];
+  exec(sql: string): Promise<void> | void;
+}
+
+/** An Exec with write transactions and a close. */
+export interface SqlConn extends Exec {
+  transaction<T>(fn: () => Promise<T>): Promise<T>;
+  close(): void;
+}
+
+/** Statements prepared once per connection, by SQL text. */
+export function nativeExec(db: NativeDb): Exec {
+  const cache = new Map<string, Stmt>();
+  const prep = (sql: string): Stmt => {
+    let s = cache.get(sql);
+    if (!s) {
+      s = prepare(db, sql);
+      cache.set(sql, s);
+    }
+    return s;
+  };
+  return {
+    run: (sql, args) => prep(sql).run(...(args as unknown[])).changes,
+    get: <T>(sql: string, args: readonly unknown[]) => prep(sql).get(...(args as unknown[])) as T | undefined,
+    all: <T>(sql: string, args: readonly unknown[]) => prep(sql).all(...(args as unknown[])) as T[],
+    exec: (sql) => void db.exec(sql),
+  };
+}
+
+/** A connection of its own to the node's database, on the fastest driver it allows. */
+export function openConn(database: Pick<Database, 'filePath' | 'url' | 'authToken'>): SqlConn {
+  if (database.filePath) {
+    const db = openNative(database.filePath);
+    const e = nativeExec(db);
+    return {
+      ...e,
+      async transaction<T>(fn: () => Promise<T>): Promise<T> {
+        db.exec('BEGIN IMMEDIATE');
+        try {
+          const r = await fn();
+          db.exec('COMMIT');
+          return r;
+        } catch (err) {
+          if (db.inTransaction) db.exec('ROLLBACK');
+          throw err;
+        }
+      },
+      close: () => db.close(),
+    };
+  }
+  const client: Client = createClient({ url: database.url, ...(database.authToken ? { authToken: database.authToken } : {}), timeout: BUSY_TIMEOUT_MS });
+  let tx: Transaction | null = null;
+  const on = () => tx ?? client;
+  return {
+    run: async (sql, args) => (await on().execute({ sql, args: args as never })).rowsAffected,
+    get: async <T>(sql: string, args: readonly unknown[]) => (await on().execute({ sql, args: args as never })).rows[0] as T | undefined,
+    all: async <T>(sql: string, args: readonly unknown[]) => (await on().execute({ sql, args: args as never })).rows as unknown as T[],
+    exec: async (sql) => void (await on().execute(sql)),
+    async transaction<T>(fn: () => Promise<T>): Promise<T> {
+      tx = await client.transaction('write');
+      try {
+        const r = await fn();
+        await tx.commit();
+        return r;
+      } catch (err) {
+        if (!tx.closed) await tx.rollback();
+        throw err;
+      } finally {
+        tx = null;
+      }
+    },
+    close: () => client.close(),
+  };
+}

@@ -1,0 +1,315 @@
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
+import { AppError } from '../../lib/errors.js';
+import { reportSchema } from '../../assessment/inventory.js';
+import { conditionSchema } from '../../assessment/queries.js';
+import { ASSESSMENT_SETTING, assessmentSettingsSchema } from '../../assessment/settings.js';
+import { requireRole, type AppEnv } from '../auth.js';
+import type { AppDeps } from '../app.js';
+import { errors, problem } from './common.js';
+
+/** Full inventories with many files or registry values are larger than admin JSON. */
+export const INVENTORY_BODY_LIMIT = 8 * 1024 * 1024;
+
+const bearer = (header: string | undefined): string => {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  if (!m) throw new AppError('unauthenticated', 'send Authorization: Bearer <enrolment token>');
+  return m[1]!;
+};
+
+export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
+  const a = deps.assessment;
+
+  /* ---- agents ---- */
+
+  app.use(
+    '/agent/v1/inventory',
+    bodyLimit({
+      maxSize: INVENTORY_BODY_LIMIT,
+      onError: () => {
+        throw new AppError('payload-too-large', `inventories are limited to ${INVENTORY_BODY_LIMIT} bytes`);
+      },
+    }),
+  );
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/agent/v1/inventory',
+      tags: ['agents'],
+      summary: 'Report a computer\'s inventory, full or as a delta against its last report; answered once it is assessed',
+      description: 'Authorization: Bearer <enrolment token>. A delta names the scanId it applies to; if that is not the last report, 409 asks for a full inventory.',
+      security: [{ enrollment: [] }],
+      request: { body: { content: { 'application/json': { schema: reportSchema } }, required: true } },
+      responses: {
+        200: {
+          description: 'Stored and assessed',
+          content: {
+            'application/json': {
+              schema: z.object({ computerId: z.number(), scanId: z.number(), created: z.boolean(), required: z.number(), unknown: z.number(), scanIntervalMinutes: z.number(), nextScanAt: z.string() }),
+            },
+          },
+        },
+        409: problem,
+        413: problem,
+        ...errors,
+      },
+    }),
+    async (c) => {
+      const token = await a.enrollment.verify(bearer(c.req.header('authorization')));
+      const body = c.req.valid('json');
+      const r = await a.assessor.report(body, Date.now(), token.id);
+      const s = await a.settings();
+      return c.json({ ...r, scanIntervalMinutes: s.scanIntervalMinutes, nextScanAt: new Date(Date.now() + s.scanIntervalMinutes * 60_000).toISOString() }, 200);
+    },
+  );
+
+  app.openAPIRegistry.registerPath({
+    method: 'get',
+    path: '/agent/v1/rules',
+    tags: ['agents'],
+    summary: 'The live catalog\'s applicability rules as NDJSON (id, kb, product, severity, applicability, installed, supersedes), streamed',
+    security: [{ enrollment: [] }],
+    responses: { 200: { description: 'One update per line', content: { 'application/x-ndjson': { schema: z.string() } } }, ...errors },
+  });
+  app.get('/agent/v1/rules', async (c) => {
+    await a.enrollment.verify(bearer(c.req.header('authorization')));
+    let after = '';
+    const enc = new TextEncoder();
+    const body = new ReadableStream<Uint8Array>({
+      async pull(ctl) {
+        const rows = await a.rulesPage(after, 1000);
+        if (!rows.length) return ctl.close();
+        after = rows[rows.length - 1]!.id;
+        const text = rows
+          .map((r) => JSON.stringify({ id: r.id, kb: r.kb, product: r.product, severity: r.severity, applicability: JSON.parse(r.applicability), installed: JSON.parse(r.installed), supersedes: JSON.parse(r.supersedes) }))
+          .join('\n');
+        ctl.enqueue(enc.encode(`${text}\n`));
+      },
+    });
+    return new Response(body, { headers: { 'content-type': 'application/x-ndjson' } });
+  });
+
+  /* ---- enrolment tokens ---- */
+
+  const tokenItem = z.object({ id: z.string(), name: z.string(), expiresAt: z.string(), maxUses: z.number().nullable() });
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/agents/enrollment-tokens',
+      tags: ['agents'],
+      summary: 'Create an enrolment token for agents (admin); shown once',
+      middleware: [requireRole('admin')] as const,
+      request: {
+        body: {
+          content: {
+            'application/json': {
+              schema: z.strictObject({
+                name: z.string().trim().min(1).max(100).default('enrolment'),
+                expiresInHours: z.number().int().min(1).max(24 * 365).default(24 * 7),
+                maxUses: z.number().int().min(1).nullable().default(null).describe('How many computers it may enrol; null for no limit'),
+              }),
+            },
+          },
+          required: false,
+        },
+      },
+      responses: { 201: { description: 'Created', content: { 'application/json': { schema: tokenItem.extend({ token: z.string() }) } } }, ...errors },
+    }),
+    async (c) => {
+      const b = c.req.valid('json') ?? {};
+      return c.json(await a.enrollment.create({ name: b.name ?? 'enrolment', expiresInHours: b.expiresInHours ?? 24 * 7, maxUses: b.maxUses ?? null }, c.get('principal').name), 201);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/agents/enrollment-tokens',
+      tags: ['agents'],
+      summary: 'Enrolment tokens (admin): expiry, uses, revoked',
+      middleware: [requireRole('admin')] as const,
+      responses: { 200: { description: 'Tokens', content: { 'application/json': { schema: z.object({ items: z.array(tokenItem.extend({ uses: z.number(), usable: z.boolean() }).passthrough()) }) } } }, ...errors },
+    }),
+    async (c) => c.json({ items: await a.enrollment.list() }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/api/v1/agents/enrollment-tokens/{id}',
+      tags: ['agents'],
+      summary: 'Revoke an enrolment token (admin)',
+      middleware: [requireRole('admin')] as const,
+      request: { params: z.object({ id: z.string().min(1).max(100) }) },
+      responses: { 204: { description: 'Revoked' }, ...errors },
+    }),
+    async (c) => {
+      await a.enrollment.revoke(c.req.valid('param').id);
+      return c.body(null, 204);
+    },
+  );
+
+  /* ---- settings and status ---- */
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/settings/assessment',
+      tags: ['settings'],
+      summary: 'The system assessment scan interval, and where it is set',
+      responses: { 200: { description: 'Settings', content: { 'application/json': { schema: assessmentSettingsSchema.extend({ origin: z.string().nullable() }) } } }, ...errors },
+    }),
+    async (c) => c.json({ ...(await a.settings()), origin: await deps.settings.origin(ASSESSMENT_SETTING) }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: '/api/v1/settings/assessment',
+      tags: ['settings'],
+      summary: 'Set the scan interval (admin); replicated to the subtree, read-only (409) on a node that receives it',
+      middleware: [requireRole('admin')] as const,
+      request: { body: { content: { 'application/json': { schema: assessmentSettingsSchema } }, required: true } },
+      responses: { 200: { description: 'Settings', content: { 'application/json': { schema: assessmentSettingsSchema } } }, 409: problem, ...errors },
+    }),
+    async (c) => {
+      const b = c.req.valid('json');
+      await deps.settings.put(ASSESSMENT_SETTING, b, c.get('principal').name);
+      return c.json(await a.settings(), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/assessment',
+      tags: ['assessment'],
+      summary: 'Assessment status: catalog indexed, change-log cursor and lag, running work, last run',
+      responses: { 200: { description: 'Status', content: { 'application/json': { schema: z.looseObject({ updates: z.number(), cursor: z.number(), head: z.number(), busy: z.string().nullable() }) } } }, ...errors },
+    }),
+    async (c) => c.json(await a.status(), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/assessment/run',
+      tags: ['assessment'],
+      summary: 'Reassess every computer against the catalog now (admin); answered when done',
+      middleware: [requireRole('admin')] as const,
+      responses: { 200: { description: 'Done', content: { 'application/json': { schema: z.object({ kind: z.string(), updates: z.number(), computers: z.number(), durationMs: z.number(), finishedAt: z.string() }) } } }, ...errors },
+    }),
+    async (c) => c.json(await a.assessor.full(), 200),
+  );
+
+  /* ---- computers ---- */
+
+  const page = { limit: z.coerce.number().int().min(1).max(1000).default(100) };
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/computers',
+      tags: ['computers'],
+      summary: 'Computers: by filter, name search, paged by id',
+      request: { query: z.object({ filter: z.string().min(1).max(400).optional(), search: z.string().min(1).max(255).optional(), ...page, cursor: z.coerce.number().int().min(0).optional() }) },
+      responses: { 200: { description: 'Computers', content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ id: z.number(), name: z.string() })), nextCursor: z.string().nullable() }) } } }, ...errors },
+    }),
+    async (c) => c.json(await a.computers.list(c.req.valid('query')), 200),
+  );
+
+  const idParam = z.object({ id: z.coerce.number().int().min(1) });
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/computers/{id}',
+      tags: ['computers'],
+      summary: 'A computer: OS, last scan, inventory summary, required updates by severity',
+      request: { params: idParam },
+      responses: { 200: { description: 'The computer', content: { 'application/json': { schema: z.looseObject({ id: z.number(), name: z.string() }) } } }, ...errors },
+    }),
+    async (c) => c.json(await a.computers.get(c.req.valid('param').id), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/computers/{id}/updates',
+      tags: ['computers'],
+      summary: 'A computer\'s applicable updates, by state (required, installed, unknown, superseded, or any)',
+      request: { params: idParam, query: z.object({ state: z.enum(['installed', 'required', 'unknown', 'superseded', 'any']).default('required') }) },
+      responses: {
+        200: {
+          description: 'Updates',
+          content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ id: z.string(), kb: z.string().nullable(), severity: z.string().nullable(), state: z.string() })) }) } },
+        },
+        ...errors,
+      },
+    }),
+    async (c) => c.json(await a.computers.updates(c.req.valid('param').id, c.req.valid('query').state as never), 200),
+  );
+
+  /* ---- filters ---- */
+
+  const filterItem = z.object({ id: z.string(), name: z.string(), kind: z.string(), count: z.number(), condition: z.record(z.string(), z.unknown()) }).openapi('Filter');
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/filters',
+      tags: ['filters'],
+      summary: 'Filters with their counts: stale, severity, custom severity, OS, language, custom, then one per required update',
+      request: { query: z.object({ kind: z.enum(['stale', 'severity', 'custom-severity', 'os', 'language', 'custom', 'requires']).optional(), limit: z.coerce.number().int().min(1).max(1000).default(500), cursor: z.string().max(40).optional() }) },
+      responses: { 200: { description: 'Filters', content: { 'application/json': { schema: z.object({ items: z.array(filterItem), nextCursor: z.string().nullable() }) } } }, ...errors },
+    }),
+    async (c) => c.json(await a.computers.filters(c.req.valid('query')), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/filters',
+      tags: ['filters'],
+      summary: 'Create a filter of your own: a condition over the same fields (operator)',
+      middleware: [requireRole('operator')] as const,
+      request: { body: { content: { 'application/json': { schema: z.strictObject({ name: z.string().trim().min(1).max(100), condition: conditionSchema }) } }, required: true } },
+      responses: { 201: { description: 'Created', content: { 'application/json': { schema: filterItem } } }, 409: problem, ...errors },
+    }),
+    async (c) => {
+      const b = c.req.valid('json');
+      return c.json(await a.computers.createFilter(b.name, b.condition, c.get('principal').name), 201);
+    },
+  );
+
+  const filterId = z.object({ id: z.string().min(1).max(400) });
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/filters/{id}/computers',
+      tags: ['filters'],
+      summary: 'The computers of a filter, paged by id',
+      request: { params: filterId, query: z.object({ ...page, cursor: z.coerce.number().int().min(0).optional() }) },
+      responses: { 200: { description: 'Computers', content: { 'application/json': { schema: z.object({ filter: z.object({ id: z.string(), name: z.string() }), items: z.array(z.looseObject({ id: z.number() })), nextCursor: z.string().nullable() }) } } }, ...errors },
+    }),
+    async (c) => {
+      const id = c.req.valid('param').id;
+      const f = await a.computers.condition(id);
+      const q = c.req.valid('query');
+      return c.json({ filter: { id, name: f.name }, ...(await a.computers.list({ filter: id, limit: q.limit, cursor: q.cursor })) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/api/v1/filters/{id}',
+      tags: ['filters'],
+      summary: 'Delete a filter of your own (operator); automatic filters cannot be deleted (409)',
+      middleware: [requireRole('operator')] as const,
+      request: { params: filterId },
+      responses: { 204: { description: 'Deleted' }, 409: problem, ...errors },
+    }),
+    async (c) => {
+      await a.computers.deleteFilter(c.req.valid('param').id);
+      return c.body(null, 204);
+    },
+  );
+}
