@@ -7,6 +7,7 @@ import { PatchtreeNode, VERSION } from '../node/node.js';
 import { buildCatalog } from '../catalog/build.js';
 import { generateKeys, loadPublicKey, keyIdOf, parseSignature, sha256File, verifySignature } from '../catalog/signing.js';
 import { AppError } from '../lib/errors.js';
+import { simulate } from '../assessment/simulate.js';
 
 const USAGE = `patchtree ${VERSION}: patch distribution server
 
@@ -17,6 +18,7 @@ Usage:
   patchtree catalog verify FILE --key PUBFILE [--signature SIGFILE]
   patchtree catalog import FILE --server URL --token T [--signature SIGFILE]
   patchtree content status --server URL --token T [--watch] [--json]
+  patchtree simulate --server URL --enrollment-token T --computers N [--seed S] [--concurrency C] [--prefix P]
   patchtree --version`;
 
 /** Flags that take several values in a row (`--cvrf a.xml b.xml`), as well as repeated. */
@@ -180,6 +182,40 @@ async function content(args: string[]): Promise<number> {
   }
 }
 
+async function simulateCmd(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { server: { type: 'string' }, 'enrollment-token': { type: 'string' }, computers: { type: 'string' }, seed: { type: 'string' }, concurrency: { type: 'string' }, prefix: { type: 'string' } },
+    strict: true,
+  });
+  const server = values.server ?? process.env['PATCHTREE_SERVER'] ?? fail('--server URL is required');
+  const token = values['enrollment-token'] ?? process.env['PATCHTREE_ENROLLMENT_TOKEN'] ?? fail('--enrollment-token T is required');
+  const int = (v: string | undefined, name: string, def: number, min: number, max: number) => {
+    const n = v === undefined ? def : Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) fail(`--${name} must be an integer from ${min} to ${max}`);
+    return n;
+  };
+  const computers = int(values.computers, 'computers', NaN, 1, 10_000_000);
+  const tty = process.stderr.isTTY;
+  let last = 0;
+  const r = await simulate({
+    server,
+    token,
+    computers,
+    seed: int(values.seed, 'seed', 1, 0, 2 ** 31),
+    concurrency: int(values.concurrency, 'concurrency', 16, 1, 1024),
+    ...(values.prefix ? { prefix: values.prefix } : {}),
+    onProgress: (done, total) => {
+      if (tty && (done === total || Date.now() - last > 250)) {
+        last = Date.now();
+        process.stderr.write(`\rreported ${done}/${total}\x1b[K${done === total ? '\n' : ''}`);
+      }
+    },
+  });
+  console.log(JSON.stringify(r, null, 2));
+  return r.failed > 0 ? 1 : 0;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -192,6 +228,8 @@ export async function main(argv: string[]): Promise<number> {
         return await catalog(rest);
       case 'content':
         return await content(rest);
+      case 'simulate':
+        return await simulateCmd(rest);
       case '--version':
       case '-v':
         console.log(VERSION);

@@ -62,10 +62,20 @@ t.test('custom severities replicate down the tree and are read-only below their 
   await waitFor(async () => (await levelOf(leaf, 'test-1')) === 'Now' && (await levelOf(leaf, 'test-2')) === null, 'rename and delete at the leaf');
   t.same(await levels(leaf), [{ name: 'Now', origin: rootId }, { name: 'Site review', origin: midId }]);
 
+  // A replicated setting: the scan interval set at the root reaches the leaf, read-only below.
+  t.equal((await api(root.url, T, '/api/v1/settings/assessment', { method: 'PUT', body: JSON.stringify({ scanIntervalMinutes: 60 }) })).status, 200);
+  await waitFor(async () => (await api(leaf.url, T, '/api/v1/settings/assessment')).body.scanIntervalMinutes === 60, 'the scan interval at the leaf');
+  t.same((await api(leaf.url, T, '/api/v1/settings/assessment')).body, { scanIntervalMinutes: 60, origin: rootId });
+  const put = await api(mid.url, T, '/api/v1/settings/assessment', { method: 'PUT', body: JSON.stringify({ scanIntervalMinutes: 30 }) });
+  t.equal(put.status, 409);
+  t.equal(put.body.origin, rootId);
+  t.match(put.body.detail, /setting "assessment" is replicated from node/);
+
   // A complete resync rebuilds the same state (levels first, then updates naming them).
   t.equal((await api(mid.url, T, '/api/v1/hierarchy/upstream/resync', { method: 'POST' })).status, 202);
   await waitFor(async () => (await api(mid.url, T, '/api/v1/hierarchy')).body.upstream.resyncing === false && (await levelOf(mid, 'test-1')) === 'Now', 'resync done');
   t.same(await levels(mid), [{ name: 'Now', origin: rootId }, { name: 'Site review', origin: null }]);
+  t.same((await api(mid.url, T, '/api/v1/settings/assessment')).body, { scanIntervalMinutes: 60, origin: rootId }, 'the setting survives the resync');
 });
 
 t.test('replication rules per child: catalog off and on, a closed schedule, files held back', async (t) => {
