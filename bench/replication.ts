@@ -11,13 +11,12 @@
  *   node dist/bench/replication.js [--updates 100000] [--imports 100] [--children 50]
  *   (BENCH_PROFILE_DIR=dir writes a CPU profile of each node process there)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { vmHwmMB } from './util.js';
+import { ROOT, auth, benchProcesses, importCatalog, startNode, vmHwmMB, type Node } from './util.js';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { writeCatalog } from '../src/catalog/build.js';
@@ -25,52 +24,11 @@ import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.j
 import { replicationService, PROTOCOL_VERSION, type ServerMessage } from '../src/replication/protocol.js';
 import { generate } from './catalog-import.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const TOKEN = 'bench-admin-token-0123456789';
-const auth = { authorization: `Bearer ${TOKEN}` };
-const children: ChildProcess[] = [];
-
-interface Node {
-  pid: number;
-  url: string;
-  grpc: number;
-  proc: ChildProcess;
-}
-
-async function startNode(dir: string, name: string, pub: string, upstream?: Node): Promise<Node> {
-  const args = [join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, name), '--name', name, '--http-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1',
-    '--grpc-host', '127.0.0.1', '--admin-token', TOKEN, '--trusted-key', pub, '--insecure'];
-  if (upstream) {
-    const tok = (await (await fetch(`${upstream.url}/api/v1/hierarchy/join-tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' })).json()) as { token: string };
-    args.push('--upstream', `127.0.0.1:${upstream.grpc}`, '--join-token', tok.token);
-  }
-  const prof = process.env['BENCH_PROFILE_DIR'];
-  const proc = spawn(process.execPath, [...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(proc);
-  return new Promise((resolve, reject) => {
-    proc.on('exit', (c) => reject(new Error(`${name} exited ${c}`)));
-    createInterface({ input: proc.stdout! }).on('line', (l) => {
-      try {
-        const rec = JSON.parse(l) as { msg?: string; http?: number; grpc?: number };
-        if (rec.msg === 'node started') resolve({ pid: proc.pid!, url: `http://127.0.0.1:${rec.http}`, grpc: rec.grpc!, proc });
-      } catch {
-        /* not JSON */
-      }
-    });
-  });
-}
+const children = benchProcesses;
 
 async function liveCount(n: Node): Promise<number> {
   const text = await (await fetch(`${n.url}/metrics`)).text();
   return Number(/patchtree_catalog_updates\{state="live"\} (\d+)/.exec(text)?.[1] ?? -1);
-}
-
-async function importCatalog(n: Node, file: string): Promise<void> {
-  const form = new FormData();
-  form.append('catalog', new Blob([await readFile(file)]), 'c.gz');
-  form.append('signature', new Blob([await readFile(`${file}.sig`)]), 'c.gz.sig');
-  const res = await fetch(`${n.url}/api/v1/catalog/imports`, { method: 'POST', body: form, headers: auth });
-  if (res.status !== 201) throw new Error(`import: ${res.status} ${await res.text()}`);
 }
 
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;

@@ -1,7 +1,59 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 
 /** Peak resident set size (VmHWM) of a process, in MB, from /proc. */
 export async function vmHwmMB(pid: number | 'self'): Promise<number> {
   const m = /VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
   return m ? Math.round(Number(m[1]) / 1024) : NaN;
+}
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const TOKEN = 'bench-admin-token-0123456789';
+export const auth = { authorization: `Bearer ${TOKEN}` };
+/** Every node process a bench started, to stop at its end. */
+export const benchProcesses: ChildProcess[] = [];
+
+export interface Node {
+  pid: number;
+  url: string;
+  grpc: number;
+  proc: ChildProcess;
+}
+
+/**
+ * Starts `patchtree serve` as a real process on loopback (plaintext), joined to
+ * `upstream` when given. BENCH_PROFILE_DIR=dir writes a CPU profile of it there.
+ */
+export async function startNode(dir: string, name: string, pub: string, upstream?: Node, extra: string[] = []): Promise<Node> {
+  const args = [join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, name), '--name', name, '--http-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1',
+    '--grpc-host', '127.0.0.1', '--admin-token', TOKEN, '--trusted-key', pub, '--insecure', ...extra];
+  if (upstream) {
+    const tok = (await (await fetch(`${upstream.url}/api/v1/hierarchy/join-tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' })).json()) as { token: string };
+    args.push('--upstream', `127.0.0.1:${upstream.grpc}`, '--join-token', tok.token);
+  }
+  const prof = process.env['BENCH_PROFILE_DIR'];
+  const proc = spawn(process.execPath, [...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  benchProcesses.push(proc);
+  return new Promise((resolve, reject) => {
+    proc.on('exit', (c) => reject(new Error(`${name} exited ${c}`)));
+    createInterface({ input: proc.stdout! }).on('line', (l) => {
+      try {
+        const rec = JSON.parse(l) as { msg?: string; http?: number; grpc?: number };
+        if (rec.msg === 'node started') resolve({ pid: proc.pid!, url: `http://127.0.0.1:${rec.http}`, grpc: rec.grpc!, proc });
+      } catch {
+        /* not JSON */
+      }
+    });
+  });
+}
+
+export async function importCatalog(n: Node, file: string): Promise<void> {
+  const form = new FormData();
+  form.append('catalog', new Blob([await readFile(file)]), 'c.gz');
+  form.append('signature', new Blob([await readFile(`${file}.sig`)]), 'c.gz.sig');
+  const res = await fetch(`${n.url}/api/v1/catalog/imports`, { method: 'POST', body: form, headers: auth });
+  if (res.status !== 201) throw new Error(`import: ${res.status} ${await res.text()}`);
 }

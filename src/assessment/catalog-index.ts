@@ -1,5 +1,5 @@
 import type { Rule } from '../catalog/rules.js';
-import { compile, requiredProducts, TRUE, FALSE, type Compiled, type Facts, type Tri } from './evaluate.js';
+import { compareVersions, compile, parseVersion, requiredProducts, TRUE, FALSE, UNKNOWN, type Compiled, type Facts, type Tri } from './evaluate.js';
 
 /**
  * States of an update on a computer. `superseded`: applicable and not installed,
@@ -27,6 +27,12 @@ export interface Entry {
   /** Lower-cased products the applicability rule needs, or null: evaluated for every computer. */
   products: string[] | null;
   supersedes: string[];
+  /**
+   * The shape most of a Microsoft catalog has (CVRF: "the product, installed by KB
+   * or once the product reaches the fixed build"), evaluated without closures:
+   * the same three-valued answer as the rules, several times faster on a fleet.
+   */
+  fast: { kb: string; want: number[] } | null;
   /** Everything assessment depends on; an unchanged signature means nothing to reassess. */
   sig: string;
   mark: number;
@@ -78,15 +84,17 @@ export class CatalogIndex {
   set(r: UpdateRow): Entry | undefined {
     const old = this.delete(r.id);
     const app = JSON.parse(r.applicability) as Rule;
+    const inst = JSON.parse(r.installed) as Rule;
     const e: Entry = {
       id: r.id,
       kb: r.kb,
       product: r.product.toLowerCase(),
       severity: r.severity,
       app: compile(app),
-      inst: compile(JSON.parse(r.installed) as Rule),
+      inst: compile(inst),
       products: requiredProducts(app),
       supersedes: JSON.parse(r.supersedes) as string[],
+      fast: fastShape(app, inst),
       sig: CatalogIndex.signature(r),
       mark: 0,
     };
@@ -129,11 +137,31 @@ export class CatalogIndex {
       for (const e of this.#byId.values()) visit(e);
     } else {
       const gen = ++this.#gen;
-      for (const p of f.products.keys()) {
-        for (const e of this.#byProduct.get(p) ?? []) {
+      const kbs = f.kbs;
+      for (const [p, versions] of f.products) {
+        const list = this.#byProduct.get(p);
+        if (!list) continue;
+        for (const e of list) {
           if (e.mark === gen) continue;
           e.mark = gen;
-          visit(e);
+          const fast = e.fast;
+          if (fast === null || e.product !== p) {
+            visit(e);
+            continue;
+          }
+          // applicable (the product is here); installed = any(kb, some install >= want)
+          let inst: Tri = kbs === null ? UNKNOWN : kbs.has(fast.kb) ? TRUE : FALSE;
+          if (inst !== TRUE) {
+            for (let i = 0; i < versions.length; i++) {
+              const v = versions[i];
+              if (v === null || v === undefined) inst = UNKNOWN;
+              else if (compareVersions(v, fast.want) >= 0) {
+                inst = TRUE;
+                break;
+              }
+            }
+          }
+          raw.set(e.id, inst === TRUE ? 'installed' : inst === FALSE ? 'required' : 'unknown');
         }
       }
       for (const e of this.#unindexed) visit(e);
@@ -157,6 +185,22 @@ export class CatalogIndex {
     }
     return out;
   }
+}
+
+/** `{product: P}` applicability with `{any: [{kb: K}, {product: P, version: {gte: V}}]}` installed, or null. */
+function fastShape(app: Rule, inst: Rule): Entry['fast'] {
+  const a = app as Record<string, unknown>;
+  const i = inst as Record<string, unknown>;
+  if (Object.keys(a).length !== 1 || typeof a['product'] !== 'string') return null;
+  if (Object.keys(i).length !== 1 || !Array.isArray(i['any']) || i['any'].length !== 2) return null;
+  const parts = i['any'] as Record<string, unknown>[];
+  const kbPart = parts.find((x) => Object.keys(x).length === 1 && typeof x['kb'] === 'string');
+  const verPart = parts.find((x) => x !== kbPart && Object.keys(x).length === 2 && typeof x['product'] === 'string' && x['version']);
+  if (!kbPart || !verPart || (verPart['product'] as string).toLowerCase() !== (a['product'] as string).toLowerCase()) return null;
+  const v = verPart['version'] as Record<string, unknown>;
+  if (Object.keys(v).length !== 1 || typeof v['gte'] !== 'string') return null;
+  const want = parseVersion(v['gte']);
+  return want ? { kb: kbPart['kb'] as string, want } : null;
 }
 
 function push<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {

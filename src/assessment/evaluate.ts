@@ -27,12 +27,13 @@ export const UNKNOWN: Tri = 2;
 
 /** The inventory in the shape rules read: lookups by lower-cased name. */
 export interface Facts {
-  products: Map<string, (string | undefined)[]> | null;
+  /** Product name -> the parsed versions of its installs (null: installed, version not reported or unreadable). */
+  products: Map<string, (number[] | null)[]> | null;
   kbs: Set<string> | null;
-  osVersion: string | null;
+  osVersion: number[] | null;
   arch: string | null;
   language: string | null;
-  files: Map<string, string | undefined> | null;
+  files: Map<string, number[] | null> | null;
   registry: Map<string, { data?: string | number } | null> | null;
 }
 
@@ -47,7 +48,7 @@ export function facts(inv: Inventory): Facts {
     for (const p of inv.products) {
       const k = lower(p.name);
       const list = products.get(k) ?? [];
-      list.push(p.version);
+      list.push(p.version === undefined ? null : parseVersion(p.version));
       products.set(k, list);
     }
   }
@@ -62,10 +63,10 @@ export function facts(inv: Inventory): Facts {
   return {
     products,
     kbs: inv.kbs ? new Set(inv.kbs.map((k) => k.replace(/^kb/i, ''))) : null,
-    osVersion: inv.os.version ?? null,
+    osVersion: inv.os.version === undefined ? null : parseVersion(inv.os.version),
     arch: inv.os.arch ?? null,
     language: inv.os.language ? lower(inv.os.language) : null,
-    files: inv.files ? new Map(inv.files.map((f) => [lower(f.path), f.version])) : null,
+    files: inv.files ? new Map(inv.files.map((f) => [lower(f.path), f.version === undefined ? null : parseVersion(f.version)])) : null,
     registry,
   };
 }
@@ -86,28 +87,55 @@ export function parseVersion(v: string): number[] | null {
 
 /** Compares dotted versions part by part, missing parts as 0. */
 export function compareVersions(a: readonly number[], b: readonly number[]): number {
-  for (let i = 0; i < 4; i++) {
-    const d = (a[i] ?? 0) - (b[i] ?? 0);
-    if (d !== 0) return d < 0 ? -1 : 1;
+  const n = a.length > b.length ? a.length : b.length;
+  for (let i = 0; i < n; i++) {
+    const x = i < a.length ? a[i]! : 0;
+    const y = i < b.length ? b[i]! : 0;
+    if (x !== y) return x < y ? -1 : 1;
   }
   return 0;
 }
 
-type CmpFn = (version: string | undefined | null) => Tri;
+type CmpFn = (version: readonly number[] | null | undefined) => Tri;
 
+const OPS = { eq: 0, ne: 1, lt: 2, lte: 3, gt: 4, gte: 5 } as const;
+
+/**
+ * A comparison as a closure over parsed versions (the hot path of assessment:
+ * most installed rules are "product at or above this build"). An absent or
+ * unreadable version is unknown: not evidence either way.
+ */
 function compileCmp(c: Cmp): CmpFn {
-  const checks: [string, number[]][] = Object.entries(c).map(([op, v]) => [op, parseVersion(v as string)!]);
-  return (version) => {
-    if (version === undefined || version === null) return UNKNOWN;
-    const have = parseVersion(version);
-    if (!have) return UNKNOWN; // a version we cannot read is not evidence either way
-    for (const [op, want] of checks) {
-      const d = compareVersions(have, want);
-      const ok = op === 'eq' ? d === 0 : op === 'ne' ? d !== 0 : op === 'lt' ? d < 0 : op === 'lte' ? d <= 0 : op === 'gt' ? d > 0 : d >= 0;
-      if (!ok) return FALSE;
-    }
+  const entries = Object.entries(c) as [keyof typeof OPS, string][];
+  const ops = entries.map(([op]) => OPS[op]);
+  const wants = entries.map(([, v]) => parseVersion(v)!);
+  if (ops.length === 1) {
+    const op = ops[0]!;
+    const want = wants[0]!;
+    return (have) => (have ? (holds(op, compareVersions(have, want)) ? TRUE : FALSE) : UNKNOWN);
+  }
+  return (have) => {
+    if (!have) return UNKNOWN;
+    for (let i = 0; i < ops.length; i++) if (!holds(ops[i]!, compareVersions(have, wants[i]!))) return FALSE;
     return TRUE;
   };
+}
+
+function holds(op: number, d: number): boolean {
+  switch (op) {
+    case 0:
+      return d === 0;
+    case 1:
+      return d !== 0;
+    case 2:
+      return d < 0;
+    case 3:
+      return d <= 0;
+    case 4:
+      return d > 0;
+    default:
+      return d >= 0;
+  }
 }
 
 /* ---- rules ---- */
@@ -215,7 +243,7 @@ export function compile(rule: Rule): Compiled {
         if (entry?.data === undefined) return UNKNOWN;
         if (String(entry.data).toLowerCase() !== String(spec.equals).toLowerCase()) return FALSE;
       }
-      if (cmp) return cmp(entry?.data === undefined ? undefined : String(entry.data));
+      if (cmp) return cmp(entry?.data === undefined ? undefined : parseVersion(String(entry.data)));
       return TRUE;
     };
   }

@@ -143,7 +143,6 @@ export class Computers {
   }
 
   async #ofKind(kind: FilterItem['kind'], offset: number, limit: number): Promise<FilterItem[]> {
-    const staleBefore = await this.staleBefore();
     const page = <T>(list: T[]) => list.slice(offset, offset + limit);
     switch (kind) {
       case 'stale':

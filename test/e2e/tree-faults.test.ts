@@ -1,5 +1,4 @@
-import t, { type Test } from 'tap';
-import { join } from 'node:path';
+import t from 'tap';
 import { api, ADMIN_TOKEN, header, listAll, makeKeys, sampleUpdate, tempDir, treeNode, uploadCatalog, writeSignedCatalog, type Keys, type NodeProcess } from '../helpers.js';
 import { startVendor, waitFor } from '../vendor.js';
 import { generate } from '../../bench/catalog-import.js';
@@ -101,6 +100,11 @@ t.test('a sibling offline does not hold back the others; a cut file transfer res
   let y = await node(t, dir, keys, 'y', 'en', root);
   await api(x.url, T, '/api/v1/settings/content', { method: 'PUT', body: JSON.stringify({ need: 'languages', reserveBytes: 0, bytesPerSecond: 2 * 1024 * 1024, retryBaseMs: 100, retryMaxMs: 500 }) });
   await waitFor(async () => (await liveCount(y)) === 2, 'y synced');
+  // ...and acknowledged: the parent counts lag from the cursor a child acknowledged.
+  await waitFor(async () => {
+    const h = (await api(root.url, T, '/api/v1/hierarchy')).body;
+    return h.children.find((c: any) => c.name === 'y')?.cursor === h.node.headSeq;
+  }, 'y acknowledged');
 
   // y goes offline; a release still reaches x, and the root shows y behind.
   y.child.kill('SIGTERM');
