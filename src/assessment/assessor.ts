@@ -48,12 +48,23 @@ interface ComputerRow {
 }
 
 type Counts = [installed: number, required: number, unknown: number, superseded: number];
+/** Reports stored per transaction at most. */
+const REPORT_BATCH = 128;
+
+interface PendingReport {
+  r: Report;
+  now: number;
+  enrollmentTokenId: string | undefined;
+  resolve: (r: ReportResult) => void;
+  reject: (err: unknown) => void;
+}
 const SLOT: Record<State, number> = { installed: 0, required: 1, unknown: 2, superseded: 3 };
 
 export class Assessor {
   readonly index = new CatalogIndex();
   readonly #queue = new PQueue({ concurrency: 1 });
   #catchUpQueued = false;
+  #pending: PendingReport[] = [];
   #lastRun: RunResult | null = null;
   #running: string | null = null;
 
@@ -124,7 +135,7 @@ export class Assessor {
 
   /** Rebuilds every result from the inventories. */
   full(): Promise<RunResult> {
-    return this.#queue.add(() => this.#run('full', null)) as Promise<RunResult>;
+    return this.#queue.add(() => this.#fullRun()) as Promise<RunResult>;
   }
 
   /**
@@ -133,7 +144,43 @@ export class Assessor {
    * transaction (refused past the token's limit).
    */
   report(r: Report, now = Date.now(), enrollmentTokenId?: string): Promise<ReportResult> {
-    return this.#queue.add(() => this.#report(r, now, enrollmentTokenId)) as Promise<ReportResult>;
+    return new Promise<ReportResult>((resolve, reject) => {
+      this.#pending.push({ r, now, enrollmentTokenId, resolve, reject });
+      if (this.#pending.length === 1) void this.#queue.add(() => this.#drainReports());
+    });
+  }
+
+  /**
+   * Reports that arrived together are stored in one transaction (one fsync), each
+   * inside its own savepoint: a refused report rolls back alone and its agent gets
+   * the error, the others commit.
+   */
+  async #drainReports(): Promise<void> {
+    const batch = this.#pending.splice(0, REPORT_BATCH);
+    if (this.#pending.length) void this.#queue.add(() => this.#drainReports());
+    const done: [PendingReport, ReportResult][] = [];
+    const failed: [PendingReport, unknown][] = [];
+    try {
+      await this.db.transaction(async () => {
+        for (const p of batch) {
+          await this.db.exec('SAVEPOINT report');
+          try {
+            done.push([p, await this.#report(p.r, p.now, p.enrollmentTokenId)]);
+            await this.db.exec('RELEASE report');
+          } catch (err) {
+            await this.db.exec('ROLLBACK TO report');
+            await this.db.exec('RELEASE report');
+            failed.push([p, err]);
+          }
+        }
+      });
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+      return;
+    }
+    for (const [p, r] of done) p.resolve(r);
+    for (const [p, err] of failed) p.reject(err);
+    if (done.some(([, r]) => r.created)) this.onChange();
   }
 
   async #catchUp(): Promise<void> {
@@ -145,68 +192,37 @@ export class Assessor {
       if (head <= cursor) return;
       if (Number(bounds?.min ?? 0) > cursor + 1) {
         this.logger.warn({ cursor, oldest: bounds?.min }, 'the change log was compacted past the assessment cursor; reassessing everything');
-        await this.#run('full', null);
+        await this.#fullRun();
         return;
       }
       const rows = await this.db.all<{ seq: number; key: string }>("SELECT seq, key FROM change_log WHERE seq > ? AND kind = 'update' ORDER BY seq LIMIT 20000", [cursor]);
       const upTo = rows.length === 20000 ? Number(rows[rows.length - 1]!.seq) : head;
-      await this.#run('catalog', { ids: [...new Set(rows.map((r) => r.key))], cursor: upTo });
+      await this.#catalogRun([...new Set(rows.map((r) => r.key))], upTo);
     }
   }
 
-  /**
-   * Reassesses `which.ids` (catalog changes) or everything (`null`), a page of
-   * computers per transaction; counters and the cursor are written with the last page.
-   */
-  async #run(kind: 'full' | 'catalog', which: { ids: string[]; cursor: number } | null): Promise<RunResult> {
+  /** Rebuilds every result: all computers against the whole catalog, a page of computers per transaction. */
+  async #fullRun(): Promise<RunResult> {
     const start = performance.now();
-    this.#running = kind;
+    this.#running = 'full';
     try {
-      let affected: Set<string> | null = null;
-      let products: Set<string> | null = null; // null: every computer
-      let cursor = which?.cursor ?? (await this.#head());
-      if (which) {
-        const changed = await this.#reload(which.ids);
-        affected = new Set<string>();
-        products = new Set<string>();
-        for (const e of changed) {
-          affected.add(e.id);
-          for (const s of this.index.supersededBy(e)) affected.add(s.id);
-          if (!e.products) products = null;
-          else if (products) for (const p of e.products) products.add(p);
-        }
-        if (products) for (const id of affected) {
-          const e = this.index.get(id);
-          if (!e) continue;
-          if (!e.products) products = null;
-          else if (products) for (const p of e.products) products.add(p);
-        }
-        if (affected.size === 0) {
-          await this.db.run('UPDATE assessment_state SET cursor = ? WHERE id = 1', [cursor]);
-          return this.#finish(kind, 0, 0, start);
-        }
-      } else {
-        await this.db.run('UPDATE assessment_state SET full_pending = 1 WHERE id = 1', []);
-        cursor = await this.#head();
-      }
-
+      await this.db.run('UPDATE assessment_state SET full_pending = 1 WHERE id = 1', []);
+      const cursor = await this.#head();
       const counts = new Map<string, Counts>();
       let computers = 0;
       let after = 0;
       let first = true;
       for (;;) {
-        const page = await this.#candidates(after, products);
+        const page = await this.#candidates(after, null);
         const last = page.length < PAGE;
         await this.db.transaction(async () => {
           if (first) {
             first = false;
-            if (!affected) await this.db.exec('DELETE FROM computer_updates');
-            else for (const ids of chunks([...affected], 400)) await this.db.run(`DELETE FROM computer_updates WHERE update_id IN (${ids.map(() => '?').join(',')})`, ids);
+            await this.db.exec('DELETE FROM computer_updates');
           }
           for (const c of page) {
             const states = this.index.assess(facts(JSON.parse(c.inventory) as Inventory));
             for (const [id, s] of states) {
-              if (affected && !affected.has(id)) continue;
               let n = counts.get(id);
               if (!n) counts.set(id, (n = [0, 0, 0, 0]));
               n[SLOT[s]]!++;
@@ -215,20 +231,132 @@ export class Assessor {
             await this.#summary(c.id, states);
           }
           if (last) {
-            if (!affected) await this.db.exec('DELETE FROM update_compliance');
-            else for (const ids of chunks([...affected], 400)) await this.db.run(`DELETE FROM update_compliance WHERE update_id IN (${ids.map(() => '?').join(',')})`, ids);
+            await this.db.exec('DELETE FROM update_compliance');
             for (const [id, n] of counts) await this.db.run('INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)', [id, ...n]);
-            await this.db.run(`UPDATE assessment_state SET cursor = max(cursor, ?)${affected ? '' : ', full_pending = 0, full_at = ?'} WHERE id = 1`, affected ? [cursor] : [cursor, Date.now()]);
+            await this.db.run('UPDATE assessment_state SET cursor = max(cursor, ?), full_pending = 0, full_at = ? WHERE id = 1', [cursor, Date.now()]);
           }
         });
         computers += page.length;
         if (last) break;
         after = page[page.length - 1]!.id;
       }
-      return this.#finish(kind, affected ? affected.size : this.index.size, computers, start);
+      return this.#finish('full', this.index.size, computers, start);
     } finally {
       this.#running = null;
     }
+  }
+
+  /**
+   * Assesses catalog changes: the changed updates and those they supersede, on the
+   * computers that report their products. Only those updates are evaluated per
+   * computer; rows and summaries change by difference against what is stored, and
+   * the updates' counters are recounted. A page of computers per transaction; the
+   * counters and the cursor go with the last page, so a crash redoes the run.
+   */
+  async #catalogRun(ids: string[], cursor: number): Promise<RunResult> {
+    const start = performance.now();
+    this.#running = 'catalog';
+    try {
+      const { changed, oldSeverity } = await this.#reload(ids);
+      const affectedIds = new Set<string>();
+      let products: Set<string> | null = new Set<string>(); // null: every computer
+      const addProducts = (e: Entry) => {
+        if (!e.products) products = null;
+        else if (products) for (const p of e.products) products.add(p);
+      };
+      for (const e of changed) {
+        affectedIds.add(e.id);
+        addProducts(e);
+        for (const x of this.index.supersededBy(e)) {
+          affectedIds.add(x.id);
+          addProducts(x);
+        }
+      }
+      if (affectedIds.size === 0) {
+        await this.db.run('UPDATE assessment_state SET cursor = max(cursor, ?) WHERE id = 1', [cursor]);
+        return this.#finish('catalog', 0, 0, start);
+      }
+      const affected = [...affectedIds];
+      const entries = affected.map((id) => this.index.get(id)).filter((e): e is Entry => e !== undefined);
+      const sevCol = (sev: string | null | undefined) => SEVERITY_COLUMNS[sev ?? ''] ?? 'req_unrated';
+      const counts = new Map<string, Counts>();
+      let computers = 0;
+      let after = 0;
+      for (;;) {
+        const page = await this.#candidates(after, products);
+        const last = page.length < PAGE;
+        await this.db.transaction(async () => {
+          const stored = await this.#storedRows(page, affected);
+          for (const c of page) {
+            const states = this.index.assessSome(facts(JSON.parse(c.inventory) as Inventory), entries);
+            const old = stored.get(c.id);
+            const d: Record<string, number> = { required: 0, unknown: 0, req_critical: 0, req_important: 0, req_moderate: 0, req_low: 0, req_unrated: 0 };
+            let dirty = false;
+            for (const id of affected) {
+              const s = states.get(id);
+              if (s) {
+                let n = counts.get(id);
+                if (!n) counts.set(id, (n = [0, 0, 0, 0]));
+                n[SLOT[s]]!++;
+              }
+              const o = old?.get(id);
+              const nw = s === 'required' || s === 'unknown' ? s : undefined;
+              const sevOld = o === 'required' ? sevCol(oldSeverity.has(id) ? oldSeverity.get(id) : this.index.get(id)?.severity) : null;
+              const sevNew = nw === 'required' ? sevCol(this.index.get(id)?.severity) : null;
+              if (o !== nw) {
+                if (nw) await this.db.run('INSERT OR REPLACE INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [c.id, id, nw]);
+                else await this.db.run('DELETE FROM computer_updates WHERE computer_id = ? AND update_id = ?', [c.id, id]);
+                d['required']! += (nw === 'required' ? 1 : 0) - (o === 'required' ? 1 : 0);
+                d['unknown']! += (nw === 'unknown' ? 1 : 0) - (o === 'unknown' ? 1 : 0);
+                dirty = true;
+              }
+              if (sevOld !== sevNew) {
+                if (sevOld) d[sevOld]!--;
+                if (sevNew) d[sevNew]!++;
+                dirty = true;
+              }
+            }
+            if (dirty)
+              await this.db.run(
+                `UPDATE computers SET required = required + ?, unknown = unknown + ?, req_critical = req_critical + ?, req_important = req_important + ?,
+                 req_moderate = req_moderate + ?, req_low = req_low + ?, req_unrated = req_unrated + ?, assessed_at = ? WHERE id = ?`,
+                [d['required'], d['unknown'], d['req_critical'], d['req_important'], d['req_moderate'], d['req_low'], d['req_unrated'], Date.now(), c.id],
+              );
+          }
+          if (last) {
+            for (const part of chunks(affected, 400)) await this.db.run(`DELETE FROM update_compliance WHERE update_id IN (${part.map(() => '?').join(',')})`, part);
+            for (const [id, n] of counts) await this.db.run('INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)', [id, ...n]);
+            await this.db.run('UPDATE assessment_state SET cursor = max(cursor, ?) WHERE id = 1', [cursor]);
+          }
+        });
+        computers += page.length;
+        if (last) break;
+        after = page[page.length - 1]!.id;
+      }
+      return this.#finish('catalog', affected.length, computers, start);
+    } finally {
+      this.#running = null;
+    }
+  }
+
+  /** The stored required/unknown rows of `updateIds` for a page of computers. */
+  async #storedRows(page: ComputerRow[], updateIds: string[]): Promise<Map<number, Map<string, string>>> {
+    const out = new Map<number, Map<string, string>>();
+    if (!page.length) return out;
+    const lo = page[0]!.id;
+    const hi = page[page.length - 1]!.id;
+    for (const part of chunks(updateIds, 400)) {
+      const rows = await this.db.all<{ computer_id: number; update_id: string; state: string }>(
+        `SELECT computer_id, update_id, state FROM computer_updates WHERE computer_id BETWEEN ? AND ? AND update_id IN (${part.map(() => '?').join(',')})`,
+        [lo, hi, ...part],
+      );
+      for (const r of rows) {
+        let m = out.get(Number(r.computer_id));
+        if (!m) out.set(Number(r.computer_id), (m = new Map()));
+        m.set(r.update_id, r.state);
+      }
+    }
+    return out;
   }
 
   #finish(kind: 'full' | 'catalog', updates: number, computers: number, start: number): RunResult {
@@ -241,9 +369,13 @@ export class Assessor {
     return r;
   }
 
-  /** Re-reads changed updates into the index; returns the entries whose assessment may change (old and new forms). */
-  async #reload(ids: string[]): Promise<Entry[]> {
-    const out: Entry[] = [];
+  /**
+   * Re-reads changed updates into the index. Returns the entries whose assessment
+   * may change (old and new forms) and the severities the changed ones had.
+   */
+  async #reload(ids: string[]): Promise<{ changed: Entry[]; oldSeverity: Map<string, string | null> }> {
+    const changed: Entry[] = [];
+    const oldSeverity = new Map<string, string | null>();
     for (const part of chunks(ids, 400)) {
       const rows = await this.db.all<UpdateRow & { expired: number }>(
         `SELECT id, kb, product, severity, applicability, installed, supersedes, expired FROM updates WHERE id IN (${part.map(() => '?').join(',')})`,
@@ -253,18 +385,19 @@ export class Assessor {
       for (const id of part) {
         const r = found.get(id);
         const cur = this.index.get(id);
+        if (cur) oldSeverity.set(id, cur.severity);
         if (!r || r.expired) {
           const old = this.index.delete(id);
-          if (old) out.push(old);
+          if (old) changed.push(old);
           continue;
         }
         if (cur && cur.sig === CatalogIndex.signature(r)) continue; // e.g. a custom severity assigned: nothing to reassess
         const old = this.index.set(r);
-        if (old) out.push(old);
-        out.push(this.index.get(id)!);
+        if (old) changed.push(old);
+        changed.push(this.index.get(id)!);
       }
     }
-    return out;
+    return { changed, oldSeverity };
   }
 
   /** The next page of computers that report one of `products` (or that report no product list), by id. */
@@ -295,6 +428,7 @@ export class Assessor {
     return { required, unknown };
   }
 
+  /** Stores one report and its assessment (inside the caller's transaction). */
   async #report(r: Report, now: number, enrollmentTokenId: string | undefined): Promise<ReportResult> {
     const old = await this.db.get<ComputerRow>('SELECT id, inventory, scan_id FROM computers WHERE agent_key = ?', [r.agentKey]);
     let inv: Inventory;
@@ -310,58 +444,60 @@ export class Assessor {
         throw new AppError('validation-failed', `invalid delta: ${(err as Error).message}`);
       }
     }
-    const before = old ? this.index.assess(facts(JSON.parse(old.inventory) as Inventory)) : new Map<string, State>();
+    const oldInv = old ? (JSON.parse(old.inventory) as Inventory) : null;
+    const before = oldInv ? this.index.assess(facts(oldInv)) : new Map<string, State>();
     const after = this.index.assess(facts(inv));
     const json = JSON.stringify(inv);
-    return this.db.transaction(async () => {
-      let id: number;
-      const scanId = (old?.scan_id ?? 0) + 1;
-      const os = inv.os;
-      if (old) {
-        id = old.id;
-        await this.db.run(
-          'UPDATE computers SET name = ?, os_family = ?, os_name = ?, os_version = ?, arch = ?, language = ?, agent_version = coalesce(?, agent_version), inventory = ?, scan_id = ?, last_scan_at = ? WHERE id = ?',
-          [r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, r.agentVersion ?? null, json, scanId, now, id],
-        );
-      } else {
-        if (enrollmentTokenId) {
-          const used = await this.db.run('UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ? AND (max_uses IS NULL OR uses < max_uses)', [enrollmentTokenId]);
-          if (!used) throw new AppError('forbidden', 'this enrolment token has enrolled as many computers as it may');
-        }
-        const row = await this.db.get<{ id: number }>(
-          'INSERT INTO computers (agent_key, name, os_family, os_name, os_version, arch, language, agent_version, inventory, scan_id, last_scan_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id',
-          [r.agentKey, r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, r.agentVersion ?? null, json, scanId, now, now],
-        );
-        id = Number(row!.id);
+    let id: number;
+    const scanId = (old?.scan_id ?? 0) + 1;
+    const os = inv.os;
+    if (old) {
+      id = old.id;
+      await this.db.run(
+        'UPDATE computers SET name = ?, os_family = ?, os_name = ?, os_version = ?, arch = ?, language = ?, agent_version = coalesce(?, agent_version), inventory = ?, scan_id = ?, last_scan_at = ? WHERE id = ?',
+        [r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, r.agentVersion ?? null, json, scanId, now, id],
+      );
+    } else {
+      if (enrollmentTokenId) {
+        const used = await this.db.run('UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ? AND (max_uses IS NULL OR uses < max_uses)', [enrollmentTokenId]);
+        if (!used) throw new AppError('forbidden', 'this enrolment token has enrolled as many computers as it may');
       }
-      // The product index of this computer, when its products changed.
-      const oldProducts = old ? productKeys(JSON.parse(old.inventory) as Inventory) : [];
-      const newProducts = productKeys(inv);
-      if (oldProducts.join('\n') !== newProducts.join('\n')) {
-        await this.db.run('DELETE FROM computer_products WHERE computer_id = ?', [id]);
-        for (const p of newProducts) await this.db.run('INSERT OR IGNORE INTO computer_products (product, computer_id) VALUES (?, ?)', [p, id]);
-      }
-      // Only the difference: counters and rows of the updates whose state changed.
-      for (const uid of new Set([...before.keys(), ...after.keys()])) {
-        const s0 = before.get(uid);
-        const s1 = after.get(uid);
-        if (s0 === s1) continue;
-        const d: Counts = [0, 0, 0, 0];
-        if (s0) d[SLOT[s0]]!--;
-        if (s1) d[SLOT[s1]]!++;
-        await this.db.run(
-          `INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT(update_id) DO UPDATE SET installed = installed + excluded.installed, required = required + excluded.required,
-           unknown = unknown + excluded.unknown, superseded = superseded + excluded.superseded`,
-          [uid, ...d],
-        );
-        if (s1 === 'required' || s1 === 'unknown') await this.db.run('INSERT OR REPLACE INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [id, uid, s1]);
-        else if (s0 === 'required' || s0 === 'unknown') await this.db.run('DELETE FROM computer_updates WHERE computer_id = ? AND update_id = ?', [id, uid]);
-      }
-      const sum = await this.#summary(id, after, now);
-      if (!old) this.onChange();
-      return { computerId: id, scanId, created: !old, ...sum };
-    });
+      const row = await this.db.get<{ id: number }>(
+        'INSERT INTO computers (agent_key, name, os_family, os_name, os_version, arch, language, agent_version, inventory, scan_id, last_scan_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id',
+        [r.agentKey, r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, r.agentVersion ?? null, json, scanId, now, now],
+      );
+      id = Number(row!.id);
+    }
+    // The product index of this computer, when its products changed.
+    const oldProducts = oldInv ? productKeys(oldInv) : [];
+    const newProducts = productKeys(inv);
+    if (oldProducts.join('\n') !== newProducts.join('\n')) {
+      await this.db.run('DELETE FROM computer_products WHERE computer_id = ?', [id]);
+      for (const p of newProducts) await this.db.run('INSERT OR IGNORE INTO computer_products (product, computer_id) VALUES (?, ?)', [p, id]);
+    }
+    // Only the difference: counters and rows of the updates whose state changed.
+    for (const uid of new Set([...before.keys(), ...after.keys()])) {
+      const s0 = before.get(uid);
+      const s1 = after.get(uid);
+      if (s0 !== s1) await this.#changed(id, uid, s0, s1);
+    }
+    const sum = await this.#summary(id, after, now);
+    return { computerId: id, scanId, created: !old, ...sum };
+  }
+
+  /** One (computer, update) pair changed state: its row and the update's counters follow. */
+  async #changed(computerId: number, updateId: string, s0: State | undefined, s1: State | undefined): Promise<void> {
+    const d: Counts = [0, 0, 0, 0];
+    if (s0) d[SLOT[s0]]!--;
+    if (s1) d[SLOT[s1]]!++;
+    await this.db.run(
+      `INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT(update_id) DO UPDATE SET installed = installed + excluded.installed, required = required + excluded.required,
+       unknown = unknown + excluded.unknown, superseded = superseded + excluded.superseded`,
+      [updateId, ...d],
+    );
+    if (s1 === 'required' || s1 === 'unknown') await this.db.run('INSERT OR REPLACE INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [computerId, updateId, s1]);
+    else if (s0 === 'required' || s0 === 'unknown') await this.db.run('DELETE FROM computer_updates WHERE computer_id = ? AND update_id = ?', [computerId, updateId]);
   }
 }
 

@@ -122,6 +122,18 @@ export class CatalogIndex {
     return e.supersedes.flatMap((kb) => [...(this.#byProductKb.get(`${e.product}|${kb}`) ?? [])]);
   }
 
+  /** One update's state on a computer before supersedence. */
+  rawState(e: Entry, f: Facts): State | 'not-applicable' {
+    if (f.products) {
+      if (e.fast) {
+        const versions = f.products.get(e.product);
+        return versions ? fastState(e.fast, versions, f.kbs) : 'not-applicable';
+      }
+      if (e.products && !e.products.some((p) => f.products!.has(p))) return 'not-applicable';
+    }
+    return stateOf(e.app(f), e.inst(f));
+  }
+
   /**
    * The applicable updates of a computer and their states, supersedence applied.
    * Only updates of the products it reports are evaluated (all, when it reports
@@ -137,31 +149,14 @@ export class CatalogIndex {
       for (const e of this.#byId.values()) visit(e);
     } else {
       const gen = ++this.#gen;
-      const kbs = f.kbs;
       for (const [p, versions] of f.products) {
         const list = this.#byProduct.get(p);
         if (!list) continue;
         for (const e of list) {
           if (e.mark === gen) continue;
           e.mark = gen;
-          const fast = e.fast;
-          if (fast === null || e.product !== p) {
-            visit(e);
-            continue;
-          }
-          // applicable (the product is here); installed = any(kb, some install >= want)
-          let inst: Tri = kbs === null ? UNKNOWN : kbs.has(fast.kb) ? TRUE : FALSE;
-          if (inst !== TRUE) {
-            for (let i = 0; i < versions.length; i++) {
-              const v = versions[i];
-              if (v === null || v === undefined) inst = UNKNOWN;
-              else if (compareVersions(v, fast.want) >= 0) {
-                inst = TRUE;
-                break;
-              }
-            }
-          }
-          raw.set(e.id, inst === TRUE ? 'installed' : inst === FALSE ? 'required' : 'unknown');
+          if (e.fast === null || e.product !== p) visit(e);
+          else raw.set(e.id, fastState(e.fast, versions, f.kbs));
         }
       }
       for (const e of this.#unindexed) visit(e);
@@ -170,21 +165,56 @@ export class CatalogIndex {
     // in a chain A <- B <- C all required, A and B are superseded, C is required.
     const out = new Map(raw);
     for (const [id, s] of raw) {
-      if (s !== 'required') continue;
-      const e = this.#byId.get(id)!;
-      if (!e.kb) continue;
-      const sups = this.#superseders.get(`${e.product}|${e.kb}`);
-      if (!sups) continue;
-      for (const x of sups) {
-        const xs = x.id === id ? undefined : raw.get(x.id);
-        if (xs === 'installed' || xs === 'required') {
-          out.set(id, 'superseded');
-          break;
-        }
-      }
+      if (s === 'required' && this.#hiddenBy(this.#byId.get(id)!, (x) => raw.get(x.id))) out.set(id, 'superseded');
     }
     return out;
   }
+
+  /**
+   * The states of just `entries` on a computer (supersedence applied), evaluating
+   * them and, when one is required, the updates that supersede it: what a catalog
+   * change needs, without assessing the computer's whole catalog.
+   */
+  assessSome(f: Facts, entries: readonly Entry[]): Map<string, State> {
+    const raw = new Map<string, State | 'not-applicable'>();
+    const rawOf = (e: Entry) => {
+      let s = raw.get(e.id);
+      if (s === undefined) raw.set(e.id, (s = this.rawState(e, f)));
+      return s;
+    };
+    const out = new Map<string, State>();
+    for (const e of entries) {
+      const s = rawOf(e);
+      if (s === 'not-applicable') continue;
+      out.set(e.id, s === 'required' && this.#hiddenBy(e, rawOf) ? 'superseded' : s);
+    }
+    return out;
+  }
+
+  /** Is a required update hidden by one superseding it that is installed or required? */
+  #hiddenBy(e: Entry, rawOf: (x: Entry) => State | 'not-applicable' | undefined): boolean {
+    if (!e.kb) return false;
+    const sups = this.#superseders.get(`${e.product}|${e.kb}`);
+    if (!sups) return false;
+    for (const x of sups) {
+      if (x === e) continue;
+      const xs = rawOf(x);
+      if (xs === 'installed' || xs === 'required') return true;
+    }
+    return false;
+  }
+}
+
+/** installed = any(kb, some install at or above the fixed build), three-valued; applicable since the product is there. */
+function fastState(fast: NonNullable<Entry['fast']>, versions: readonly (number[] | null)[], kbs: Set<string> | null): State {
+  if (kbs !== null && kbs.has(fast.kb)) return 'installed';
+  let unknown = kbs === null;
+  for (let i = 0; i < versions.length; i++) {
+    const v = versions[i];
+    if (v === null || v === undefined) unknown = true;
+    else if (compareVersions(v, fast.want) >= 0) return 'installed';
+  }
+  return unknown ? 'unknown' : 'required';
 }
 
 /** `{product: P}` applicability with `{any: [{kb: K}, {product: P, version: {gte: V}}]}` installed, or null. */

@@ -13,7 +13,7 @@ export { stateOf, type State } from './catalog-index.js';
 export function createAssessment(db: Database, orm: Orm, settings: SettingsService, logger: Logger) {
   const conn = openConn(db);
   const assessor = new Assessor(conn, logger.child({ module: 'assessment' }));
-  const computers = new Computers(orm, assessor.index, async () => staleBefore(await assessmentSettings(settings)));
+  const computers = new Computers(db.reader, orm, assessor.index, async () => staleBefore(await assessmentSettings(settings)));
   return {
     assessor,
     computers,

@@ -64,7 +64,10 @@ const KINDS: FilterItem['kind'][] = ['stale', 'severity', 'custom-severity', 'os
 
 export class Computers {
   constructor(
+    /** Reads (db.reader: sees the assessor's commits at once). */
     private readonly orm: Orm,
+    /** Writes: custom filters. */
+    private readonly writer: Orm,
     private readonly index: CatalogIndex,
     /** Scans before this instant are stale. */
     private readonly staleBefore: () => Promise<number>,
@@ -201,7 +204,7 @@ export class Computers {
     if (condition.requires !== undefined && !(await this.orm.query.updates.findFirst({ where: eq(updates.id, condition.requires), columns: { id: true } })))
       throw new AppError('validation-failed', `no update ${condition.requires}`);
     try {
-      const [row] = await this.orm.insert(customFilters).values({ name, condition: JSON.stringify(condition), createdAt: Date.now(), createdBy: by }).returning();
+      const [row] = await this.writer.insert(customFilters).values({ name, condition: JSON.stringify(condition), createdAt: Date.now(), createdBy: by }).returning();
       return { id: `custom:${row!.id}`, name, kind: 'custom' as const, count: await this.#count(condition), condition };
     } catch (err) {
       if (isUniqueViolation(err)) throw new AppError('conflict', `a filter named "${name}" exists`);
@@ -212,7 +215,7 @@ export class Computers {
   async deleteFilter(id: string): Promise<void> {
     const m = /^custom:(\d+)$/.exec(id);
     if (!m) throw new AppError('conflict', `filter ${id} is automatic; only admins' own (custom:N) filters can be deleted`);
-    const r = await this.orm.delete(customFilters).where(eq(customFilters.id, Number(m[1])));
+    const r = await this.writer.delete(customFilters).where(eq(customFilters.id, Number(m[1])));
     if (!r.rowsAffected) throw new AppError('not-found', `no filter ${id}`);
   }
 

@@ -25,6 +25,15 @@ export interface Database {
   readonly filePath: string | null;
   readonly client: Client;
   readonly orm: Orm;
+  /**
+   * Reads that must see what other connections (the assessor, imports, the
+   * replica writer) just committed. The client's pool of file connections was
+   * seen to keep one connection on an old snapshot for seconds after another
+   * connection committed (libsql 0.5.29 / @libsql/client 0.18.0: statements are
+   * reset before they run, not after); a client of one connection used only for
+   * plain reads (never a transaction) has not shown it. Same as `orm` remotely.
+   */
+  readonly reader: Orm;
   close(): void;
 }
 
@@ -55,7 +64,20 @@ export async function openDatabase(url: string, authToken?: string): Promise<Dat
     }
     const orm = drizzle(client, { schema });
     await migrate(orm, { migrationsFolder: MIGRATIONS_DIR });
-    return { url, authToken, filePath, client, orm, close: () => client.close() };
+    const readClient = filePath ? createClient({ url, timeout: BUSY_TIMEOUT_MS, concurrency: 1 }) : client;
+    const reader = filePath ? drizzle(readClient, { schema }) : orm;
+    return {
+      url,
+      authToken,
+      filePath,
+      client,
+      orm,
+      reader,
+      close: () => {
+        if (readClient !== client) readClient.close();
+        client.close();
+      },
+    };
   } catch (err) {
     client.close();
     throw err;

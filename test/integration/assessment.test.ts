@@ -1,4 +1,5 @@
 import t from 'tap';
+import { sql } from 'drizzle-orm';
 import { api, buildRealCatalog, header, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog, type RunningNode } from '../helpers.js';
 
 const W11 = 'Windows 11 Version 23H2 for x64-based Systems';
@@ -163,7 +164,7 @@ t.test('catalog imports reassess incrementally: new, changed, expired and supers
   t.same(await required(n, computers[0]!), ['5000001', '5000002']);
   t.same(await required(n, computers[1]!), ['5000002']);
   t.same(await required(n, computers[2]!), []);
-  const compliance = async (id: string) => (await n.node.db!.client.execute({ sql: 'SELECT installed, required, unknown, superseded FROM update_compliance WHERE update_id = ?', args: [id] })).rows[0];
+  const compliance = async (id: string) => (await n.node.db!.reader.all(sql`SELECT installed, required, unknown, superseded FROM update_compliance WHERE update_id = ${id}`))[0];
   t.match(await compliance('test-2'), { installed: 1, required: 2 });
   t.equal(await filterCount(n, 'severity:critical'), 2);
 
@@ -186,11 +187,26 @@ t.test('catalog imports reassess incrementally: new, changed, expired and supers
   t.equal(status.cursor, status.head, 'the assessment caught up with the change log');
   t.equal(status.lastRun.kind, 'catalog');
 
-  // A full reassessment gives the same answers.
-  const before = await Promise.all(computers.map((c) => required(n, c)));
+  // A full reassessment gives the same answers as the incremental one: rows, counters, summaries.
+  const snapshot = async () => ({
+    rows: (await n.node.db!.reader.all<Record<string, unknown>>(sql`SELECT computer_id, update_id, state FROM computer_updates ORDER BY 1, 2`)).map((r) => [...Object.values(r)]),
+    counts: (await n.node.db!.reader.all<Record<string, unknown>>(sql`SELECT * FROM update_compliance WHERE installed + required + unknown + superseded > 0 ORDER BY update_id`)).map((r) => [...Object.values(r)]),
+    summaries: ((await api(n.url, n.token, '/api/v1/computers')).body.items as { id: number; required: number; unknown: number; requiredBySeverity: unknown }[]).map((c) => [c.id, c.required, c.unknown, c.requiredBySeverity]),
+  });
+  const incremental = await snapshot();
   const full = await api(n.url, n.token, '/api/v1/assessment/run', { method: 'POST' });
   t.equal(full.status, 200);
   t.equal(full.body.computers, 4);
-  t.same(await Promise.all(computers.map((c) => required(n, c))), before);
+  t.same(await snapshot(), incremental, 'full and incremental assessment agree');
   t.match(await compliance('test-3'), { installed: 0, required: 3 });
+
+  // An inventory delta on top: a computer installs the superseding update by KB.
+  const c0 = (await api(n.url, n.token, `/api/v1/computers/${computers[0]}`)).body;
+  const d = await report(n, token, { agentKey: 'contoso-0-pc', name: 'C0', delta: { baseScanId: c0.scanId, kbs: { add: ['5000003'] } } });
+  t.equal(d.status, 200);
+  t.same(await required(n, computers[0]!), [], 'read right after the report: nothing required');
+  t.same((await api(n.url, n.token, `/api/v1/computers/${computers[0]}/updates?state=superseded`)).body.items.map((x: { kb: string }) => x.kb), ['5000002'], 'still superseded: its successor is installed');
+  const afterDelta = await snapshot();
+  await api(n.url, n.token, '/api/v1/assessment/run', { method: 'POST' });
+  t.same(await snapshot(), afterDelta, 'the delta left the same state a full run computes');
 });
