@@ -119,7 +119,7 @@ async function main(): Promise<void> {
       let count = 0;
       await new Promise<void>((resolve, reject) => {
         call.on('data', (msg: ServerMessage) => {
-          if ("batch" in msg && msg.batch) count += msg.batch.changes.length;
+          if ("batch" in msg && msg.batch) count += msg.batch.changes.filter((c) => c.kind === "update").length;
           if ("resync_end" in msg && msg.resync_end) {
             done.push((performance.now() - t0) / 1000);
             if (count !== m) reject(new Error(`subscriber ${i} got ${count} of ${m}`));

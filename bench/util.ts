@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -25,7 +26,8 @@ export interface Node {
 
 /**
  * Starts `patchtree serve` as a real process on loopback (plaintext), joined to
- * `upstream` when given. BENCH_PROFILE_DIR=dir writes a CPU profile of it there.
+ * `upstream` when given. BENCH_PROFILE_DIR=dir writes a CPU profile of it there;
+ * BENCH_LOG_DIR=dir keeps its log there.
  */
 export async function startNode(dir: string, name: string, pub: string, upstream?: Node, extra: string[] = []): Promise<Node> {
   const args = [join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, name), '--name', name, '--http-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1',
@@ -39,7 +41,10 @@ export async function startNode(dir: string, name: string, pub: string, upstream
   benchProcesses.push(proc);
   return new Promise((resolve, reject) => {
     proc.on('exit', (c) => reject(new Error(`${name} exited ${c}`)));
+    const logDir = process.env['BENCH_LOG_DIR'];
+    const logFile = logDir ? createWriteStream(join(logDir, `${name}.log`)) : null;
     createInterface({ input: proc.stdout! }).on('line', (l) => {
+      logFile?.write(`${l}\n`);
       try {
         const rec = JSON.parse(l) as { msg?: string; http?: number; grpc?: number };
         if (rec.msg === 'node started') resolve({ pid: proc.pid!, url: `http://127.0.0.1:${rec.http}`, grpc: rec.grpc!, proc });

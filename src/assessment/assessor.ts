@@ -405,7 +405,7 @@ export class Assessor {
     if (!products) return this.db.all<ComputerRow>('SELECT id, inventory, scan_id FROM computers WHERE id > ? ORDER BY id LIMIT ?', [after, PAGE]);
     const list = [...products, '*'];
     return this.db.all<ComputerRow>(
-      `SELECT id, inventory, scan_id FROM computers c WHERE id > ? AND EXISTS (SELECT 1 FROM computer_products p WHERE p.computer_id = c.id AND p.product IN (${list.map(() => '?').join(',')})) ORDER BY id LIMIT ?`,
+      `SELECT id, inventory, scan_id FROM computers c WHERE id > ? AND EXISTS (SELECT 1 FROM computer_products p INDEXED BY computer_products_computer WHERE p.computer_id = c.id AND p.product IN (${list.map(() => '?').join(',')})) ORDER BY id LIMIT ?`,
       [after, ...list, PAGE],
     );
   }
