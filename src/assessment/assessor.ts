@@ -1,5 +1,5 @@
 import PQueue from 'p-queue';
-import type { SqlConn } from '../db/exec.js';
+import type { SqlConn, Write } from '../db/exec.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { facts, type Inventory } from './evaluate.js';
@@ -95,7 +95,7 @@ export class Assessor {
     const state = await this.db.get<{ cursor: number; full_pending: number }>('SELECT cursor, full_pending FROM assessment_state WHERE id = 1', []);
     if (!state) {
       const head = await this.#head();
-      await this.db.run('INSERT INTO assessment_state (id, cursor, full_pending) VALUES (1, ?, 0)', [head]);
+      await this.db.write([['INSERT INTO assessment_state (id, cursor, full_pending) VALUES (1, ?, 0)', [head]]]);
       const n = await this.db.get<{ n: number }>('SELECT count(*) AS n FROM computers', []);
       if (Number(n?.n ?? 0) > 0) void this.full().catch((err) => this.logger.error({ err }, 'full reassessment failed'));
     } else if (state.full_pending) {
@@ -151,29 +151,28 @@ export class Assessor {
   }
 
   /**
-   * Reports that arrived together are stored in one transaction (one fsync), each
-   * inside its own savepoint: a refused report rolls back alone and its agent gets
-   * the error, the others commit.
+   * Reports that arrived together are stored in one transaction (one fsync). Each
+   * is checked and assessed first; a refused one adds nothing and its agent gets
+   * the error, the others commit together.
    */
   async #drainReports(): Promise<void> {
     const batch = this.#pending.splice(0, REPORT_BATCH);
     if (this.#pending.length) void this.#queue.add(() => this.#drainReports());
+    const w: Write[] = [];
+    const ctx: BatchContext = { computers: new Map(), tokens: new Map(), nextId: null };
     const done: [PendingReport, ReportResult][] = [];
     const failed: [PendingReport, unknown][] = [];
+    for (const p of batch) {
+      const mine: Write[] = [];
+      try {
+        done.push([p, await this.#report(p.r, p.now, p.enrollmentTokenId, ctx, mine)]);
+        w.push(...mine);
+      } catch (err) {
+        failed.push([p, err]);
+      }
+    }
     try {
-      await this.db.transaction(async () => {
-        for (const p of batch) {
-          await this.db.exec('SAVEPOINT report');
-          try {
-            done.push([p, await this.#report(p.r, p.now, p.enrollmentTokenId)]);
-            await this.db.exec('RELEASE report');
-          } catch (err) {
-            await this.db.exec('ROLLBACK TO report');
-            await this.db.exec('RELEASE report');
-            failed.push([p, err]);
-          }
-        }
-      });
+      await this.db.write(w);
     } catch (err) {
       for (const p of batch) p.reject(err);
       return;
@@ -206,7 +205,7 @@ export class Assessor {
     const start = performance.now();
     this.#running = 'full';
     try {
-      await this.db.run('UPDATE assessment_state SET full_pending = 1 WHERE id = 1', []);
+      await this.db.write([['UPDATE assessment_state SET full_pending = 1 WHERE id = 1', []]]);
       const cursor = await this.#head();
       const counts = new Map<string, Counts>();
       let computers = 0;
@@ -215,30 +214,32 @@ export class Assessor {
       for (;;) {
         const page = await this.#candidates(after, null);
         const last = page.length < PAGE;
-        await this.db.transaction(async () => {
-          if (first) {
-            first = false;
-            await this.db.exec('DELETE FROM computer_updates');
+        const w: Write[] = [];
+        if (first) {
+          first = false;
+          w.push(['DELETE FROM computer_updates', []]);
+        }
+        const now = Date.now();
+        for (const c of page) {
+          const states = this.index.assess(facts(JSON.parse(c.inventory) as Inventory));
+          for (const [id, s] of states) {
+            let n = counts.get(id);
+            if (!n) counts.set(id, (n = [0, 0, 0, 0]));
+            n[SLOT[s]]!++;
+            if (s === 'required' || s === 'unknown') w.push(['INSERT INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [c.id, id, s]]);
           }
-          for (const c of page) {
-            const states = this.index.assess(facts(JSON.parse(c.inventory) as Inventory));
-            for (const [id, s] of states) {
-              let n = counts.get(id);
-              if (!n) counts.set(id, (n = [0, 0, 0, 0]));
-              n[SLOT[s]]!++;
-              if (s === 'required' || s === 'unknown') await this.db.run('INSERT INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [c.id, id, s]);
-            }
-            await this.#summary(c.id, states);
-          }
-          if (last) {
-            await this.db.exec('DELETE FROM update_compliance');
-            for (const [id, n] of counts) await this.db.run('INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)', [id, ...n]);
-            await this.db.run('UPDATE assessment_state SET cursor = max(cursor, ?), full_pending = 0, full_at = ? WHERE id = 1', [cursor, Date.now()]);
-          }
-        });
+          w.push(this.#summary(c.id, states, now).write);
+        }
+        if (last) {
+          w.push(['DELETE FROM update_compliance', []]);
+          for (const [id, n] of counts) w.push(['INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)', [id, ...n]]);
+          w.push(['UPDATE assessment_state SET cursor = max(cursor, ?), full_pending = 0, full_at = ? WHERE id = 1', [cursor, Date.now()]]);
+        }
+        await this.db.write(w);
         computers += page.length;
         if (last) break;
         after = page[page.length - 1]!.id;
+        await yieldToIo();
       }
       return this.#finish('full', this.index.size, computers, start);
     } finally {
@@ -273,7 +274,7 @@ export class Assessor {
         }
       }
       if (affectedIds.size === 0) {
-        await this.db.run('UPDATE assessment_state SET cursor = max(cursor, ?) WHERE id = 1', [cursor]);
+        await this.db.write([['UPDATE assessment_state SET cursor = max(cursor, ?) WHERE id = 1', [cursor]]]);
         return this.#finish('catalog', 0, 0, start);
       }
       const affected = [...affectedIds];
@@ -285,53 +286,55 @@ export class Assessor {
       for (;;) {
         const page = await this.#candidates(after, products);
         const last = page.length < PAGE;
-        await this.db.transaction(async () => {
-          const stored = await this.#storedRows(page, affected);
-          for (const c of page) {
-            const states = this.index.assessSome(facts(JSON.parse(c.inventory) as Inventory), entries);
-            const old = stored.get(c.id);
-            const d: Record<string, number> = { required: 0, unknown: 0, req_critical: 0, req_important: 0, req_moderate: 0, req_low: 0, req_unrated: 0 };
-            let dirty = false;
-            for (const id of affected) {
-              const s = states.get(id);
-              if (s) {
-                let n = counts.get(id);
-                if (!n) counts.set(id, (n = [0, 0, 0, 0]));
-                n[SLOT[s]]!++;
-              }
-              const o = old?.get(id);
-              const nw = s === 'required' || s === 'unknown' ? s : undefined;
-              const sevOld = o === 'required' ? sevCol(oldSeverity.has(id) ? oldSeverity.get(id) : this.index.get(id)?.severity) : null;
-              const sevNew = nw === 'required' ? sevCol(this.index.get(id)?.severity) : null;
-              if (o !== nw) {
-                if (nw) await this.db.run('INSERT OR REPLACE INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [c.id, id, nw]);
-                else await this.db.run('DELETE FROM computer_updates WHERE computer_id = ? AND update_id = ?', [c.id, id]);
-                d['required']! += (nw === 'required' ? 1 : 0) - (o === 'required' ? 1 : 0);
-                d['unknown']! += (nw === 'unknown' ? 1 : 0) - (o === 'unknown' ? 1 : 0);
-                dirty = true;
-              }
-              if (sevOld !== sevNew) {
-                if (sevOld) d[sevOld]!--;
-                if (sevNew) d[sevNew]!++;
-                dirty = true;
-              }
+        const stored = await this.#storedRows(page, affected);
+        const w: Write[] = [];
+        const now = Date.now();
+        for (const c of page) {
+          const states = this.index.assessSome(facts(JSON.parse(c.inventory) as Inventory), entries);
+          const old = stored.get(c.id);
+          const d: Record<string, number> = { required: 0, unknown: 0, req_critical: 0, req_important: 0, req_moderate: 0, req_low: 0, req_unrated: 0 };
+          let dirty = false;
+          for (const id of affected) {
+            const s = states.get(id);
+            if (s) {
+              let n = counts.get(id);
+              if (!n) counts.set(id, (n = [0, 0, 0, 0]));
+              n[SLOT[s]]!++;
             }
-            if (dirty)
-              await this.db.run(
-                `UPDATE computers SET required = required + ?, unknown = unknown + ?, req_critical = req_critical + ?, req_important = req_important + ?,
-                 req_moderate = req_moderate + ?, req_low = req_low + ?, req_unrated = req_unrated + ?, assessed_at = ? WHERE id = ?`,
-                [d['required'], d['unknown'], d['req_critical'], d['req_important'], d['req_moderate'], d['req_low'], d['req_unrated'], Date.now(), c.id],
-              );
+            const o = old?.get(id);
+            const nw = s === 'required' || s === 'unknown' ? s : undefined;
+            const sevOld = o === 'required' ? sevCol(oldSeverity.has(id) ? oldSeverity.get(id) : this.index.get(id)?.severity) : null;
+            const sevNew = nw === 'required' ? sevCol(this.index.get(id)?.severity) : null;
+            if (o !== nw) {
+              if (nw) w.push(['INSERT OR REPLACE INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [c.id, id, nw]]);
+              else w.push(['DELETE FROM computer_updates WHERE computer_id = ? AND update_id = ?', [c.id, id]]);
+              d['required']! += (nw === 'required' ? 1 : 0) - (o === 'required' ? 1 : 0);
+              d['unknown']! += (nw === 'unknown' ? 1 : 0) - (o === 'unknown' ? 1 : 0);
+              dirty = true;
+            }
+            if (sevOld !== sevNew) {
+              if (sevOld) d[sevOld]!--;
+              if (sevNew) d[sevNew]!++;
+              dirty = true;
+            }
           }
-          if (last) {
-            for (const part of chunks(affected, 400)) await this.db.run(`DELETE FROM update_compliance WHERE update_id IN (${part.map(() => '?').join(',')})`, part);
-            for (const [id, n] of counts) await this.db.run('INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)', [id, ...n]);
-            await this.db.run('UPDATE assessment_state SET cursor = max(cursor, ?) WHERE id = 1', [cursor]);
-          }
-        });
+          if (dirty)
+            w.push([
+              `UPDATE computers SET required = required + ?, unknown = unknown + ?, req_critical = req_critical + ?, req_important = req_important + ?,
+               req_moderate = req_moderate + ?, req_low = req_low + ?, req_unrated = req_unrated + ?, assessed_at = ? WHERE id = ?`,
+              [d['required'], d['unknown'], d['req_critical'], d['req_important'], d['req_moderate'], d['req_low'], d['req_unrated'], now, c.id],
+            ]);
+        }
+        if (last) {
+          for (const part of chunks(affected, 400)) w.push([`DELETE FROM update_compliance WHERE update_id IN (${part.map(() => '?').join(',')})`, part]);
+          for (const [id, n] of counts) w.push(['INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)', [id, ...n]]);
+          w.push(['UPDATE assessment_state SET cursor = max(cursor, ?) WHERE id = 1', [cursor]]);
+        }
+        await this.db.write(w);
         computers += page.length;
         if (last) break;
         after = page[page.length - 1]!.id;
+        await yieldToIo();
       }
       return this.#finish('catalog', affected.length, computers, start);
     } finally {
@@ -410,8 +413,8 @@ export class Assessor {
     );
   }
 
-  /** The computer's summary columns, from its states. */
-  async #summary(id: number, states: Map<string, State>, now = Date.now()): Promise<{ required: number; unknown: number }> {
+  /** The computer's summary columns, from its states, as a write. */
+  #summary(id: number, states: Map<string, State>, now: number): { required: number; unknown: number; write: Write } {
     let required = 0;
     let unknown = 0;
     const sev: Record<string, number> = { req_critical: 0, req_important: 0, req_moderate: 0, req_low: 0, req_unrated: 0 };
@@ -421,16 +424,22 @@ export class Assessor {
       required++;
       sev[SEVERITY_COLUMNS[this.index.get(uid)?.severity ?? ''] ?? 'req_unrated']!++;
     }
-    await this.db.run(
-      'UPDATE computers SET required = ?, unknown = ?, req_critical = ?, req_important = ?, req_moderate = ?, req_low = ?, req_unrated = ?, assessed_at = ? WHERE id = ?',
-      [required, unknown, sev['req_critical'], sev['req_important'], sev['req_moderate'], sev['req_low'], sev['req_unrated'], now, id],
-    );
-    return { required, unknown };
+    return {
+      required,
+      unknown,
+      write: [
+        'UPDATE computers SET required = ?, unknown = ?, req_critical = ?, req_important = ?, req_moderate = ?, req_low = ?, req_unrated = ?, assessed_at = ? WHERE id = ?',
+        [required, unknown, sev['req_critical'], sev['req_important'], sev['req_moderate'], sev['req_low'], sev['req_unrated'], now, id],
+      ],
+    };
   }
 
-  /** Stores one report and its assessment (inside the caller's transaction). */
-  async #report(r: Report, now: number, enrollmentTokenId: string | undefined): Promise<ReportResult> {
-    const old = await this.db.get<ComputerRow>('SELECT id, inventory, scan_id FROM computers WHERE agent_key = ?', [r.agentKey]);
+  /**
+   * Checks and assesses one report and adds its writes to `w` (nothing is added if
+   * it is refused). `ctx` carries what earlier reports of the same batch changed.
+   */
+  async #report(r: Report, now: number, enrollmentTokenId: string | undefined, ctx: BatchContext, w: Write[]): Promise<ReportResult> {
+    const old = ctx.computers.get(r.agentKey) ?? (await this.db.get<ComputerRow>('SELECT id, inventory, scan_id FROM computers WHERE agent_key = ?', [r.agentKey])) ?? null;
     let inv: Inventory;
     if (r.full) inv = r.full as Inventory;
     else {
@@ -448,58 +457,79 @@ export class Assessor {
     const before = oldInv ? this.index.assess(facts(oldInv)) : new Map<string, State>();
     const after = this.index.assess(facts(inv));
     const json = JSON.stringify(inv);
-    let id: number;
     const scanId = (old?.scan_id ?? 0) + 1;
     const os = inv.os;
+    let id: number;
     if (old) {
       id = old.id;
-      await this.db.run(
+      w.push([
         'UPDATE computers SET name = ?, os_family = ?, os_name = ?, os_version = ?, arch = ?, language = ?, agent_version = coalesce(?, agent_version), inventory = ?, scan_id = ?, last_scan_at = ? WHERE id = ?',
         [r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, r.agentVersion ?? null, json, scanId, now, id],
-      );
+      ]);
     } else {
       if (enrollmentTokenId) {
-        const used = await this.db.run('UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ? AND (max_uses IS NULL OR uses < max_uses)', [enrollmentTokenId]);
-        if (!used) throw new AppError('forbidden', 'this enrolment token has enrolled as many computers as it may');
+        let t = ctx.tokens.get(enrollmentTokenId);
+        if (!t) {
+          const row = await this.db.get<{ uses: number; max_uses: number | null }>('SELECT uses, max_uses FROM enrollment_tokens WHERE id = ?', [enrollmentTokenId]);
+          t = { uses: Number(row?.uses ?? 0), max: row?.max_uses === null || row?.max_uses === undefined ? null : Number(row.max_uses) };
+          ctx.tokens.set(enrollmentTokenId, t);
+        }
+        if (t.max !== null && t.uses >= t.max) throw new AppError('forbidden', 'this enrolment token has enrolled as many computers as it may');
+        t.uses++;
+        w.push(['UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ?', [enrollmentTokenId]]);
       }
-      const row = await this.db.get<{ id: number }>(
-        'INSERT INTO computers (agent_key, name, os_family, os_name, os_version, arch, language, agent_version, inventory, scan_id, last_scan_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id',
-        [r.agentKey, r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, r.agentVersion ?? null, json, scanId, now, now],
-      );
-      id = Number(row!.id);
+      // This queue is the only writer of computers, so ids can be handed out here.
+      ctx.nextId ??= Number((await this.db.get<{ id: number }>('SELECT coalesce(max(id), 0) + 1 AS id FROM computers', []))?.id ?? 1);
+      id = ctx.nextId++;
+      w.push([
+        'INSERT INTO computers (id, agent_key, name, os_family, os_name, os_version, arch, language, agent_version, inventory, scan_id, last_scan_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)',
+        [id, r.agentKey, r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, r.agentVersion ?? null, json, scanId, now, now],
+      ]);
     }
     // The product index of this computer, when its products changed.
     const oldProducts = oldInv ? productKeys(oldInv) : [];
     const newProducts = productKeys(inv);
     if (oldProducts.join('\n') !== newProducts.join('\n')) {
-      await this.db.run('DELETE FROM computer_products WHERE computer_id = ?', [id]);
-      for (const p of newProducts) await this.db.run('INSERT OR IGNORE INTO computer_products (product, computer_id) VALUES (?, ?)', [p, id]);
+      w.push(['DELETE FROM computer_products WHERE computer_id = ?', [id]]);
+      for (const p of newProducts) w.push(['INSERT OR IGNORE INTO computer_products (product, computer_id) VALUES (?, ?)', [p, id]]);
     }
     // Only the difference: counters and rows of the updates whose state changed.
     for (const uid of new Set([...before.keys(), ...after.keys()])) {
       const s0 = before.get(uid);
       const s1 = after.get(uid);
-      if (s0 !== s1) await this.#changed(id, uid, s0, s1);
+      if (s0 !== s1) this.#changed(w, id, uid, s0, s1);
     }
-    const sum = await this.#summary(id, after, now);
-    return { computerId: id, scanId, created: !old, ...sum };
+    const sum = this.#summary(id, after, now);
+    w.push(sum.write);
+    ctx.computers.set(r.agentKey, { id, inventory: json, scan_id: scanId });
+    return { computerId: id, scanId, created: !old, required: sum.required, unknown: sum.unknown };
   }
 
   /** One (computer, update) pair changed state: its row and the update's counters follow. */
-  async #changed(computerId: number, updateId: string, s0: State | undefined, s1: State | undefined): Promise<void> {
+  #changed(w: Write[], computerId: number, updateId: string, s0: State | undefined, s1: State | undefined): void {
     const d: Counts = [0, 0, 0, 0];
     if (s0) d[SLOT[s0]]!--;
     if (s1) d[SLOT[s1]]!++;
-    await this.db.run(
+    w.push([
       `INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT(update_id) DO UPDATE SET installed = installed + excluded.installed, required = required + excluded.required,
        unknown = unknown + excluded.unknown, superseded = superseded + excluded.superseded`,
       [updateId, ...d],
-    );
-    if (s1 === 'required' || s1 === 'unknown') await this.db.run('INSERT OR REPLACE INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [computerId, updateId, s1]);
-    else if (s0 === 'required' || s0 === 'unknown') await this.db.run('DELETE FROM computer_updates WHERE computer_id = ? AND update_id = ?', [computerId, updateId]);
+    ]);
+    if (s1 === 'required' || s1 === 'unknown') w.push(['INSERT OR REPLACE INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [computerId, updateId, s1]]);
+    else if (s0 === 'required' || s0 === 'unknown') w.push(['DELETE FROM computer_updates WHERE computer_id = ? AND update_id = ?', [computerId, updateId]]);
   }
 }
+
+/** What the reports of one batch changed, for the later reports of the same batch. */
+interface BatchContext {
+  computers: Map<string, ComputerRow>;
+  tokens: Map<string, { uses: number; max: number | null }>;
+  nextId: number | null;
+}
+
+/** Lets HTTP and timers run between pages of a long run. */
+const yieldToIo = () => new Promise<void>((r) => setImmediate(r));
 
 /** A computer's entries in `computer_products`: its products lower-cased, or `*` when it reports none (a candidate for every update). */
 function productKeys(inv: Inventory): string[] {

@@ -15,9 +15,20 @@ export interface Exec {
   exec(sql: string): Promise<void> | void;
 }
 
+/** One statement of a write batch. */
+export type Write = readonly [sql: string, args: readonly unknown[]];
+
 /** An Exec with write transactions and a close. */
 export interface SqlConn extends Exec {
   transaction<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs statements in one write transaction and returns each one's changes. On a
+   * local file this is synchronous from BEGIN to COMMIT: no other code of this
+   * thread runs while the write lock is held, so another connection of the same
+   * thread can never block on it (which would stall the thread for the busy
+   * timeout). Compute first, then write.
+   */
+  write(stmts: readonly Write[]): Promise<number[]>;
   close(): void;
 }
 
@@ -58,6 +69,18 @@ export function openConn(database: Pick<Database, 'filePath' | 'url' | 'authToke
           throw err;
         }
       },
+      async write(stmts: readonly Write[]): Promise<number[]> {
+        if (!stmts.length) return [];
+        db.exec('BEGIN IMMEDIATE');
+        try {
+          const out = stmts.map(([sql, args]) => e.run(sql, args) as number);
+          db.exec('COMMIT');
+          return out;
+        } catch (err) {
+          if (db.inTransaction) db.exec('ROLLBACK');
+          throw err;
+        }
+      },
       close: () => db.close(),
     };
   }
@@ -81,6 +104,11 @@ export function openConn(database: Pick<Database, 'filePath' | 'url' | 'authToke
       } finally {
         tx = null;
       }
+    },
+    async write(stmts: readonly Write[]): Promise<number[]> {
+      if (!stmts.length) return [];
+      const rs = await client.batch(stmts.map(([sql, args]) => ({ sql, args: args as never })), 'write');
+      return rs.map((r) => r.rowsAffected);
     },
     close: () => client.close(),
   };
