@@ -278,7 +278,7 @@ export class Assessor {
         return this.#finish('catalog', 0, 0, start);
       }
       const affected = [...affectedIds];
-      const entries = affected.map((id) => this.index.get(id)).filter((e): e is Entry => e !== undefined);
+      const entries = CatalogIndex.group(affected.map((id) => this.index.get(id)).filter((e): e is Entry => e !== undefined));
       const sevCol = (sev: string | null | undefined) => SEVERITY_COLUMNS[sev ?? ''] ?? 'req_unrated';
       const counts = new Map<string, Counts>();
       let computers = 0;
@@ -294,7 +294,9 @@ export class Assessor {
           const old = stored.get(c.id);
           const d: Record<string, number> = { required: 0, unknown: 0, req_critical: 0, req_important: 0, req_moderate: 0, req_low: 0, req_unrated: 0 };
           let dirty = false;
-          for (const id of affected) {
+          // Only the updates that apply here now or had a row here: the rest stay not applicable.
+          const ids = old ? new Set([...states.keys(), ...old.keys()]) : states.keys();
+          for (const id of ids) {
             const s = states.get(id);
             if (s) {
               let n = counts.get(id);
@@ -342,7 +344,11 @@ export class Assessor {
     }
   }
 
-  /** The stored required/unknown rows of `updateIds` for a page of computers. */
+  /**
+   * The stored required/unknown rows of `updateIds` for a page of computers. The
+   * unary `+` keeps SQLite on the primary key's computer range: through the
+   * update index it would read every row of those updates in the fleet per page.
+   */
   async #storedRows(page: ComputerRow[], updateIds: string[]): Promise<Map<number, Map<string, string>>> {
     const out = new Map<number, Map<string, string>>();
     if (!page.length) return out;
@@ -350,7 +356,7 @@ export class Assessor {
     const hi = page[page.length - 1]!.id;
     for (const part of chunks(updateIds, 400)) {
       const rows = await this.db.all<{ computer_id: number; update_id: string; state: string }>(
-        `SELECT computer_id, update_id, state FROM computer_updates WHERE computer_id BETWEEN ? AND ? AND update_id IN (${part.map(() => '?').join(',')})`,
+        `SELECT computer_id, update_id, state FROM computer_updates WHERE computer_id BETWEEN ? AND ? AND +update_id IN (${part.map(() => '?').join(',')})`,
         [lo, hi, ...part],
       );
       for (const r of rows) {

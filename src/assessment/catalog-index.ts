@@ -38,6 +38,12 @@ export interface Entry {
   mark: number;
 }
 
+export interface EntryGroups {
+  all: readonly Entry[];
+  byProduct: Map<string, Entry[]>;
+  unindexed: Entry[];
+}
+
 export interface UpdateRow {
   id: string;
   kb: string | null;
@@ -175,7 +181,7 @@ export class CatalogIndex {
    * them and, when one is required, the updates that supersede it: what a catalog
    * change needs, without assessing the computer's whole catalog.
    */
-  assessSome(f: Facts, entries: readonly Entry[]): Map<string, State> {
+  assessSome(f: Facts, entries: EntryGroups): Map<string, State> {
     const raw = new Map<string, State | 'not-applicable'>();
     const rawOf = (e: Entry) => {
       let s = raw.get(e.id);
@@ -183,12 +189,30 @@ export class CatalogIndex {
       return s;
     };
     const out = new Map<string, State>();
-    for (const e of entries) {
+    const visit = (e: Entry) => {
+      if (out.has(e.id)) return;
       const s = rawOf(e);
-      if (s === 'not-applicable') continue;
+      if (s === 'not-applicable') return;
       out.set(e.id, s === 'required' && this.#hiddenBy(e, rawOf) ? 'superseded' : s);
+    };
+    if (!f.products) for (const e of entries.all) visit(e);
+    else {
+      // Only the groups of the products this computer reports can apply.
+      for (const p of f.products.keys()) for (const e of entries.byProduct.get(p) ?? []) visit(e);
+      for (const e of entries.unindexed) visit(e);
     }
     return out;
+  }
+
+  /** Groups entries by the products their rules need, for assessSome. */
+  static group(entries: readonly Entry[]): EntryGroups {
+    const byProduct = new Map<string, Entry[]>();
+    const unindexed: Entry[] = [];
+    for (const e of entries) {
+      if (!e.products) unindexed.push(e);
+      else for (const p of e.products) (byProduct.get(p) ?? byProduct.set(p, []).get(p)!).push(e);
+    }
+    return { all: entries, byProduct, unindexed };
   }
 
   /** Is a required update hidden by one superseding it that is installed or required? */
