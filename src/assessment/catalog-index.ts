@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Rule } from '../catalog/rules.js';
 import { compareVersions, compile, parseVersion, requiredProducts, TRUE, FALSE, UNKNOWN, type Compiled, type Facts, type Tri } from './evaluate.js';
 
@@ -22,8 +23,9 @@ export interface Entry {
   kb: string | null;
   product: string;
   severity: string | null;
-  app: Compiled;
-  inst: Compiled;
+  /** The two rules as JSON; compiled on first use (most entries never need it: see `fast`). */
+  rules: string;
+  compiled: [app: Compiled, inst: Compiled] | null;
   /** Lower-cased products the applicability rule needs, or null: evaluated for every computer. */
   products: string[] | null;
   supersedes: string[];
@@ -33,7 +35,7 @@ export interface Entry {
    * the same three-valued answer as the rules, several times faster on a fleet.
    */
   fast: { kb: string; want: number[] } | null;
-  /** Everything assessment depends on; an unchanged signature means nothing to reassess. */
+  /** Digest of everything assessment depends on; unchanged means nothing to reassess. */
   sig: string;
   mark: number;
 }
@@ -65,9 +67,9 @@ export class CatalogIndex {
   #byProduct = new Map<string, Set<Entry>>();
   #unindexed = new Set<Entry>();
   /** `${product}|${kb}` -> the updates of that product and KB (a KB may have several rows). */
-  #byProductKb = new Map<string, Set<Entry>>();
+  #byProductKb = new Map<string, Entry[]>();
   /** `${product}|${kb}` -> the updates that supersede it. */
-  #superseders = new Map<string, Set<Entry>>();
+  #superseders = new Map<string, Entry[]>();
   #gen = 0;
 
   get size(): number {
@@ -83,7 +85,16 @@ export class CatalogIndex {
   }
 
   static signature(r: UpdateRow): string {
-    return `${r.kb}\u0000${r.product}\u0000${r.severity}\u0000${r.applicability}\u0000${r.installed}\u0000${r.supersedes}`;
+    return createHash('sha1').update(`${r.kb}\u0000${r.product}\u0000${r.severity}\u0000${r.applicability}\u0000${r.installed}\u0000${r.supersedes}`).digest('base64');
+  }
+
+  /** One string per distinct product name, however many updates name it. */
+  #interned = new Map<string, string>();
+  #intern(s: string): string {
+    const have = this.#interned.get(s);
+    if (have !== undefined) return have;
+    this.#interned.set(s, s);
+    return s;
   }
 
   /** Adds or replaces an update; returns the entry it replaced, if any. */
@@ -94,11 +105,11 @@ export class CatalogIndex {
     const e: Entry = {
       id: r.id,
       kb: r.kb,
-      product: r.product.toLowerCase(),
+      product: this.#intern(r.product.toLowerCase()),
       severity: r.severity,
-      app: compile(app),
-      inst: compile(inst),
-      products: requiredProducts(app),
+      rules: `[${r.applicability},${r.installed}]`,
+      compiled: null,
+      products: requiredProducts(app)?.map((p) => this.#intern(p)) ?? null,
       supersedes: JSON.parse(r.supersedes) as string[],
       fast: fastShape(app, inst),
       sig: CatalogIndex.signature(r),
@@ -107,8 +118,8 @@ export class CatalogIndex {
     this.#byId.set(e.id, e);
     if (e.products) for (const p of e.products) push(this.#byProduct, p, e);
     else this.#unindexed.add(e);
-    if (e.kb) push(this.#byProductKb, `${e.product}|${e.kb}`, e);
-    for (const kb of e.supersedes) push(this.#superseders, `${e.product}|${kb}`, e);
+    if (e.kb) pushList(this.#byProductKb, `${e.product}|${e.kb}`, e);
+    for (const kb of e.supersedes) pushList(this.#superseders, `${e.product}|${kb}`, e);
     return old;
   }
 
@@ -118,8 +129,8 @@ export class CatalogIndex {
     this.#byId.delete(id);
     if (e.products) for (const p of e.products) pull(this.#byProduct, p, e);
     else this.#unindexed.delete(e);
-    if (e.kb) pull(this.#byProductKb, `${e.product}|${e.kb}`, e);
-    for (const kb of e.supersedes) pull(this.#superseders, `${e.product}|${kb}`, e);
+    if (e.kb) pullList(this.#byProductKb, `${e.product}|${e.kb}`, e);
+    for (const kb of e.supersedes) pullList(this.#superseders, `${e.product}|${kb}`, e);
     return e;
   }
 
@@ -137,7 +148,8 @@ export class CatalogIndex {
       }
       if (e.products && !e.products.some((p) => f.products!.has(p))) return 'not-applicable';
     }
-    return stateOf(e.app(f), e.inst(f));
+    const [app, inst] = compiled(e);
+    return stateOf(app(f), inst(f));
   }
 
   /**
@@ -148,7 +160,8 @@ export class CatalogIndex {
   assess(f: Facts): Map<string, State> {
     const raw = new Map<string, State>();
     const visit = (e: Entry) => {
-      const s = stateOf(e.app(f), e.inst(f));
+      const [app, inst] = compiled(e);
+      const s = stateOf(app(f), inst(f));
       if (s !== 'not-applicable') raw.set(e.id, s);
     };
     if (!f.products) {
@@ -229,6 +242,15 @@ export class CatalogIndex {
   }
 }
 
+/** The entry's rules, compiled once when first needed. */
+function compiled(e: Entry): [Compiled, Compiled] {
+  if (!e.compiled) {
+    const [app, inst] = JSON.parse(e.rules) as [Rule, Rule];
+    e.compiled = [compile(app), compile(inst)];
+  }
+  return e.compiled;
+}
+
 /** installed = any(kb, some install at or above the fixed build), three-valued; applicable since the product is there. */
 function fastState(fast: NonNullable<Entry['fast']>, versions: readonly (number[] | null)[], kbs: Set<string> | null): State {
   if (kbs !== null && kbs.has(fast.kb)) return 'installed';
@@ -261,6 +283,21 @@ function push<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
   const l = m.get(k);
   if (l) l.add(v);
   else m.set(k, new Set([v]));
+}
+
+/** Small lists (a KB's rows, an update's successors): arrays, not sets, to keep 100,000 of them cheap. */
+function pushList<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const l = m.get(k);
+  if (l) l.push(v);
+  else m.set(k, [v]);
+}
+
+function pullList<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const l = m.get(k);
+  if (!l) return;
+  const i = l.indexOf(v);
+  if (i >= 0) l.splice(i, 1);
+  if (!l.length) m.delete(k);
 }
 
 function pull<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
