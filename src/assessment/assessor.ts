@@ -278,6 +278,16 @@ export class Assessor {
         return this.#finish('catalog', 0, 0, start);
       }
       const affected = [...affectedIds];
+      // When most computers report one of the products anyway, a plain scan beats the
+      // per-computer product check (an index seek per computer).
+      if (products) {
+        const list = [...(products as Set<string>)];
+        let hits = 0;
+        for (const part of chunks(list, 400))
+          hits += Number((await this.db.get<{ n: number }>(`SELECT count(*) AS n FROM computer_products WHERE product IN (${part.map(() => '?').join(',')})`, part))?.n ?? 0);
+        const total = Number((await this.db.get<{ n: number }>('SELECT count(*) AS n FROM computers', []))?.n ?? 0);
+        if (hits >= total / 2) products = null;
+      }
       const entries = CatalogIndex.group(affected.map((id) => this.index.get(id)).filter((e): e is Entry => e !== undefined));
       const sevCol = (sev: string | null | undefined) => SEVERITY_COLUMNS[sev ?? ''] ?? 'req_unrated';
       const counts = new Map<string, Counts>();
