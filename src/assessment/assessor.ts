@@ -65,6 +65,8 @@ export class Assessor {
   readonly #queue = new PQueue({ concurrency: 1 });
   #catchUpQueued = false;
   #pending: PendingReport[] = [];
+  #stopped = false;
+  #retryTimer: NodeJS.Timeout | null = null;
   #lastRun: RunResult | null = null;
   #running: string | null = null;
 
@@ -107,7 +109,11 @@ export class Assessor {
   }
 
   async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
     this.#queue.clear();
+    // Reports not yet taken by a batch are answered, not left hanging.
+    for (const p of this.#pending.splice(0)) p.reject(new AppError('unavailable', 'the node is stopping; report again'));
     await this.#queue.onIdle();
   }
 
@@ -130,7 +136,12 @@ export class Assessor {
         this.#catchUpQueued = false;
         await this.#catchUp();
       })
-      .catch((err) => this.logger.error({ err }, 'assessment of catalog changes failed; retried on the next change'));
+      .catch((err) => {
+        this.logger.error({ err }, 'assessment of catalog changes failed; retrying in 30 s');
+        if (this.#stopped) return;
+        this.#retryTimer = setTimeout(() => this.catalogChanged(), 30_000);
+        this.#retryTimer.unref();
+      });
   }
 
   /** Rebuilds every result from the inventories. */
