@@ -148,7 +148,10 @@ export class PatchtreeNode {
         (changed) => {
           parent.notify();
           if (changed > 0) {
-            this.#assessment?.assessor.catalogChanged();
+            // During a complete resync the catalog is not whole yet: assessment waits
+            // for its end (the batch that ends it calls here too), so that the
+            // snapshot is applied at full speed and the index is rebuilt once.
+            if (!child?.resyncing) this.#assessment?.assessor.catalogChanged();
             reconcileSoon();
             compactSoon();
           }

@@ -189,6 +189,7 @@ export class ReplicationChild {
   #ackTimer: NodeJS.Timeout | null = null;
   #filesPending = 0;
   #pausedUntil = 0;
+  #fullResync = false;
 
   constructor(
     private readonly db: Database,
@@ -250,6 +251,11 @@ export class ReplicationChild {
   requestResync(): void {
     this.#native?.prepare("UPDATE upstream_state SET epoch = '', resyncing = 1, updated_at = ? WHERE id = 1").run(Date.now());
     this.#call?.cancel();
+  }
+
+  /** True while a complete resync is being applied (its end is one more applied batch). */
+  get resyncing(): boolean {
+    return this.#fullResync;
   }
 
   setFilesPending(n: number): void {
@@ -347,6 +353,11 @@ export class ReplicationChild {
       if (ended) return;
       ended = true;
       this.#connected = false;
+      if (this.#fullResync) {
+        // Cut mid-resync: what did arrive is assessed meanwhile; the resync is redone.
+        this.#fullResync = false;
+        if (!this.#stopped) this.onApplied(1);
+      }
       if (this.#call === call) this.#call = null;
       if (this.#stopped) return;
       const e = err as { code?: number };
@@ -369,6 +380,7 @@ export class ReplicationChild {
           this.logger.info({ mode: msg.hello.mode, reason: msg.hello.reason, head: this.#parentHead, cursor: state.cursor }, 'subscribed upstream');
         } else if ('resync_start' in msg && msg.resync_start) {
           fullResync = msg.resync_start.full;
+          this.#fullResync = fullResync;
           this.#applier!.resyncStart(fullResync);
         } else if ('batch' in msg && msg.batch) {
           this.#pausedUntil = 0;
@@ -380,6 +392,7 @@ export class ReplicationChild {
         } else if ('resync_end' in msg && msg.resync_end) {
           const removed = this.#applier!.resyncEnd({ cursor: Number(msg.resync_end.cursor), full: msg.resync_end.full, epoch, languages });
           fullResync = false;
+          this.#fullResync = false;
           this.onApplied(removed + 1);
           this.#ack();
         } else if ('heartbeat' in msg && msg.heartbeat) {
