@@ -20,6 +20,11 @@ export interface Principal {
 
 export const BOOTSTRAP_TOKEN_ID = 'bootstrap-admin';
 
+/** The token of an `Authorization: Bearer <token>` header, or null. */
+export function bearerToken(header: string | undefined): string | null {
+  return /^Bearer\s+(\S+)\s*$/i.exec(header ?? '')?.[1] ?? null;
+}
+
 export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
 export const newToken = (): string => `pt_${randomBytes(32).toString('base64url')}`;
 

@@ -1,6 +1,6 @@
 import type { MiddlewareHandler } from 'hono';
 import { AppError } from '../lib/errors.js';
-import { roleAtLeast, type Principal, type Role, type TokenService } from '../auth/tokens.js';
+import { bearerToken, roleAtLeast, type Principal, type Role, type TokenService } from '../auth/tokens.js';
 
 export interface AppEnv {
   Variables: { principal: Principal };
@@ -9,13 +9,12 @@ export interface AppEnv {
 /** Every /api/v1 request carries `Authorization: Bearer <token>`; a missing or unknown token is 401. */
 export function bearerAuth(tokens: TokenService): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const header = c.req.header('authorization') ?? '';
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    if (!m) {
+    const token = bearerToken(c.req.header('authorization'));
+    if (!token) {
       c.header('WWW-Authenticate', 'Bearer realm="patchtree"');
       throw new AppError('unauthenticated', 'send Authorization: Bearer <token>');
     }
-    const principal = await tokens.authenticate(m[1]!);
+    const principal = await tokens.authenticate(token);
     if (!principal) {
       c.header('WWW-Authenticate', 'Bearer realm="patchtree", error="invalid_token"');
       throw new AppError('unauthenticated', 'the token is unknown or revoked');

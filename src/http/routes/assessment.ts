@@ -4,6 +4,7 @@ import { AppError } from '../../lib/errors.js';
 import { reportSchema } from '../../assessment/inventory.js';
 import { conditionSchema } from '../../assessment/queries.js';
 import { ASSESSMENT_SETTING, assessmentSettingsSchema } from '../../assessment/settings.js';
+import { bearerToken } from '../../auth/tokens.js';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { errors, problem } from './common.js';
@@ -12,9 +13,9 @@ import { errors, problem } from './common.js';
 export const INVENTORY_BODY_LIMIT = 8 * 1024 * 1024;
 
 const bearer = (header: string | undefined): string => {
-  const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-  if (!m) throw new AppError('unauthenticated', 'send Authorization: Bearer <enrolment token>');
-  return m[1]!;
+  const token = bearerToken(header);
+  if (!token) throw new AppError('unauthenticated', 'send Authorization: Bearer <enrolment token>');
+  return token;
 };
 
 export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
