@@ -2,7 +2,7 @@ import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import PQueue from 'p-queue';
 import type { Rule } from '../catalog/rules.js';
-import type { Inventory } from './evaluate.js';
+import { compareVersions, parseVersion, type Inventory } from './evaluate.js';
 
 /**
  * A fleet simulator: N computers with realistic inventories drawn from the
@@ -54,12 +54,7 @@ export function rng(seed: number): () => number {
 }
 
 const LANGUAGES = ['en-us', 'en-us', 'en-us', 'en-gb', 'de-de', 'fr-fr', 'ja-jp', 'es-es'];
-const cmpVersion = (a: string, b: string) => {
-  const x = a.split('.').map(Number);
-  const y = b.split('.').map(Number);
-  for (let i = 0; i < 4; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
-  return 0;
-};
+const cmpVersion = (a: string, b: string) => compareVersions(parseVersion(a) ?? [], parseVersion(b) ?? []);
 
 /** Collects `{product, version: {gte}}` leaves: the builds that mark an update installed. */
 function versionsOf(rule: Rule, out: Map<string, Set<string>>): void {
