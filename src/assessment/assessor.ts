@@ -1,5 +1,6 @@
 import PQueue from 'p-queue';
 import type { SqlConn, Write } from '../db/exec.js';
+import { placeholders } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { facts, type Inventory } from './evaluate.js';
@@ -96,7 +97,7 @@ export class Assessor {
     }
     const state = await this.db.get<{ cursor: number; full_pending: number }>('SELECT cursor, full_pending FROM assessment_state WHERE id = 1', []);
     if (!state) {
-      const head = await this.#head();
+      const head = await this.head();
       await this.db.write([['INSERT INTO assessment_state (id, cursor, full_pending) VALUES (1, ?, 0)', [head]]]);
       const n = await this.db.get<{ n: number }>('SELECT count(*) AS n FROM computers', []);
       if (Number(n?.n ?? 0) > 0) void this.full().catch((err) => this.logger.error({ err }, 'full reassessment failed'));
@@ -122,7 +123,8 @@ export class Assessor {
     return this.#queue.onIdle();
   }
 
-  async #head(): Promise<number> {
+  /** The newest sequence of this node's change log. */
+  async head(): Promise<number> {
     const r = await this.db.get<{ head: number }>('SELECT coalesce(max(seq), 0) AS head FROM change_log', []);
     return Number(r?.head ?? 0);
   }
@@ -217,7 +219,7 @@ export class Assessor {
     this.#running = 'full';
     try {
       await this.db.write([['UPDATE assessment_state SET full_pending = 1 WHERE id = 1', []]]);
-      const cursor = await this.#head();
+      const cursor = await this.head();
       const counts = new Map<string, Counts>();
       let computers = 0;
       let after = 0;
@@ -295,7 +297,7 @@ export class Assessor {
         const list = [...(products as Set<string>)];
         let hits = 0;
         for (const part of chunks(list, 400))
-          hits += Number((await this.db.get<{ n: number }>(`SELECT count(*) AS n FROM computer_products WHERE product IN (${part.map(() => '?').join(',')})`, part))?.n ?? 0);
+          hits += Number((await this.db.get<{ n: number }>(`SELECT count(*) AS n FROM computer_products WHERE product IN (${placeholders(part)})`, part))?.n ?? 0);
         const total = Number((await this.db.get<{ n: number }>('SELECT count(*) AS n FROM computers', []))?.n ?? 0);
         if (hits >= total / 2) products = null;
       }
@@ -349,7 +351,7 @@ export class Assessor {
             ]);
         }
         if (last) {
-          for (const part of chunks(affected, 400)) w.push([`DELETE FROM update_compliance WHERE update_id IN (${part.map(() => '?').join(',')})`, part]);
+          for (const part of chunks(affected, 400)) w.push([`DELETE FROM update_compliance WHERE update_id IN (${placeholders(part)})`, part]);
           for (const [id, n] of counts) w.push(['INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)', [id, ...n]]);
           w.push(['UPDATE assessment_state SET cursor = max(cursor, ?) WHERE id = 1', [cursor]]);
         }
@@ -377,7 +379,7 @@ export class Assessor {
     const hi = page[page.length - 1]!.id;
     for (const part of chunks(updateIds, 400)) {
       const rows = await this.db.all<{ computer_id: number; update_id: string; state: string }>(
-        `SELECT computer_id, update_id, state FROM computer_updates WHERE computer_id BETWEEN ? AND ? AND +update_id IN (${part.map(() => '?').join(',')})`,
+        `SELECT computer_id, update_id, state FROM computer_updates WHERE computer_id BETWEEN ? AND ? AND +update_id IN (${placeholders(part)})`,
         [lo, hi, ...part],
       );
       for (const r of rows) {
@@ -408,7 +410,7 @@ export class Assessor {
     const oldSeverity = new Map<string, string | null>();
     for (const part of chunks(ids, 400)) {
       const rows = await this.db.all<UpdateRow & { expired: number }>(
-        `SELECT id, kb, product, severity, applicability, installed, supersedes, expired FROM updates WHERE id IN (${part.map(() => '?').join(',')})`,
+        `SELECT id, kb, product, severity, applicability, installed, supersedes, expired FROM updates WHERE id IN (${placeholders(part)})`,
         part,
       );
       const found = new Map(rows.map((r) => [r.id, r]));
@@ -435,7 +437,7 @@ export class Assessor {
     if (!products) return this.db.all<ComputerRow>('SELECT id, inventory, scan_id FROM computers WHERE id > ? ORDER BY id LIMIT ?', [after, PAGE]);
     const list = [...products, '*'];
     return this.db.all<ComputerRow>(
-      `SELECT id, inventory, scan_id FROM computers c WHERE id > ? AND EXISTS (SELECT 1 FROM computer_products p INDEXED BY computer_products_computer WHERE p.computer_id = c.id AND p.product IN (${list.map(() => '?').join(',')})) ORDER BY id LIMIT ?`,
+      `SELECT id, inventory, scan_id FROM computers c WHERE id > ? AND EXISTS (SELECT 1 FROM computer_products p INDEXED BY computer_products_computer WHERE p.computer_id = c.id AND p.product IN (${placeholders(list)})) ORDER BY id LIMIT ?`,
       [after, ...list, PAGE],
     );
   }
@@ -467,6 +469,7 @@ export class Assessor {
    */
   async #report(r: Report, now: number, enrollmentTokenId: string | undefined, ctx: BatchContext, w: Write[]): Promise<ReportResult> {
     const old = ctx.computers.get(r.agentKey) ?? (await this.db.get<ComputerRow>('SELECT id, inventory, scan_id FROM computers WHERE agent_key = ?', [r.agentKey])) ?? null;
+    const oldInv = old ? (JSON.parse(old.inventory) as Inventory) : null;
     let inv: Inventory;
     if (r.full) inv = r.full as Inventory;
     else {
@@ -475,12 +478,11 @@ export class Assessor {
           currentScanId: old?.scan_id ?? null,
         });
       try {
-        inv = applyDelta(JSON.parse(old.inventory) as Inventory, r.delta!);
+        inv = applyDelta(oldInv!, r.delta!);
       } catch (err) {
         throw new AppError('validation-failed', `invalid delta: ${(err as Error).message}`);
       }
     }
-    const oldInv = old ? (JSON.parse(old.inventory) as Inventory) : null;
     const before = oldInv ? this.index.assess(facts(oldInv)) : new Map<string, State>();
     const after = this.index.assess(facts(inv));
     const json = JSON.stringify(inv);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Rule } from '../catalog/rules.js';
-import { compareVersions, compile, parseVersion, requiredProducts, TRUE, FALSE, UNKNOWN, type Compiled, type Facts, type Tri } from './evaluate.js';
+import { compareVersions, compile, parseVersion, requiredProducts, TRUE, FALSE, type Compiled, type Facts, type Tri } from './evaluate.js';
 
 /**
  * States of an update on a computer. `superseded`: applicable and not installed,

@@ -22,13 +22,12 @@ export function createAssessment(db: Database, orm: Orm, settings: SettingsServi
     start: () => assessor.start(),
     async status() {
       const st = await conn.get<{ cursor: number; full_at: number | null }>('SELECT cursor, full_at FROM assessment_state WHERE id = 1', []);
-      const head = await conn.get<{ head: number }>('SELECT coalesce(max(seq), 0) AS head FROM change_log', []);
       const before = staleBefore(await assessmentSettings(settings));
       const fleet = await conn.get<{ n: number; stale: number }>('SELECT count(*) AS n, coalesce(sum(last_scan_at < ?), 0) AS stale FROM computers', [before]);
       return {
         updates: assessor.index.size,
         cursor: Number(st?.cursor ?? 0),
-        head: Number(head?.head ?? 0),
+        head: await assessor.head(),
         busy: assessor.busy,
         lastRun: assessor.lastRun,
         lastFullAt: st?.full_at ? new Date(st.full_at).toISOString() : null,

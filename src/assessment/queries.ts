@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { and, asc, eq, gt, inArray, sql, type SQL } from 'drizzle-orm';
-import type { Orm } from '../db/index.js';
+import { escapeLike, type Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
 import { customSeverities, updates } from '../catalog/schema.js';
 import { isUniqueViolation } from '../catalog/severities.js';
@@ -32,8 +32,6 @@ export const conditionSchema = z
   .refine((c) => Object.keys(c).length > 0, 'a condition needs at least one field');
 export type Condition = z.infer<typeof conditionSchema>;
 
-const likeEscape = (s: string) => s.replace(/[\\%_]/g, (m) => `\\${m}`);
-
 /** The SQL for a condition, over `computers`. */
 export function conditionSql(c: Condition, staleBefore: number): SQL {
   const parts: SQL[] = [];
@@ -46,9 +44,9 @@ export function conditionSql(c: Condition, staleBefore: number): SQL {
   if (c.os !== undefined) parts.push(sql`${computers.osName} = ${c.os}`);
   if (c.language !== undefined) {
     const l = c.language.toLowerCase();
-    parts.push(sql`(${computers.language} = ${l} OR ${computers.language} LIKE ${`${likeEscape(l)}-%`} ESCAPE '\\')`);
+    parts.push(sql`(${computers.language} = ${l} OR ${computers.language} LIKE ${`${escapeLike(l)}-%`} ESCAPE '\\')`);
   }
-  if (c.name !== undefined) parts.push(sql`${computers.name} LIKE ${`%${likeEscape(c.name)}%`} ESCAPE '\\'`);
+  if (c.name !== undefined) parts.push(sql`${computers.name} LIKE ${`%${escapeLike(c.name)}%`} ESCAPE '\\'`);
   return and(...parts)!;
 }
 

@@ -1,5 +1,5 @@
 import { and, asc, desc, eq, inArray, lt, sql, type SQL } from 'drizzle-orm';
-import type { Orm } from '../db/index.js';
+import { escapeLike, type Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
 import { catalogReleases, customSeverities, updateCves, updateFiles, updates, updateSupersedes } from './schema.js';
 
@@ -121,7 +121,7 @@ export async function listUpdates(orm: Orm, f: UpdateFilter): Promise<{ items: U
   if (f.superseded !== undefined) conds.push(f.superseded ? supersededSql : sql`NOT ${supersededSql}`);
   if (f.expired !== 'any') conds.push(eq(updates.expired, f.expired ? 1 : 0));
   if (f.q) {
-    const like = `%${f.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    const like = `%${escapeLike(f.q)}%`;
     conds.push(
       sql`(${updates.title} LIKE ${like} ESCAPE '\\' OR ${updates.kb} LIKE ${like} ESCAPE '\\' OR ${updates.product} LIKE ${like} ESCAPE '\\' OR ${updates.cves} LIKE ${like} ESCAPE '\\')`,
     );
