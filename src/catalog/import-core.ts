@@ -155,7 +155,13 @@ async function admit(db: Exec, header: CatalogHeader, meta: ImportMeta): Promise
   return false;
 }
 
-export async function applyCatalog(db: Exec, file: string, meta: ImportMeta, begin: () => Promise<void>, commit: () => Promise<void>, rollback: () => Promise<void>): Promise<ImportResult> {
+export async function applyCatalog(
+  db: Exec,
+  file: string,
+  meta: ImportMeta,
+  /** Runs `fn` in one write transaction on `db`: COMMIT when it resolves, ROLLBACK when it throws. */
+  transaction: <T>(fn: () => Promise<T>) => Promise<T>,
+): Promise<ImportResult> {
   const started = Date.now();
   const errors: FieldError[] = [];
   let header: CatalogHeader | null = null;
@@ -166,8 +172,7 @@ export async function applyCatalog(db: Exec, file: string, meta: ImportMeta, beg
   let changed = 0;
   let unchanged = 0;
 
-  await begin();
-  try {
+  return transaction(async () => {
     await db.exec('CREATE TEMP TABLE IF NOT EXISTS import_seen (id TEXT PRIMARY KEY) WITHOUT ROWID');
     await db.exec('DELETE FROM temp.import_seen');
     for await (const line of readLines(file)) {
@@ -259,10 +264,6 @@ export async function applyCatalog(db: Exec, file: string, meta: ImportMeta, beg
       [h.version, h.publisher, meta.keyId, meta.fileSha256, h.createdAt, meta.now, meta.importedBy, meta.source, count, added, changed, expired, unchanged, durationMs],
     );
     await db.exec('DELETE FROM temp.import_seen');
-    await commit();
     return { version: h.version, publisher: h.publisher, createdAt: h.createdAt, keyId: meta.keyId, updates: count, added, changed, expired, unchanged, durationMs, replay };
-  } catch (err) {
-    await rollback();
-    throw err;
-  }
+  });
 }

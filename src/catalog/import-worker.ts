@@ -1,10 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { createClient, type Transaction } from '@libsql/client';
 import { AppError } from '../lib/errors.js';
-import { openNative } from '../db/native.js';
-import { nativeExec } from '../db/exec.js';
-import { BUSY_TIMEOUT_MS } from '../db/client.js';
-import { applyCatalog, type Exec, type ImportMeta } from './import-core.js';
+import { openConn } from '../db/exec.js';
+import { applyCatalog, type ImportMeta } from './import-core.js';
 
 /**
  * Worker thread entry for one catalog import. The import is CPU-bound (parse,
@@ -23,50 +20,16 @@ export type ImportReply =
   | { ok: true; result: Awaited<ReturnType<typeof applyCatalog>> }
   | { ok: false; code: string; detail: string; extra: Record<string, unknown> };
 
-
 async function run(job: ImportJob): Promise<ImportReply> {
   try {
-    if (job.filePath) {
-      const db = openNative(job.filePath);
-      db.exec('PRAGMA temp_store = MEMORY'); // the ids-seen table of this import
-      try {
-        const result = await applyCatalog(
-          nativeExec(db),
-          job.catalogFile,
-          job.meta,
-          async () => void db.exec('BEGIN IMMEDIATE'),
-          async () => void db.exec('COMMIT'),
-          async () => {
-            if (db.inTransaction) db.exec('ROLLBACK');
-          },
-        );
-        return { ok: true, result };
-      } finally {
-        db.close();
-      }
-    }
-    const client = createClient({ url: job.url, ...(job.authToken ? { authToken: job.authToken } : {}), timeout: BUSY_TIMEOUT_MS });
-    let tx: Transaction | null = null;
-    const exec: Exec = {
-      run: async (sql, args) => (await tx!.execute({ sql, args: args as never })).rowsAffected,
-      get: async <T>(sql: string, args: readonly unknown[]) => (await tx!.execute({ sql, args: args as never })).rows[0] as T | undefined,
-      all: async <T>(sql: string, args: readonly unknown[]) => (await tx!.execute({ sql, args: args as never })).rows as unknown as T[],
-      exec: async (sql) => void (await tx!.execute(sql)),
-    };
+    // The binding on a local file, @libsql/client for a remote server (db/exec.ts).
+    const conn = openConn(job);
     try {
-      const result = await applyCatalog(
-        exec,
-        job.catalogFile,
-        job.meta,
-        async () => void (tx = await client.transaction('write')),
-        async () => void (await tx!.commit()),
-        async () => {
-          if (tx && !tx.closed) await tx.rollback();
-        },
-      );
+      if (job.filePath) await conn.exec('PRAGMA temp_store = MEMORY'); // the ids-seen table of this import
+      const result = await applyCatalog(conn, job.catalogFile, job.meta, (fn) => conn.transaction(fn));
       return { ok: true, result };
     } finally {
-      client.close();
+      conn.close();
     }
   } catch (err) {
     if (err instanceof AppError) return { ok: false, code: err.code, detail: err.message, extra: err.extra };

@@ -1,6 +1,6 @@
 import { createClient, type Client, type Transaction } from '@libsql/client';
 import { openNative, prepare, type NativeDb, type Stmt } from './native.js';
-import { BUSY_TIMEOUT_MS, type Database } from './client.js';
+import { BUSY_TIMEOUT_MS } from './client.js';
 
 /**
  * Plain SQL for the hot paths (imports, assessment), one interface over both
@@ -33,7 +33,7 @@ export interface SqlConn extends Exec {
 }
 
 /** Statements prepared once per connection, by SQL text. */
-export function nativeExec(db: NativeDb): Exec {
+function nativeExec(db: NativeDb): Exec {
   const cache = new Map<string, Stmt>();
   const prep = (sql: string): Stmt => {
     let s = cache.get(sql);
@@ -52,7 +52,7 @@ export function nativeExec(db: NativeDb): Exec {
 }
 
 /** A connection of its own to the node's database, on the fastest driver it allows. */
-export function openConn(database: Pick<Database, 'filePath' | 'url' | 'authToken'>): SqlConn {
+export function openConn(database: { filePath: string | null; url: string; authToken?: string | undefined }): SqlConn {
   if (database.filePath) {
     const db = openNative(database.filePath);
     const e = nativeExec(db);
