@@ -281,7 +281,7 @@ export class Assessor {
       for (const e of changed) {
         affectedIds.add(e.id);
         addProducts(e);
-        for (const x of this.index.supersededBy(e)) {
+        for (const x of this.index.olderOf(e)) {
           affectedIds.add(x.id);
           addProducts(x);
         }

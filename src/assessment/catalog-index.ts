@@ -135,8 +135,8 @@ export class CatalogIndex {
   }
 
   /** The updates `e` supersedes (same product). */
-  supersededBy(e: Pick<Entry, 'product' | 'supersedes'>): Entry[] {
-    return e.supersedes.flatMap((kb) => [...(this.#byProductKb.get(`${e.product}|${kb}`) ?? [])]);
+  olderOf(e: Pick<Entry, 'product' | 'supersedes'>): Entry[] {
+    return e.supersedes.flatMap((kb) => this.#byProductKb.get(`${e.product}|${kb}`) ?? []);
   }
 
   /** One update's state on a computer before supersedence. */
