@@ -70,6 +70,8 @@ export class Assessor {
   #retryTimer: NodeJS.Timeout | null = null;
   #lastRun: RunResult | null = null;
   #running: string | null = null;
+  /** Called after computers' results were stored (a report batch, a page of a catalog or full run). */
+  onAssessed: (computerIds: number[]) => void = () => {};
 
   constructor(
     private readonly db: SqlConn,
@@ -192,6 +194,7 @@ export class Assessor {
     }
     for (const [p, r] of done) p.resolve(r);
     for (const [p, err] of failed) p.reject(err);
+    if (done.length) this.onAssessed(done.map(([, r]) => r.computerId));
     if (done.some(([, r]) => r.created)) this.onChange();
   }
 
@@ -249,6 +252,7 @@ export class Assessor {
           w.push(['UPDATE assessment_state SET cursor = max(cursor, ?), full_pending = 0, full_at = ? WHERE id = 1', [cursor, Date.now()]]);
         }
         await this.db.write(w);
+        this.onAssessed(page.map((c) => c.id));
         computers += page.length;
         if (last) break;
         after = page[page.length - 1]!.id;
@@ -311,6 +315,7 @@ export class Assessor {
         const last = page.length < PAGE;
         const stored = await this.#storedRows(page, affected);
         const w: Write[] = [];
+        const dirtyIds: number[] = [];
         const now = Date.now();
         for (const c of page) {
           const states = this.index.assessSome(facts(JSON.parse(c.inventory) as Inventory), entries);
@@ -343,6 +348,7 @@ export class Assessor {
               dirty = true;
             }
           }
+          if (dirty) dirtyIds.push(c.id);
           if (dirty)
             w.push([
               `UPDATE computers SET required = required + ?, unknown = unknown + ?, req_critical = req_critical + ?, req_important = req_important + ?,
@@ -356,6 +362,7 @@ export class Assessor {
           w.push(['UPDATE assessment_state SET cursor = max(cursor, ?) WHERE id = 1', [cursor]]);
         }
         await this.db.write(w);
+        if (dirtyIds.length) this.onAssessed(dirtyIds);
         computers += page.length;
         if (last) break;
         after = page[page.length - 1]!.id;

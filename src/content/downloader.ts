@@ -46,6 +46,8 @@ export type UpstreamSource = (sha256: string, offset: number, signal: AbortSigna
  * free space would fall below the reserve.
  */
 export class Downloader {
+  /** Called once a file is verified and servable (agents' assignments may now include it). */
+  onVerified: (sha256: string) => void = () => {};
   #queue = new PQueue({ concurrency: 4 });
   #inFlight = new Map<string, { bytesDone: number; size: number; abort: AbortController }>();
   #global = new RateLimit(0);
@@ -269,6 +271,7 @@ export class Downloader {
         await store.commit(sha256);
         await setRow({ state: 'verified', bytesDone: size, verifiedAt: Date.now(), lastError: null });
         log.info({ size }, 'file verified');
+        this.onVerified(sha256);
       } finally {
         if (idle) clearTimeout(idle);
       }

@@ -28,7 +28,7 @@ export interface VerifyJob {
 
 /**
  * What the node needs, and what is on disk. "Needed" is a SQL set computed from the
- * catalog, the node's languages and the download marks: reconciling inserts the
+ * catalog, the node's languages, the download marks and the enabled policies' updates: reconciling inserts the
  * missing rows in one statement, so it never holds the catalog in memory.
  */
 export class ContentService {
@@ -48,7 +48,10 @@ export class ContentService {
   neededSql(s: ContentSettings): SQL {
     const langs = this.languages().map((l) => sql`(f.language = ${l} OR f.language LIKE ${`${l}-%`})`);
     const lang = sql.join([sql`f.language = 'neutral'`, ...langs], sql` OR `);
-    const marked = s.need === 'marked' ? sql` AND f.update_id IN (SELECT update_id FROM download_marks)` : sql``;
+    const marked =
+      s.need === 'marked'
+        ? sql` AND f.update_id IN (SELECT update_id FROM download_marks UNION SELECT pu.update_id FROM policy_updates pu JOIN policies p ON p.id = pu.policy_id AND p.enabled = 1)`
+        : sql``;
     return sql`SELECT f.sha256 AS sha256, max(f.size) AS size, min(f.url) AS url, min(f.name) AS name
       FROM update_files f JOIN updates u ON u.id = f.update_id
       WHERE u.expired = 0 AND (${lang})${marked} GROUP BY f.sha256`;

@@ -3,7 +3,8 @@ import { z } from 'zod';
 /**
  * Download settings. `need` decides which files the node fetches: `languages` is
  * every file of a live update in the node's languages (plus `neutral`); `marked`
- * only files of updates an admin marked for download (policies will add theirs).
+ * only files of updates an admin marked for download or an enabled policy
+ * delivers.
  */
 export const contentSettingsSchema = z.strictObject({
   need: z.enum(['languages', 'marked']),

@@ -5,3 +5,4 @@ export * from '../catalog/schema.js';
 export * from '../content/schema.js';
 export * from '../replication/schema.js';
 export * from '../assessment/schema.js';
+export * from '../delivery/schema.js';

@@ -12,6 +12,8 @@ import type { CatalogImporter } from '../catalog/importer.js';
 import type { Content } from '../content/index.js';
 import type { Assessment } from '../assessment/index.js';
 import { assessmentRoutes } from './routes/assessment.js';
+import { deliveryRoutes } from './routes/delivery.js';
+import type { DeliveryService } from '../delivery/index.js';
 import type { ReplicationParent } from '../replication/parent.js';
 import type { ReplicationChild } from '../replication/child.js';
 import type { Identity } from '../replication/identity.js';
@@ -32,6 +34,7 @@ export interface AppDeps {
   importer: CatalogImporter;
   content: Content;
   assessment: Assessment;
+  delivery: DeliveryService;
   hierarchy: {
     identity: Identity;
     parent: ReplicationParent;
@@ -127,9 +130,11 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   contentRoutes(app, deps);
   hierarchyRoutes(app, deps);
   assessmentRoutes(app, deps);
+  deliveryRoutes(app, deps);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API token (admin, operator or viewer).' });
   app.openAPIRegistry.registerComponent('securitySchemes', 'enrollment', { type: 'http', scheme: 'bearer', description: 'An agent enrolment token (POST /api/v1/agents/enrollment-tokens).' });
+  app.openAPIRegistry.registerComponent('securitySchemes', 'agent', { type: 'http', scheme: 'bearer', description: 'An agent secret (POST /agent/v1/enroll).' });
   const docConfig = {
     openapi: '3.0.3',
     info: { title: 'patchtree node API', version: deps.node.version, description: 'Every /api/v1 route takes Authorization: Bearer <token>. Errors are application/problem+json.' },

@@ -22,6 +22,7 @@ import { ReplicationChild } from '../replication/child.js';
 import { replicationService } from '../replication/protocol.js';
 import type { NodeConfig } from './config.js';
 import { createAssessment, type Assessment } from '../assessment/index.js';
+import { createDelivery, type DeliveryService } from '../delivery/index.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -45,6 +46,10 @@ export class PatchtreeNode {
     return this.#assessment;
   }
   #child: ReplicationChild | null = null;
+  #delivery: DeliveryService | null = null;
+  get delivery(): DeliveryService | null {
+    return this.#delivery;
+  }
 
   constructor(
     readonly config: NodeConfig,
@@ -151,7 +156,10 @@ export class PatchtreeNode {
             // During a complete resync the catalog is not whole yet: assessment waits
             // for its end (the batch that ends it calls here too), so that the
             // snapshot is applied at full speed and the index is rebuilt once.
-            if (!child?.resyncing) this.#assessment?.assessor.catalogChanged();
+            if (!child?.resyncing) {
+              this.#assessment?.assessor.catalogChanged();
+              this.#delivery?.catalogChanged();
+            }
             reconcileSoon();
             compactSoon();
           }
@@ -162,12 +170,18 @@ export class PatchtreeNode {
     }
     const assessment = createAssessment(this.db, this.db.orm, settings, log);
     this.#assessment = assessment;
+    const delivery = createDelivery(this.db, assessment, settings, log);
+    this.#delivery = delivery;
+    assessment.assessor.onAssessed = (ids) => delivery.engine.computersAssessed(ids);
+    delivery.engine.onPolicyChanged = () => reconcileSoon();
+    content.downloader.onVerified = () => delivery.engine.invalidateAll();
     const importer = new CatalogImporter(this.db, trusted, log.child({ module: 'catalog' }), (o) => {
       metrics.catalogImports.inc({ outcome: o.ok ? 'ok' : (o.code ?? 'error') });
       if (o.ok) metrics.catalogImportDuration.observe(o.seconds);
       // A release may need new files (or no longer need some).
       if (o.ok) {
         assessment.assessor.catalogChanged();
+        delivery.catalogChanged();
         parent.notify();
         parent.compact(config.changeLogRetention).catch((err) => log.error({ err }, 'change log compaction failed'));
         content.service.reconcile().catch((err) => log.error({ err }, 'content reconcile failed'));
@@ -182,6 +196,7 @@ export class PatchtreeNode {
       importer,
       content,
       assessment,
+      delivery,
       hierarchy: { identity, parent, child, languages: config.languages, subtreeLanguages: allLanguages },
       metrics,
       node: { name: config.name, version: VERSION, languages: config.languages, startedAt: Date.now() },
@@ -189,6 +204,7 @@ export class PatchtreeNode {
       maxCatalogBytes: config.maxCatalogBytes,
     });
     await assessment.start();
+    await delivery.start();
     const server = createAdaptorServer({ fetch: app.fetch }) as Server;
     server.requestTimeout = 0; // large catalog uploads on slow links
     server.headersTimeout = 60_000;
@@ -238,6 +254,7 @@ export class PatchtreeNode {
         setTimeout(() => http.closeAllConnections(), 2000).unref();
       });
     }
+    await this.#delivery?.stop();
     await this.#assessment?.stop();
     this.db?.close();
     this.logger.info('node stopped');

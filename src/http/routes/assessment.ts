@@ -8,13 +8,17 @@ import { bearerToken } from '../../auth/tokens.js';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { errors, problem } from './common.js';
+import { AGENT_SECRET_PREFIX } from '../../delivery/agents.js';
+
+/** Either credential: an enrolled agent's secret, or an enrolment token (simulations, older agents). */
+const AGENT_OR_ENROLLMENT: Record<string, string[]>[] = [{ agent: [] }, { enrollment: [] }];
 
 /** Full inventories with many files or registry values are larger than admin JSON. */
 export const INVENTORY_BODY_LIMIT = 8 * 1024 * 1024;
 
 const bearer = (header: string | undefined): string => {
   const token = bearerToken(header);
-  if (!token) throw new AppError('unauthenticated', 'send Authorization: Bearer <enrolment token>');
+  if (!token) throw new AppError('unauthenticated', 'send Authorization: Bearer <agent secret> (or <enrolment token>)');
   return token;
 };
 
@@ -38,8 +42,8 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       path: '/agent/v1/inventory',
       tags: ['agents'],
       summary: 'Report a computer\'s inventory, full or as a delta against its last report; answered once it is assessed',
-      description: 'Authorization: Bearer <enrolment token>. A delta names the scanId it applies to; if that is not the last report, 409 asks for a full inventory.',
-      security: [{ enrollment: [] }],
+      description: 'Authorization: Bearer <agent secret> (agentKey must be the agent id) or <enrolment token>. A delta names the scanId it applies to; if that is not the last report, 409 asks for a full inventory.',
+      security: AGENT_OR_ENROLLMENT,
       request: { body: { content: { 'application/json': { schema: reportSchema } }, required: true } },
       responses: {
         200: {
@@ -56,9 +60,15 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       },
     }),
     async (c) => {
-      const token = await a.enrollment.verify(bearer(c.req.header('authorization')));
+      const secret = bearer(c.req.header('authorization'));
       const body = c.req.valid('json');
-      const r = await a.assessor.report(body, Date.now(), token.id);
+      let tokenId: string | undefined;
+      if (secret.startsWith(AGENT_SECRET_PREFIX)) {
+        // An enrolled agent reports as itself only.
+        const agent = await deps.delivery.agents.authenticate(secret);
+        if (body.agentKey !== agent.agentId) throw new AppError('forbidden', `an agent reports with agentKey = its agentId (${agent.agentId})`);
+      } else tokenId = (await a.enrollment.verify(secret)).id;
+      const r = await a.assessor.report(body, Date.now(), tokenId);
       const s = await a.settings();
       return c.json({ ...r, scanIntervalMinutes: s.scanIntervalMinutes, nextScanAt: new Date(Date.now() + s.scanIntervalMinutes * 60_000).toISOString() }, 200);
     },
@@ -69,11 +79,13 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
     path: '/agent/v1/rules',
     tags: ['agents'],
     summary: 'The live catalog\'s applicability rules as NDJSON (id, kb, product, severity, applicability, installed, supersedes), streamed',
-    security: [{ enrollment: [] }],
+    security: AGENT_OR_ENROLLMENT,
     responses: { 200: { description: 'One update per line', content: { 'application/x-ndjson': { schema: z.string() } } }, ...errors },
   });
   app.get('/agent/v1/rules', async (c) => {
-    await a.enrollment.verify(bearer(c.req.header('authorization')));
+    const secret = bearer(c.req.header('authorization'));
+    if (secret.startsWith(AGENT_SECRET_PREFIX)) await deps.delivery.agents.authenticate(secret);
+    else await a.enrollment.verify(secret);
     let after = '';
     const enc = new TextEncoder();
     const body = new ReadableStream<Uint8Array>({

@@ -12,6 +12,9 @@ import { contentFiles } from '../../content/schema.js';
 import { contentSettingsSchema } from '../../content/settings.js';
 import { bearerAuth, requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
+import { bearerToken } from '../../auth/tokens.js';
+import { AGENT_SECRET_PREFIX } from '../../delivery/agents.js';
+import { agentOf } from './delivery.js';
 import { errors, problem } from './common.js';
 
 const STATES = ['pending', 'downloading', 'verified', 'failed'] as const;
@@ -90,9 +93,15 @@ async function serveFile(c: Context<AppEnv>, deps: AppDeps): Promise<Response> {
 export function contentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   const { content } = deps;
 
-  // Agents get their own credentials with the delivery issue; until then the file
-  // route takes an admin token.
-  app.use('/agent/v1/files/*', bearerAuth(deps.tokens), requireRole('admin'));
+  // Agents download with their secret; an admin token works too (tools, tests).
+  const admin = [bearerAuth(deps.tokens), requireRole('admin')] as const;
+  app.use('/agent/v1/files/*', async (c, next) => {
+    if (bearerToken(c.req.header('authorization'))?.startsWith(AGENT_SECRET_PREFIX)) {
+      await agentOf(c, deps.delivery);
+      return next();
+    }
+    await admin[0](c, async () => void (await admin[1](c, next)));
+  });
   app.openAPIRegistry.registerPath({
     method: 'get',
     path: '/agent/v1/files/{sha256}',

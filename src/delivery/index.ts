@@ -1,0 +1,59 @@
+import type { Database } from '../db/index.js';
+import { openConn } from '../db/exec.js';
+import type { Logger } from '../lib/log.js';
+import type { SettingsService } from '../settings/service.js';
+import type { Assessment } from '../assessment/index.js';
+import { assessmentSettings, staleBefore } from '../assessment/settings.js';
+import { AgentCredentials } from './agents.js';
+import { Delivery } from './engine.js';
+import { Policies } from './policies.js';
+import { DEFAULT_INSTALLATION, INSTALLATION_SETTING, type Installation } from './installation.js';
+
+/** Agent events are kept this long: the delivery history, and the window in which a retried batch is recognised. */
+export const EVENT_RETENTION_MS = 30 * 86_400_000;
+
+/** Policies and endpoint delivery, wired: one connection of its own (a single writer), credentials, engine, policies. */
+export function createDelivery(db: Database, assessment: Assessment, settings: SettingsService, logger: Logger) {
+  const conn = openConn(db);
+  const log = logger.child({ module: 'delivery' });
+  let installation: Installation | null = null;
+  const nodeInstallation = async (): Promise<Installation> =>
+    (installation ??= { ...DEFAULT_INSTALLATION, ...(await settings.get<Partial<Installation>>(INSTALLATION_SETTING)) });
+  const stale = async () => staleBefore(await assessmentSettings(settings));
+  const engine = new Delivery(conn, assessment.computers, assessment.assessor.index, nodeInstallation, stale, log);
+  const policies = new Policies(conn, assessment.computers, engine, stale, log);
+  const agents = new AgentCredentials(conn, assessment.enrollment);
+  let pruneTimer: NodeJS.Timeout | null = null;
+  const prune = () => void engine.pruneEvents(Date.now() - EVENT_RETENTION_MS).catch((err) => log.error({ err }, 'pruning agent events failed'));
+  return {
+    engine,
+    policies,
+    agents,
+    installation: nodeInstallation,
+    async setInstallation(s: Installation, by: string | null): Promise<Installation> {
+      await settings.put(INSTALLATION_SETTING, s, by);
+      installation = null;
+      engine.invalidateAll();
+      return nodeInstallation();
+    },
+    /** The catalog changed: revise the policies that follow supersedence. */
+    catalogChanged(): void {
+      void policies.reviseSupersedence().catch((err) => log.error({ err }, 'revising policies for supersedence failed'));
+    },
+    async start(): Promise<void> {
+      agents.start();
+      await engine.start();
+      prune();
+      pruneTimer = setInterval(prune, 86_400_000);
+      pruneTimer.unref();
+    },
+    async stop(): Promise<void> {
+      if (pruneTimer) clearInterval(pruneTimer);
+      await agents.stop();
+      await engine.stop();
+      conn.close();
+    },
+  };
+}
+
+export type DeliveryService = ReturnType<typeof createDelivery>;

@@ -1,0 +1,431 @@
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { SQLiteAsyncDialect } from 'drizzle-orm/sqlite-core';
+import type { SqlConn, Write } from '../db/exec.js';
+import { placeholders } from '../db/sql.js';
+import type { Logger } from '../lib/log.js';
+import { AppError } from '../lib/errors.js';
+import { conditionSql, SEVERITIES, type Computers } from '../assessment/queries.js';
+import { installationOverrideSchema, type InstallationOverride } from './installation.js';
+import type { Delivery, Targets } from './engine.js';
+
+/**
+ * Software update policies: which updates, to which computers, from when, by when,
+ * with which installation settings. Every change is one transaction with its
+ * history entry; the delivery engine is told afterwards and refreshes the targets.
+ */
+
+export const MAX_POLICY_UPDATES = 5_000;
+const updateId = z.string().min(1).max(100);
+
+export const targetsSchema = z
+  .strictObject({
+    all: z.boolean().optional().describe('Every computer of this node'),
+    filters: z.array(z.string().min(1).max(200)).max(50).optional().describe('Filter ids (GET /api/v1/filters): computers in any of them'),
+    computers: z.array(z.number().int().positive()).max(10_000).optional().describe('Computer ids'),
+  })
+  .refine((t) => t.all === true || (t.filters?.length ?? 0) > 0 || (t.computers?.length ?? 0) > 0, 'target all computers, or name filters or computers');
+
+export const fromRequiredSchema = z.strictObject({
+  filter: z.string().min(1).max(200).optional().describe('Only updates required by computers of this filter (default: every computer); also the policy\'s target unless targets are given'),
+  severity: z.enum(SEVERITIES).optional().describe('Only updates of this vendor severity'),
+  customSeverity: z.number().int().optional().describe('Only updates of this custom severity (id)'),
+});
+
+const isoTime = z.iso.datetime({ offset: true });
+
+export const policyCreateSchema = z
+  .strictObject({
+    name: z.string().trim().min(1).max(200),
+    description: z.string().max(2000).optional(),
+    updates: z.array(updateId).max(MAX_POLICY_UPDATES).optional().describe('Update ids'),
+    fromRequired: fromRequiredSchema.optional().describe('Add every update that computers (of a filter) require (of a severity): "every required critical update to the computers that need it" in one request'),
+    targets: targetsSchema.optional().describe('Defaults to fromRequired.filter (or all computers) when fromRequired is given'),
+    startAt: isoTime.optional().describe('Not delivered before (default: now)'),
+    deadline: isoTime.nullable().optional().describe('Installed by then, outside maintenance windows if need be'),
+    installation: installationOverrideSchema.nullable().optional().describe('Overrides of the node\'s installation settings'),
+    enabled: z.boolean().optional(),
+    followSupersedence: z.boolean().optional().describe('When an import supersedes one of its updates, add the superseding update'),
+  })
+  .refine((p) => p.updates !== undefined || p.fromRequired !== undefined, { message: 'give updates, fromRequired, or both', path: ['updates'] })
+  .refine((p) => p.targets !== undefined || p.fromRequired !== undefined, { message: 'give targets (or fromRequired, whose filter becomes the target)', path: ['targets'] });
+export type PolicyCreate = z.infer<typeof policyCreateSchema>;
+
+export const policyPatchSchema = z
+  .strictObject({
+    name: z.string().trim().min(1).max(200).optional(),
+    description: z.string().max(2000).nullable().optional(),
+    updates: z.array(updateId).min(1).max(MAX_POLICY_UPDATES).optional().describe('The whole list (replaces it)'),
+    addUpdates: z.array(updateId).max(MAX_POLICY_UPDATES).optional(),
+    removeUpdates: z.array(updateId).max(MAX_POLICY_UPDATES).optional(),
+    targets: targetsSchema.optional(),
+    startAt: isoTime.optional(),
+    deadline: isoTime.nullable().optional(),
+    installation: installationOverrideSchema.nullable().optional(),
+    enabled: z.boolean().optional(),
+    followSupersedence: z.boolean().optional(),
+  })
+  .refine((p) => Object.keys(p).length > 0, 'change at least one field');
+export type PolicyPatch = z.infer<typeof policyPatchSchema>;
+
+interface Row {
+  id: string;
+  name: string;
+  description: string | null;
+  enabled: number;
+  start_at: number;
+  deadline_at: number | null;
+  targets: string;
+  installation: string | null;
+  follow_supersedence: number;
+  origin: string;
+  revision: number;
+  created_at: number;
+  created_by: string | null;
+  updated_at: number;
+}
+
+const iso = (t: number | null) => (t === null ? null : new Date(Number(t)).toISOString());
+const dialect = new SQLiteAsyncDialect();
+
+/** The state of one (policy, computer, update), from its target row and the computer's status. */
+export const DELIVERY_STATE_SQL = `CASE
+  WHEN t.applicable = 'installed' THEN 'installed'
+  WHEN t.applicable IN ('superseded', 'not-applicable') THEN 'not-applicable'
+  WHEN t.applicable = 'unknown' THEN 'unknown'
+  WHEN s.state IS NULL THEN 'targeted'
+  WHEN s.state IN ('downloading', 'downloaded') THEN 'downloading'
+  ELSE s.state END`;
+export const DELIVERY_STATES = ['targeted', 'downloading', 'installing', 'installed', 'failed', 'pending-reboot', 'ceiling-reached', 'not-applicable', 'unknown'] as const;
+
+export class Policies {
+  constructor(
+    private readonly conn: SqlConn,
+    private readonly computers: Computers,
+    private readonly delivery: Delivery,
+    private readonly staleBefore: () => Promise<number>,
+    private readonly logger: Logger,
+  ) {}
+
+  #view(r: Row, updates: string[]) {
+    return {
+      id: r.id,
+      name: r.name,
+      description: r.description,
+      enabled: Boolean(r.enabled),
+      startAt: iso(r.start_at)!,
+      deadline: iso(r.deadline_at),
+      targets: JSON.parse(r.targets) as Targets,
+      installation: r.installation ? (JSON.parse(r.installation) as InstallationOverride) : null,
+      followSupersedence: Boolean(r.follow_supersedence),
+      origin: r.origin || null,
+      revision: Number(r.revision),
+      createdAt: iso(r.created_at)!,
+      createdBy: r.created_by,
+      updatedAt: iso(r.updated_at)!,
+      updates,
+    };
+  }
+
+  async #row(id: string): Promise<Row> {
+    const r = await this.conn.get<Row>('SELECT * FROM policies WHERE id = ?', [id]);
+    if (!r) throw new AppError('not-found', `no policy ${id}`);
+    return r;
+  }
+
+  async #updatesOf(id: string): Promise<string[]> {
+    return (await this.conn.all<{ update_id: string }>('SELECT update_id FROM policy_updates WHERE policy_id = ? ORDER BY update_id', [id])).map((r) => r.update_id);
+  }
+
+  async get(id: string) {
+    const r = await this.#row(id);
+    return { ...this.#view(r, await this.#updatesOf(id)), delivery: await this.totals(id) };
+  }
+
+  async list(o: { after: string; limit: number }) {
+    const rows = await this.conn.all<Row & { n: number }>(
+      'SELECT p.*, (SELECT count(*) FROM policy_updates pu WHERE pu.policy_id = p.id) AS n FROM policies p WHERE p.name > ? ORDER BY p.name LIMIT ?',
+      [o.after, o.limit + 1],
+    );
+    const more = rows.length > o.limit;
+    const items = [];
+    for (const r of rows.slice(0, o.limit)) {
+      const { updates: _u, ...v } = this.#view(r, []);
+      items.push({ ...v, updateCount: Number(r.n), delivery: await this.totals(r.id) });
+    }
+    return { items, nextCursor: more ? rows[o.limit - 1]!.name : null };
+  }
+
+  /** Live updates among `ids`; 400 naming the others. */
+  async #checkUpdates(ids: string[]): Promise<void> {
+    const live = new Set<string>();
+    for (let i = 0; i < ids.length; i += 400) {
+      const part = ids.slice(i, i + 400);
+      for (const r of await this.conn.all<{ id: string }>(`SELECT id FROM updates WHERE expired = 0 AND id IN (${placeholders(part)})`, part)) live.add(r.id);
+    }
+    const bad = ids.filter((id) => !live.has(id));
+    if (bad.length) throw new AppError('validation-failed', `not live updates of this node's catalog: ${bad.slice(0, 10).join(', ')}${bad.length > 10 ? ` and ${bad.length - 10} more` : ''}`);
+  }
+
+  async #checkTargets(t: Targets): Promise<void> {
+    for (const f of t.filters ?? []) {
+      try {
+        await this.computers.condition(f);
+      } catch (err) {
+        if (err instanceof AppError && err.code === 'not-found') throw new AppError('validation-failed', `targets: no filter ${f}`);
+        throw err;
+      }
+    }
+    const ids = [...new Set(t.computers ?? [])];
+    for (let i = 0; i < ids.length; i += 400) {
+      const part = ids.slice(i, i + 400);
+      const found = new Set((await this.conn.all<{ id: number }>(`SELECT id FROM computers WHERE id IN (${placeholders(part)})`, part)).map((r) => Number(r.id)));
+      const bad = part.filter((id) => !found.has(id));
+      if (bad.length) throw new AppError('validation-failed', `targets: no computers ${bad.slice(0, 10).join(', ')}`);
+    }
+  }
+
+  /** The updates computers (of a filter) require now, of a severity: "every required critical update". */
+  async #required(f: z.infer<typeof fromRequiredSchema>): Promise<string[]> {
+    const where: string[] = ["cu.state = 'required'", 'u.expired = 0'];
+    const params: unknown[] = [];
+    if (f.severity) {
+      where.push('u.severity = ?');
+      params.push(f.severity);
+    }
+    if (f.customSeverity !== undefined) {
+      where.push('u.custom_severity_id = ?');
+      params.push(f.customSeverity);
+    }
+    if (f.filter) {
+      let cond;
+      try {
+        cond = (await this.computers.condition(f.filter)).condition;
+      } catch (err) {
+        if (err instanceof AppError && err.code === 'not-found') throw new AppError('validation-failed', `fromRequired: no filter ${f.filter}`);
+        throw err;
+      }
+      const q = dialect.sqlToQuery(conditionSql(cond, await this.staleBefore()));
+      where.push(`(${q.sql})`);
+      params.push(...q.params);
+    }
+    const rows = await this.conn.all<{ id: string }>(
+      `SELECT DISTINCT cu.update_id AS id FROM computer_updates cu JOIN updates u ON u.id = cu.update_id JOIN computers ON computers.id = cu.computer_id
+       WHERE ${where.join(' AND ')} ORDER BY cu.update_id LIMIT ${MAX_POLICY_UPDATES + 1}`,
+      params,
+    );
+    if (rows.length > MAX_POLICY_UPDATES) throw new AppError('validation-failed', `fromRequired selects more than ${MAX_POLICY_UPDATES} updates; narrow it with a filter or severity`);
+    return rows.map((r) => r.id);
+  }
+
+  #times(startAt: number, deadline: number | null): void {
+    if (deadline !== null && deadline <= startAt) throw new AppError('validation-failed', 'deadline: must be after startAt');
+  }
+
+  async create(b: PolicyCreate, by: string | null, now = Date.now()) {
+    const fromReq = b.fromRequired ? await this.#required(b.fromRequired) : [];
+    const updates = [...new Set([...(b.updates ?? []), ...fromReq])].sort();
+    if (!updates.length) {
+      throw new AppError('validation-failed', b.fromRequired ? 'fromRequired: no computer requires such an update now; nothing to deliver' : 'updates: the policy needs at least one update');
+    }
+    if (updates.length > MAX_POLICY_UPDATES) throw new AppError('validation-failed', `a policy has at most ${MAX_POLICY_UPDATES} updates`);
+    await this.#checkUpdates(b.updates ?? []);
+    const targets: Targets = b.targets ?? (b.fromRequired?.filter ? { filters: [b.fromRequired.filter] } : { all: true });
+    await this.#checkTargets(targets);
+    const startAt = b.startAt ? Date.parse(b.startAt) : now;
+    const deadline = b.deadline ? Date.parse(b.deadline) : null;
+    this.#times(startAt, deadline);
+    const id = randomUUID();
+    const w: Write[] = [
+      [
+        `INSERT INTO policies (id, name, description, enabled, start_at, deadline_at, targets, installation, follow_supersedence, origin, revision, created_at, created_by, updated_at)
+         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 1, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM policies WHERE name = ?)`,
+        [id, b.name, b.description ?? null, b.enabled === false ? 0 : 1, startAt, deadline, JSON.stringify(targets), b.installation ? JSON.stringify(b.installation) : null, b.followSupersedence ? 1 : 0, now, by, now, b.name],
+      ],
+      ...updates.map((u): Write => ['INSERT INTO policy_updates (policy_id, update_id, added_at) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM policies WHERE id = ?)', [id, u, now, id]]),
+      ['INSERT INTO policy_history (policy_id, at, by, action, detail) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM policies WHERE id = ?)', [id, now, by, 'created', JSON.stringify({ updates, targets, fromRequired: b.fromRequired ?? null }), id]],
+    ];
+    const [inserted] = await this.conn.write(w);
+    if (!inserted) throw new AppError('conflict', `a policy named "${b.name}" exists`);
+    this.delivery.policyChanged(id);
+    return this.get(id);
+  }
+
+  async update(id: string, b: PolicyPatch, by: string | null, now = Date.now()) {
+    const r = await this.#row(id);
+    const before = this.#view(r, await this.#updatesOf(id));
+    let updates = b.updates ? [...new Set(b.updates)] : before.updates;
+    if (b.addUpdates) updates = [...new Set([...updates, ...b.addUpdates])];
+    if (b.removeUpdates) {
+      const gone = new Set(b.removeUpdates);
+      updates = updates.filter((u) => !gone.has(u));
+    }
+    updates.sort();
+    if (!updates.length) throw new AppError('validation-failed', 'updates: the policy needs at least one update');
+    if (updates.length > MAX_POLICY_UPDATES) throw new AppError('validation-failed', `a policy has at most ${MAX_POLICY_UPDATES} updates`);
+    const old = new Set(before.updates);
+    const added = updates.filter((u) => !old.has(u));
+    const kept = new Set(updates);
+    const removed = before.updates.filter((u) => !kept.has(u));
+    await this.#checkUpdates(added);
+    if (b.targets) await this.#checkTargets(b.targets);
+    const startAt = b.startAt ? Date.parse(b.startAt) : r.start_at;
+    const deadline = b.deadline === undefined ? r.deadline_at : b.deadline === null ? null : Date.parse(b.deadline);
+    this.#times(startAt, deadline);
+    const next = {
+      name: b.name ?? r.name,
+      description: b.description === undefined ? r.description : b.description,
+      enabled: b.enabled === undefined ? r.enabled : b.enabled ? 1 : 0,
+      targets: b.targets ? JSON.stringify(b.targets) : r.targets,
+      installation: b.installation === undefined ? r.installation : b.installation ? JSON.stringify(b.installation) : null,
+      follow: b.followSupersedence === undefined ? r.follow_supersedence : b.followSupersedence ? 1 : 0,
+    };
+    const changes: Record<string, { from: unknown; to: unknown }> = {};
+    const note = (k: string, from: unknown, to: unknown) => {
+      if (JSON.stringify(from) !== JSON.stringify(to)) changes[k] = { from, to };
+    };
+    note('name', r.name, next.name);
+    note('description', r.description, next.description);
+    note('enabled', Boolean(r.enabled), Boolean(next.enabled));
+    note('startAt', iso(r.start_at), iso(startAt));
+    note('deadline', iso(r.deadline_at), iso(deadline));
+    note('targets', JSON.parse(r.targets), JSON.parse(next.targets));
+    note('installation', r.installation ? JSON.parse(r.installation) : null, next.installation ? JSON.parse(next.installation) : null);
+    note('followSupersedence', Boolean(r.follow_supersedence), Boolean(next.follow));
+    if (added.length) changes['updatesAdded'] = { from: null, to: added };
+    if (removed.length) changes['updatesRemoved'] = { from: removed, to: null };
+    if (!Object.keys(changes).length) return this.get(id);
+    if (next.name !== r.name && (await this.conn.get('SELECT 1 FROM policies WHERE name = ? AND id <> ?', [next.name, id])))
+      throw new AppError('conflict', `a policy named "${next.name}" exists`);
+    const w: Write[] = [
+      [
+        `UPDATE policies SET name = ?, description = ?, enabled = ?, start_at = ?, deadline_at = ?, targets = ?, installation = ?, follow_supersedence = ?,
+           revision = revision + 1, updated_at = ? WHERE id = ? AND revision = ?`,
+        [next.name, next.description, next.enabled, startAt, deadline, next.targets, next.installation, next.follow, now, id, r.revision],
+      ],
+      ...added.map((u): Write => ['INSERT OR IGNORE INTO policy_updates (policy_id, update_id, added_at) VALUES (?, ?, ?)', [id, u, now]]),
+      ...removed.map((u): Write => ['DELETE FROM policy_updates WHERE policy_id = ? AND update_id = ?', [id, u]]),
+      ['INSERT INTO policy_history (policy_id, at, by, action, detail) VALUES (?, ?, ?, ?, ?)', [id, now, by, 'updated', JSON.stringify(changes)]],
+    ];
+    // Targets changed: rows of computers no longer targeted that still need the update go
+    // (the refresh would find them too); what was done under the old targets stays.
+    const [n] = await this.conn.write(w);
+    if (!n) throw new AppError('conflict', `policy ${id} changed meanwhile; read it again`);
+    this.delivery.policyChanged(id);
+    return this.get(id);
+  }
+
+  async remove(id: string, by: string | null, now = Date.now()): Promise<void> {
+    const r = await this.#row(id);
+    await this.conn.write([
+      ['DELETE FROM policies WHERE id = ?', [id]],
+      ['DELETE FROM policy_updates WHERE policy_id = ?', [id]],
+      ['INSERT INTO policy_history (policy_id, at, by, action, detail) VALUES (?, ?, ?, ?, ?)', [id, now, by, 'deleted', JSON.stringify({ name: r.name })]],
+    ]);
+    this.delivery.policyChanged(id);
+  }
+
+  async history(id: string, o: { after: number; limit: number }) {
+    const rows = await this.conn.all<{ id: number; at: number; by: string | null; action: string; detail: string }>(
+      'SELECT id, at, by, action, detail FROM policy_history WHERE policy_id = ? AND id > ? ORDER BY id LIMIT ?',
+      [id, o.after, o.limit + 1],
+    );
+    if (!rows.length && o.after === 0) await this.#row(id);
+    const more = rows.length > o.limit;
+    return {
+      items: rows.slice(0, o.limit).map((r) => ({ id: Number(r.id), at: iso(r.at)!, by: r.by, action: r.action, detail: JSON.parse(r.detail) as unknown })),
+      nextCursor: more ? String(rows[o.limit - 1]!.id) : null,
+    };
+  }
+
+  /**
+   * Seed KB "revise Software Update policies after importing patch data": for each
+   * policy that follows supersedence, every live update superseding one of its
+   * updates (same product) is added, with a history entry, until none is left
+   * (chains of cumulative updates are followed to their newest).
+   */
+  async reviseSupersedence(now = Date.now()): Promise<number> {
+    let total = 0;
+    const revised = new Set<string>();
+    for (let round = 0; round < 50; round++) {
+      const rows = await this.conn.all<{ policy_id: string; newer: string; older: string }>(
+        `SELECT DISTINCT pu.policy_id, n.id AS newer, o.id AS older FROM policy_updates pu
+         JOIN policies p ON p.id = pu.policy_id AND p.follow_supersedence = 1
+         JOIN updates o ON o.id = pu.update_id AND o.kb IS NOT NULL
+         JOIN update_supersedes s ON s.kb = o.kb
+         JOIN updates n ON n.id = s.update_id AND n.product = o.product AND n.expired = 0
+         WHERE NOT EXISTS (SELECT 1 FROM policy_updates x WHERE x.policy_id = pu.policy_id AND x.update_id = n.id)
+         ORDER BY pu.policy_id, n.id LIMIT 5000`,
+        [],
+      );
+      if (!rows.length) break;
+      const w: Write[] = [];
+      const seen = new Set<string>();
+      for (const r of rows) {
+        const key = `${r.policy_id}\t${r.newer}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        w.push(['INSERT OR IGNORE INTO policy_updates (policy_id, update_id, added_at) VALUES (?, ?, ?)', [r.policy_id, r.newer, now]]);
+        w.push(['INSERT INTO policy_history (policy_id, at, by, action, detail) VALUES (?, ?, ?, ?, ?)', [r.policy_id, now, 'supersedence', 'update-superseded', JSON.stringify({ added: r.newer, supersedes: r.older })]]);
+        w.push(['UPDATE policies SET revision = revision + 1, updated_at = ? WHERE id = ?', [now, r.policy_id]]);
+        revised.add(r.policy_id);
+        total++;
+      }
+      await this.conn.write(w);
+    }
+    for (const id of revised) this.delivery.policyChanged(id);
+    if (total) this.logger.info({ added: total, policies: revised.size }, 'policies revised for superseding updates');
+    return total;
+  }
+
+  /** Counts per delivery state of a policy's (computer, update) pairs, and its computers. */
+  async totals(id: string): Promise<Record<string, number>> {
+    const out: Record<string, number> = Object.fromEntries([['computers', 0], ...DELIVERY_STATES.map((s) => [s, 0])]);
+    const rows = await this.conn.all<{ state: string; n: number }>(
+      `SELECT ${DELIVERY_STATE_SQL} AS state, count(*) AS n FROM delivery_targets t
+       LEFT JOIN delivery_status s ON s.computer_id = t.computer_id AND s.update_id = t.update_id WHERE t.policy_id = ? GROUP BY 1`,
+      [id],
+    );
+    for (const r of rows) out[r.state] = Number(r.n);
+    out['computers'] = Number((await this.conn.get<{ n: number }>('SELECT count(DISTINCT computer_id) AS n FROM delivery_targets WHERE policy_id = ?', [id]))?.n ?? 0);
+    return out;
+  }
+
+  /** A policy's delivery, per computer and update, paged by (computer, update). */
+  async deliveryOf(id: string, o: { state?: string | undefined; computer?: number | undefined; after: string; limit: number }) {
+    await this.#row(id);
+    const [ac, ...au] = o.after ? o.after.split(':') : ['0'];
+    const where = ['t.policy_id = ?', '(t.computer_id > ? OR (t.computer_id = ? AND t.update_id > ?))'];
+    const params: unknown[] = [id, Number(ac), Number(ac), au.join(':')];
+    if (o.state) {
+      where.push(`${DELIVERY_STATE_SQL} = ?`);
+      params.push(o.state);
+    }
+    if (o.computer !== undefined) {
+      where.push('t.computer_id = ?');
+      params.push(o.computer);
+    }
+    const rows = await this.conn.all<{ computer_id: number; computer: string; update_id: string; kb: string | null; state: string; since: number; download_failures: number | null; install_failures: number | null; last_exit_code: number | null; last_error: string | null; updated_at: number | null }>(
+      `SELECT t.computer_id, c.name AS computer, t.update_id, u.kb, ${DELIVERY_STATE_SQL} AS state, t.since, s.download_failures, s.install_failures, s.last_exit_code, s.last_error, s.updated_at
+       FROM delivery_targets t JOIN computers c ON c.id = t.computer_id LEFT JOIN updates u ON u.id = t.update_id
+       LEFT JOIN delivery_status s ON s.computer_id = t.computer_id AND s.update_id = t.update_id
+       WHERE ${where.join(' AND ')} ORDER BY t.computer_id, t.update_id LIMIT ?`,
+      [...params, o.limit + 1],
+    );
+    const more = rows.length > o.limit;
+    const items = rows.slice(0, o.limit).map((r) => ({
+      computerId: Number(r.computer_id),
+      computer: r.computer,
+      updateId: r.update_id,
+      kb: r.kb,
+      state: r.state,
+      attempts: { download: Number(r.download_failures ?? 0), install: Number(r.install_failures ?? 0) },
+      lastExitCode: r.last_exit_code === null ? null : Number(r.last_exit_code),
+      lastError: r.last_error,
+      targetedAt: iso(r.since)!,
+      updatedAt: iso(r.updated_at),
+    }));
+    const last = items[items.length - 1];
+    return { totals: await this.totals(id), items, nextCursor: more && last ? `${last.computerId}:${last.updateId}` : null };
+  }
+}

@@ -1,0 +1,342 @@
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
+import { AppError } from '../../lib/errors.js';
+import { bearerToken } from '../../auth/tokens.js';
+import { requireRole, type AppEnv } from '../auth.js';
+import type { AppDeps } from '../app.js';
+import { errors, problem } from './common.js';
+import { installationSchema } from '../../delivery/installation.js';
+import { eventsBodySchema, EVENT_LIMITS } from '../../delivery/events.js';
+import { etagMatches } from '../../delivery/engine.js';
+import { DELIVERY_STATES, policyCreateSchema, policyPatchSchema } from '../../delivery/policies.js';
+import type { AgentPrincipal } from '../../delivery/agents.js';
+import type { DeliveryService } from '../../delivery/index.js';
+
+export const ENROLL_BODY_LIMIT = 16 * 1024;
+
+const limit = (maxSize: number, what: string) =>
+  bodyLimit({
+    maxSize,
+    onError: () => {
+      throw new AppError('payload-too-large', `${what} are limited to ${maxSize} bytes`);
+    },
+  });
+
+/** The calling agent (Authorization: Bearer <agent secret>); 401 otherwise. */
+export async function agentOf(c: { req: { header(name: string): string | undefined }; header(name: string, value: string): void }, d: DeliveryService): Promise<AgentPrincipal> {
+  const secret = bearerToken(c.req.header('authorization'));
+  if (!secret) {
+    c.header('WWW-Authenticate', 'Bearer realm="patchtree-agent"');
+    throw new AppError('unauthenticated', 'send Authorization: Bearer <agent secret> (from POST /agent/v1/enroll)');
+  }
+  return d.agents.authenticate(secret);
+}
+
+const policyView = z.looseObject({ id: z.string(), name: z.string(), enabled: z.boolean(), updates: z.array(z.string()) }).openapi('Policy');
+const historyItem = z.object({ id: z.number(), at: z.string(), by: z.string().nullable(), action: z.string(), detail: z.unknown() });
+const page = { limit: z.coerce.number().int().min(1).max(1000).default(100), cursor: z.string().max(300).optional() };
+
+export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
+  const d = deps.delivery;
+
+  /* ---------------- agents ---------------- */
+
+  app.use('/agent/v1/enroll', limit(ENROLL_BODY_LIMIT, 'enrolment requests'));
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/agent/v1/enroll',
+      tags: ['agents'],
+      summary: 'Enrol an agent with an enrolment token: returns its id and secret (shown once)',
+      description: 'Counts one use of the enrolment token. Every later agent call sends Authorization: Bearer <secret>; the agent reports its inventory with agentKey = agentId.',
+      request: {
+        body: {
+          content: {
+            'application/json': {
+              schema: z.object({
+                enrollmentToken: z.string().min(1).max(200),
+                name: z.string().trim().min(1).max(255).describe('Computer name'),
+                agentVersion: z.string().max(50).optional(),
+              }),
+            },
+          },
+          required: true,
+        },
+      },
+      responses: { 201: { description: 'Enrolled', content: { 'application/json': { schema: z.object({ agentId: z.string(), secret: z.string() }) } } }, 413: problem, ...errors },
+    }),
+    async (c) => {
+      const b = c.req.valid('json');
+      return c.json(await d.agents.enroll(b.enrollmentToken, b.name), 201);
+    },
+  );
+
+  app.openAPIRegistry.registerPath({
+    method: 'get',
+    path: '/agent/v1/config',
+    tags: ['agents'],
+    summary: 'The agent\'s configuration: scan interval, installation settings (windows, restart, notification, retry ceilings), node time',
+    security: [{ agent: [] }],
+    responses: { 200: { description: 'Configuration', content: { 'application/json': { schema: z.looseObject({ scanIntervalMinutes: z.number(), nodeTime: z.string(), installation: installationSchema }) } } }, ...errors },
+  });
+  app.get('/agent/v1/config', async (c) => {
+    const agent = await agentOf(c, d);
+    const s = await deps.assessment.settings();
+    return c.json({ agentId: agent.agentId, computerId: agent.computerId, scanIntervalMinutes: s.scanIntervalMinutes, installation: await d.installation(), nodeTime: new Date().toISOString() });
+  });
+
+  app.openAPIRegistry.registerPath({
+    method: 'get',
+    path: '/agent/v1/assignments',
+    tags: ['agents'],
+    summary: 'What this computer should install now, with an ETag: send If-None-Match, and an unchanged answer is a 304 with no body',
+    security: [{ agent: [] }],
+    responses: {
+      200: {
+        description: 'Assignments',
+        content: {
+          'application/json': {
+            schema: z.object({
+              items: z.array(
+                z.looseObject({
+                  updateId: z.string(),
+                  policyId: z.string(),
+                  kb: z.string().nullable(),
+                  files: z.array(z.object({ url: z.string(), sha256: z.string(), size: z.number(), name: z.string() })),
+                  command: z.string(),
+                  successCodes: z.array(z.number()),
+                  rebootCodes: z.array(z.number()),
+                  deadline: z.string().nullable(),
+                }),
+              ),
+              policies: z.array(z.looseObject({ id: z.string(), name: z.string(), installation: installationSchema })),
+              waitingForFiles: z.number(),
+            }),
+          },
+        },
+      },
+      304: { description: 'Unchanged since the ETag sent in If-None-Match' },
+      ...errors,
+    },
+  });
+  app.get('/agent/v1/assignments', async (c) => {
+    const agent = await agentOf(c, d);
+    const a = await d.engine.assignments(agent.computerId);
+    const headers = { etag: a.etag, 'cache-control': 'private, no-cache' };
+    if (etagMatches(c.req.header('if-none-match'), a.etag)) return new Response(null, { status: 304, headers });
+    return new Response(a.body, { status: 200, headers: { ...headers, 'content-type': 'application/json' } });
+  });
+
+  app.use('/agent/v1/events', limit(EVENT_LIMITS.bodyBytes, 'event batches'));
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/agent/v1/events',
+      tags: ['agents'],
+      summary: `Status events, batched (at most ${EVENT_LIMITS.batch}); each id is counted once, so a retried batch is harmless`,
+      security: [{ agent: [] }],
+      request: { body: { content: { 'application/json': { schema: eventsBodySchema } }, required: true } },
+      responses: { 200: { description: 'Stored', content: { 'application/json': { schema: z.object({ accepted: z.number(), duplicates: z.number() }) } } }, 409: problem, 413: problem, ...errors },
+    }),
+    async (c) => {
+      const agent = await agentOf(c, d);
+      if (agent.computerId === null) throw new AppError('conflict', 'report an inventory (POST /agent/v1/inventory) before sending events');
+      return c.json(await d.engine.events(agent.computerId, c.req.valid('json').events), 200);
+    },
+  );
+
+  /* ---------------- installation settings ---------------- */
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/settings/installation',
+      tags: ['settings'],
+      summary: 'The node\'s installation settings: maintenance windows, restart behaviour, notification, retry ceilings (policies may override them)',
+      responses: { 200: { description: 'Settings', content: { 'application/json': { schema: installationSchema } } }, ...errors },
+    }),
+    async (c) => c.json(await d.installation(), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: '/api/v1/settings/installation',
+      tags: ['settings'],
+      summary: 'Set the node\'s installation settings (admin); agents get them at their next check-in',
+      middleware: [requireRole('admin')] as const,
+      request: { body: { content: { 'application/json': { schema: installationSchema } }, required: true } },
+      responses: { 200: { description: 'Settings', content: { 'application/json': { schema: installationSchema } } }, ...errors },
+    }),
+    async (c) => c.json(await d.setInstallation(c.req.valid('json'), c.get('principal').name), 200),
+  );
+
+  /* ---------------- policies ---------------- */
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/policies',
+      tags: ['policies'],
+      summary: 'Create a software update policy (operator): updates (or every required update of a filter and severity), targets, start, deadline, installation settings',
+      middleware: [requireRole('operator')] as const,
+      request: { body: { content: { 'application/json': { schema: policyCreateSchema } }, required: true } },
+      responses: { 201: { description: 'Created', content: { 'application/json': { schema: policyView } } }, 409: problem, ...errors },
+    }),
+    async (c) => c.json(await d.policies.create(c.req.valid('json'), c.get('principal').name), 201),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/policies',
+      tags: ['policies'],
+      summary: 'Policies by name, with their update counts and delivery totals',
+      request: { query: z.object(page) },
+      responses: { 200: { description: 'Policies', content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ id: z.string(), name: z.string() })), nextCursor: z.string().nullable() }) } } }, ...errors },
+    }),
+    async (c) => {
+      const q = c.req.valid('query');
+      return c.json(await d.policies.list({ after: q.cursor ?? '', limit: q.limit }), 200);
+    },
+  );
+
+  const idParam = z.object({ id: z.string().min(1).max(100) });
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/policies/{id}',
+      tags: ['policies'],
+      summary: 'A policy, its updates and its delivery totals',
+      request: { params: idParam },
+      responses: { 200: { description: 'The policy', content: { 'application/json': { schema: policyView } } }, ...errors },
+    }),
+    async (c) => c.json(await d.policies.get(c.req.valid('param').id), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'patch',
+      path: '/api/v1/policies/{id}',
+      tags: ['policies'],
+      summary: 'Change a policy (operator): any field; updates replaced, or added and removed; recorded in its history',
+      middleware: [requireRole('operator')] as const,
+      request: { params: idParam, body: { content: { 'application/json': { schema: policyPatchSchema } }, required: true } },
+      responses: { 200: { description: 'The policy', content: { 'application/json': { schema: policyView } } }, 409: problem, ...errors },
+    }),
+    async (c) => c.json(await d.policies.update(c.req.valid('param').id, c.req.valid('json'), c.get('principal').name), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/api/v1/policies/{id}',
+      tags: ['policies'],
+      summary: 'Delete a policy (operator); agents stop getting its updates at their next check-in; its history stays',
+      middleware: [requireRole('operator')] as const,
+      request: { params: idParam },
+      responses: { 204: { description: 'Deleted' }, ...errors },
+    }),
+    async (c) => {
+      await d.policies.remove(c.req.valid('param').id, c.get('principal').name);
+      return c.body(null, 204);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/policies/{id}/history',
+      tags: ['policies'],
+      summary: 'Every change of a policy: created, updated (from/to per field), updates added for supersedence, deleted',
+      request: { params: idParam, query: z.object(page) },
+      responses: { 200: { description: 'History', content: { 'application/json': { schema: z.object({ items: z.array(historyItem), nextCursor: z.string().nullable() }) } } }, ...errors },
+    }),
+    async (c) => {
+      const q = c.req.valid('query');
+      return c.json(await d.policies.history(c.req.valid('param').id, { after: Number(q.cursor ?? 0) || 0, limit: q.limit }), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/policies/{id}/delivery',
+      tags: ['policies'],
+      summary: 'A policy\'s delivery per computer and update (targeted, downloading, installing, installed, failed, pending reboot, ceiling reached, not applicable), with totals',
+      request: {
+        params: idParam,
+        query: z.object({ ...page, state: z.enum(DELIVERY_STATES).optional(), computer: z.coerce.number().int().min(1).optional() }),
+      },
+      responses: { 200: { description: 'Delivery', content: { 'application/json': { schema: z.object({ totals: z.record(z.string(), z.number()), items: z.array(z.looseObject({ computerId: z.number(), updateId: z.string(), state: z.string() })), nextCursor: z.string().nullable() }) } } }, ...errors },
+    }),
+    async (c) => {
+      const q = c.req.valid('query');
+      return c.json(await d.policies.deliveryOf(c.req.valid('param').id, { state: q.state, computer: q.computer, after: q.cursor ?? '', limit: q.limit }), 200);
+    },
+  );
+
+  /* ---------------- computers: retries and credentials ---------------- */
+
+  const computerId = z.object({ id: z.coerce.number().int().min(1) });
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/computers/{id}/retries/clear',
+      tags: ['computers'],
+      summary: 'Clear a computer\'s failed-download and failed-install counts (all updates, or those listed); its agent picks it up at its next check-in (operator)',
+      middleware: [requireRole('operator')] as const,
+      request: { params: computerId, body: { content: { 'application/json': { schema: z.strictObject({ updates: z.array(z.string().min(1).max(100)).min(1).max(1000).optional() }) } }, required: false } },
+      responses: { 200: { description: 'Cleared', content: { 'application/json': { schema: z.object({ cleared: z.number() }) } } }, ...errors },
+    }),
+    async (c) => {
+      const b = (c.req.valid('json') as { updates?: string[] } | undefined) ?? {};
+      return c.json(await d.engine.clearRetries(c.req.valid('param').id, b.updates ?? null), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/api/v1/computers/{id}/agent',
+      tags: ['computers'],
+      summary: 'Revoke the credentials of a computer\'s agent (admin): its next call is a 401 until it enrols again',
+      middleware: [requireRole('admin')] as const,
+      request: { params: computerId },
+      responses: { 200: { description: 'Revoked', content: { 'application/json': { schema: z.object({ agentId: z.string() }) } } }, ...errors },
+    }),
+    async (c) => c.json(await d.agents.revokeComputer(c.req.valid('param').id, c.get('principal').name), 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/agents',
+      tags: ['agents'],
+      summary: 'Enrolled agents (admin): their computer, last seen, revoked',
+      middleware: [requireRole('admin')] as const,
+      request: { query: z.object(page) },
+      responses: { 200: { description: 'Agents', content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ agentId: z.string() })), nextCursor: z.string().nullable() }) } } }, ...errors },
+    }),
+    async (c) => {
+      const q = c.req.valid('query');
+      return c.json(await d.agents.list({ after: q.cursor ?? '', limit: q.limit }), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/api/v1/agents/{id}',
+      tags: ['agents'],
+      summary: 'Revoke an agent\'s credentials (admin)',
+      middleware: [requireRole('admin')] as const,
+      request: { params: z.object({ id: z.string().uuid() }) },
+      responses: { 204: { description: 'Revoked' }, ...errors },
+    }),
+    async (c) => {
+      await d.agents.revoke(c.req.valid('param').id, c.get('principal').name);
+      return c.body(null, 204);
+    },
+  );
+}
