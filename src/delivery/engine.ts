@@ -71,7 +71,30 @@ interface CacheEntry {
   body: string;
 }
 
+interface EventsResult {
+  accepted: number;
+  duplicates: number;
+}
+
+interface PendingEvents {
+  computerId: number;
+  events: AgentEvent[];
+  now: number;
+  resolve: (r: EventsResult) => void;
+  reject: (err: unknown) => void;
+}
+
+interface DrainContext {
+  /** Statuses computed earlier in this drain, by "computer\tupdate". */
+  statuses: Map<string, Status>;
+  /** Events stored earlier in this drain, by "computer\tevent id". */
+  stored: Set<string>;
+  node: Installation;
+}
+
 const PAGE = 500;
+/** Event batches written per transaction at most. */
+const EVENT_BATCHES_PER_TX = 256;
 /** Assignment answers kept in memory, in bytes at most. */
 const CACHE_BYTES = 64 * 1024 * 1024;
 const dialect = new SQLiteAsyncDialect();
@@ -86,6 +109,9 @@ export function etagMatches(header: string | undefined, etag: string): boolean {
 
 export class Delivery {
   readonly #queue = new PQueue({ concurrency: 1 });
+  /** Status writes (events, cleared retries): their own writer, never behind a policy's refresh. */
+  readonly #writer = new PQueue({ concurrency: 1 });
+  #eventsPending: PendingEvents[] = [];
   #pendingComputers = new Set<number>();
   #pendingPolicies = new Set<string>();
   #scheduled = false;
@@ -116,10 +142,13 @@ export class Delivery {
     if (this.#startTimer) clearTimeout(this.#startTimer);
     this.#queue.clear();
     await this.#queue.onIdle();
+    for (const p of this.#eventsPending.splice(0)) p.reject(new AppError('unavailable', 'the node is stopping; send the events again'));
+    await this.#writer.onIdle();
   }
 
-  idle(): Promise<void> {
-    return this.#queue.onIdle();
+  async idle(): Promise<void> {
+    await this.#queue.onIdle();
+    await this.#writer.onIdle();
   }
 
   /* ---------------- targeting ---------------- */
@@ -419,60 +448,110 @@ export class Delivery {
 
   /**
    * Stores an agent's batch of events and applies the new ones to the
-   * (computer, update) status, in one transaction. Events already stored (the
-   * same id from the same computer) are skipped, so a retried batch counts once.
+   * (computer, update) status. Events already stored (the same id from the same
+   * computer) are skipped, so a retried batch counts once. Batches that arrive
+   * together are written in one transaction (one fsync for many agents); a batch
+   * that fails its checks is refused alone and stores nothing.
    */
-  events(computerId: number, events: AgentEvent[], now = Date.now()): Promise<{ accepted: number; duplicates: number }> {
-    return this.#queue.add(async () => {
-      const unique = new Map(events.map((e) => [e.id, e]));
-      const ids = [...unique.keys()];
-      const seen = new Set<string>();
-      for (let i = 0; i < ids.length; i += 400) {
-        const part = ids.slice(i, i + 400);
-        for (const r of await this.conn.all<{ event_id: string }>(`SELECT event_id FROM agent_events WHERE computer_id = ? AND event_id IN (${placeholders(part)})`, [computerId, ...part]))
-          seen.add(r.event_id);
+  events(computerId: number, events: AgentEvent[], now = Date.now()): Promise<EventsResult> {
+    return new Promise<EventsResult>((resolve, reject) => {
+      this.#eventsPending.push({ computerId, events, now, resolve, reject });
+      if (this.#eventsPending.length === 1) void this.#writer.add(() => this.#drainEvents());
+    });
+  }
+
+  async #drainEvents(): Promise<void> {
+    const batch = this.#eventsPending.splice(0, EVENT_BATCHES_PER_TX);
+    if (this.#eventsPending.length) void this.#writer.add(() => this.#drainEvents());
+    const ctx: DrainContext = { statuses: new Map(), stored: new Set(), node: await this.nodeInstallation() };
+    const w: Write[] = [];
+    const done: [PendingEvents, EventsResult][] = [];
+    for (const p of batch) {
+      try {
+        const mine = await this.#prepareEvents(p, ctx);
+        w.push(...mine.writes);
+        for (const [k, v] of mine.statuses) ctx.statuses.set(k, v);
+        for (const k of mine.stored) ctx.stored.add(k);
+        done.push([p, mine.result]);
+      } catch (err) {
+        p.reject(err);
       }
-      const fresh = [...unique.values()].filter((e) => !seen.has(e.id));
-      const updateIds = [...new Set(fresh.map((e) => e.updateId))];
-      if (updateIds.length) {
-        const known = new Set<string>();
-        for (let i = 0; i < updateIds.length; i += 400) {
-          const part = updateIds.slice(i, i + 400);
-          for (const r of await this.conn.all<{ id: string }>(`SELECT id FROM updates WHERE id IN (${placeholders(part)})`, part)) known.add(r.id);
-        }
-        const unknown = updateIds.filter((u) => !known.has(u));
-        if (unknown.length) throw new AppError('validation-failed', `events name updates this node does not know: ${unknown.slice(0, 5).join(', ')}; nothing was stored`);
-      }
-      const w: Write[] = [];
-      const node = await this.nodeInstallation();
-      for (const u of updateIds) {
-        const mine = fresh.filter((e) => e.updateId === u).sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
-        const row = await this.conn.get<{ state: Status['state']; download_failures: number; install_failures: number; last_attempt: number | null; last_exit_code: number | null; last_error: string | null; last_event_at: number; retries_cleared_at: number | null }>(
-          'SELECT state, download_failures, install_failures, last_attempt, last_exit_code, last_error, last_event_at, retries_cleared_at FROM delivery_status WHERE computer_id = ? AND update_id = ?',
-          [computerId, u],
-        );
-        let s: Status = row
-          ? { state: row.state, downloadFailures: Number(row.download_failures), installFailures: Number(row.install_failures), lastAttempt: row.last_attempt, lastExitCode: row.last_exit_code, lastError: row.last_error, lastEventAt: Number(row.last_event_at), retriesClearedAt: row.retries_cleared_at }
-          : newStatus();
-        const ceilings = await this.ceilings(computerId, u, node);
-        for (const e of mine) s = applyEvent(s, { type: e.type, at: Date.parse(e.at), attempt: e.attempt, exitCode: e.exitCode, message: e.message }, ceilings);
-        w.push([
-          `INSERT INTO delivery_status (computer_id, update_id, state, download_failures, install_failures, last_attempt, last_exit_code, last_error, last_event_at, retries_cleared_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT(computer_id, update_id) DO UPDATE SET state = excluded.state, download_failures = excluded.download_failures, install_failures = excluded.install_failures,
-             last_attempt = excluded.last_attempt, last_exit_code = excluded.last_exit_code, last_error = excluded.last_error, last_event_at = excluded.last_event_at, updated_at = excluded.updated_at`,
-          [computerId, u, s.state, s.downloadFailures, s.installFailures, s.lastAttempt, s.lastExitCode, s.lastError, s.lastEventAt, s.retriesClearedAt, now],
-        ]);
-      }
-      for (const e of fresh)
-        w.push([
-          'INSERT INTO agent_events (computer_id, event_id, update_id, policy_id, type, attempt, at, exit_code, message, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-          [computerId, e.id, e.updateId, e.policyId ?? null, e.type, e.attempt, Date.parse(e.at), e.exitCode ?? null, e.message ?? null, now],
-        ]);
+    }
+    try {
       await this.conn.write(w);
-      if (fresh.length) this.#drop(computerId);
-      return { accepted: fresh.length, duplicates: events.length - fresh.length };
-    }) as Promise<{ accepted: number; duplicates: number }>;
+    } catch (err) {
+      for (const [p] of done) p.reject(err);
+      return;
+    }
+    for (const [p, r] of done) {
+      if (r.accepted) this.#drop(p.computerId);
+      p.resolve(r);
+    }
+  }
+
+  /** Checks one batch and computes its writes, without touching the drain's state until it passes. */
+  async #prepareEvents(p: PendingEvents, ctx: DrainContext): Promise<{ writes: Write[]; statuses: Map<string, Status>; stored: string[]; result: EventsResult }> {
+    const { computerId, now } = p;
+    const unique = new Map(p.events.map((e) => [e.id, e]));
+    const ids = [...unique.keys()];
+    const seen = new Set<string>(ids.filter((id) => ctx.stored.has(`${computerId}\t${id}`)));
+    for (let i = 0; i < ids.length; i += 400) {
+      const part = ids.slice(i, i + 400);
+      for (const r of await this.conn.all<{ event_id: string }>(`SELECT event_id FROM agent_events WHERE computer_id = ? AND event_id IN (${placeholders(part)})`, [computerId, ...part]))
+        seen.add(r.event_id);
+    }
+    const fresh = [...unique.values()].filter((e) => !seen.has(e.id));
+    const updateIds = [...new Set(fresh.map((e) => e.updateId))];
+    if (updateIds.length) {
+      const known = new Set<string>();
+      for (let i = 0; i < updateIds.length; i += 400) {
+        const part = updateIds.slice(i, i + 400);
+        for (const r of await this.conn.all<{ id: string }>(`SELECT id FROM updates WHERE id IN (${placeholders(part)})`, part)) known.add(r.id);
+      }
+      const unknown = updateIds.filter((u) => !known.has(u));
+      if (unknown.length) throw new AppError('validation-failed', `events name updates this node does not know: ${unknown.slice(0, 5).join(', ')}; nothing was stored`);
+    }
+    const writes: Write[] = [];
+    const statuses = new Map<string, Status>();
+    for (const u of updateIds) {
+      const key = `${computerId}\t${u}`;
+      let s = ctx.statuses.get(key) ?? (await this.#status(computerId, u)) ?? newStatus();
+      const ceilings = await this.ceilings(computerId, u, ctx.node);
+      for (const e of fresh.filter((e) => e.updateId === u).sort((a, b) => Date.parse(a.at) - Date.parse(b.at)))
+        s = applyEvent(s, { type: e.type, at: Date.parse(e.at), attempt: e.attempt, exitCode: e.exitCode, message: e.message }, ceilings);
+      statuses.set(key, s);
+      writes.push([
+        `INSERT INTO delivery_status (computer_id, update_id, state, download_failures, install_failures, last_attempt, last_exit_code, last_error, last_event_at, retries_cleared_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(computer_id, update_id) DO UPDATE SET state = excluded.state, download_failures = excluded.download_failures, install_failures = excluded.install_failures,
+           last_attempt = excluded.last_attempt, last_exit_code = excluded.last_exit_code, last_error = excluded.last_error, last_event_at = excluded.last_event_at, updated_at = excluded.updated_at`,
+        [computerId, u, s.state, s.downloadFailures, s.installFailures, s.lastAttempt, s.lastExitCode, s.lastError, s.lastEventAt, s.retriesClearedAt, now],
+      ]);
+    }
+    for (const e of fresh)
+      writes.push([
+        'INSERT INTO agent_events (computer_id, event_id, update_id, policy_id, type, attempt, at, exit_code, message, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        [computerId, e.id, e.updateId, e.policyId ?? null, e.type, e.attempt, Date.parse(e.at), e.exitCode ?? null, e.message ?? null, now],
+      ]);
+    return { writes, statuses, stored: fresh.map((e) => `${computerId}\t${e.id}`), result: { accepted: fresh.length, duplicates: p.events.length - fresh.length } };
+  }
+
+  async #status(computerId: number, updateId: string): Promise<Status | null> {
+    const row = await this.conn.get<{ state: Status['state']; download_failures: number; install_failures: number; last_attempt: number | null; last_exit_code: number | null; last_error: string | null; last_event_at: number; retries_cleared_at: number | null }>(
+      'SELECT state, download_failures, install_failures, last_attempt, last_exit_code, last_error, last_event_at, retries_cleared_at FROM delivery_status WHERE computer_id = ? AND update_id = ?',
+      [computerId, updateId],
+    );
+    if (!row) return null;
+    return {
+      state: row.state,
+      downloadFailures: Number(row.download_failures),
+      installFailures: Number(row.install_failures),
+      lastAttempt: row.last_attempt,
+      lastExitCode: row.last_exit_code,
+      lastError: row.last_error,
+      lastEventAt: Number(row.last_event_at),
+      retriesClearedAt: row.retries_cleared_at,
+    };
   }
 
   /** The retry ceilings for an update on a computer: the most lenient of the policies delivering it. */
@@ -488,7 +567,7 @@ export class Delivery {
 
   /** Resets failure counts (all of a computer's updates, or some); the agent sees it at its next check-in. */
   clearRetries(computerId: number, updateIds: string[] | null, now = Date.now()): Promise<{ cleared: number }> {
-    return this.#queue.add(async () => {
+    return this.#writer.add(async () => {
       const c = await this.conn.get<{ id: number }>('SELECT id FROM computers WHERE id = ?', [computerId]);
       if (!c) throw new AppError('not-found', `no computer ${computerId}`);
       const only = updateIds ? ` AND update_id IN (${placeholders(updateIds)})` : '';
