@@ -161,7 +161,8 @@ export class Assessor {
   report(r: Report, now = Date.now(), enrollmentTokenId?: string): Promise<ReportResult> {
     return new Promise<ReportResult>((resolve, reject) => {
       this.#pending.push({ r, now, enrollmentTokenId, resolve, reject });
-      if (this.#pending.length === 1) void this.#queue.add(() => this.#drainReports());
+      // After this turn of the event loop: the reports read in it share a transaction.
+      if (this.#pending.length === 1) setImmediate(() => void this.#queue.add(() => this.#drainReports()));
     });
   }
 

@@ -456,7 +456,10 @@ export class Delivery {
   events(computerId: number, events: AgentEvent[], now = Date.now()): Promise<EventsResult> {
     return new Promise<EventsResult>((resolve, reject) => {
       this.#eventsPending.push({ computerId, events, now, resolve, reject });
-      if (this.#eventsPending.length === 1) void this.#writer.add(() => this.#drainEvents());
+      // The drain waits for the end of this turn of the event loop, so every batch
+      // whose request was read in it shares the transaction: a commit's fsync blocks
+      // the thread, and requests that arrive meanwhile are read together after it.
+      if (this.#eventsPending.length === 1) setImmediate(() => void this.#writer.add(() => this.#drainEvents()));
     });
   }
 
@@ -502,13 +505,15 @@ export class Delivery {
     }
     const fresh = [...unique.values()].filter((e) => !seen.has(e.id));
     const updateIds = [...new Set(fresh.map((e) => e.updateId))];
-    if (updateIds.length) {
+    // Live updates are in the catalog index; only others (expired ones) are looked up.
+    const unindexed = updateIds.filter((u) => !this.index.get(u));
+    if (unindexed.length) {
       const known = new Set<string>();
-      for (let i = 0; i < updateIds.length; i += 400) {
-        const part = updateIds.slice(i, i + 400);
+      for (let i = 0; i < unindexed.length; i += 400) {
+        const part = unindexed.slice(i, i + 400);
         for (const r of await this.conn.all<{ id: string }>(`SELECT id FROM updates WHERE id IN (${placeholders(part)})`, part)) known.add(r.id);
       }
-      const unknown = updateIds.filter((u) => !known.has(u));
+      const unknown = unindexed.filter((u) => !known.has(u));
       if (unknown.length) throw new AppError('validation-failed', `events name updates this node does not know: ${unknown.slice(0, 5).join(', ')}; nothing was stored`);
     }
     const writes: Write[] = [];
