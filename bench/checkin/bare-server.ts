@@ -2,15 +2,19 @@
  * The limit for this stack (bench/checkin): a bare node:http server that reads a
  * request body, parses the same JSON as POST /agent/v1/events, and does one indexed
  * SQLite write, on the same driver and pragmas as the node (libsql binding, WAL,
- * synchronous=FULL), one transaction per request. Prints "listening <port>".
+ * synchronous=FULL), one transaction per request; with "normal", synchronous=NORMAL
+ * (no fsync per commit). Prints "listening <port>".
  *
- *   node dist/bench/checkin/bare-server.js <database file>
+ *   node dist/bench/checkin/bare-server.js <database file> [full|normal]
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { openNative, prepare } from '../../src/db/native.js';
 
 const db = openNative(process.argv[2] ?? 'bare.db');
+db.exec('PRAGMA journal_mode = WAL'); // as the node's database
+// "normal": the same without an fsync per commit, to show the CPU limit alone.
+if (process.argv[3] === 'normal') db.exec('PRAGMA synchronous = NORMAL');
 db.exec('CREATE TABLE IF NOT EXISTS events (agent TEXT NOT NULL, event_id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (agent, event_id))');
 const insert = prepare(db, 'INSERT OR IGNORE INTO events (agent, event_id, body) VALUES (?, ?, ?)');
 
