@@ -213,6 +213,9 @@ export class Computers {
   async deleteFilter(id: string): Promise<void> {
     const m = /^custom:(\d+)$/.exec(id);
     if (!m) throw new AppError('conflict', `filter ${id} is automatic; only admins' own (custom:N) filters can be deleted`);
+    // A policy targeting it would silently lose those computers.
+    const users = await this.writer.all<{ name: string }>(sql`SELECT name FROM policies WHERE targets LIKE ${`%${escapeLike(JSON.stringify(id))}%`} ESCAPE '\\' ORDER BY name LIMIT 5`);
+    if (users.length) throw new AppError('conflict', `filter ${id} is a target of policies ${users.map((u) => `"${u.name}"`).join(', ')}; change their targets first`);
     const r = await this.writer.delete(customFilters).where(eq(customFilters.id, Number(m[1])));
     if (!r.rowsAffected) throw new AppError('not-found', `no filter ${id}`);
   }

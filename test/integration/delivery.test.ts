@@ -343,7 +343,17 @@ t.test('installation settings and policy validation', async (t) => {
   const viewer = await api(node.url, node.token, '/api/v1/tokens', { method: 'POST', body: JSON.stringify({ name: 'v', role: 'viewer' }) });
   t.equal((await api(node.url, viewer.body.token, '/api/v1/policies', { method: 'POST', body: JSON.stringify({ name: 'y', updates: ['test-1'], targets: { all: true } }) })).status, 403, 'viewers cannot create policies');
   t.equal((await api(node.url, viewer.body.token, '/api/v1/policies')).status, 200, 'but can read them');
-  const id = (await api(node.url, node.token, '/api/v1/policies')).body.items[0].id;
+  // A filter a policy targets cannot be deleted from under it.
+  const f = await api(node.url, node.token, '/api/v1/filters', { method: 'POST', body: JSON.stringify({ name: 'Lab', condition: { name: 'PC-' } }) });
+  t.equal((await post({ name: 'lab', updates: ['test-1'], targets: { filters: [f.body.id] } })).status, 201);
+  const del = await api(node.url, node.token, `/api/v1/filters/${encodeURIComponent(f.body.id)}`, { method: 'DELETE' });
+  t.equal(del.status, 409);
+  t.match(del.body.detail, /"lab"/);
+  const lab = (await api(node.url, node.token, '/api/v1/policies')).body.items.find((p: any) => p.name === 'lab');
+  t.equal((await api(node.url, node.token, `/api/v1/policies/${lab.id}`, { method: 'PATCH', body: JSON.stringify({ targets: { all: true } }) })).status, 200);
+  t.equal((await api(node.url, node.token, `/api/v1/filters/${encodeURIComponent(f.body.id)}`, { method: 'DELETE' })).status, 204, 'deletable once no policy targets it');
+
+  const id = (await api(node.url, node.token, '/api/v1/policies')).body.items.find((p: any) => p.name === 'x').id;
   t.equal((await api(node.url, node.token, `/api/v1/policies/${id}`, { method: 'DELETE' })).status, 204);
   t.equal((await api(node.url, node.token, `/api/v1/policies/${id}`)).status, 404);
   t.same((await api(node.url, node.token, `/api/v1/policies/${id}/history`)).body.items.map((h: any) => h.action), ['created', 'deleted'], 'the history outlives the policy');
