@@ -8,6 +8,7 @@ import { buildCatalog } from '../catalog/build.js';
 import { generateKeys, loadPublicKey, keyIdOf, parseSignature, sha256File, verifySignature } from '../catalog/signing.js';
 import { AppError } from '../lib/errors.js';
 import { simulate } from '../assessment/simulate.js';
+import { agentCli } from '../agent/cli.js';
 
 const USAGE = `patchtree ${VERSION}: patch distribution server
 
@@ -19,6 +20,7 @@ Usage:
   patchtree catalog import FILE --server URL --token T [--signature SIGFILE]
   patchtree content status --server URL --token T [--watch] [--json]
   patchtree simulate --server URL --enrollment-token T --computers N [--seed S] [--concurrency C] [--prefix P]
+  patchtree agent run|status|task|log|clear-retries|update-data ...   the agent (patchtree agent help)
   patchtree --version`;
 
 /** Flags that take several values in a row (`--cvrf a.xml b.xml`), as well as repeated. */
@@ -230,6 +232,8 @@ export async function main(argv: string[]): Promise<number> {
         return await content(rest);
       case 'simulate':
         return await simulateCmd(rest);
+      case 'agent':
+        return await agentCli(rest, VERSION);
       case '--version':
       case '-v':
         console.log(VERSION);

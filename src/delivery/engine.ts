@@ -589,6 +589,39 @@ export class Delivery {
     }) as Promise<{ cleared: number }>;
   }
 
+  /** A computer's status events as its agent sent them, newest first (optionally of one update). */
+  async eventsOf(computerId: number, o: { update?: string | undefined; before?: number | undefined; limit: number }) {
+    const where = ['computer_id = ?'];
+    const params: unknown[] = [computerId];
+    if (o.update) {
+      where.push('update_id = ?');
+      params.push(o.update);
+    }
+    if (o.before) {
+      where.push('rowid < ?');
+      params.push(o.before);
+    }
+    const rows = await this.conn.all<{ rowid: number; event_id: string; update_id: string; policy_id: string | null; type: string; attempt: number; at: number; exit_code: number | null; message: string | null; received_at: number }>(
+      `SELECT rowid, event_id, update_id, policy_id, type, attempt, at, exit_code, message, received_at FROM agent_events WHERE ${where.join(' AND ')} ORDER BY rowid DESC LIMIT ?`,
+      [...params, o.limit + 1],
+    );
+    const more = rows.length > o.limit;
+    return {
+      items: rows.slice(0, o.limit).map((r) => ({
+        id: r.event_id,
+        updateId: r.update_id,
+        policyId: r.policy_id,
+        type: r.type,
+        attempt: Number(r.attempt),
+        at: iso(r.at)!,
+        exitCode: r.exit_code === null ? null : Number(r.exit_code),
+        message: r.message,
+        receivedAt: iso(r.received_at)!,
+      })),
+      nextCursor: more ? String(rows[o.limit - 1]!.rowid) : null,
+    };
+  }
+
   /** Drops events received before `before` (the dedupe window is the retention). */
   async pruneEvents(before: number): Promise<number> {
     let total = 0;

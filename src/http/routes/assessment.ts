@@ -78,7 +78,7 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
     method: 'get',
     path: '/agent/v1/rules',
     tags: ['agents'],
-    summary: 'The live catalog\'s applicability rules as NDJSON (id, kb, product, severity, applicability, installed, supersedes), streamed',
+    summary: 'The live catalog\'s applicability rules as NDJSON (id, kb, product, severity, applicability, installed, supersedes), streamed; ETag, If-None-Match → 304',
     security: AGENT_OR_ENROLLMENT,
     responses: { 200: { description: 'One update per line', content: { 'application/x-ndjson': { schema: z.string() } } }, ...errors },
   });
@@ -86,6 +86,9 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
     const secret = bearer(c.req.header('authorization'));
     if (secret.startsWith(AGENT_SECRET_PREFIX)) await deps.delivery.agents.authenticate(secret);
     else await a.enrollment.verify(secret);
+    // Any change-log entry may change the rules: its head is the validator.
+    const etag = `"rules-${await a.assessor.head()}"`;
+    if (c.req.header('if-none-match') === etag) return new Response(null, { status: 304, headers: { etag } });
     let after = '';
     const enc = new TextEncoder();
     const body = new ReadableStream<Uint8Array>({
@@ -99,7 +102,7 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
         ctl.enqueue(enc.encode(`${text}\n`));
       },
     });
-    return new Response(body, { headers: { 'content-type': 'application/x-ndjson' } });
+    return new Response(body, { headers: { 'content-type': 'application/x-ndjson', etag } });
   });
 
   /* ---- enrolment tokens ---- */

@@ -183,6 +183,20 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     return c.json(await d.engine.events(agent.computerId, parsed.data.events), 200);
   });
 
+  app.openAPIRegistry.registerPath({
+    method: 'post',
+    path: '/agent/v1/retries/clear',
+    tags: ['agents'],
+    summary: 'Clear this computer\'s failed-download and failed-install counts (a user at the computer: `patchtree agent clear-retries`)',
+    security: [{ agent: [] }],
+    responses: { 200: { description: 'Cleared', content: { 'application/json': { schema: z.object({ cleared: z.number() }) } } }, 409: problem, ...errors },
+  });
+  app.post('/agent/v1/retries/clear', async (c) => {
+    const agent = await agentOf(c, d);
+    if (agent.computerId === null) return c.json({ cleared: 0 }, 200);
+    return c.json(await d.engine.clearRetries(agent.computerId, null), 200);
+  });
+
   /* ---------------- installation settings ---------------- */
 
   app.openapi(
@@ -330,6 +344,21 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     async (c) => {
       const b = (c.req.valid('json') as { updates?: string[] } | undefined) ?? {};
       return c.json(await d.engine.clearRetries(c.req.valid('param').id, b.updates ?? null), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/computers/{id}/events',
+      tags: ['computers'],
+      summary: 'The status events a computer\'s agent sent (downloads, installs, exit codes, log excerpts), newest first',
+      request: { params: computerId, query: z.object({ ...page, update: z.string().min(1).max(100).optional() }) },
+      responses: { 200: { description: 'Events', content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ id: z.string(), type: z.string() })), nextCursor: z.string().nullable() }) } } }, ...errors },
+    }),
+    async (c) => {
+      const q = c.req.valid('query');
+      return c.json(await d.engine.eventsOf(c.req.valid('param').id, { update: q.update, before: q.cursor ? Number(q.cursor) : undefined, limit: q.limit }), 200);
     },
   );
 
