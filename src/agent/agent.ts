@@ -403,15 +403,20 @@ export class Agent {
       this.log.write(`${kb}: retry counts cleared by the node`);
     }
     const ceilings = policy.installation.retries;
-    if (c.download >= ceilings.download || c.install >= ceilings.install) {
+    // Said once, as soon as a failure reaches the ceiling (the node stops offering
+    // the update when it counts the same failures, so there may be no next time).
+    const atCeiling = (): boolean => {
+      if (c.download < ceilings.download && c.install < ceilings.install) return false;
       if (!c.ceilingReported) {
         const what = c.download >= ceilings.download ? `${c.download} failed downloads` : `${c.install} failed installs`;
         this.log.write(`${kb}: retry ceiling reached after ${what}; not trying it again until the retry counts are cleared`);
         this.#event(item, 'ceiling-reached', Math.max(c.download, c.install), { message: what });
-        this.store.setCounters(item.updateId, { ...c, ceilingReported: true });
+        c = { ...c, ceilingReported: true };
+        this.store.setCounters(item.updateId, c);
       }
-      return false;
-    }
+      return true;
+    };
+    if (atCeiling()) return false;
     // Download (at any time), then install when a window or the deadline allows.
     step(`downloading ${kb}`);
     const paths: string[] = [];
@@ -430,6 +435,7 @@ export class Agent {
           this.store.setCounters(item.updateId, c);
           this.#event(item, 'download-failed', attempt, { message: (err as Error).message });
           this.log.write(`${kb}: download of ${f.name} failed (attempt ${attempt} of ${ceilings.download}): ${(err as Error).message}`);
+          atCeiling();
           return false;
         }
       }
@@ -454,6 +460,7 @@ export class Agent {
         this.store.setCounters(item.updateId, c);
         this.#event(item, 'download-failed', c.download, { message: `sha256 mismatch before install: ${got}` });
         this.log.write(`${kb}: ${f.name} refused before install: sha256 is ${got}, expected ${f.sha256}; deleted`);
+        atCeiling();
         return false;
       }
     }
@@ -479,6 +486,7 @@ export class Agent {
     const why = r.timedOut ? `timed out after ${this.o.installTimeoutSeconds} s` : r.code === null ? `ended by signal ${r.signal}` : `exit code ${r.code}`;
     this.#event(item, 'install-failed', attempt, { ...(r.code !== null ? { exitCode: r.code } : {}), message: `${why}: ${r.output}` });
     this.log.write(`${kb}: install failed (attempt ${attempt} of ${ceilings.install}): ${why}${r.output ? `; output: ${r.output}` : ''}`);
+    atCeiling();
     return false;
   }
 
