@@ -300,6 +300,7 @@ export class Agent {
     const skew = Date.parse(cfg.nodeTime) - Date.now();
     if (Math.abs(skew) > 5 * 60_000) this.log.write(`warning: this computer's clock is ${Math.round(skew / 1000)} s off the node's`);
     this.store.put('config', cfg);
+    this.store.put('configAt', new Date().toISOString());
     this.store.put('lastCheckIn', new Date().toISOString());
     return cfg;
   }
@@ -370,7 +371,10 @@ export class Agent {
     step('checking in');
     let assignments: Assignments;
     try {
-      await this.#config(signal);
+      // A quiet check-in is one 304: the configuration is read by scans, and here
+      // only when it is an hour old.
+      const lastConfig = this.store.get<string>('configAt');
+      if (!lastConfig || Date.now() - Date.parse(lastConfig) > 3_600_000) await this.#config(signal);
       assignments = await this.#assignments(signal);
     } catch (err) {
       // Without the node, what was assigned before is still installed on schedule.

@@ -1,5 +1,5 @@
 import { existsSync, statSync, watch } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { Agent, TASKS } from './agent.js';
 import { controlRequest, NotRunning, Refused } from './control.js';
@@ -20,6 +20,12 @@ export const AGENT_USAGE = `patchtree agent: the software update agent of a mana
   patchtree agent update-data --state DIR`;
 
 class UsageError extends Error {}
+
+/** The package version, read without loading the server's modules. */
+export async function agentVersion(): Promise<string> {
+  const pkg = JSON.parse(await readFile(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
 
 const need = (v: string | undefined, flag: string): string => {
   if (!v) throw new UsageError(`${flag} is required\n\n${AGENT_USAGE}`);

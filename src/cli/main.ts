@@ -8,7 +8,6 @@ import { buildCatalog } from '../catalog/build.js';
 import { generateKeys, loadPublicKey, keyIdOf, parseSignature, sha256File, verifySignature } from '../catalog/signing.js';
 import { AppError } from '../lib/errors.js';
 import { simulate } from '../assessment/simulate.js';
-import { agentCli } from '../agent/cli.js';
 
 const USAGE = `patchtree ${VERSION}: patch distribution server
 
@@ -233,7 +232,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'simulate':
         return await simulateCmd(rest);
       case 'agent':
-        return await agentCli(rest, VERSION);
+        return await (await import('../agent/cli.js')).agentCli(rest, VERSION);
       case '--version':
       case '-v':
         console.log(VERSION);

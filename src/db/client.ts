@@ -1,3 +1,4 @@
+import { BUSY_TIMEOUT_MS } from './native.js';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,9 +9,6 @@ import * as schema from './schema.js';
 
 export type Schema = typeof schema;
 export type Orm = LibSQLDatabase<Schema>;
-
-/** Milliseconds a connection waits for another writer before SQLITE_BUSY. */
-export const BUSY_TIMEOUT_MS = 15_000;
 
 /**
  * One node's database. `orm` (drizzle over @libsql/client) serves everything but

@@ -1,6 +1,5 @@
 import { createClient, type Client, type Transaction } from '@libsql/client';
-import { openNative, prepare, type NativeDb, type Stmt } from './native.js';
-import { BUSY_TIMEOUT_MS } from './client.js';
+import { BUSY_TIMEOUT_MS, openNative, prepare, type NativeDb, type Stmt } from './native.js';
 
 /**
  * Plain SQL for the hot paths (imports, assessment), one interface over both

@@ -1,5 +1,7 @@
 import Database from 'libsql';
-import { BUSY_TIMEOUT_MS } from './client.js';
+
+/** How long a connection waits for another's write lock before SQLITE_BUSY. */
+export const BUSY_TIMEOUT_MS = 15_000;
 
 export type NativeDb = InstanceType<typeof Database>;
 
