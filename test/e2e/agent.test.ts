@@ -43,8 +43,8 @@ async function setup(t: Test, sizes: number[]) {
   return { dir, node, nodeArgs, files, inventory, installer, enrollmentToken: et.body.token as string, state: join(dir, 'agent') };
 }
 
-function startAgent(t: Test, server: string, state: string, token: string, inventory: string, interval = 1): ChildProcess {
-  const child = spawn(process.execPath, [BIN, 'agent', 'run', '--server', server, '--state', state, '--enrollment-token', token, '--inventory', `file:${inventory}`, '--interval', String(interval), '--name', 'PC-1', '--install-timeout', '20'], {
+function startAgent(t: Test, server: string, state: string, token: string, inventory: string, interval = 1, installTimeout = 20): ChildProcess {
+  const child = spawn(process.execPath, [BIN, 'agent', 'run', '--server', server, '--state', state, '--enrollment-token', token, '--inventory', `file:${inventory}`, '--interval', String(interval), '--name', 'PC-1', '--install-timeout', String(installTimeout)], {
     env: { PATH: process.env['PATH'] },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -274,4 +274,29 @@ t.test('a cut download resumes with Range; a task stopped mid-download', async (
   proxy.state.bytesPerSecond = 0;
   await waitLog(s.state, /kb2\.msu: resuming at byte/);
   await waitLog(s.state, /KB5000002: installed/);
+});
+
+t.test('an installer that hangs is killed at the timeout and counted as a failed install', async (t) => {
+  const s = await setup(t, [2000]);
+  s.installer(1, 'hang');
+  startAgent(t, s.node.url, s.state, s.enrollmentToken, s.inventory, 1, 2);
+  await waitLog(s.state, /scan: 1 update/);
+  const id = await computerId(s.node);
+  const p = await policy(s.node, { name: 'Hangs', updates: ['test-1'], installation: { maintenance: { mode: 'any-time' } } });
+  await waitLog(s.state, /KB5000001: install failed \(attempt 1 of 4\): timed out after 2 s/);
+  await waitFor(async () => (await eventTypes(s.node, id, 'test-1')).includes('install-failed'), 'the failure at the node');
+  const ev = (await api(s.node.url, ADMIN_TOKEN, `/api/v1/computers/${id}/events?update=test-1`)).body.items.find((e: any) => e.type === 'install-failed');
+  t.match(ev, { attempt: 1, message: /timed out after 2 s/ });
+  t.equal(ev.exitCode, null, 'no exit code: it was killed');
+  s.installer(1, 'ok');
+  await waitLog(s.state, /KB5000001: installed/);
+  await waitFor(async () => (await rowState(s.node, p, 'test-1'))?.state === 'installed', 'installed on a later attempt');
+  // The hung installers' process groups were killed, not left sleeping.
+  const ps = await new Promise<string>((r) => {
+    let out = '';
+    const c = spawn('ps', ['-eo', 'args'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    c.stdout!.on('data', (d) => (out += String(d)));
+    c.on('close', () => r(out));
+  });
+  t.notMatch(ps, /^sleep 600$/m, 'no installer left running');
 });
