@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import type { CatalogUpdate } from '../src/catalog/format.js';
-import { ROOT, auth, benchProcesses, importCatalog, startNode } from './util.js';
+import { ROOT, auth, benchProcesses, importCatalog, runBench, startNode, stopBenchProcesses } from './util.js';
 
 const PRODUCT = 'Windows 11 Version 23H2 for x64-based Systems';
 
@@ -119,14 +119,9 @@ async function main(): Promise<void> {
     proxy.close();
   } finally {
     vendor.close();
-    for (const c of benchProcesses) c.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 500));
+    await stopBenchProcesses();
     await rm(dir, { recursive: true, force: true });
   }
 }
 
-main().catch((err) => {
-  console.error(err);
-  for (const c of benchProcesses) c.kill('SIGTERM');
-  process.exit(1);
-});
+runBench(main);

@@ -62,3 +62,18 @@ export async function importCatalog(n: Node, file: string): Promise<void> {
   const res = await fetch(`${n.url}/api/v1/catalog/imports`, { method: 'POST', body: form, headers: auth });
   if (res.status !== 201) throw new Error(`import: ${res.status} ${await res.text()}`);
 }
+
+/** Stops every process the bench started and gives them a moment to exit. */
+export async function stopBenchProcesses(): Promise<void> {
+  for (const c of benchProcesses) c.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 500));
+}
+
+/** Runs a bench's main; on an error, prints it, stops the processes and exits 1. */
+export function runBench(main: () => Promise<void>): void {
+  main().catch((err) => {
+    console.error(err);
+    for (const c of benchProcesses) c.kill('SIGTERM');
+    process.exit(1);
+  });
+}

@@ -75,6 +75,9 @@ export class Agent {
   readonly log: PatchLog;
   #creds: Credentials | null;
   #stopping = false;
+  #loopDone: Promise<void> = Promise.resolve();
+  /** Aborted by stop(): ends a request of the loop's own (sending events) at once. */
+  readonly #stopCtl = new AbortController();
   #wake: (() => void) | null = null;
   #running: { name: TaskName; trigger: string; startedAt: string; ctl: AbortController; step: string; done: Promise<void> } | null = null;
   #control: Server | null = null;
@@ -140,6 +143,16 @@ export class Agent {
   /* ---------------- the loop ---------------- */
 
   async run(): Promise<void> {
+    let done!: () => void;
+    this.#loopDone = new Promise<void>((r) => (done = r));
+    try {
+      await this.#loop();
+    } finally {
+      done();
+    }
+  }
+
+  async #loop(): Promise<void> {
     await this.enroll(this.o.enrollmentToken);
     await this.#listen();
     this.log.write(`agent started (version ${this.o.version}, inventory ${this.o.inventory.name}, check-in every ${this.o.intervalSeconds} s)`);
@@ -186,9 +199,11 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.#stopping = true;
+    this.#stopCtl.abort();
     this.#running?.ctl.abort(new Error('the agent is stopping'));
     await this.#running?.done.catch(() => {});
     this.#wake?.();
+    await this.#loopDone; // the loop may be sending events: the store stays open until it is out
     await new Promise<void>((r) => (this.#control ? this.#control.close(() => r()) : r()));
     this.log.write('agent stopped');
     this.store.close();
@@ -570,7 +585,7 @@ export class Agent {
       const batch = this.store.pending(500);
       if (!batch.length) return;
       try {
-        const res = await this.#fetch('/agent/v1/events', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ events: batch.map((b) => b.event) }) });
+        const res = await this.#fetch('/agent/v1/events', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ events: batch.map((b) => b.event) }) }, this.#stopCtl.signal);
         const text = await res.text();
         if (res.status === 409) {
           // No computer yet (no inventory reported): after the next scan.
