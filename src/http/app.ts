@@ -13,6 +13,7 @@ import type { Content } from '../content/index.js';
 import type { Assessment } from '../assessment/index.js';
 import { assessmentRoutes } from './routes/assessment.js';
 import { deliveryRoutes } from './routes/delivery.js';
+import { reportRoutes } from './routes/reports.js';
 import type { DeliveryService } from '../delivery/index.js';
 import type { ReplicationParent } from '../replication/parent.js';
 import type { ReplicationChild } from '../replication/child.js';
@@ -131,6 +132,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   hierarchyRoutes(app, deps);
   assessmentRoutes(app, deps);
   deliveryRoutes(app, deps);
+  reportRoutes(app, deps);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API token (admin, operator or viewer).' });
   app.openAPIRegistry.registerComponent('securitySchemes', 'enrollment', { type: 'http', scheme: 'bearer', description: 'An agent enrolment token (POST /api/v1/agents/enrollment-tokens).' });
