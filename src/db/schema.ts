@@ -6,3 +6,4 @@ export * from '../content/schema.js';
 export * from '../replication/schema.js';
 export * from '../assessment/schema.js';
 export * from '../delivery/schema.js';
+export * from '../reports/schema.js';

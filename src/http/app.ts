@@ -15,6 +15,7 @@ import { assessmentRoutes } from './routes/assessment.js';
 import { deliveryRoutes } from './routes/delivery.js';
 import { reportRoutes } from './routes/reports.js';
 import type { DeliveryService } from '../delivery/index.js';
+import type { ReportsService } from '../reports/index.js';
 import type { ReplicationParent } from '../replication/parent.js';
 import type { ReplicationChild } from '../replication/child.js';
 import type { Identity } from '../replication/identity.js';
@@ -36,6 +37,7 @@ export interface AppDeps {
   content: Content;
   assessment: Assessment;
   delivery: DeliveryService;
+  reports: ReportsService;
   hierarchy: {
     identity: Identity;
     parent: ReplicationParent;

@@ -23,6 +23,7 @@ import { replicationService } from '../replication/protocol.js';
 import type { NodeConfig } from './config.js';
 import { createAssessment, type Assessment } from '../assessment/index.js';
 import { createDelivery, type DeliveryService } from '../delivery/index.js';
+import { createReports, type ReportsService } from '../reports/index.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -47,6 +48,10 @@ export class PatchtreeNode {
   }
   #child: ReplicationChild | null = null;
   #delivery: DeliveryService | null = null;
+  #reports: ReportsService | null = null;
+  get reports(): ReportsService | null {
+    return this.#reports;
+  }
   get delivery(): DeliveryService | null {
     return this.#delivery;
   }
@@ -175,6 +180,8 @@ export class PatchtreeNode {
     assessment.assessor.onAssessed = (ids) => delivery.engine.computersAssessed(ids);
     delivery.engine.onPolicyChanged = () => reconcileSoon();
     content.downloader.onVerified = () => delivery.engine.invalidateAll();
+    const reports = createReports(this.db, assessment, log);
+    this.#reports = reports;
     const importer = new CatalogImporter(this.db, trusted, log.child({ module: 'catalog' }), (o) => {
       metrics.catalogImports.inc({ outcome: o.ok ? 'ok' : (o.code ?? 'error') });
       if (o.ok) metrics.catalogImportDuration.observe(o.seconds);
@@ -197,6 +204,7 @@ export class PatchtreeNode {
       content,
       assessment,
       delivery,
+      reports,
       hierarchy: { identity, parent, child, languages: config.languages, subtreeLanguages: allLanguages },
       metrics,
       node: { name: config.name, version: VERSION, languages: config.languages, startedAt: Date.now() },
@@ -205,6 +213,7 @@ export class PatchtreeNode {
     });
     await assessment.start();
     await delivery.start();
+    reports.start();
     const server = createAdaptorServer({ fetch: app.fetch }) as Server;
     server.requestTimeout = 0; // large catalog uploads on slow links
     server.headersTimeout = 60_000;
@@ -254,6 +263,7 @@ export class PatchtreeNode {
         setTimeout(() => http.closeAllConnections(), 2000).unref();
       });
     }
+    this.#reports?.stop();
     await this.#delivery?.stop();
     await this.#assessment?.stop();
     this.db?.close();

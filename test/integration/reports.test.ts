@@ -173,3 +173,18 @@ t.test('vulnerabilities and delivery reports', async (t) => {
   t.equal((await api(n.url, n.token, '/api/v1/reports/delivery?policy=nope')).status, 404);
   t.equal((await api(n.url, n.token, '/api/v1/reports/delivery')).status, 400);
 });
+
+t.test('the daily trend: one snapshot a day, the last of the day, oldest first, bounded', async (t) => {
+  const { n } = await setup(t);
+  const trend = n.node.reports!.trend;
+  const now = Date.now();
+  await trend.snapshot(new Date(now - 500 * 86_400_000));
+  await trend.snapshot(new Date(now - 2 * 86_400_000));
+  await trend.snapshot(new Date(now));
+  const r = await api(n.url, n.token, '/api/v1/reports/compliance/trend?days=3');
+  t.same(r.body.days.map((d: any) => d.day), [new Date(now - 2 * 86_400_000).toISOString().slice(0, 10), new Date(now).toISOString().slice(0, 10)]);
+  t.match(r.body.days[1].summary, { computers: 5, compliantPercent: 40 });
+  const all = await api(n.url, n.token, '/api/v1/reports/compliance/trend?days=400');
+  t.equal(all.body.days.length, 2, 'the snapshot of 500 days ago was pruned');
+  t.equal((await api(n.url, n.token, '/api/v1/reports/compliance/trend?days=0')).status, 400);
+});

@@ -3,8 +3,7 @@ import type { Context } from 'hono';
 import type { AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { errors } from './common.js';
-import { Reports, reportFilterSchema } from '../../reports/reports.js';
-import { staleBefore } from '../../assessment/settings.js';
+import { reportFilterSchema } from '../../reports/reports.js';
 import { DELIVERY_STATES } from '../../delivery/policies.js';
 
 /** One CSV field: quoted when it must be; text a spreadsheet would run as a formula is defused. */
@@ -60,7 +59,19 @@ const page = { limit: z.coerce.number().int().min(1).max(1000).default(100), cur
 const format = { format: z.enum(['json', 'csv']).optional().describe('csv (or Accept: text/csv): every row, streamed') };
 
 export function reportRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
-  const reports = new Reports(deps.db.reader, deps.assessment.computers, async () => staleBefore(await deps.assessment.settings()));
+  const { reports, trend } = deps.reports;
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/reports/compliance/trend',
+      tags: ['reports'],
+      summary: 'The compliance summary of each of the last days (one snapshot a day, the day\'s last), oldest first',
+      request: { query: z.object({ days: z.coerce.number().int().min(1).max(400).default(90) }) },
+      responses: { 200: { description: 'The trend', content: { 'application/json': { schema: z.object({ days: z.array(z.object({ day: z.string(), takenAt: z.string(), summary: z.unknown() })) }) } } }, ...errors },
+    }),
+    async (c) => c.json({ days: await trend.list(c.req.valid('query').days) }, 200),
+  );
 
   app.openapi(
     createRoute({
