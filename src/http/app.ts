@@ -14,6 +14,7 @@ import type { Assessment } from '../assessment/index.js';
 import { assessmentRoutes } from './routes/assessment.js';
 import { deliveryRoutes } from './routes/delivery.js';
 import { reportRoutes } from './routes/reports.js';
+import { consoleRoutes } from './console/pages.js';
 import type { DeliveryService } from '../delivery/index.js';
 import type { ReportsService } from '../reports/index.js';
 import type { ReplicationParent } from '../replication/parent.js';
@@ -135,6 +136,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   assessmentRoutes(app, deps);
   deliveryRoutes(app, deps);
   reportRoutes(app, deps);
+  consoleRoutes(app, deps);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API token (admin, operator or viewer).' });
   app.openAPIRegistry.registerComponent('securitySchemes', 'enrollment', { type: 'http', scheme: 'bearer', description: 'An agent enrolment token (POST /api/v1/agents/enrollment-tokens).' });
