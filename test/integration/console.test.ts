@@ -61,6 +61,13 @@ t.test('the console: sign-in, dashboard, policies, delivery, computers, hierarch
   const dup = await form({ name: 'Critical now', filter: '', severity: 'Critical', deadline: '' }, cookie, '/policies');
   t.match(decodeURIComponent(dup.headers.get('location')!), /\/policies\?error=a policy named "Critical now" exists/);
 
+  // Edited from its page: disabled, with a deadline.
+  const edit = await form({ name: 'Critical now', enabled: 'false', deadline: '2030-01-02T03:04' }, cookie, `/policies/${id}`);
+  t.equal(edit.headers.get('location'), `/policies/${id}`);
+  t.match((await api(n.url, n.token, `/api/v1/policies/${id}`)).body, { enabled: false, deadline: '2030-01-02T03:04:00.000Z' });
+  const badEdit = await form({ name: 'Critical now', enabled: 'true', deadline: '2000-01-01T00:00' }, cookie, `/policies/${id}`);
+  t.match(decodeURIComponent(badEdit.headers.get('location')!), /\?error=deadline: must be after startAt/);
+
   const comps = await (await get('/computers', cookie)).text();
   t.equal((comps.match(/<tr><td><a href="\/computers\/\d+">/g) ?? []).length, 3);
   const h = await (await get('/hierarchy', cookie)).text();

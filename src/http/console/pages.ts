@@ -238,16 +238,37 @@ ${body.items.map((p) => {
       );
       if (r.status !== 200) return layout(c, 'Policy', nodeName, html`<p class="error" role="alert">${r.body.detail ?? 'not found'}</p>`);
       const t = r.body.totals;
+      const { body: pol } = await api<{ name: string; enabled: boolean; deadline: string | null; origin: string | null }>(c, `/api/v1/policies/${encodeURIComponent(id)}`);
+      const err = c.req.query('error');
       return layout(
         c,
         `Delivery: ${r.body.policy!.name}`,
         nodeName,
-        html`<table class="totals"><caption>Totals</caption><tbody>${Object.entries(t).map(([k, v]) => html`<tr><th scope="row">${k}</th><td class="n" data-total="${k}">${fmt(v)}</td></tr>`)}</tbody></table>
+        html`${err ? html`<p class="error" role="alert">${err}</p>` : ''}
+<form method="post" action="/policies/${id}" class="inline" aria-label="Edit the policy">
+<label for="ename">Name<input id="ename" name="name" value="${pol.name}" required maxlength="200"></label>
+<label for="edeadline">Deadline (UTC)<input id="edeadline" name="deadline" type="datetime-local" value="${pol.deadline ? pol.deadline.slice(0, 16) : ''}"></label>
+<label for="eenabled">Enabled<select id="eenabled" name="enabled"><option value="true"${pol.enabled ? raw(' selected') : ''}>yes</option><option value="false"${pol.enabled ? '' : raw(' selected')}>no</option></select></label>
+<button type="submit">Save</button></form>
+<table class="totals"><caption>Totals</caption><tbody>${Object.entries(t).map(([k, v]) => html`<tr><th scope="row">${k}</th><td class="n" data-total="${k}">${fmt(v)}</td></tr>`)}</tbody></table>
 <p><a href="/api/v1/reports/delivery?policy=${id}&amp;format=csv">All rows (CSV)</a></p>
 <table><caption>Per computer and update</caption><thead><tr><th scope="col">Computer</th><th scope="col">Update</th><th scope="col">State</th><th scope="col" class="n">Failed downloads</th><th scope="col" class="n">Failed installs</th><th scope="col">Last error</th></tr></thead><tbody>
 ${r.body.items.map((i) => html`<tr><td><a href="/computers/${i.computerId}">${i.computer}</a></td><td>${i.kb ? `KB${i.kb}` : i.updateId}</td><td>${i.state}</td><td class="n">${i.attempts.download}</td><td class="n">${i.attempts.install}</td><td>${i.lastExitCode !== null ? `exit ${i.lastExitCode}: ` : ''}${i.lastError ?? ''}</td></tr>`)}
 </tbody></table>${r.body.nextCursor ? html`<p><a href="/policies/${id}?cursor=${encodeURIComponent(r.body.nextCursor)}">Next page</a></p>` : ''}`,
       );
+    }),
+  );
+
+  app.post(
+    '/policies/:id',
+    page(async (c) => {
+      const id = c.req.param('id') ?? '';
+      const f = await c.req.parseBody();
+      const deadline = String(f['deadline'] ?? '');
+      const body = { name: String(f['name'] ?? ''), enabled: f['enabled'] !== 'false', deadline: deadline ? new Date(`${deadline}Z`).toISOString() : null };
+      const r = await api<{ detail?: string }>(c, `/api/v1/policies/${encodeURIComponent(id)}`, { method: 'PATCH', body: JSON.stringify(body) });
+      const to = `/policies/${encodeURIComponent(id)}`;
+      return c.redirect(r.status === 200 ? to : `${to}?error=${encodeURIComponent(r.body.detail ?? `HTTP ${r.status}`)}`, 303);
     }),
   );
 
