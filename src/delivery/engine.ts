@@ -117,6 +117,8 @@ export class Delivery {
   #scheduled = false;
   #cache = new Map<number, CacheEntry>();
   #cacheBytes = 0;
+  /** Counts invalidations of single answers: an answer built across one is not kept. */
+  #drops = 0;
   /** Bumped when something every computer's answer may depend on changes (policies, files, time). */
   #gen = 0;
   #startTimer: NodeJS.Timeout | null = null;
@@ -181,11 +183,23 @@ export class Delivery {
         this.#scheduled = false;
         const policies = [...this.#pendingPolicies];
         this.#pendingPolicies.clear();
-        for (const id of policies) await this.#refreshPolicy(id);
-        while (this.#pendingComputers.size) {
-          const ids = [...this.#pendingComputers].slice(0, PAGE);
-          for (const id of ids) this.#pendingComputers.delete(id);
-          await this.#refreshPage(await this.#enabledPolicies(), ids);
+        let ids: number[] = [];
+        try {
+          while (policies.length) {
+            await this.#refreshPolicy(policies[0]!);
+            policies.shift();
+          }
+          while (this.#pendingComputers.size) {
+            ids = [...this.#pendingComputers].slice(0, PAGE);
+            for (const id of ids) this.#pendingComputers.delete(id);
+            await this.#refreshPage(await this.#enabledPolicies(), ids);
+            ids = [];
+          }
+        } catch (err) {
+          // What was not done is done again at the retry.
+          for (const id of policies) this.#pendingPolicies.add(id);
+          for (const id of ids) this.#pendingComputers.add(id);
+          throw err;
         }
       })
       .catch((err) => {
@@ -338,6 +352,7 @@ export class Delivery {
   /* ---------------- assignments ---------------- */
 
   #drop(computerId: number): void {
+    this.#drops++;
     const e = this.#cache.get(computerId);
     if (e) {
       this.#cacheBytes -= e.body.length;
@@ -349,11 +364,19 @@ export class Delivery {
   async assignments(computerId: number | null): Promise<{ etag: string; body: string }> {
     if (computerId === null) return this.#emptyAnswer();
     const hit = this.#cache.get(computerId);
-    if (hit && hit.gen === this.#gen) return hit;
+    if (hit && hit.gen === this.#gen) {
+      // Most recently used last: eviction takes the first.
+      this.#cache.delete(computerId);
+      this.#cache.set(computerId, hit);
+      return hit;
+    }
     const gen = this.#gen;
+    const drops = this.#drops;
     const body = JSON.stringify(await this.#build(computerId));
     const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`;
     const entry = { gen, etag, body };
+    // Something changed while it was built: answer, but do not keep it.
+    if (this.#drops !== drops) return entry;
     this.#drop(computerId);
     this.#cache.set(computerId, entry);
     this.#cacheBytes += body.length;
