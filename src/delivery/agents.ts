@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { SqlConn } from '../db/exec.js';
+import { isoTime, keysetPage } from '../db/sql.js';
 import { hashToken } from '../auth/tokens.js';
 import { AppError } from '../lib/errors.js';
 import type { EnrollmentTokens } from '../assessment/enrollment.js';
@@ -114,20 +115,20 @@ export class AgentCredentials {
        FROM agents a LEFT JOIN computers c ON c.agent_key = a.id WHERE a.id > ? ORDER BY a.id LIMIT ?`,
       [o.after, o.limit + 1],
     );
-    const more = rows.length > o.limit;
-    const iso = (t: number | null) => (t === null ? null : new Date(Number(t)).toISOString());
-    return {
-      items: rows.slice(0, o.limit).map((r) => ({
+    return keysetPage(
+      rows,
+      o.limit,
+      (r) => ({
         agentId: r.id,
         name: r.name,
         computerId: r.computer_id === null ? null : Number(r.computer_id),
         enrollmentTokenId: r.enrollment_token_id,
-        createdAt: iso(r.created_at)!,
-        lastSeenAt: iso(this.#seen.get(r.id) ?? r.last_seen_at),
-        revokedAt: iso(r.revoked_at),
+        createdAt: isoTime(r.created_at)!,
+        lastSeenAt: isoTime(this.#seen.get(r.id) ?? r.last_seen_at),
+        revokedAt: isoTime(r.revoked_at),
         revokedBy: r.revoked_by,
-      })),
-      nextCursor: more ? rows[o.limit - 1]!.id : null,
-    };
+      }),
+      (r) => r.id,
+    );
   }
 }

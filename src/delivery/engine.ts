@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import PQueue from 'p-queue';
 import { SQLiteAsyncDialect } from 'drizzle-orm/sqlite-core';
 import type { SqlConn, Write } from '../db/exec.js';
-import { placeholders } from '../db/sql.js';
+import { isoTime as iso, keysetPage, placeholders } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { facts, type Inventory } from '../assessment/evaluate.js';
@@ -98,7 +98,6 @@ const EVENT_BATCHES_PER_TX = 256;
 /** Assignment answers kept in memory, in bytes at most. */
 const CACHE_BYTES = 64 * 1024 * 1024;
 const dialect = new SQLiteAsyncDialect();
-const iso = (t: number | null | undefined) => (t === null || t === undefined ? null : new Date(Number(t)).toISOString());
 
 /** Strong and weak forms of each tag in an If-None-Match header. */
 export function etagMatches(header: string | undefined, etag: string): boolean {
@@ -628,9 +627,10 @@ export class Delivery {
       `SELECT rowid, event_id, update_id, policy_id, type, attempt, at, exit_code, message, received_at FROM agent_events WHERE ${where.join(' AND ')} ORDER BY rowid DESC LIMIT ?`,
       [...params, o.limit + 1],
     );
-    const more = rows.length > o.limit;
-    return {
-      items: rows.slice(0, o.limit).map((r) => ({
+    return keysetPage(
+      rows,
+      o.limit,
+      (r) => ({
         id: r.event_id,
         updateId: r.update_id,
         policyId: r.policy_id,
@@ -640,9 +640,9 @@ export class Delivery {
         exitCode: r.exit_code === null ? null : Number(r.exit_code),
         message: r.message,
         receivedAt: iso(r.received_at)!,
-      })),
-      nextCursor: more ? String(rows[o.limit - 1]!.rowid) : null,
-    };
+      }),
+      (r) => String(r.rowid),
+    );
   }
 
   /** Drops events received before `before` (the dedupe window is the retention). */

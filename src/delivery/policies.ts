@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { SQLiteAsyncDialect } from 'drizzle-orm/sqlite-core';
 import type { SqlConn, Write } from '../db/exec.js';
-import { placeholders } from '../db/sql.js';
+import { isoTime as iso, keysetPage, placeholders } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { conditionSql, SEVERITIES, type Computers } from '../assessment/queries.js';
@@ -85,7 +85,6 @@ interface Row {
   updated_at: number;
 }
 
-const iso = (t: number | null) => (t === null ? null : new Date(Number(t)).toISOString());
 const dialect = new SQLiteAsyncDialect();
 
 /** The state of one (policy, computer, update), from its target row and the computer's status. */
@@ -147,13 +146,13 @@ export class Policies {
       'SELECT p.*, (SELECT count(*) FROM policy_updates pu WHERE pu.policy_id = p.id) AS n FROM policies p WHERE p.name > ? ORDER BY p.name LIMIT ?',
       [o.after, o.limit + 1],
     );
-    const more = rows.length > o.limit;
+    const page = keysetPage(rows, o.limit, (r) => r, (r) => r.name);
     const items = [];
-    for (const r of rows.slice(0, o.limit)) {
+    for (const r of page.items) {
       const { updates: _u, ...v } = this.#view(r, []);
       items.push({ ...v, updateCount: Number(r.n), delivery: await this.totals(r.id) });
     }
-    return { items, nextCursor: more ? rows[o.limit - 1]!.name : null };
+    return { items, nextCursor: page.nextCursor };
   }
 
   /** Live updates among `ids`; 400 naming the others. */
@@ -331,11 +330,7 @@ export class Policies {
       [id, o.after, o.limit + 1],
     );
     if (!rows.length && o.after === 0) await this.#row(id);
-    const more = rows.length > o.limit;
-    return {
-      items: rows.slice(0, o.limit).map((r) => ({ id: Number(r.id), at: iso(r.at)!, by: r.by, action: r.action, detail: JSON.parse(r.detail) as unknown })),
-      nextCursor: more ? String(rows[o.limit - 1]!.id) : null,
-    };
+    return keysetPage(rows, o.limit, (r) => ({ id: Number(r.id), at: iso(r.at)!, by: r.by, action: r.action, detail: JSON.parse(r.detail) as unknown }), (r) => String(r.id));
   }
 
   /**
@@ -412,20 +407,23 @@ export class Policies {
        WHERE ${where.join(' AND ')} ORDER BY t.computer_id, t.update_id LIMIT ?`,
       [...params, o.limit + 1],
     );
-    const more = rows.length > o.limit;
-    const items = rows.slice(0, o.limit).map((r) => ({
-      computerId: Number(r.computer_id),
-      computer: r.computer,
-      updateId: r.update_id,
-      kb: r.kb,
-      state: r.state,
-      attempts: { download: Number(r.download_failures ?? 0), install: Number(r.install_failures ?? 0) },
-      lastExitCode: r.last_exit_code === null ? null : Number(r.last_exit_code),
-      lastError: r.last_error,
-      targetedAt: iso(r.since)!,
-      updatedAt: iso(r.updated_at),
-    }));
-    const last = items[items.length - 1];
-    return { totals: await this.totals(id), items, nextCursor: more && last ? `${last.computerId}:${last.updateId}` : null };
+    const page = keysetPage(
+      rows,
+      o.limit,
+      (r) => ({
+        computerId: Number(r.computer_id),
+        computer: r.computer,
+        updateId: r.update_id,
+        kb: r.kb,
+        state: r.state,
+        attempts: { download: Number(r.download_failures ?? 0), install: Number(r.install_failures ?? 0) },
+        lastExitCode: r.last_exit_code === null ? null : Number(r.last_exit_code),
+        lastError: r.last_error,
+        targetedAt: iso(r.since)!,
+        updatedAt: iso(r.updated_at),
+      }),
+      (r) => `${r.computer_id}:${r.update_id}`,
+    );
+    return { totals: await this.totals(id), ...page };
   }
 }

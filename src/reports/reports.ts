@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { sql, type SQL } from 'drizzle-orm';
-import type { Orm } from '../db/index.js';
+import { isoTime as iso, keysetPage, type Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
 import { conditionSql, SEVERITIES, type Computers } from '../assessment/queries.js';
 import { computers } from '../assessment/schema.js';
@@ -30,7 +30,6 @@ const SEVERITY_KEYS = [...SEVERITIES, 'Unrated'] as const;
 type BySeverity = Record<(typeof SEVERITY_KEYS)[number], number>;
 const zeroes = (): BySeverity => ({ Critical: 0, Important: 0, Moderate: 0, Low: 0, Unrated: 0 });
 const pct = (part: number, whole: number) => (whole === 0 ? 100 : Math.round((1000 * part) / whole) / 10);
-const iso = (t: number | null) => (t === null ? null : new Date(Number(t)).toISOString());
 
 /** An opaque keyset cursor: the sort value and the id of the last row. */
 const encode = (v: (string | number)[]) => Buffer.from(JSON.stringify(v)).toString('base64url');
@@ -130,8 +129,7 @@ export class Reports {
           SELECT * FROM (SELECT u.id, u.kb, u.title, u.product, u.severity, u.classification, u.release_date, c.installed, c.superseded, c.required, c.unknown
             FROM update_compliance c JOIN updates u ON u.id = c.update_id WHERE u.expired = 0${uf ? sql` AND ${uf}` : sql``}) x
           WHERE 1 = 1${keyset} ORDER BY x.required DESC, x.id LIMIT ${page.limit + 1}`);
-    const more = rows.length > page.limit;
-    const items = rows.slice(0, page.limit).map((r) => {
+    const item = (r: UpdateRow) => {
       const installed = r.installed === null ? null : Number(r.installed);
       const superseded = r.superseded === null ? null : Number(r.superseded);
       const required = Number(r.required);
@@ -152,9 +150,8 @@ export class Reports {
         unknown,
         compliantPercent: applicable === null ? null : pct(installed! + superseded!, applicable),
       };
-    });
-    const last = items[items.length - 1];
-    return { items, nextCursor: more && last ? encode([last.required, last.id]) : null };
+    };
+    return keysetPage(rows, page.limit, item, (r) => encode([Number(r.required), r.id]));
   }
 
   /** Per computer, most required first: required by severity, urgent (critical) ones, last scan, stale. */
@@ -175,21 +172,23 @@ export class Reports {
                ${sev('Low', sql`${computers.reqLow}`)} AS l, ${sev(null, sql`${computers.reqUnrated}`)} AS u, ${computers.unknown} AS unknown
         FROM ${computers}${cf ? sql` WHERE ${cf}` : sql``}) y) x
       WHERE 1 = 1${keyset} ORDER BY x.required DESC, x.id LIMIT ${page.limit + 1}`);
-    const more = list.length > page.limit;
-    const items = list.slice(0, page.limit).map((r) => ({
-      id: Number(r.id),
-      name: r.name,
-      os: r.os_name,
-      language: r.language,
-      required: Number(r.required),
-      requiredBySeverity: { Critical: Number(r.c), Important: Number(r.i), Moderate: Number(r.m), Low: Number(r.l), Unrated: Number(r.u) },
-      urgent: Number(r.c),
-      unknown: Number(r.unknown),
-      lastScanAt: iso(r.last_scan_at),
-      stale: Number(r.last_scan_at) < stale,
-    }));
-    const last = items[items.length - 1];
-    return { items, nextCursor: more && last ? encode([last.required, last.id]) : null };
+    return keysetPage(
+      list,
+      page.limit,
+      (r) => ({
+        id: Number(r.id),
+        name: r.name,
+        os: r.os_name,
+        language: r.language,
+        required: Number(r.required),
+        requiredBySeverity: { Critical: Number(r.c), Important: Number(r.i), Moderate: Number(r.m), Low: Number(r.l), Unrated: Number(r.u) },
+        urgent: Number(r.c),
+        unknown: Number(r.unknown),
+        lastScanAt: iso(r.last_scan_at),
+        stale: Number(r.last_scan_at) < stale,
+      }),
+      (r) => encode([Number(r.required), Number(r.id)]),
+    );
   }
 
   /**
@@ -213,7 +212,6 @@ export class Reports {
         FROM update_cves uc JOIN updates u ON u.id = uc.update_id AND u.expired = 0${uf ? sql` AND ${uf}` : sql``}
         GROUP BY uc.cve) x
       WHERE 1 = 1${keyset} ORDER BY x.affected DESC, x.cve LIMIT ${page.limit + 1}`);
-    const more = rows.length > page.limit;
     const list = rows.slice(0, page.limit);
     const fixes = new Map<string, { updateId: string; kb: string | null; severity: string | null; required: number; policies: number; installed: number }[]>();
     if (list.length) {
@@ -229,15 +227,18 @@ export class Reports {
         l.push({ updateId: r.id, kb: r.kb, severity: r.severity, required: Number(r.required ?? 0), policies: Number(r.policies), installed: Number(r.installed) });
       }
     }
-    const items = list.map((r) => ({
-      cve: r.cve,
-      severity: SEVERITY_KEYS[Number(r.rank)] === 'Unrated' ? null : SEVERITY_KEYS[Number(r.rank)]!,
-      exploited: Boolean(r.exploited),
-      affectedComputers: Number(r.affected),
-      fixes: fixes.get(r.cve) ?? [],
-    }));
-    const last = items[items.length - 1];
-    return { items, nextCursor: more && last ? encode([last.affectedComputers, last.cve]) : null };
+    return keysetPage(
+      rows,
+      page.limit,
+      (r) => ({
+        cve: r.cve,
+        severity: SEVERITY_KEYS[Number(r.rank)] === 'Unrated' ? null : SEVERITY_KEYS[Number(r.rank)]!,
+        exploited: Boolean(r.exploited),
+        affectedComputers: Number(r.affected),
+        fixes: fixes.get(r.cve) ?? [],
+      }),
+      (r) => encode([Number(r.affected), r.cve]),
+    );
   }
 }
 
