@@ -1,5 +1,6 @@
 import PQueue from 'p-queue';
 import type { SqlConn, Write } from '../db/exec.js';
+import { GroupCommit } from '../db/group-commit.js';
 import { placeholders } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
@@ -56,8 +57,6 @@ interface PendingReport {
   r: Report;
   now: number;
   enrollmentTokenId: string | undefined;
-  resolve: (r: ReportResult) => void;
-  reject: (err: unknown) => void;
 }
 const SLOT: Record<State, number> = { installed: 0, required: 1, unknown: 2, superseded: 3 };
 
@@ -65,7 +64,26 @@ export class Assessor {
   readonly index = new CatalogIndex();
   readonly #queue = new PQueue({ concurrency: 1 });
   #catchUpQueued = false;
-  #pending: PendingReport[] = [];
+  /**
+   * Reports that arrive together are stored in one transaction (one fsync). Each is
+   * checked and assessed first; a refused one adds nothing and its agent gets the
+   * error, the others commit together.
+   */
+  readonly #reports = new GroupCommit<PendingReport, ReportResult, BatchContext>({
+    queue: this.#queue,
+    max: REPORT_BATCH,
+    context: () => ({ computers: new Map(), tokens: new Map(), nextId: null }),
+    prepare: async (p, ctx) => {
+      const writes: Write[] = [];
+      const result = await this.#report(p.r, p.now, p.enrollmentTokenId, ctx, writes);
+      return { writes, result };
+    },
+    write: (w) => this.db.write(w),
+    committed: (done) => {
+      this.onAssessed(done.map(([, r]) => r.computerId));
+      if (done.some(([, r]) => r.created)) this.onChange();
+    },
+  });
   #stopped = false;
   #retryTimer: NodeJS.Timeout | null = null;
   #lastRun: RunResult | null = null;
@@ -116,7 +134,7 @@ export class Assessor {
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
     this.#queue.clear();
     // Reports not yet taken by a batch are answered, not left hanging.
-    for (const p of this.#pending.splice(0)) p.reject(new AppError('unavailable', 'the node is stopping; report again'));
+    this.#reports.rejectPending(new AppError('unavailable', 'the node is stopping; report again'));
     await this.#queue.onIdle();
   }
 
@@ -159,44 +177,7 @@ export class Assessor {
    * transaction (refused past the token's limit).
    */
   report(r: Report, now = Date.now(), enrollmentTokenId?: string): Promise<ReportResult> {
-    return new Promise<ReportResult>((resolve, reject) => {
-      this.#pending.push({ r, now, enrollmentTokenId, resolve, reject });
-      // After this turn of the event loop: the reports read in it share a transaction.
-      if (this.#pending.length === 1) setImmediate(() => void this.#queue.add(() => this.#drainReports()));
-    });
-  }
-
-  /**
-   * Reports that arrived together are stored in one transaction (one fsync). Each
-   * is checked and assessed first; a refused one adds nothing and its agent gets
-   * the error, the others commit together.
-   */
-  async #drainReports(): Promise<void> {
-    const batch = this.#pending.splice(0, REPORT_BATCH);
-    if (this.#pending.length) void this.#queue.add(() => this.#drainReports());
-    const w: Write[] = [];
-    const ctx: BatchContext = { computers: new Map(), tokens: new Map(), nextId: null };
-    const done: [PendingReport, ReportResult][] = [];
-    const failed: [PendingReport, unknown][] = [];
-    for (const p of batch) {
-      const mine: Write[] = [];
-      try {
-        done.push([p, await this.#report(p.r, p.now, p.enrollmentTokenId, ctx, mine)]);
-        w.push(...mine);
-      } catch (err) {
-        failed.push([p, err]);
-      }
-    }
-    try {
-      await this.db.write(w);
-    } catch (err) {
-      for (const p of batch) p.reject(err);
-      return;
-    }
-    for (const [p, r] of done) p.resolve(r);
-    for (const [p, err] of failed) p.reject(err);
-    if (done.length) this.onAssessed(done.map(([, r]) => r.computerId));
-    if (done.some(([, r]) => r.created)) this.onChange();
+    return this.#reports.add({ r, now, enrollmentTokenId });
   }
 
   async #catchUp(): Promise<void> {

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import PQueue from 'p-queue';
 import { SQLiteAsyncDialect } from 'drizzle-orm/sqlite-core';
 import type { SqlConn, Write } from '../db/exec.js';
+import { GroupCommit, type Prepared } from '../db/group-commit.js';
 import { isoTime as iso, keysetPage, placeholders } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
@@ -80,8 +81,6 @@ interface PendingEvents {
   computerId: number;
   events: AgentEvent[];
   now: number;
-  resolve: (r: EventsResult) => void;
-  reject: (err: unknown) => void;
 }
 
 interface DrainContext {
@@ -110,7 +109,17 @@ export class Delivery {
   readonly #queue = new PQueue({ concurrency: 1 });
   /** Status writes (events, cleared retries): their own writer, never behind a policy's refresh. */
   readonly #writer = new PQueue({ concurrency: 1 });
-  #eventsPending: PendingEvents[] = [];
+  /** Event batches arriving together share a transaction on the status writer. */
+  readonly #events = new GroupCommit<PendingEvents, EventsResult, DrainContext>({
+    queue: this.#writer,
+    max: EVENT_BATCHES_PER_TX,
+    context: async () => ({ statuses: new Map(), stored: new Set(), node: await this.nodeInstallation() }),
+    prepare: (p, ctx) => this.#prepareEvents(p, ctx),
+    write: (w) => this.conn.write(w),
+    committed: (done) => {
+      for (const [p, r] of done) if (r.accepted) this.#drop(p.computerId);
+    },
+  });
   #pendingComputers = new Set<number>();
   #pendingPolicies = new Set<string>();
   #scheduled = false;
@@ -143,7 +152,7 @@ export class Delivery {
     if (this.#startTimer) clearTimeout(this.#startTimer);
     this.#queue.clear();
     await this.#queue.onIdle();
-    for (const p of this.#eventsPending.splice(0)) p.reject(new AppError('unavailable', 'the node is stopping; send the events again'));
+    this.#events.rejectPending(new AppError('unavailable', 'the node is stopping; send the events again'));
     await this.#writer.onIdle();
   }
 
@@ -476,46 +485,11 @@ export class Delivery {
    * that fails its checks is refused alone and stores nothing.
    */
   events(computerId: number, events: AgentEvent[], now = Date.now()): Promise<EventsResult> {
-    return new Promise<EventsResult>((resolve, reject) => {
-      this.#eventsPending.push({ computerId, events, now, resolve, reject });
-      // The drain waits for the end of this turn of the event loop, so every batch
-      // whose request was read in it shares the transaction: a commit's fsync blocks
-      // the thread, and requests that arrive meanwhile are read together after it.
-      if (this.#eventsPending.length === 1) setImmediate(() => void this.#writer.add(() => this.#drainEvents()));
-    });
+    return this.#events.add({ computerId, events, now });
   }
 
-  async #drainEvents(): Promise<void> {
-    const batch = this.#eventsPending.splice(0, EVENT_BATCHES_PER_TX);
-    if (this.#eventsPending.length) void this.#writer.add(() => this.#drainEvents());
-    const ctx: DrainContext = { statuses: new Map(), stored: new Set(), node: await this.nodeInstallation() };
-    const w: Write[] = [];
-    const done: [PendingEvents, EventsResult][] = [];
-    for (const p of batch) {
-      try {
-        const mine = await this.#prepareEvents(p, ctx);
-        w.push(...mine.writes);
-        for (const [k, v] of mine.statuses) ctx.statuses.set(k, v);
-        for (const k of mine.stored) ctx.stored.add(k);
-        done.push([p, mine.result]);
-      } catch (err) {
-        p.reject(err);
-      }
-    }
-    try {
-      await this.conn.write(w);
-    } catch (err) {
-      for (const [p] of done) p.reject(err);
-      return;
-    }
-    for (const [p, r] of done) {
-      if (r.accepted) this.#drop(p.computerId);
-      p.resolve(r);
-    }
-  }
-
-  /** Checks one batch and computes its writes, without touching the drain's state until it passes. */
-  async #prepareEvents(p: PendingEvents, ctx: DrainContext): Promise<{ writes: Write[]; statuses: Map<string, Status>; stored: string[]; result: EventsResult }> {
+  /** Checks one batch and computes its writes; the drain's state takes them in only once it passes. */
+  async #prepareEvents(p: PendingEvents, ctx: DrainContext): Promise<Prepared<EventsResult>> {
     const { computerId, now } = p;
     const unique = new Map(p.events.map((e) => [e.id, e]));
     const ids = [...unique.keys()];
@@ -560,7 +534,14 @@ export class Delivery {
         'INSERT INTO agent_events (computer_id, event_id, update_id, policy_id, type, attempt, at, exit_code, message, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
         [computerId, e.id, e.updateId, e.policyId ?? null, e.type, e.attempt, Date.parse(e.at), e.exitCode ?? null, e.message ?? null, now],
       ]);
-    return { writes, statuses, stored: fresh.map((e) => `${computerId}\t${e.id}`), result: { accepted: fresh.length, duplicates: p.events.length - fresh.length } };
+    return {
+      writes,
+      result: { accepted: fresh.length, duplicates: p.events.length - fresh.length },
+      accept: () => {
+        for (const [k, v] of statuses) ctx.statuses.set(k, v);
+        for (const e of fresh) ctx.stored.add(`${computerId}\t${e.id}`);
+      },
+    };
   }
 
   async #status(computerId: number, updateId: string): Promise<Status | null> {
