@@ -25,9 +25,11 @@ export interface SqlConn extends Exec {
    * local file this is synchronous from BEGIN to COMMIT: no other code of this
    * thread runs while the write lock is held, so another connection of the same
    * thread can never block on it (which would stall the thread for the busy
-   * timeout). Compute first, then write.
+   * timeout). Compute first, then write. With `guard`, the statement at that index
+   * must change a row, or the whole batch is rolled back (an optimistic check:
+   * `UPDATE ... WHERE revision = ?` first); the counts so far are returned.
    */
-  write(stmts: readonly Write[]): Promise<number[]>;
+  write(stmts: readonly Write[], opts?: { guard?: number }): Promise<number[]>;
   close(): void;
 }
 
@@ -68,11 +70,18 @@ export function openConn(database: { filePath: string | null; url: string; authT
           throw err;
         }
       },
-      async write(stmts: readonly Write[]): Promise<number[]> {
+      async write(stmts: readonly Write[], opts: { guard?: number } = {}): Promise<number[]> {
         if (!stmts.length) return [];
         db.exec('BEGIN IMMEDIATE');
         try {
-          const out = stmts.map(([sql, args]) => e.run(sql, args) as number);
+          const out: number[] = [];
+          for (const [sql, args] of stmts) {
+            out.push(e.run(sql, args) as number);
+            if (out.length - 1 === opts.guard && out[out.length - 1] === 0) {
+              db.exec('ROLLBACK');
+              return out;
+            }
+          }
           db.exec('COMMIT');
           return out;
         } catch (err) {
@@ -104,10 +113,27 @@ export function openConn(database: { filePath: string | null; url: string; authT
         tx = null;
       }
     },
-    async write(stmts: readonly Write[]): Promise<number[]> {
+    async write(stmts: readonly Write[], opts: { guard?: number } = {}): Promise<number[]> {
       if (!stmts.length) return [];
-      const rs = await client.batch(stmts.map(([sql, args]) => ({ sql, args: args as never })), 'write');
-      return rs.map((r) => r.rowsAffected);
+      if (opts.guard === undefined) {
+        const rs = await client.batch(stmts.map(([sql, args]) => ({ sql, args: args as never })), 'write');
+        return rs.map((r) => r.rowsAffected);
+      }
+      const t = await client.transaction('write');
+      try {
+        const out: number[] = [];
+        for (const [sql, args] of stmts) {
+          out.push((await t.execute({ sql, args: args as never })).rowsAffected);
+          if (out.length - 1 === opts.guard && out[out.length - 1] === 0) {
+            await t.rollback();
+            return out;
+          }
+        }
+        await t.commit();
+        return out;
+      } finally {
+        t.close();
+      }
     },
     close: () => client.close(),
   };

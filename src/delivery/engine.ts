@@ -8,7 +8,7 @@ import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { facts, type Inventory } from '../assessment/evaluate.js';
 import { CatalogIndex, type Entry } from '../assessment/catalog-index.js';
-import { conditionSql, type Computers } from '../assessment/queries.js';
+import { conditionSql, type Computers, type Condition } from '../assessment/queries.js';
 import { applyEvent, newStatus, type AgentEvent, type Ceilings, type Status } from './events.js';
 import { effectiveInstallation, type Installation, type InstallationOverride } from './installation.js';
 
@@ -32,6 +32,8 @@ export interface Targets {
   all?: boolean | undefined;
   filters?: string[] | undefined;
   computers?: number[] | undefined;
+  /** Conditions inline: how a replicated policy's filters arrive (see delivery/replication.ts). */
+  conditions?: Condition[] | undefined;
 }
 
 interface PolicyRow {
@@ -255,6 +257,11 @@ export class Delivery {
         if (err instanceof AppError && err.code === 'not-found') this.logger.warn({ filter: f }, 'a policy targets a filter that no longer exists');
         else throw err;
       }
+    }
+    for (const c of t.conditions ?? []) {
+      const q = dialect.sqlToQuery(conditionSql(c, staleBefore));
+      parts.push(`(${q.sql})`);
+      params.push(...q.params);
     }
     if (t.computers?.length) {
       parts.push(`"computers"."id" IN (${placeholders(t.computers)})`);

@@ -6,14 +6,14 @@ import type { Assessment } from '../assessment/index.js';
 import { assessmentSettings, staleBefore } from '../assessment/settings.js';
 import { AgentCredentials } from './agents.js';
 import { Delivery } from './engine.js';
-import { Policies } from './policies.js';
+import { Policies, type PolicyPublisher } from './policies.js';
 import { DEFAULT_INSTALLATION, INSTALLATION_SETTING, type Installation } from './installation.js';
 
 /** Agent events are kept this long: the delivery history, and the window in which a retried batch is recognised. */
 export const EVENT_RETENTION_MS = 30 * 86_400_000;
 
 /** Policies and endpoint delivery, wired: one connection of its own (a single writer), credentials, engine, policies. */
-export function createDelivery(db: Database, assessment: Assessment, settings: SettingsService, logger: Logger) {
+export function createDelivery(db: Database, assessment: Assessment, settings: SettingsService, logger: Logger, publisher: PolicyPublisher) {
   const conn = openConn(db);
   const log = logger.child({ module: 'delivery' });
   let installation: Installation | null = null;
@@ -21,7 +21,7 @@ export function createDelivery(db: Database, assessment: Assessment, settings: S
     (installation ??= { ...DEFAULT_INSTALLATION, ...(await settings.get<Partial<Installation>>(INSTALLATION_SETTING)) });
   const stale = async () => staleBefore(await assessmentSettings(settings));
   const engine = new Delivery(conn, assessment.computers, assessment.assessor.index, nodeInstallation, stale, log);
-  const policies = new Policies(conn, assessment.computers, engine, stale, log);
+  const policies = new Policies(conn, assessment.computers, engine, stale, log, publisher);
   const agents = new AgentCredentials(conn, assessment.enrollment);
   let pruneTimer: NodeJS.Timeout | null = null;
   const prune = () => void engine.pruneEvents(Date.now() - EVENT_RETENTION_MS).catch((err) => log.error({ err }, 'pruning agent events failed'));
@@ -43,6 +43,7 @@ export function createDelivery(db: Database, assessment: Assessment, settings: S
     async start(): Promise<void> {
       agents.start();
       await engine.start();
+      await policies.publishUnshared();
       prune();
       pruneTimer = setInterval(prune, 86_400_000);
       pruneTimer.unref();

@@ -8,6 +8,14 @@ import { AppError } from '../lib/errors.js';
 import { conditionSql, SEVERITIES, type Computers } from '../assessment/queries.js';
 import { installationOverrideSchema, type InstallationOverride } from './installation.js';
 import type { Delivery, Targets } from './engine.js';
+import { policyDeleteLogWrite, policyLogWrite, type SharedTargets } from './replication.js';
+
+/** This node as the origin of its policies, and how its subtree is told of a change. */
+export interface PolicyPublisher {
+  nodeId: string;
+  name: string;
+  notify(): void;
+}
 
 /**
  * Software update policies: which updates, to which computers, from when, by when,
@@ -79,6 +87,8 @@ interface Row {
   installation: string | null;
   follow_supersedence: number;
   origin: string;
+  origin_name: string;
+  shared_targets: string;
   revision: number;
   created_at: number;
   created_by: string | null;
@@ -104,7 +114,49 @@ export class Policies {
     private readonly delivery: Delivery,
     private readonly staleBefore: () => Promise<number>,
     private readonly logger: Logger,
+    private readonly publisher: PolicyPublisher,
   ) {}
+
+  /**
+   * The targets the subtree receives: filters resolved to their conditions, so each
+   * site matches its own computers. Computer ids are this node's own and stay here;
+   * a condition on a custom severity (whose ids are per node) is not carried down.
+   */
+  async #shared(t: Targets): Promise<SharedTargets> {
+    if (t.all) return { all: true };
+    const conditions = [...(t.conditions ?? [])];
+    for (const f of t.filters ?? []) {
+      try {
+        conditions.push((await this.computers.condition(f)).condition);
+      } catch (err) {
+        if (!(err instanceof AppError && err.code === 'not-found')) throw err;
+      }
+    }
+    const portable = conditions.filter((c) => c.customSeverity === undefined);
+    return portable.length ? { conditions: portable } : {};
+  }
+
+  /** A replicated policy is changed at its origin only: 409 naming it. */
+  #local(r: Row): void {
+    if (r.origin)
+      throw new AppError('conflict', `policy "${r.name}" is replicated from ${r.origin_name || r.origin} (${r.origin}) and is read-only here; change it at its origin`, {
+        origin: { id: r.origin, name: r.origin_name },
+      });
+  }
+
+  /**
+   * Logs this node's own policies that were never published (created before
+   * policies replicated), so that the subtree receives them.
+   */
+  async publishUnshared(now = Date.now()): Promise<number> {
+    const rows = await this.conn.all<Row>("SELECT * FROM policies WHERE origin = '' AND shared_targets = ''", []);
+    for (const r of rows) {
+      const shared = JSON.stringify(await this.#shared(JSON.parse(r.targets) as Targets));
+      await this.conn.write([["UPDATE policies SET shared_targets = ? WHERE id = ? AND shared_targets = ''", [shared, r.id]], policyLogWrite(r.id, this.publisher, now)], { guard: 0 });
+    }
+    if (rows.length) this.publisher.notify();
+    return rows.length;
+  }
 
   #view(r: Row, updates: string[]) {
     return {
@@ -118,6 +170,8 @@ export class Policies {
       installation: r.installation ? (JSON.parse(r.installation) as InstallationOverride) : null,
       followSupersedence: Boolean(r.follow_supersedence),
       origin: r.origin || null,
+      originName: r.origin ? r.origin_name : null,
+      readOnly: Boolean(r.origin),
       revision: Number(r.revision),
       createdAt: iso(r.created_at)!,
       createdBy: r.created_by,
@@ -234,24 +288,28 @@ export class Policies {
     const startAt = b.startAt ? Date.parse(b.startAt) : now;
     const deadline = b.deadline ? Date.parse(b.deadline) : null;
     this.#times(startAt, deadline);
+    const shared = await this.#shared(targets);
     const id = randomUUID();
     const w: Write[] = [
       [
-        `INSERT INTO policies (id, name, description, enabled, start_at, deadline_at, targets, installation, follow_supersedence, origin, revision, created_at, created_by, updated_at)
-         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 1, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM policies WHERE name = ?)`,
-        [id, b.name, b.description ?? null, b.enabled === false ? 0 : 1, startAt, deadline, JSON.stringify(targets), b.installation ? JSON.stringify(b.installation) : null, b.followSupersedence ? 1 : 0, now, by, now, b.name],
+        `INSERT INTO policies (id, name, description, enabled, start_at, deadline_at, targets, shared_targets, installation, follow_supersedence, origin, revision, created_at, created_by, updated_at)
+         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 1, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM policies WHERE name = ?)`,
+        [id, b.name, b.description ?? null, b.enabled === false ? 0 : 1, startAt, deadline, JSON.stringify(targets), JSON.stringify(shared), b.installation ? JSON.stringify(b.installation) : null, b.followSupersedence ? 1 : 0, now, by, now, b.name],
       ],
-      ...updates.map((u): Write => ['INSERT INTO policy_updates (policy_id, update_id, added_at) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM policies WHERE id = ?)', [id, u, now, id]]),
-      ['INSERT INTO policy_history (policy_id, at, by, action, detail) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM policies WHERE id = ?)', [id, now, by, 'created', JSON.stringify({ updates, targets, fromRequired: b.fromRequired ?? null }), id]],
+      ...updates.map((u): Write => ['INSERT INTO policy_updates (policy_id, update_id, added_at) VALUES (?, ?, ?)', [id, u, now]]),
+      ['INSERT INTO policy_history (policy_id, at, by, action, detail) VALUES (?, ?, ?, ?, ?)', [id, now, by, 'created', JSON.stringify({ updates, targets, fromRequired: b.fromRequired ?? null })]],
+      policyLogWrite(id, this.publisher, now),
     ];
-    const [inserted] = await this.conn.write(w);
+    const [inserted] = await this.conn.write(w, { guard: 0 });
     if (!inserted) throw new AppError('conflict', `a policy named "${b.name}" exists`);
     this.delivery.policyChanged(id);
+    this.publisher.notify();
     return this.get(id);
   }
 
   async update(id: string, b: PolicyPatch, by: string | null, now = Date.now()) {
     const r = await this.#row(id);
+    this.#local(r);
     const before = this.#view(r, await this.#updatesOf(id));
     let updates = b.updates ? [...new Set(b.updates)] : before.updates;
     if (b.addUpdates) updates = [...new Set([...updates, ...b.addUpdates])];
@@ -276,6 +334,7 @@ export class Policies {
       description: b.description === undefined ? r.description : b.description,
       enabled: b.enabled === undefined ? r.enabled : b.enabled ? 1 : 0,
       targets: b.targets ? JSON.stringify(b.targets) : r.targets,
+      shared: b.targets ? JSON.stringify(await this.#shared(b.targets)) : r.shared_targets,
       installation: b.installation === undefined ? r.installation : b.installation ? JSON.stringify(b.installation) : null,
       follow: b.followSupersedence === undefined ? r.follow_supersedence : b.followSupersedence ? 1 : 0,
     };
@@ -298,30 +357,39 @@ export class Policies {
       throw new AppError('conflict', `a policy named "${next.name}" exists`);
     const w: Write[] = [
       [
-        `UPDATE policies SET name = ?, description = ?, enabled = ?, start_at = ?, deadline_at = ?, targets = ?, installation = ?, follow_supersedence = ?,
+        `UPDATE policies SET name = ?, description = ?, enabled = ?, start_at = ?, deadline_at = ?, targets = ?, shared_targets = ?, installation = ?, follow_supersedence = ?,
            revision = revision + 1, updated_at = ? WHERE id = ? AND revision = ?`,
-        [next.name, next.description, next.enabled, startAt, deadline, next.targets, next.installation, next.follow, now, id, r.revision],
+        [next.name, next.description, next.enabled, startAt, deadline, next.targets, next.shared, next.installation, next.follow, now, id, r.revision],
       ],
       ...added.map((u): Write => ['INSERT OR IGNORE INTO policy_updates (policy_id, update_id, added_at) VALUES (?, ?, ?)', [id, u, now]]),
       ...removed.map((u): Write => ['DELETE FROM policy_updates WHERE policy_id = ? AND update_id = ?', [id, u]]),
       ['INSERT INTO policy_history (policy_id, at, by, action, detail) VALUES (?, ?, ?, ?, ?)', [id, now, by, 'updated', JSON.stringify(changes)]],
+      policyLogWrite(id, this.publisher, now),
     ];
     // Targets changed: rows of computers no longer targeted that still need the update go
     // (the refresh would find them too); what was done under the old targets stays.
-    const [n] = await this.conn.write(w);
+    const [n] = await this.conn.write(w, { guard: 0 });
     if (!n) throw new AppError('conflict', `policy ${id} changed meanwhile; read it again`);
     this.delivery.policyChanged(id);
+    this.publisher.notify();
     return this.get(id);
   }
 
   async remove(id: string, by: string | null, now = Date.now()): Promise<void> {
     const r = await this.#row(id);
-    await this.conn.write([
-      ['DELETE FROM policies WHERE id = ?', [id]],
-      ['DELETE FROM policy_updates WHERE policy_id = ?', [id]],
-      ['INSERT INTO policy_history (policy_id, at, by, action, detail) VALUES (?, ?, ?, ?, ?)', [id, now, by, 'deleted', JSON.stringify({ name: r.name })]],
-    ]);
+    this.#local(r);
+    const [n] = await this.conn.write(
+      [
+        ["DELETE FROM policies WHERE id = ? AND origin = ''", [id]],
+        ['DELETE FROM policy_updates WHERE policy_id = ?', [id]],
+        ['INSERT INTO policy_history (policy_id, at, by, action, detail) VALUES (?, ?, ?, ?, ?)', [id, now, by, 'deleted', JSON.stringify({ name: r.name })]],
+        policyDeleteLogWrite(id, now),
+      ],
+      { guard: 0 },
+    );
+    if (!n) throw new AppError('not-found', `no policy ${id}`);
     this.delivery.policyChanged(id);
+    this.publisher.notify();
   }
 
   async history(id: string, o: { after: number; limit: number }) {
@@ -345,7 +413,7 @@ export class Policies {
     for (let round = 0; round < 50; round++) {
       const rows = await this.conn.all<{ policy_id: string; newer: string; older: string }>(
         `SELECT DISTINCT pu.policy_id, n.id AS newer, o.id AS older FROM policy_updates pu
-         JOIN policies p ON p.id = pu.policy_id AND p.follow_supersedence = 1
+         JOIN policies p ON p.id = pu.policy_id AND p.follow_supersedence = 1 AND p.origin = ''
          JOIN updates o ON o.id = pu.update_id AND o.kb IS NOT NULL
          JOIN update_supersedes s ON s.kb = o.kb
          JOIN updates n ON n.id = s.update_id AND n.product = o.product AND n.expired = 0
@@ -366,9 +434,11 @@ export class Policies {
         revised.add(r.policy_id);
         total++;
       }
+      for (const id of new Set(rows.map((r) => r.policy_id))) w.push(policyLogWrite(id, this.publisher, now));
       await this.conn.write(w);
     }
     for (const id of revised) this.delivery.policyChanged(id);
+    if (revised.size) this.publisher.notify();
     if (total) this.logger.info({ added: total, policies: revised.size }, 'policies revised for superseding updates');
     return total;
   }

@@ -1,4 +1,4 @@
-import { sqliteTable, text, integer, index, primaryKey } from 'drizzle-orm/sqlite-core';
+import { sqliteTable, text, integer, index, primaryKey, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 /**
  * Agent credentials: `POST /agent/v1/enroll` with an enrolment token creates one.
@@ -19,10 +19,14 @@ export const agents = sqliteTable('agents', {
 /**
  * Software update policies. `targets` and `installation` (overrides of the node's
  * installation settings, or null) are JSON. `revision` rises on every change.
+ * `origin` is '' for this node's own policies, else the node it was replicated
+ * from (read-only here); `shared_targets` is what the subtree receives: the
+ * targets with filters resolved to their conditions and computer ids (which are
+ * this node's own) left out. Names are unique per origin.
  */
 export const policies = sqliteTable('policies', {
   id: text('id').primaryKey(),
-  name: text('name').notNull().unique(),
+  name: text('name').notNull(),
   description: text('description'),
   enabled: integer('enabled').notNull(),
   startAt: integer('start_at').notNull(),
@@ -31,11 +35,13 @@ export const policies = sqliteTable('policies', {
   installation: text('installation'),
   followSupersedence: integer('follow_supersedence').notNull(),
   origin: text('origin').notNull().default(''),
+  originName: text('origin_name').notNull().default(''),
+  sharedTargets: text('shared_targets').notNull().default(''),
   revision: integer('revision').notNull(),
   createdAt: integer('created_at').notNull(),
   createdBy: text('created_by'),
   updatedAt: integer('updated_at').notNull(),
-});
+}, (t) => [uniqueIndex('policies_origin_name').on(t.origin, t.name)]);
 
 export const policyUpdates = sqliteTable('policy_updates', {
   policyId: text('policy_id').notNull(),

@@ -155,8 +155,9 @@ export class PatchtreeNode {
         () => parent.subtreeLanguages(),
         { address: config.upstream, joinToken: config.joinToken, credentials: clientCreds },
         log.child({ module: 'upstream' }),
-        (changed) => {
+        (changed, policies) => {
           parent.notify();
+          for (const id of policies) this.#delivery?.engine.policyChanged(id);
           if (changed > 0) {
             // During a complete resync the catalog is not whole yet: assessment waits
             // for its end (the batch that ends it calls here too), so that the
@@ -175,7 +176,7 @@ export class PatchtreeNode {
     }
     const assessment = createAssessment(this.db, this.db.orm, settings, log);
     this.#assessment = assessment;
-    const delivery = createDelivery(this.db, assessment, settings, log);
+    const delivery = createDelivery(this.db, assessment, settings, log, { nodeId: identity.nodeId, name: config.name, notify: () => parent.notify() });
     this.#delivery = delivery;
     assessment.assessor.onAssessed = (ids) => delivery.engine.computersAssessed(ids);
     delivery.engine.onPolicyChanged = () => reconcileSoon();

@@ -7,6 +7,7 @@ import { ReplicaWriter } from '../catalog/replica.js';
 import type { UpdatePayload } from '../catalog/import-core.js';
 import { levelKey, type LevelPayload } from '../catalog/severities.js';
 import type { SettingPayload } from '../settings/service.js';
+import type { PolicyPayload } from '../delivery/replication.js';
 import { DeferredError } from '../content/downloader.js';
 import { PROTOCOL_VERSION, RETRY_AFTER_KEY, replicationService, type ServerMessage, type WireChange } from './protocol.js';
 import type { Identity } from './identity.js';
@@ -42,6 +43,8 @@ const APPEND = 'INSERT INTO change_log (kind, key, op, languages, payload, creat
 export class BatchApplier {
   readonly #w: ReplicaWriter;
   readonly #s: Record<string, Stmt>;
+  /** Policies changed by the batches applied since the last `takePolicies()`. */
+  #policies = new Set<string>();
 
   constructor(
     private readonly db: NativeDb,
@@ -57,6 +60,16 @@ export class BatchApplier {
         ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by, origin = excluded.origin`),
       settingDelete: prep("DELETE FROM settings WHERE key = ? AND origin != ''"),
       seen: prep('INSERT INTO resync_seen (kind, key) VALUES (?, ?)'),
+      policyGet: prep("SELECT origin, revision, (SELECT group_concat(update_id, ',') FROM (SELECT update_id FROM policy_updates WHERE policy_id = ? ORDER BY update_id)) AS updates FROM policies WHERE id = ?"),
+      policyUpsert: prep(`INSERT INTO policies (id, name, description, enabled, start_at, deadline_at, targets, shared_targets, installation, follow_supersedence, origin, origin_name, revision, created_at, created_by, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'replication', ?)
+        ON CONFLICT(id) DO UPDATE SET name = excluded.name, description = excluded.description, enabled = excluded.enabled, start_at = excluded.start_at,
+          deadline_at = excluded.deadline_at, targets = excluded.targets, shared_targets = excluded.shared_targets, installation = excluded.installation,
+          follow_supersedence = excluded.follow_supersedence, origin = excluded.origin, origin_name = excluded.origin_name, revision = excluded.revision, updated_at = excluded.updated_at`),
+      policyUpdatesClear: prep('DELETE FROM policy_updates WHERE policy_id = ?'),
+      policyUpdate: prep('INSERT OR IGNORE INTO policy_updates (policy_id, update_id, added_at) VALUES (?, ?, ?)'),
+      policyDelete: prep("DELETE FROM policies WHERE id = ? AND origin != ''"),
+      policyHistory: prep("INSERT INTO policy_history (policy_id, at, by, action, detail) VALUES (?, ?, 'replication', ?, ?)"),
       cursor: prep('UPDATE upstream_state SET cursor = ?, epoch = ?, last_success_at = ?, updated_at = ? WHERE id = 1'),
     };
   }
@@ -98,6 +111,10 @@ export class BatchApplier {
           applied++;
           continue;
         }
+        if (c.kind === 'policy') {
+          if (c.op === 'upsert' ? this.#policyUpsert(JSON.parse(c.payload.toString()) as PolicyPayload, now) : c.op === 'delete' && this.#policyDelete(c.key, now)) applied++;
+          continue;
+        }
         if (c.kind !== 'update') continue; // a kind this version does not know: skipped, not fatal
         if (c.op === 'upsert') {
           const p = JSON.parse(c.payload.toString()) as UpdatePayload;
@@ -123,6 +140,46 @@ export class BatchApplier {
       if (!opts.snapshot && opts.cursor !== null) this.#s['cursor']!.run(opts.cursor, opts.epoch, now, now);
       return applied;
     });
+  }
+
+  /**
+   * A policy from upstream, stored read-only with its origin, with the updates the
+   * parent sent (those of this subtree's languages); logged again for this node's
+   * children. A policy this node already holds at that revision with those updates
+   * (a snapshot resending it) is left alone.
+   */
+  #policyUpsert(p: PolicyPayload, now: number): boolean {
+    const cur = this.#s['policyGet']!.get(p.id, p.id) as { origin: string; revision: number; updates: string | null } | undefined;
+    if (cur && cur.origin === '') return false; // an id of this node's own: never overwritten
+    const ids = [...new Set(p.updates.map(([id]) => id))].sort();
+    if (cur && Number(cur.revision) === p.revision && (cur.updates ?? '') === ids.join(',')) return false;
+    const targets = JSON.stringify(p.targets);
+    this.#s['policyUpsert']!.run(
+      p.id, p.name, p.description, p.enabled ? 1 : 0, p.startAt, p.deadlineAt, targets, targets, p.installation ? JSON.stringify(p.installation) : null,
+      p.followSupersedence ? 1 : 0, p.origin, p.originName, p.revision, now, now,
+    );
+    this.#s['policyUpdatesClear']!.run(p.id);
+    for (const id of ids) this.#s['policyUpdate']!.run(p.id, id, now);
+    this.#s['policyHistory']!.run(p.id, now, cur ? 'replicated-update' : 'replicated', JSON.stringify({ origin: p.origin, originName: p.originName, revision: p.revision, enabled: p.enabled, updates: ids.length }));
+    this.#s['append']!.run('policy', p.id, 'upsert', '', JSON.stringify(p), now);
+    this.#policies.add(p.id);
+    return true;
+  }
+
+  #policyDelete(id: string, now: number): boolean {
+    if (!this.#s['policyDelete']!.run(id).changes) return false;
+    this.#s['policyUpdatesClear']!.run(id);
+    this.#s['policyHistory']!.run(id, now, 'replicated-delete', '{}');
+    this.#s['append']!.run('policy', id, 'delete', '', JSON.stringify({ id }), now);
+    this.#policies.add(id);
+    return true;
+  }
+
+  /** The policies changed since the last call (for the delivery engine). */
+  takePolicies(): string[] {
+    const out = [...this.#policies];
+    this.#policies.clear();
+    return out;
   }
 
   resyncStart(full: boolean): void {
@@ -159,6 +216,9 @@ export class BatchApplier {
           this.#s['append']!.run('setting', key, 'delete', '', JSON.stringify({ key }), now);
           removed++;
         }
+        // Replicated policies the parent no longer has (this node's own stay).
+        const policies = this.db.prepare("SELECT id FROM policies WHERE origin != '' AND id NOT IN (SELECT key FROM resync_seen WHERE kind = 'policy')").all() as { id: string }[];
+        for (const { id } of policies) if (this.#policyDelete(id, now)) removed++;
       }
       this.db.exec('DELETE FROM resync_seen');
       this.db
@@ -200,8 +260,8 @@ export class ReplicationChild {
     private readonly subtreeLanguages: () => Promise<string[]>,
     private readonly upstream: UpstreamOptions,
     private readonly logger: Logger,
-    /** After every applied batch: wake this node's own subscribers, reconcile content. */
-    private readonly onApplied: (changed: number) => void,
+    /** After every applied batch: wake this node's own subscribers, reconcile content; the policies it changed. */
+    private readonly onApplied: (changed: number, policies: readonly string[]) => void,
     /** On each (re)connection: files held back by the parent may be asked for again. */
     private readonly onConnected: () => void = () => {},
   ) {}
@@ -356,7 +416,7 @@ export class ReplicationChild {
       if (this.#fullResync) {
         // Cut mid-resync: what did arrive is assessed meanwhile; the resync is redone.
         this.#fullResync = false;
-        if (!this.#stopped) this.onApplied(1);
+        if (!this.#stopped) this.onApplied(1, this.#applier?.takePolicies() ?? []);
       }
       if (this.#call === call) this.#call = null;
       if (this.#stopped) return;
@@ -387,13 +447,13 @@ export class ReplicationChild {
           const cursor = msg.batch.snapshot ? null : Number(msg.batch.cursor);
           const changed = this.#applier!.apply(msg.batch.changes, { snapshot: msg.batch.snapshot, fullResync, cursor, epoch });
           if (cursor !== null) this.#parentHead = Math.max(this.#parentHead, cursor);
-          this.onApplied(changed);
+          this.onApplied(changed, this.#applier!.takePolicies());
           this.#ack();
         } else if ('resync_end' in msg && msg.resync_end) {
           const removed = this.#applier!.resyncEnd({ cursor: Number(msg.resync_end.cursor), full: msg.resync_end.full, epoch, languages });
           fullResync = false;
           this.#fullResync = false;
-          this.onApplied(removed + 1);
+          this.onApplied(removed + 1, this.#applier!.takePolicies());
           this.#ack();
         } else if ('heartbeat' in msg && msg.heartbeat) {
           this.#parentHead = Math.max(this.#parentHead, Number(msg.heartbeat.head_seq));

@@ -13,6 +13,7 @@ import type { UpdatePayload } from '../catalog/import-core.js';
 import { replicatedSettings } from '../settings/service.js';
 import { contentFiles } from '../content/schema.js';
 import type { ContentStore } from '../content/store.js';
+import { filterPolicyPayload, policyPayloadsSql } from '../delivery/replication.js';
 import { changeLog, children, joinTokens } from './schema.js';
 import { RETRY_AFTER_KEY, SUPPORTED_PROTOCOL_VERSIONS, entryMatches, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange } from './protocol.js';
 import type { Identity } from './identity.js';
@@ -363,6 +364,7 @@ export class ReplicationParent {
           await this.#snapshot(call, gate, (p) =>
             entryMatches(p.files.map((f) => f.language).join(','), languages) ? { seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) } : null,
           );
+        await this.#policySnapshot(call, gate, languages);
         // Without the catalog, the child's updates are left as they are (not swept).
         await this.#send(call, { resync_end: { cursor, full: rules.catalog } });
         await this.orm.update(children).set({ forceResync: 0 }).where(eq(children.id, child.id));
@@ -379,6 +381,8 @@ export class ReplicationParent {
             if (entryMatches(langs.join(','), languages)) return { seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) };
             return { seq: 0, kind: 'update', key: p.id, op: 'delete', payload: Buffer.from(JSON.stringify({ id: p.id })) };
           });
+        // Policies carry only the updates of the child's languages: all are sent again.
+        await this.#policySnapshot(call, gate, languages);
         await this.#send(call, { resync_end: { cursor, full: false } });
       }
 
@@ -393,7 +397,8 @@ export class ReplicationParent {
           for (const r of rows) {
             if (!entryMatches(r.languages, languages)) continue;
             if (!rules.catalog && CATALOG_KINDS.has(r.kind)) continue;
-            changes.push({ seq: r.seq, kind: r.kind, key: r.key, op: r.op, payload: r.op === 'upsert' ? filterPayload(r.payload, r.languages, languages) : Buffer.from(r.payload) });
+            const payload = r.op !== 'upsert' ? Buffer.from(r.payload) : r.kind === 'policy' ? filterPolicyPayload(r.payload, languages) : filterPayload(r.payload, r.languages, languages);
+            changes.push({ seq: r.seq, kind: r.kind, key: r.key, op: r.op, payload });
           }
           cursor = rows[rows.length - 1]!.seq;
           await this.#send(call, { batch: { changes, cursor, snapshot: false } });
@@ -430,6 +435,20 @@ export class ReplicationParent {
       const wait = Math.max(1_000, Math.min(HEARTBEAT_MS, until ? until - Date.now() : HEARTBEAT_MS));
       const woke = await firstOf(call, ['patchtree-close', 'cancelled', 'close'], wait);
       if (woke === 'cancelled' || woke === 'close') throw new StreamClosed();
+    }
+  }
+
+  /** Every policy (this node's own and those it received), after the catalog their updates belong to. */
+  async #policySnapshot(call: Call, gate: () => Promise<void>, languages: readonly string[]): Promise<void> {
+    const self = { nodeId: this.identity.nodeId, name: this.name };
+    let after = '';
+    for (;;) {
+      const page = await this.orm.all<{ id: string; payload: string }>(policyPayloadsSql(self, after, SNAPSHOT_BATCH));
+      if (!page.length) return;
+      await gate();
+      const changes = page.map((r): WireChange => ({ seq: 0, kind: 'policy', key: r.id, op: 'upsert', payload: filterPolicyPayload(r.payload, languages) }));
+      await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
+      after = page[page.length - 1]!.id;
     }
   }
 
