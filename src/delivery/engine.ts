@@ -119,7 +119,13 @@ export class Delivery {
     prepare: (p, ctx) => this.#prepareEvents(p, ctx),
     write: (w) => this.conn.write(w),
     committed: (done) => {
-      for (const [p, r] of done) if (r.accepted) this.#drop(p.computerId);
+      let changed = false;
+      for (const [p, r] of done)
+        if (r.accepted) {
+          this.#drop(p.computerId);
+          changed = true;
+        }
+      if (changed) this.onStatusChanged();
     },
   });
   #pendingComputers = new Set<number>();
@@ -135,6 +141,8 @@ export class Delivery {
   #stopped = false;
   /** Called after a policy changed (the files the node needs may have). */
   onPolicyChanged: () => void = () => {};
+  /** Called after delivery states changed (events stored, targets refreshed): the roll-up reports soon. */
+  onStatusChanged: () => void = () => {};
 
   constructor(
     private readonly conn: SqlConn,
@@ -345,7 +353,10 @@ export class Delivery {
       }
       touched.add(cid);
     }
-    if (w.length) await this.conn.write(w);
+    if (w.length) {
+      await this.conn.write(w);
+      this.onStatusChanged();
+    }
     for (const c of touched) this.#drop(c);
   }
 

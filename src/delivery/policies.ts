@@ -456,6 +456,22 @@ export class Policies {
     return out;
   }
 
+  /** Every policy's totals (for the roll-up): two grouped reads, whatever the number of policies. */
+  async allTotals(): Promise<Record<string, { name: string; origin: string; totals: Record<string, number> }>> {
+    const out: Record<string, { name: string; origin: string; totals: Record<string, number> }> = {};
+    for (const p of await this.conn.all<{ id: string; name: string; origin: string }>('SELECT id, name, origin FROM policies ORDER BY id', []))
+      out[p.id] = { name: p.name, origin: p.origin || this.publisher.nodeId, totals: Object.fromEntries([['computers', 0], ...DELIVERY_STATES.map((s) => [s, 0])]) };
+    for (const r of await this.conn.all<{ policy_id: string; state: string; n: number }>(
+      `SELECT t.policy_id, ${DELIVERY_STATE_SQL} AS state, count(*) AS n FROM delivery_targets t
+       LEFT JOIN delivery_status s ON s.computer_id = t.computer_id AND s.update_id = t.update_id GROUP BY 1, 2`,
+      [],
+    ))
+      if (out[r.policy_id]) out[r.policy_id]!.totals[r.state] = Number(r.n);
+    for (const r of await this.conn.all<{ policy_id: string; n: number }>('SELECT policy_id, count(DISTINCT computer_id) AS n FROM delivery_targets GROUP BY policy_id', []))
+      if (out[r.policy_id]) out[r.policy_id]!.totals['computers'] = Number(r.n);
+    return out;
+  }
+
   /** A policy's delivery, per computer and update, paged by (computer, update). */
   async deliveryOf(id: string, o: { state?: string | undefined; computer?: number | undefined; after: string; limit: number }) {
     await this.#row(id);

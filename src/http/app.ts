@@ -28,6 +28,7 @@ import { catalogRoutes } from './routes/catalog.js';
 import { adminRoutes } from './routes/admin.js';
 import { contentRoutes } from './routes/content.js';
 import { hierarchyRoutes } from './routes/hierarchy.js';
+import type { Rollup } from '../reports/rollup.js';
 
 export interface AppDeps {
   db: Database;
@@ -39,6 +40,7 @@ export interface AppDeps {
   assessment: Assessment;
   delivery: DeliveryService;
   reports: ReportsService;
+  rollup: Rollup;
   hierarchy: {
     identity: Identity;
     parent: ReplicationParent;

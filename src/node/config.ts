@@ -78,6 +78,11 @@ export const OPTIONS = {
     help: 'Change-log entries kept for children; a child further behind gets a complete resync.',
     default: 1_000_000,
   },
+  reportInterval: {
+    schema: z.coerce.number().min(1).max(86_400),
+    help: "Seconds between compliance reports to the parent (also sent soon after a change); the parent shows a node stale after three missed.",
+    default: 60,
+  },
   config: { schema: z.string().min(1), help: 'JSON config file with any of these options (camelCase keys).' },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -116,6 +121,7 @@ export interface NodeConfig {
   readonly tlsKey: string | undefined;
   readonly tlsCa: string | undefined;
   readonly changeLogRetention: number;
+  readonly reportInterval: number;
 }
 
 export class ConfigError extends Error {
@@ -231,6 +237,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     tlsKey: raw['tlsKey'] as string | undefined,
     tlsCa: raw['tlsCa'] as string | undefined,
     changeLogRetention: raw['changeLogRetention'] as number,
+    reportInterval: raw['reportInterval'] as number,
   };
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) throw new ConfigError('invalid --tls-cert / --tls-key: give both or neither');
   if (config.upstream && !config.databaseUrl.startsWith('file:'))

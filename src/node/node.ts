@@ -24,6 +24,7 @@ import type { NodeConfig } from './config.js';
 import { createAssessment, type Assessment } from '../assessment/index.js';
 import { createDelivery, type DeliveryService } from '../delivery/index.js';
 import { createReports, type ReportsService } from '../reports/index.js';
+import { Rollup } from '../reports/rollup.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -49,6 +50,7 @@ export class PatchtreeNode {
   #child: ReplicationChild | null = null;
   #delivery: DeliveryService | null = null;
   #reports: ReportsService | null = null;
+  #rollup: Rollup | null = null;
   get reports(): ReportsService | null {
     return this.#reports;
   }
@@ -178,11 +180,32 @@ export class PatchtreeNode {
     this.#assessment = assessment;
     const delivery = createDelivery(this.db, assessment, settings, log, { nodeId: identity.nodeId, name: config.name, notify: () => parent.notify() });
     this.#delivery = delivery;
-    assessment.assessor.onAssessed = (ids) => delivery.engine.computersAssessed(ids);
-    delivery.engine.onPolicyChanged = () => reconcileSoon();
-    content.downloader.onVerified = () => delivery.engine.invalidateAll();
     const reports = createReports(this.db, assessment, log);
     this.#reports = reports;
+    const rollup = new Rollup({
+      orm: this.db.orm,
+      reader: this.db.reader,
+      reports: reports.reports,
+      policyTotals: () => delivery.policies.allTotals(),
+      self: { nodeId: identity.nodeId, name: config.name },
+      parentId: () => child?.parentId() ?? null,
+      intervalMs: config.reportInterval * 1000,
+      send: child ? (r, gone) => child!.report(r, gone) : null,
+      logger: log.child({ module: 'rollup' }),
+    });
+    this.#rollup = rollup;
+    parent.onReport = (id, r, gone) => rollup.receive(id, r, gone);
+    parent.onRemoved = (id) => void rollup.forget(id).catch((err) => log.error({ err }, 'removing a child\'s reports failed'));
+    assessment.assessor.onAssessed = (ids) => {
+      delivery.engine.computersAssessed(ids);
+      rollup.markChanged();
+    };
+    delivery.engine.onPolicyChanged = () => {
+      reconcileSoon();
+      rollup.markChanged();
+    };
+    delivery.engine.onStatusChanged = () => rollup.markChanged();
+    content.downloader.onVerified = () => delivery.engine.invalidateAll();
     const importer = new CatalogImporter(this.db, trusted, log.child({ module: 'catalog' }), (o) => {
       metrics.catalogImports.inc({ outcome: o.ok ? 'ok' : (o.code ?? 'error') });
       if (o.ok) metrics.catalogImportDuration.observe(o.seconds);
@@ -206,6 +229,7 @@ export class PatchtreeNode {
       assessment,
       delivery,
       reports,
+      rollup,
       hierarchy: { identity, parent, child, languages: config.languages, subtreeLanguages: allLanguages },
       metrics,
       node: { name: config.name, version: VERSION, languages: config.languages, startedAt: Date.now() },
@@ -233,6 +257,7 @@ export class PatchtreeNode {
     this.#grpc.enableReflection(['grpc/health/v1/health.proto', 'patchtree/replication/v1/replication.proto']);
     this.grpcPort = await this.#grpc.start(config.grpcHost, config.grpcPort, serverCreds);
     await child?.start();
+    rollup.start();
 
     if (config.catalogUrl) {
       this.#feed = new CatalogFeed(
@@ -251,6 +276,7 @@ export class PatchtreeNode {
 
   async stop(): Promise<void> {
     await this.#feed?.stop();
+    await this.#rollup?.stop();
     // Downloads first: they read from the upstream channel, and a stop must leave
     // them pending (resumable), not failed.
     await this.#content?.stop();

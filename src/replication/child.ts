@@ -9,7 +9,7 @@ import { levelKey, type LevelPayload } from '../catalog/severities.js';
 import type { SettingPayload } from '../settings/service.js';
 import type { PolicyPayload } from '../delivery/replication.js';
 import { DeferredError } from '../content/downloader.js';
-import { PROTOCOL_VERSION, RETRY_AFTER_KEY, replicationService, type ServerMessage, type WireChange } from './protocol.js';
+import { PROTOCOL_VERSION, RETRY_AFTER_KEY, replicationService, type ServerMessage, type WireChange, type WireNodeReport } from './protocol.js';
 import type { Identity } from './identity.js';
 
 export interface UpstreamOptions {
@@ -485,6 +485,25 @@ export class ReplicationChild {
         () => {},
       );
     }, wait);
+  }
+
+  /** Sends compliance summaries upstream (the roll-up); resolves with the nodes to send again whole. */
+  report(reports: WireNodeReport[], gone: string[]): Promise<string[]> {
+    const s = this.state();
+    if (!s || !this.#client) return Promise.reject(new Error('not joined to the upstream node yet'));
+    return new Promise((resolve, reject) =>
+      (this.#client as unknown as { Report: (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, r: { resend: string[] }) => void) => void }).Report(
+        { reports, gone },
+        this.#metadata(s.credential),
+        { deadline: Date.now() + 60_000 },
+        (err, r) => (err ? reject(err) : resolve(r.resend ?? [])),
+      ),
+    );
+  }
+
+  /** The parent this node joined (null before it has). */
+  parentId(): string | null {
+    return this.state()?.parent_id ?? null;
   }
 
   /**

@@ -15,7 +15,7 @@ import { contentFiles } from '../content/schema.js';
 import type { ContentStore } from '../content/store.js';
 import { filterPolicyPayload, policyPayloadsSql } from '../delivery/replication.js';
 import { changeLog, children, joinTokens } from './schema.js';
-import { RETRY_AFTER_KEY, SUPPORTED_PROTOCOL_VERSIONS, entryMatches, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange } from './protocol.js';
+import { RETRY_AFTER_KEY, SUPPORTED_PROTOCOL_VERSIONS, entryMatches, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange, type WireNodeReport } from './protocol.js';
 import type { Identity } from './identity.js';
 import { CATALOG_KINDS, closedUntil, parseRules, type ReplicationRules } from './rules.js';
 
@@ -79,6 +79,10 @@ export class ReplicationParent {
   #streams = new Map<string, Call>();
   #inFlight = new WeakMap<Call, Promise<void>[]>();
   #closedP = new WeakMap<Call, Promise<string>>();
+  /** The roll-up's receiving end: stores a child's Report, returns the nodes to send again whole. */
+  onReport: ((childId: string, reports: WireNodeReport[], gone: string[]) => Promise<string[]>) | null = null;
+  /** A child was removed (its subtree's summaries go). */
+  onRemoved: (childId: string) => void = () => {};
 
   /** One promise per stream that settles when it closes (listeners added once). */
   #closed(call: Call): Promise<string> {
@@ -148,6 +152,7 @@ export class ReplicationParent {
     if (!r.rowsAffected) throw new AppError('not-found', `no child ${id}`);
     this.#streams.get(id)?.emit('patchtree-close', grpc.status.PERMISSION_DENIED, `this node was removed from ${this.name}`);
     this.onLanguages();
+    this.onRemoved(id);
   }
 
   async requestResync(id: string): Promise<void> {
@@ -229,6 +234,16 @@ export class ReplicationParent {
               .set({ ackedSeq: Number(call.request.cursor), filesPending: Number(call.request.files_pending), lastSeenAt: Date.now() })
               .where(eq(children.id, child.id));
             cb(null, {});
+          })
+          .catch((err) => cb(toStatus(err)));
+      },
+      Report: (call: grpc.ServerUnaryCall<{ reports: WireNodeReport[]; gone: string[] }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+        this.#authenticate(call.metadata)
+          .then(async (child) => {
+            if (!this.onReport) throw grpcError(grpc.status.UNIMPLEMENTED, `${this.name} does not take reports`);
+            const resend = await this.onReport(child.id, call.request.reports ?? [], call.request.gone ?? []);
+            await this.orm.update(children).set({ lastSeenAt: Date.now() }).where(eq(children.id, child.id));
+            cb(null, { resend });
           })
           .catch((err) => cb(toStatus(err)));
       },

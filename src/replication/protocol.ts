@@ -5,6 +5,8 @@ import * as protoLoader from '@grpc/proto-loader';
 /**
  * Wire protocol version. Log of changes (docs/replication.md):
  *   1 - Join, Subscribe (hello, batches, heartbeats, resync), Ack, FetchFile.
+ *       Added since, without a new version (an older parent answers UNIMPLEMENTED):
+ *       Report (the compliance roll-up); change kind `policy`.
  */
 export const PROTOCOL_VERSION = 1;
 
@@ -38,6 +40,17 @@ export type ServerMessage =
   | { heartbeat: { head_seq: string | number; time_ms: string | number; paused_until_ms?: string | number } }
   | { resync_start: { reason: string; full: boolean } }
   | { resync_end: { cursor: string | number; full: boolean } };
+
+/** One node's summary in a Report call (JSON in `summary`; see reports/rollup.ts). */
+export interface WireNodeReport {
+  node_id: string;
+  name: string;
+  parent_id: string;
+  age_ms: string | number;
+  interval_ms: number;
+  digest: string;
+  summary: Buffer;
+}
 
 let cached: grpc.ServiceClientConstructor | null = null;
 

@@ -54,8 +54,10 @@ export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
             epoch: h.identity.epoch,
             headSeq: await h.parent.headSeq(),
           },
-          upstream: h.child ? h.child.status() : null,
+          upstream: h.child ? { ...h.child.status(), reports: deps.rollup.status() } : null,
           children,
+          /** Every node below this one that reports (the roll-up), with its freshness. */
+          subtree: await deps.rollup.subtree(),
         },
         200,
       );

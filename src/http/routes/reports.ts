@@ -3,6 +3,7 @@ import type { Context } from 'hono';
 import type { AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { errors } from './common.js';
+import { AppError } from '../../lib/errors.js';
 import { reportFilterSchema } from '../../reports/reports.js';
 import { DELIVERY_STATES } from '../../delivery/policies.js';
 
@@ -57,6 +58,10 @@ async function* allPages<T>(fetchPage: (cursor: string | undefined) => Promise<{
 const SEV = ['Critical', 'Important', 'Moderate', 'Low', 'Unrated'] as const;
 const page = { limit: z.coerce.number().int().min(1).max(1000).default(100), cursor: z.string().max(500).optional() };
 const format = { format: z.enum(['json', 'csv']).optional().describe('csv (or Accept: text/csv): every row, streamed') };
+const scope = {
+  scope: z.enum(['node', 'tree']).default('node').describe('tree: this node and every node below it (the roll-up), with a per-node breakdown and each node\'s freshness'),
+};
+const FILTER_KEYS = Object.keys(reportFilterSchema.shape);
 
 export function reportRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   const { reports, trend } = deps.reports;
@@ -79,7 +84,7 @@ export function reportRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       path: '/api/v1/reports/compliance',
       tags: ['reports'],
       summary: 'Compliance: summary (computers, compliant %, required updates by severity, urgent, stale), and per update or per computer (view=updates|computers)',
-      request: { query: reportFilterSchema.extend({ view: z.enum(['summary', 'updates', 'computers']).default('summary'), ...page, ...format }) },
+      request: { query: reportFilterSchema.extend({ view: z.enum(['summary', 'updates', 'computers']).default('summary'), ...page, ...format, ...scope }) },
       responses: {
         200: {
           description: 'The report (text/csv with format=csv)',
@@ -89,6 +94,7 @@ export function reportRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
                 summary: z.looseObject({ computers: z.number(), compliantPercent: z.number(), requiredBySeverity: z.record(z.string(), z.number()) }),
                 items: z.array(z.looseObject({})).optional(),
                 nextCursor: z.string().nullable().optional(),
+                nodes: z.array(z.looseObject({ id: z.string(), name: z.string(), summary: z.looseObject({}), reportedAt: z.string(), stale: z.boolean() })).optional(),
               }),
             },
             'text/csv': { schema: z.string() },
@@ -99,6 +105,17 @@ export function reportRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     }),
     async (c) => {
       const q = c.req.valid('query');
+      if (q.scope === 'tree') {
+        const given = FILTER_KEYS.filter((k) => q[k as keyof typeof q] !== undefined);
+        if (given.length || q.view !== 'summary')
+          throw new AppError('validation-failed', `scope=tree is the rolled-up summary of every node: it takes no ${given.length ? `filters (${given.join(', ')})` : `view=${q.view}`}; ask a node itself for those`);
+        const tree = await deps.rollup.tree();
+        if (wantsCsv(c))
+          return csvResponse('compliance-tree', ['node', 'name', 'parent', 'reported_at', 'stale', 'computers', 'compliant', 'compliant_percent', 'required', ...SEV.map((x) => `required_${x.toLowerCase()}`), 'urgent_computers', 'stale_scans'], async function* () {
+            yield tree.nodes.map((n) => [n.id, n.name, n.parentId, n.reportedAt, n.stale, n.summary.computers, n.summary.compliant, n.summary.compliantPercent, n.summary.required, ...SEV.map((x) => n.summary.requiredBySeverity[x] ?? 0), n.summary.urgentComputers, n.summary.stale]);
+          });
+        return c.json(tree, 200);
+      }
       if (wantsCsv(c)) {
         if (q.view === 'updates')
           return csvResponse('compliance-updates', ['update', 'kb', 'title', 'product', 'severity', 'classification', 'released', 'applicable', 'installed', 'superseded', 'required', 'unknown', 'compliant_percent'], () =>
@@ -148,13 +165,22 @@ export function reportRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       path: '/api/v1/reports/delivery',
       tags: ['reports'],
       summary: 'Software update delivery details of a policy: per computer and update (targeted = not started, downloading, installing, installed, failed, pending reboot, ceiling reached, not applicable), with totals',
-      request: { query: z.object({ policy: z.string().min(1).max(100), state: z.enum(DELIVERY_STATES).optional(), computer: z.coerce.number().int().min(1).optional(), ...page, ...format }) },
-      responses: { 200: { description: 'The report', content: { 'application/json': { schema: z.object({ policy: z.object({ id: z.string(), name: z.string() }), totals: z.record(z.string(), z.number()), items: z.array(z.looseObject({})), nextCursor: z.string().nullable() }) }, 'text/csv': { schema: z.string() } } }, ...errors },
+      request: { query: z.object({ policy: z.string().min(1).max(100), state: z.enum(DELIVERY_STATES).optional(), computer: z.coerce.number().int().min(1).optional(), ...page, ...format, ...scope }) },
+      responses: { 200: { description: 'The report (scope=tree: totals and nodes instead of items)', content: { 'application/json': { schema: z.object({ policy: z.looseObject({ id: z.string(), name: z.string() }), totals: z.record(z.string(), z.number()), items: z.array(z.looseObject({})).optional(), nextCursor: z.string().nullable().optional(), nodes: z.array(z.looseObject({ id: z.string(), totals: z.record(z.string(), z.number()), stale: z.boolean() })).optional() }) }, 'text/csv': { schema: z.string() } } }, ...errors },
     }),
     async (c) => {
       const q = c.req.valid('query');
       const p = deps.delivery.policies;
       const policy = await p.get(q.policy);
+      if (q.scope === 'tree') {
+        if (q.state || q.computer !== undefined) throw new AppError('validation-failed', 'scope=tree gives totals per node: it takes no state or computer; ask a node itself for its rows');
+        const tree = await deps.rollup.delivery(policy.id, policy.delivery);
+        if (wantsCsv(c))
+          return csvResponse(`delivery-tree-${policy.id}`, ['node', 'name', 'reported_at', 'stale', 'computers', ...DELIVERY_STATES], async function* () {
+            yield tree.nodes.map((n) => [n.id, n.name, n.reportedAt, n.stale, n.totals['computers'] ?? 0, ...DELIVERY_STATES.map((s) => n.totals[s] ?? 0)]);
+          });
+        return c.json({ policy: { id: policy.id, name: policy.name, origin: policy.origin, originName: policy.originName }, ...tree }, 200);
+      }
       const fetchPage = (cursor: string | undefined, limit: number) => p.deliveryOf(q.policy, { state: q.state, computer: q.computer, after: cursor ?? '', limit });
       if (wantsCsv(c))
         return csvResponse(`delivery-${policy.id}`, ['computer', 'name', 'update', 'kb', 'state', 'download_failures', 'install_failures', 'last_exit_code', 'last_error', 'targeted_at', 'updated_at'], () =>
