@@ -176,8 +176,10 @@ t.test('policies down, compliance up: a root policy installed by agents at the r
   t.equal((await api(berlin.url, T, `/api/v1/policies/${local.body.id}`, { method: 'DELETE' })).status, 204, 'berlin deletes its own');
   await waitFor(async () => (await policyAt(hamburg, local.body.id)).status === 404, 'gone at hamburg too');
 
-  // A held policy (its window never open during the test) is assigned at both sites;
-  // disabled at the root it is assigned nowhere, and deleted it is gone everywhere.
+  // A held policy (its window never open during the test) for French computers: the
+  // filter travels as its condition, so each site matches its own computers; it is
+  // assigned at paris only. Disabled at the root it is assigned nowhere, and deleted
+  // it is gone everywhere.
   const at = new Date(Date.now() + 12 * 3_600_000);
   const hhmm = (d: Date) => `${String(d.getUTCHours()).padStart(2, '0')}:${String(d.getUTCMinutes()).padStart(2, '0')}`;
   const held = await api(root.url, T, '/api/v1/policies', {
@@ -185,13 +187,17 @@ t.test('policies down, compliance up: a root policy installed by agents at the r
     body: JSON.stringify({
       name: 'Held',
       updates: ['test-4'],
-      targets: { all: true },
+      targets: { filters: ['language:fr'] },
       installation: { maintenance: { mode: 'windows', zone: 'UTC', windows: [{ days: ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'], start: hhmm(at), end: hhmm(new Date(at.getTime() + 3_600_000)) }] } },
     }),
   });
   t.equal(held.status, 201, JSON.stringify(held.body));
   const assigned = async (name: string) => JSON.parse((await runCli(['agent', 'update-data', '--state', agents[name]!])).stdout).assignments as number;
-  for (const name of ['berlin', 'paris']) await waitFor(async () => (await assigned(name)) === 1, `the held policy assigned at ${name}`);
+  await waitFor(async () => (await assigned('paris')) === 1, 'the held policy assigned at paris');
+  t.same((await policyAt(paris, held.body.id)).body.targets, { conditions: [{ language: 'fr' }] }, 'the filter arrives as its condition');
+  await waitFor(async () => (await policyAt(berlin, held.body.id)).status === 200, 'the held policy at berlin');
+  t.equal((await policyAt(berlin, held.body.id)).body.delivery.computers, 0, 'no German computer matches');
+  t.equal(await assigned('berlin'), 0, 'nothing assigned at berlin');
   t.equal((await api(root.url, T, `/api/v1/policies/${held.body.id}`, { method: 'PATCH', body: JSON.stringify({ enabled: false }) })).status, 200);
   for (const name of ['berlin', 'paris']) await waitFor(async () => (await assigned(name)) === 0, `nothing assigned at ${name} once disabled at the root`);
   t.equal((await policyAt(hamburg, held.body.id)).body.enabled, false, 'disabled at hamburg too');
