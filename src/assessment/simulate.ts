@@ -20,6 +20,8 @@ export interface SimulateOptions {
   concurrency?: number;
   /** Prefix of agent keys and names (default `sim<seed>`); reusing it reports the same computers again. */
   prefix?: string;
+  /** Languages the computers are in (one drawn per computer); default a mix, mostly English. */
+  languages?: readonly string[];
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -88,7 +90,7 @@ export async function catalogProducts(server: string, token: string): Promise<Pr
 }
 
 /** One simulated computer's report body. */
-export function simulatedComputer(products: ProductInfo[], seed: number, i: number, prefix: string) {
+export function simulatedComputer(products: ProductInfo[], seed: number, i: number, prefix: string, languages: readonly string[] = LANGUAGES) {
   const r = rng(seed * 1_000_003 + i);
   const pick = <T>(l: readonly T[]): T => l[Math.floor(r() * l.length)]!;
   const oses = products.filter((p) => /^Windows /i.test(p.name));
@@ -117,7 +119,7 @@ export function simulatedComputer(products: ProductInfo[], seed: number, i: numb
   }
   inv.kbs = [...new Set(inv.kbs)];
   inv.os.arch = /ARM64/i.test(os.name) ? 'arm64' : /32-bit|x86/i.test(os.name) ? 'x86' : 'x64';
-  inv.os.language = pick(LANGUAGES);
+  inv.os.language = pick(languages);
   const key = `${prefix}-${String(i).padStart(6, '0')}`;
   return { agentKey: key, name: key.toUpperCase(), agentVersion: 'simulator', full: inv };
 }
@@ -137,7 +139,7 @@ export async function simulate(o: SimulateOptions): Promise<SimulateResult> {
     if (queue.size > 64) await queue.onSizeLessThan(32);
     void queue.add(async () => {
       try {
-        const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${o.token}`, 'content-type': 'application/json' }, body: JSON.stringify(simulatedComputer(products, seed, i, prefix)) });
+        const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${o.token}`, 'content-type': 'application/json' }, body: JSON.stringify(simulatedComputer(products, seed, i, prefix, o.languages?.length ? o.languages : LANGUAGES)) });
         const body = (await res.json()) as { created?: boolean; required?: number; unknown?: number; detail?: string };
         if (!res.ok) throw new Error(`HTTP ${res.status}: ${body.detail ?? ''}`);
         if (body.created) result.created++;

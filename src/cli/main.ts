@@ -20,6 +20,7 @@ Usage:
   patchtree content status --server URL --token T [--watch] [--json]
   patchtree simulate --server URL --enrollment-token T --computers N [--seed S] [--concurrency C] [--prefix P]
   patchtree agent run|status|task|log|clear-retries|update-data ...   the agent (patchtree agent help)
+  patchtree demo [--keep] [--computers N]   a root and three sites on this machine, with simulated computers
   patchtree --version`;
 
 /** Flags that take several values in a row (`--cvrf a.xml b.xml`), as well as repeated. */
@@ -233,6 +234,12 @@ export async function main(argv: string[]): Promise<number> {
         return await simulateCmd(rest);
       case 'agent':
         return await (await import('../agent/cli.js')).agentCli(rest, VERSION);
+      case 'demo': {
+        const { values } = parseArgs({ args: rest, options: { keep: { type: 'boolean' }, computers: { type: 'string' } }, strict: true });
+        const computers = values.computers === undefined ? 200 : Number(values.computers);
+        if (!Number.isInteger(computers) || computers < 1 || computers > 100_000) fail('--computers must be an integer from 1 to 100000 (per site)');
+        return await (await import('./demo.js')).runDemo({ keep: Boolean(values.keep), computers, out: (l) => console.log(l) });
+      }
       case '--version':
       case '-v':
         console.log(VERSION);
