@@ -216,4 +216,11 @@ t.test('policies down, compliance up: a root policy installed by agents at the r
   t.equal(silent.tr.nodes.length, 4, 'never dropped');
   t.ok(silent.tr.nodes.filter((n: any) => n.name !== 'paris').every((n: any) => !n.stale), 'the others stay fresh');
   t.match((await api(root.url, T, '/api/v1/hierarchy')).body.subtree.find((n: any) => n.name === 'paris'), { stale: true });
+  const parisId = silent.p.id as string;
+  for (const page of ['/', '/hierarchy']) {
+    const html = await (await fetch(`${root.url}${page}`, { headers: { cookie: `patchtree_token=${T}` } })).text();
+    const row = new RegExp(`<tr data-node="${parisId}" class="stale"><td>paris</td><td>hq</td>`).exec(html);
+    t.ok(row, `the console's ${page} shows paris stale, under hq`);
+    t.match(html, /<td>hamburg<\/td><td>berlin<\/td>/, `and hamburg under berlin (${page})`);
+  }
 });

@@ -61,6 +61,22 @@ ${signedIn ? html`<nav aria-label="Main">${PAGES.map(([href, name]) => html`<a h
 
 const fmt = (n: number | null | undefined) => (n === null || n === undefined ? '–' : n.toLocaleString('en-US'));
 
+interface TreeReport {
+  summary: { computers: number; compliantPercent: number; required: number; urgentComputers: number };
+  nodes: { id: string; name: string; parentId: string | null; reportedAt: string; stale: boolean; self: boolean; summary: { computers: number; compliantPercent: number; required: number; urgentComputers: number; stale: number } }[];
+}
+
+/** One row per node of the roll-up, each under its parent's name. */
+function treeTable(tree: TreeReport) {
+  const names = new Map(tree.nodes.map((n) => [n.id, n.name]));
+  return html`<table id="tree-nodes"><thead><tr><th scope="col">Node</th><th scope="col">Reports to</th><th scope="col" class="n">Computers</th><th scope="col" class="n">Compliant</th><th scope="col" class="n">Required</th><th scope="col" class="n">Miss a critical</th><th scope="col" class="n">Stale scans</th><th scope="col">Reported</th></tr></thead><tbody>
+${tree.nodes.map(
+  (n) => html`<tr data-node="${n.id}"${n.stale ? raw(' class="stale"') : ''}><td>${n.name}${n.self ? ' (this node)' : ''}</td><td>${n.parentId ? (names.get(n.parentId) ?? n.parentId) : ''}</td><td class="n">${fmt(n.summary.computers)}</td><td class="n">${n.summary.compliantPercent}%</td><td class="n">${fmt(n.summary.required)}</td><td class="n">${fmt(n.summary.urgentComputers)}</td><td class="n">${fmt(n.summary.stale)}</td>
+<td>${n.self ? 'live' : n.reportedAt}${n.stale ? html` <strong class="error">stale</strong>` : ''}</td></tr>`,
+)}
+</tbody></table>`;
+}
+
 export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   const nodeName = deps.node.name;
 
@@ -111,6 +127,7 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     page(async (c) => {
       const { body: rep } = await api<{ summary: { computers: number; compliant: number; compliantPercent: number; required: number; requiredBySeverity: Record<string, number>; urgentComputers: number; stale: number } }>(c, '/api/v1/reports/compliance');
       const { body: trend } = await api<{ days: { day: string; summary: { compliantPercent: number } }[] }>(c, '/api/v1/reports/compliance/trend?days=90');
+      const { body: tree } = await api<TreeReport>(c, '/api/v1/reports/compliance?scope=tree');
       const s = rep.summary;
       return layout(
         c,
@@ -125,6 +142,10 @@ ${bars(Object.entries(s.requiredBySeverity).map(([label, value]) => ({ label, va
 <section class="card" aria-labelledby="c3"><h2 id="c3">Stale scans</h2><p class="big" id="stale">${fmt(s.stale)}</p><p class="muted">computers whose last scan is older than twice the scan interval</p>
 <p><a href="/computers?filter=stale">See them</a></p></section>
 </div>
+${tree.nodes.length > 1 ? html`<section aria-labelledby="c5"><h2 id="c5">The whole tree</h2>
+<p><span id="tree-compliant">${tree.summary.compliantPercent}%</span> of <span id="tree-computers">${fmt(tree.summary.computers)}</span> computers on ${tree.nodes.length} nodes are compliant;
+${fmt(tree.summary.required)} required updates, ${fmt(tree.summary.urgentComputers)} computers miss a critical one.${tree.nodes.some((n) => n.stale) ? html` <strong class="error">${tree.nodes.filter((n) => n.stale).length} node(s) stopped reporting</strong>: their last figures are counted.` : ''}</p>
+${treeTable(tree)}</section>` : ''}
 <section aria-labelledby="c4"><h2 id="c4">Compliance over the last 90 days</h2>${trendLine(trend.days.map((d) => ({ day: d.day, value: d.summary.compliantPercent })), 'compliant computers over time')}</section>
 <p><a href="/api/v1/reports/compliance?view=computers&amp;format=csv">Compliance per computer (CSV)</a> · <a href="/api/v1/reports/compliance?view=updates&amp;format=csv">per update (CSV)</a></p>`,
       );
@@ -291,6 +312,7 @@ ${body.items.map((v) => html`<tr><td>${v.cve}</td><td>${v.severity ?? ''}</td><t
     '/hierarchy',
     page(async (c) => {
       const { body: h } = await api<{ node: { name: string; role: string; languages: string[] }; upstream: { connected: boolean; lag?: { entries: number; seconds: number }; address?: string } | null; children: { id: string; name: string; connected: boolean; languages: string[]; lag: { entries: number; seconds: number }; removed?: boolean }[] }>(c, '/api/v1/hierarchy');
+      const { body: tree } = await api<TreeReport>(c, '/api/v1/reports/compliance?scope=tree');
       const state = (up: boolean) => html`<span class="${up ? 'state-connected' : 'state-disconnected'}">${up ? 'connected' : 'disconnected'}</span>`;
       return layout(
         c,
@@ -298,7 +320,11 @@ ${body.items.map((v) => html`<tr><td>${v.cve}</td><td>${v.severity ?? ''}</td><t
         nodeName,
         html`${h.upstream ? html`<p>Upstream ${h.upstream.address ?? ''}: ${state(h.upstream.connected)}${h.upstream.lag ? `, ${h.upstream.lag.entries} changes (${h.upstream.lag.seconds} s) behind` : ''}</p>` : ''}
 <ul class="tree" aria-label="This node and its children"><li><strong>${h.node.name}</strong> (${h.node.role}; ${h.node.languages.join(', ')})
-<ul>${h.children.filter((ch) => !ch.removed).map((ch) => html`<li data-child="${ch.id}"><strong>${ch.name}</strong>: ${state(ch.connected)}, lag ${ch.lag.entries} changes / ${ch.lag.seconds} s; languages ${ch.languages.join(', ') || '–'}</li>`)}</ul></li></ul>`,
+<ul>${h.children.filter((ch) => !ch.removed).map((ch) => html`<li data-child="${ch.id}"><strong>${ch.name}</strong>: ${state(ch.connected)}, lag ${ch.lag.entries} changes / ${ch.lag.seconds} s; languages ${ch.languages.join(', ') || '–'}</li>`)}</ul></li></ul>
+<section aria-labelledby="h2"><h2 id="h2">Compliance of every node (the roll-up)</h2>
+<p class="muted">Each node reports its summary up the tree; one that misses three of its intervals is shown stale with its last figures.</p>
+${treeTable(tree)}
+<p><a href="/api/v1/reports/compliance?scope=tree&amp;format=csv">Per node (CSV)</a></p></section>`,
       );
     }),
   );
