@@ -44,7 +44,11 @@ export type NodeSummary = z.infer<typeof nodeSummarySchema>;
 const NODE_ID = /^[0-9a-f-]{36}$/;
 /** Summaries per Report call, by bytes: well under gRPC's 4 MiB default message limit. */
 const CALL_BYTES = 2 * 1024 * 1024;
-const DEBOUNCE_MS = 2_000;
+/**
+ * A change is reported after this long (at least 2 s, a sixth of the interval: 10 s at
+ * the default 60 s), so a busy site computes its summary a few times a minute at most.
+ */
+const debounceMs = (intervalMs: number) => Math.max(2_000, Math.round(intervalMs / 6));
 
 /** A node's summary is stale once it is older than three of its intervals (and a little). */
 export const isStale = (ageMs: number, intervalMs: number) => ageMs > 3 * intervalMs + 2_000;
@@ -136,7 +140,7 @@ export class Rollup {
     this.#soon = setTimeout(() => {
       this.#soon = null;
       this.#cycle();
-    }, DEBOUNCE_MS);
+    }, debounceMs(this.#o.intervalMs));
     this.#soon.unref();
   }
 
