@@ -17,6 +17,7 @@ import { catalogHeaderSchema, catalogUpdateSchema, contentHash, lineErrors, upda
  */
 export type { Exec } from '../db/exec.js';
 import type { Exec } from '../db/exec.js';
+import { RELEASE_LOG_SQL } from '../freshness/release.js';
 
 export interface ImportMeta {
   /** Node id of this node: the origin of what it imports. */
@@ -263,6 +264,22 @@ export async function applyCatalog(
        VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
       [h.version, h.publisher, meta.keyId, meta.fileSha256, h.createdAt, meta.now, meta.importedBy, meta.source, count, added, changed, expired, unchanged, durationMs],
     );
+    if (!replay) {
+      // Freshness: the release, its new and changed updates (visible here now), and its
+      // log entry, so every node below learns what this release brings it.
+      await db.run('INSERT INTO freshness_releases (version, published_at, imported_at, received_at) VALUES (?, ?, ?, ?) ON CONFLICT(version) DO NOTHING', [
+        h.version,
+        Date.parse(h.createdAt),
+        meta.now,
+        meta.now,
+      ]);
+      await db.run(
+        `INSERT OR IGNORE INTO freshness_updates (version, update_id, revision, languages, family, visible_at)
+         SELECT ?, id, revision, languages, coalesce(product_family, ''), ? FROM updates WHERE release_version = ? AND expired = 0 AND updated_at = ?`,
+        [h.version, meta.now, h.version, meta.now],
+      );
+      await db.run(RELEASE_LOG_SQL, [meta.now, h.version]);
+    }
     await db.exec('DELETE FROM temp.import_seen');
     return { version: h.version, publisher: h.publisher, createdAt: h.createdAt, keyId: meta.keyId, updates: count, added, changed, expired, unchanged, durationMs, replay };
   });

@@ -29,6 +29,8 @@ export interface ImportObserver {
  */
 export class CatalogImporter {
   #busy = false;
+  /** The time an import is stamped with (the node's clock). */
+  now: () => number = Date.now;
 
   constructor(
     private readonly db: Database,
@@ -56,7 +58,7 @@ export class CatalogImporter {
         url: this.db.url,
         ...(this.db.authToken ? { authToken: this.db.authToken } : {}),
         catalogFile: req.catalogFile,
-        meta: { origin: this.origin, fileSha256, keyId, importedBy: req.importedBy, source: req.source, now: Date.now() },
+        meta: { origin: this.origin, fileSha256, keyId, importedBy: req.importedBy, source: req.source, now: this.now() },
       };
       const reply = await runWorker(job);
       if (!reply.ok) throw new AppError(reply.code as ErrorCode, reply.detail, reply.extra);

@@ -48,6 +48,8 @@ export type UpstreamSource = (sha256: string, offset: number, signal: AbortSigna
 export class Downloader {
   /** Called once a file is verified and servable (agents' assignments may now include it). */
   onVerified: (sha256: string) => void = () => {};
+  /** The time a file is stamped verified with (the node's clock). */
+  now: () => number = Date.now;
   #queue = new PQueue({ concurrency: 4 });
   #inFlight = new Map<string, { bytesDone: number; size: number; abort: AbortController }>();
   #global = new RateLimit(0);
@@ -269,7 +271,7 @@ export class Downloader {
           return;
         }
         await store.commit(sha256);
-        await setRow({ state: 'verified', bytesDone: size, verifiedAt: Date.now(), lastError: null });
+        await setRow({ state: 'verified', bytesDone: size, verifiedAt: this.now(), lastError: null });
         log.info({ size }, 'file verified');
         this.onVerified(sha256);
       } finally {

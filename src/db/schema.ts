@@ -7,3 +7,4 @@ export * from '../replication/schema.js';
 export * from '../assessment/schema.js';
 export * from '../delivery/schema.js';
 export * from '../reports/schema.js';
+export * from '../freshness/schema.js';

@@ -29,6 +29,7 @@ import { adminRoutes } from './routes/admin.js';
 import { contentRoutes } from './routes/content.js';
 import { hierarchyRoutes } from './routes/hierarchy.js';
 import type { Rollup } from '../reports/rollup.js';
+import type { Freshness } from '../freshness/freshness.js';
 
 export interface AppDeps {
   db: Database;
@@ -41,6 +42,7 @@ export interface AppDeps {
   delivery: DeliveryService;
   reports: ReportsService;
   rollup: Rollup;
+  freshness: Freshness;
   hierarchy: {
     identity: Identity;
     parent: ReplicationParent;

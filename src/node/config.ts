@@ -83,6 +83,10 @@ export const OPTIONS = {
     help: "Seconds between compliance reports to the parent (also sent soon after a change); the parent shows a node stale after three missed.",
     default: 60,
   },
+  clockFile: {
+    schema: z.string().min(1),
+    help: "Testing only: read the node's clock for catalog freshness (ms since the epoch, or ISO 8601) from this file; the system clock when unset.",
+  },
   config: { schema: z.string().min(1), help: 'JSON config file with any of these options (camelCase keys).' },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -122,6 +126,7 @@ export interface NodeConfig {
   readonly tlsCa: string | undefined;
   readonly changeLogRetention: number;
   readonly reportInterval: number;
+  readonly clockFile: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -238,6 +243,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     tlsCa: raw['tlsCa'] as string | undefined,
     changeLogRetention: raw['changeLogRetention'] as number,
     reportInterval: raw['reportInterval'] as number,
+    clockFile: raw['clockFile'] === undefined ? undefined : resolve(raw['clockFile'] as string),
   };
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) throw new ConfigError('invalid --tls-cert / --tls-key: give both or neither');
   if (config.upstream && !config.databaseUrl.startsWith('file:'))

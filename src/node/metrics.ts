@@ -42,6 +42,12 @@ export function createMetrics() {
     childLag: new Gauge({ name: 'patchtree_child_lag_entries', help: 'Change-log entries the child has not acknowledged', labelNames: ['child'] as const, registers: [registry] }),
     childLagSeconds: new Gauge({ name: 'patchtree_child_lag_seconds', help: 'Age of the oldest entry the child has not acknowledged', labelNames: ['child'] as const, registers: [registry] }),
     childFilesPending: new Gauge({ name: 'patchtree_child_files_pending', help: 'Files the child still has to fetch, as it last reported', labelNames: ['child'] as const, registers: [registry] }),
+    freshnessOverdue: new Gauge({
+      name: 'patchtree_freshness_overdue_seconds',
+      help: 'Per node of the subtree: how far past its goal the oldest catalog release still incomplete there is (0: none)',
+      labelNames: ['node'] as const,
+      registers: [registry],
+    }),
     catalogUpdates: new Gauge({
       name: 'patchtree_catalog_updates',
       help: 'Updates in the catalog by state (live, expired)',

@@ -25,6 +25,8 @@ import { createAssessment, type Assessment } from '../assessment/index.js';
 import { createDelivery, type DeliveryService } from '../delivery/index.js';
 import { createReports, type ReportsService } from '../reports/index.js';
 import { Rollup } from '../reports/rollup.js';
+import { Freshness } from '../freshness/freshness.js';
+import { fileClock, systemClock } from '../lib/clock.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -51,6 +53,7 @@ export class PatchtreeNode {
   #delivery: DeliveryService | null = null;
   #reports: ReportsService | null = null;
   #rollup: Rollup | null = null;
+  #freshness: Freshness | null = null;
   get reports(): ReportsService | null {
     return this.#reports;
   }
@@ -89,6 +92,8 @@ export class PatchtreeNode {
     if (trusted.size === 0) log.warn('no --trusted-key given: catalog imports will be refused until one is configured');
 
     const metrics = createMetrics();
+    const clock = config.clockFile ? fileClock(config.clockFile) : systemClock;
+    if (config.clockFile) log.warn({ file: config.clockFile }, 'TESTING: the clock for catalog freshness is read from a file');
     const settings = new SettingsService(this.db.orm, config.data);
     const identity = await ensureIdentity(this.db.orm);
 
@@ -105,6 +110,7 @@ export class PatchtreeNode {
     const allLanguages = () => [...new Set([...config.languages, ...subtree])].sort();
     let child: ReplicationChild | null = null;
     const content = createContent(this.db.orm, settings, allLanguages, log, config.upstream ? (sha, offset, signal) => child!.fetchFile(sha, offset, signal) : null);
+    content.downloader.now = clock;
     this.#content = content;
     let reconcileTimer: NodeJS.Timeout | null = null;
     const reconcileSoon = () => {
@@ -160,6 +166,7 @@ export class PatchtreeNode {
         (changed, policies) => {
           parent.notify();
           for (const id of policies) this.#delivery?.engine.policyChanged(id);
+          if (changed > 0) this.#rollup?.markChanged();
           if (changed > 0) {
             // During a complete resync the catalog is not whole yet: assessment waits
             // for its end (the batch that ends it calls here too), so that the
@@ -174,6 +181,7 @@ export class PatchtreeNode {
         },
         () => void content.downloader.retryDeferred().catch((err) => log.error({ err }, 'retrying deferred downloads failed')),
       );
+      child.clock = clock;
       this.#child = child;
     }
     const assessment = createAssessment(this.db, this.db.orm, settings, log);
@@ -190,10 +198,27 @@ export class PatchtreeNode {
       self: { nodeId: identity.nodeId, name: config.name },
       parentId: () => child?.parentId() ?? null,
       intervalMs: config.reportInterval * 1000,
+      extra: async () => ({ languages: allLanguages(), freshness: await this.#freshness!.own() }),
       send: child ? (r, gone) => child!.report(r, gone) : null,
       logger: log.child({ module: 'rollup' }),
     });
     this.#rollup = rollup;
+    const freshness = new Freshness({
+      reader: this.db.reader,
+      orm: this.db.orm,
+      settings,
+      clock,
+      self: { nodeId: identity.nodeId, name: config.name },
+      languages: allLanguages,
+      needsAllFiles: async () => (await content.settings()).need === 'languages',
+      logger: log.child({ module: 'freshness' }),
+      reported: () => rollup.freshness(),
+      onOverdue: (byNode) => {
+        metrics.freshnessOverdue.reset();
+        for (const n of byNode.values()) metrics.freshnessOverdue.set({ node: n.name }, n.seconds);
+      },
+    });
+    this.#freshness = freshness;
     parent.onReport = (id, r, gone) => rollup.receive(id, r, gone);
     parent.onRemoved = (id) => void rollup.forget(id).catch((err) => log.error({ err }, 'removing a child\'s reports failed'));
     assessment.assessor.onAssessed = (ids) => {
@@ -205,12 +230,16 @@ export class PatchtreeNode {
       rollup.markChanged();
     };
     delivery.engine.onStatusChanged = () => rollup.markChanged();
-    content.downloader.onVerified = () => delivery.engine.invalidateAll();
+    content.downloader.onVerified = () => {
+      delivery.engine.invalidateAll();
+      rollup.markChanged();
+    };
     const importer = new CatalogImporter(this.db, trusted, log.child({ module: 'catalog' }), (o) => {
       metrics.catalogImports.inc({ outcome: o.ok ? 'ok' : (o.code ?? 'error') });
       if (o.ok) metrics.catalogImportDuration.observe(o.seconds);
       // A release may need new files (or no longer need some).
       if (o.ok) {
+        this.#rollup?.markChanged();
         assessment.assessor.catalogChanged();
         delivery.catalogChanged();
         parent.notify();
@@ -218,6 +247,7 @@ export class PatchtreeNode {
         content.service.reconcile().catch((err) => log.error({ err }, 'content reconcile failed'));
       }
     }, identity.nodeId);
+    importer.now = clock;
 
     const app = createApp({
       db: this.db,
@@ -230,6 +260,7 @@ export class PatchtreeNode {
       delivery,
       reports,
       rollup,
+      freshness,
       hierarchy: { identity, parent, child, languages: config.languages, subtreeLanguages: allLanguages },
       metrics,
       node: { name: config.name, version: VERSION, languages: config.languages, startedAt: Date.now() },
@@ -258,6 +289,7 @@ export class PatchtreeNode {
     this.grpcPort = await this.#grpc.start(config.grpcHost, config.grpcPort, serverCreds);
     await child?.start();
     rollup.start();
+    freshness.start(Math.min(10_000, config.reportInterval * 1000));
 
     if (config.catalogUrl) {
       this.#feed = new CatalogFeed(
@@ -277,6 +309,7 @@ export class PatchtreeNode {
   async stop(): Promise<void> {
     await this.#feed?.stop();
     await this.#rollup?.stop();
+    this.#freshness?.stop();
     // Downloads first: they read from the upstream channel, and a stop must leave
     // them pending (resumable), not failed.
     await this.#content?.stop();

@@ -8,6 +8,7 @@ import type { UpdatePayload } from '../catalog/import-core.js';
 import { levelKey, type LevelPayload } from '../catalog/severities.js';
 import type { SettingPayload } from '../settings/service.js';
 import type { PolicyPayload } from '../delivery/replication.js';
+import { RELEASES_KEPT, type ReleasePayload } from '../freshness/release.js';
 import { DeferredError } from '../content/downloader.js';
 import { PROTOCOL_VERSION, RETRY_AFTER_KEY, replicationService, type ServerMessage, type WireChange, type WireNodeReport } from './protocol.js';
 import type { Identity } from './identity.js';
@@ -50,6 +51,8 @@ export class BatchApplier {
     private readonly db: NativeDb,
     /** This node's id: the key of its own custom severity levels when it republishes the list. */
     private readonly nodeId: string,
+    /** The node's clock: what is applied is stamped with it (catalog freshness). */
+    private readonly clock: () => number = Date.now,
   ) {
     this.#w = new ReplicaWriter(db);
     const prep = (q: string) => prepare(db, q);
@@ -70,6 +73,12 @@ export class BatchApplier {
       policyUpdate: prep('INSERT OR IGNORE INTO policy_updates (policy_id, update_id, added_at) VALUES (?, ?, ?)'),
       policyDelete: prep("DELETE FROM policies WHERE id = ? AND origin != ''"),
       policyHistory: prep("INSERT INTO policy_history (policy_id, at, by, action, detail) VALUES (?, ?, 'replication', ?, ?)"),
+      release: prep('INSERT INTO freshness_releases (version, published_at, imported_at, received_at) VALUES (?, ?, ?, ?) ON CONFLICT(version) DO NOTHING'),
+      releaseUpdate: prep(`INSERT OR IGNORE INTO freshness_updates (version, update_id, revision, languages, family, visible_at)
+        VALUES (?, ?, ?, ?, ?, (SELECT min(updated_at, ?) FROM updates WHERE id = ? AND revision >= ?))`),
+      visible: prep('UPDATE freshness_updates SET visible_at = ? WHERE update_id = ? AND revision <= ? AND visible_at IS NULL'),
+      releasePrune: prep(`DELETE FROM freshness_releases WHERE version IN (SELECT version FROM freshness_releases ORDER BY published_at DESC, version LIMIT -1 OFFSET ${RELEASES_KEPT})`),
+      releaseUpdatesPrune: prep('DELETE FROM freshness_updates WHERE version NOT IN (SELECT version FROM freshness_releases)'),
       cursor: prep('UPDATE upstream_state SET cursor = ?, epoch = ?, last_success_at = ?, updated_at = ? WHERE id = 1'),
     };
   }
@@ -88,7 +97,7 @@ export class BatchApplier {
 
   /** Applies one batch; returns how many entities changed here. */
   apply(changes: WireChange[], opts: { snapshot: boolean; fullResync: boolean; cursor: number | null; epoch: string }): number {
-    const now = Date.now();
+    const now = this.clock();
     return this.#tx(() => {
       let applied = 0;
       for (const c of changes) {
@@ -111,6 +120,13 @@ export class BatchApplier {
           applied++;
           continue;
         }
+        if (c.kind === 'release') {
+          if (c.op === 'upsert') {
+            this.#release(JSON.parse(c.payload.toString()) as ReleasePayload, c.payload.toString(), now);
+            applied++;
+          }
+          continue;
+        }
         if (c.kind === 'policy') {
           if (c.op === 'upsert' ? this.#policyUpsert(JSON.parse(c.payload.toString()) as PolicyPayload, now) : c.op === 'delete' && this.#policyDelete(c.key, now)) applied++;
           continue;
@@ -119,6 +135,7 @@ export class BatchApplier {
         if (c.op === 'upsert') {
           const p = JSON.parse(c.payload.toString()) as UpdatePayload;
           if (this.#w.upsert(p, now)) {
+            this.#s['visible']!.run(now, p.id, p.revision);
             this.#s['append']!.run('update', p.id, 'upsert', [...new Set(p.files.map((f) => f.language))].sort().join(','), JSON.stringify(p), now);
             applied++;
           }
@@ -175,6 +192,19 @@ export class BatchApplier {
     return true;
   }
 
+  /**
+   * A release from upstream: kept with its updates (those of this subtree's
+   * languages), each visible from when this node applied it (now, for those not here
+   * yet: see `visible`), and logged again for this node's children.
+   */
+  #release(p: ReleasePayload, json: string, now: number): void {
+    this.#s['release']!.run(p.version, p.publishedAt, p.importedAt, now);
+    for (const [id, revision, languages, family] of p.updates) this.#s['releaseUpdate']!.run(p.version, id, revision, languages, family, now, id, revision);
+    this.#s['releasePrune']!.run();
+    this.#s['releaseUpdatesPrune']!.run();
+    this.#s['append']!.run('release', p.version, 'upsert', '', json, now);
+  }
+
   /** The policies changed since the last call (for the delivery engine). */
   takePolicies(): string[] {
     const out = [...this.#policies];
@@ -195,7 +225,7 @@ export class BatchApplier {
    * epoch and languages move together.
    */
   resyncEnd(opts: { cursor: number; full: boolean; epoch: string; languages: readonly string[] }): number {
-    const now = Date.now();
+    const now = this.clock();
     return this.#tx(() => {
       let removed = 0;
       if (opts.full) {
@@ -250,6 +280,8 @@ export class ReplicationChild {
   #filesPending = 0;
   #pausedUntil = 0;
   #fullResync = false;
+  /** The node's clock (catalog freshness stamps). */
+  clock: () => number = Date.now;
 
   constructor(
     private readonly db: Database,
@@ -278,7 +310,7 @@ export class ReplicationChild {
   async start(): Promise<void> {
     if (!this.db.filePath) throw new Error('a child node needs a file database (remote libsql is not supported for replication yet)');
     this.#native = openNative(this.db.filePath);
-    this.#applier = new BatchApplier(this.#native, this.identity.nodeId);
+    this.#applier = new BatchApplier(this.#native, this.identity.nodeId, this.clock);
     const Service = replicationService();
     this.#client = new Service(this.upstream.address, this.upstream.credentials, {
       'grpc.keepalive_time_ms': 30_000,

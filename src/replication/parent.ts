@@ -14,6 +14,7 @@ import { replicatedSettings } from '../settings/service.js';
 import { contentFiles } from '../content/schema.js';
 import type { ContentStore } from '../content/store.js';
 import { filterPolicyPayload, policyPayloadsSql } from '../delivery/replication.js';
+import { filterReleasePayload, RELEASE_SNAPSHOT_SQL } from '../freshness/release.js';
 import { changeLog, children, joinTokens } from './schema.js';
 import { RETRY_AFTER_KEY, SUPPORTED_PROTOCOL_VERSIONS, entryMatches, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange, type WireNodeReport } from './protocol.js';
 import type { Identity } from './identity.js';
@@ -412,7 +413,14 @@ export class ReplicationParent {
           for (const r of rows) {
             if (!entryMatches(r.languages, languages)) continue;
             if (!rules.catalog && CATALOG_KINDS.has(r.kind)) continue;
-            const payload = r.op !== 'upsert' ? Buffer.from(r.payload) : r.kind === 'policy' ? filterPolicyPayload(r.payload, languages) : filterPayload(r.payload, r.languages, languages);
+            const payload =
+              r.op !== 'upsert'
+                ? Buffer.from(r.payload)
+                : r.kind === 'policy'
+                  ? filterPolicyPayload(r.payload, languages)
+                  : r.kind === 'release'
+                    ? filterReleasePayload(r.payload, languages)
+                    : filterPayload(r.payload, r.languages, languages);
             changes.push({ seq: r.seq, kind: r.kind, key: r.key, op: r.op, payload });
           }
           cursor = rows[rows.length - 1]!.seq;
@@ -453,8 +461,9 @@ export class ReplicationParent {
     }
   }
 
-  /** Every policy (this node's own and those it received), after the catalog their updates belong to. */
+  /** Every policy (this node's own and those it received), after the catalog their updates belong to; then the newest releases. */
   async #policySnapshot(call: Call, gate: () => Promise<void>, languages: readonly string[]): Promise<void> {
+    await this.#releaseSnapshot(call, gate, languages);
     const self = { nodeId: this.identity.nodeId, name: this.name };
     let after = '';
     for (;;) {
@@ -464,6 +473,16 @@ export class ReplicationParent {
       const changes = page.map((r): WireChange => ({ seq: 0, kind: 'policy', key: r.id, op: 'upsert', payload: filterPolicyPayload(r.payload, languages) }));
       await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
       after = page[page.length - 1]!.id;
+    }
+  }
+
+  /** The newest releases (catalog freshness), filtered to the child's languages. */
+  async #releaseSnapshot(call: Call, gate: () => Promise<void>, languages: readonly string[]): Promise<void> {
+    const rows = await this.orm.all<{ id: string; payload: string }>(sql.raw(RELEASE_SNAPSHOT_SQL));
+    for (let i = 0; i < rows.length; i += 10) {
+      await gate();
+      const changes = rows.slice(i, i + 10).map((r): WireChange => ({ seq: 0, kind: 'release', key: r.id, op: 'upsert', payload: filterReleasePayload(r.payload, languages) }));
+      await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
     }
   }
 

@@ -37,4 +37,4 @@ export function closedUntil(rules: ReplicationRules, at: Date): { until: Date | 
 }
 
 /** Change-log kinds the `catalog` rule covers. */
-export const CATALOG_KINDS: ReadonlySet<string> = new Set(['update', 'severity-levels']);
+export const CATALOG_KINDS: ReadonlySet<string> = new Set(['update', 'severity-levels', 'release']);

@@ -7,6 +7,7 @@ import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import type { WireNodeReport } from '../replication/protocol.js';
 import type { Reports } from './reports.js';
+import { releaseTimesSchema, type ReleaseTimes } from '../freshness/freshness.js';
 
 /**
  * The compliance roll-up. Every node sends its parent its own summary (counts per
@@ -38,6 +39,10 @@ export const nodeSummarySchema = z.looseObject({
   updates: z.array(z.tuple([z.string().min(1).max(100), count, count, count, count])).max(500_000),
   /** Delivery totals of each policy the node has (its own and replicated ones). */
   policies: z.record(z.string().min(1).max(100), z.object({ name: z.string().max(200), origin: z.string().max(100).nullable(), totals: totalsSchema })),
+  /** The languages whose data the node holds (its own and its subtree's). */
+  languages: z.array(z.string().max(40)).max(200).optional(),
+  /** When each of the newest releases reached the node, per class (catalog freshness). */
+  freshness: releaseTimesSchema.optional(),
 });
 export type NodeSummary = z.infer<typeof nodeSummarySchema>;
 
@@ -85,6 +90,8 @@ export interface RollupOptions {
   intervalMs: number;
   /** Sends one Report call upstream; resolves with the nodes to send again whole. Null on a root. */
   send: ((reports: WireNodeReport[], gone: string[]) => Promise<string[]>) | null;
+  /** More of this node's own summary (its languages, its catalog freshness times). */
+  extra?: () => Promise<Record<string, unknown>>;
   logger: Logger;
   now?: () => number;
 }
@@ -158,6 +165,7 @@ export class Rollup {
       summary,
       updates: rows.map((r) => [r.update_id, Number(r.installed), Number(r.superseded), Number(r.required), Number(r.unknown)]),
       policies: await this.#o.policyTotals(),
+      ...(this.#o.extra ? await this.#o.extra() : {}),
     };
     const json = JSON.stringify(value);
     return { json, digest: createHash('sha256').update(json).digest('hex'), value };
@@ -355,6 +363,21 @@ export class Rollup {
       via: r.via,
       reportedAt: iso(Number(r.reported_at))!,
       stale: this.#stale(Number(r.reported_at), Number(r.interval_ms), now),
+    }));
+  }
+
+  /** Every node below: its languages and catalog freshness times as last reported, and whether that is stale. */
+  async freshness() {
+    const now = this.#now();
+    const rows = await this.#o.reader.all<{ node_id: string; name: string; reported_at: number; interval_ms: number; l: string | null; f: string | null }>(
+      sql`SELECT node_id, name, reported_at, interval_ms, json_extract(summary, '$.languages') AS l, json_extract(summary, '$.freshness') AS f FROM node_reports ORDER BY name, node_id`,
+    );
+    return rows.map((r) => ({
+      id: r.node_id,
+      name: r.name,
+      stale: this.#stale(Number(r.reported_at), Number(r.interval_ms), now),
+      languages: r.l ? (JSON.parse(r.l) as string[]) : null,
+      freshness: r.f ? (JSON.parse(r.f) as ReleaseTimes[]) : null,
     }));
   }
 

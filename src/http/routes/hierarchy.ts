@@ -58,6 +58,8 @@ export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
           children,
           /** Every node below this one that reports (the roll-up), with its freshness. */
           subtree: await deps.rollup.subtree(),
+          /** Catalog releases that missed their goal at a node of this subtree (docs/reports.md). */
+          problems: await deps.freshness.problems(),
         },
         200,
       );
