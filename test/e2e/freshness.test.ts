@@ -101,6 +101,8 @@ t.test('catalog freshness: in time everywhere, a site offline past its goal, fil
   await waitFor(async () => rowsOf(await freshness(berlin), 'v2', 'berlin')?.[0]?.status === 'within-goal', 'release 2 at berlin');
   t.same(brief(rowsOf(await freshness(berlin), 'v2', 'berlin')), [{ class: 'neutral-en', reachedAt: iso(P2 + HOUR), filesVerifiedAt: iso(P2 + HOUR), goalHours: 24, late: 0, status: 'within-goal' }], 'berlin gets only the neutral update of release 2');
 
+  // (The root has berlin's report of it before hours pass.)
+  await waitFor(async () => rowsOf(await freshness(root, 'tree'), 'v2', 'berlin')?.[0]?.status === 'within-goal', 'berlin\'s release 2 at the root');
   // 30 hours after publication: paris is 6 hours past the 24 h goal, and the 48 h class not yet due.
   setClock(P2 + 30 * HOUR);
   const overdue = await waitFor(async () => {
@@ -148,6 +150,16 @@ t.test('catalog freshness: in time everywhere, a site offline past its goal, fil
   }, 'release 3\'s file at berlin');
   t.same(brief(late), [{ class: 'other-languages', reachedAt: iso(P3 + HOUR), filesVerifiedAt: iso(P3 + 50 * HOUR), goalHours: 48, late: 2, status: 'late' }], 'judged by its file: 2 h late, though its metadata came in time');
   await sameAtRoot('release 3: the root\'s rows for each site equal the site\'s own');
+
+  // The console's grid: sites x classes, coloured by goal status; each site's page shows its own.
+  const grid = await (await fetch(`${root.url}/freshness`, { headers: { cookie: `patchtree_token=${T}` } })).text();
+  const parisId = (await api(paris.url, T, '/api/v1/hierarchy')).body.node.id;
+  const v2 = grid.slice(grid.indexOf('data-release="v2"'), grid.indexOf('</table>', grid.indexOf('data-release="v2"')));
+  t.match(v2, new RegExp(`<tr data-node="${parisId}"><td>paris</td><td class="fresh-late"[^>]*>late by 6 h</td><td class="fresh-within-goal"[^>]*>in time</td></tr>`), 'paris late by 6 h in the grid');
+  t.match(grid, /release v2 at <strong>paris<\/strong> \(neutral-en\)/, 'and listed among the missed goals');
+  const own = await (await fetch(`${berlin.url}/freshness`, { headers: { cookie: `patchtree_token=${T}` } })).text();
+  t.match(own, /<td>berlin \(this node\)<\/td><td class="fresh-late"[^>]*>late by 2 h<\/td>/, 'berlin\'s own page: release 3 late by 2 h');
+  t.notMatch(own, />paris</, 'a site shows its own rows only');
 
   // CSV, and goals replicated from the root (read-only below it).
   const csv = await (await fetch(`${root.url}/api/v1/reports/freshness?scope=tree&format=csv`, { headers: { authorization: `Bearer ${T}` } })).text();

@@ -37,6 +37,7 @@ input,select,button{font:inherit;padding:.3rem .5rem}button{background:#1f883d;c
 .error{background:#ffebe9;border:1px solid #cf222e;padding:.5rem;border-radius:6px}
 ul.tree,ul.tree ul{list-style:none;padding-left:1.2rem;border-left:2px solid #d0d7de}ul.tree li{margin:.4rem 0}
 .state-connected{color:#1a7f37}.state-disconnected{color:#cf222e}
+td.fresh-within-goal{background:#dafbe1}td.fresh-late{background:#fff1e5}td.fresh-overdue{background:#ffebe9;font-weight:bold}td.fresh-pending{background:#f6f8fa}
 `;
 
 const PAGES = [
@@ -46,6 +47,7 @@ const PAGES = [
   ['/policies', 'Policies'],
   ['/vulnerabilities', 'Vulnerabilities'],
   ['/hierarchy', 'Hierarchy'],
+  ['/freshness', 'Freshness'],
 ] as const;
 
 function layout(c: Context, title: string, nodeName: string, body: H, signedIn = true) {
@@ -60,6 +62,16 @@ ${signedIn ? html`<nav aria-label="Main">${PAGES.map(([href, name]) => html`<a h
 }
 
 const fmt = (n: number | null | undefined) => (n === null || n === undefined ? '–' : n.toLocaleString('en-US'));
+
+interface FreshnessReport {
+  goals: { neutralEnglishHours: number; otherLanguagesHours: number; families: Record<string, number> };
+  releases: {
+    version: string;
+    publishedAt: string;
+    importedAt: string;
+    nodes: { id: string; name: string; self: boolean; stale: boolean; classes: { class: string; status: string; late: number; goalHours: number; reachedAt: string | null; filesVerifiedAt: string | null; missing: { updates: number; files: number } }[] }[];
+  }[];
+}
 
 interface TreeReport {
   summary: { computers: number; compliantPercent: number; required: number; urgentComputers: number };
@@ -304,6 +316,39 @@ ${r.body.items.map((i) => html`<tr><td><a href="/computers/${i.computerId}">${i.
         html`<table><caption class="muted">Most affected computers first</caption><thead><tr><th scope="col">CVE</th><th scope="col">Severity</th><th scope="col">Exploited</th><th scope="col" class="n">Computers</th><th scope="col">Fixed by</th></tr></thead><tbody>
 ${body.items.map((v) => html`<tr><td>${v.cve}</td><td>${v.severity ?? ''}</td><td>${v.exploited ? 'yes' : 'no'}</td><td class="n">${v.affectedComputers}</td><td>${v.fixes.map((f) => `${f.kb ? `KB${f.kb}` : f.updateId}${f.policies ? ' (in a policy)' : ''}`).join(', ')}</td></tr>`)}
 </tbody></table>`,
+      );
+    }),
+  );
+
+  app.get(
+    '/freshness',
+    page(async (c) => {
+      const { body: rep } = await api<FreshnessReport>(c, '/api/v1/reports/freshness?scope=tree');
+      const { body: h } = await api<{ problems: { release: string; node: { name: string }; classes: string[]; lateHours: number; detectedAt: string }[] }>(c, '/api/v1/hierarchy');
+      const label: Record<string, string> = { 'within-goal': 'in time', late: 'late', overdue: 'overdue', pending: 'pending' };
+      const goals = rep.goals;
+      return layout(
+        c,
+        'Catalog freshness',
+        nodeName,
+        html`<p class="muted">How long each catalog release took to reach ${rep.releases[0] && rep.releases[0].nodes.length > 1 ? 'every node of this subtree' : 'this node'}, per language class, against the goals
+(neutral + English ${goals.neutralEnglishHours} h, other languages ${goals.otherLanguagesHours} h${Object.entries(goals.families).map(([f, hrs]) => `, ${f} ${hrs} h`).join('')} from publication). A class with files is judged by when its files were verified.</p>
+${rep.releases.length ? '' : html`<p>No catalog release yet.</p>`}
+${rep.releases.slice(0, 5).map((r) => {
+  const classes = [...new Set(r.nodes.flatMap((n) => n.classes.map((k) => k.class)))].sort();
+  return html`<section aria-label="Release ${r.version}"><h2>Release ${r.version}</h2><p class="muted">published ${r.publishedAt}, imported at the root ${r.importedAt}</p>
+<table class="freshness" data-release="${r.version}"><thead><tr><th scope="col">Node</th>${classes.map((k) => html`<th scope="col">${k}</th>`)}</tr></thead><tbody>
+${r.nodes.map(
+  (n) => html`<tr data-node="${n.id}"><td>${n.name}${n.self ? ' (this node)' : ''}${n.stale ? html` <strong class="error">stale</strong>` : ''}</td>${classes.map((k) => {
+    const x = n.classes.find((y) => y.class === k);
+    if (!x) return html`<td>–</td>`;
+    return html`<td class="fresh-${x.status}" title="goal ${x.goalHours} h; reached ${x.reachedAt ?? 'not yet'}; files ${x.filesVerifiedAt ?? (x.missing.files ? 'not yet' : 'none needed')}">${label[x.status]}${x.late ? ` by ${x.late} h` : ''}${x.missing.updates || x.missing.files ? ` (missing ${x.missing.updates} updates, ${x.missing.files} files)` : ''}</td>`;
+  })}</tr>`,
+)}</tbody></table></section>`;
+})}
+<section aria-labelledby="fp"><h2 id="fp">Missed goals</h2>
+${h.problems.length ? html`<ul>${h.problems.map((p) => html`<li>release ${p.release} at <strong>${p.node.name}</strong> (${p.classes.join(', ')}): ${p.lateHours} h late when found, ${p.detectedAt}</li>`)}</ul>` : html`<p>None.</p>`}</section>
+<p><a href="/api/v1/reports/freshness?scope=tree&amp;format=csv">Per release, node and class (CSV)</a></p>`,
       );
     }),
   );
