@@ -17,7 +17,7 @@ import { catalogHeaderSchema, catalogUpdateSchema, contentHash, lineErrors, upda
  */
 export type { Exec } from '../db/exec.js';
 import type { Exec } from '../db/exec.js';
-import { RELEASE_LOG_SQL } from '../freshness/release.js';
+import { RELEASE_LOG_SQL, RELEASE_PRUNE_SQL, RELEASE_UPDATES_PRUNE_SQL } from '../freshness/release.js';
 
 export interface ImportMeta {
   /** Node id of this node: the origin of what it imports. */
@@ -279,6 +279,8 @@ export async function applyCatalog(
         [h.version, meta.now, h.version, meta.now],
       );
       await db.run(RELEASE_LOG_SQL, [meta.now, h.version]);
+      await db.run(RELEASE_PRUNE_SQL, []);
+      await db.run(RELEASE_UPDATES_PRUNE_SQL, []);
     }
     await db.exec('DELETE FROM temp.import_seen');
     return { version: h.version, publisher: h.publisher, createdAt: h.createdAt, keyId: meta.keyId, updates: count, added, changed, expired, unchanged, durationMs, replay };

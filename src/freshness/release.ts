@@ -16,6 +16,10 @@ export interface ReleasePayload {
 /** Releases kept per node (the newest by publication); older ones are pruned. */
 export const RELEASES_KEPT = 50;
 
+/** Keeps the newest releases (and their updates). */
+export const RELEASE_PRUNE_SQL = `DELETE FROM freshness_releases WHERE version IN (SELECT version FROM freshness_releases ORDER BY published_at DESC, version LIMIT -1 OFFSET ${RELEASES_KEPT})`;
+export const RELEASE_UPDATES_PRUNE_SQL = 'DELETE FROM freshness_updates WHERE version NOT IN (SELECT version FROM freshness_releases)';
+
 /** The payload of release `r` (a row of freshness_releases), as JSON text, from this node's tables. */
 export const RELEASE_PAYLOAD_SQL = `json_object('version', r.version, 'publishedAt', r.published_at, 'importedAt', r.imported_at,
   'updates', (SELECT json_group_array(json_array(f.update_id, f.revision, f.languages, f.family)) FROM freshness_updates f WHERE f.version = r.version))`;

@@ -8,7 +8,7 @@ import type { UpdatePayload } from '../catalog/import-core.js';
 import { levelKey, type LevelPayload } from '../catalog/severities.js';
 import type { SettingPayload } from '../settings/service.js';
 import type { PolicyPayload } from '../delivery/replication.js';
-import { RELEASES_KEPT, type ReleasePayload } from '../freshness/release.js';
+import { RELEASE_PRUNE_SQL, RELEASE_UPDATES_PRUNE_SQL, type ReleasePayload } from '../freshness/release.js';
 import { DeferredError } from '../content/downloader.js';
 import { PROTOCOL_VERSION, RETRY_AFTER_KEY, replicationService, type ServerMessage, type WireChange, type WireNodeReport } from './protocol.js';
 import type { Identity } from './identity.js';
@@ -77,8 +77,8 @@ export class BatchApplier {
       releaseUpdate: prep(`INSERT OR IGNORE INTO freshness_updates (version, update_id, revision, languages, family, visible_at)
         VALUES (?, ?, ?, ?, ?, (SELECT min(updated_at, ?) FROM updates WHERE id = ? AND revision >= ?))`),
       visible: prep('UPDATE freshness_updates SET visible_at = ? WHERE update_id = ? AND revision <= ? AND visible_at IS NULL'),
-      releasePrune: prep(`DELETE FROM freshness_releases WHERE version IN (SELECT version FROM freshness_releases ORDER BY published_at DESC, version LIMIT -1 OFFSET ${RELEASES_KEPT})`),
-      releaseUpdatesPrune: prep('DELETE FROM freshness_updates WHERE version NOT IN (SELECT version FROM freshness_releases)'),
+      releasePrune: prep(RELEASE_PRUNE_SQL),
+      releaseUpdatesPrune: prep(RELEASE_UPDATES_PRUNE_SQL),
       cursor: prep('UPDATE upstream_state SET cursor = ?, epoch = ?, last_success_at = ?, updated_at = ? WHERE id = 1'),
     };
   }
@@ -194,8 +194,9 @@ export class BatchApplier {
 
   /**
    * A release from upstream: kept with its updates (those of this subtree's
-   * languages), each visible from when this node applied it (now, for those not here
-   * yet: see `visible`), and logged again for this node's children.
+   * languages), each visible from when this node applied it (an update not here yet
+   * gets its time when it arrives: `visible`), and logged again for this node's
+   * children. Only the newest releases are kept.
    */
   #release(p: ReleasePayload, json: string, now: number): void {
     this.#s['release']!.run(p.version, p.publishedAt, p.importedAt, now);
