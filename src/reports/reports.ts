@@ -32,8 +32,8 @@ const zeroes = (): BySeverity => ({ Critical: 0, Important: 0, Moderate: 0, Low:
 const pct = (part: number, whole: number) => (whole === 0 ? 100 : Math.round((1000 * part) / whole) / 10);
 
 /** An opaque keyset cursor: the sort value and the id of the last row. */
-const encode = (v: (string | number)[]) => Buffer.from(JSON.stringify(v)).toString('base64url');
-function decode(c: string | undefined): [number, string | number] | null {
+export const encode = (v: (string | number)[]) => Buffer.from(JSON.stringify(v)).toString('base64url');
+export function decode(c: string | undefined): [number, string | number] | null {
   if (!c) return null;
   try {
     const v = JSON.parse(Buffer.from(c, 'base64url').toString('utf8')) as unknown;

@@ -66,6 +66,12 @@ t.test('Report: stored per node, unchanged ones by digest, bad ones refused whol
   t.equal(branch.parentId, CHILD);
   t.ok(Date.now() - Date.parse(branch.reportedAt) >= 1500, 'stamped with its age as the chain reported it');
 
+  // Per update over the subtree: the nodes' counts added up.
+  const byUpdate = (await api(node.url, T, '/api/v1/reports/compliance?scope=tree&view=updates')).body;
+  t.match(byUpdate.items, [{ id: 'u-1', required: 3, installed: 0, applicable: 3, nodesRequiring: 1 }]);
+  t.equal(byUpdate.summary.computers, 15);
+  t.equal((await api(node.url, T, '/api/v1/reports/compliance?scope=tree&view=computers')).status, 400, 'computers are each node\'s own');
+
   // Unchanged: only the digest travels; a digest the parent does not have is asked for again.
   const same = report(CHILD, 'site', rootId, summaryOf(10, 4, 3), { whole: false });
   const unknown = report(GRANDCHILD, 'branch', CHILD, summaryOf(5, 4, 1), { whole: false });

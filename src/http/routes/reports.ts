@@ -109,8 +109,15 @@ export function reportRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       const q = c.req.valid('query');
       if (q.scope === 'tree') {
         const given = FILTER_KEYS.filter((k) => q[k as keyof typeof q] !== undefined);
-        if (given.length || q.view !== 'summary')
+        if (given.length || q.view === 'computers')
           throw new AppError('validation-failed', `scope=tree is the rolled-up summary of every node: it takes no ${given.length ? `filters (${given.join(', ')})` : `view=${q.view}`}; ask a node itself for those`);
+        if (q.view === 'updates') {
+          if (wantsCsv(c))
+            return csvResponse('compliance-tree-updates', ['update', 'kb', 'title', 'product', 'severity', 'classification', 'released', 'applicable', 'installed', 'superseded', 'required', 'unknown', 'compliant_percent', 'nodes_requiring'], () =>
+              allPages((cursor) => deps.rollup.treeUpdates({ limit: 1000, cursor }), (u) => [u.id, u.kb, u.title, u.product, u.severity, u.classification, u.releaseDate, u.applicable, u.installed, u.superseded, u.required, u.unknown, u.compliantPercent, u.nodesRequiring]),
+            );
+          return c.json({ summary: (await deps.rollup.tree()).summary, ...(await deps.rollup.treeUpdates(q)) }, 200);
+        }
         const tree = await deps.rollup.tree();
         if (wantsCsv(c))
           return csvResponse('compliance-tree', ['node', 'name', 'parent', 'reported_at', 'stale', 'computers', 'compliant', 'compliant_percent', 'required', ...SEV.map((x) => `required_${x.toLowerCase()}`), 'urgent_computers', 'stale_scans'], async function* () {
