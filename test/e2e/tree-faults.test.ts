@@ -115,7 +115,7 @@ t.test('a sibling offline does not hold back the others; a cut file transfer res
   await waitFor(async () => (await liveCount(x)) === 3, 'x has the new release while y is offline');
   const children = (await api(root.url, T, '/api/v1/hierarchy')).body.children;
   const cy = children.find((c: any) => c.name === 'y');
-  t.match(cy, { connected: false, lag: { entries: 2 } }, 'the offline child shows as disconnected and behind');
+  t.match(cy, { connected: false, lag: { entries: 3 } }, 'the offline child shows as disconnected and behind (two updates and the release entry)');
   t.match(children.find((c: any) => c.name === 'x'), { connected: true });
 
   // The root dies while x is reading the 12 MiB file at 2 MiB/s; restarted, x resumes.
@@ -155,11 +155,12 @@ t.test('a child behind what the compacted log keeps gets a complete resync', asy
   t.match((await uploadCatalog(root.url, T, c2.file, c2.sig)).body, { added: 40, expired: 3 });
   await waitFor(async () => {
     const text = await (await fetch(`${root.url}/metrics`)).text();
-    return /patchtree_replication_head_seq 46/.test(text);
-  }, 'head 46');
+    // 3 + 1 release entry, then 40 added + 3 expired + 1 release entry.
+    return /patchtree_replication_head_seq 48/.test(text);
+  }, 'head 48');
   kid = await node(t, dir, keys, 'kid', 'en', undefined, ['--upstream', `127.0.0.1:${root.grpcPort}`, '--log-level', 'info']);
   await waitFor(async () => JSON.stringify(await fingerprint(kid)) === JSON.stringify(await fingerprint(root)), 'kid equals root');
   const hello = kid.logs.find((l) => l['msg'] === 'subscribed upstream' && l['mode'] === 'resync');
-  t.match(hello?.['reason'], /cursor 3 is older than the log keeps/, 'the parent says why');
+  t.match(hello?.['reason'], /cursor 4 is older than the log keeps/, 'the parent says why');
   t.equal((await fingerprint(kid)).length, 43, 'expired ones included, nothing missing');
 });
