@@ -479,10 +479,10 @@ export class ReplicationParent {
   /** The newest releases (catalog freshness), filtered to the child's languages. */
   async #releaseSnapshot(call: Call, gate: () => Promise<void>, languages: readonly string[]): Promise<void> {
     const rows = await this.orm.all<{ id: string; payload: string }>(sql.raw(RELEASE_SNAPSHOT_SQL));
-    for (let i = 0; i < rows.length; i += 10) {
+    // One per message: a first release lists the whole catalog (about 50 bytes per update).
+    for (const r of rows) {
       await gate();
-      const changes = rows.slice(i, i + 10).map((r): WireChange => ({ seq: 0, kind: 'release', key: r.id, op: 'upsert', payload: filterReleasePayload(r.payload, languages) }));
-      await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
+      await this.#send(call, { batch: { changes: [{ seq: 0, kind: 'release', key: r.id, op: 'upsert', payload: filterReleasePayload(r.payload, languages) }], cursor: 0, snapshot: true } });
     }
   }
 
