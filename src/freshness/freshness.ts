@@ -1,11 +1,10 @@
 import { z } from 'zod';
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import { isoTime as iso } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import type { Clock } from '../lib/clock.js';
 import { REPLICATED_SETTINGS, type SettingsService } from '../settings/service.js';
-import { languageMatches } from '../replication/protocol.js';
 
 /**
  * Catalog service goals: how late did each release reach each node? A release is
@@ -45,12 +44,6 @@ export function classOf(language: string, family: string, goals: Goals): string 
 export function goalHours(cls: string, goals: Goals): number {
   if (cls.startsWith('family:')) return goals.families[cls.slice(7)] ?? goals.otherLanguagesHours;
   return cls === NEUTRAL_EN ? goals.neutralEnglishHours : goals.otherLanguagesHours;
-}
-
-/** The classes an update counts in at a node of these languages (none: not meant for it). */
-export function classesOf(updateLanguages: string, family: string, nodeLanguages: readonly string[], goals: Goals): string[] {
-  if (!updateLanguages) return [classOf('neutral', family, goals)];
-  return [...new Set(updateLanguages.split(',').filter((l) => languageMatches(l, nodeLanguages)).map((l) => classOf(l, family, goals)))];
 }
 
 /** One class of a release at a node, as the node measured it (times in ms, null while incomplete). */
@@ -161,10 +154,34 @@ export class Freshness {
     return this.goals();
   }
 
-  /** The newest releases and, per class, when they reached this node (its own measurement). */
+  /** The SQL class of a file language (or 'neutral' for metadata) and a product family: classOf(), in SQL. */
+  #classSql(lang: SQL, family: SQL, goals: Goals): SQL {
+    const families = Object.keys(goals.families);
+    return sql`CASE ${families.length ? sql`WHEN ${family} IN (${sql.join(families.map((f) => sql`${f}`), sql`, `)}) THEN 'family:' || ${family} ` : sql``}WHEN ${lang} = 'neutral' OR ${lang} = 'en' OR ${lang} LIKE 'en-%' THEN ${NEUTRAL_EN} ELSE ${OTHER} END`;
+  }
+
+  /** languageMatches() in SQL. */
+  #matchSql(lang: SQL, languages: readonly string[]): SQL {
+    return sql`(${lang} = 'neutral'${sql.join(languages.map((l) => sql` OR ${lang} = ${l} OR ${lang} LIKE ${`${l}-%`}`), sql``)})`;
+  }
+
+  /** Per class of a release at a node of these languages: its updates, how many are missing, when the last arrived. Aggregated in SQL. */
+  async #updateClasses(version: string, languages: readonly string[], goals: Goals) {
+    const lang = sql.raw('l.value');
+    return this.#o.reader.all<{ cls: string; n: number; missing: number; reached: number | null }>(sql`
+      SELECT cls, count(*) AS n, sum(visible_at IS NULL) AS missing, max(visible_at) AS reached FROM (
+        SELECT DISTINCT fu.update_id, fu.visible_at, ${this.#classSql(lang, sql.raw('fu.family'), goals)} AS cls
+        FROM freshness_updates fu, json_each(CASE WHEN fu.languages = '' THEN '["neutral"]' ELSE '["' || replace(fu.languages, ',', '","') || '"]' END) l
+        WHERE fu.version = ${version} AND ${this.#matchSql(lang, languages)}) GROUP BY cls`);
+  }
+
+  /**
+   * The newest releases and, per class, when they reached this node (its own
+   * measurement), aggregated in SQL: memory does not grow with the release.
+   */
   async own(goals?: Goals): Promise<ReleaseTimes[]> {
     const g = goals ?? (await this.goals());
-    const langs = [...new Set(['neutral', ...this.#o.languages()])];
+    const langs = this.#o.languages();
     const all = await this.#o.needsAllFiles();
     const releases = await this.#o.reader.all<{ version: string; published_at: number; imported_at: number }>(
       sql`SELECT version, published_at, imported_at FROM freshness_releases ORDER BY published_at DESC, version LIMIT ${RELEASES_REPORTED}`,
@@ -177,38 +194,26 @@ export class Freshness {
         if (!c) classes.set(cls, (c = { class: cls, updates: 0, missingUpdates: 0, reachedAt: null, files: 0, missingFiles: 0, filesVerifiedAt: null }));
         return c;
       };
-      const visible = new Map<string, number | null>();
-      const family = new Map<string, string>();
-      for (const u of await this.#o.reader.all<{ update_id: string; languages: string; family: string; visible_at: number | null }>(
-        sql`SELECT update_id, languages, family, visible_at FROM freshness_updates WHERE version = ${r.version}`,
-      )) {
-        const v = u.visible_at === null ? null : Number(u.visible_at);
-        visible.set(u.update_id, v);
-        family.set(u.update_id, u.family);
-        for (const cls of classesOf(u.languages, u.family, langs, g)) {
-          const c = at(cls);
-          c.updates++;
-          if (v === null) c.missingUpdates++;
-          else c.reachedAt = Math.max(c.reachedAt ?? 0, v);
-        }
+      for (const u of await this.#updateClasses(r.version, langs, g)) {
+        const c = at(u.cls);
+        c.updates = Number(u.n);
+        c.missingUpdates = Number(u.missing);
+        c.reachedAt = c.missingUpdates ? null : u.reached === null ? null : Number(u.reached);
       }
       // Files this node needs, verified when? Every file of its languages when it fetches
       // them all, else those the content store was asked for (marked, or in a policy). A
       // file verified before its update arrived counts from the update's arrival.
-      for (const f of await this.#o.reader.all<{ update_id: string; language: string; state: string | null; verified_at: number | null }>(
-        sql`SELECT fu.update_id, uf.language, cf.state, cf.verified_at FROM freshness_updates fu
-            JOIN update_files uf ON uf.update_id = fu.update_id LEFT JOIN content_files cf ON cf.sha256 = uf.sha256 WHERE fu.version = ${r.version}`,
-      )) {
-        if (!languageMatches(f.language, langs) || (f.state === null && !all)) continue;
-        const c = at(classOf(f.language, family.get(f.update_id) ?? '', g));
-        c.files++;
-        const v = visible.get(f.update_id) ?? null;
-        if (f.state !== 'verified' || f.verified_at === null || v === null) c.missingFiles++;
-        else c.filesVerifiedAt = Math.max(c.filesVerifiedAt ?? 0, Number(f.verified_at), v);
-      }
-      for (const c of classes.values()) {
-        if (c.missingUpdates) c.reachedAt = null;
-        if (c.missingFiles || !c.files) c.filesVerifiedAt = null;
+      const lang = sql.raw('uf.language');
+      for (const f of await this.#o.reader.all<{ cls: string; n: number; missing: number; verified: number | null }>(sql`
+        SELECT cls, count(*) AS n, sum(NOT ok) AS missing, max(at) AS verified FROM (
+          SELECT ${this.#classSql(lang, sql.raw('fu.family'), g)} AS cls, coalesce(cf.state = 'verified' AND cf.verified_at IS NOT NULL AND fu.visible_at IS NOT NULL, 0) AS ok,
+                 max(cf.verified_at, fu.visible_at) AS at
+          FROM freshness_updates fu JOIN update_files uf ON uf.update_id = fu.update_id LEFT JOIN content_files cf ON cf.sha256 = uf.sha256
+          WHERE fu.version = ${r.version} AND ${this.#matchSql(lang, langs)}${all ? sql`` : sql` AND cf.state IS NOT NULL`}) GROUP BY cls`)) {
+        const c = at(f.cls);
+        c.files = Number(f.n);
+        c.missingFiles = Number(f.missing);
+        c.filesVerifiedAt = c.missingFiles || f.verified === null ? null : Number(f.verified);
       }
       out.push({ version: r.version, publishedAt: Number(r.published_at), importedAt: Number(r.imported_at), classes: [...classes.values()].sort((a, b) => a.class.localeCompare(b.class)) });
     }
@@ -217,16 +222,9 @@ export class Freshness {
 
   /** What a node of these languages should get of a release it has not reported: everything missing. */
   async #expected(version: string, languages: readonly string[], goals: Goals): Promise<ClassTimes[]> {
-    const langs = [...new Set(['neutral', ...languages])];
-    const classes = new Map<string, ClassTimes>();
-    for (const u of await this.#o.reader.all<{ languages: string; family: string }>(sql`SELECT languages, family FROM freshness_updates WHERE version = ${version}`))
-      for (const cls of classesOf(u.languages, u.family, langs, goals)) {
-        const c = classes.get(cls) ?? { class: cls, updates: 0, missingUpdates: 0, reachedAt: null, files: 0, missingFiles: 0, filesVerifiedAt: null };
-        c.updates++;
-        c.missingUpdates++;
-        classes.set(cls, c);
-      }
-    return [...classes.values()].sort((a, b) => a.class.localeCompare(b.class));
+    return (await this.#updateClasses(version, languages, goals))
+      .map((u) => ({ class: u.cls, updates: Number(u.n), missingUpdates: Number(u.n), reachedAt: null, files: 0, missingFiles: 0, filesVerifiedAt: null }))
+      .sort((a, b) => a.class.localeCompare(b.class));
   }
 
   /**

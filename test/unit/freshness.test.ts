@@ -1,5 +1,5 @@
 import t from 'tap';
-import { classOf, classesOf, DEFAULT_GOALS, goalHours, judge, type ClassTimes } from '../../src/freshness/freshness.js';
+import { classOf, DEFAULT_GOALS, goalHours, judge, type ClassTimes } from '../../src/freshness/freshness.js';
 
 const H = 3_600_000;
 const P = Date.parse('2026-03-01T00:00:00Z');
@@ -16,9 +16,6 @@ t.test('classes: neutral and English, other languages, families with a goal of t
   t.equal(goalHours('family:Office 365', goals), 72);
   t.equal(goalHours('neutral-en', goals), 24);
   t.equal(goalHours('other-languages', goals), 48);
-  t.same(classesOf('neutral,de-de,fr-fr', 'Windows', ['neutral', 'de'], goals).sort(), ['neutral-en', 'other-languages'], 'only the languages the node holds');
-  t.same(classesOf('fr-fr', 'Windows', ['neutral', 'de'], goals), [], 'not meant for this node');
-  t.same(classesOf('', 'Windows', ['neutral'], goals), ['neutral-en'], 'metadata only: the neutral class');
 });
 
 t.test('judging: by files when there are some, late by how much, pending and overdue', async (t) => {
