@@ -35,12 +35,6 @@ const HOUR = 3_600_000;
 /** Releases judged and reported (the newest by publication). */
 export const RELEASES_REPORTED = 20;
 
-/** The class of a file (or, for an update without files, of its metadata: language 'neutral'). */
-export function classOf(language: string, family: string, goals: Goals): string {
-  if (family && goals.families[family] !== undefined) return `family:${family}`;
-  return language === 'neutral' || language === 'en' || language.startsWith('en-') ? NEUTRAL_EN : OTHER;
-}
-
 export function goalHours(cls: string, goals: Goals): number {
   if (cls.startsWith('family:')) return goals.families[cls.slice(7)] ?? goals.otherLanguagesHours;
   return cls === NEUTRAL_EN ? goals.neutralEnglishHours : goals.otherLanguagesHours;
@@ -154,7 +148,10 @@ export class Freshness {
     return this.goals();
   }
 
-  /** The SQL class of a file language (or 'neutral' for metadata) and a product family: classOf(), in SQL. */
+  /**
+   * The class of a file language (or 'neutral' for an update's metadata) and a product
+   * family, in SQL: the family's when it has a goal of its own, else neutral-en or other.
+   */
   #classSql(lang: SQL, family: SQL, goals: Goals): SQL {
     const families = Object.keys(goals.families);
     return sql`CASE ${families.length ? sql`WHEN ${family} IN (${sql.join(families.map((f) => sql`${f}`), sql`, `)}) THEN 'family:' || ${family} ` : sql``}WHEN ${lang} = 'neutral' OR ${lang} = 'en' OR ${lang} LIKE 'en-%' THEN ${NEUTRAL_EN} ELSE ${OTHER} END`;

@@ -170,4 +170,8 @@ t.test('catalog freshness: in time everywhere, a site offline past its goal, fil
   await waitFor(async () => (await api(berlin.url, T, '/api/v1/settings/freshness')).body.neutralEnglishHours === 12, 'the goals at berlin');
   t.equal((await api(berlin.url, T, '/api/v1/settings/freshness', { method: 'PUT', body: JSON.stringify(goals) })).status, 409, 'read-only below the root');
   t.equal(rowsOf(await freshness(berlin), 'v3', 'berlin')[0].late, 14, 'judged again with the new goal: 50 h against 36 h');
+  // A product family with a goal of its own is a class of its own, whatever the languages.
+  t.equal((await api(root.url, T, '/api/v1/settings/freshness', { method: 'PUT', body: JSON.stringify({ ...goals, families: { Windows: 60 } }) })).status, 200);
+  await waitFor(async () => rowsOf(await freshness(berlin), 'v3', 'berlin')?.[0]?.class === 'family:Windows', 'the family goal at berlin');
+  t.match(rowsOf(await freshness(berlin), 'v3', 'berlin'), [{ class: 'family:Windows', goalHours: 60, late: 0, status: 'within-goal', filesVerifiedAt: iso(P3 + 50 * HOUR) }]);
 });
