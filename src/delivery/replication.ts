@@ -2,7 +2,6 @@ import { sql, type SQL } from 'drizzle-orm';
 import { SQLiteAsyncDialect } from 'drizzle-orm/sqlite-core';
 import type { Write } from '../db/exec.js';
 import type { Condition } from '../assessment/queries.js';
-import { entryMatches } from '../replication/protocol.js';
 import type { InstallationOverride } from './installation.js';
 
 /**
@@ -38,6 +37,9 @@ export interface PolicyPayload {
   updates: [string, string][];
 }
 
+/** Where an update's languages are in a policy's `updates` tuples (for `filterUpdateList`). */
+export const POLICY_LANGUAGES_AT = 1;
+
 const dialect = new SQLiteAsyncDialect();
 
 /** The payload of each policy row `p`, as JSON text. */
@@ -69,11 +71,4 @@ export function policyDeleteLogWrite(id: string, now: number): Write {
 /** Every policy's payload (for a snapshot), in id order, a page at a time. */
 export function policyPayloadsSql(self: { nodeId: string; name: string }, afterId: string, limit: number): SQL {
   return sql`SELECT p.id AS id, ${payloadSql(self.nodeId, self.name)} AS payload FROM policies p WHERE p.id > ${afterId} ORDER BY p.id LIMIT ${limit}`;
-}
-
-/** A payload for a subscriber: only the updates with files in its languages (or none). */
-export function filterPolicyPayload(payload: string, languages: readonly string[]): Buffer {
-  const p = JSON.parse(payload) as PolicyPayload;
-  const updates = p.updates.filter(([, langs]) => entryMatches(langs, languages));
-  return Buffer.from(updates.length === p.updates.length ? payload : JSON.stringify({ ...p, updates }));
 }

@@ -1,5 +1,3 @@
-import { entryMatches } from '../replication/protocol.js';
-
 /**
  * A catalog release as it travels down the tree (change kind `release`, key = its
  * version): when it was published and imported at the root, and the updates it added
@@ -12,6 +10,9 @@ export interface ReleasePayload {
   importedAt: number;
   updates: [string, number, string, string][];
 }
+
+/** Where an update's languages are in a release's `updates` tuples (for `filterUpdateList`). */
+export const RELEASE_LANGUAGES_AT = 2;
 
 /** Releases kept per node (the newest by publication); older ones are pruned. */
 export const RELEASES_KEPT = 50;
@@ -30,10 +31,3 @@ export const RELEASE_LOG_SQL = `INSERT INTO change_log (kind, key, op, languages
 
 /** The newest releases' payloads (for a snapshot). */
 export const RELEASE_SNAPSHOT_SQL = `SELECT r.version AS id, ${RELEASE_PAYLOAD_SQL} AS payload FROM freshness_releases r ORDER BY r.published_at DESC, r.version LIMIT ${RELEASES_KEPT}`;
-
-/** A release payload for a subscriber: only the updates with files in its languages (or none). */
-export function filterReleasePayload(payload: string, languages: readonly string[]): Buffer {
-  const p = JSON.parse(payload) as ReleasePayload;
-  const updates = p.updates.filter(([, , langs]) => entryMatches(langs, languages));
-  return Buffer.from(updates.length === p.updates.length ? payload : JSON.stringify({ ...p, updates }));
-}

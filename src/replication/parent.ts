@@ -13,10 +13,10 @@ import type { UpdatePayload } from '../catalog/import-core.js';
 import { replicatedSettings } from '../settings/service.js';
 import { contentFiles } from '../content/schema.js';
 import type { ContentStore } from '../content/store.js';
-import { filterPolicyPayload, policyPayloadsSql } from '../delivery/replication.js';
-import { filterReleasePayload, RELEASE_SNAPSHOT_SQL } from '../freshness/release.js';
+import { POLICY_LANGUAGES_AT, policyPayloadsSql } from '../delivery/replication.js';
+import { RELEASE_LANGUAGES_AT, RELEASE_SNAPSHOT_SQL } from '../freshness/release.js';
 import { changeLog, children, joinTokens } from './schema.js';
-import { RETRY_AFTER_KEY, SUPPORTED_PROTOCOL_VERSIONS, entryMatches, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange, type WireNodeReport } from './protocol.js';
+import { RETRY_AFTER_KEY, SUPPORTED_PROTOCOL_VERSIONS, entryMatches, filterUpdateList, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange, type WireNodeReport } from './protocol.js';
 import type { Identity } from './identity.js';
 import { CATALOG_KINDS, closedUntil, parseRules, type ReplicationRules } from './rules.js';
 
@@ -417,9 +417,9 @@ export class ReplicationParent {
               r.op !== 'upsert'
                 ? Buffer.from(r.payload)
                 : r.kind === 'policy'
-                  ? filterPolicyPayload(r.payload, languages)
+                  ? filterUpdateList(r.payload, POLICY_LANGUAGES_AT, languages)
                   : r.kind === 'release'
-                    ? filterReleasePayload(r.payload, languages)
+                    ? filterUpdateList(r.payload, RELEASE_LANGUAGES_AT, languages)
                     : filterPayload(r.payload, r.languages, languages);
             changes.push({ seq: r.seq, kind: r.kind, key: r.key, op: r.op, payload });
           }
@@ -470,7 +470,7 @@ export class ReplicationParent {
       const page = await this.orm.all<{ id: string; payload: string }>(policyPayloadsSql(self, after, SNAPSHOT_BATCH));
       if (!page.length) return;
       await gate();
-      const changes = page.map((r): WireChange => ({ seq: 0, kind: 'policy', key: r.id, op: 'upsert', payload: filterPolicyPayload(r.payload, languages) }));
+      const changes = page.map((r): WireChange => ({ seq: 0, kind: 'policy', key: r.id, op: 'upsert', payload: filterUpdateList(r.payload, POLICY_LANGUAGES_AT, languages) }));
       await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
       after = page[page.length - 1]!.id;
     }
@@ -482,7 +482,7 @@ export class ReplicationParent {
     // One per message: a first release lists the whole catalog (about 50 bytes per update).
     for (const r of rows) {
       await gate();
-      await this.#send(call, { batch: { changes: [{ seq: 0, kind: 'release', key: r.id, op: 'upsert', payload: filterReleasePayload(r.payload, languages) }], cursor: 0, snapshot: true } });
+      await this.#send(call, { batch: { changes: [{ seq: 0, kind: 'release', key: r.id, op: 'upsert', payload: filterUpdateList(r.payload, RELEASE_LANGUAGES_AT, languages) }], cursor: 0, snapshot: true } });
     }
   }
 

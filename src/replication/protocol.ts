@@ -80,3 +80,15 @@ export function entryMatches(entryLanguages: string, languages: readonly string[
   if (entryLanguages === '') return true;
   return entryLanguages.split(',').some((l) => languageMatches(l, languages));
 }
+
+/**
+ * A payload that lists updates as tuples with their file languages at `at` (a
+ * policy's `[id, languages]`, a release's `[id, revision, languages, family]`), for a
+ * subscriber: only the updates with files in its languages (or none). Sent as stored
+ * when nothing is left out.
+ */
+export function filterUpdateList(payload: string, at: number, languages: readonly string[]): Buffer {
+  const p = JSON.parse(payload) as { updates: unknown[][] };
+  const updates = p.updates.filter((u) => entryMatches(u[at] as string, languages));
+  return Buffer.from(updates.length === p.updates.length ? payload : JSON.stringify({ ...p, updates }));
+}
