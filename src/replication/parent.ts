@@ -380,6 +380,7 @@ export class ReplicationParent {
           await this.#snapshot(call, gate, (p) =>
             entryMatches(p.files.map((f) => f.language).join(','), languages) ? { seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) } : null,
           );
+        if (rules.catalog) await this.#releaseSnapshot(call, gate, languages);
         await this.#policySnapshot(call, gate, languages);
         // Without the catalog, the child's updates are left as they are (not swept).
         await this.#send(call, { resync_end: { cursor, full: rules.catalog } });
@@ -397,7 +398,8 @@ export class ReplicationParent {
             if (entryMatches(langs.join(','), languages)) return { seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) };
             return { seq: 0, kind: 'update', key: p.id, op: 'delete', payload: Buffer.from(JSON.stringify({ id: p.id })) };
           });
-        // Policies carry only the updates of the child's languages: all are sent again.
+        // Releases and policies carry only the updates of the child's languages: all are sent again.
+        if (rules.catalog) await this.#releaseSnapshot(call, gate, languages);
         await this.#policySnapshot(call, gate, languages);
         await this.#send(call, { resync_end: { cursor, full: false } });
       }
@@ -461,9 +463,8 @@ export class ReplicationParent {
     }
   }
 
-  /** Every policy (this node's own and those it received), after the catalog their updates belong to; then the newest releases. */
+  /** Every policy (this node's own and those it received), after the catalog their updates belong to. */
   async #policySnapshot(call: Call, gate: () => Promise<void>, languages: readonly string[]): Promise<void> {
-    await this.#releaseSnapshot(call, gate, languages);
     const self = { nodeId: this.identity.nodeId, name: this.name };
     let after = '';
     for (;;) {
@@ -476,7 +477,7 @@ export class ReplicationParent {
     }
   }
 
-  /** The newest releases (catalog freshness), filtered to the child's languages. */
+  /** The newest releases (catalog freshness: a catalog kind, like in the tail), filtered to the child's languages. */
   async #releaseSnapshot(call: Call, gate: () => Promise<void>, languages: readonly string[]): Promise<void> {
     const rows = await this.orm.all<{ id: string; payload: string }>(sql.raw(RELEASE_SNAPSHOT_SQL));
     // One per message: a first release lists the whole catalog (about 50 bytes per update).
