@@ -129,29 +129,7 @@ export class Reports {
           SELECT * FROM (SELECT u.id, u.kb, u.title, u.product, u.severity, u.classification, u.release_date, c.installed, c.superseded, c.required, c.unknown
             FROM update_compliance c JOIN updates u ON u.id = c.update_id WHERE u.expired = 0${uf ? sql` AND ${uf}` : sql``}) x
           WHERE 1 = 1${keyset} ORDER BY x.required DESC, x.id LIMIT ${page.limit + 1}`);
-    const item = (r: UpdateRow) => {
-      const installed = r.installed === null ? null : Number(r.installed);
-      const superseded = r.superseded === null ? null : Number(r.superseded);
-      const required = Number(r.required);
-      const unknown = Number(r.unknown);
-      const applicable = installed === null || superseded === null ? null : installed + superseded + required + unknown;
-      return {
-        id: r.id,
-        kb: r.kb,
-        title: r.title,
-        product: r.product,
-        severity: r.severity,
-        classification: r.classification,
-        releaseDate: r.release_date,
-        applicable,
-        installed,
-        superseded,
-        required,
-        unknown,
-        compliantPercent: applicable === null ? null : pct(installed! + superseded!, applicable),
-      };
-    };
-    return keysetPage(rows, page.limit, item, (r) => encode([Number(r.required), r.id]));
+    return keysetPage(rows, page.limit, updateItem, (r) => encode([Number(r.required), r.id]));
   }
 
   /** Per computer, most required first: required by severity, urgent (critical) ones, last scan, stale. */
@@ -242,18 +220,43 @@ export class Reports {
   }
 }
 
-interface UpdateRow {
+/** A per-update row: the update's fields (null where this node lacks the update) and its counts (installed and superseded null when not counted). */
+export interface UpdateRow {
   id: string;
   kb: string | null;
-  title: string;
-  product: string;
+  title: string | null;
+  product: string | null;
   severity: string | null;
-  classification: string;
-  release_date: string;
+  classification: string | null;
+  release_date: string | null;
   installed: number | null;
   superseded: number | null;
   required: number;
   unknown: number;
+}
+
+/** One item of a per-update report: applicable (null when installed pairs are not counted), the counts, % compliant. */
+export function updateItem(r: UpdateRow) {
+  const installed = r.installed === null ? null : Number(r.installed);
+  const superseded = r.superseded === null ? null : Number(r.superseded);
+  const required = Number(r.required);
+  const unknown = Number(r.unknown);
+  const applicable = installed === null || superseded === null ? null : installed + superseded + required + unknown;
+  return {
+    id: r.id,
+    kb: r.kb,
+    title: r.title,
+    product: r.product,
+    severity: r.severity,
+    classification: r.classification,
+    releaseDate: r.release_date,
+    applicable,
+    installed,
+    superseded,
+    required,
+    unknown,
+    compliantPercent: applicable === null ? null : pct(installed! + superseded!, applicable),
+  };
 }
 
 interface ComputerRow {

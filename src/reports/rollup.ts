@@ -6,7 +6,7 @@ import { isoTime as iso } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import type { WireNodeReport } from '../replication/protocol.js';
-import { decode, encode, type Reports } from './reports.js';
+import { decode, encode, updateItem, type Reports, type UpdateRow } from './reports.js';
 import { keysetPage } from '../db/sql.js';
 import { releaseTimesSchema, type ReleaseTimes } from '../freshness/freshness.js';
 
@@ -359,7 +359,7 @@ export class Rollup {
   async treeUpdates(page: { limit: number; cursor?: string | undefined }) {
     const after = decode(page.cursor);
     const keyset = after ? sql` AND (x.required < ${after[0]} OR (x.required = ${after[0]} AND x.id > ${after[1]}))` : sql``;
-    const rows = await this.#o.reader.all<{ id: string; kb: string | null; title: string | null; product: string | null; severity: string | null; classification: string | null; release_date: string | null; installed: number; superseded: number; required: number; unknown: number; nodes: number }>(sql`
+    const rows = await this.#o.reader.all<UpdateRow & { nodes: number }>(sql`
       SELECT x.*, u.kb, u.title, u.product, u.severity, u.classification, u.release_date FROM (
         SELECT t.id, sum(t.installed) AS installed, sum(t.superseded) AS superseded, sum(t.required) AS required, sum(t.unknown) AS unknown, sum(t.required > 0) AS nodes FROM (
           SELECT update_id AS id, installed, superseded, required, unknown FROM update_compliance
@@ -371,26 +371,7 @@ export class Rollup {
     return keysetPage(
       rows,
       page.limit,
-      (r) => {
-        const [installed, superseded, required, unknown] = [Number(r.installed), Number(r.superseded), Number(r.required), Number(r.unknown)];
-        const applicable = installed + superseded + required + unknown;
-        return {
-          id: r.id,
-          kb: r.kb,
-          title: r.title,
-          product: r.product,
-          severity: r.severity,
-          classification: r.classification,
-          releaseDate: r.release_date,
-          applicable,
-          installed,
-          superseded,
-          required,
-          unknown,
-          compliantPercent: applicable === 0 ? 100 : Math.round((1000 * (installed + superseded)) / applicable) / 10,
-          nodesRequiring: Number(r.nodes),
-        };
-      },
+      (r) => ({ ...updateItem(r), nodesRequiring: Number(r.nodes) }),
       (r) => encode([Number(r.required), r.id]),
     );
   }
