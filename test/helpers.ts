@@ -199,6 +199,33 @@ export async function treeNode(t: T, dir: string, keys: Keys, name: string, lang
   return spawnNode(t, args);
 }
 
+/**
+ * Runs `patchtree agent run` as a real process against `server`, enrolling with
+ * `token` and scanning the inventory file; stopped (SIGTERM) at teardown.
+ */
+export function startAgent(
+  t: T,
+  server: string,
+  state: string,
+  token: string,
+  inventory: string,
+  o: { interval?: number; installTimeout?: number; name?: string; stdout?: 'inherit' | 'ignore' } = {},
+): ChildProcess {
+  const child = spawn(
+    process.execPath,
+    [BIN, 'agent', 'run', '--server', server, '--state', state, '--enrollment-token', token, '--inventory', `file:${inventory}`, '--interval', String(o.interval ?? 1), '--name', o.name ?? 'PC-1', '--install-timeout', String(o.installTimeout ?? 20)],
+    { env: { PATH: process.env['PATH'] }, stdio: ['ignore', o.stdout ?? 'inherit', 'inherit'] },
+  );
+  const exited = new Promise((r) => child.once('exit', r));
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
+  return child;
+}
+
 /** Runs the CLI to completion. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

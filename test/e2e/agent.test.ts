@@ -1,8 +1,8 @@
 import t, { type Test } from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ADMIN_TOKEN, BIN, api, header, makeKeys, runCli, sampleUpdate, spawnNode, tempDir, uploadCatalog, writeSignedCatalog, type NodeProcess } from '../helpers.js';
+import { ADMIN_TOKEN, api, startAgent, header, makeKeys, runCli, sampleUpdate, spawnNode, tempDir, uploadCatalog, writeSignedCatalog, type NodeProcess } from '../helpers.js';
 import { startVendor, waitFor, type VendorFile } from '../vendor.js';
 import { startProxy } from '../proxy.js';
 
@@ -41,21 +41,6 @@ async function setup(t: Test, sizes: number[]) {
     writeFileSync(join(dir, `install-${n}.sh`), `#!/bin/sh\n${body}\n`);
   };
   return { dir, node, nodeArgs, files, inventory, installer, enrollmentToken: et.body.token as string, state: join(dir, 'agent') };
-}
-
-function startAgent(t: Test, server: string, state: string, token: string, inventory: string, interval = 1, installTimeout = 20): ChildProcess {
-  const child = spawn(process.execPath, [BIN, 'agent', 'run', '--server', server, '--state', state, '--enrollment-token', token, '--inventory', `file:${inventory}`, '--interval', String(interval), '--name', 'PC-1', '--install-timeout', String(installTimeout)], {
-    env: { PATH: process.env['PATH'] },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  const exited = new Promise((r) => child.once('exit', r));
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      await exited;
-    }
-  });
-  return child;
 }
 
 const patchLog = (state: string) => (existsSync(join(state, 'patch.log')) ? readFileSync(join(state, 'patch.log'), 'utf8') : '');
@@ -122,7 +107,7 @@ t.test('a policy installed end to end: scan, download, install, rescan; tasks, s
   // An idle agent (an hour between check-ins): tasks by hand, stop with nothing running.
   agent.kill('SIGTERM');
   await new Promise((r) => agent.once('exit', r));
-  startAgent(t, s.node.url, s.state, s.enrollmentToken, s.inventory, 3600);
+  startAgent(t, s.node.url, s.state, s.enrollmentToken, s.inventory, { interval: 3600 });
   await waitFor(async () => (patchLog(s.state).match(/task deploy finished/g) ?? []).length >= 2 && /agent started.*3600 s/.test(patchLog(s.state)), 'the first check-in');
   const stop = await agentCli('task', 'stop', '--state', s.state);
   t.equal(stop.code, 0);
@@ -279,7 +264,7 @@ t.test('a cut download resumes with Range; a task stopped mid-download', async (
 t.test('an installer that hangs is killed at the timeout and counted as a failed install', async (t) => {
   const s = await setup(t, [2000]);
   s.installer(1, 'hang');
-  startAgent(t, s.node.url, s.state, s.enrollmentToken, s.inventory, 1, 2);
+  startAgent(t, s.node.url, s.state, s.enrollmentToken, s.inventory, { installTimeout: 2 });
   await waitLog(s.state, /scan: 1 update/);
   const id = await computerId(s.node);
   const p = await policy(s.node, { name: 'Hangs', updates: ['test-1'], installation: { maintenance: { mode: 'any-time' } } });

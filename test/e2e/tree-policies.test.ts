@@ -1,8 +1,7 @@
-import t, { type Test } from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
+import t from 'tap';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ADMIN_TOKEN as T, BIN, api, header, makeKeys, runCli, sampleUpdate, tempDir, treeNode, uploadCatalog, writeSignedCatalog, type NodeProcess } from '../helpers.js';
+import { ADMIN_TOKEN as T, api, startAgent, header, makeKeys, runCli, sampleUpdate, tempDir, treeNode, uploadCatalog, writeSignedCatalog, type NodeProcess } from '../helpers.js';
 import { startVendor, waitFor } from '../vendor.js';
 
 /**
@@ -13,21 +12,6 @@ import { startVendor, waitFor } from '../vendor.js';
 
 const W11 = 'Windows 11 Version 23H2 for x64-based Systems';
 const SEV = ['Critical', 'Important', 'Moderate', 'Low', 'Unrated'];
-
-function startAgent(t: Test, server: string, state: string, token: string, inventory: string, name: string): ChildProcess {
-  const child = spawn(process.execPath, [BIN, 'agent', 'run', '--server', server, '--state', state, '--enrollment-token', token, '--inventory', `file:${inventory}`, '--interval', '1', '--name', name], {
-    env: { PATH: process.env['PATH'] },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const exited = new Promise((r) => child.once('exit', r));
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      await exited;
-    }
-  });
-  return child;
-}
 
 /** A node's own (scope=node) compliance summary. */
 const own = async (n: NodeProcess) => (await api(n.url, T, '/api/v1/reports/compliance')).body.summary;
@@ -85,7 +69,7 @@ t.test('policies down, compliance up: a root policy installed by agents at the r
     mkdirSync(home, { recursive: true });
     writeFileSync(join(home, 'inventory.json'), JSON.stringify({ os: { family: 'windows', name: W11, version: '10.0.22631.2861', arch: 'x64', language }, products: [{ name: W11 }], kbs: ['1000'] }));
     const et = await api(node.url, T, '/api/v1/agents/enrollment-tokens', { method: 'POST', body: JSON.stringify({ name: 'lab' }) });
-    startAgent(t, node.url, state, et.body.token, join(home, 'inventory.json'), `PC-${name}`);
+    startAgent(t, node.url, state, et.body.token, join(home, 'inventory.json'), { name: `PC-${name}`, stdout: 'ignore' });
     agents[name] = state;
   }
   await waitFor(async () => (await own(berlin)).computers === 1 && (await own(paris)).computers === 1, 'both computers assessed');
