@@ -166,8 +166,8 @@ export class PatchtreeNode {
         (changed, policies) => {
           parent.notify();
           for (const id of policies) this.#delivery?.engine.policyChanged(id);
-          if (changed > 0) this.#rollup?.markChanged();
           if (changed > 0) {
+            this.#rollup?.markChanged();
             // During a complete resync the catalog is not whole yet: assessment waits
             // for its end (the batch that ends it calls here too), so that the
             // snapshot is applied at full speed and the index is rebuilt once.
