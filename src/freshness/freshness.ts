@@ -235,11 +235,19 @@ export class Freshness {
     const now = this.#o.clock();
     const own = await this.own(goals);
     const below = scope === 'tree' ? await this.#o.reported() : [];
+    // Nodes of the same languages missing the same release expect the same: counted once.
+    const expected = new Map<string, Promise<ClassTimes[]>>();
+    const expect = (version: string, languages: string[]) => {
+      const key = `${version}\t${[...languages].sort().join(',')}`;
+      let e = expected.get(key);
+      if (!e) expected.set(key, (e = this.#expected(version, languages, goals)));
+      return e;
+    };
     const releases = [];
     for (const r of own) {
       const nodes: FreshnessNode[] = [{ id: this.#o.self.nodeId, name: this.#o.self.name, self: true, stale: false, classes: r.classes.map((c) => judge(c, r.publishedAt, goals, now)) }];
       for (const n of below) {
-        const times = n.freshness?.find((x) => x.version === r.version)?.classes ?? (n.languages ? await this.#expected(r.version, n.languages, goals) : null);
+        const times = n.freshness?.find((x) => x.version === r.version)?.classes ?? (n.languages ? await expect(r.version, n.languages) : null);
         if (!times) continue;
         nodes.push({ id: n.id, name: n.name, self: false, stale: n.stale, classes: times.map((c) => judge(c, r.publishedAt, goals, now)) });
       }
