@@ -67,11 +67,16 @@ export interface UpdatePayload extends CatalogUpdate {
   firstVersion: string;
   /** Key of the custom severity level (see severities.ts); absent: unchanged, null: none. */
   customSeverity?: string | null;
+  /** The origin's content hash of the line (sent since snapshots are built in SQL; absent from older parents). */
+  contentHash?: string;
 }
 
-/** Appends an upsert of an update to the change log (same transaction as the write). */
-export async function appendUpdateChange(db: Exec, p: UpdatePayload, now: number): Promise<void> {
-  await db.run(APPEND_CHANGE, ['update', p.id, 'upsert', updateLanguages(p).join(','), JSON.stringify(p), now]);
+/**
+ * Appends an upsert of an update to the change log (same transaction as the write),
+ * as a state entry: no payload, the parent sends the row as it is then.
+ */
+export async function appendUpdateChange(db: Exec, u: Pick<CatalogUpdate, 'id' | 'files'>, now: number): Promise<void> {
+  await db.run(APPEND_CHANGE, ['update', u.id, 'upsert', updateLanguages(u).join(','), '', now]);
 }
 
 const INSERT_FILE = 'INSERT INTO update_files (update_id, sha256, name, url, size, language) VALUES (?,?,?,?,?,?)';
@@ -226,14 +231,14 @@ export async function applyCatalog(
       if (!existing) {
         await db.run(INSERT_UPDATE, [u.id, u.revision, ...columns(u), hash, header!.version, header!.version, meta.origin, meta.now]);
         await insertChildren(db, u);
-        await appendUpdateChange(db, { ...u, expired: false, origin: meta.origin, releaseVersion: header!.version, firstVersion: header!.version }, meta.now);
+        await appendUpdateChange(db, u, meta.now);
         added++;
       } else if (existing.content_hash !== hash || existing.expired) {
         const revision = Math.max(Number(existing.revision) + 1, u.revision);
         await db.run(UPDATE_UPDATE, [revision, ...columns(u), hash, header!.version, meta.origin, meta.now, u.id]);
         await deleteChildren(db, u.id);
         await insertChildren(db, u);
-        await appendUpdateChange(db, { ...u, revision, expired: false, origin: meta.origin, releaseVersion: header!.version, firstVersion: existing.first_version }, meta.now);
+        await appendUpdateChange(db, u, meta.now);
         changed++;
       } else {
         unchanged++;

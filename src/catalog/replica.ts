@@ -70,11 +70,63 @@ export async function readUpdatePayloads(db: Reader, nodeId: string, which: { af
   });
 }
 
+/**
+ * `languageMatches` (replication/protocol.ts) in SQL over the column `col`, with its
+ * arguments: `neutral` always, `de` matches `de` and `de-*`. Languages are
+ * validated tags ([a-z0-9-]), so they hold no LIKE wildcard.
+ */
+export function languageMatchSql(col: string, languages: readonly string[]): [string, string[]] {
+  const parts = [`${col} = 'neutral'`];
+  const args: string[] = [];
+  for (const l of languages) {
+    parts.push(`${col} = ?`, `${col} LIKE ?`);
+    args.push(l, `${l}-%`);
+  }
+  return [`(${parts.join(' OR ')})`, args];
+}
+
+/** An update in its replicated form, as the JSON text a subscriber is sent. */
+export interface WireUpdate {
+  id: string;
+  payload: string;
+}
+
+/**
+ * The replicated form of updates (`UpdatePayload`, plus the node's `contentHash`)
+ * built as JSON by SQLite, for a subscriber of `languages`: only the files in its
+ * languages, and only updates with such a file or none at all (metadata only).
+ * Either a page by id after `afterId`, or the given ids. One row per update with
+ * the whole payload, so a snapshot page costs one statement and no row objects
+ * per column or file. Nullable text fields travel as `null`.
+ */
+export function wireUpdatesSql(nodeId: string, languages: readonly string[], which: { afterId: string; limit: number } | { ids: readonly string[] }): [string, unknown[]] {
+  const [match, matchArgs] = languageMatchSql('f.language', languages);
+  const bool = (col: string) => `json(CASE WHEN ${col} = 1 THEN 'true' ELSE 'false' END)`;
+  const select = `SELECT u.id AS id, json_object(
+      'id', u.id, 'revision', u.revision, 'kb', u.kb, 'bulletin', u.bulletin, 'title', u.title, 'description', u.description,
+      'vendor', u.vendor, 'productFamily', u.product_family, 'product', u.product, 'classification', u.classification,
+      'severity', u.severity, 'cves', json(u.cves), 'cveDetails', json(u.cve_details), 'releaseDate', u.release_date,
+      'supersedes', json(u.supersedes), 'superseded', ${bool('u.vendor_superseded')}, 'restart', u.restart,
+      'install', json_object('command', u.install_command, 'successCodes', json(u.success_codes), 'rebootCodes', json(u.reboot_codes)),
+      'applicability', json(u.applicability), 'installed', json(u.installed), 'moreInfoUrl', u.more_info_url,
+      'files', (SELECT json_group_array(json_object('name', f.name, 'url', f.url, 'size', f.size, 'sha256', f.sha256, 'language', f.language))
+        FROM (SELECT * FROM update_files f WHERE f.update_id = u.id AND ${match} ORDER BY f.language, f.name) f),
+      'expired', ${bool('u.expired')}, 'origin', u.origin, 'releaseVersion', u.release_version, 'firstVersion', u.first_version,
+      'customSeverity', CASE WHEN cs.id IS NULL THEN NULL ELSE coalesce(cs.origin_key, ? || ':' || cs.id) END,
+      'contentHash', u.content_hash) AS payload
+    FROM updates u LEFT JOIN custom_severities cs ON cs.id = u.custom_severity_id
+    WHERE (u.languages = '' OR EXISTS (SELECT 1 FROM update_files f WHERE f.update_id = u.id AND ${match}))`;
+  const args: unknown[] = [...matchArgs, nodeId, ...matchArgs];
+  if ('ids' in which) return [`${select} AND u.id IN (SELECT value FROM json_each(?))`, [...args, JSON.stringify(which.ids)]];
+  return [`${select} AND u.id > ? ORDER BY u.id LIMIT ?`, [...args, which.afterId, which.limit]];
+}
+
 /** Prepared statements of the replica writer, per connection. */
 export class ReplicaWriter {
   #s: Record<string, Stmt> = {};
 
   constructor(db: NativeDb) {
+    db.exec('CREATE TEMP TABLE IF NOT EXISTS bulk_payloads (n INTEGER PRIMARY KEY, id TEXT NOT NULL, v BLOB NOT NULL)');
     const prep = (sql: string) => prepare(db, sql);
     this.#s = {
       get: prep('SELECT revision, languages FROM updates WHERE id = ?'),
@@ -90,6 +142,30 @@ export class ReplicaWriter {
         reboot_codes=excluded.reboot_codes, applicability=excluded.applicability, installed=excluded.installed,
         more_info_url=excluded.more_info_url, languages=excluded.languages, expired=excluded.expired, content_hash=excluded.content_hash,
         release_version=excluded.release_version, first_version=excluded.first_version, origin=excluded.origin, updated_at=excluded.updated_at`),
+      // insertNew: the payloads parsed once (JSONB in a TEMP table of this connection),
+      // then the columns as `columns()` and `upsert` write them.
+      bulkLoad: prep("INSERT INTO temp.bulk_payloads (n, id, v) SELECT key, value ->> 'id', jsonb(value) FROM json_each(?)"),
+      bulkUpdates: prep(`INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
+        severity, custom_severity_id, cves, cve_details, release_date, supersedes, vendor_superseded, restart, install_command, success_codes, reboot_codes,
+        applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at)
+        SELECT id, v ->> 'revision', v ->> 'kb', v ->> 'bulletin', v ->> 'title', v ->> 'description', v ->> 'vendor', v ->> 'productFamily',
+          v ->> 'product', v ->> 'classification', v ->> 'severity',
+          (SELECT cs.id FROM custom_severities cs WHERE cs.origin_key = v ->> 'customSeverity'),
+          v -> 'cves', coalesce(v -> 'cveDetails', '[]'), v ->> 'releaseDate', v -> 'supersedes', CASE WHEN v ->> 'superseded' THEN 1 ELSE 0 END,
+          v ->> 'restart', v ->> '$.install.command', v -> '$.install.successCodes', v -> '$.install.rebootCodes', v -> 'applicability', v -> 'installed',
+          v ->> 'moreInfoUrl', (SELECT coalesce(group_concat(l, ','), '') FROM (SELECT DISTINCT f.value ->> 'language' AS l FROM json_each(v, '$.files') f ORDER BY l)),
+          CASE WHEN v ->> 'expired' THEN 1 ELSE 0 END, v ->> 'contentHash', v ->> 'releaseVersion', v ->> 'firstVersion', v ->> 'origin', ?
+        FROM temp.bulk_payloads ORDER BY n`),
+      bulkFiles: prep(`INSERT OR IGNORE INTO update_files (update_id, sha256, name, url, size, language)
+        SELECT p.id, f.value ->> 'sha256', f.value ->> 'name', f.value ->> 'url', f.value ->> 'size', f.value ->> 'language'
+        FROM temp.bulk_payloads p, json_each(p.v, '$.files') f`),
+      bulkCves: prep("INSERT OR IGNORE INTO update_cves (update_id, cve) SELECT p.id, c.value FROM temp.bulk_payloads p, json_each(p.v, '$.cves') c"),
+      bulkSups: prep("INSERT OR IGNORE INTO update_supersedes (update_id, kb) SELECT p.id, k.value FROM temp.bulk_payloads p, json_each(p.v, '$.supersedes') k"),
+      bulkLog: prep(`INSERT INTO change_log (kind, key, op, languages, payload, created_at)
+        SELECT 'update', x.id, 'upsert', x.languages, '', ? FROM temp.bulk_payloads p JOIN updates x ON x.id = p.id ORDER BY p.n`),
+      bulkVisible: prep(`UPDATE freshness_updates SET visible_at = ? FROM temp.bulk_payloads p
+        WHERE freshness_updates.update_id = p.id AND freshness_updates.revision <= p.v ->> 'revision' AND freshness_updates.visible_at IS NULL`),
+      bulkClear: prep('DELETE FROM temp.bulk_payloads'),
       expire: prep('UPDATE updates SET expired = 1, revision = ?, updated_at = ? WHERE id = ? AND revision < ?'),
       delete: prep('DELETE FROM updates WHERE id = ?'),
       delFiles: prep('DELETE FROM update_files WHERE update_id = ?'),
@@ -109,6 +185,25 @@ export class ReplicaWriter {
     };
   }
 
+  /**
+   * Inserts updates this node does not hold yet, given as one JSON array of their
+   * replicated payloads (each with `contentHash`), in a few statements: SQLite reads
+   * the JSON, so no row costs a parse or a call here. Each is logged as a state
+   * entry. Returns how many were inserted.
+   */
+  insertNew(payloads: string, now: number): number {
+    this.#s['bulkLoad']!.run(payloads);
+    const n = this.#s['bulkUpdates']!.run(now).changes;
+    this.#s['bulkFiles']!.run();
+    this.#s['bulkCves']!.run();
+    this.#s['bulkSups']!.run();
+    this.#s['bulkLog']!.run(now);
+    // Freshness: releases waiting for these updates see them from now.
+    this.#s['bulkVisible']!.run(now);
+    this.#s['bulkClear']!.run();
+    return n;
+  }
+
   current(id: string): { revision: number; languages: string } | undefined {
     return this.#s['get']!.get(id) as { revision: number; languages: string } | undefined;
   }
@@ -116,19 +211,22 @@ export class ReplicaWriter {
   /**
    * Writes an update as the parent sent it (files already filtered to this node's
    * subtree). Skipped when this node holds a newer revision: replays after a
-   * snapshot may carry older states, and the newest must win.
+   * snapshot may carry older states, and the newest must win. `knownAbsent`: the
+   * caller knows this node has no row for it (no lookup).
    */
-  upsert(p: UpdatePayload, now: number): boolean {
-    const cur = this.current(p.id);
+  upsert(p: UpdatePayload, now: number, knownAbsent = false): boolean {
+    const cur = knownAbsent ? undefined : this.current(p.id);
     if (cur && cur.revision > p.revision) return false;
-    const { expired, origin, releaseVersion, firstVersion, customSeverity: _level, ...line } = p;
-    this.#s['upsert']!.run(p.id, p.revision, ...columns(line), expired ? 1 : 0, contentHash(line), releaseVersion, firstVersion, origin, now);
+    const { expired, origin, releaseVersion, firstVersion, customSeverity: _level, contentHash: hash, ...line } = p;
+    // The origin's hash when the parent sends it (it describes the whole line, not
+    // the files this subtree receives); computed here from an older parent's payload.
+    this.#s['upsert']!.run(p.id, p.revision, ...columns(line), expired ? 1 : 0, hash ?? contentHash(line), releaseVersion, firstVersion, origin, now);
     if (cur) this.#clear(p.id); // a new update has no rows to replace
     for (const f of p.files) this.#s['file']!.run(p.id, f.sha256, f.name, f.url, f.size, f.language);
     for (const c of p.cves) this.#s['cve']!.run(p.id, c);
     for (const kb of p.supersedes) this.#s['sup']!.run(p.id, kb);
-    // Absent (an import's entry) keeps this node's assignment; null clears it.
-    if (p.customSeverity !== undefined) this.#s['severity']!.run(p.customSeverity, p.id);
+    // Absent (an old import entry) keeps this node's assignment; null clears it (a new row has none).
+    if (p.customSeverity !== undefined && (cur || p.customSeverity !== null)) this.#s['severity']!.run(p.customSeverity, p.id);
     return true;
   }
 

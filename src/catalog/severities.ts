@@ -2,8 +2,7 @@ import { asc, eq, inArray, sql } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
 import { changeLog } from '../replication/schema.js';
-import { readUpdatePayloads, type Reader } from './replica.js';
-import { updateLanguages } from './format.js';
+import type { Reader } from './replica.js';
 import { customSeverities, updates } from './schema.js';
 
 /**
@@ -153,11 +152,9 @@ export class Severities {
     if (missing.length) throw new AppError('not-found', `no update ${missing.slice(0, 5).join(', ')}`, { missing });
     await this.orm.transaction(async (tx) => {
       await tx.update(updates).set({ customSeverityId: severityId }).where(inArray(updates.id, updateIds));
-      const now = Date.now();
-      for (let i = 0; i < updateIds.length; i += 500) {
-        const page = await readUpdatePayloads(tx, this.pub.nodeId, { ids: updateIds.slice(i, i + 500) });
-        await tx.insert(changeLog).values(page.map((p) => ({ kind: 'update', key: p.id, op: 'upsert', languages: updateLanguages(p).join(','), payload: JSON.stringify(p), createdAt: now })));
-      }
+      // State entries (no payload): subscribers are sent each update as it is then, level included.
+      await tx.run(sql`INSERT INTO change_log (kind, key, op, languages, payload, created_at)
+        SELECT 'update', id, 'upsert', languages, '', ${Date.now()} FROM updates WHERE id IN (SELECT value FROM json_each(${JSON.stringify(updateIds)})) ORDER BY id`);
     });
     this.pub.notify();
     return { updated: updateIds.length };

@@ -6,6 +6,7 @@ import { createAdaptorServer } from '@hono/node-server';
 import type { Server } from 'node:http';
 import { createLogger, type Logger } from '../lib/log.js';
 import { openDatabase, type Database } from '../db/index.js';
+import { openConn, type SqlConn } from '../db/exec.js';
 import { TokenService } from '../auth/tokens.js';
 import { SettingsService } from '../settings/service.js';
 import { CatalogImporter } from '../catalog/importer.js';
@@ -50,6 +51,8 @@ export class PatchtreeNode {
     return this.#assessment;
   }
   #child: ReplicationChild | null = null;
+  /** The replication parent's reads of the catalog (snapshot pages, log entries' states). */
+  #replicaReads: SqlConn | null = null;
   #delivery: DeliveryService | null = null;
   #reports: ReportsService | null = null;
   #rollup: Rollup | null = null;
@@ -120,8 +123,10 @@ export class PatchtreeNode {
         content.service.reconcile().catch((err) => log.error({ err }, 'content reconcile failed'));
       }, 200);
     };
+    this.#replicaReads = openConn(this.db);
     const parent = new ReplicationParent(
       this.db.orm,
+      this.#replicaReads,
       identity,
       config.name,
       content.store,
@@ -171,11 +176,12 @@ export class PatchtreeNode {
             // During a complete resync the catalog is not whole yet: assessment waits
             // for its end (the batch that ends it calls here too), so that the
             // snapshot is applied at full speed and the index is rebuilt once.
+            // So does the content reconcile (it reads every file manifest of the catalog).
             if (!child?.resyncing) {
               this.#assessment?.assessor.catalogChanged();
               this.#delivery?.catalogChanged();
+              reconcileSoon();
             }
-            reconcileSoon();
             compactSoon();
           }
         },
@@ -315,6 +321,7 @@ export class PatchtreeNode {
     await this.#content?.stop();
     await this.#child?.stop();
     await this.#grpc?.stop();
+    this.#replicaReads?.close();
     if (this.#http) {
       const http = this.#http;
       await new Promise<void>((resolve) => {

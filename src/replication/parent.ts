@@ -7,7 +7,8 @@ import type { Orm } from '../db/index.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { hashToken } from '../auth/tokens.js';
-import { readUpdatePayloads } from '../catalog/replica.js';
+import { readUpdatePayloads, wireUpdatesSql, type WireUpdate } from '../catalog/replica.js';
+import type { Exec } from '../db/exec.js';
 import { levelsPayload } from '../catalog/severities.js';
 import type { UpdatePayload } from '../catalog/import-core.js';
 import { replicatedSettings } from '../settings/service.js';
@@ -97,6 +98,12 @@ export class ReplicationParent {
 
   constructor(
     private readonly orm: Orm,
+    /**
+     * Reads of the catalog's replicated form (snapshot pages, the state behind log
+     * entries): the `libsql` binding on a local file (only `all()`, which ends its
+     * read transaction), the client remotely.
+     */
+    private readonly reads: Exec,
     private readonly identity: Identity,
     private readonly name: string,
     private readonly store: () => Promise<ContentStore>,
@@ -376,10 +383,7 @@ export class ReplicationParent {
         if (rules.catalog) small.push({ seq: 0, kind: 'severity-levels', key: 'all', op: 'upsert', payload: Buffer.from(JSON.stringify(await levelsPayload(this.orm, this.identity.nodeId))) });
         for (const s of await replicatedSettings(this.orm, this.identity.nodeId)) small.push({ seq: 0, kind: 'setting', key: s.key, op: 'upsert', payload: Buffer.from(JSON.stringify(s.payload)) });
         if (small.length) await this.#send(call, { batch: { changes: small, cursor: 0, snapshot: true } });
-        if (rules.catalog)
-          await this.#snapshot(call, gate, (p) =>
-            entryMatches(p.files.map((f) => f.language).join(','), languages) ? { seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) } : null,
-          );
+        if (rules.catalog) await this.#fullSnapshot(call, gate, languages);
         if (rules.catalog) await this.#releaseSnapshot(call, gate, languages);
         await this.#policySnapshot(call, gate, languages);
         // Without the catalog, the child's updates are left as they are (not swept).
@@ -412,9 +416,16 @@ export class ReplicationParent {
         if (rows.length) {
           await gate();
           const changes: WireChange[] = [];
-          for (const r of rows) {
-            if (!entryMatches(r.languages, languages)) continue;
-            if (!rules.catalog && CATALOG_KINDS.has(r.kind)) continue;
+          const wanted = rows.filter((r) => entryMatches(r.languages, languages) && (rules.catalog || !CATALOG_KINDS.has(r.kind)));
+          const states = await this.#currentStates(wanted, languages);
+          for (const r of wanted) {
+            if (isStateEntry(r)) {
+              // The update as it is now (or nothing: deleted since, or no longer in
+              // these languages; the entry that did that follows in the log).
+              const state = states.get(r.key);
+              if (state !== undefined) changes.push({ seq: r.seq, kind: r.kind, key: r.key, op: r.op, payload: Buffer.from(state) });
+              continue;
+            }
             const payload =
               r.op !== 'upsert'
                 ? Buffer.from(r.payload)
@@ -487,6 +498,36 @@ export class ReplicationParent {
     }
   }
 
+  /**
+   * The current replicated form of the updates behind state entries (see
+   * `isStateEntry`) in one page of the log, for a subscriber of `languages`.
+   */
+  async #currentStates(rows: readonly { kind: string; op: string; key: string; payload: string }[], languages: readonly string[]): Promise<Map<string, string>> {
+    const ids = [...new Set(rows.filter(isStateEntry).map((r) => r.key))];
+    const out = new Map<string, string>();
+    if (!ids.length) return out;
+    const [q, args] = wireUpdatesSql(this.identity.nodeId, languages, { ids });
+    for (const r of await this.reads.all<WireUpdate>(q, args)) out.set(r.id, r.payload);
+    return out;
+  }
+
+  /**
+   * The whole catalog for a complete resync: pages of updates in the subscriber's
+   * languages, their replicated form built by SQLite (wireUpdatesSql), each page
+   * one snapshot batch.
+   */
+  async #fullSnapshot(call: Call, gate: () => Promise<void>, languages: readonly string[]): Promise<void> {
+    let after = '';
+    for (;;) {
+      const [q, args] = wireUpdatesSql(this.identity.nodeId, languages, { afterId: after, limit: SNAPSHOT_BATCH });
+      const page = await this.reads.all<WireUpdate>(q, args);
+      if (!page.length) return;
+      await gate();
+      await this.#send(call, { batch: { changes: page.map((r) => ({ seq: 0, kind: 'update', key: r.id, op: 'upsert', payload: Buffer.from(r.payload) })), cursor: 0, snapshot: true } });
+      after = page[page.length - 1]!.id;
+    }
+  }
+
   /** Streams the catalog a page at a time as snapshot batches; `pick` decides what each update becomes. */
   async #snapshot(call: Call, gate: () => Promise<void>, pick: (p: UpdatePayload) => WireChange | null): Promise<void> {
     let after = '';
@@ -527,6 +568,16 @@ export class ReplicationParent {
     }
     call.end();
   }
+}
+
+/**
+ * An update upsert logged without a payload: it stands for the update's state when
+ * the entry is sent (imports and a child's applied batches log this way, so the
+ * log does not hold a second copy of the catalog). A newer state sent early is
+ * safe: a child keeps the highest revision, and every later change has its own entry.
+ */
+function isStateEntry(r: { kind: string; op: string; payload: string }): boolean {
+  return r.kind === 'update' && r.op === 'upsert' && r.payload === '';
 }
 
 function grpcError(code: number, details: string): Error & { code: number; details: string } {

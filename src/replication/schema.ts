@@ -1,4 +1,4 @@
-import { sqliteTable, text, integer, index } from 'drizzle-orm/sqlite-core';
+import { sqliteTable, text, integer } from 'drizzle-orm/sqlite-core';
 
 /** This node's identity: one row. `epoch` names its change log; a new log gets a new epoch. */
 export const nodeIdentity = sqliteTable('node_identity', {
@@ -11,7 +11,9 @@ export const nodeIdentity = sqliteTable('node_identity', {
 /**
  * The change log: every replicated write appends one entry in the same transaction.
  * `languages` is the comma list of the entity's file languages ('' = metadata only,
- * sent to every child), so the parent filters without parsing payloads.
+ * sent to every child), so the parent filters without parsing payloads. An update
+ * upsert's `payload` is '' (a state entry): the parent sends the row as it is when
+ * the entry goes out (replication/parent.ts, isStateEntry). Read by `seq` only.
  */
 export const changeLog = sqliteTable('change_log', {
   seq: integer('seq').primaryKey({ autoIncrement: true }),
@@ -21,7 +23,7 @@ export const changeLog = sqliteTable('change_log', {
   languages: text('languages').notNull(),
   payload: text('payload').notNull(),
   createdAt: integer('created_at').notNull(),
-}, (t) => [index('change_log_key').on(t.kind, t.key)]);
+});
 
 export const joinTokens = sqliteTable('join_tokens', {
   tokenHash: text('token_hash').primaryKey(),
@@ -66,9 +68,3 @@ export const upstreamState = sqliteTable('upstream_state', {
   lastSuccessAt: integer('last_success_at'),
   updatedAt: integer('updated_at').notNull(),
 });
-
-/** Ids seen during a full resync, so the sweep at its end removes exactly what the parent no longer has. */
-export const resyncSeen = sqliteTable('resync_seen', {
-  kind: text('kind').notNull(),
-  key: text('key').notNull(),
-}, (t) => [index('resync_seen_key').on(t.kind, t.key)]);

@@ -1,0 +1,2 @@
+DROP TABLE `resync_seen`;--> statement-breakpoint
+DROP INDEX `change_log_key`;

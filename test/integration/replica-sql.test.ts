@@ -1,0 +1,150 @@
+/**
+ * The catalog's replicated form built by SQLite (wireUpdatesSql) and the child's
+ * bulk insert of a fresh resync (ReplicaWriter.insertNew), checked against the
+ * per-update JavaScript paths they replace, on the real Microsoft catalog in real
+ * SQLite files.
+ */
+import t from 'tap';
+import { join } from 'node:path';
+import { openDatabase } from '../../src/db/index.js';
+import { openConn, type SqlConn } from '../../src/db/exec.js';
+import { applyCatalog } from '../../src/catalog/import-core.js';
+import { readUpdatePayloads, wireUpdatesSql, type WireUpdate } from '../../src/catalog/replica.js';
+import type { UpdatePayload } from '../../src/catalog/import-core.js';
+import { BatchApplier } from '../../src/replication/child.js';
+import { entryMatches, languageMatches, type WireChange } from '../../src/replication/protocol.js';
+import { openNative } from '../../src/db/native.js';
+import { buildRealCatalog, makeKeys, tempDir } from '../helpers.js';
+
+const ORIGIN = '11111111-1111-4111-8111-111111111111';
+
+async function rootWithCatalog(dir: string): Promise<{ conn: SqlConn; close: () => void; orm: Awaited<ReturnType<typeof openDatabase>>['orm'] }> {
+  const keys = await makeKeys(dir);
+  const { file } = await buildRealCatalog(dir, keys);
+  const db = await openDatabase(`file:${join(dir, 'root.db')}`);
+  const conn = openConn(db);
+  await applyCatalog(conn, file, { origin: ORIGIN, fileSha256: 'f'.repeat(64), keyId: keys.keyId, importedBy: 'test', source: 'upload', now: Date.now() }, (fn) => conn.transaction(fn));
+  // One update with a local custom severity and one with a replicated one, so both key forms travel.
+  await conn.exec("INSERT INTO custom_severities (name, rank, created_at) VALUES ('Local', 1, 0)");
+  await conn.exec("INSERT INTO custom_severities (name, rank, created_at, origin_key) VALUES ('Upstream', 2, 0, 'up:7')");
+  const ids = (await conn.all<{ id: string }>('SELECT id FROM updates ORDER BY id LIMIT 2', [])).map((r) => r.id);
+  await conn.run("UPDATE updates SET custom_severity_id = (SELECT id FROM custom_severities WHERE name = 'Local') WHERE id = ?", [ids[0]]);
+  await conn.run("UPDATE updates SET custom_severity_id = (SELECT id FROM custom_severities WHERE name = 'Upstream') WHERE id = ?", [ids[1]]);
+  return { conn, orm: db.orm, close: () => (conn.close(), db.close()) };
+}
+
+/** What readUpdatePayloads + the parent's old JS filter sent for these languages, normalised as a child reads it. */
+function jsForm(p: UpdatePayload, languages: string[]): Record<string, unknown> | null {
+  if (!entryMatches(p.files.map((f) => f.language).join(','), languages)) return null;
+  return normalise({ ...p, files: p.files.filter((f) => languageMatches(f.language, languages)) });
+}
+
+/** Absent and null optional fields read the same on the child (columns() maps both to NULL). */
+function normalise(p: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(p)) if (v !== null && v !== undefined && k !== 'contentHash') out[k] = v;
+  return out;
+}
+
+async function allWire(conn: SqlConn, languages: string[], limit: number): Promise<WireUpdate[]> {
+  const out: WireUpdate[] = [];
+  let after = '';
+  for (;;) {
+    const [q, args] = wireUpdatesSql(ORIGIN, languages, { afterId: after, limit });
+    const page = await conn.all<WireUpdate>(q, args);
+    if (!page.length) return out;
+    out.push(...page);
+    after = page[page.length - 1]!.id;
+  }
+}
+
+t.test('the SQL-built replicated form equals the JavaScript one, for each language set', async (t) => {
+  const dir = await tempDir(t);
+  const root = await rootWithCatalog(dir);
+  t.teardown(root.close);
+  const all = await readUpdatePayloads(root.orm, ORIGIN, { afterId: '', limit: 100_000 });
+  t.equal(all.length, 495, 'the real catalog');
+  const hashes = new Map((await root.conn.all<{ id: string; content_hash: string }>('SELECT id, content_hash FROM updates', [])).map((r) => [r.id, r.content_hash]));
+  for (const languages of [[], ['en'], ['de'], ['fr', 'ja'], ['ca']]) {
+    const expected = all.map((p) => jsForm(p, languages)).filter((p) => p !== null);
+    const wire = await allWire(root.conn, languages, 37); // a page size that does not divide the catalog
+    t.equal(wire.length, expected.length, `${languages.join(',') || '(none)'}: the same updates`);
+    t.same(wire.map((w) => normalise(JSON.parse(w.payload) as Record<string, unknown>)), expected, `${languages.join(',') || '(none)'}: the same payloads`);
+    t.ok(wire.every((w) => (JSON.parse(w.payload) as { contentHash: string }).contentHash === hashes.get(w.id)), 'each with the origin\'s content hash');
+  }
+  const levels = all.slice(0, 2).map((p) => p.customSeverity);
+  t.match(levels, [new RegExp(`^${ORIGIN}:\\d+$`), 'up:7'], 'custom severities by key, both forms');
+  const some = all.filter((p) => p.files.length).slice(3, 6).map((p) => p.id);
+  const [q, args] = wireUpdatesSql(ORIGIN, ['de'], { ids: [...some, 'no-such-update'] });
+  t.same((await root.conn.all<WireUpdate>(q, args)).map((r) => r.id).sort(), all.filter((p) => some.includes(p.id) && jsForm(p, ['de'])).map((p) => p.id).sort(), 'by ids: those present and in the languages');
+});
+
+t.test('a fresh resync written in bulk leaves exactly the rows of the per-update path', async (t) => {
+  const dir = await tempDir(t);
+  const root = await rootWithCatalog(dir);
+  t.teardown(root.close);
+  const wire = await allWire(root.conn, ['de', 'en'], 100);
+  const asChanges = (strip: boolean): WireChange[] =>
+    wire.map((w) => {
+      const p = JSON.parse(w.payload) as Record<string, unknown>;
+      if (strip) delete p['contentHash']; // an older parent: applied one at a time
+      return { seq: 0, kind: 'update', key: w.id, op: 'upsert', payload: Buffer.from(strip ? JSON.stringify(p) : w.payload) };
+    });
+  const children: { name: string; db: Awaited<ReturnType<typeof openDatabase>>; file: string }[] = [];
+  for (const name of ['bulk', 'single']) {
+    const file = join(dir, `${name}.db`);
+    const db = await openDatabase(`file:${file}`);
+    t.teardown(() => db.close());
+    children.push({ name, db, file });
+  }
+  const applied: number[] = [];
+  for (const [i, c] of children.entries()) {
+    const native = openNative(c.file);
+    t.teardown(() => native.close());
+    native.exec("INSERT INTO custom_severities (name, rank, created_at, origin_key) VALUES ('Upstream', 2, 0, 'up:7')");
+    native.prepare("INSERT INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at) VALUES (1, 'x', 'p', 'c', '', 0, '', 0, 0)").run();
+    const a = new BatchApplier(native, `node-${i}`);
+    a.resyncStart(true);
+    const changes = asChanges(c.name === 'single');
+    let n = 0;
+    for (let j = 0; j < changes.length; j += 150) n += a.apply(changes.slice(j, j + 150), { snapshot: true, fullResync: true, cursor: null, epoch: 'e' });
+    a.resyncEnd({ cursor: 9, full: true, epoch: 'e', languages: ['de', 'en'] });
+    applied.push(n);
+  }
+  t.same(applied, [wire.length, wire.length], 'every update applied once on both paths');
+  const [bulk, single] = children.map((c) => openConn(c.db));
+  t.teardown(() => (bulk!.close(), single!.close()));
+  const queries = {
+    updates: `SELECT id, revision, kb, bulletin, title, description, vendor, product_family, product, classification, severity, custom_severity_id, cves,
+      cve_details, release_date, supersedes, vendor_superseded, restart, install_command, success_codes, reboot_codes, applicability, installed,
+      more_info_url, languages, expired, release_version, first_version, origin FROM updates ORDER BY id`,
+    files: 'SELECT * FROM update_files ORDER BY update_id, sha256',
+    cves: 'SELECT * FROM update_cves ORDER BY update_id, cve',
+    supersedes: 'SELECT * FROM update_supersedes ORDER BY update_id, kb',
+    log: 'SELECT kind, key, op, languages, payload FROM change_log ORDER BY seq',
+  };
+  for (const [name, q] of Object.entries(queries)) {
+    const [x, y] = [await bulk!.all<Record<string, unknown>>(q, []), await single!.all<Record<string, unknown>>(q, [])];
+    t.ok(x.length > 0, `${name}: rows written`);
+    // Stored JSON text may differ in spelling, never in value.
+    const norm = (rows: Record<string, unknown>[]) => rows.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'string' && /^[[{]/.test(v) ? JSON.parse(v) : v])));
+    t.same(norm(x), norm(y), `${name}: the same rows`);
+  }
+  const rootHashes = await root.conn.all<{ id: string; content_hash: string }>('SELECT id, content_hash FROM updates ORDER BY id', []);
+  const bulkHashes = await bulk!.all<{ id: string; content_hash: string }>('SELECT id, content_hash FROM updates ORDER BY id', []);
+  t.ok(bulkHashes.every((h) => rootHashes.find((r) => r.id === h.id)?.content_hash === h.content_hash), 'the bulk path keeps the origin\'s content hash');
+  t.ok((await bulk!.all<{ n: number }>("SELECT count(*) AS n FROM updates WHERE custom_severity_id IS NOT NULL", []))[0]!.n === 1, 'the replicated level found by its key');
+
+  // A second complete resync into the filled catalog takes the careful path and sweeps what the parent dropped.
+  const native = openNative(children[0]!.file);
+  t.teardown(() => native.close());
+  const a = new BatchApplier(native, 'node-0');
+  a.resyncStart(true);
+  const changes = asChanges(false).slice(1);
+  a.apply(changes, { snapshot: true, fullResync: true, cursor: null, epoch: 'e' });
+  const removed = a.resyncEnd({ cursor: 10, full: true, epoch: 'e', languages: ['de', 'en'] });
+  t.equal(removed, 1, 'the update no longer sent is removed');
+  t.equal((await bulk!.all<{ n: number }>('SELECT count(*) AS n FROM updates', []))[0]!.n, wire.length - 1);
+  const tomb = await bulk!.all<{ op: string; key: string }>("SELECT op, key FROM change_log WHERE op = 'delete'", []);
+  t.same(tomb, [{ op: 'delete', key: wire[0]!.id }], 'with a tombstone for this node\'s children');
+});
