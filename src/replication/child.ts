@@ -40,6 +40,8 @@ const MAX_QUEUED_MESSAGES = 32;
 
 const COMMA = Buffer.from(',');
 const CONTENT_HASH_KEY = '"contentHash":"';
+/** Updates handed to one insertNew (its JSON text, ~1.3 KB each, is copied a few times on the way to SQLite). */
+const BULK_RUN = 1_000;
 
 const APPEND = 'INSERT INTO change_log (kind, key, op, languages, payload, created_at) VALUES (?,?,?,?,?,?)';
 
@@ -139,6 +141,7 @@ export class BatchApplier {
         // From a parent that sends the content hash (a payload built by SQL); else one at a time below.
         if (bulk && c.kind === 'update' && c.op === 'upsert' && c.payload.includes(CONTENT_HASH_KEY)) {
           run.push(c.payload);
+          if (run.length >= BULK_RUN) flush(); // bounds the JSON text handed over at once
           continue;
         }
         flush();
