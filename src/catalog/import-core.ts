@@ -18,6 +18,7 @@ import { catalogHeaderSchema, catalogUpdateSchema, contentHash, lineErrors, upda
 export type { Exec } from '../db/exec.js';
 import type { Exec } from '../db/exec.js';
 import { RELEASE_LOG_SQL, RELEASE_PRUNE_SQL, RELEASE_UPDATES_PRUNE_SQL } from '../freshness/release.js';
+import { INSERT_NEW, INSERT_NEW_TABLE, insertNewArgs } from './bulk.js';
 
 export interface ImportMeta {
   /** Node id of this node: the origin of what it imports. */
@@ -45,11 +46,9 @@ export interface ImportResult {
 
 export const MAX_LINE_BYTES = 4 * 1024 * 1024;
 const MAX_ERRORS = 20;
+/** New updates handed to SQLite at once (their JSON text, ~1.3 KB each). */
+const BULK_RUN = 1_000;
 
-const INSERT_UPDATE = `INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
-  severity, cves, cve_details, release_date, supersedes, vendor_superseded, restart, install_command, success_codes, reboot_codes,
-  applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at)
-  VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?,?)`;
 const UPDATE_UPDATE = `UPDATE updates SET revision=?, kb=?, bulletin=?, title=?, description=?, vendor=?, product_family=?, product=?,
   classification=?, severity=?, cves=?, cve_details=?, release_date=?, supersedes=?, vendor_superseded=?, restart=?, install_command=?,
   success_codes=?, reboot_codes=?, applicability=?, installed=?, more_info_url=?, languages=?, expired=0, content_hash=?,
@@ -180,6 +179,15 @@ export async function applyCatalog(
 
   return transaction(async () => {
     await db.exec('CREATE TEMP TABLE IF NOT EXISTS import_seen (id TEXT PRIMARY KEY) WITHOUT ROWID');
+    await db.exec(INSERT_NEW_TABLE);
+    // New updates are written in bulk, a run at a time (INSERT_NEW): SQLite reads their JSON.
+    let newRun: string[] = [];
+    const flush = async () => {
+      if (!newRun.length) return;
+      const list = `[${newRun.join(',')}]`;
+      newRun = [];
+      for (const [k, args] of insertNewArgs(list, meta.now)) await db.run(INSERT_NEW[k], args);
+    };
     await db.exec('DELETE FROM temp.import_seen');
     for await (const line of readLines(file)) {
       lineNo++;
@@ -229,9 +237,9 @@ export async function applyCatalog(
         [u.id],
       );
       if (!existing) {
-        await db.run(INSERT_UPDATE, [u.id, u.revision, ...columns(u), hash, header!.version, header!.version, meta.origin, meta.now]);
-        await insertChildren(db, u);
-        await appendUpdateChange(db, u, meta.now);
+        const v = header!.version;
+        newRun.push(JSON.stringify({ ...u, expired: false, origin: meta.origin, releaseVersion: v, firstVersion: v, contentHash: hash }));
+        if (newRun.length >= BULK_RUN) await flush();
         added++;
       } else if (existing.content_hash !== hash || existing.expired) {
         const revision = Math.max(Number(existing.revision) + 1, u.revision);
@@ -248,6 +256,7 @@ export async function applyCatalog(
     if (header && errors.length === 0 && count !== header.updates)
       errors.push({ line: lineNo, path: '(header).updates', message: `the header announces ${header.updates} updates, the file holds ${count}` });
     if (errors.length > 0) throw invalid(errors.slice(0, MAX_ERRORS));
+    await flush();
 
     const h = header!;
     // Whatever this release no longer lists is expired, not deleted: computers may

@@ -4,6 +4,7 @@ import { customSeverities, updateFiles, updates } from './schema.js';
 import { columns, type UpdatePayload } from './import-core.js';
 import { contentHash, type CatalogUpdate } from './format.js';
 import type { LevelPayload } from './severities.js';
+import { INSERT_NEW, INSERT_NEW_TABLE, insertNewArgs } from './bulk.js';
 
 /**
  * The catalog's side of replication: updates read back in their replicated form
@@ -126,7 +127,7 @@ export class ReplicaWriter {
   #s: Record<string, Stmt> = {};
 
   constructor(db: NativeDb) {
-    db.exec('CREATE TEMP TABLE IF NOT EXISTS bulk_payloads (n INTEGER PRIMARY KEY, id TEXT NOT NULL, v BLOB NOT NULL)');
+    db.exec(INSERT_NEW_TABLE);
     const prep = (sql: string) => prepare(db, sql);
     this.#s = {
       get: prep('SELECT revision, languages FROM updates WHERE id = ?'),
@@ -142,30 +143,7 @@ export class ReplicaWriter {
         reboot_codes=excluded.reboot_codes, applicability=excluded.applicability, installed=excluded.installed,
         more_info_url=excluded.more_info_url, languages=excluded.languages, expired=excluded.expired, content_hash=excluded.content_hash,
         release_version=excluded.release_version, first_version=excluded.first_version, origin=excluded.origin, updated_at=excluded.updated_at`),
-      // insertNew: the payloads parsed once (JSONB in a TEMP table of this connection),
-      // then the columns as `columns()` and `upsert` write them.
-      bulkLoad: prep("INSERT INTO temp.bulk_payloads (n, id, v) SELECT key, value ->> 'id', jsonb(value) FROM json_each(?)"),
-      bulkUpdates: prep(`INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
-        severity, custom_severity_id, cves, cve_details, release_date, supersedes, vendor_superseded, restart, install_command, success_codes, reboot_codes,
-        applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at)
-        SELECT id, v ->> 'revision', v ->> 'kb', v ->> 'bulletin', v ->> 'title', v ->> 'description', v ->> 'vendor', v ->> 'productFamily',
-          v ->> 'product', v ->> 'classification', v ->> 'severity',
-          (SELECT cs.id FROM custom_severities cs WHERE cs.origin_key = v ->> 'customSeverity'),
-          v -> 'cves', coalesce(v -> 'cveDetails', '[]'), v ->> 'releaseDate', v -> 'supersedes', CASE WHEN v ->> 'superseded' THEN 1 ELSE 0 END,
-          v ->> 'restart', v ->> '$.install.command', v -> '$.install.successCodes', v -> '$.install.rebootCodes', v -> 'applicability', v -> 'installed',
-          v ->> 'moreInfoUrl', (SELECT coalesce(group_concat(l, ','), '') FROM (SELECT DISTINCT f.value ->> 'language' AS l FROM json_each(v, '$.files') f ORDER BY l)),
-          CASE WHEN v ->> 'expired' THEN 1 ELSE 0 END, v ->> 'contentHash', v ->> 'releaseVersion', v ->> 'firstVersion', v ->> 'origin', ?
-        FROM temp.bulk_payloads ORDER BY n`),
-      bulkFiles: prep(`INSERT OR IGNORE INTO update_files (update_id, sha256, name, url, size, language)
-        SELECT p.id, f.value ->> 'sha256', f.value ->> 'name', f.value ->> 'url', f.value ->> 'size', f.value ->> 'language'
-        FROM temp.bulk_payloads p, json_each(p.v, '$.files') f`),
-      bulkCves: prep("INSERT OR IGNORE INTO update_cves (update_id, cve) SELECT p.id, c.value FROM temp.bulk_payloads p, json_each(p.v, '$.cves') c"),
-      bulkSups: prep("INSERT OR IGNORE INTO update_supersedes (update_id, kb) SELECT p.id, k.value FROM temp.bulk_payloads p, json_each(p.v, '$.supersedes') k"),
-      bulkLog: prep(`INSERT INTO change_log (kind, key, op, languages, payload, created_at)
-        SELECT 'update', x.id, 'upsert', x.languages, '', ? FROM temp.bulk_payloads p JOIN updates x ON x.id = p.id ORDER BY p.n`),
-      bulkVisible: prep(`UPDATE freshness_updates SET visible_at = ? FROM temp.bulk_payloads p
-        WHERE freshness_updates.update_id = p.id AND freshness_updates.revision <= p.v ->> 'revision' AND freshness_updates.visible_at IS NULL`),
-      bulkClear: prep('DELETE FROM temp.bulk_payloads'),
+      ...Object.fromEntries(Object.entries(INSERT_NEW).map(([k, q]) => [k, prep(q)])),
       expire: prep('UPDATE updates SET expired = 1, revision = ?, updated_at = ? WHERE id = ? AND revision < ?'),
       delete: prep('DELETE FROM updates WHERE id = ?'),
       delFiles: prep('DELETE FROM update_files WHERE update_id = ?'),
@@ -185,22 +163,13 @@ export class ReplicaWriter {
     };
   }
 
-  /**
-   * Inserts updates this node does not hold yet, given as one JSON array of their
-   * replicated payloads (each with `contentHash`), in a few statements: SQLite reads
-   * the JSON, so no row costs a parse or a call here. Each is logged as a state
-   * entry. Returns how many were inserted.
-   */
+  /** INSERT_NEW on this connection: updates this node does not hold yet, from one JSON array; returns how many. */
   insertNew(payloads: string, now: number): number {
-    this.#s['bulkLoad']!.run(payloads);
-    const n = this.#s['bulkUpdates']!.run(now).changes;
-    this.#s['bulkFiles']!.run();
-    this.#s['bulkCves']!.run();
-    this.#s['bulkSups']!.run();
-    this.#s['bulkLog']!.run(now);
-    // Freshness: releases waiting for these updates see them from now.
-    this.#s['bulkVisible']!.run(now);
-    this.#s['bulkClear']!.run();
+    let n = 0;
+    for (const [k, args] of insertNewArgs(payloads, now)) {
+      const r = this.#s[k]!.run(...args).changes;
+      if (k === 'updates') n = r;
+    }
     return n;
   }
 

@@ -18,12 +18,13 @@ import { buildRealCatalog, makeKeys, tempDir } from '../helpers.js';
 
 const ORIGIN = '11111111-1111-4111-8111-111111111111';
 
-async function rootWithCatalog(dir: string): Promise<{ conn: SqlConn; close: () => void; orm: Awaited<ReturnType<typeof openDatabase>>['orm'] }> {
-  const keys = await makeKeys(dir);
+async function rootWithCatalog(dir: string, driver: 'binding' | 'client' = 'binding', name = 'root'): Promise<{ conn: SqlConn; close: () => void; orm: Awaited<ReturnType<typeof openDatabase>>['orm'] }> {
+  const keys = await makeKeys(dir, `keys-${name}`);
   const { file } = await buildRealCatalog(dir, keys);
-  const db = await openDatabase(`file:${join(dir, 'root.db')}`);
-  const conn = openConn(db);
-  await applyCatalog(conn, file, { origin: ORIGIN, fileSha256: 'f'.repeat(64), keyId: keys.keyId, importedBy: 'test', source: 'upload', now: Date.now() }, (fn) => conn.transaction(fn));
+  const db = await openDatabase(`file:${join(dir, `${name}.db`)}`);
+  // The client driver is what a remote libsql server gets (no file path).
+  const conn = openConn(driver === 'binding' ? db : { filePath: null, url: db.url });
+  await applyCatalog(conn, file, { origin: ORIGIN, fileSha256: 'f'.repeat(64), keyId: keys.keyId, importedBy: 'test', source: 'upload', now: 1_700_000_000_000 }, (fn) => conn.transaction(fn));
   // One update with a local custom severity and one with a replicated one, so both key forms travel.
   await conn.exec("INSERT INTO custom_severities (name, rank, created_at) VALUES ('Local', 1, 0)");
   await conn.exec("INSERT INTO custom_severities (name, rank, created_at, origin_key) VALUES ('Upstream', 2, 0, 'up:7')");
@@ -147,4 +148,31 @@ t.test('a fresh resync written in bulk leaves exactly the rows of the per-update
   t.equal((await bulk!.all<{ n: number }>('SELECT count(*) AS n FROM updates', []))[0]!.n, wire.length - 1);
   const tomb = await bulk!.all<{ op: string; key: string }>("SELECT op, key FROM change_log WHERE op = 'delete'", []);
   t.same(tomb, [{ op: 'delete', key: wire[0]!.id }], 'with a tombstone for this node\'s children');
+});
+
+t.test('an import writes the same rows through the binding and through the client (a remote server)', async (t) => {
+  const dir = await tempDir(t);
+  const a = await rootWithCatalog(dir, 'binding', 'a');
+  t.teardown(a.close);
+  const b = await rootWithCatalog(dir, 'client', 'b');
+  t.teardown(b.close);
+  for (const q of [
+    'SELECT * FROM updates ORDER BY id',
+    'SELECT * FROM update_files ORDER BY update_id, sha256',
+    'SELECT * FROM update_cves ORDER BY update_id, cve',
+    'SELECT * FROM update_supersedes ORDER BY update_id, kb',
+    "SELECT kind, key, op, languages, payload FROM change_log WHERE kind = 'update' ORDER BY seq",
+  ]) {
+    const [x, y] = [await a.conn.all<Record<string, unknown>>(q, []), await b.conn.all<Record<string, unknown>>(q, [])];
+    t.ok(x.length > 0, `${q}: rows`);
+    t.same(y.map((r) => ({ ...r })), x.map((r) => ({ ...r })), q);
+  }
+  const log = await a.conn.all<{ n: number }>("SELECT count(*) AS n FROM change_log WHERE kind = 'update' AND op = 'upsert' AND payload = ''", []);
+  t.equal(log[0]!.n, 495, 'each added update logged once, as a state entry');
+  const one = await a.conn.all<{ cves: string; languages: string; n: number }>(
+    "SELECT cves, languages, (SELECT count(*) FROM update_files f WHERE f.update_id = u.id) AS n FROM updates u WHERE id = 'f44b0b03-45bd-4038-9e11-027f263b40b3'",
+    [],
+  );
+  t.equal(one[0]!.n, 66, 'a language pack with all its files');
+  t.ok(one[0]!.languages.split(',').includes('ca-es-valencia') && !one[0]!.languages.includes('neutral'));
 });
