@@ -1,15 +1,15 @@
-import { createReadStream } from 'node:fs';
-import { createGunzip } from 'node:zlib';
-import { createInterface } from 'node:readline';
 import { AppError, type FieldError } from '../lib/errors.js';
-import { catalogHeaderSchema, catalogUpdateSchema, contentHash, lineErrors, updateLanguages, type CatalogHeader, type CatalogUpdate } from './format.js';
+import { updateLanguages, type CatalogHeader, type CatalogUpdate } from './format.js';
+import { parseCatalog, type ParsedLine } from './parse-lines.js';
 
 /**
  * Applies one catalog file to the database in a single write transaction:
  * validate every line, add, change or leave each update, expire what the file no
  * longer lists, record the release. Any invalid line means ROLLBACK, so a failed
- * import leaves nothing behind. The file is read line by line and the set of ids
- * seen lives in a TEMP table, so memory does not grow with the catalog.
+ * import leaves nothing behind. The file is read line by line (parsed, validated
+ * and hashed by `parse`, on another thread when the caller gives one), new updates
+ * are written a run at a time (bulk.ts) and the set of ids seen lives in a TEMP
+ * table, so memory does not grow with the catalog.
  *
  * The logic runs over `Exec` (db/exec.ts), so that the same code drives the
  * `libsql` binding (prepared statements, in a worker thread) and @libsql/client
@@ -44,7 +44,7 @@ export interface ImportResult {
   replay: boolean;
 }
 
-export const MAX_LINE_BYTES = 4 * 1024 * 1024;
+export { MAX_LINE_BYTES } from './parse-lines.js';
 const MAX_ERRORS = 20;
 /** New updates handed to SQLite at once (their JSON text, ~1.3 KB each). */
 const BULK_RUN = 1_000;
@@ -127,19 +127,6 @@ async function deleteChildren(db: Exec, id: string): Promise<void> {
   await db.run('DELETE FROM update_supersedes WHERE update_id=?', [id]);
 }
 
-async function* readLines(file: string): AsyncGenerator<string> {
-  const input = createReadStream(file).pipe(createGunzip());
-  const rl = createInterface({ input, crlfDelay: Infinity });
-  try {
-    for await (const line of rl) yield line;
-  } catch (err) {
-    throw new AppError('catalog-invalid', `the catalog is not a readable gzip file: ${(err as Error).message}`, { errors: [] });
-  } finally {
-    rl.close();
-    input.destroy();
-  }
-}
-
 function invalid(errors: FieldError[], detail?: string): AppError {
   return new AppError('catalog-invalid', detail ?? `${errors.length} error(s); the first at line ${errors[0]?.line}: ${errors[0]?.path}: ${errors[0]?.message}`, {
     errors,
@@ -166,6 +153,8 @@ export async function applyCatalog(
   meta: ImportMeta,
   /** Runs `fn` in one write transaction on `db`: COMMIT when it resolves, ROLLBACK when it throws. */
   transaction: <T>(fn: () => Promise<T>) => Promise<T>,
+  /** The parse stage (parse-lines.ts): on this thread by default, or on a worker of its own. */
+  parse: (file: string, origin: string) => AsyncIterable<ParsedLine> = parseCatalog,
 ): Promise<ImportResult> {
   const started = Date.now();
   const errors: FieldError[] = [];
@@ -189,61 +178,39 @@ export async function applyCatalog(
       for (const [k, args] of insertNewArgs(list, meta.now)) await db.run(INSERT_NEW[k], args);
     };
     await db.exec('DELETE FROM temp.import_seen');
-    for await (const line of readLines(file)) {
-      lineNo++;
+    for await (const item of parse(file, meta.origin)) {
       if (errors.length >= MAX_ERRORS) break;
-      if (line.length > MAX_LINE_BYTES) {
-        errors.push({ line: lineNo, path: '(line)', message: `line longer than ${MAX_LINE_BYTES} bytes` });
+      lineNo = item.line;
+      if (item.t === 'errors') {
+        if (item.counted) count++;
+        errors.push(...item.errors);
+        if (item.fatal) break;
         continue;
       }
-      if (lineNo > 1 && line.trim() === '') {
-        errors.push({ line: lineNo, path: '(line)', message: 'empty line' });
-        continue;
-      }
-      let value: unknown;
-      try {
-        value = JSON.parse(line);
-      } catch (err) {
-        errors.push({ line: lineNo, path: '(line)', message: `not JSON: ${(err as Error).message}` });
-        if (lineNo === 1) break;
-        continue;
-      }
-      if (lineNo === 1) {
-        const h = catalogHeaderSchema.safeParse(value);
-        if (!h.success) {
-          errors.push(...lineErrors(1, h.error, value));
-          break;
-        }
-        header = h.data;
+      if (item.t === 'header') {
+        header = item.header;
         replay = await admit(db, header, meta);
         continue;
       }
       count++;
-      const parsed = catalogUpdateSchema.safeParse(value);
-      if (!parsed.success) {
-        errors.push(...lineErrors(lineNo, parsed.error, value));
-        continue;
-      }
-      const u = parsed.data;
-      const fresh = await db.run('INSERT OR IGNORE INTO temp.import_seen (id) VALUES (?)', [u.id]);
+      const fresh = await db.run('INSERT OR IGNORE INTO temp.import_seen (id) VALUES (?)', [item.id]);
       if (fresh === 0) {
-        errors.push({ line: lineNo, path: 'id', message: `duplicate update id ${u.id}` });
+        errors.push({ line: item.line, path: 'id', message: `duplicate update id ${item.id}` });
         continue;
       }
       if (errors.length > 0) continue; // the import will be rolled back: validate only
-      const hash = contentHash(u);
       const existing = await db.get<{ revision: number; content_hash: string; expired: number; first_version: string }>(
         'SELECT revision, content_hash, expired, first_version FROM updates WHERE id=?',
-        [u.id],
+        [item.id],
       );
       if (!existing) {
-        const v = header!.version;
-        newRun.push(JSON.stringify({ ...u, expired: false, origin: meta.origin, releaseVersion: v, firstVersion: v, contentHash: hash }));
+        newRun.push(item.json);
         if (newRun.length >= BULK_RUN) await flush();
         added++;
-      } else if (existing.content_hash !== hash || existing.expired) {
+      } else if (existing.content_hash !== item.hash || existing.expired) {
+        const u = JSON.parse(item.json) as CatalogUpdate;
         const revision = Math.max(Number(existing.revision) + 1, u.revision);
-        await db.run(UPDATE_UPDATE, [revision, ...columns(u), hash, header!.version, meta.origin, meta.now, u.id]);
+        await db.run(UPDATE_UPDATE, [revision, ...columns(u), item.hash, header!.version, meta.origin, meta.now, u.id]);
         await deleteChildren(db, u.id);
         await insertChildren(db, u);
         await appendUpdateChange(db, u, meta.now);

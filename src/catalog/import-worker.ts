@@ -2,6 +2,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { AppError } from '../lib/errors.js';
 import { openConn } from '../db/exec.js';
 import { applyCatalog, type ImportMeta } from './import-core.js';
+import { parseCatalogInWorker } from './parse-lines.js';
 
 /**
  * Worker thread entry for one catalog import. The import is CPU-bound (parse,
@@ -26,7 +27,8 @@ async function run(job: ImportJob): Promise<ImportReply> {
     const conn = openConn(job);
     try {
       if (job.filePath) await conn.exec('PRAGMA temp_store = MEMORY'); // the ids-seen table of this import
-      const result = await applyCatalog(conn, job.catalogFile, job.meta, (fn) => conn.transaction(fn));
+      // Parsing and validating on a thread of their own, while this one writes.
+      const result = await applyCatalog(conn, job.catalogFile, job.meta, (fn) => conn.transaction(fn), parseCatalogInWorker);
       return { ok: true, result };
     } finally {
       conn.close();

@@ -71,6 +71,21 @@ t.test('one bad line rejects the whole catalog and writes nothing', async (t) =>
   const ng = await uploadCatalog(n.url, n.token, notGzip, `${notGzip}.sig`);
   t.equal(ng.status, 422);
   t.equal(ng.body.code, 'catalog-invalid');
+  t.match(ng.body.detail, /^the catalog is not a readable gzip file: /, 'said once, from the parse thread');
+  t.equal((await listAll(n.url, n.token, '/api/v1/updates?expired=any', 100)).length, 0, 'still nothing imported');
+
+  // Lines are parsed on a thread of their own, in batches: errors far apart are all found, in line order, at most 20.
+  const many: unknown[] = Array.from({ length: 1200 }, (_, i) => sampleUpdate(i));
+  for (const i of [100, 700, 1150]) (many[i] as any).severity = 'Urgent';
+  const far = await writeSignedCatalog(dir, keys, 'far.gz', header('v1', 1200), many);
+  const farRes = await uploadCatalog(n.url, n.token, far.file, far.sig);
+  t.equal(farRes.status, 422);
+  t.same(farRes.body.errors.map((e: any) => [e.line, e.path]), [[102, 'severity'], [702, 'severity'], [1152, 'severity']]);
+  for (let i = 0; i < 30; i++) (many[i * 40] as any).title = '';
+  const worse = await writeSignedCatalog(dir, keys, 'worse.gz', header('v1', 1200), many);
+  const worseRes = await uploadCatalog(n.url, n.token, worse.file, worse.sig);
+  t.equal(worseRes.status, 422);
+  t.equal(worseRes.body.errors.length, 20, 'the first 20 errors, then the import stops reading');
   t.equal((await listAll(n.url, n.token, '/api/v1/updates?expired=any', 100)).length, 0, 'still nothing imported');
 });
 
