@@ -11,6 +11,8 @@ import { createLogger } from '../src/lib/log.js';
 import { buildCatalog, writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import type { CatalogHeader, CatalogUpdate } from '../src/catalog/format.js';
+import * as grpc from '@grpc/grpc-js';
+import { PROTOCOL_VERSION, replicationService } from '../src/replication/protocol.js';
 
 /** Repository root (tests run from dist/test, compiled). */
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -238,3 +240,19 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ c
   });
 }
 
+
+/**
+ * A raw Replication client that joined `node` as a child (a one-time token, then
+ * the credential in `md`), to drive the parent's RPCs directly. Closed at teardown.
+ */
+export async function joinRaw(t: T, node: RunningNode, child: { id: string; name: string; languages: string[] }): Promise<{ client: any; md: grpc.Metadata }> {
+  const tok = (await api(node.url, ADMIN_TOKEN, '/api/v1/hierarchy/join-tokens', { method: 'POST', body: '{}' })).body.token;
+  const client = new (replicationService())(`127.0.0.1:${node.node.grpcPort}`, grpc.credentials.createInsecure()) as any;
+  t.teardown(() => client.close());
+  const joined = await new Promise<any>((resolve, reject) =>
+    client.Join({ join_token: tok, node_id: child.id, name: child.name, languages: child.languages, protocol_version: PROTOCOL_VERSION }, (err: any, r: any) => (err ? reject(err) : resolve(r))),
+  );
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${joined.credential}`);
+  return { client, md };
+}

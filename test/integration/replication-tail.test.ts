@@ -5,8 +5,8 @@
  */
 import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
-import { ADMIN_TOKEN as T, api, header, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog } from '../helpers.js';
-import { PROTOCOL_VERSION, replicationService, type ServerMessage, type WireChange } from '../../src/replication/protocol.js';
+import { ADMIN_TOKEN as T, header, joinRaw, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog } from '../helpers.js';
+import { PROTOCOL_VERSION, type ServerMessage, type WireChange } from '../../src/replication/protocol.js';
 import type { CatalogUpdate } from '../../src/catalog/format.js';
 
 const CHILD = '00000000-0000-4000-8000-0000000000d1';
@@ -60,14 +60,7 @@ t.test('snapshot and tail: filtered by language, state entries sent as the updat
   };
   await upload('v1', 1, [de(1), frOnly(2), noFiles(3)]);
 
-  const tok = (await api(node.url, T, '/api/v1/hierarchy/join-tokens', { method: 'POST', body: '{}' })).body.token;
-  const client = new (replicationService())(`127.0.0.1:${node.node.grpcPort}`, grpc.credentials.createInsecure()) as any;
-  t.teardown(() => client.close());
-  const joined = await new Promise<any>((resolve, reject) =>
-    client.Join({ join_token: tok, node_id: CHILD, name: 'kid', languages: ['de'], protocol_version: PROTOCOL_VERSION }, (err: any, r: any) => (err ? reject(err) : resolve(r))),
-  );
-  const md = new grpc.Metadata();
-  md.set('authorization', `Bearer ${joined.credential}`);
+  const { client, md } = await joinRaw(t, node, { id: CHILD, name: 'kid', languages: ['de'] });
 
   const snap = await subscribe(client, md, { epoch: '', after: 0 }, (r) => r.end !== null);
   t.equal(snap.hello.mode, 'resync');

@@ -1,9 +1,8 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { ADMIN_TOKEN as T, api, startNode } from '../helpers.js';
+import { ADMIN_TOKEN as T, api, joinRaw, startNode } from '../helpers.js';
 import { waitFor } from '../vendor.js';
-import { PROTOCOL_VERSION, replicationService } from '../../src/replication/protocol.js';
 import { isStale, sumSummaries } from '../../src/reports/rollup.js';
 
 /**
@@ -38,14 +37,7 @@ function report(id: string, name: string, parent: string, body: unknown, o: { ag
 t.test('Report: stored per node, unchanged ones by digest, bad ones refused whole', async (t) => {
   const node = await startNode(t, { extra: ['--insecure'] });
   const rootId = (await api(node.url, T, '/api/v1/hierarchy')).body.node.id as string;
-  const tok = (await api(node.url, T, '/api/v1/hierarchy/join-tokens', { method: 'POST', body: '{}' })).body.token;
-  const client = new (replicationService())(`127.0.0.1:${node.node.grpcPort}`, grpc.credentials.createInsecure()) as any;
-  t.teardown(() => client.close());
-  const joined = await new Promise<any>((resolve, reject) =>
-    client.Join({ join_token: tok, node_id: CHILD, name: 'site', languages: ['en'], protocol_version: PROTOCOL_VERSION }, (err: any, r: any) => (err ? reject(err) : resolve(r))),
-  );
-  const md = new grpc.Metadata();
-  md.set('authorization', `Bearer ${joined.credential}`);
+  const { client, md } = await joinRaw(t, node, { id: CHILD, name: 'site', languages: ['en'] });
   const call = (reports: unknown[], gone: string[] = []) =>
     new Promise<{ err: grpc.ServiceError | null; resend: string[] }>((resolve) => client.Report({ reports, gone }, md, (err: grpc.ServiceError | null, r: any) => resolve({ err, resend: r?.resend ?? [] })));
   const tree = async () => (await api(node.url, T, '/api/v1/reports/compliance?scope=tree')).body;
