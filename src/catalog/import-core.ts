@@ -44,7 +44,6 @@ export interface ImportResult {
   replay: boolean;
 }
 
-export { MAX_LINE_BYTES } from './parse-lines.js';
 const MAX_ERRORS = 20;
 /** New updates handed to SQLite at once (their JSON text, ~1.3 KB each). */
 const BULK_RUN = 1_000;
