@@ -13,7 +13,7 @@ export const INSERT_NEW_TABLE = 'CREATE TEMP TABLE IF NOT EXISTS bulk_payloads (
  * payloads (each with `contentHash`), in a few statements: SQLite reads the JSON, so
  * no row costs a parse or a call in JavaScript. The columns are those `columns()`
  * and `ReplicaWriter.upsert` write; each update is logged as a state entry, and
- * releases waiting for it see it from `now`. Run in order with insertNewArgs.
+ * (`visible`) releases waiting for it see it from `now`. Run in order with insertNewArgs.
  */
 export const INSERT_NEW = {
   load: "INSERT INTO temp.bulk_payloads (n, id, v) SELECT key, value ->> 'id', jsonb(value) FROM json_each(?)",
@@ -40,7 +40,11 @@ export const INSERT_NEW = {
   clear: 'DELETE FROM temp.bulk_payloads',
 } as const;
 
-/** The arguments of each INSERT_NEW statement, in its order; `updates` answers how many were inserted. */
-export function insertNewArgs(payloads: string, now: number): [keyof typeof INSERT_NEW, unknown[]][] {
-  return [['load', [payloads]], ['updates', [now]], ['files', []], ['cves', []], ['sups', []], ['log', [now]], ['visible', [now]], ['clear', []]];
+/**
+ * The arguments of each INSERT_NEW statement, in its order; `updates` answers how
+ * many were inserted. `stampVisible`: a child's (releases it received wait for the
+ * updates); an import records its release's times itself.
+ */
+export function insertNewArgs(payloads: string, now: number, stampVisible: boolean): [keyof typeof INSERT_NEW, unknown[]][] {
+  return [['load', [payloads]], ['updates', [now]], ['files', []], ['cves', []], ['sups', []], ['log', [now]], ...(stampVisible ? [['visible', [now]] as [keyof typeof INSERT_NEW, unknown[]]] : []), ['clear', []]];
 }

@@ -174,7 +174,7 @@ export async function applyCatalog(
       if (!newRun.length) return;
       const list = `[${newRun.join(',')}]`;
       newRun = [];
-      for (const [k, args] of insertNewArgs(list, meta.now)) await db.run(INSERT_NEW[k], args);
+      for (const [k, args] of insertNewArgs(list, meta.now, false)) await db.run(INSERT_NEW[k], args);
     };
     await db.exec('DELETE FROM temp.import_seen');
     for await (const item of parse(file, meta.origin)) {

@@ -166,7 +166,7 @@ export class ReplicaWriter {
   /** INSERT_NEW on this connection: updates this node does not hold yet, from one JSON array; returns how many. */
   insertNew(payloads: string, now: number): number {
     let n = 0;
-    for (const [k, args] of insertNewArgs(payloads, now)) {
+    for (const [k, args] of insertNewArgs(payloads, now, true)) {
       const r = this.#s[k]!.run(...args).changes;
       if (k === 'updates') n = r;
     }

@@ -38,7 +38,7 @@ const MAX_TX_CHANGES = 4_000;
 /** Messages received and not yet applied before the stream is paused. */
 const MAX_QUEUED_MESSAGES = 32;
 
-const COMMA = Buffer.from(',');
+const [OPEN, COMMA, CLOSE] = ['[', ',', ']'].map((c) => Buffer.from(c)) as [Buffer, Buffer, Buffer];
 const CONTENT_HASH_KEY = '"contentHash":"';
 /** Updates handed to one insertNew (its JSON text, ~1.3 KB each, is copied a few times on the way to SQLite). */
 const BULK_RUN = 1_000;
@@ -133,9 +133,9 @@ export class BatchApplier {
       let run: Buffer[] = [];
       const flush = () => {
         if (!run.length) return;
-        const list = Buffer.concat(run.flatMap((b, i) => (i ? [COMMA, b] : [b]))).toString();
+        const list = Buffer.concat([OPEN, ...run.flatMap((b, i) => (i ? [COMMA, b] : [b])), CLOSE]).toString();
         run = [];
-        applied += this.#w.insertNew(`[${list}]`, now);
+        applied += this.#w.insertNew(list, now);
       };
       for (const c of changes) {
         // From a parent that sends the content hash (a payload built by SQL); else one at a time below.
