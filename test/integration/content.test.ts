@@ -93,9 +93,13 @@ t.test('a connection cut halfway resumes with Range from where it stopped', asyn
   t.equal(reqs.length, 2);
   t.equal(reqs[0]!.range, null);
   t.equal(reqs[0]!.bytesSent, 1_000_000);
-  t.equal(reqs[1]!.range, 'bytes=1000000-', 'the second request starts where the first stopped');
+  // It resumes from the bytes it kept on disk. Those are all 1,000,000 sent unless the
+  // cut errored fetch's body stream while chunks still waited in its queue (a web
+  // stream drops them on error): seen once in a loaded CI run, 981,888 kept.
+  const from = Number(/^bytes=(\d+)-$/.exec(reqs[1]!.range ?? '')?.[1] ?? -1);
+  t.ok(from > 500_000 && from <= 1_000_000, `the second request starts where the kept bytes end (${reqs[1]!.range})`);
   t.equal(reqs[1]!.status, 206);
-  t.equal(reqs[0]!.bytesSent + reqs[1]!.bytesSent, size, 'no byte was sent twice');
+  t.equal(reqs[1]!.bytesSent, size - from, 'only the rest is sent again: nothing before the kept bytes');
   t.ok((await fetchFile(node, vf[0]!.sha256)).body.equals(vf[0]!.data));
 });
 
