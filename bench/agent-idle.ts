@@ -52,11 +52,12 @@ async function main(): Promise<void> {
       id: `idle-${i}`, revision: 1, kb: String(7000000 + i), bulletin: null, title: `Update ${i}`, vendor: 'Microsoft', productFamily: 'Windows', product: PRODUCT,
       classification: 'Security Updates', severity: 'Important', cves: [], releaseDate: '2024-01-09', supersedes: [], restart: 'required',
       // The installer puts the KB in the inventory, as a real install changes what the next scan finds.
-      install: { command: `cp '${join(dir, 'inventory-after.json')}' '${join(dir, 'inventory.json')}' # "{file}"`, successCodes: [0], rebootCodes: [3010] }, applicability: { product: PRODUCT }, installed: { kb: String(7000000 + i) },
-      files: [{ name: `kb${i}.msu`, url: `http://127.0.0.1:${(vendor.address() as AddressInfo).port}/kb${i}.msu`, size: data.length, sha256: createHash('sha256').update(data).digest('hex'), language: 'neutral' }],
+      install: { successCodes: [0], rebootCodes: [3010] }, applicability: { product: PRODUCT }, installed: { kb: String(7000000 + i) },
+      files: [{ name: `kb${i}.msu`, url: `http://127.0.0.1:${(vendor.address() as AddressInfo).port}/kb${i}.msu`, size: data.length, sha256: createHash('sha256').update(data).digest('hex'), language: 'neutral',
+        installer: { type: 'command', command: `cp '${join(dir, 'inventory-after.json')}' '${join(dir, 'inventory.json')}' # "{file}"` } }],
     }));
     const cat = join(dir, 'c.ndjson.gz');
-    await writeCatalog(cat, { format: 'patchtree-catalog', formatVersion: 1, version: 'i1', publisher: 'bench', createdAt: new Date().toISOString(), updates: updates.length }, updates);
+    await writeCatalog(cat, { format: 'patchtree-catalog', formatVersion: 2, version: 'i1', publisher: 'bench', createdAt: new Date().toISOString(), updates: updates.length }, updates);
     await signFile(cat, key);
     const node = await startNode(dir, 'site', keys.pubFile);
     await importCatalog(node, cat);

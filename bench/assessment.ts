@@ -58,7 +58,7 @@ export function* catalog(total: number, extraFrom = total): Generator<CatalogUpd
       releaseDate: `2024-${String((n % 12) + 1).padStart(2, '0')}-${String((i % 28) + 1).padStart(2, '0')}`,
       supersedes: n > 0 ? [String(3000000 + i - products)] : [],
       restart: 'required',
-      install: { command: 'wusa.exe "{file}" /quiet /norestart', successCodes: [0], rebootCodes: [3010] },
+      install: { successCodes: [0], rebootCodes: [3010] },
       applicability: { product },
       installed: { any: [{ kb }, { product, version: { gte: build } }] },
       files: [],
@@ -85,7 +85,7 @@ async function main(): Promise<void> {
     const keys = await generateKeys(join(dir, 'keys'));
     const key = await loadPrivateKey(keys.keyFile);
     const c1 = join(dir, 'c1.ndjson.gz');
-    await writeCatalog(c1, { format: 'patchtree-catalog', formatVersion: 1, version: 'a1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: nUpdates }, catalog(nUpdates));
+    await writeCatalog(c1, { format: 'patchtree-catalog', formatVersion: 2, version: 'a1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: nUpdates }, catalog(nUpdates));
     await signFile(c1, key);
     const node = await startNode(dir, 'site', keys.pubFile);
     await importCatalog(node, c1);
@@ -119,7 +119,7 @@ async function main(): Promise<void> {
 
     // 3. 100 new updates.
     const c2 = join(dir, 'c2.ndjson.gz');
-    await writeCatalog(c2, { format: 'patchtree-catalog', formatVersion: 1, version: 'a2', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 1, 1)).toISOString(), updates: nUpdates + 100 }, catalog(nUpdates + 100, nUpdates));
+    await writeCatalog(c2, { format: 'patchtree-catalog', formatVersion: 2, version: 'a2', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 1, 1)).toISOString(), updates: nUpdates + 100 }, catalog(nUpdates + 100, nUpdates));
     await signFile(c2, key);
     const t0 = performance.now();
     await importCatalog(node, c2);

@@ -47,13 +47,13 @@ export function* generate(n: number): Generator<CatalogUpdate> {
       releaseDate: `2024-${String((i % 12) + 1).padStart(2, '0')}-${String((i % 28) + 1).padStart(2, '0')}`,
       supersedes: i > 0 ? [String(1000000 + i - 1)] : [],
       restart: 'required',
-      install: { command: 'wusa.exe "{file}" /quiet /norestart', successCodes: [0], rebootCodes: [3010, 1641] },
+      install: { successCodes: [0], rebootCodes: [3010, 1641] },
       applicability: { product },
       installed: { any: [{ kb }, { product, version: { gte: `10.0.${20000 + (i % 3000)}.${i % 5000}` } }] },
       files: [
-        { name: `kb${kb}-x64.msu`, url: `http://download.example.com/${kb}/kb${kb}-x64.msu`, size: 1000 + i, sha256: hex(0), language: 'neutral' },
-        { name: `kb${kb}-${LANGS[i % 8]}.cab`, url: `http://download.example.com/${kb}/${LANGS[i % 8]}.cab`, size: 500 + i, sha256: hex(1), language: LANGS[i % 8]! },
-        { name: `kb${kb}-${LANGS[(i + 3) % 8]}.cab`, url: `http://download.example.com/${kb}/${LANGS[(i + 3) % 8]}.cab`, size: 500 + i, sha256: hex(2), language: LANGS[(i + 3) % 8]! },
+        { name: `kb${kb}-x64.msu`, url: `http://download.example.com/${kb}/kb${kb}-x64.msu`, size: 1000 + i, sha256: hex(0), language: 'neutral', installer: { type: 'wusa' } },
+        { name: `kb${kb}-${LANGS[i % 8]}.cab`, url: `http://download.example.com/${kb}/${LANGS[i % 8]}.cab`, size: 500 + i, sha256: hex(1), language: LANGS[i % 8]!, installer: { type: 'dism' } },
+        { name: `kb${kb}-${LANGS[(i + 3) % 8]}.cab`, url: `http://download.example.com/${kb}/${LANGS[(i + 3) % 8]}.cab`, size: 500 + i, sha256: hex(2), language: LANGS[(i + 3) % 8]!, installer: { type: 'dism' } },
       ],
     };
   }
@@ -65,18 +65,18 @@ async function limit(dbFile: string, n: number): Promise<void> {
   const db = openNative(dbFile);
   const start = performance.now();
   const up = db.prepare(`INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification, severity, cves, cve_details,
-    release_date, supersedes, vendor_superseded, restart, install_command, success_codes, reboot_codes, applicability, installed, more_info_url, languages, expired,
-    content_hash, release_version, first_version, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?)`);
-  const file = db.prepare('INSERT INTO update_files (update_id, sha256, name, url, size, language) VALUES (?,?,?,?,?,?)');
+    release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes, applicability, installed, more_info_url, languages, expired,
+    content_hash, release_version, first_version, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?)`);
+  const file = db.prepare('INSERT INTO update_files (update_id, sha256, name, url, size, language, position, installer) VALUES (?,?,?,?,?,?,?,?)');
   const cve = db.prepare('INSERT INTO update_cves (update_id, cve) VALUES (?,?)');
   const sup = db.prepare('INSERT INTO update_supersedes (update_id, kb) VALUES (?,?)');
   let rows = 0;
   db.exec('BEGIN IMMEDIATE');
   for (const u of generate(n)) {
     up.run(u.id, 1, u.kb, null, u.title, null, u.vendor, u.productFamily, u.product, u.classification, u.severity, JSON.stringify(u.cves), '[]', u.releaseDate,
-      JSON.stringify(u.supersedes), 0, u.restart, u.install.command, '[0]', '[3010,1641]', JSON.stringify(u.applicability), JSON.stringify(u.installed), null,
+      JSON.stringify(u.supersedes), 0, u.restart, '[0]', '[3010,1641]', JSON.stringify(u.applicability), JSON.stringify(u.installed), null,
       [...new Set(u.files.map((f) => f.language))].sort().join(','), 'x'.repeat(64), 'v1', 'v1', Date.now());
-    for (const f of u.files) file.run(u.id, f.sha256, f.name, f.url, f.size, f.language);
+    for (const [i, f] of u.files.entries()) file.run(u.id, f.sha256, f.name, f.url, f.size, f.language, i, JSON.stringify(f.installer));
     for (const c of u.cves) cve.run(u.id, c);
     for (const s of u.supersedes) sup.run(u.id, s);
     rows += 1 + u.files.length + u.cves.length + u.supersedes.length;
@@ -106,7 +106,7 @@ async function main(): Promise<void> {
     const keys = await generateKeys(join(dir, 'keys'));
     const catalog = join(dir, 'catalog.ndjson.gz');
     let t0 = performance.now();
-    await writeCatalog(catalog, { format: 'patchtree-catalog', formatVersion: 1, version: 'bench-1', publisher: 'bench', createdAt: new Date().toISOString(), updates: n }, generate(n));
+    await writeCatalog(catalog, { format: 'patchtree-catalog', formatVersion: 2, version: 'bench-1', publisher: 'bench', createdAt: new Date().toISOString(), updates: n }, generate(n));
     await signFile(catalog, await loadPrivateKey(keys.keyFile));
     const size = (await stat(catalog)).size;
     console.log(`catalog: ${n} updates, ${(size / 1e6).toFixed(1)} MB gzip, written in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

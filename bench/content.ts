@@ -82,12 +82,12 @@ async function main(): Promise<void> {
     // (1b) the node's downloader (hash, rate-limit bookkeeping, partial file, rename).
     const keys = await generateKeys(join(dir, 'keys'));
     const catalog = join(dir, 'catalog.ndjson.gz');
-    await writeCatalog(catalog, { format: 'patchtree-catalog', formatVersion: 1, version: 'b1', publisher: 'bench', createdAt: new Date().toISOString(), updates: 1 }, [{
+    await writeCatalog(catalog, { format: 'patchtree-catalog', formatVersion: 2, version: 'b1', publisher: 'bench', createdAt: new Date().toISOString(), updates: 1 }, [{
       id: 'bench-update', revision: 1, kb: '5000001', bulletin: null, title: 'Bench update', vendor: 'Microsoft', productFamily: 'Windows', product: 'Windows 11 Version 23H2 for x64-based Systems',
       classification: 'Security Updates', severity: 'Critical', cves: [], releaseDate: '2024-01-09', supersedes: [], restart: 'required',
-      install: { command: 'dism.exe /online /add-package /packagepath:"{file}"', successCodes: [0], rebootCodes: [3010] },
+      install: { successCodes: [0], rebootCodes: [3010] },
       applicability: { product: 'Windows 11 Version 23H2 for x64-based Systems' }, installed: { kb: '5000001' },
-      files: [{ name: 'update.cab', url, size, sha256, language: 'neutral' }],
+      files: [{ name: 'update.cab', url, size, sha256, language: 'neutral', installer: { type: 'dism' } }],
     }]);
     await signFile(catalog, await loadPrivateKey(keys.keyFile));
     const token = 'bench-admin-token-0123456789';

@@ -74,7 +74,7 @@ async function main(): Promise<void> {
     const keys = await generateKeys(join(dir, 'keys'));
     const key = await loadPrivateKey(keys.keyFile);
     const catalog = join(dir, 'big.ndjson.gz');
-    await writeCatalog(catalog, { format: 'patchtree-catalog', formatVersion: 1, version: 'b1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: n }, generate(n));
+    await writeCatalog(catalog, { format: 'patchtree-catalog', formatVersion: 2, version: 'b1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: n }, generate(n));
     await signFile(catalog, key);
     console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}`);
 
@@ -117,7 +117,7 @@ async function main(): Promise<void> {
     for (let i = 1; i <= Number(values.imports); i++) {
       const file = join(dir, `small-${i}.gz`);
       const updates = base.map((u, j) => (j === 0 ? { ...u, title: `revision ${i}` } : u));
-      await writeCatalog(file, { format: 'patchtree-catalog', formatVersion: 1, version: `s${i}`, publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1, 0, 0, i)).toISOString(), updates: updates.length }, updates);
+      await writeCatalog(file, { format: 'patchtree-catalog', formatVersion: 2, version: `s${i}`, publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1, 0, 0, i)).toISOString(), updates: updates.length }, updates);
       await signFile(file, key);
       const start = performance.now();
       await importCatalog(small, file);
@@ -140,7 +140,7 @@ async function main(): Promise<void> {
     const m = Number(values['children-updates']);
     const feeder = await startNode(dir, 'feeder', keys.pubFile);
     const feedCatalog = join(dir, 'feed.ndjson.gz');
-    await writeCatalog(feedCatalog, { format: 'patchtree-catalog', formatVersion: 1, version: 'f1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: m }, generate(m));
+    await writeCatalog(feedCatalog, { format: 'patchtree-catalog', formatVersion: 2, version: 'f1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: m }, generate(m));
     await signFile(feedCatalog, key);
     await importCatalog(feeder, feedCatalog);
     const Service = replicationService();

@@ -42,7 +42,7 @@ async function main(): Promise<void> {
     console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}`);
     const keys = await generateKeys(join(dir, 'keys'));
     const c1 = join(dir, 'c1.ndjson.gz');
-    await writeCatalog(c1, { format: 'patchtree-catalog', formatVersion: 1, version: 'r1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: nUpdates }, catalog(nUpdates));
+    await writeCatalog(c1, { format: 'patchtree-catalog', formatVersion: 2, version: 'r1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: nUpdates }, catalog(nUpdates));
     await signFile(c1, await loadPrivateKey(keys.keyFile));
     const node = await startNode(dir, 'site', keys.pubFile);
     await importCatalog(node, c1);

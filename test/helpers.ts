@@ -59,7 +59,7 @@ export async function writeSignedCatalog(dir: string, keys: Keys, name: string, 
 }
 
 export function header(version: string, updates: number, createdAt = new Date()): CatalogHeader {
-  return { format: 'patchtree-catalog', formatVersion: 1, version, publisher: 'test publisher', createdAt: createdAt.toISOString(), updates };
+  return { format: 'patchtree-catalog', formatVersion: 2, version, publisher: 'test publisher', createdAt: createdAt.toISOString(), updates };
 }
 
 /** A small valid update; override any field. */
@@ -80,11 +80,11 @@ export function sampleUpdate(n: number, over: Partial<CatalogUpdate> = {}): Cata
     releaseDate: `2024-01-${String((n % 28) + 1).padStart(2, '0')}`,
     supersedes: [],
     restart: 'may',
-    install: { command: 'wusa.exe "{file}" /quiet /norestart', successCodes: [0], rebootCodes: [3010] },
+    install: { successCodes: [0], rebootCodes: [3010] },
     applicability: { product: 'Windows 11 Version 23H2 for x64-based Systems' },
     installed: { kb },
     files: [
-      { name: `kb${kb}.msu`, url: `http://vendor.example/kb${kb}.msu`, size: 1000 + n, sha256: n.toString(16).padStart(64, 'a'), language: 'neutral' },
+      { name: `kb${kb}.msu`, url: `http://vendor.example/kb${kb}.msu`, size: 1000 + n, sha256: n.toString(16).padStart(64, 'a'), language: 'neutral', installer: { type: 'wusa' } },
     ],
     ...over,
   };
@@ -211,12 +211,12 @@ export function startAgent(
   state: string,
   token: string,
   inventory: string,
-  o: { interval?: number; installTimeout?: number; name?: string; stdout?: 'inherit' | 'ignore' } = {},
+  o: { interval?: number; installTimeout?: number; name?: string; stdout?: 'inherit' | 'ignore'; env?: NodeJS.ProcessEnv } = {},
 ): ChildProcess {
   const child = spawn(
     process.execPath,
     [BIN, 'agent', 'run', '--server', server, '--state', state, '--enrollment-token', token, '--inventory', `file:${inventory}`, '--interval', String(o.interval ?? 1), '--name', o.name ?? 'PC-1', '--install-timeout', String(o.installTimeout ?? 20)],
-    { env: { PATH: process.env['PATH'] }, stdio: ['ignore', o.stdout ?? 'inherit', 'inherit'] },
+    { env: { PATH: process.env['PATH'], ...o.env }, stdio: ['ignore', o.stdout ?? 'inherit', 'inherit'] },
   );
   const exited = new Promise((r) => child.once('exit', r));
   t.teardown(async () => {

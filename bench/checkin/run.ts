@@ -117,12 +117,12 @@ async function main(): Promise<void> {
       updates.push({
         id: `bench-${i}`, revision: 1, kb, bulletin: null, title: `Bench update ${i} (KB${kb})`, vendor: 'Microsoft', productFamily: 'Windows', product: PRODUCT,
         classification: 'Security Updates', severity: 'Critical', cves: [`CVE-2024-${20000 + i}`], releaseDate: '2024-01-09', supersedes: [], restart: 'required',
-        install: { command: 'wusa.exe "{file}" /quiet /norestart', successCodes: [0], rebootCodes: [3010, 1641] }, applicability: { product: PRODUCT }, installed: { kb },
-        files: [{ name: path.slice(1), url: `${vendorUrl}${path}`, size: data.length, sha256: createHash('sha256').update(data).digest('hex'), language: 'neutral' }],
+        install: { successCodes: [0], rebootCodes: [3010, 1641] }, applicability: { product: PRODUCT }, installed: { kb },
+        files: [{ name: path.slice(1), url: `${vendorUrl}${path}`, size: data.length, sha256: createHash('sha256').update(data).digest('hex'), language: 'neutral', installer: { type: 'wusa' } }],
       });
     }
     const cat = join(dir, 'c.ndjson.gz');
-    await writeCatalog(cat, { format: 'patchtree-catalog', formatVersion: 1, version: 'b1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: UPDATES }, updates);
+    await writeCatalog(cat, { format: 'patchtree-catalog', formatVersion: 2, version: 'b1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: UPDATES }, updates);
     await signFile(cat, key);
     const node = await startNode(dir, 'site', keys.pubFile);
     await importCatalog(node, cat);

@@ -1,16 +1,19 @@
-import { spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync, chmodSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CatalogIndex } from '../assessment/catalog-index.js';
 import { facts, type Inventory } from '../assessment/evaluate.js';
 import { installDecision, type Installation } from '../delivery/installation.js';
-import type { Assignment, Assignments } from '../delivery/engine.js';
+import { assignmentsSchema, type AssignedFile, type Assignment, type Assignments } from '../delivery/wire.js';
+import { FILE_NAME, formatExitCode } from '../delivery/installers.js';
+import type { EventType } from '../delivery/events.js';
+import { describeStep, runSteps } from './installer.js';
+import { describeError, updateStatuses, waitingText, type Progress } from './status.js';
 import { AgentStore, readCredentials, writeCredentials, type Credentials, type QueuedEvent } from './store.js';
 import { PatchLog } from './log.js';
 import type { InventoryProvider } from './inventory.js';
@@ -83,15 +86,26 @@ export class Agent {
   #control: Server | null = null;
   #flushBackoff = 0;
   #checkinBackoff = 0;
+  /** Set by a deploy that could not check in and worked from the last assignments. */
+  #offline: string | null = null;
   #nextCheckin = 0;
   #nextFlush = 0;
   #lastError: string | null = null;
   /** Updates already said to be waiting for a window, by the instant they wait for (so it is logged once). */
   #waiting = new Map<string, string>();
 
+  /** Absolute: every command line names its files by absolute path. */
+  readonly #downloads: string;
+  readonly #work: string;
+  #flushing: Promise<void> | null = null;
+  #flushTimer: NodeJS.Timeout | null = null;
+
   constructor(private readonly o: AgentOptions) {
     mkdirSync(o.state, { recursive: true, mode: 0o700 });
-    mkdirSync(join(o.state, 'downloads'), { recursive: true });
+    this.#downloads = resolve(o.state, 'downloads');
+    this.#work = resolve(o.state, 'work');
+    mkdirSync(this.#downloads, { recursive: true });
+    mkdirSync(this.#work, { recursive: true });
     this.store = new AgentStore(o.state);
     this.log = new PatchLog(o.state);
     this.#creds = readCredentials(o.state);
@@ -107,7 +121,13 @@ export class Agent {
       res = await fetch(new URL(path, creds.server), { ...init, headers: { authorization: `Bearer ${creds.secret}`, ...(init.headers as Record<string, string>) }, signal: AbortSignal.any(signals) });
     } catch (err) {
       if (signal?.aborted) throw err;
-      throw new Unreachable(`${creds.server} unreachable: ${(err as Error).message}${(err as { cause?: Error }).cause ? ` (${(err as { cause: Error }).cause.message})` : ''}`);
+      throw new Unreachable(`${creds.server} unreachable: ${describeError(err)}`);
+    }
+    // The node answers: events held back by a backoff can go now.
+    if (this.#flushBackoff) {
+      this.#flushBackoff = 0;
+      this.#nextFlush = 0;
+      if (this.store.queued()) this.#kickFlush();
     }
     if (res.status === 401) {
       await res.body?.cancel();
@@ -203,7 +223,9 @@ export class Agent {
     this.#running?.ctl.abort(new Error('the agent is stopping'));
     await this.#running?.done.catch(() => {});
     this.#wake?.();
+    if (this.#flushTimer) clearTimeout(this.#flushTimer);
     await this.#loopDone; // the loop may be sending events: the store stays open until it is out
+    await this.#flushing;
     await new Promise<void>((r) => (this.#control ? this.#control.close(() => r()) : r()));
     this.log.write('agent stopped');
     this.store.close();
@@ -219,17 +241,19 @@ export class Agent {
     const task = { name, trigger, startedAt, ctl, step: 'starting', done: Promise.resolve() };
     task.done = (async () => {
       try {
+        this.#offline = null;
         if (name === 'scan') await this.#scan(ctl.signal, (s) => (task.step = s));
         else await this.#deploy(ctl.signal, (s) => (task.step = s));
-        this.#checkinBackoff = 0;
-        this.#lastError = null;
+        // Worked from the last assignments: the node is still away, and the status says why.
+        if (!this.#offline) this.#checkinBackoff = 0;
+        this.#setLastError(this.#offline);
         this.log.write(`task ${name} finished`);
       } catch (err) {
         if (ctl.signal.aborted) {
           const reason = (ctl.signal.reason as Error | undefined)?.message ?? 'stopped';
           this.log.write(`task ${name} stopped during ${task.step}: ${reason}`);
         } else {
-          this.#lastError = (err as Error).message;
+          this.#setLastError(describeError(err));
           if (err instanceof Unreachable) {
             this.#checkinBackoff = Math.min(Math.max(this.#checkinBackoff * 2, 1000), 300_000);
             this.log.write(`task ${name} failed: ${(err as Error).message}; next try in about ${Math.round(this.#checkinBackoff / 1000)} s`);
@@ -244,6 +268,12 @@ export class Agent {
     this.#running = task;
     task.done.catch(() => {});
     return task;
+  }
+
+  #setLastError(e: string | null): void {
+    if (e === this.#lastError) return;
+    this.#lastError = e;
+    this.store.put('lastError', e);
   }
 
   /** Starts a task by hand (control socket); it runs in the background. */
@@ -265,18 +295,19 @@ export class Agent {
   }
 
   /** Check in now: fetch config and assignments (and scan at the next turn). */
-  async updateData(): Promise<{ assignments: number; scanIntervalMinutes: number }> {
+  async updateData(): Promise<{ assignments: number; waiting: number; scanIntervalMinutes: number }> {
     const cfg = await this.#config();
     const a = await this.#assignments();
-    this.log.write(`patch data updated by hand: ${a.items.length} assignment(s)`);
+    this.log.write(`patch data updated by hand: ${a.items.length} assignment(s), ${a.waiting.length} waiting`);
     this.store.put('scanRequested', true);
     this.#wake?.();
-    return { assignments: a.items.length, scanIntervalMinutes: cfg.scanIntervalMinutes };
+    return { assignments: a.items.length, waiting: a.waiting.length, scanIntervalMinutes: cfg.scanIntervalMinutes };
   }
 
   /** Resets the retry counters here and on the node. */
   async clearRetries(by: string): Promise<{ cleared: number }> {
     const cleared = this.store.clearCounters();
+    this.store.put('progress', {}); // what was settled or failed is tried again
     this.log.write(`retry counts cleared (${by}): ${cleared} update(s)`);
     try {
       await this.#json('/agent/v1/retries/clear', { method: 'POST', body: '{}' });
@@ -291,7 +322,7 @@ export class Agent {
 
   status() {
     const cfg = this.store.get<ConfigDoc>('config');
-    const a = this.store.get<{ etag: string; body: Assignments }>('assignments');
+    const a = this.#cachedAssignments();
     return {
       agentId: this.#creds?.agentId ?? null,
       server: this.#creds?.server ?? this.o.server,
@@ -302,9 +333,11 @@ export class Agent {
       nextCheckIn: this.#nextCheckin ? new Date(this.#nextCheckin).toISOString() : null,
       scanIntervalMinutes: cfg?.scanIntervalMinutes ?? null,
       assignments: a?.body.items.length ?? 0,
+      waitingForFiles: a?.body.waitingForFiles ?? 0,
       eventsQueued: this.store.queued(),
       retries: this.store.allCounters().filter((c) => c.download > 0 || c.install > 0),
       lastError: this.#lastError,
+      updates: updateStatuses(a?.body ?? null, this.#progress()),
     };
   }
 
@@ -370,16 +403,50 @@ export class Agent {
 
   /* ---------------- deploy ---------------- */
 
+  /** The last assignments, if they are of this version's shape (an upgraded agent fetches them afresh). */
+  #cachedAssignments(): { etag: string; body: Assignments } | null {
+    const c = this.store.get<{ etag: string; body: unknown }>('assignments');
+    const body = c ? assignmentsSchema.safeParse(c.body) : null;
+    return c && body?.success ? { etag: c.etag, body: body.data } : null;
+  }
+
   async #assignments(signal?: AbortSignal): Promise<Assignments> {
-    const cached = this.store.get<{ etag: string; body: Assignments }>('assignments');
+    const cached = this.#cachedAssignments();
     const res = await this.#fetch('/agent/v1/assignments', { headers: cached ? { 'if-none-match': cached.etag } : {} }, signal);
     this.store.put('lastCheckIn', new Date().toISOString());
     if (res.status === 304 && cached) return cached.body;
     const text = await res.text();
     if (res.status !== 200) throw new Error(`GET /agent/v1/assignments: HTTP ${res.status} ${text.slice(0, 200)}`);
-    const body = JSON.parse(text) as Assignments;
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch (err) {
+      throw new Error(`GET /agent/v1/assignments: not JSON: ${(err as Error).message}`);
+    }
+    const parsed = assignmentsSchema.safeParse(raw);
+    if (!parsed.success) {
+      const i = parsed.error.issues[0];
+      throw new Error(`GET /agent/v1/assignments: not understood (${i?.path.join('.')}: ${i?.message}); is the node a different version?`);
+    }
+    const body = parsed.data;
     this.store.put('assignments', { etag: res.headers.get('etag') ?? '', body });
+    // What the node no longer lists is done with here too.
+    const listed = new Set([...body.items, ...body.waiting].map((i) => i.updateId));
+    const progress = this.#progress();
+    if (Object.keys(progress).some((id) => !listed.has(id))) this.store.put('progress', Object.fromEntries(Object.entries(progress).filter(([id]) => listed.has(id))));
     return body;
+  }
+
+  #progress(): Record<string, Progress> {
+    return this.store.get<Record<string, Progress>>('progress') ?? {};
+  }
+
+  /** Records what an update is doing now (the status shows it, also when the agent is not running). */
+  #setProgress(updateId: string, p: Omit<Progress, 'at' | 'lastError'> & { lastError?: string | null }): void {
+    const all = this.#progress();
+    const prev = all[updateId];
+    all[updateId] = { ...p, lastError: p.lastError === undefined ? (prev?.lastError ?? null) : p.lastError, at: new Date().toISOString() };
+    this.store.put('progress', all);
   }
 
   async #deploy(signal: AbortSignal, step: (s: string) => void): Promise<void> {
@@ -393,11 +460,22 @@ export class Agent {
       assignments = await this.#assignments(signal);
     } catch (err) {
       // Without the node, what was assigned before is still installed on schedule.
-      const cached = this.store.get<{ body: Assignments }>('assignments');
+      const cached = this.#cachedAssignments();
       if (!(err instanceof Unreachable) || !cached) throw err;
       this.log.write(`check-in failed (${(err as Error).message}); working from the last assignments`);
+      this.#offline = describeError(err);
       this.#checkinBackoff = Math.min(Math.max(this.#checkinBackoff * 2, 1000), 300_000);
       assignments = cached.body;
+    }
+    // Said once per reason; a ceiling was said when it was reached.
+    for (const w of assignments.waiting ?? []) {
+      if (w.reason === 'retry-ceiling') continue;
+      const kb = w.kb ? `KB${w.kb}` : w.updateId;
+      const text = waitingText(w);
+      if (this.#waiting.get(w.updateId) !== text) {
+        this.#waiting.set(w.updateId, text);
+        this.log.write(`${kb}: assigned, waiting for ${text}`);
+      }
     }
     let installed = 0;
     for (const item of assignments.items) {
@@ -412,22 +490,27 @@ export class Agent {
     }
   }
 
-  /** Downloads and (when allowed) installs one update; true when it installed. */
+  /** Downloads and (when allowed) installs one update; true when something installed. */
   async #deliver(item: Assignment, policy: Assignments['policies'][number], signal: AbortSignal, step: (s: string) => void): Promise<boolean> {
     const kb = item.kb ? `KB${item.kb}` : item.updateId;
     let c = this.store.counters(item.updateId);
-    if (item.retriesClearedAt && item.retriesClearedAt !== c.clearedAt) {
+    const cleared = Boolean(item.retriesClearedAt && item.retriesClearedAt !== c.clearedAt);
+    if (cleared) {
       c = { download: 0, install: 0, clearedAt: item.retriesClearedAt, ceilingReported: false };
       this.store.setCounters(item.updateId, c);
       this.log.write(`${kb}: retry counts cleared by the node`);
     }
+    // Installed, restart pending or not applicable here: not run again (the node stops listing it once it has the events).
+    const done = this.#progress()[item.updateId];
+    if (done?.settled && !cleared && (done.clearedAt ?? null) === item.retriesClearedAt) return false;
     const ceilings = policy.installation.retries;
     // Said once, as soon as a failure reaches the ceiling (the node stops offering
     // the update when it counts the same failures, so there may be no next time).
     const atCeiling = (): boolean => {
       if (c.download < ceilings.download && c.install < ceilings.install) return false;
+      const what = c.download >= ceilings.download ? `${c.download} failed downloads` : `${c.install} failed installs`;
+      this.#setProgress(item.updateId, { state: 'ceiling-reached', waitingFor: `the retry counts to be cleared (retry ceiling reached after ${what}): patchtree agent clear-retries, or the node's clear` });
       if (!c.ceilingReported) {
-        const what = c.download >= ceilings.download ? `${c.download} failed downloads` : `${c.install} failed installs`;
         this.log.write(`${kb}: retry ceiling reached after ${what}; not trying it again until the retry counts are cleared`);
         this.#event(item, 'ceiling-reached', Math.max(c.download, c.install), { message: what });
         c = { ...c, ceilingReported: true };
@@ -436,26 +519,38 @@ export class Agent {
       return true;
     };
     if (atCeiling()) return false;
+    const downloadFailed = (message: string): false => {
+      c = { ...c, download: c.download + 1 };
+      this.store.setCounters(item.updateId, c);
+      this.#event(item, 'download-failed', c.download, { message });
+      this.#setProgress(item.updateId, { state: 'failed', waitingFor: `the next try (download attempt ${c.download} of ${ceilings.download} failed)`, lastError: message });
+      atCeiling();
+      return false;
+    };
     // Download (at any time), then install when a window or the deadline allows.
     step(`downloading ${kb}`);
     const paths: string[] = [];
     for (const f of item.files) {
-      const path = join(this.o.state, 'downloads', f.sha256);
+      let path: string;
+      try {
+        path = this.#downloadPath(f);
+      } catch (err) {
+        this.log.write(`${kb}: ${(err as Error).message}`);
+        return downloadFailed((err as Error).message);
+      }
       if (!existsSync(path)) {
         const attempt = c.download + 1;
         this.#event(item, 'download-started', attempt);
+        this.#setProgress(item.updateId, { state: 'downloading', waitingFor: `${f.name} (${f.size} bytes) from the node` });
         try {
           await this.#download(f, path, signal);
           this.#event(item, 'download-completed', attempt);
           this.log.write(`${kb}: downloaded ${f.name} (${f.size} bytes, sha256 verified)`);
         } catch (err) {
           if (signal.aborted) throw err;
-          c = { ...c, download: c.download + 1 };
-          this.store.setCounters(item.updateId, c);
-          this.#event(item, 'download-failed', attempt, { message: (err as Error).message });
-          this.log.write(`${kb}: download of ${f.name} failed (attempt ${attempt} of ${ceilings.download}): ${(err as Error).message}`);
-          atCeiling();
-          return false;
+          const why = describeError(err);
+          this.log.write(`${kb}: download of ${f.name} failed (attempt ${attempt} of ${ceilings.download}): ${why}`);
+          return downloadFailed(`${f.name}: ${why}`);
         }
       }
       paths.push(path);
@@ -463,6 +558,8 @@ export class Agent {
     const d = installDecision(policy.installation, { startAt: new Date(policy.startAt), deadline: policy.deadline ? new Date(policy.deadline) : null }, new Date(), localZone());
     if (!d.install) {
       const next = d.next ? d.next.toISOString() : 'no window in the next week';
+      const until = `a maintenance window (${d.reason}; next opens ${next})${policy.deadline ? ` or the deadline ${policy.deadline}` : ''}`;
+      this.#setProgress(item.updateId, { state: 'downloaded', waitingFor: until });
       if (this.#waiting.get(item.updateId) !== next) {
         this.#waiting.set(item.updateId, next);
         this.log.write(`${kb}: downloaded; waiting for a maintenance window to install (${d.reason}; next: ${next})`);
@@ -475,42 +572,88 @@ export class Agent {
       const got = await sha256File(paths[i]!);
       if (got !== f.sha256) {
         rmSync(paths[i]!, { force: true });
-        c = { ...c, download: c.download + 1 };
-        this.store.setCounters(item.updateId, c);
-        this.#event(item, 'download-failed', c.download, { message: `sha256 mismatch before install: ${got}` });
         this.log.write(`${kb}: ${f.name} refused before install: sha256 is ${got}, expected ${f.sha256}; deleted`);
-        atCeiling();
-        return false;
+        return downloadFailed(`sha256 mismatch before install: ${got}`);
       }
     }
     step(`installing ${kb}`);
     const attempt = c.install + 1;
-    const command = item.command.replaceAll('{file}', paths[0] ?? '');
+    const installFailed = (message: string, exitCode: number | null): false => {
+      c = { ...c, install: c.install + 1 };
+      this.store.setCounters(item.updateId, c);
+      this.#event(item, 'install-failed', attempt, { ...(exitCode !== null ? { exitCode } : {}), message });
+      this.#setProgress(item.updateId, { state: 'failed', waitingFor: `the next try (install attempt ${attempt} of ${ceilings.install} failed)`, lastError: message });
+      atCeiling();
+      return false;
+    };
     this.#event(item, 'install-started', attempt);
-    this.log.write(`${kb}: installing (attempt ${attempt} of ${ceilings.install}, ${d.reason === 'deadline' ? 'deadline passed' : d.reason === 'window' ? 'inside a maintenance window' : 'any time allowed'}): ${command}`);
-    const r = await this.#runInstaller(command, signal);
+    this.#setProgress(item.updateId, { state: 'installing', waitingFor: null });
+    const why = d.reason === 'deadline' ? 'deadline passed' : d.reason === 'window' ? 'inside a maintenance window' : 'any time allowed';
+    const runnable = item.files.filter((f) => f.installer).length;
+    if (!runnable) {
+      const message = `the catalog names no installer for ${item.files.map((f) => f.name).join(', ') || 'any file'}; nothing can install it`;
+      this.log.write(`${kb}: install failed (attempt ${attempt} of ${ceilings.install}): ${message}`);
+      return installFailed(message, null);
+    }
+    this.log.write(`${kb}: installing (attempt ${attempt} of ${ceilings.install}, ${why}): ${runnable} step(s)`);
+    let n = 0;
+    const r = await runSteps(item, paths, {
+      work: this.#work,
+      timeoutSeconds: this.o.installTimeoutSeconds,
+      signal,
+      onStep: (cmd) => this.log.write(`${kb}: step ${++n}: ${cmd.line}`),
+    });
     if (signal.aborted) throw signal.reason as Error;
-    if (r.code !== null && item.successCodes.includes(r.code)) {
-      this.#event(item, 'install-succeeded', attempt, { exitCode: r.code, message: r.output });
-      this.log.write(`${kb}: installed (exit code ${r.code})`);
-      return true;
+    for (const s of r.steps) this.log.write(`${kb}: ${describeStep(s)}`);
+    const exit = r.code !== null ? { exitCode: r.code } : {};
+    const code = r.code === null ? '' : ` (exit code ${formatExitCode(r.code)})`;
+    switch (r.result) {
+      case 'installed':
+        this.#event(item, 'install-succeeded', attempt, { ...exit, message: r.summary });
+        this.#setProgress(item.updateId, { state: 'installed', waitingFor: null, lastError: null, settled: true, clearedAt: item.retriesClearedAt });
+        this.log.write(`${kb}: installed${code}`);
+        return true;
+      case 'reboot':
+        this.#event(item, 'reboot-pending', attempt, { ...exit, message: r.summary });
+        this.#setProgress(item.updateId, { state: 'reboot-pending', waitingFor: 'a restart of this computer', lastError: null, settled: true, clearedAt: item.retriesClearedAt });
+        this.log.write(`${kb}: installed, restart required (${r.code === null ? 'no exit code' : `exit code ${formatExitCode(r.code)}`}; restart mode ${policy.installation.restart.mode})`);
+        return true;
+      case 'not-applicable':
+        // No attempt counted: nothing failed, the update is not for this computer.
+        this.#event(item, 'install-not-applicable', attempt, { ...exit, message: r.summary });
+        this.#setProgress(item.updateId, { state: 'not-applicable', waitingFor: null, lastError: null, settled: true, clearedAt: item.retriesClearedAt });
+        this.log.write(`${kb}: not applicable to this computer${code}: no step applied`);
+        return false;
+      case 'failed': {
+        const failed = r.steps.find((s) => s.outcome === 'failed');
+        const message = `${failed ? describeStep(failed) : r.summary}${failed?.output ? `; output: ${failed.output}` : ''}`;
+        const cause = failed?.why ?? (r.code === null ? 'no exit code' : `exit code ${formatExitCode(r.code)}`);
+        this.log.write(`${kb}: install failed (attempt ${attempt} of ${ceilings.install}): ${cause}${failed?.output ? `; output: ${failed.output}` : ''}`);
+        return installFailed(message, r.code);
+      }
     }
-    if (r.code !== null && item.rebootCodes.includes(r.code)) {
-      this.#event(item, 'reboot-pending', attempt, { exitCode: r.code, message: r.output });
-      this.log.write(`${kb}: installed, restart required (exit code ${r.code}; restart mode ${policy.installation.restart.mode})`);
-      return true;
+  }
+
+  /** `<state>/downloads/<sha256>/<catalog file name>`, absolute; a file of the old layout (`downloads/<sha256>`) is moved there. */
+  #downloadPath(f: AssignedFile): string {
+    if (!FILE_NAME.test(f.name)) throw new Error(`refused the file name ${JSON.stringify(f.name)}: not a plain file name`);
+    const dir = join(this.#downloads, f.sha256);
+    const path = join(dir, f.name);
+    if (existsSync(dir) && !statSync(dir).isDirectory()) {
+      renameSync(dir, `${dir}.old`);
+      mkdirSync(dir, { recursive: true });
+      renameSync(`${dir}.old`, path);
     }
-    c = { ...c, install: c.install + 1 };
-    this.store.setCounters(item.updateId, c);
-    const why = r.timedOut ? `timed out after ${this.o.installTimeoutSeconds} s` : r.code === null ? `ended by signal ${r.signal}` : `exit code ${r.code}`;
-    this.#event(item, 'install-failed', attempt, { ...(r.code !== null ? { exitCode: r.code } : {}), message: `${why}: ${r.output}` });
-    this.log.write(`${kb}: install failed (attempt ${attempt} of ${ceilings.install}): ${why}${r.output ? `; output: ${r.output}` : ''}`);
-    atCeiling();
-    return false;
+    if (existsSync(`${dir}.part`)) {
+      mkdirSync(dir, { recursive: true });
+      renameSync(`${dir}.part`, `${path}.part`);
+    }
+    return path;
   }
 
   /** Fetches a file from the node into `path`, resuming a partial download with Range; verified before it is kept. */
-  async #download(f: Assignment['files'][number], path: string, signal: AbortSignal): Promise<void> {
+  async #download(f: AssignedFile, path: string, signal: AbortSignal): Promise<void> {
+    mkdirSync(dirname(path), { recursive: true });
     const part = `${path}.part`;
     let have = existsSync(part) ? statSync(part).size : 0;
     if (have > f.size) {
@@ -519,8 +662,8 @@ export class Agent {
     }
     const res = await this.#fetch(f.url, { headers: have ? { range: `bytes=${have}-` } : {}, timeoutMs: 24 * 3_600_000 }, signal);
     if (res.status !== 200 && res.status !== 206) {
-      await res.body?.cancel();
-      throw new Error(`HTTP ${res.status}`);
+      const text = await res.text().catch(() => '');
+      throw new Error(`HTTP ${res.status}${text ? ` ${text.slice(0, 200)}` : ''}`);
     }
     const append = res.status === 206;
     if (append) this.log.write(`${f.name}: resuming at byte ${have} of ${f.size}`);
@@ -535,53 +678,34 @@ export class Agent {
     renameSync(part, path);
   }
 
-  #runInstaller(command: string, signal: AbortSignal): Promise<{ code: number | null; signal: string | null; timedOut: boolean; output: string }> {
-    return new Promise((resolve) => {
-      const child = spawn(command, { shell: true, detached: process.platform !== 'win32', stdio: ['ignore', 'pipe', 'pipe'] });
-      let output = '';
-      const keep = (b: Buffer) => {
-        output = (output + b.toString('utf8')).slice(-1000);
-      };
-      child.stdout.on('data', keep);
-      child.stderr.on('data', keep);
-      let timedOut = false;
-      const kill = () => {
-        try {
-          if (process.platform === 'win32') child.kill('SIGKILL');
-          else process.kill(-child.pid!, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      };
-      const timer = setTimeout(() => {
-        timedOut = true;
-        kill();
-      }, this.o.installTimeoutSeconds * 1000);
-      const onAbort = () => kill();
-      signal.addEventListener('abort', onAbort, { once: true });
-      child.on('error', (err) => {
-        output = err.message;
-      });
-      child.on('close', (code, sig) => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
-        resolve({ code: timedOut ? null : code, signal: sig, timedOut, output: output.trim().slice(-500) });
-      });
-    });
-  }
-
   /* ---------------- events ---------------- */
 
-  #event(item: Assignment, type: string, attempt: number, extra: { exitCode?: number; message?: string } = {}): void {
+  /** Queues an event; it is sent within a moment, while the task goes on (the node sees each step as it happens). */
+  #event(item: Assignment, type: EventType, attempt: number, extra: { exitCode?: number; message?: string } = {}): void {
     const e: QueuedEvent = { id: randomUUID(), updateId: item.updateId, policyId: item.policyId, type, attempt: Math.max(1, attempt), at: new Date().toISOString(), ...extra };
     if (e.message) e.message = e.message.slice(0, 2000);
     this.store.enqueue(e);
-    this.#nextFlush = 0;
+    this.#kickFlush();
   }
 
-  /** Sends queued events until the queue is empty or the node is away (then backs off with jitter). */
-  async flushEvents(): Promise<void> {
+  /** A flush soon: 100 ms gathers the events of one step into a batch; a backoff from a failed send still holds. */
+  #kickFlush(): void {
+    if (this.#stopping || this.#flushTimer) return;
+    this.#flushTimer = setTimeout(() => {
+      this.#flushTimer = null;
+      void this.flushEvents();
+    }, Math.max(100, this.#nextFlush - Date.now()));
+  }
+
+  /** Sends queued events until the queue is empty or the node is away (then backs off with jitter); one flush at a time. */
+  flushEvents(): Promise<void> {
+    this.#flushing ??= this.#flush().finally(() => (this.#flushing = null));
+    return this.#flushing;
+  }
+
+  async #flush(): Promise<void> {
     for (;;) {
+      if (this.#stopping && this.#stopCtl.signal.aborted) return;
       const batch = this.store.pending(500);
       if (!batch.length) return;
       try {

@@ -6,6 +6,8 @@ import { controlRequest, NotRunning, Refused } from './control.js';
 import { inventoryProvider } from './inventory.js';
 import { PatchLog } from './log.js';
 import { AgentStore, readCredentials } from './store.js';
+import { updateStatuses, type Progress, type UpdateStatus } from './status.js';
+import type { Assignments } from '../delivery/wire.js';
 
 export const AGENT_USAGE = `patchtree agent: the software update agent of a managed computer
 
@@ -136,9 +138,12 @@ async function status(args: string[]): Promise<number> {
         task: null,
         lastScan: store.get('lastScan'),
         lastCheckIn: store.get('lastCheckIn'),
-        assignments: store.get<{ body: { items: unknown[] } }>('assignments')?.body.items.length ?? 0,
+        assignments: store.get<{ body: Assignments }>('assignments')?.body.items.length ?? 0,
+        waitingForFiles: store.get<{ body: Assignments }>('assignments')?.body.waitingForFiles ?? 0,
         eventsQueued: store.queued(),
         retries: store.allCounters().filter((c) => c.download > 0 || c.install > 0),
+        lastError: store.get<string>('lastError'),
+        updates: updateStatuses(store.get<{ body: Assignments }>('assignments')?.body ?? null, store.get<Record<string, Progress>>('progress') ?? {}),
       };
     } finally {
       store.close();
@@ -153,7 +158,15 @@ async function status(args: string[]): Promise<number> {
   console.log(`agent ${s['agentId'] ?? '(not enrolled)'} on ${s['server'] ?? '?'}: ${s['running'] ? 'running' : 'not running'}`);
   console.log(`task: ${t ? `${t.name} since ${t.startedAt} (${t.step})` : 'none'}`);
   console.log(`last scan: ${scan ? `${scan.at}: ${scan.required} required (${Object.entries(scan.bySeverity).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'})` : 'never'}`);
-  console.log(`last check-in: ${s['lastCheckIn'] ?? 'never'}; assignments: ${s['assignments']}; events queued: ${s['eventsQueued']}`);
+  const updates = (s['updates'] ?? []) as UpdateStatus[];
+  const waiting = updates.filter((u) => u.state === 'waiting').length;
+  console.log(`last check-in: ${s['lastCheckIn'] ?? 'never'}; assignments: ${s['assignments']}${waiting ? ` (and ${waiting} waiting)` : ''}; events queued: ${s['eventsQueued']}`);
+  if (s['lastError']) console.log(`last error: ${s['lastError']}`);
+  for (const u of updates) {
+    const name = u.kb ? `KB${u.kb}` : u.updateId;
+    console.log(`  ${name.padEnd(10)} ${u.state.padEnd(15)}${u.waitingFor ? ` waiting for ${u.waitingFor}` : ''}${u.lastError ? `; last error: ${u.lastError}` : ''}`);
+  }
+  if (!updates.length) console.log(s['lastCheckIn'] ? 'nothing is assigned to this computer: no policy delivers an update it requires (see docs/agent.md, "When nothing installs")' : 'no check-in yet');
   for (const r of s['retries'] as { updateId: string; download: number; install: number }[]) console.log(`retries: ${r.updateId}: ${r.download} failed download(s), ${r.install} failed install(s)`);
   return 0;
 }

@@ -6,7 +6,7 @@ import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { facts, type Inventory } from './evaluate.js';
 import { CatalogIndex, type Entry, type State, type UpdateRow } from './catalog-index.js';
-import { applyDelta, type Report } from './inventory.js';
+import { applyDelta, inventoryLanguages, type Report } from './inventory.js';
 
 /**
  * System assessment: which updates each computer needs. One writer (a queue of
@@ -481,8 +481,8 @@ export class Assessor {
     if (old) {
       id = old.id;
       w.push([
-        'UPDATE computers SET name = ?, os_family = ?, os_name = ?, os_version = ?, arch = ?, language = ?, agent_version = coalesce(?, agent_version), inventory = ?, scan_id = ?, last_scan_at = ? WHERE id = ?',
-        [r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, r.agentVersion ?? null, json, scanId, now, id],
+        'UPDATE computers SET name = ?, os_family = ?, os_name = ?, os_version = ?, arch = ?, language = ?, languages = ?, agent_version = coalesce(?, agent_version), inventory = ?, scan_id = ?, last_scan_at = ? WHERE id = ?',
+        [r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, inventoryLanguages(inv).join(','), r.agentVersion ?? null, json, scanId, now, id],
       ]);
     } else {
       if (enrollmentTokenId) {
@@ -500,8 +500,8 @@ export class Assessor {
       ctx.nextId ??= Number((await this.db.get<{ id: number }>('SELECT coalesce(max(id), 0) + 1 AS id FROM computers', []))?.id ?? 1);
       id = ctx.nextId++;
       w.push([
-        'INSERT INTO computers (id, agent_key, name, os_family, os_name, os_version, arch, language, agent_version, inventory, scan_id, last_scan_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)',
-        [id, r.agentKey, r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, r.agentVersion ?? null, json, scanId, now, now],
+        'INSERT INTO computers (id, agent_key, name, os_family, os_name, os_version, arch, language, languages, agent_version, inventory, scan_id, last_scan_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)',
+        [id, r.agentKey, r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, inventoryLanguages(inv).join(','), r.agentVersion ?? null, json, scanId, now, now],
       ]);
     }
     // The product index of this computer, when its products changed.

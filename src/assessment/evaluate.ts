@@ -13,7 +13,7 @@ import type { Cmp, Rule } from '../catalog/rules.js';
 /** A computer's inventory, as an agent reports it. Absent lists were not collected. */
 export interface Inventory {
   os: { family: string; name?: string; version?: string; arch?: string; language?: string };
-  products?: { name: string; version?: string }[];
+  products?: { name: string; version?: string; languages?: string[]; patches?: string[] }[];
   kbs?: string[];
   files?: { path: string; version?: string }[];
   registry?: { key: string; value?: string; data?: string | number }[];

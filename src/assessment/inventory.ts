@@ -22,7 +22,14 @@ export const osSchema = z.strictObject({
   language: language.optional(),
 });
 
-const product = z.strictObject({ name: str(300), version: version.optional() });
+const product = z.strictObject({
+  name: str(300),
+  version: version.optional(),
+  /** The product's installed languages (an Office suite's language packs and proofing tools): the files it is given. */
+  languages: z.array(language).max(200).optional(),
+  /** MSI patch codes applied to the product (GUIDs, as Windows Installer lists them). */
+  patches: z.array(z.string().regex(/^\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}$/, 'a GUID in braces')).max(5000).optional(),
+});
 const file = z.strictObject({ path: str(1000), version: version.optional() });
 const registry = z.strictObject({ key: str(1000), value: str(1000).optional(), data: z.union([z.string().max(1000), z.number()]).optional() });
 
@@ -93,4 +100,12 @@ export function applyDelta(base: Inventory, d: Delta): Inventory {
     if (n > max) throw new RangeError(`${list}: ${n} entries after the delta, at most ${max}`);
   }
   return out;
+}
+
+/** A computer's languages: the OS's and its products', lowercase, sorted, once each. */
+export function inventoryLanguages(inv: Inventory): string[] {
+  const all = new Set<string>();
+  if (inv.os.language) all.add(inv.os.language.toLowerCase());
+  for (const p of inv.products ?? []) for (const l of p.languages ?? []) all.add(l.toLowerCase());
+  return [...all].sort();
 }

@@ -28,6 +28,8 @@ export const computers = sqliteTable('computers', {
   osVersion: text('os_version'),
   arch: text('arch'),
   language: text('language'),
+  /** Every language of the computer (OS and installed products such as Office language packs), sorted, comma-separated: the files it is given. */
+  languages: text('languages').notNull().default(''),
   agentVersion: text('agent_version'),
   inventory: text('inventory').notNull(),
   scanId: integer('scan_id').notNull(),

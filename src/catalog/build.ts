@@ -4,7 +4,7 @@ import { readFile, rename, rm } from 'node:fs/promises';
 import { gunzipSync, createGzip } from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import { FORMAT, FORMAT_VERSION, catalogUpdateSchema, type CatalogHeader, type CatalogUpdate } from './format.js';
+import { FORMAT, FORMAT_VERSION, catalogUpdateSchema, type CatalogHeader, type CatalogUpdate, type CatalogUpdateV1 } from './format.js';
 import { cvrfRules, cvrfToUpdate, fixKey, mergeFixes, parseCvrf, type CvrfFix } from './convert/cvrf.js';
 import { parseWsus } from './convert/wsus.js';
 import { maxSeverity } from './convert/util.js';
@@ -39,6 +39,8 @@ export interface BuildSummary {
   skippedFixes: Record<string, number>;
   skippedFixesTotal: number;
   skippedFiles: number;
+  /** Files the catalog names no installer for (an .exe whose arguments are not known): downloaded, never run. */
+  noInstaller: number;
 }
 
 /** Reads a feed file (gzip'd or not) and parses it; errors name the file. */
@@ -95,8 +97,11 @@ export function joinFeeds(fixes: Map<string, CvrfFix>, wsus: CatalogUpdate[]): {
   return { updates: out, joined };
 }
 
-/** Writes a catalog file (gzip'd NDJSON) atomically: to a temporary name, then renamed. */
-export async function writeCatalog(out: string, header: CatalogHeader, updates: Iterable<CatalogUpdate> | AsyncIterable<CatalogUpdate>): Promise<void> {
+/**
+ * Writes a catalog file (gzip'd NDJSON) atomically: to a temporary name, then renamed.
+ * Version-1 lines go with a version-1 header (tests and benches of old catalogs).
+ */
+export async function writeCatalog(out: string, header: CatalogHeader, updates: Iterable<CatalogUpdate | CatalogUpdateV1> | AsyncIterable<CatalogUpdate | CatalogUpdateV1>): Promise<void> {
   const tmp = `${out}.tmp-${process.pid}`;
   async function* lines(): AsyncGenerator<string> {
     yield `${JSON.stringify(header)}\n`;
@@ -123,10 +128,12 @@ export async function buildCatalog(opts: BuildOptions): Promise<BuildSummary> {
   }
   const wsusUpdates: CatalogUpdate[] = [];
   let skippedFiles = 0;
+  let noInstaller = 0;
   for (const f of opts.wsus) {
     const result = await parseInput(f, parseWsus);
     wsusUpdates.push(...result.updates);
     skippedFiles += result.skippedFiles;
+    noInstaller += result.noInstaller;
   }
   const { updates, joined } = joinFeeds(fixes, wsusUpdates);
   // The same WSUS update may come from two exports: keep the first.
@@ -164,6 +171,7 @@ export async function buildCatalog(opts: BuildOptions): Promise<BuildSummary> {
     skippedFixes,
     skippedFixesTotal: [...skipped.values()].reduce((a, b) => a + b, 0),
     skippedFiles,
+    noInstaller,
   };
 }
 

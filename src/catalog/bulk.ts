@@ -18,19 +18,19 @@ export const INSERT_NEW_TABLE = 'CREATE TEMP TABLE IF NOT EXISTS bulk_payloads (
 export const INSERT_NEW = {
   load: "INSERT INTO temp.bulk_payloads (n, id, v) SELECT key, value ->> 'id', jsonb(value) FROM json_each(?)",
   updates: `INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
-    severity, custom_severity_id, cves, cve_details, release_date, supersedes, vendor_superseded, restart, install_command, success_codes, reboot_codes,
+    severity, custom_severity_id, cves, cve_details, release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes,
     applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at)
     SELECT id, v ->> 'revision', v ->> 'kb', v ->> 'bulletin', v ->> 'title', v ->> 'description', v ->> 'vendor', v ->> 'productFamily',
       v ->> 'product', v ->> 'classification', v ->> 'severity',
       (SELECT cs.id FROM custom_severities cs WHERE cs.origin_key = v ->> 'customSeverity'),
       v -> 'cves', coalesce(v -> 'cveDetails', '[]'), v ->> 'releaseDate', v -> 'supersedes', CASE WHEN v ->> 'superseded' THEN 1 ELSE 0 END,
-      v ->> 'restart', v ->> '$.install.command', v -> '$.install.successCodes', v -> '$.install.rebootCodes', v -> 'applicability', v -> 'installed',
+      v ->> 'restart', v -> '$.install.successCodes', v -> '$.install.rebootCodes', v -> 'applicability', v -> 'installed',
       v ->> 'moreInfoUrl', (SELECT coalesce(group_concat(l, ','), '') FROM (SELECT DISTINCT f.value ->> 'language' AS l FROM json_each(v, '$.files') f ORDER BY l)),
       CASE WHEN v ->> 'expired' THEN 1 ELSE 0 END, v ->> 'contentHash', v ->> 'releaseVersion', v ->> 'firstVersion', v ->> 'origin', ?
     FROM temp.bulk_payloads ORDER BY n`,
-  files: `INSERT OR IGNORE INTO update_files (update_id, sha256, name, url, size, language)
-    SELECT p.id, f.value ->> 'sha256', f.value ->> 'name', f.value ->> 'url', f.value ->> 'size', f.value ->> 'language'
-    FROM temp.bulk_payloads p, json_each(p.v, '$.files') f`,
+  files: `INSERT OR IGNORE INTO update_files (update_id, sha256, name, url, size, language, position, installer)
+    SELECT p.id, f.value ->> 'sha256', f.value ->> 'name', f.value ->> 'url', f.value ->> 'size', f.value ->> 'language', f.key, json(f.value -> 'installer')
+    FROM temp.bulk_payloads p, json_each(p.v, '$.files') f ORDER BY p.n, f.key`,
   cves: "INSERT OR IGNORE INTO update_cves (update_id, cve) SELECT p.id, c.value FROM temp.bulk_payloads p, json_each(p.v, '$.cves') c",
   sups: "INSERT OR IGNORE INTO update_supersedes (update_id, kb) SELECT p.id, k.value FROM temp.bulk_payloads p, json_each(p.v, '$.supersedes') k",
   log: `INSERT INTO change_log (kind, key, op, languages, payload, created_at)

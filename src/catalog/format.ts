@@ -2,14 +2,18 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { formatPath, type FieldError } from '../lib/errors.js';
 import { validateRule, type Rule } from './rules.js';
+import { FILE_NAME, installerFromV1, installerSchema } from '../delivery/installers.js';
 
 /**
- * The catalog file format, version 1 (docs/catalog-format.md): gzip'd NDJSON, a
+ * The catalog file format, version 2 (docs/catalog-format.md): gzip'd NDJSON, a
  * header line then one update per line, with a detached signature file. Line-based
  * so that import and replication stream it: no step needs the whole file in memory.
+ * Version 2 says per file how it installs; a version-1 file (one command line per
+ * update) is still read, each line converted to version 2 (`fromV1`).
  */
 export const FORMAT = 'patchtree-catalog';
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
+export const FORMAT_VERSIONS = [1, 2] as const;
 
 export const SEVERITIES = ['Critical', 'Important', 'Moderate', 'Low'] as const;
 export const RESTART = ['required', 'may', 'never'] as const;
@@ -17,7 +21,7 @@ export const LANGUAGE_TAG = /^(neutral|[a-z]{2,3}(-[a-z0-9]{2,8})*)$/;
 
 export const catalogHeaderSchema = z.strictObject({
   format: z.literal(FORMAT),
-  formatVersion: z.literal(FORMAT_VERSION),
+  formatVersion: z.literal(FORMAT_VERSIONS),
   version: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/, 'letters, digits and . _ + - (at most 64)'),
   publisher: z.string().min(1).max(200),
   createdAt: z.iso.datetime({ offset: true }),
@@ -27,13 +31,15 @@ export type CatalogHeader = z.infer<typeof catalogHeaderSchema>;
 
 const ruleSchema = z.custom<Rule>((v) => validateRule(v) === null, { message: 'invalid rule' });
 
-export const catalogFileSchema = z.strictObject({
-  name: z.string().min(1).max(260),
+const fileV1 = {
+  name: z.string().regex(FILE_NAME, 'a plain file name: letters, digits, space and . _ ( ) + , = @ # ~ -; no path, no quote'),
   url: z.url({ protocol: /^https?$/ }).max(2048),
   size: z.number().int().min(0),
   sha256: z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 lowercase hex digits'),
   language: z.string().regex(LANGUAGE_TAG, 'expected a language tag or "neutral"'),
-});
+};
+/** A file of a version-2 line: `installer` says how it installs (absent: downloaded, not run). */
+export const catalogFileSchema = z.strictObject({ ...fileV1, installer: installerSchema.optional() });
 
 export const cveDetailSchema = z.strictObject({
   id: z.string().regex(/^CVE-\d{4}-\d{4,}$/),
@@ -44,7 +50,7 @@ export const cveDetailSchema = z.strictObject({
   baseScore: z.number().min(0).max(10).optional(),
 });
 
-export const catalogUpdateSchema = z.strictObject({
+const updateFields = {
   id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/, 'letters, digits and . _ : - (at most 100)'),
   revision: z.number().int().min(1),
   kb: z.string().regex(/^\d{4,8}$/, 'expected KB digits like "5034123"').nullable(),
@@ -62,17 +68,48 @@ export const catalogUpdateSchema = z.strictObject({
   supersedes: z.array(z.string().regex(/^\d{4,8}$/, 'expected KB digits')).max(1000),
   superseded: z.boolean().optional(),
   restart: z.enum(RESTART),
-  install: z.strictObject({
-    command: z.string().max(4000),
-    successCodes: z.array(z.number().int()).min(1).max(100),
-    rebootCodes: z.array(z.number().int()).max(100),
-  }),
   applicability: ruleSchema,
   installed: ruleSchema,
   moreInfoUrl: z.url().max(2048).optional(),
+};
+const codes = {
+  successCodes: z.array(z.number().int()).min(1).max(100),
+  rebootCodes: z.array(z.number().int()).max(100),
+};
+
+/** A version-2 update line: the form every node stores and replicates. `install` holds the exit codes of `exe` and `command` steps. */
+export const catalogUpdateSchema = z.strictObject({
+  ...updateFields,
+  install: z.strictObject(codes),
   files: z.array(catalogFileSchema).max(10000),
 });
 export type CatalogUpdate = z.infer<typeof catalogUpdateSchema>;
+
+/** A version-1 update line: one command line (`{file}` for the path) run for every file. */
+export const catalogUpdateSchemaV1 = z.strictObject({
+  ...updateFields,
+  install: z.strictObject({ command: z.string().max(4000), ...codes }),
+  files: z.array(z.strictObject(fileV1)).max(10000),
+});
+export type CatalogUpdateV1 = z.infer<typeof catalogUpdateSchemaV1>;
+
+/** A version-1 line as version 2: each file's installer from the update's command (installers.ts). */
+export function fromV1(u: CatalogUpdateV1): CatalogUpdate {
+  const { install, files, ...rest } = u;
+  return {
+    ...rest,
+    install: { successCodes: install.successCodes, rebootCodes: install.rebootCodes },
+    files: files.map((f) => {
+      const installer = installerFromV1(install.command, f.name);
+      return installer ? { ...f, installer } : f;
+    }),
+  };
+}
+
+/** The update schema of a format version, giving the version-2 form. */
+export function updateSchemaOf(formatVersion: number): z.ZodType<CatalogUpdate> {
+  return formatVersion === 1 ? catalogUpdateSchemaV1.transform(fromV1) : catalogUpdateSchema;
+}
 
 /** Turns zod issues (and rule issues) into line-numbered field errors. */
 export function lineErrors(line: number, error: z.ZodError, value: unknown): FieldError[] {

@@ -49,7 +49,7 @@ const MAX_ERRORS = 20;
 const BULK_RUN = 1_000;
 
 const UPDATE_UPDATE = `UPDATE updates SET revision=?, kb=?, bulletin=?, title=?, description=?, vendor=?, product_family=?, product=?,
-  classification=?, severity=?, cves=?, cve_details=?, release_date=?, supersedes=?, vendor_superseded=?, restart=?, install_command=?,
+  classification=?, severity=?, cves=?, cve_details=?, release_date=?, supersedes=?, vendor_superseded=?, restart=?,
   success_codes=?, reboot_codes=?, applicability=?, installed=?, more_info_url=?, languages=?, expired=0, content_hash=?,
   release_version=?, origin=?, updated_at=? WHERE id=?`;
 const APPEND_CHANGE = 'INSERT INTO change_log (kind, key, op, languages, payload, created_at) VALUES (?,?,?,?,?,?)';
@@ -77,7 +77,7 @@ export async function appendUpdateChange(db: Exec, u: Pick<CatalogUpdate, 'id' |
   await db.run(APPEND_CHANGE, ['update', u.id, 'upsert', updateLanguages(u).join(','), '', now]);
 }
 
-const INSERT_FILE = 'INSERT INTO update_files (update_id, sha256, name, url, size, language) VALUES (?,?,?,?,?,?)';
+const INSERT_FILE = 'INSERT INTO update_files (update_id, sha256, name, url, size, language, position, installer) VALUES (?,?,?,?,?,?,?,?)';
 const INSERT_CVE = 'INSERT OR IGNORE INTO update_cves (update_id, cve) VALUES (?,?)';
 const INSERT_SUPERSEDES = 'INSERT OR IGNORE INTO update_supersedes (update_id, kb) VALUES (?,?)';
 
@@ -98,7 +98,6 @@ export function columns(u: CatalogUpdate): unknown[] {
     JSON.stringify(u.supersedes),
     u.superseded ? 1 : 0,
     u.restart,
-    u.install.command,
     JSON.stringify(u.install.successCodes),
     JSON.stringify(u.install.rebootCodes),
     JSON.stringify(u.applicability),
@@ -110,11 +109,11 @@ export function columns(u: CatalogUpdate): unknown[] {
 
 async function insertChildren(db: Exec, u: CatalogUpdate): Promise<void> {
   const seen = new Set<string>();
-  for (const f of u.files) {
+  for (const [i, f] of u.files.entries()) {
     // One manifest row per distinct file of an update; a repeated hash adds nothing.
     if (seen.has(f.sha256)) continue;
     seen.add(f.sha256);
-    await db.run(INSERT_FILE, [u.id, f.sha256, f.name, f.url, f.size, f.language]);
+    await db.run(INSERT_FILE, [u.id, f.sha256, f.name, f.url, f.size, f.language, i, f.installer ? JSON.stringify(f.installer) : null]);
   }
   for (const c of u.cves) await db.run(INSERT_CVE, [u.id, c]);
   for (const kb of u.supersedes) await db.run(INSERT_SUPERSEDES, [u.id, kb]);

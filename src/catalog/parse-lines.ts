@@ -3,7 +3,8 @@ import { createGunzip } from 'node:zlib';
 import { createInterface } from 'node:readline';
 import { Worker } from 'node:worker_threads';
 import { AppError, type FieldError } from '../lib/errors.js';
-import { catalogHeaderSchema, catalogUpdateSchema, contentHash, lineErrors, type CatalogHeader } from './format.js';
+import { catalogHeaderSchema, contentHash, lineErrors, updateSchemaOf, type CatalogHeader, type CatalogUpdate } from './format.js';
+import type { z } from 'zod';
 
 /**
  * The first stage of a catalog import: the file's lines read, parsed and validated,
@@ -24,6 +25,7 @@ export type ParsedLine =
 /** Parses lines in order; the header (line 1) decides the release every update is stored under. */
 export class LineParser {
   #version = '';
+  #schema: z.ZodType<CatalogUpdate> = updateSchemaOf(2);
   constructor(private readonly origin: string) {}
 
   parse(text: string, line: number): ParsedLine {
@@ -39,9 +41,10 @@ export class LineParser {
       const h = catalogHeaderSchema.safeParse(value);
       if (!h.success) return { t: 'errors', line, errors: lineErrors(1, h.error, value), counted: false, fatal: true };
       this.#version = h.data.version;
+      this.#schema = updateSchemaOf(h.data.formatVersion);
       return { t: 'header', line, header: h.data };
     }
-    const parsed = catalogUpdateSchema.safeParse(value);
+    const parsed = this.#schema.safeParse(value);
     if (!parsed.success) return { t: 'errors', line, errors: lineErrors(line, parsed.error, value), counted: true, fatal: false };
     const u = parsed.data;
     const hash = contentHash(u);

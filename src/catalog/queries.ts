@@ -1,6 +1,7 @@
 import { and, asc, desc, eq, inArray, lt, sql, type SQL } from 'drizzle-orm';
 import { escapeLike, type Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
+import type { Installer } from '../delivery/installers.js';
 import { catalogReleases, customSeverities, updateCves, updateFiles, updates, updateSupersedes } from './schema.js';
 
 /**
@@ -147,7 +148,7 @@ export async function listUpdates(orm: Orm, f: UpdateFilter): Promise<{ items: U
 
 export async function getUpdate(orm: Orm, id: string) {
   const rows = await orm
-    .select({ ...listColumns, description: updates.description, cveDetails: updates.cveDetails, installCommand: updates.installCommand, successCodes: updates.successCodes, rebootCodes: updates.rebootCodes, applicability: updates.applicability, installed: updates.installed, moreInfoUrl: updates.moreInfoUrl, firstVersion: updates.firstVersion })
+    .select({ ...listColumns, description: updates.description, cveDetails: updates.cveDetails, successCodes: updates.successCodes, rebootCodes: updates.rebootCodes, applicability: updates.applicability, installed: updates.installed, moreInfoUrl: updates.moreInfoUrl, firstVersion: updates.firstVersion })
     .from(updates)
     .leftJoin(customSeverities, eq(customSeverities.id, updates.customSeverityId))
     .where(eq(updates.id, id))
@@ -155,10 +156,10 @@ export async function getUpdate(orm: Orm, id: string) {
   const r = rows[0];
   if (!r) throw new AppError('not-found', `no update ${id}`);
   const files = await orm
-    .select({ name: updateFiles.name, url: updateFiles.url, size: updateFiles.size, sha256: updateFiles.sha256, language: updateFiles.language })
+    .select({ name: updateFiles.name, url: updateFiles.url, size: updateFiles.size, sha256: updateFiles.sha256, language: updateFiles.language, installer: updateFiles.installer })
     .from(updateFiles)
     .where(eq(updateFiles.updateId, id))
-    .orderBy(asc(updateFiles.language), asc(updateFiles.name));
+    .orderBy(asc(updateFiles.position));
   const item = toItem(r);
   const brief = { id: updates.id, kb: updates.kb, title: updates.title, product: updates.product, expired: updates.expired };
   // Down the chain: the updates of the same product whose KB this one lists.
@@ -178,12 +179,12 @@ export async function getUpdate(orm: Orm, id: string) {
     ...item,
     description: r.description as string | null,
     cveDetails: JSON.parse(r.cveDetails as string) as unknown[],
-    install: { command: r.installCommand as string, successCodes: JSON.parse(r.successCodes as string) as number[], rebootCodes: JSON.parse(r.rebootCodes as string) as number[] },
+    install: { successCodes: JSON.parse(r.successCodes as string) as number[], rebootCodes: JSON.parse(r.rebootCodes as string) as number[] },
     applicability: JSON.parse(r.applicability as string) as unknown,
     installedRule: JSON.parse(r.installed as string) as unknown,
     moreInfoUrl: r.moreInfoUrl as string | null,
     firstVersion: r.firstVersion as string,
-    files,
+    files: files.map((f) => ({ ...f, installer: f.installer ? (JSON.parse(f.installer) as Installer) : null })),
     supersedence: {
       supersedes: [
         ...older.map((o) => ({ ...o, expired: Boolean(o.expired), inCatalog: true })),

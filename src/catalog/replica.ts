@@ -4,6 +4,7 @@ import { customSeverities, updateFiles, updates } from './schema.js';
 import { columns, type UpdatePayload } from './import-core.js';
 import { contentHash, type CatalogUpdate } from './format.js';
 import type { LevelPayload } from './severities.js';
+import type { Installer } from '../delivery/installers.js';
 import { INSERT_NEW, INSERT_NEW_TABLE, insertNewArgs } from './bulk.js';
 
 /**
@@ -30,11 +31,11 @@ export async function readUpdatePayloads(db: Reader, nodeId: string, which: { af
     .select()
     .from(updateFiles)
     .where(inArray(updateFiles.updateId, rows.map((r) => r.id)))
-    .orderBy(asc(updateFiles.updateId), asc(updateFiles.language), asc(updateFiles.name));
+    .orderBy(asc(updateFiles.updateId), asc(updateFiles.position));
   const byUpdate = new Map<string, UpdatePayload['files']>();
   for (const f of files) {
     const list = byUpdate.get(f.updateId) ?? [];
-    list.push({ name: f.name, url: f.url, size: f.size, sha256: f.sha256, language: f.language });
+    list.push({ name: f.name, url: f.url, size: f.size, sha256: f.sha256, language: f.language, ...(f.installer ? { installer: JSON.parse(f.installer) as Installer } : {}) });
     byUpdate.set(f.updateId, list);
   }
   return rows.map((r) => {
@@ -56,7 +57,7 @@ export async function readUpdatePayloads(db: Reader, nodeId: string, which: { af
       supersedes: JSON.parse(r.supersedes) as string[],
       superseded: r.vendorSuperseded === 1,
       restart: r.restart as CatalogUpdate['restart'],
-      install: { command: r.installCommand, successCodes: JSON.parse(r.successCodes) as number[], rebootCodes: JSON.parse(r.rebootCodes) as number[] },
+      install: { successCodes: JSON.parse(r.successCodes) as number[], rebootCodes: JSON.parse(r.rebootCodes) as number[] },
       applicability: JSON.parse(r.applicability) as CatalogUpdate['applicability'],
       installed: JSON.parse(r.installed) as CatalogUpdate['installed'],
       ...(r.moreInfoUrl !== null ? { moreInfoUrl: r.moreInfoUrl } : {}),
@@ -108,10 +109,12 @@ export function wireUpdatesSql(nodeId: string, languages: readonly string[], whi
       'vendor', u.vendor, 'productFamily', u.product_family, 'product', u.product, 'classification', u.classification,
       'severity', u.severity, 'cves', json(u.cves), 'cveDetails', json(u.cve_details), 'releaseDate', u.release_date,
       'supersedes', json(u.supersedes), 'superseded', ${bool('u.vendor_superseded')}, 'restart', u.restart,
-      'install', json_object('command', u.install_command, 'successCodes', json(u.success_codes), 'rebootCodes', json(u.reboot_codes)),
+      'install', json_object('successCodes', json(u.success_codes), 'rebootCodes', json(u.reboot_codes)),
       'applicability', json(u.applicability), 'installed', json(u.installed), 'moreInfoUrl', u.more_info_url,
-      'files', (SELECT json_group_array(json_object('name', f.name, 'url', f.url, 'size', f.size, 'sha256', f.sha256, 'language', f.language))
-        FROM (SELECT * FROM update_files f WHERE f.update_id = u.id AND ${match} ORDER BY f.language, f.name) f),
+      'files', (SELECT json_group_array(CASE WHEN f.installer IS NULL
+          THEN json_object('name', f.name, 'url', f.url, 'size', f.size, 'sha256', f.sha256, 'language', f.language)
+          ELSE json_object('name', f.name, 'url', f.url, 'size', f.size, 'sha256', f.sha256, 'language', f.language, 'installer', json(f.installer)) END)
+        FROM (SELECT * FROM update_files f WHERE f.update_id = u.id AND ${match} ORDER BY f.position) f),
       'expired', ${bool('u.expired')}, 'origin', u.origin, 'releaseVersion', u.release_version, 'firstVersion', u.first_version,
       'customSeverity', CASE WHEN cs.id IS NULL THEN NULL ELSE coalesce(cs.origin_key, ? || ':' || cs.id) END,
       'contentHash', u.content_hash) AS payload
@@ -132,14 +135,14 @@ export class ReplicaWriter {
     this.#s = {
       get: prep('SELECT revision, languages FROM updates WHERE id = ?'),
       upsert: prep(`INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
-        severity, cves, cve_details, release_date, supersedes, vendor_superseded, restart, install_command, success_codes, reboot_codes,
+        severity, cves, cve_details, release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes,
         applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at)
-        VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+        VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
         ON CONFLICT(id) DO UPDATE SET revision=excluded.revision, kb=excluded.kb, bulletin=excluded.bulletin, title=excluded.title,
         description=excluded.description, vendor=excluded.vendor, product_family=excluded.product_family, product=excluded.product,
         classification=excluded.classification, severity=excluded.severity, cves=excluded.cves, cve_details=excluded.cve_details,
         release_date=excluded.release_date, supersedes=excluded.supersedes, vendor_superseded=excluded.vendor_superseded,
-        restart=excluded.restart, install_command=excluded.install_command, success_codes=excluded.success_codes,
+        restart=excluded.restart, success_codes=excluded.success_codes,
         reboot_codes=excluded.reboot_codes, applicability=excluded.applicability, installed=excluded.installed,
         more_info_url=excluded.more_info_url, languages=excluded.languages, expired=excluded.expired, content_hash=excluded.content_hash,
         release_version=excluded.release_version, first_version=excluded.first_version, origin=excluded.origin, updated_at=excluded.updated_at`),
@@ -149,7 +152,7 @@ export class ReplicaWriter {
       delFiles: prep('DELETE FROM update_files WHERE update_id = ?'),
       delCves: prep('DELETE FROM update_cves WHERE update_id = ?'),
       delSup: prep('DELETE FROM update_supersedes WHERE update_id = ?'),
-      file: prep('INSERT OR IGNORE INTO update_files (update_id, sha256, name, url, size, language) VALUES (?,?,?,?,?,?)'),
+      file: prep('INSERT OR IGNORE INTO update_files (update_id, sha256, name, url, size, language, position, installer) VALUES (?,?,?,?,?,?,?,?)'),
       cve: prep('INSERT OR IGNORE INTO update_cves (update_id, cve) VALUES (?,?)'),
       sup: prep('INSERT OR IGNORE INTO update_supersedes (update_id, kb) VALUES (?,?)'),
       severity: prep('UPDATE updates SET custom_severity_id = (SELECT id FROM custom_severities WHERE origin_key = ?) WHERE id = ?'),
@@ -191,7 +194,7 @@ export class ReplicaWriter {
     // the files this subtree receives); computed here from an older parent's payload.
     this.#s['upsert']!.run(p.id, p.revision, ...columns(line), expired ? 1 : 0, hash ?? contentHash(line), releaseVersion, firstVersion, origin, now);
     if (cur) this.#clear(p.id); // a new update has no rows to replace
-    for (const f of p.files) this.#s['file']!.run(p.id, f.sha256, f.name, f.url, f.size, f.language);
+    for (const [i, f] of p.files.entries()) this.#s['file']!.run(p.id, f.sha256, f.name, f.url, f.size, f.language, i, f.installer ? JSON.stringify(f.installer) : null);
     for (const c of p.cves) this.#s['cve']!.run(p.id, c);
     for (const kb of p.supersedes) this.#s['sup']!.run(p.id, kb);
     // Absent (an old import entry) keeps this node's assignment; null clears it (a new row has none).

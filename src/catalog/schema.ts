@@ -44,7 +44,6 @@ export const updates = sqliteTable('updates', {
   supersedes: text('supersedes').notNull(),
   vendorSuperseded: integer('vendor_superseded').notNull(),
   restart: text('restart').notNull(),
-  installCommand: text('install_command').notNull(),
   successCodes: text('success_codes').notNull(),
   rebootCodes: text('reboot_codes').notNull(),
   applicability: text('applicability').notNull(),
@@ -68,6 +67,10 @@ export const updates = sqliteTable('updates', {
   index('updates_custom_severity').on(t.customSeverityId),
 ]);
 
+/**
+ * An update's files in catalog order (`position`, which is install order), each with
+ * its installer (JSON of delivery/installers.ts; null: downloaded, never run).
+ */
 export const updateFiles = sqliteTable('update_files', {
   updateId: text('update_id').notNull(),
   sha256: text('sha256').notNull(),
@@ -75,6 +78,8 @@ export const updateFiles = sqliteTable('update_files', {
   url: text('url').notNull(),
   size: integer('size').notNull(),
   language: text('language').notNull(),
+  position: integer('position').notNull().default(0),
+  installer: text('installer'),
 }, (t) => [primaryKey({ columns: [t.updateId, t.sha256] }), index('update_files_sha256').on(t.sha256)]);
 
 export const updateCves = sqliteTable('update_cves', {

@@ -11,6 +11,8 @@ import { CatalogIndex, type Entry } from '../assessment/catalog-index.js';
 import { conditionSql, type Computers, type Condition } from '../assessment/queries.js';
 import { applyEvent, newStatus, type AgentEvent, type Ceilings, type Status } from './events.js';
 import { effectiveInstallation, type Installation, type InstallationOverride } from './installation.js';
+import { computerWantsFile, type Assignment, type Assignments, type Waiting } from './wire.js';
+import type { Installer } from './installers.js';
 
 /**
  * Delivery: which computers each policy delivers which updates to, what every
@@ -46,27 +48,7 @@ interface PolicyRow {
   installation: string | null;
 }
 
-export interface Assignment {
-  updateId: string;
-  policyId: string;
-  kb: string | null;
-  title: string;
-  files: { url: string; sha256: string; size: number; name: string }[];
-  command: string;
-  successCodes: number[];
-  rebootCodes: number[];
-  restart: string;
-  deadline: string | null;
-  attempts: { download: number; install: number };
-  retriesClearedAt: string | null;
-}
-
-export interface Assignments {
-  items: Assignment[];
-  policies: { id: string; name: string; startAt: string; deadline: string | null; installation: Installation }[];
-  /** Updates the policies deliver here whose files this node has not verified yet. */
-  waitingForFiles: number;
-}
+export type { Assignment, Assignments } from './wire.js';
 
 interface CacheEntry {
   gen: number;
@@ -413,7 +395,7 @@ export class Delivery {
   #empty: { etag: string; body: string } | null = null;
   #emptyAnswer() {
     if (!this.#empty) {
-      const body = JSON.stringify({ items: [], policies: [], waitingForFiles: 0 } satisfies Assignments);
+      const body = JSON.stringify({ items: [], policies: [], waitingForFiles: 0, waiting: [] } satisfies Assignments);
       this.#empty = { body, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"` };
     }
     return this.#empty;
@@ -424,10 +406,10 @@ export class Delivery {
     const node = await this.nodeInstallation();
     const rows = await this.conn.all<{
       policy_id: string; name: string; start_at: number; deadline_at: number | null; installation: string | null;
-      update_id: string; kb: string | null; title: string; install_command: string; success_codes: string; reboot_codes: string; restart: string;
+      update_id: string; kb: string | null; title: string; success_codes: string; reboot_codes: string; restart: string;
       state: string | null; download_failures: number | null; install_failures: number | null; retries_cleared_at: number | null;
     }>(
-      `SELECT p.id AS policy_id, p.name, p.start_at, p.deadline_at, p.installation, u.id AS update_id, u.kb, u.title, u.install_command,
+      `SELECT p.id AS policy_id, p.name, p.start_at, p.deadline_at, p.installation, u.id AS update_id, u.kb, u.title,
               u.success_codes, u.reboot_codes, u.restart, s.state, s.download_failures, s.install_failures, s.retries_cleared_at
        FROM delivery_targets t
        JOIN policies p ON p.id = t.policy_id AND p.enabled = 1 AND p.start_at <= ?
@@ -437,41 +419,51 @@ export class Delivery {
        ORDER BY t.update_id, coalesce(p.deadline_at, 9e15), p.start_at, p.id`,
       [now, computerId],
     );
-    const lang = (await this.conn.get<{ language: string | null }>('SELECT language FROM computers WHERE id = ?', [computerId]))?.language ?? null;
+    const langs = ((await this.conn.get<{ languages: string }>('SELECT languages FROM computers WHERE id = ?', [computerId]))?.languages ?? '').split(',').filter(Boolean);
     // One item per update: the policy with the earliest deadline delivers it. Updates
     // installed, waiting for a restart or at their retry ceiling are not offered.
     const seen = new Set<string>();
     const live: ((typeof rows)[number] & { settings: Installation })[] = [];
+    const ceilinged: typeof live = [];
     for (const r of rows) {
       if (seen.has(r.update_id)) continue;
       seen.add(r.update_id);
       const settings = effectiveInstallation(node, r.installation ? (JSON.parse(r.installation) as InstallationOverride) : null);
-      if (r.state === 'installed' || r.state === 'pending-reboot') continue;
+      // Not applicable: the installers said so; offered again once the retries are cleared.
+      if (r.state === 'installed' || r.state === 'pending-reboot' || r.state === 'not-applicable') continue;
       // The ceiling is the policy's now (raised, the update is offered again), not the one the status was stored under.
-      if ((r.download_failures ?? 0) >= settings.retries.download || (r.install_failures ?? 0) >= settings.retries.install) continue;
+      if ((r.download_failures ?? 0) >= settings.retries.download || (r.install_failures ?? 0) >= settings.retries.install) {
+        ceilinged.push({ ...r, settings });
+        continue;
+      }
       live.push({ ...r, settings });
     }
-    const files = new Map<string, { sha256: string; size: number; name: string; language: string; verified: boolean }[]>();
+    const files = new Map<string, { sha256: string; size: number; name: string; language: string; installer: string | null; verified: boolean; fetched: boolean }[]>();
     for (let i = 0; i < live.length; i += 400) {
       const part = live.slice(i, i + 400).map((r) => r.update_id);
-      for (const f of await this.conn.all<{ update_id: string; sha256: string; size: number; name: string; language: string; state: string | null }>(
-        `SELECT f.update_id, f.sha256, f.size, f.name, f.language, c.state FROM update_files f LEFT JOIN content_files c ON c.sha256 = f.sha256
-         WHERE f.update_id IN (${placeholders(part)}) ORDER BY f.update_id, f.name`,
+      for (const f of await this.conn.all<{ update_id: string; sha256: string; size: number; name: string; language: string; installer: string | null; state: string | null }>(
+        `SELECT f.update_id, f.sha256, f.size, f.name, f.language, f.installer, c.state FROM update_files f LEFT JOIN content_files c ON c.sha256 = f.sha256
+         WHERE f.update_id IN (${placeholders(part)}) ORDER BY f.update_id, f.position`,
         part,
       )) {
         let l = files.get(f.update_id);
         if (!l) files.set(f.update_id, (l = []));
-        l.push({ sha256: f.sha256, size: Number(f.size), name: f.name, language: f.language, verified: f.state === 'verified' });
+        l.push({ sha256: f.sha256, size: Number(f.size), name: f.name, language: f.language, installer: f.installer, verified: f.state === 'verified', fetched: f.state !== null });
       }
     }
-    const wants = (l: string) => l === 'neutral' || lang === null || l === lang || lang.startsWith(`${l}-`) || l.startsWith(`${lang}-`);
     const items: Assignment[] = [];
     const used = new Map<string, Assignments['policies'][number]>();
-    let waiting = 0;
+    const waiting: Waiting[] = ceilinged.map((r) => ({ updateId: r.update_id, policyId: r.policy_id, kb: r.kb, title: r.title, reason: 'retry-ceiling', files: 0, missing: 0, languages: langs }));
     for (const r of live) {
-      const mine = (files.get(r.update_id) ?? []).filter((f) => wants(f.language));
-      if (!mine.length || mine.some((f) => !f.verified)) {
-        waiting++;
+      if (!used.has(r.policy_id)) used.set(r.policy_id, { id: r.policy_id, name: r.name, startAt: iso(r.start_at)!, deadline: iso(r.deadline_at), installation: r.settings });
+      // Only the files this computer needs: another language's file is never offered (a site may not even hold it).
+      const mine = (files.get(r.update_id) ?? []).filter((f) => computerWantsFile(f.language, langs));
+      const missing = mine.filter((f) => !f.verified);
+      if (!mine.length || missing.length) {
+        // Files the node does not fetch at all are in languages it does not manage (--languages).
+        const unmanaged = [...new Set(missing.filter((f) => !f.fetched).map((f) => f.language))].sort();
+        const reason = !mine.length ? 'no-file-in-languages' : unmanaged.length ? 'languages-not-on-node' : 'files-not-on-node';
+        waiting.push({ updateId: r.update_id, policyId: r.policy_id, kb: r.kb, title: r.title, reason, files: mine.length, missing: missing.length, languages: reason === 'languages-not-on-node' ? unmanaged : langs });
         continue;
       }
       items.push({
@@ -479,8 +471,7 @@ export class Delivery {
         policyId: r.policy_id,
         kb: r.kb,
         title: r.title,
-        files: mine.map((f) => ({ url: `/agent/v1/files/${f.sha256}`, sha256: f.sha256, size: f.size, name: f.name })),
-        command: r.install_command,
+        files: mine.map((f) => ({ url: `/agent/v1/files/${f.sha256}`, sha256: f.sha256, size: f.size, name: f.name, language: f.language, installer: f.installer ? (JSON.parse(f.installer) as Installer) : null })),
         successCodes: JSON.parse(r.success_codes) as number[],
         rebootCodes: JSON.parse(r.reboot_codes) as number[],
         restart: r.restart,
@@ -488,9 +479,8 @@ export class Delivery {
         attempts: { download: Number(r.download_failures ?? 0), install: Number(r.install_failures ?? 0) },
         retriesClearedAt: iso(r.retries_cleared_at),
       });
-      if (!used.has(r.policy_id)) used.set(r.policy_id, { id: r.policy_id, name: r.name, startAt: iso(r.start_at)!, deadline: iso(r.deadline_at), installation: r.settings });
     }
-    return { items, policies: [...used.values()], waitingForFiles: waiting };
+    return { items, policies: [...used.values()], waitingForFiles: waiting.filter((w) => w.reason === 'files-not-on-node' || w.reason === 'languages-not-on-node').length, waiting };
   }
 
   /* ---------------- events ---------------- */
@@ -600,7 +590,7 @@ export class Delivery {
       const [n] = await this.conn.write([
         [
           `UPDATE delivery_status SET download_failures = 0, install_failures = 0, retries_cleared_at = ?, updated_at = ?,
-             state = CASE WHEN state IN ('failed', 'ceiling-reached') THEN 'failed' ELSE state END
+             state = CASE WHEN state IN ('failed', 'ceiling-reached', 'not-applicable') THEN 'failed' ELSE state END
            WHERE computer_id = ?${only}`,
           [now, now, computerId, ...(updateIds ?? [])],
         ],

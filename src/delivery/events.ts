@@ -13,6 +13,8 @@ export const EVENT_TYPES = [
   'install-failed',
   'install-succeeded',
   'reboot-pending',
+  /** No step of the update applied to this computer (e.g. wusa 0x80240017): no attempt is counted. */
+  'install-not-applicable',
   'ceiling-reached',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
@@ -38,7 +40,7 @@ export const eventsBodySchema = z.strictObject({
   events: z.array(eventSchema).min(1).max(EVENT_LIMITS.batch),
 });
 
-export type DeliveryState = 'downloading' | 'downloaded' | 'installing' | 'installed' | 'failed' | 'pending-reboot' | 'ceiling-reached';
+export type DeliveryState = 'downloading' | 'downloaded' | 'installing' | 'installed' | 'failed' | 'pending-reboot' | 'not-applicable' | 'ceiling-reached';
 
 export interface Status {
   state: DeliveryState;
@@ -75,6 +77,7 @@ const STATE_OF: Record<EventType, DeliveryState> = {
   'install-failed': 'failed',
   'install-succeeded': 'installed',
   'reboot-pending': 'pending-reboot',
+  'install-not-applicable': 'not-applicable',
   'ceiling-reached': 'ceiling-reached',
 };
 
@@ -96,9 +99,9 @@ export function applyEvent(s: Status, e: { type: EventType; at: number; attempt:
     n.lastAttempt = e.attempt;
     if (e.exitCode !== undefined) n.lastExitCode = e.exitCode;
     if (e.type === 'download-failed' || e.type === 'install-failed') n.lastError = e.message ?? null;
-    if (e.type === 'install-succeeded') n.lastError = null;
+    if (e.type === 'install-succeeded' || e.type === 'reboot-pending' || e.type === 'install-not-applicable') n.lastError = null;
   }
-  const done = n.state === 'installed' || n.state === 'pending-reboot';
+  const done = n.state === 'installed' || n.state === 'pending-reboot' || n.state === 'not-applicable';
   if (!done && (n.downloadFailures >= c.download || n.installFailures >= c.install)) n.state = 'ceiling-reached';
   return n;
 }

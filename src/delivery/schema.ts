@@ -81,7 +81,7 @@ export const deliveryTargets = sqliteTable('delivery_targets', {
 export const deliveryStatus = sqliteTable('delivery_status', {
   computerId: integer('computer_id').notNull(),
   updateId: text('update_id').notNull(),
-  state: text('state', { enum: ['downloading', 'downloaded', 'installing', 'installed', 'failed', 'pending-reboot', 'ceiling-reached'] }).notNull(),
+  state: text('state', { enum: ['downloading', 'downloaded', 'installing', 'installed', 'failed', 'pending-reboot', 'not-applicable', 'ceiling-reached'] }).notNull(),
   downloadFailures: integer('download_failures').notNull(),
   installFailures: integer('install_failures').notNull(),
   lastAttempt: integer('last_attempt'),

@@ -7,12 +7,15 @@ import * as protoLoader from '@grpc/proto-loader';
  *   1 - Join, Subscribe (hello, batches, heartbeats, resync), Ack, FetchFile.
  *       Added since, without a new version (an older parent answers UNIMPLEMENTED):
  *       Report (the compliance roll-up); change kind `policy`.
+ *   2 - Update payloads in catalog format 2: each file has its `installer`, files in
+ *       catalog order, `install` without `command`. A version-1 node could not store
+ *       them, so parent and child must both speak 2 (upgrade the parent first).
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Trailer of a deferred FetchFile refusal (UNAVAILABLE): milliseconds until the child should ask again. */
 export const RETRY_AFTER_KEY = 'patchtree-retry-after-ms';
-export const SUPPORTED_PROTOCOL_VERSIONS: readonly number[] = [1];
+export const SUPPORTED_PROTOCOL_VERSIONS: readonly number[] = [2];
 
 export const PROTO_DIR = fileURLToPath(new URL('../../../proto', import.meta.url));
 

@@ -22,8 +22,8 @@ async function setup(t: Test, sizes: number[]) {
   const files: VendorFile[] = sizes.map((s, i) => vendor.add(`/kb${i + 1}.msu`, s));
   const updates = files.map((f, i) =>
     sampleUpdate(i + 1, {
-      files: [{ name: f.path.slice(1), url: vendor.url(f.path), size: f.data.length, sha256: f.sha256, language: 'neutral' }],
-      install: { command: `sh ${join(dir, `install-${i + 1}.sh`)} "{file}"`, successCodes: [0], rebootCodes: [3] },
+      files: [{ name: f.path.slice(1), url: vendor.url(f.path), size: f.data.length, sha256: f.sha256, language: 'neutral', installer: { type: 'command', command: `sh ${join(dir, `install-${i + 1}.sh`)} "{file}"` } }],
+      install: { successCodes: [0], rebootCodes: [3] },
     }),
   );
   const cat = await writeSignedCatalog(dir, keys, 'c.gz', header('v1', updates.length), updates);
@@ -102,7 +102,8 @@ t.test('a policy installed end to end: scan, download, install, rescan; tasks, s
   t.match(log, /enrolled with http:\/\/127\.0\.0\.1:\d+ as PC-1/);
   t.match(log, /task deploy started \(schedule\)/);
   t.match(log, /KB5000001: downloaded kb1\.msu \(3000 bytes, sha256 verified\)/);
-  t.match(log, /KB5000001: installing \(attempt 1 of 4, any time allowed\): sh .*install-1\.sh ".*downloads\/[0-9a-f]{64}"/);
+  t.match(log, /KB5000001: installing \(attempt 1 of 4, any time allowed\): 1 step\(s\)/);
+  t.match(log, /KB5000001: step 1: sh .*install-1\.sh ".*downloads\/[0-9a-f]{64}\/kb1\.msu"$/m, 'the command line with the file\'s absolute path and name');
 
   // An idle agent (an hour between check-ins): tasks by hand, stop with nothing running.
   agent.kill('SIGTERM');
@@ -142,7 +143,7 @@ t.test('installs only inside the window; a file tampered with after download is 
   t.equal((patchLog(s.state).match(/waiting for a maintenance window/g) ?? []).length, 1, 'said once');
 
   // Tampered with on disk; then the window opens.
-  const file = join(s.state, 'downloads', s.files[0]!.sha256);
+  const file = join(s.state, 'downloads', s.files[0]!.sha256, 'kb1.msu');
   writeFileSync(file, Buffer.alloc(4000, 1));
   const r = await api(s.node.url, ADMIN_TOKEN, `/api/v1/policies/${p}`, { method: 'PATCH', body: JSON.stringify({ installation: { maintenance: { mode: 'any-time' } } }) });
   t.equal(r.status, 200);
@@ -253,7 +254,7 @@ t.test('a cut download resumes with Range; a task stopped mid-download', async (
   const stop = await agentCli('task', 'stop', '--state', s.state);
   t.match(stop.stdout, /task deploy stopped/);
   await waitLog(s.state, /task deploy stopped during downloading KB5000002: stopped by user/);
-  const part = join(s.state, 'downloads', `${s.files[1]!.sha256}.part`);
+  const part = join(s.state, 'downloads', s.files[1]!.sha256, 'kb2.msu.part');
   t.ok(existsSync(part), 'the partial download is kept');
   t.notMatch(patchLog(s.state), /KB5000002: download of kb2\.msu failed/, 'a stop is not a failed attempt');
   proxy.state.bytesPerSecond = 0;

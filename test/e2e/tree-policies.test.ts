@@ -41,12 +41,12 @@ t.test('policies down, compliance up: a root policy installed by agents at the r
   const updates = ([1, 2, 3, 4] as const).map((n) => {
     const f = vendor.add(`/kb${n}.msu`, 4000 + n);
     return sampleUpdate(n, {
-      files: [{ name: `kb${n}.msu`, url: vendor.url(f.path), size: f.data.length, sha256: f.sha256, language: langs[n] }],
-      install: { command: `sh ${join(dir, 'install.sh')} "{file}" ${5000000 + n}`, successCodes: [0], rebootCodes: [3] },
+      files: [{ name: `kb${n}.msu`, url: vendor.url(f.path), size: f.data.length, sha256: f.sha256, language: langs[n], installer: { type: 'command', command: `sh ${join(dir, 'install.sh')} "{file}" ${5000000 + n}` } }],
+      install: { successCodes: [0], rebootCodes: [3] },
     });
   });
-  // The installer adds the KB to the inventory of the agent that runs it: <home>/inventory.json beside <home>/state/downloads/<file>.
-  writeFileSync(join(dir, 'install.sh'), `#!/bin/sh\ninv="$(dirname "$(dirname "$(dirname "$1")")")/inventory.json"\nsed -i "s/\\"kbs\\":\\[/\\"kbs\\":[\\"$2\\",/" "$inv"\necho "installed $2"\nexit 0\n`);
+  // The installer adds the KB to the inventory of the agent that runs it: <home>/inventory.json beside <home>/state/downloads/<sha256>/<file>.
+  writeFileSync(join(dir, 'install.sh'), `#!/bin/sh\ninv="$(dirname "$(dirname "$(dirname "$(dirname "$1")")")")/inventory.json"\nsed -i "s/\\"kbs\\":\\[/\\"kbs\\":[\\"$2\\",/" "$inv"\necho "installed $2"\nexit 0\n`);
   const cat = await writeSignedCatalog(dir, keys, 'c.gz', header('v1', updates.length), updates);
 
   const extra = ['--report-interval', '1'];

@@ -35,7 +35,7 @@ async function setup(t: Test) {
 }
 
 function upd(n: number, f: VendorFile, vendor: Vendor, over: Record<string, unknown> = {}) {
-  return sampleUpdate(n, { files: [{ name: f.path.slice(1), url: vendor.url(f.path), size: f.data.length, sha256: f.sha256, language: 'neutral' }], ...over });
+  return sampleUpdate(n, { files: [{ name: f.path.slice(1), url: vendor.url(f.path), size: f.data.length, sha256: f.sha256, language: 'neutral', installer: { type: 'wusa' } }], ...over });
 }
 
 async function enrolAgent(n: RunningNode, enrollmentToken: string, name: string, product: string, kbs: string[]): Promise<Agent> {
@@ -87,8 +87,8 @@ t.test('a policy from a filter and a severity reaches exactly the computers that
   t.equal(ra.status, 200);
   t.same(ids(ra), ['test-1'], 'A gets the critical update it needs, not the important one');
   const item = ra.body.items[0];
-  t.match(item, { policyId: p.body.id, kb: '5000001', command: 'wusa.exe "{file}" /quiet /norestart', successCodes: [0], rebootCodes: [3010] });
-  t.same(item.files, [{ url: `/agent/v1/files/${vf[0]!.sha256}`, sha256: vf[0]!.sha256, size: 2000, name: 'kb1.msu' }]);
+  t.match(item, { policyId: p.body.id, kb: '5000001', successCodes: [0], rebootCodes: [3010] });
+  t.same(item.files, [{ url: `/agent/v1/files/${vf[0]!.sha256}`, sha256: vf[0]!.sha256, size: 2000, name: 'kb1.msu', language: 'neutral', installer: { type: 'wusa' } }]);
   t.same(ids(await assignments(node, c)), ['test-3'], 'C gets the W10 critical update');
   t.same(ids(await assignments(node, b)), [], 'B has the critical update: nothing');
   t.same(ids(await assignments(node, d)), [], 'D needs nothing');
@@ -313,7 +313,7 @@ t.test('malformed and oversized agent requests: 4xx and nothing stored', async (
   const e = await api(node.url, null, '/agent/v1/enroll', { method: 'POST', body: JSON.stringify({ enrollmentToken, name: 'fresh' }) });
   t.equal((await api(node.url, e.body.secret, '/agent/v1/events', { method: 'POST', body: JSON.stringify({ events: [ev('test-1', 'download-started')] }) })).status, 409);
   const empty = await api(node.url, e.body.secret, '/agent/v1/assignments');
-  t.same(empty.body, { items: [], policies: [], waitingForFiles: 0 });
+  t.same(empty.body, { items: [], policies: [], waitingForFiles: 0, waiting: [] });
   const cfg = await api(node.url, e.body.secret, '/agent/v1/config');
   t.match(cfg.body, { scanIntervalMinutes: 1440, installation: { retries: { download: 11, install: 4 } } });
   t.ok(Math.abs(Date.parse(cfg.body.nodeTime) - Date.now()) < 60_000, 'node time');

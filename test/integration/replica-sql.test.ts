@@ -117,7 +117,7 @@ t.test('a fresh resync written in bulk leaves exactly the rows of the per-update
   t.teardown(() => (bulk!.close(), single!.close()));
   const queries = {
     updates: `SELECT id, revision, kb, bulletin, title, description, vendor, product_family, product, classification, severity, custom_severity_id, cves,
-      cve_details, release_date, supersedes, vendor_superseded, restart, install_command, success_codes, reboot_codes, applicability, installed,
+      cve_details, release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes, applicability, installed,
       more_info_url, languages, expired, release_version, first_version, origin FROM updates ORDER BY id`,
     files: 'SELECT * FROM update_files ORDER BY update_id, sha256',
     cves: 'SELECT * FROM update_cves ORDER BY update_id, cve',

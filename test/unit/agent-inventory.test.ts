@@ -2,7 +2,12 @@ import t from 'tap';
 import { readFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { parseWindowsInventory, windowsProductName } from '../../src/agent/inventory.js';
+import { inventoryLanguages } from '../../src/assessment/inventory.js';
+import { CatalogIndex } from '../../src/assessment/catalog-index.js';
+import { facts } from '../../src/assessment/evaluate.js';
+import { parseWsus } from '../../src/catalog/convert/wsus.js';
 import { PatchLog } from '../../src/agent/log.js';
 import { FIXTURES } from '../helpers.js';
 
@@ -40,6 +45,32 @@ t.test('single values where ConvertTo-Json unwraps one-element arrays; servers; 
   t.equal(windowsProductName('Microsoft Windows 10 Enterprise', 19044, 'x86'), 'Windows 10 Version 21H2 for 32-bit Systems');
   t.equal(windowsProductName('Microsoft Windows 11 Pro', 22000, 'x64'), 'Windows 11 for x64-based Systems');
   t.throws(() => parseWindowsInventory({ caption: 'x', hotfixes: Array.from({ length: 30_000 }, (_, i) => `KB${1000000 + i}`) }), /invalid/, 'checked like a report: too many KBs');
+});
+
+t.test('Office 2016 from its MSI product codes: edition, languages, patch codes, patch KBs; its updates are assessed', async (t) => {
+  const inv = parseWindowsInventory(ps('win10-office2016.json'));
+  t.equal(inv.os.language, 'de-de');
+  const office = inv.products?.find((p) => p.name === 'Microsoft Office 2016 (32-bit edition)');
+  t.same(office, {
+    name: 'Microsoft Office 2016 (32-bit edition)',
+    version: '16.0.4266.1001',
+    languages: ['de-de', 'ga-ie'],
+    patches: ['{0A1B2C3D-4E5F-4071-8293-A4B5C6D7E8F9}', '{3E4B0D2C-8A2F-4C5B-9B1D-2F3A4B5C6D7E}'],
+  }, 'the catalog\'s product name, the core\'s version, a language per MUI or language pack (LCID 0407, 083C)');
+  t.same(inv.kbs, ['5034122', '3085538', '4484136'], 'patch KBs from their display names');
+  t.notOk(inv.products?.some((p) => /Security Update/.test(p.name)), 'a patch is no product');
+  t.same(inventoryLanguages(inv), ['de-de', 'ga-ie'], 'the computer\'s languages: the files it is given');
+
+  // Against the real Office 2016 updates of the bundled WSUS data.
+  const { updates } = parseWsus(gunzipSync(readFileSync(join(FIXTURES, 'wsus-osdsus', 'Office-2016.json.gz'))).toString('utf8'));
+  const index = new CatalogIndex();
+  for (const u of updates) index.set({ id: u.id, kb: u.kb, product: u.product, severity: u.severity, applicability: JSON.stringify(u.applicability), installed: JSON.stringify(u.installed), supersedes: JSON.stringify(u.supersedes) });
+  const states = index.assess(facts(inv));
+  const of = (kb: string, bits: 32 | 64) => states.get(updates.find((u) => u.kb === kb && u.product === `Microsoft Office 2016 (${bits}-bit edition)`)!.id);
+  t.equal(of('3085538', 32), 'installed', 'the patch it has');
+  t.equal(of('2920724', 32), 'required', 'a patch it lacks');
+  t.equal(of('3085538', 64), undefined, 'the 64-bit edition\'s updates do not apply');
+  t.ok([...states.values()].filter((s) => s === 'required').length > 50, 'Office updates are assessed, not only Windows');
 });
 
 t.test('the patch log rotates by size and keeps three old files', async (t) => {

@@ -94,7 +94,8 @@ t.test('build joins WSUS to CVRF by KB and product', async (t) => {
   t.same(x64.supersedes, ['5033375']);
   t.equal(x64.files[0].sha256, '0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20', 'files come from WSUS');
   t.same(x64.installed, { any: [{ kb: '5034123' }, { product: 'Windows 11 Version 23H2 for x64-based Systems', version: { gte: '10.0.22631.3007' } }] });
-  t.equal(x64.install.command, 'wusa.exe "{file}" /quiet /norestart');
+  t.same(x64.install, { successCodes: [0], rebootCodes: [3010, 1641] });
+  t.same(x64.files[0].installer, { type: 'wusa' }, 'an .msu installs with wusa');
   t.notOk(lines.some((u) => u.kb === '5034123' && u.product === 'Windows 11 Version 23H2 for x64-based Systems' && u.id !== x64.id), 'no CVRF-only twin remains');
   const alone = lines.find((u) => u.kb === '5999999');
   t.equal(alone.superseded, true);

@@ -215,7 +215,7 @@ export function cvrfToUpdate(fix: CvrfFix): CatalogUpdate {
     releaseDate: fix.releaseDate,
     supersedes: [...fix.supersedes].sort(),
     restart: fix.restart,
-    install: { command: '', successCodes: [0], rebootCodes: [3010, 1641] },
+    install: { successCodes: [0], rebootCodes: [3010, 1641] },
     applicability,
     installed,
     ...(fix.url && /^https?:\/\//.test(fix.url) ? { moreInfoUrl: fix.url } : {}),

@@ -1,5 +1,6 @@
 import type { CatalogUpdate } from '../format.js';
 import { maxSeverity } from './util.js';
+import { FILE_NAME, installerFor, type Installer } from '../../delivery/installers.js';
 
 /**
  * Converts OSDSUS exports of WSUS metadata (a JSON array, one row per file) into
@@ -35,6 +36,8 @@ export interface WsusResult {
   /** Architecture of each update, for the join with CVRF. */
   arch: Map<string, string>;
   skippedFiles: number;
+  /** Files with no known installer (an .exe whose arguments are not known). */
+  noInstaller: number;
 }
 
 /** `x-none` and names without a culture are neutral; otherwise the culture, lowercased (`de-de`). */
@@ -73,20 +76,17 @@ export function productName(catalog: string, arch: string): string {
   return catalog;
 }
 
-export function installCommand(fileName: string): string {
-  const ext = fileName.toLowerCase().split('.').pop();
-  switch (ext) {
-    case 'msu':
-      return 'wusa.exe "{file}" /quiet /norestart';
-    case 'cab':
-      return 'dism.exe /online /add-package /packagepath:"{file}" /quiet /norestart';
-    case 'msp':
-      return 'msiexec.exe /p "{file}" /qn /norestart';
-    case 'exe':
-      return '"{file}" /quiet /norestart';
-    default:
-      return '';
-  }
+/**
+ * How a WSUS file installs (installers.ts): .msu with wusa, a Windows .cab with DISM,
+ * an Office .cab (WSUS ships Office patches as cabs of .msp files) expanded and each
+ * .msp given to msiexec, .msp and .msi with msiexec, and an .exe only where its
+ * arguments are known (the .NET Framework's offline installers take `/q /norestart`).
+ * Null: none known, said in the build summary, never guessed.
+ */
+export function fileInstaller(fileName: string, product: string, family: string | null): Installer | null {
+  const office = /^(microsoft )?office\b/i.test(product) || /^office\b/i.test(family ?? '');
+  const dotnet = /\.net framework/i.test(product) || /\.net framework/i.test(family ?? '') || /-ndp\d+/i.test(fileName);
+  return installerFor(fileName, { office, exeArguments: dotnet ? '/q /norestart' : null });
 }
 
 function releaseDate(creation: string | undefined): string {
@@ -108,6 +108,7 @@ export function parseWsus(json: string): WsusResult {
   const updates: CatalogUpdate[] = [];
   const archOf = new Map<string, string>();
   let skippedFiles = 0;
+  let noInstaller = 0;
   for (const [id, group] of groups) {
     const first = group[0]!;
     const arch = ARCH[(first.UpdateArch ?? '').toLowerCase()] ?? '';
@@ -117,18 +118,21 @@ export function parseWsus(json: string): WsusResult {
     const seen = new Set<string>();
     for (const r of group) {
       const sha256 = decimalBytesToHex(r.AdditionalHash);
-      if (!sha256 || sha256.length !== 64 || !r.FileName || !r.FileUri || !/^https?:\/\//.test(r.FileUri)) {
+      if (!sha256 || sha256.length !== 64 || !r.FileName || !FILE_NAME.test(r.FileName) || !r.FileUri || !/^https?:\/\//.test(r.FileUri)) {
         skippedFiles++;
         continue;
       }
       if (seen.has(sha256)) continue;
       seen.add(sha256);
-      files.push({ name: r.FileName, url: r.FileUri, size: Number(r.Size ?? 0), sha256, language: languageOfFile(r.FileName) });
+      const installer = fileInstaller(r.FileName, product, first.ProductFamilyTitles ?? null);
+      if (!installer) noInstaller++;
+      files.push({ name: r.FileName, url: r.FileUri, size: Number(r.Size ?? 0), sha256, language: languageOfFile(r.FileName), ...(installer ? { installer } : {}) });
     }
-    files.sort((a, b) => a.language.localeCompare(b.language) || a.name.localeCompare(b.name));
+    // Catalog order is install order: the language-neutral files first, then by language and name.
+    const rank = (l: string) => (l === 'neutral' ? '' : l);
+    files.sort((a, b) => rank(a.language).localeCompare(rank(b.language)) || a.name.localeCompare(b.name));
     const bulletin = (first.SecurityBulletins ?? '').trim();
     const moreInfo = (first.AdditionalInformationUrls ?? '').split(/\s+/)[0] ?? '';
-    const neutral = files.find((f) => f.language === 'neutral') ?? files[0];
     archOf.set(id, arch);
     updates.push({
       id,
@@ -147,7 +151,7 @@ export function parseWsus(json: string): WsusResult {
       supersedes: [],
       superseded: group.some((r) => r.IsSuperseded === true),
       restart: 'may',
-      install: { command: neutral ? installCommand(neutral.name) : '', successCodes: [0], rebootCodes: [3010, 1641] },
+      install: { successCodes: [0], rebootCodes: [3010, 1641] },
       // The product name carries the architecture (32-bit Office runs on x64 Windows too).
       applicability: { product },
       installed: kb ? { kb } : { always: false },
@@ -155,5 +159,5 @@ export function parseWsus(json: string): WsusResult {
       files,
     });
   }
-  return { updates, arch: archOf, skippedFiles };
+  return { updates, arch: archOf, skippedFiles, noInstaller };
 }

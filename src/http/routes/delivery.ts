@@ -10,6 +10,7 @@ import { errors, problem } from './common.js';
 import { installationSchema } from '../../delivery/installation.js';
 import { eventsBodySchema, EVENT_LIMITS } from '../../delivery/events.js';
 import { etagMatches } from '../../delivery/engine.js';
+import { assignmentsSchema } from '../../delivery/wire.js';
 import { DELIVERY_STATES, policyCreateSchema, policyPatchSchema } from '../../delivery/policies.js';
 import type { AgentPrincipal } from '../../delivery/agents.js';
 import type { DeliveryService } from '../../delivery/index.js';
@@ -132,22 +133,7 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
         description: 'Assignments',
         content: {
           'application/json': {
-            schema: z.object({
-              items: z.array(
-                z.looseObject({
-                  updateId: z.string(),
-                  policyId: z.string(),
-                  kb: z.string().nullable(),
-                  files: z.array(z.object({ url: z.string(), sha256: z.string(), size: z.number(), name: z.string() })),
-                  command: z.string(),
-                  successCodes: z.array(z.number()),
-                  rebootCodes: z.array(z.number()),
-                  deadline: z.string().nullable(),
-                }),
-              ),
-              policies: z.array(z.looseObject({ id: z.string(), name: z.string(), installation: installationSchema })),
-              waitingForFiles: z.number(),
-            }),
+            schema: assignmentsSchema,
           },
         },
       },
