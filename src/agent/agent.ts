@@ -474,7 +474,7 @@ export class Agent {
       const text = waitingText(w);
       if (this.#waiting.get(w.updateId) !== text) {
         this.#waiting.set(w.updateId, text);
-        this.log.write(`${kb}: assigned, waiting for ${text}`);
+        this.log.write(w.reason === 'no-file-in-languages' ? `${kb}: assigned, but not for this computer: ${text}` : `${kb}: assigned, waiting for ${text}`);
       }
     }
     let installed = 0;
@@ -483,6 +483,7 @@ export class Agent {
       const policy = assignments.policies.find((p) => p.id === item.policyId);
       if (!policy) continue;
       if (await this.#deliver(item, policy, signal, step)) installed++;
+      if (this.#progress()[item.updateId]?.settled) this.#removeDownloads(item, assignments.items);
     }
     if (installed) {
       // The next scan shows the node what is installed now.
@@ -595,16 +596,16 @@ export class Agent {
       this.log.write(`${kb}: install failed (attempt ${attempt} of ${ceilings.install}): ${message}`);
       return installFailed(message, null);
     }
-    this.log.write(`${kb}: installing (attempt ${attempt} of ${ceilings.install}, ${why}): ${runnable} step(s)`);
+    this.log.write(`${kb}: installing (attempt ${attempt} of ${ceilings.install}, ${why}): ${runnable} file(s) to install`);
     let n = 0;
     const r = await runSteps(item, paths, {
       work: this.#work,
       timeoutSeconds: this.o.installTimeoutSeconds,
       signal,
       onStep: (cmd) => this.log.write(`${kb}: step ${++n}: ${cmd.line}`),
+      onResult: (s) => this.log.write(`${kb}: step ${n}: ${describeStep(s)}`),
     });
     if (signal.aborted) throw signal.reason as Error;
-    for (const s of r.steps) this.log.write(`${kb}: ${describeStep(s)}`);
     const exit = r.code !== null ? { exitCode: r.code } : {};
     const code = r.code === null ? '' : ` (exit code ${formatExitCode(r.code)})`;
     switch (r.result) {
@@ -632,6 +633,19 @@ export class Agent {
         return installFailed(message, r.code);
       }
     }
+  }
+
+  /** A settled update's files are deleted, unless another assigned update still needs one. */
+  #removeDownloads(done: Assignment, items: readonly Assignment[]): void {
+    const needed = new Set(items.filter((i) => i !== done && !this.#progress()[i.updateId]?.settled).flatMap((i) => i.files.map((f) => f.sha256)));
+    let bytes = 0;
+    for (const f of done.files) {
+      const dir = join(this.#downloads, f.sha256);
+      if (needed.has(f.sha256) || !existsSync(dir)) continue;
+      rmSync(dir, { recursive: true, force: true });
+      bytes += f.size;
+    }
+    if (bytes) this.log.write(`${done.kb ? `KB${done.kb}` : done.updateId}: its downloads removed (${bytes} bytes)`);
   }
 
   /** `<state>/downloads/<sha256>/<catalog file name>`, absolute; a file of the old layout (`downloads/<sha256>`) is moved there. */

@@ -51,8 +51,9 @@ export interface RunOptions {
   work: string;
   timeoutSeconds: number;
   signal: AbortSignal;
-  /** Called before each command runs (the patch log). */
+  /** Called before each command runs, and with each step's result as it ends (the patch log). */
   onStep: (c: Command) => void;
+  onResult: (s: Step) => void;
 }
 
 const OUTCOME_TEXT: Record<Outcome, string> = {
@@ -78,6 +79,7 @@ export async function runSteps(item: Assignment, paths: readonly string[], o: Ru
     const why = r.timedOut ? `timed out after ${o.timeoutSeconds} s` : r.code === null ? `ended by signal ${r.signal}` : undefined;
     const step: Step = { file, tool: c.tool, command: c.line, code: r.code, outcome: r.code === null ? 'failed' : classify(c.tool, r.code, codes), output: r.output, ...(why ? { why } : {}) };
     steps.push(step);
+    o.onResult(step);
     return step;
   };
   for (const [i, f] of item.files.entries()) {
@@ -101,8 +103,9 @@ export async function runSteps(item: Assignment, paths: readonly string[], o: Ru
         .sort()
         .map((name) => join(dir, name));
       if (!msps.length) {
-        x.outcome = 'failed';
-        x.why = `${f.name} held no .msp patch (${readdirSync(dir).length} file(s))`;
+        const none: Step = { file: f.name, tool: 'msiexec', command: `(no .msp in ${f.name})`, code: null, outcome: 'failed', output: '', why: `${f.name} held no .msp patch (${readdirSync(dir).length} file(s))` };
+        steps.push(none);
+        o.onResult(none);
         break;
       }
       let failed = false;

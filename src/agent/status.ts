@@ -1,4 +1,5 @@
 import type { Assignments, Waiting } from '../delivery/wire.js';
+export { describeError } from '../lib/errors.js';
 
 /**
  * What each assigned update is doing and waiting for, as `patchtree agent status`
@@ -33,9 +34,10 @@ export interface UpdateStatus {
 export function waitingText(w: Waiting): string {
   if (w.reason === 'retry-ceiling') return "the retry counts to be cleared (retry ceiling reached): patchtree agent clear-retries, or the node's clear";
   if (w.reason === 'no-file-in-languages')
-    return `a file in this computer's languages (${w.languages.length ? w.languages.join(', ') : 'unknown: only language-neutral files are taken'}); the update has none`;
+    return `nothing: the update has no file in this computer's languages (${w.languages.length ? w.languages.join(', ') : 'unknown: only language-neutral files are taken'})`;
   if (w.reason === 'languages-not-on-node') return `files in languages the node does not download (${w.languages.join(', ')}): add them to the node's --languages`;
-  return `files not yet on the node (${w.missing} of ${w.files})`;
+  const failing = w.nodeError ? `; the node's download fails: ${w.nodeError}${w.nextTryAt ? `, next try ${w.nextTryAt}` : ''}` : '';
+  return `files not yet on the node (${w.missing} of ${w.files} missing${failing})`;
 }
 
 export function updateStatuses(a: Assignments | null, progress: Record<string, Progress>): UpdateStatus[] {
@@ -46,18 +48,14 @@ export function updateStatuses(a: Assignments | null, progress: Record<string, P
     out.push({ updateId: i.updateId, kb: i.kb, title: i.title, state: p?.state ?? 'assigned', waitingFor: p ? p.waitingFor : 'the next deploy task', lastError: p?.lastError ?? null });
   }
   for (const w of a.waiting ?? [])
-    out.push({ updateId: w.updateId, kb: w.kb, title: w.title, state: w.reason === 'retry-ceiling' ? 'ceiling-reached' : 'waiting', waitingFor: waitingText(w), lastError: progress[w.updateId]?.lastError ?? null });
+    out.push({
+      updateId: w.updateId,
+      kb: w.kb,
+      title: w.title,
+      // No file for this computer's languages: not for it, nothing to wait for.
+      state: w.reason === 'retry-ceiling' ? 'ceiling-reached' : w.reason === 'no-file-in-languages' ? 'not-applicable' : 'waiting',
+      waitingFor: w.reason === 'no-file-in-languages' ? null : waitingText(w),
+      lastError: progress[w.updateId]?.lastError ?? null,
+    });
   return out;
-}
-
-/** An error's message with its causes: `fetch failed: connect ECONNREFUSED 10.0.0.5:8080`. */
-export function describeError(err: unknown): string {
-  const parts: string[] = [];
-  let e: unknown = err;
-  for (let depth = 0; e && depth < 4; depth++) {
-    const msg = e instanceof Error ? e.message : String(e);
-    if (msg && !parts.some((p) => p.includes(msg))) parts.push(msg);
-    e = e instanceof Error ? (e as { cause?: unknown }).cause : undefined;
-  }
-  return parts.join(': ') || 'unknown error';
 }

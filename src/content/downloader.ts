@@ -6,6 +6,7 @@ import PQueue from 'p-queue';
 import { and, asc, eq, gt, inArray, lt, lte, sql } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import type { Logger } from '../lib/log.js';
+import { describeError } from '../lib/errors.js';
 import { contentFiles } from './schema.js';
 import { ContentStore } from './store.js';
 import { RateLimit, throttle } from './throttle.js';
@@ -294,7 +295,8 @@ export class Downloader {
         log.info({ until: new Date(err.retryAt).toISOString() }, err.message);
         return;
       }
-      const message = abort.signal.aborted && abort.signal.reason instanceof Error ? abort.signal.reason.message : (err as Error).message;
+      // With its cause: "fetch failed: getaddrinfo ENOTFOUND download.windowsupdate.com", not "fetch failed".
+      const message = abort.signal.aborted && abort.signal.reason instanceof Error ? abort.signal.reason.message : describeError(err);
       await this.#fail(row, s, message, await store.partialSize(sha256));
       log.warn({ err: message, attempts: row.attempts + 1 }, 'download failed');
     }

@@ -438,22 +438,25 @@ export class Delivery {
       }
       live.push({ ...r, settings });
     }
-    const files = new Map<string, { sha256: string; size: number; name: string; language: string; installer: string | null; verified: boolean; fetched: boolean }[]>();
+    const files = new Map<string, { sha256: string; size: number; name: string; language: string; installer: string | null; verified: boolean; fetched: boolean; failure: { error: string; nextTryAt: string | null } | null }[]>();
     for (let i = 0; i < live.length; i += 400) {
       const part = live.slice(i, i + 400).map((r) => r.update_id);
-      for (const f of await this.conn.all<{ update_id: string; sha256: string; size: number; name: string; language: string; installer: string | null; state: string | null }>(
-        `SELECT f.update_id, f.sha256, f.size, f.name, f.language, f.installer, c.state FROM update_files f LEFT JOIN content_files c ON c.sha256 = f.sha256
+      for (const f of await this.conn.all<{ update_id: string; sha256: string; size: number; name: string; language: string; installer: string | null; state: string | null; last_error: string | null; next_attempt_at: number | null }>(
+        `SELECT f.update_id, f.sha256, f.size, f.name, f.language, f.installer, c.state, c.last_error, c.next_attempt_at FROM update_files f LEFT JOIN content_files c ON c.sha256 = f.sha256
          WHERE f.update_id IN (${placeholders(part)}) ORDER BY f.update_id, f.position`,
         part,
       )) {
         let l = files.get(f.update_id);
         if (!l) files.set(f.update_id, (l = []));
-        l.push({ sha256: f.sha256, size: Number(f.size), name: f.name, language: f.language, installer: f.installer, verified: f.state === 'verified', fetched: f.state !== null });
+        l.push({
+          sha256: f.sha256, size: Number(f.size), name: f.name, language: f.language, installer: f.installer, verified: f.state === 'verified', fetched: f.state !== null,
+          failure: f.state === 'failed' ? { error: f.last_error ?? 'failed', nextTryAt: iso(f.next_attempt_at) } : null,
+        });
       }
     }
     const items: Assignment[] = [];
     const used = new Map<string, Assignments['policies'][number]>();
-    const waiting: Waiting[] = ceilinged.map((r) => ({ updateId: r.update_id, policyId: r.policy_id, kb: r.kb, title: r.title, reason: 'retry-ceiling', files: 0, missing: 0, languages: langs }));
+    const waiting: Waiting[] = ceilinged.map((r) => ({ updateId: r.update_id, policyId: r.policy_id, kb: r.kb, title: r.title, reason: 'retry-ceiling', files: 0, missing: 0, languages: langs, nodeError: null, nextTryAt: null }));
     for (const r of live) {
       if (!used.has(r.policy_id)) used.set(r.policy_id, { id: r.policy_id, name: r.name, startAt: iso(r.start_at)!, deadline: iso(r.deadline_at), installation: r.settings });
       // Only the files this computer needs: another language's file is never offered (a site may not even hold it).
@@ -463,7 +466,8 @@ export class Delivery {
         // Files the node does not fetch at all are in languages it does not manage (--languages).
         const unmanaged = [...new Set(missing.filter((f) => !f.fetched).map((f) => f.language))].sort();
         const reason = !mine.length ? 'no-file-in-languages' : unmanaged.length ? 'languages-not-on-node' : 'files-not-on-node';
-        waiting.push({ updateId: r.update_id, policyId: r.policy_id, kb: r.kb, title: r.title, reason, files: mine.length, missing: missing.length, languages: reason === 'languages-not-on-node' ? unmanaged : langs });
+        const failure = missing.find((f) => f.failure)?.failure ?? null;
+        waiting.push({ updateId: r.update_id, policyId: r.policy_id, kb: r.kb, title: r.title, reason, files: mine.length, missing: missing.length, languages: reason === 'languages-not-on-node' ? unmanaged : langs, nodeError: failure?.error ?? null, nextTryAt: failure?.nextTryAt ?? null });
         continue;
       }
       items.push({

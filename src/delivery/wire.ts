@@ -52,6 +52,9 @@ export const waitingSchema = z.object({
   missing: z.number().int(),
   /** The computer's languages the node chose files for; for `languages-not-on-node`, the languages the node does not fetch. */
   languages: z.array(z.string()),
+  /** Why the node's own download of a missing file failed last, and when it tries again. */
+  nodeError: z.string().nullable().default(null),
+  nextTryAt: z.string().nullable().default(null),
 });
 export type Waiting = z.infer<typeof waitingSchema>;
 

@@ -40,6 +40,7 @@ export const ERROR_CODES = {
   'signature-invalid': { status: 422, grpc: GrpcStatus.INVALID_ARGUMENT, title: 'The catalog signature does not verify; nothing was imported' },
   'untrusted-publisher': { status: 422, grpc: GrpcStatus.PERMISSION_DENIED, title: 'The catalog is not signed by a trusted publisher key; nothing was imported' },
   'storage-unusable': { status: 422, grpc: GrpcStatus.FAILED_PRECONDITION, title: 'The storage location cannot be used' },
+  'too-many-requests': { status: 429, grpc: GrpcStatus.RESOURCE_EXHAUSTED, title: 'Too many failed attempts from this address; try again later' },
   'import-busy': { status: 503, grpc: GrpcStatus.UNAVAILABLE, title: 'Another catalog import is running' },
   unavailable: { status: 503, grpc: GrpcStatus.UNAVAILABLE, title: 'Temporarily unavailable' },
   internal: { status: 500, grpc: GrpcStatus.INTERNAL, title: 'Internal error' },
@@ -99,4 +100,16 @@ export function formatPath(path: ReadonlyArray<PropertyKey>): string {
     else out += out ? `.${String(p)}` : String(p);
   }
   return out || '(root)';
+}
+
+/** An error's message with its causes: `fetch failed: connect ECONNREFUSED 10.0.0.5:8080`. */
+export function describeError(err: unknown): string {
+  const parts: string[] = [];
+  let e: unknown = err;
+  for (let depth = 0; e && depth < 4; depth++) {
+    const msg = e instanceof Error ? e.message : String(e);
+    if (msg && !parts.some((p) => p.includes(msg))) parts.push(msg);
+    e = e instanceof Error ? (e as { cause?: unknown }).cause : undefined;
+  }
+  return parts.join(': ') || 'unknown error';
 }

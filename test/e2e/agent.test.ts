@@ -102,7 +102,7 @@ t.test('a policy installed end to end: scan, download, install, rescan; tasks, s
   t.match(log, /enrolled with http:\/\/127\.0\.0\.1:\d+ as PC-1/);
   t.match(log, /task deploy started \(schedule\)/);
   t.match(log, /KB5000001: downloaded kb1\.msu \(3000 bytes, sha256 verified\)/);
-  t.match(log, /KB5000001: installing \(attempt 1 of 4, any time allowed\): 1 step\(s\)/);
+  t.match(log, /KB5000001: installing \(attempt 1 of 4, any time allowed\): 1 file\(s\) to install/);
   t.match(log, /KB5000001: step 1: sh .*install-1\.sh ".*downloads\/[0-9a-f]{64}\/kb1\.msu"$/m, 'the command line with the file\'s absolute path and name');
 
   // An idle agent (an hour between check-ins): tasks by hand, stop with nothing running.

@@ -111,11 +111,14 @@ t.test('every file the computer needs, with the right installer, and exit codes 
   for (const f of ['u1-extra.cab', 'u1-de-de.cab'])
     t.same(of('dism.exe', f).map((c) => c.argv), [['/online', '/add-package', `/packagepath:${abs(f)}`, '/quiet', '/norestart']], `dism.exe /online /add-package /packagepath:"${f}", once`);
   t.same(of('dism.exe', 'u1-').map((c) => c.argv.at(2)!.split('/').pop()), ['u1-extra.cab', 'u1-de-de.cab'], 'in catalog order, the German file and neither French nor Japanese');
-  const downloaded = readdirSync(join(state, 'downloads')).sort();
-  const needed = [...files.entries()].filter(([n]) => !['u1-fr-fr.cab', 'u1-ja-jp.cab', 'u8.msu'].includes(n)).map(([, v]) => v.sha256).sort();
-  t.same(downloaded, needed, 'the agent downloaded exactly the files it needs: none in another language');
-  for (const sha of downloaded) t.same(readdirSync(join(state, 'downloads', sha)).length, 1, 'each download kept under its catalog name, no partial left');
-  t.ok(existsSync(abs('u1-de-de.cab')), '<state>/downloads/<sha256>/<name>');
+  const patchLog = readFileSync(join(state, 'patch.log'), 'utf8');
+  const downloaded = [...patchLog.matchAll(/: downloaded (\S+) \(\d+ bytes, sha256 verified\)/g)].map((m) => m[1]!).sort();
+  const needed = [...files.keys()].filter((n) => !['u1-fr-fr.cab', 'u1-ja-jp.cab', 'u8.msu'].includes(n)).sort();
+  t.same(downloaded, needed, 'the agent downloaded exactly the files it needs, each once: none in another language');
+  // Installed, restart pending or not applicable: its downloads are removed; the failing update keeps its file for the next try.
+  t.same(readdirSync(join(state, 'downloads')), [files.get('u7.msu')!.sha256], 'settled updates leave nothing in downloads/');
+  t.same(readdirSync(join(state, 'downloads', files.get('u7.msu')!.sha256)), ['u7.msu'], 'kept under its catalog name, no partial left');
+  t.match(patchLog, /KB5000001: its downloads removed \(\d+ bytes\)/);
 
   // 2. An Office cab is expanded and each .msp it held given to msiexec, in name order; the folder is removed after.
   const [expand, ...more] = of('expand.exe', 'u2-x-none.cab');
@@ -149,11 +152,11 @@ t.test('every file the computer needs, with the right installer, and exit codes 
   // 4. The status says why: files not on the node, the ceiling with its last error.
   await waitFor(async () => (await status()).updates.some((u: any) => u.updateId === 'test-7' && u.state === 'ceiling-reached'), 'the ceiling in the agent status');
   const s = await status();
-  t.match(s.updates.find((u: any) => u.updateId === 'test-8'), { kb: '5000008', state: 'waiting', waitingFor: 'files not yet on the node (1 of 1)' });
+  t.match(s.updates.find((u: any) => u.updateId === 'test-8'), { kb: '5000008', state: 'waiting', waitingFor: /^files not yet on the node \(1 of 1 missing; the node's download fails: HTTP 404.*, next try \d{4}-/ });
   t.match(s.updates.find((u: any) => u.updateId === 'test-7'), { state: 'ceiling-reached', waitingFor: /retry counts to be cleared/, lastError: /u7\.msu" \/quiet \/norestart -> exit 1603 \(failed\)/ });
   t.equal(s.waitingForFiles, 1);
   const text = (await runCli(['agent', 'status', '--state', state])).stdout;
-  t.match(text, /KB5000008 +waiting +waiting for files not yet on the node \(1 of 1\)/, 'the text status lists it too');
+  t.match(text, /KB5000008 +waiting +waiting for files not yet on the node \(1 of 1 missing; the node's download fails: HTTP 404/, 'the text status lists it too');
 
   // 5. The node away: the last error names the cause.
   node.child.kill('SIGTERM');

@@ -223,7 +223,7 @@ t.test('joining: wrong, reused and expired tokens; removed children; protocol ve
   const tok2 = (await api(root.url, T, '/api/v1/hierarchy/join-tokens', { method: 'POST', body: '{}' })).body.token;
   const join99 = await new Promise<any>((resolve) => client.Join({ join_token: tok2, node_id: '00000000-0000-4000-8000-000000000099', name: 'old', languages: ['en'], protocol_version: 99 }, (err: any) => resolve(err)));
   t.equal(join99.code, grpc.status.FAILED_PRECONDITION);
-  t.match(join99.details, /protocol version 99 is not supported; root speaks 1/);
+  t.match(join99.details, /protocol version 99 is not supported; root speaks 2/);
   const joined = await new Promise<any>((resolve, reject) => client.Join({ join_token: tok2, node_id: '00000000-0000-4000-8000-000000000099', name: 'old', languages: ['en'], protocol_version: PROTOCOL_VERSION }, (err: any, r: any) => (err ? reject(err) : resolve(r))));
   const md = new grpc.Metadata();
   md.set('authorization', `Bearer ${joined.credential}`);

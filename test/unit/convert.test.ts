@@ -59,6 +59,7 @@ t.test('WSUS helpers', async (t) => {
   t.equal(languageOfFile('proof-sr-cyrl-rs.cab'), 'sr-cyrl-rs');
   t.equal(languageOfFile('lip-ca-es-valencia.cab'), 'ca-es-valencia');
   t.equal(languageOfFile('Windows10.0-KB5012170-x64.cab'), 'neutral');
+  t.equal(languageOfFile('lip-ja-jp.pseudo.cab'), 'qps-ploc', 'a pseudo-localisation build is no Japanese file');
   t.equal(productName('Windows 11 23H2', 'x64'), 'Windows 11 Version 23H2 for x64-based Systems');
   t.equal(productName('Office 2016 32-Bit', 'x86'), 'Microsoft Office 2016 (32-bit edition)');
 });
@@ -76,6 +77,19 @@ t.test('WSUS Office 2016: one update per UpdateId, files with languages and SHA-
   t.equal(first.severity, 'Critical');
   t.equal(first.product, 'Microsoft Office 2016 (32-bit edition)');
   for (const u of r.updates) t.ok(catalogUpdateSchema.safeParse(u).success, `update ${u.id} is valid`);
+});
+
+t.test('WSUS .NET cumulative update: installed under its packages\' KBs too', async (t) => {
+  const r = parseWsus(read(WSUS[0]!));
+  const net = r.updates.filter((u) => u.kb === '5042352');
+  t.equal(net.length, 2, 'x86 and x64');
+  for (const u of net) {
+    const kbs = u.files.map((f) => /-KB(\d+)-/.exec(f.name)![1]).sort();
+    t.same(u.installed, { any: [{ kb: '5042352' }, ...kbs.map((kb) => ({ kb }))] }, `${u.product}: the umbrella KB or a package's (${kbs.join(', ')})`);
+    t.same(u.files.map((f) => f.installer), [{ type: 'dism' }, { type: 'dism' }]);
+  }
+  const plain = r.updates.find((u) => u.files.length === 1 && u.kb)!;
+  t.same(plain.installed, { kb: plain.kb }, 'one package: its KB alone');
 });
 
 t.test('build joins WSUS to CVRF by KB and product', async (t) => {

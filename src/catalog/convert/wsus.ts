@@ -26,6 +26,8 @@ export interface WsusRow {
   Description?: string;
   AdditionalInformationUrls?: string;
   FileName?: string;
+  /** The KB of the file's own package, where it differs (a .NET cumulative update's NDP48 and NDP481 cabs). */
+  FileKBNumber?: string;
   FileUri?: string;
   Size?: number;
   AdditionalHash?: string;
@@ -42,6 +44,8 @@ export interface WsusResult {
 
 /** `x-none` and names without a culture are neutral; otherwise the culture, lowercased (`de-de`). */
 export function languageOfFile(fileName: string): string {
+  // A pseudo-localisation build (`lip-ja-jp.pseudo.cab`) is for testers, not for Japanese computers.
+  if (/\.pseudo\./i.test(fileName)) return 'qps-ploc';
   const stem = fileName.toLowerCase().split('.')[0] ?? '';
   if (stem.endsWith('-x-none')) return 'neutral';
   const parts = stem.split('-');
@@ -87,6 +91,12 @@ export function fileInstaller(fileName: string, product: string, family: string 
   const office = /^(microsoft )?office\b/i.test(product) || /^office\b/i.test(family ?? '');
   const dotnet = /\.net framework/i.test(product) || /\.net framework/i.test(family ?? '') || /-ndp\d+/i.test(fileName);
   return installerFor(fileName, { office, exeArguments: dotnet ? '/q /norestart' : null });
+}
+
+function installedRule(kb: string | null, group: WsusRow[]): CatalogUpdate['installed'] {
+  const parts = [...new Set(group.map((r) => (r.FileKBNumber ?? '').trim()).filter((k) => /^\d{4,8}$/.test(k) && k !== kb))].sort();
+  if (!kb) return parts.length ? { any: parts.map((k) => ({ kb: k })) } : { always: false };
+  return parts.length ? { any: [{ kb }, ...parts.map((k) => ({ kb: k }))] } : { kb };
 }
 
 function releaseDate(creation: string | undefined): string {
@@ -154,7 +164,8 @@ export function parseWsus(json: string): WsusResult {
       install: { successCodes: [0], rebootCodes: [3010, 1641] },
       // The product name carries the architecture (32-bit Office runs on x64 Windows too).
       applicability: { product },
-      installed: kb ? { kb } : { always: false },
+      // Windows lists a .NET cumulative update under its packages' KBs (KB5042056, KB5042097), not the umbrella KB5042352.
+      installed: installedRule(kb, group),
       ...(/^https?:\/\//.test(moreInfo) ? { moreInfoUrl: moreInfo } : {}),
       files,
     });
