@@ -100,7 +100,7 @@ export interface RunningNode {
 /** A node in this process: real SQLite file, real HTTP and gRPC on port 0. */
 export async function startNode(t: T, opts: { trustedKeys?: string[]; extra?: string[]; dataDir?: string } = {}): Promise<RunningNode> {
   const dataDir = opts.dataDir ?? (await tempDir(t));
-  const args = ['--data', dataDir, '--http-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', '--admin-token', ADMIN_TOKEN, '--log-level', 'silent', '--name', 'test-node'];
+  const args = ['--data', dataDir, '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', '--admin-token', ADMIN_TOKEN, '--log-level', 'silent', '--name', 'test-node'];
   for (const k of opts.trustedKeys ?? []) args.push('--trusted-key', k);
   const config = loadConfig([...args, ...(opts.extra ?? [])], {});
   const node = new PatchtreeNode(config, createLogger('silent'));
@@ -158,7 +158,7 @@ export interface NodeProcess {
 
 /** Runs `patchtree serve` as a real child process and waits for its "node started" log line. */
 export async function spawnNode(t: T, args: string[], env: NodeJS.ProcessEnv = {}): Promise<NodeProcess> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--http-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', ...args], {
+  const child = spawn(process.execPath, [BIN, 'serve', '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', ...args], {
     env: { PATH: process.env['PATH'], ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -255,4 +255,12 @@ export async function joinRaw(t: T, node: RunningNode, child: { id: string; name
   const md = new grpc.Metadata();
   md.set('authorization', `Bearer ${joined.credential}`);
   return { client, md };
+}
+
+/** Signs in to a node's console with an API token; the session cookie (`name=value`) for later requests. */
+export async function consoleCookie(url: string, token: string): Promise<string> {
+  const res = await fetch(`${url}/sign-in`, { method: 'POST', redirect: 'manual', body: new URLSearchParams({ token, next: '/' }) });
+  const cookie = res.headers.get('set-cookie')?.split(';')[0];
+  if (res.status !== 303 || !cookie) throw new Error(`sign-in at ${url}: ${res.status}`);
+  return cookie;
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Inventory } from './evaluate.js';
+import { displayName } from '../lib/text.js';
 
 /**
  * What an agent reports: a full inventory, or a delta against the inventory of
@@ -56,7 +57,7 @@ export const deltaSchema = z.strictObject({
 export const reportSchema = z
   .strictObject({
     agentKey: z.string().regex(/^[A-Za-z0-9._:-]{8,100}$/, '8 to 100 characters of A-Z a-z 0-9 . _ : -').describe("The agent's stable identifier for this computer"),
-    name: str(255).describe('Computer name'),
+    name: displayName(255).describe('Computer name'),
     agentVersion: str(50).optional(),
     full: inventorySchema.optional(),
     delta: deltaSchema.optional(),

@@ -1,5 +1,5 @@
 import { BUSY_TIMEOUT_MS } from './native.js';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createClient, type Client } from '@libsql/client';
@@ -53,7 +53,12 @@ export function filePathOf(url: string): string | null {
  */
 export async function openDatabase(url: string, authToken?: string): Promise<Database> {
   const filePath = filePathOf(url);
-  if (filePath) mkdirSync(dirname(filePath), { recursive: true });
+  if (filePath) {
+    mkdirSync(dirname(filePath), { recursive: true, mode: 0o700 });
+    // Created 0600 before SQLite opens it (its -wal and -shm files take the same mode); an older, wider one is narrowed.
+    closeSync(openSync(filePath, 'a', 0o600));
+    chmodSync(filePath, 0o600);
+  }
   const client = createClient({ url, ...(authToken ? { authToken } : {}), timeout: BUSY_TIMEOUT_MS, concurrency: 4 });
   try {
     if (filePath) {

@@ -86,6 +86,11 @@ export class AgentCredentials {
     return { agentId: a.agentId, name: a.name, computerId: a.computerId };
   }
 
+  /** Whether an id is an enrolled agent's (revoked or not): its computer reports with the agent's own secret only. */
+  async isAgent(agentId: string): Promise<boolean> {
+    return Boolean(await this.conn.get<{ id: string }>('SELECT id FROM agents WHERE id = ?', [agentId]));
+  }
+
   /** Writes the "last seen" times gathered since the last flush. */
   async flushSeen(): Promise<void> {
     if (!this.#seen.size) return;

@@ -23,6 +23,8 @@ export type EventType = (typeof EVENT_TYPES)[number];
 export const EVENT_LIMITS = { batch: 500, message: 2000, bodyBytes: 512 * 1024 } as const;
 /** An agent's clock may run ahead of the node's by this much at most. */
 const MAX_SKEW_MS = 24 * 3_600_000;
+/** No event of this product happened before 2000: an earlier time is a broken clock (year 0001 was accepted once). */
+const EARLIEST = Date.UTC(2000, 0, 1);
 
 export const eventSchema = z.strictObject({
   id: z.string().regex(/^[A-Za-z0-9._:-]{1,100}$/, '1 to 100 characters of A-Z a-z 0-9 . _ : -').describe('Made by the agent, unique per agent: a retried event is counted once'),
@@ -30,7 +32,11 @@ export const eventSchema = z.strictObject({
   policyId: z.string().min(1).max(100).optional(),
   type: z.enum(EVENT_TYPES),
   attempt: z.number().int().min(1).max(1_000_000).describe('Which attempt of this download or install (1 = first)'),
-  at: z.iso.datetime({ offset: true }).refine((t) => Date.parse(t) <= Date.now() + MAX_SKEW_MS, 'more than a day in the future').describe('When it happened, on the agent'),
+  at: z.iso
+    .datetime({ offset: true })
+    .refine((t) => Date.parse(t) <= Date.now() + MAX_SKEW_MS, 'more than a day in the future')
+    .refine((t) => Date.parse(t) >= EARLIEST, 'before 2000: the agent\'s clock is wrong')
+    .describe('When it happened, on the agent'),
   exitCode: z.number().int().min(-2_147_483_648).max(4_294_967_295).optional(),
   message: z.string().max(EVENT_LIMITS.message).optional(),
 });

@@ -9,6 +9,7 @@ import { conditionSql, SEVERITIES, type Computers } from '../assessment/queries.
 import { installationOverrideSchema, type InstallationOverride } from './installation.js';
 import type { Delivery, Targets } from './engine.js';
 import { policyDeleteLogWrite, policyLogWrite, type SharedTargets } from './replication.js';
+import { displayName } from '../lib/text.js';
 
 /** This node as the origin of its policies, and how its subtree is told of a change. */
 export interface PolicyPublisher {
@@ -44,7 +45,7 @@ const isoTime = z.iso.datetime({ offset: true });
 
 export const policyCreateSchema = z
   .strictObject({
-    name: z.string().trim().min(1).max(200),
+    name: displayName(200),
     description: z.string().max(2000).optional(),
     updates: z.array(updateId).max(MAX_POLICY_UPDATES).optional().describe('Update ids'),
     fromRequired: fromRequiredSchema.optional().describe('Add every update that computers (of a filter) require (of a severity): "every required critical update to the computers that need it" in one request'),
@@ -61,7 +62,7 @@ export type PolicyCreate = z.infer<typeof policyCreateSchema>;
 
 export const policyPatchSchema = z
   .strictObject({
-    name: z.string().trim().min(1).max(200).optional(),
+    name: displayName(200).optional(),
     description: z.string().max(2000).nullable().optional(),
     updates: z.array(updateId).min(1).max(MAX_POLICY_UPDATES).optional().describe('The whole list (replaces it)'),
     addUpdates: z.array(updateId).max(MAX_POLICY_UPDATES).optional(),

@@ -23,6 +23,7 @@ import type { Identity } from '../replication/identity.js';
 import { catalogCounts } from '../catalog/queries.js';
 import type { Metrics } from '../node/metrics.js';
 import { bearerAuth, type AppEnv } from './auth.js';
+import { sourceOf, type AuthGuard } from './guard.js';
 import { renderDocs } from './docs.js';
 import { catalogRoutes } from './routes/catalog.js';
 import { adminRoutes } from './routes/admin.js';
@@ -51,6 +52,10 @@ export interface AppDeps {
     subtreeLanguages: () => string[];
   };
   metrics: Metrics;
+  /** Failed authentication: counted, logged (rate-limited), failed enrolments limited per address. */
+  guard: AuthGuard;
+  /** The CA tokens pin (null: given certificates without --tls-ca), and the server certificate's expiry. */
+  tls: { caSha256: string | null; certNotAfter: () => string };
   node: { name: string; version: string; languages: readonly string[]; startedAt: number };
   tmpDir: string;
   maxCatalogBytes: number;
@@ -82,6 +87,14 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.use('*', async (c, next) => {
     const start = performance.now();
     await next();
+    // Every answer: no type sniffing, no referrer; console pages: no framing, nothing from elsewhere.
+    c.res.headers.set('X-Content-Type-Options', 'nosniff');
+    c.res.headers.set('Referrer-Policy', 'no-referrer');
+    if (c.res.headers.get('content-type')?.startsWith('text/html')) {
+      c.res.headers.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
+      c.res.headers.set('X-Frame-Options', 'DENY');
+    }
+    if (new URL(c.req.url).protocol === 'https:') c.res.headers.set('Strict-Transport-Security', 'max-age=31536000');
     const route = routePath(c) || 'unmatched';
     const status = String(c.res.status);
     deps.metrics.httpRequests.inc({ method: c.req.method, route, status });
@@ -99,6 +112,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     })(c, next);
   });
   app.use('/api/v1/*', bearerAuth(deps.tokens));
+  const guard = deps.guard;
 
   app.get('/healthz', async (c) => {
     try {
@@ -138,9 +152,9 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   contentRoutes(app, deps);
   hierarchyRoutes(app, deps);
   assessmentRoutes(app, deps);
-  deliveryRoutes(app, deps);
+  deliveryRoutes(app, deps, guard);
   reportRoutes(app, deps);
-  consoleRoutes(app, deps);
+  consoleRoutes(app, deps, guard);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API token (admin, operator or viewer).' });
   app.openAPIRegistry.registerComponent('securitySchemes', 'enrollment', { type: 'http', scheme: 'bearer', description: 'An agent enrolment token (POST /api/v1/agents/enrollment-tokens).' });
@@ -156,11 +170,16 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.notFound((c) => problemResponse(new AppError('not-found', `no route ${c.req.method} ${c.req.path}`), c.req.path));
   app.onError((err, c) => {
     if (err instanceof AppError) {
+      if (err.code === 'unauthenticated') {
+        const p = c.req.path;
+        guard.failed(p.startsWith('/api/') ? 'api' : p === '/agent/v1/enroll' ? 'enrolment' : p.startsWith('/agent/') ? 'agent' : 'console', sourceOf(c), err.message);
+      }
       if (err.status >= 500) log.error({ code: err.code, detail: err.message }, 'request failed');
       const res = problemResponse(err, c.req.path);
       const www = c.res.headers.get('WWW-Authenticate');
       if (www) res.headers.set('WWW-Authenticate', www);
       if (err.code === 'import-busy') res.headers.set('Retry-After', '30');
+      if (typeof err.extra['retryAfterSeconds'] === 'number') res.headers.set('Retry-After', String(err.extra['retryAfterSeconds']));
       // The refused body may be half read: the connection must not be reused.
       if (err.code === 'payload-too-large') res.headers.set('Connection', 'close');
       return res;

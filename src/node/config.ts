@@ -32,6 +32,14 @@ export const OPTIONS = {
   databaseAuthToken: { schema: z.string().min(1), help: 'Auth token for a remote libsql server.', secret: true },
   httpHost: { schema: z.string().min(1), help: 'HTTP listen address.', default: '0.0.0.0' },
   httpPort: { schema: port, help: 'HTTP listen port (0 picks a free one).', default: 8080 },
+  httpsPort: { schema: port, help: "HTTPS listen port (0 picks a free one): the API, console and agent API over TLS with the node's certificate.", default: 8443 },
+  tlsSan: {
+    schema: z.array(z.string().regex(/^[A-Za-z0-9.:*-]{1,253}$/, 'a host name or address')),
+    help: "Another name or address for the node's own certificate (repeatable); it always covers the host name, localhost, 127.0.0.1 and ::1.",
+    default: [] as string[],
+    list: true,
+    multiple: true,
+  },
   grpcHost: { schema: z.string().min(1), help: 'gRPC listen address.', default: '0.0.0.0' },
   grpcPort: { schema: port, help: 'gRPC listen port (0 picks a free one).', default: 50051 },
   name: { schema: z.string().trim().min(1).max(100), help: 'Node name shown in the hierarchy. Default: the host name.' },
@@ -108,6 +116,8 @@ export interface NodeConfig {
   readonly databaseAuthToken: string | undefined;
   readonly httpHost: string;
   readonly httpPort: number;
+  readonly httpsPort: number;
+  readonly tlsSan: readonly string[];
   readonly grpcHost: string;
   readonly grpcPort: number;
   readonly name: string;
@@ -225,6 +235,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     databaseAuthToken: raw['databaseAuthToken'] as string | undefined,
     httpHost: raw['httpHost'] as string,
     httpPort: raw['httpPort'] as number,
+    httpsPort: raw['httpsPort'] as number,
+    tlsSan: Object.freeze(raw['tlsSan'] as string[]),
     grpcHost: raw['grpcHost'] as string,
     grpcPort: raw['grpcPort'] as number,
     name: (raw['name'] as string | undefined) ?? hostname(),

@@ -22,6 +22,12 @@ export function createMetrics() {
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60],
       registers: [registry],
     }),
+    authFailures: new Counter({
+      name: 'patchtree_auth_failures_total',
+      help: 'Failed authentications by surface (api, agent, enrolment, console, grpc)',
+      labelNames: ['surface'] as const,
+      registers: [registry],
+    }),
     catalogImports: new Counter({
       name: 'patchtree_catalog_imports_total',
       help: 'Catalog imports by outcome (ok, or the error code)',

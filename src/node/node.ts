@@ -1,11 +1,15 @@
 import { readFileSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { chmod, mkdir, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Server } from 'node:http';
 import { createLogger, type Logger } from '../lib/log.js';
 import { openDatabase, type Database } from '../db/index.js';
+import { AuthGuard } from '../http/guard.js';
+import { hostname } from 'node:os';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { certNames, nodeTls, type NodeTls } from '../tls/node-ca.js';
 import { openConn, type SqlConn } from '../db/exec.js';
 import { TokenService } from '../auth/tokens.js';
 import { SettingsService } from '../settings/service.js';
@@ -40,6 +44,11 @@ export class PatchtreeNode {
   readonly logger: Logger;
   db!: Database;
   httpPort = 0;
+  httpsPort = 0;
+  /** The node's TLS material (its own CA and certificate, or the given ones). */
+  tls: NodeTls | null = null;
+  #https: HttpsServer | null = null;
+  #renewTimer: NodeJS.Timeout | null = null;
   parent!: ReplicationParent;
   grpcPort = 0;
   #http: Server | null = null;
@@ -74,12 +83,22 @@ export class PatchtreeNode {
   async start(): Promise<void> {
     const { config } = this;
     const log = this.logger;
-    await mkdir(config.data, { recursive: true });
+    // The data folder holds the database, keys and tokens: its owner's only.
+    await mkdir(config.data, { recursive: true, mode: 0o700 });
+    await chmod(config.data, 0o700);
     const tmpDir = join(config.data, 'tmp');
     await rm(tmpDir, { recursive: true, force: true }); // partial uploads of a previous run
     await mkdir(tmpDir, { recursive: true });
 
     this.db = await openDatabase(config.databaseUrl, config.databaseAuthToken);
+    // The node's TLS: its own CA and certificate in <data>/tls/, or the ones given.
+    const tls = await nodeTls({
+      data: config.data,
+      name: config.name,
+      names: certNames(hostname(), config.tlsSan),
+      ...(config.tlsCert && config.tlsKey ? { given: { cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa } } : {}),
+    });
+    this.tls = tls;
     log.info({ database: this.db.filePath ?? config.databaseUrl.replace(/\/\/[^@/]*@/, '//***@') }, 'database ready');
 
     const tokens = new TokenService(this.db.orm);
@@ -101,12 +120,12 @@ export class PatchtreeNode {
     const identity = await ensureIdentity(this.db.orm);
 
     // TLS for the tree, or plaintext only when --insecure says so, loudly.
-    const tls = config.tlsCert && config.tlsKey;
+    const grpcTls = config.tlsCert && config.tlsKey;
     if (config.insecure) log.warn('INSECURE: --insecure is set; replication traffic (catalog, credentials, files) travels in plaintext');
-    const serverCreds = tls
+    const serverCreds = grpcTls
       ? grpc.ServerCredentials.createSsl(config.tlsCa ? readFileSync(config.tlsCa) : null, [{ cert_chain: readFileSync(config.tlsCert!), private_key: readFileSync(config.tlsKey!) }], Boolean(config.tlsCa))
       : grpc.ServerCredentials.createInsecure();
-    if (!tls && !config.insecure) log.warn('no --tls-cert/--tls-key and no --insecure: this node will not accept child nodes');
+    if (!grpcTls && !config.insecure) log.warn('no --tls-cert/--tls-key and no --insecure: this node will not accept child nodes');
 
     // Languages whose files this node needs: its own and its whole subtree's.
     let subtree: string[] = [];
@@ -141,8 +160,10 @@ export class PatchtreeNode {
           }
         });
       },
-      Boolean(tls) || config.insecure,
+      Boolean(grpcTls) || config.insecure,
     );
+    const guard = new AuthGuard(metrics.authFailures, log.child({ module: 'auth' }));
+    parent.onAuthFailure = (peer, why) => guard.failed('grpc', peer, why);
     subtree = await parent.subtreeLanguages();
     settings.publisher = { nodeId: identity.nodeId, notify: () => parent.notify() };
     let compactTimer: NodeJS.Timeout | null = null;
@@ -269,6 +290,8 @@ export class PatchtreeNode {
       freshness,
       hierarchy: { identity, parent, child, languages: config.languages, subtreeLanguages: allLanguages },
       metrics,
+      guard,
+      tls: { caSha256: tls.caSha256, certNotAfter: () => tls.certNotAfter },
       node: { name: config.name, version: VERSION, languages: config.languages, startedAt: Date.now() },
       tmpDir,
       maxCatalogBytes: config.maxCatalogBytes,
@@ -286,6 +309,32 @@ export class PatchtreeNode {
     this.#http = server;
     this.httpPort = (server.address() as AddressInfo).port;
     log.info({ port: this.httpPort, host: config.httpHost }, 'HTTP listening');
+    // HTTPS with the node's own certificate (or the given one): the same API, console and agent API.
+    const https = createAdaptorServer({ fetch: app.fetch, createServer: createHttpsServer, serverOptions: { key: tls.key, cert: tls.certChain } }) as HttpsServer;
+    https.requestTimeout = 0;
+    https.headersTimeout = 60_000;
+    await new Promise<void>((resolve, reject) => {
+      https.once('error', reject);
+      https.listen(config.httpsPort, config.httpHost, () => resolve());
+    });
+    this.#https = https;
+    this.httpsPort = (https.address() as AddressInfo).port;
+    log.info({ port: this.httpsPort, host: config.httpHost, caSha256: tls.caSha256, certNotAfter: tls.certNotAfter, own: tls.own }, 'HTTPS listening');
+    // The node's own certificate is renewed while it runs (checked daily; clients see the new one on their next connection).
+    if (tls.own) {
+      this.#renewTimer = setInterval(() => {
+        void nodeTls({ data: config.data, name: config.name, names: certNames(hostname(), config.tlsSan) })
+          .then((t) => {
+            if (t.certNotAfter !== tls.certNotAfter) {
+              https.setSecureContext({ key: t.key, cert: t.certChain });
+              tls.certNotAfter = t.certNotAfter;
+              log.info({ certNotAfter: t.certNotAfter }, 'node certificate renewed');
+            }
+          })
+          .catch((err) => log.error({ err }, 'node certificate renewal failed'));
+      }, 86_400_000);
+      this.#renewTimer.unref();
+    }
 
     await content.start();
 
@@ -309,7 +358,7 @@ export class PatchtreeNode {
       );
       this.#feed.start();
     }
-    log.info({ name: config.name, languages: config.languages, http: this.httpPort, grpc: this.grpcPort, version: VERSION }, 'node started');
+    log.info({ name: config.name, languages: config.languages, http: this.httpPort, https: this.httpsPort, grpc: this.grpcPort, caSha256: tls.caSha256, version: VERSION }, 'node started');
   }
 
   async stop(): Promise<void> {
@@ -322,8 +371,9 @@ export class PatchtreeNode {
     await this.#child?.stop();
     await this.#grpc?.stop();
     this.#replicaReads?.close();
-    if (this.#http) {
-      const http = this.#http;
+    if (this.#renewTimer) clearInterval(this.#renewTimer);
+    for (const http of [this.#http, this.#https]) {
+      if (!http) continue;
       await new Promise<void>((resolve) => {
         http.close(() => resolve());
         http.closeIdleConnections();

@@ -17,6 +17,7 @@ import type { ContentStore } from '../content/store.js';
 import { POLICY_LANGUAGES_AT, policyPayloadsSql } from '../delivery/replication.js';
 import { RELEASE_LANGUAGES_AT, RELEASE_SNAPSHOT_SQL } from '../freshness/release.js';
 import { changeLog, children, joinTokens } from './schema.js';
+import * as check from './validate.js';
 import { RETRY_AFTER_KEY, SUPPORTED_PROTOCOL_VERSIONS, entryMatches, filterUpdateList, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange, type WireNodeReport } from './protocol.js';
 import type { Identity } from './identity.js';
 import { CATALOG_KINDS, closedUntil, parseRules, type ReplicationRules } from './rules.js';
@@ -27,7 +28,6 @@ const SNAPSHOT_BATCH = 500;
 const HEARTBEAT_MS = 5_000;
 /** How soon a child asks again for files this parent does not serve it. */
 const FILES_OFF_RETRY_MS = 10 * 60_000;
-const LANG = /^[a-z]{2,3}(-[a-z0-9]{2,8})*$/;
 
 type Call = grpc.ServerWritableStream<SubscribeRequest, ServerMessage>;
 
@@ -83,6 +83,8 @@ export class ReplicationParent {
   #closedP = new WeakMap<Call, Promise<string>>();
   /** The roll-up's receiving end: stores a child's Report, returns the nodes to send again whole. */
   onReport: ((childId: string, reports: WireNodeReport[], gone: string[]) => Promise<string[]>) | null = null;
+  /** A call failed to authenticate (counted and logged, rate-limited, by the node: http/guard.ts). */
+  onAuthFailure: (peer: string, why: string) => void = () => {};
   /** A child was removed (its subtree's summaries go). */
   onRemoved: (childId: string) => void = () => {};
 
@@ -235,18 +237,19 @@ export class ReplicationParent {
         });
       },
       Ack: (call: grpc.ServerUnaryCall<{ node_id: string; cursor: string; files_pending: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-        this.#authenticate(call.metadata)
+        this.#authenticate(call.metadata, call.getPeer())
           .then(async (child) => {
-            await this.orm
-              .update(children)
-              .set({ ackedSeq: Number(call.request.cursor), filesPending: Number(call.request.files_pending), lastSeenAt: Date.now() })
-              .where(eq(children.id, child.id));
+            // The caller's own cursor, within this node's log.
+            if (check.nodeId('node_id', call.request.node_id) !== child.id) throw grpcError(grpc.status.PERMISSION_DENIED, 'node_id: the credential belongs to another node');
+            const acked = check.cursor('cursor', call.request.cursor, await this.headSeq());
+            const pending = check.count('files_pending', call.request.files_pending, 2 ** 31);
+            await this.orm.update(children).set({ ackedSeq: acked, filesPending: pending, lastSeenAt: Date.now() }).where(eq(children.id, child.id));
             cb(null, {});
           })
           .catch((err) => cb(toStatus(err)));
       },
       Report: (call: grpc.ServerUnaryCall<{ reports: WireNodeReport[]; gone: string[] }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-        this.#authenticate(call.metadata)
+        this.#authenticate(call.metadata, call.getPeer())
           .then(async (child) => {
             if (!this.onReport) throw grpcError(grpc.status.UNIMPLEMENTED, `${this.name} does not take reports`);
             const resend = await this.onReport(child.id, call.request.reports ?? [], call.request.gone ?? []);
@@ -265,13 +268,19 @@ export class ReplicationParent {
     };
   }
 
-  async #authenticate(md: grpc.Metadata): Promise<typeof children.$inferSelect> {
+  async #authenticate(md: grpc.Metadata, peer: string): Promise<typeof children.$inferSelect> {
     if (!this.enabled) throw grpcError(grpc.status.UNAVAILABLE, 'replication needs TLS (--tls-cert, --tls-key) or --insecure on this node');
     const header = String(md.get('authorization')[0] ?? '');
     const m = /^Bearer\s+(\S+)$/i.exec(header);
-    if (!m) throw grpcError(grpc.status.UNAUTHENTICATED, 'send authorization: Bearer <credential> (from Join)');
+    if (!m) {
+      this.onAuthFailure(peer, 'no credential');
+      throw grpcError(grpc.status.UNAUTHENTICATED, 'send authorization: Bearer <credential> (from Join)');
+    }
     const row = await this.orm.query.children.findFirst({ where: eq(children.credentialHash, hashToken(m[1]!)) });
-    if (!row) throw grpcError(grpc.status.UNAUTHENTICATED, 'unknown credential');
+    if (!row) {
+      this.onAuthFailure(peer, 'unknown credential');
+      throw grpcError(grpc.status.UNAUTHENTICATED, 'unknown credential');
+    }
     if (row.removedAt) throw grpcError(grpc.status.PERMISSION_DENIED, `this node was removed from ${this.name}; join again with a new token`);
     return row;
   }
@@ -281,24 +290,27 @@ export class ReplicationParent {
     const version = Number(req['protocol_version']);
     if (!SUPPORTED_PROTOCOL_VERSIONS.includes(version))
       throw grpcError(grpc.status.FAILED_PRECONDITION, `protocol version ${version} is not supported; ${this.name} speaks ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}`);
-    const nodeId = String(req['node_id'] ?? '');
-    const languages = (req['languages'] as string[] | undefined) ?? [];
-    if (!/^[0-9a-f-]{36}$/.test(nodeId)) throw grpcError(grpc.status.INVALID_ARGUMENT, 'node_id must be a UUID');
-    if (nodeId === this.identity.nodeId) throw grpcError(grpc.status.INVALID_ARGUMENT, 'a node cannot join itself');
-    if (!languages.every((l) => LANG.test(l))) throw grpcError(grpc.status.INVALID_ARGUMENT, 'languages must be language tags');
+    const nodeId = check.nodeId('node_id', req['node_id']);
+    const languages = check.languages('languages', req['languages'] ?? []);
+    const name = check.text('name', req['name'], 100) || nodeId;
+    const childVersion = check.text('version', req['version'], 50);
+    if (nodeId === this.identity.nodeId) throw grpcError(grpc.status.INVALID_ARGUMENT, 'node_id: a node cannot join itself');
     const digest = hashToken(String(req['join_token'] ?? ''));
     const credential = `ptc_${randomBytes(32).toString('base64url')}`;
     const now = Date.now();
-    const name = String(req['name'] || nodeId).slice(0, 100);
     await this.orm.transaction(async (tx) => {
       const token = await tx.query.joinTokens.findFirst({ where: eq(joinTokens.tokenHash, digest) });
       if (!token) throw grpcError(grpc.status.PERMISSION_DENIED, 'unknown join token');
       if (token.usedAt) throw grpcError(grpc.status.PERMISSION_DENIED, 'this join token was already used');
       if (token.expiresAt < now) throw grpcError(grpc.status.PERMISSION_DENIED, 'this join token has expired');
+      // A token admits a new node, never an existing one: that would cut the real child off.
+      const existing = await tx.query.children.findFirst({ where: eq(children.id, nodeId) });
+      if (existing && !existing.removedAt)
+        throw grpcError(grpc.status.ALREADY_EXISTS, `node ${nodeId} (${existing.name}) is already a child of ${this.name}; remove it there first (DELETE /api/v1/hierarchy/children/${nodeId}) to join it again`);
       await tx.update(joinTokens).set({ usedAt: now, usedBy: nodeId }).where(eq(joinTokens.tokenHash, digest));
       await tx
         .insert(children)
-        .values({ id: nodeId, name, credentialHash: hashToken(credential), languages: languages.join(','), version: String(req['version'] ?? ''), protocolVersion: version, ackedSeq: 0, forceResync: 1, createdAt: now })
+        .values({ id: nodeId, name, credentialHash: hashToken(credential), languages: languages.join(','), version: childVersion, protocolVersion: version, ackedSeq: 0, forceResync: 1, createdAt: now })
         .onConflictDoUpdate({ target: children.id, set: { name, credentialHash: hashToken(credential), languages: languages.join(','), removedAt: null, forceResync: 1, ackedSeq: 0 } });
     });
     this.logger.info({ child: nodeId, name, languages }, 'child joined');
@@ -328,7 +340,7 @@ export class ReplicationParent {
   }
 
   async #subscribe(call: Call): Promise<void> {
-    const child = await this.#authenticate(call.metadata);
+    const child = await this.#authenticate(call.metadata, call.getPeer());
     const req = call.request;
     const version = Number(req.protocol_version);
     if (!SUPPORTED_PROTOCOL_VERSIONS.includes(version)) {
@@ -336,10 +348,12 @@ export class ReplicationParent {
       await this.orm.update(children).set({ lastError: msg, protocolVersion: version, lastSeenAt: Date.now() }).where(eq(children.id, child.id));
       throw grpcError(grpc.status.FAILED_PRECONDITION, msg);
     }
-    if (req.node_id !== child.id) throw grpcError(grpc.status.PERMISSION_DENIED, 'the credential belongs to another node');
-    const languages = [...new Set(req.languages)].sort();
-    if (!languages.every((l) => LANG.test(l))) throw grpcError(grpc.status.INVALID_ARGUMENT, 'languages must be language tags');
-    const applied = [...new Set((req as unknown as { applied_languages?: string[] }).applied_languages ?? [])].sort();
+    if (check.nodeId('node_id', req.node_id) !== child.id) throw grpcError(grpc.status.PERMISSION_DENIED, 'node_id: the credential belongs to another node');
+    const languages = check.languages('languages', req.languages ?? []);
+    const applied = check.languages('applied_languages', (req as unknown as { applied_languages?: string[] }).applied_languages ?? []);
+    req.name = check.text('name', req.name, 100);
+    req.version = check.text('version', req.version, 50);
+    check.text('epoch', req.epoch, 100);
     const languagesChanged = languages.join(',') !== child.languages;
     await this.orm
       .update(children)
@@ -361,7 +375,7 @@ export class ReplicationParent {
       const bounds = await this.orm.select({ head: sql<number>`coalesce(max(${changeLog.seq}), 0)`, min: sql<number>`coalesce(min(${changeLog.seq}), 0)` }).from(changeLog);
       const head = Number(bounds[0]?.head ?? 0);
       const min = Number(bounds[0]?.min ?? 0);
-      let cursor = Number(req.after_seq);
+      let cursor = Number(check.count('after_seq', req.after_seq, Number.MAX_SAFE_INTEGER));
       let mode: 'tail' | 'resync' | 'backfill' = 'tail';
       let reason = 'up to date from the cursor';
       if (child.forceResync) [mode, reason] = ['resync', 'a complete resync was requested (new child, or on demand)'];
@@ -544,7 +558,7 @@ export class ReplicationParent {
   }
 
   async #fetchFile(call: grpc.ServerWritableStream<{ sha256: string; offset: string }, unknown>): Promise<void> {
-    const child = await this.#authenticate(call.metadata);
+    const child = await this.#authenticate(call.metadata, call.getPeer());
     const sha256 = call.request.sha256;
     if (!/^[0-9a-f]{64}$/.test(sha256)) throw grpcError(grpc.status.INVALID_ARGUMENT, 'sha256 must be 64 lowercase hex digits');
     const rules = parseRules(child.rules);

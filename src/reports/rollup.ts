@@ -6,6 +6,7 @@ import { isoTime as iso } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import type { WireNodeReport } from '../replication/protocol.js';
+import { UUID } from '../replication/validate.js';
 import { decode, encode, updateItem, type Reports, type UpdateRow } from './reports.js';
 import { keysetPage } from '../db/sql.js';
 import { releaseTimesSchema, type ReleaseTimes } from '../freshness/freshness.js';
@@ -47,7 +48,7 @@ export const nodeSummarySchema = z.looseObject({
 });
 export type NodeSummary = z.infer<typeof nodeSummarySchema>;
 
-const NODE_ID = /^[0-9a-f-]{36}$/;
+const NODE_ID = UUID;
 /** Summaries per Report call, by bytes: well under gRPC's 4 MiB default message limit. */
 const CALL_BYTES = 2 * 1024 * 1024;
 /**
@@ -287,6 +288,23 @@ export class Rollup {
       const v = nodeSummarySchema.safeParse(parsed);
       if (!v.success) throw new AppError('validation-failed', `report ${r.node_id}: ${v.error.issues[0]?.path.join('.')}: ${v.error.issues[0]?.message}`);
       checked.push({ r, summary: r.summary.toString('utf8') });
+    }
+    // A child reports for itself and the nodes below it, never for a sibling, this node or another child's subtree.
+    const stored = new Map((await this.#o.orm.all<{ node_id: string; via: string }>(sql`SELECT node_id, via FROM node_reports`)).map((r) => [r.node_id, r.via]));
+    const direct = new Set((await this.#o.orm.all<{ id: string }>(sql`SELECT id FROM children WHERE removed_at IS NULL`)).map((r) => r.id));
+    const mine = new Set([via, ...[...stored].filter(([, v]) => v === via).map(([id]) => id)]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const { r } of checked)
+        if (!mine.has(r.node_id) && mine.has(r.parent_id)) {
+          mine.add(r.node_id);
+          grew = true;
+        }
+    }
+    for (const { r } of checked) {
+      const other = stored.get(r.node_id);
+      if (!mine.has(r.node_id) || (r.node_id !== via && direct.has(r.node_id)) || (other !== undefined && other !== via && direct.has(other)))
+        throw new AppError('forbidden', `report ${r.node_id}: not ${via} nor a node below it; a child reports for itself and its own subtree only (nothing was stored)`);
     }
     const resend: string[] = [];
     await this.#o.orm.transaction(async (tx) => {

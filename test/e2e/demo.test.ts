@@ -2,7 +2,7 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { BIN } from '../helpers.js';
+import { BIN, consoleCookie } from '../helpers.js';
 import { waitFor } from '../vendor.js';
 
 /** `patchtree demo` as a user runs it: it converges, its consoles answer, Ctrl-C cleans up. */
@@ -28,7 +28,7 @@ t.test('patchtree demo converges, serves its consoles and removes its data on Ct
   const urls = [...text().matchAll(/^\s+(\w+)\s+\S+\s+(http:\/\/127\.0\.0\.1:\d+)\//gm)].map((m) => [m[1]!, m[2]!] as const);
   t.same(urls.map(([n]) => n), ['hq', 'berlin', 'munich', 'paris', 'tokyo']);
   for (const [name, url] of urls) {
-    const res = await fetch(`${url}/`, { headers: { cookie: `patchtree_token=${token}` } });
+    const res = await fetch(`${url}/`, { headers: { cookie: await consoleCookie(url, token) } });
     t.equal(res.status, 200, `${name}'s console answers`);
     await res.text();
   }

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ADMIN_TOKEN as T, api, header, makeKeys, sampleUpdate, spawnNode, tempDir, uploadCatalog, writeSignedCatalog, type Keys, type NodeProcess } from '../helpers.js';
+import { ADMIN_TOKEN as T, api, consoleCookie, header, makeKeys, sampleUpdate, spawnNode, tempDir, uploadCatalog, writeSignedCatalog, type Keys, type NodeProcess } from '../helpers.js';
 import { startVendor, waitFor, type Vendor } from '../vendor.js';
 
 /**
@@ -152,12 +152,12 @@ t.test('catalog freshness: in time everywhere, a site offline past its goal, fil
   await sameAtRoot('release 3: the root\'s rows for each site equal the site\'s own');
 
   // The console's grid: sites x classes, coloured by goal status; each site's page shows its own.
-  const grid = await (await fetch(`${root.url}/freshness`, { headers: { cookie: `patchtree_token=${T}` } })).text();
+  const grid = await (await fetch(`${root.url}/freshness`, { headers: { cookie: await consoleCookie(root.url, T) } })).text();
   const parisId = (await api(paris.url, T, '/api/v1/hierarchy')).body.node.id;
   const v2 = grid.slice(grid.indexOf('data-release="v2"'), grid.indexOf('</table>', grid.indexOf('data-release="v2"')));
   t.match(v2, new RegExp(`<tr data-node="${parisId}"><td>paris</td><td class="fresh-late"[^>]*>late by 6 h</td><td class="fresh-within-goal"[^>]*>in time</td></tr>`), 'paris late by 6 h in the grid');
   t.match(grid, /release v2 at <strong>paris<\/strong> \(neutral-en\)/, 'and listed among the missed goals');
-  const own = await (await fetch(`${berlin.url}/freshness`, { headers: { cookie: `patchtree_token=${T}` } })).text();
+  const own = await (await fetch(`${berlin.url}/freshness`, { headers: { cookie: await consoleCookie(berlin.url, T) } })).text();
   t.match(own, /<td>berlin \(this node\)<\/td><td class="fresh-late"[^>]*>late by 2 h<\/td>/, 'berlin\'s own page: release 3 late by 2 h');
   t.notMatch(own, />paris</, 'a site shows its own rows only');
 

@@ -56,7 +56,7 @@ t.test('configuration errors stop the node with a message naming the option', as
   const cases: [string[], RegExp][] = [
     [['serve', '--data', dir, '--http-port', '99999'], /--http-port/],
     [['serve', '--data', dir, '--languages', 'en,!!'], /--languages/],
-    [['serve', '--data', dir, '--trusted-key', join(dir, 'missing.pub'), '--http-port', '0', '--grpc-port', '0'], /--trusted-key/],
+    [['serve', '--data', dir, '--trusted-key', join(dir, 'missing.pub'), '--http-port', '0', '--https-port', '0', '--grpc-port', '0'], /--trusted-key/],
     [['serve', '--data', dir, '--bogus'], /bogus/],
   ];
   for (const [args, re] of cases) {

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ADMIN_TOKEN as T, api, startAgent, header, makeKeys, runCli, sampleUpdate, tempDir, treeNode, uploadCatalog, writeSignedCatalog, type NodeProcess } from '../helpers.js';
+import { ADMIN_TOKEN as T, api, consoleCookie, startAgent, header, makeKeys, runCli, sampleUpdate, tempDir, treeNode, uploadCatalog, writeSignedCatalog, type NodeProcess } from '../helpers.js';
 import { startVendor, waitFor } from '../vendor.js';
 
 /**
@@ -202,7 +202,7 @@ t.test('policies down, compliance up: a root policy installed by agents at the r
   t.match((await api(root.url, T, '/api/v1/hierarchy')).body.subtree.find((n: any) => n.name === 'paris'), { stale: true });
   const parisId = silent.p.id as string;
   for (const page of ['/', '/hierarchy']) {
-    const html = await (await fetch(`${root.url}${page}`, { headers: { cookie: `patchtree_token=${T}` } })).text();
+    const html = await (await fetch(`${root.url}${page}`, { headers: { cookie: await consoleCookie(root.url, T) } })).text();
     const row = new RegExp(`<tr data-node="${parisId}" class="stale"><td>paris</td><td>hq</td>`).exec(html);
     t.ok(row, `the console's ${page} shows paris stale, under hq`);
     t.match(html, /<td>hamburg<\/td><td>berlin<\/td>/, `and hamburg under berlin (${page})`);

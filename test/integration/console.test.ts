@@ -19,8 +19,11 @@ t.test('the console: sign-in, dashboard, policies, delivery, computers, hierarch
   const anon = await get('/');
   t.equal(anon.status, 303);
   t.equal(anon.headers.get('location'), '/sign-in?next=%2F');
-  const form = (body: Record<string, string>, cookie?: string, path = '/sign-in') =>
-    fetch(n.url + path, { method: 'POST', redirect: 'manual', body: new URLSearchParams(body), headers: cookie ? { cookie } : {} });
+  const post = (body: Record<string, string>, cookie?: string, path = '/sign-in', headers: Record<string, string> = {}) =>
+    fetch(n.url + path, { method: 'POST', redirect: 'manual', body: new URLSearchParams(body), headers: { ...(cookie ? { cookie } : {}), ...headers } });
+  // A signed-in form carries the CSRF token of the session, as the page gives it.
+  let csrf = '';
+  const form = (body: Record<string, string>, cookie?: string, path = '/sign-in') => post(cookie ? { csrf, ...body } : body, cookie, path);
   const bad = await form({ token: 'nope', next: '/' });
   t.equal(bad.headers.get('location'), '/sign-in?error=1');
   t.notOk(bad.headers.get('set-cookie'));
@@ -31,7 +34,32 @@ t.test('the console: sign-in, dashboard, policies, delivery, computers, hierarch
   t.match(setCookie, /HttpOnly/);
   t.match(setCookie, /SameSite=Strict/);
   const cookie = setCookie.split(';')[0]!;
-  t.equal((await form({ token: n.token, next: '//evil.example' })).headers.get('location'), '/', 'no open redirect');
+  t.match(cookie, /^patchtree_session=[A-Za-z0-9_-]{43}$/, 'the cookie holds a session id');
+  t.notOk(cookie.includes(n.token), 'never the API token');
+  for (const next of ['//evil.example', '/\\evil.example', 'https://evil.example/', '/\t/evil.example'])
+    t.equal((await form({ token: n.token, next })).headers.get('location'), '/', `no open redirect: ${JSON.stringify(next)}`);
+  const page0 = await (await get('/policies', cookie)).text();
+  csrf = /name="csrf" value="([A-Za-z0-9_-]+)"/.exec(page0)![1]!;
+  const res0 = await get('/policies', cookie);
+  t.match(res0.headers.get('content-security-policy'), /frame-ancestors 'none'/);
+  t.equal(res0.headers.get('x-content-type-options'), 'nosniff');
+  t.equal(res0.headers.get('referrer-policy'), 'no-referrer');
+  t.equal(res0.headers.get('x-frame-options'), 'DENY');
+
+  // Forms: the session's CSRF token, from this site, small; refused otherwise with nothing changed.
+  const policies = async () => (await api(n.url, n.token, '/api/v1/policies')).body.items.length;
+  const before = await policies();
+  const noToken = await post({ name: 'Forged', filter: '', severity: 'Critical', deadline: '' }, cookie, '/policies');
+  t.equal(noToken.status, 403, 'no CSRF token: refused');
+  t.equal(noToken.headers.get('content-type'), 'application/problem+json');
+  t.equal((await post({ csrf: 'x'.repeat(32), name: 'Forged', severity: 'Critical' }, cookie, '/policies')).status, 403, 'a wrong one: refused');
+  t.equal((await post({ csrf, name: 'Forged', severity: 'Critical' }, cookie, '/policies', { origin: 'https://evil.example' })).status, 403, 'another site\'s Origin: refused');
+  t.equal((await post({ csrf, name: 'Forged', severity: 'Critical' }, cookie, '/policies', { 'sec-fetch-site': 'cross-site' })).status, 403, 'Sec-Fetch-Site cross-site: refused');
+  t.equal((await post({ token: n.token }, undefined, '/sign-in', { 'sec-fetch-site': 'cross-site' })).status, 403, 'a cross-site sign-in too');
+  t.equal(await policies(), before, 'no policy was created');
+  const big = await fetch(n.url + '/sign-in', { method: 'POST', body: `token=${'a'.repeat(200_000)}`, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+  t.equal(big.status, 413, 'a form over 16 KiB is refused before it is read');
+  t.equal((await fetch(n.url + '/sign-in', { method: 'POST', body: new ReadableStream({ start(ctl) { ctl.enqueue(new TextEncoder().encode(`token=${'a'.repeat(40_000)}`)); ctl.close(); } }), duplex: 'half', headers: { 'content-type': 'application/x-www-form-urlencoded' } } as RequestInit)).status, 413, 'also without a Content-Length (chunked)');
 
   // Dashboard figures are the API's.
   const dash = await (await get('/', cookie)).text();
@@ -74,7 +102,10 @@ t.test('the console: sign-in, dashboard, policies, delivery, computers, hierarch
   t.match(h, /<strong>test-node<\/strong> \(standalone; /);
   for (const p of ['/updates', '/vulnerabilities', '/computers/1']) t.equal((await get(p, cookie)).status, 200, p);
 
+  t.equal((await post({}, cookie, '/sign-out')).status, 403, 'sign-out needs the CSRF token too');
   const out = await form({}, cookie, '/sign-out');
-  t.match(out.headers.get('set-cookie')!, /patchtree_token=;/);
-  t.equal((await get('/', 'patchtree_token=revoked-or-wrong')).status, 303, 'a wrong cookie is sent to sign in');
+  t.match(out.headers.get('set-cookie')!, /patchtree_session=;/);
+  t.equal((await get('/', cookie)).status, 303, 'signing out revokes the session: the old cookie no longer works');
+  t.equal((await get('/', 'patchtree_session=revoked-or-wrong')).status, 303, 'a wrong cookie is sent to sign in');
+  t.equal((await get('/', `patchtree_session=${n.token}`)).status, 303, 'an API token is no session');
 });

@@ -6,15 +6,27 @@ import type { HtmlEscapedString } from 'hono/utils/html';
 import type { AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { bars, gauge, progress, trendLine } from './svg.js';
+import { bodyLimit } from 'hono/body-limit';
+import { AppError } from '../../lib/errors.js';
+import { Sessions, csrfMatches, safeNext, type Session } from './sessions.js';
+import { sourceOf, type AuthGuard } from '../guard.js';
 
 /**
  * The web console at `/`: pages rendered by the server from the node's own JSON API
  * (called in-process with the signed-in token, so a page shows exactly what the
- * API says), readable without JavaScript. Signing in stores the API token in an
- * HttpOnly, SameSite=Strict cookie.
+ * API says), readable without JavaScript. Signing in starts a session (sessions.ts):
+ * its id goes in an HttpOnly, SameSite=Strict cookie (Secure on HTTPS), and every form
+ * carries the session's CSRF token; a form posted from another site (Origin,
+ * Sec-Fetch-Site) or without the token is refused. Form bodies are capped at 16 KiB
+ * before they are read.
  */
 
-const COOKIE = 'patchtree_token';
+const COOKIE = 'patchtree_session';
+/** Console form bodies are tiny: a token, a name, a date. */
+export const FORM_LIMIT = 16 * 1024;
+/** The session of a request, once `page` has found it. */
+const sessionOf = new WeakMap<Request, Session>();
+const csrfField = (c: Context) => raw(`<input type="hidden" name="csrf" value="${sessionOf.get(c.req.raw)?.csrf ?? ''}">`);
 type H = HtmlEscapedString | Promise<HtmlEscapedString>;
 
 const SEVERITY_COLORS: Record<string, string> = { Critical: '#cf222e', Important: '#bc4c00', Moderate: '#9a6700', Low: '#0969da', Unrated: '#6e7781' };
@@ -57,7 +69,7 @@ function layout(c: Context, title: string, nodeName: string, body: H, signedIn =
 <title>${title} · patchtree ${nodeName}</title><style>${raw(CSS)}</style></head>
 <body><header><strong>patchtree · ${nodeName}</strong>
 ${signedIn ? html`<nav aria-label="Main">${PAGES.map(([href, name]) => html`<a href="${href}"${(href === '/' ? path === '/' : path.startsWith(href)) ? raw(' aria-current="page"') : ''}>${name}</a> `)}</nav>
-<form method="post" action="/sign-out" style="margin-left:auto"><button type="submit">Sign out</button></form>` : ''}
+<form method="post" action="/sign-out" style="margin-left:auto">${csrfField(c)}<button type="submit">Sign out</button></form>` : ''}
 </header><main id="main"><h1>${title}</h1>${body}</main></body></html>`);
 }
 
@@ -89,22 +101,55 @@ ${tree.nodes.map(
 </tbody></table>`;
 }
 
-export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
+export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: AuthGuard): void {
   const nodeName = deps.node.name;
+
+  const sessions = new Sessions();
 
   /** The API, in-process, as the signed-in user. */
   async function api<T>(c: Context, path: string, init: RequestInit = {}): Promise<{ status: number; body: T }> {
-    const res = await app.request(path, { ...init, headers: { authorization: `Bearer ${getCookie(c, COOKIE) ?? ''}`, 'content-type': 'application/json', ...(init.headers as Record<string, string>) } });
+    const res = await app.request(path, { ...init, headers: { authorization: `Bearer ${sessionOf.get(c.req.raw)?.token ?? ''}`, 'content-type': 'application/json', ...(init.headers as Record<string, string>) } });
     return { status: res.status, body: (await res.json()) as T };
   }
 
-  const signedIn = async (c: Context): Promise<boolean> => {
-    const token = getCookie(c, COOKIE);
-    return Boolean(token && (await deps.tokens.authenticate(token)));
+  /** The request's live session whose token is still valid (a revoked token ends its sessions). */
+  const session = async (c: Context): Promise<Session | null> => {
+    const id = getCookie(c, COOKIE);
+    const s = sessions.get(id);
+    if (!s) return null;
+    if (!(await deps.tokens.authenticate(s.token))) {
+      sessions.revoke(id);
+      return null;
+    }
+    sessionOf.set(c.req.raw, s);
+    return s;
   };
 
-  // Every console page needs a signed-in token; the API keeps its own bearer check.
-  const page = (handler: (c: Context) => Promise<Response>) => async (c: Context) => (await signedIn(c) ? handler(c) : c.redirect(`/sign-in?next=${encodeURIComponent(c.req.path)}`, 303));
+  // Every console page needs a session; the API keeps its own bearer check.
+  const page = (handler: (c: Context) => Promise<Response>) => async (c: Context) =>
+    (await session(c)) ? handler(c) : c.redirect(`/sign-in?next=${encodeURIComponent(c.req.path)}`, 303);
+  /** A form post: a session and its CSRF token (checked before the handler reads anything else). */
+  const form = (handler: (c: Context, f: Record<string, string | File>) => Promise<Response>) =>
+    page(async (c) => {
+      const f = await c.req.parseBody();
+      if (!csrfMatches(sessionOf.get(c.req.raw)!, f['csrf'])) throw new AppError('forbidden', 'this form is out of date or came from another site: load the page again');
+      return handler(c, f);
+    });
+
+  // Console forms: from this site only, and small; checked before a byte of the body is read.
+  app.use('*', async (c, next) => {
+    if (c.req.method !== 'POST' || c.req.path.startsWith('/api/') || c.req.path.startsWith('/agent/')) return next();
+    const site = c.req.header('sec-fetch-site');
+    const origin = c.req.header('origin');
+    if ((site && site !== 'same-origin' && site !== 'none') || (origin && origin !== 'null' && new URL(origin).host !== new URL(c.req.url).host) || origin === 'null')
+      throw new AppError('forbidden', 'a console form must come from this site');
+    return bodyLimit({
+      maxSize: FORM_LIMIT,
+      onError: () => {
+        throw new AppError('payload-too-large', `console forms are limited to ${FORM_LIMIT} bytes`);
+      },
+    })(c, next);
+  });
 
   app.get('/sign-in', (c) =>
     layout(
@@ -112,7 +157,7 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       'Sign in',
       nodeName,
       html`${c.req.query('error') ? html`<p class="error" role="alert">That token is unknown or revoked.</p>` : ''}
-<form method="post" action="/sign-in" class="inline"><input type="hidden" name="next" value="${c.req.query('next') ?? '/'}">
+<form method="post" action="/sign-in" class="inline"><input type="hidden" name="next" value="${safeNext(c.req.query('next'))}">
 <label for="token">API token<input id="token" name="token" type="password" autocomplete="current-password" required size="50"></label>
 <button type="submit">Sign in</button></form>
 <p class="muted">An admin, operator or viewer token (the first admin token is in the data folder's <code>admin-token</code> file).</p>`,
@@ -121,18 +166,25 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   );
 
   app.post('/sign-in', async (c) => {
-    const form = await c.req.parseBody();
-    const token = String(form['token'] ?? '');
-    const next = String(form['next'] ?? '/');
-    if (!token || !(await deps.tokens.authenticate(token))) return c.redirect('/sign-in?error=1', 303);
-    setCookie(c, COOKIE, token, { httpOnly: true, sameSite: 'Strict', path: '/', secure: new URL(c.req.url).protocol === 'https:' });
-    return c.redirect(next.startsWith('/') && !next.startsWith('//') ? next : '/', 303);
+    const f = await c.req.parseBody();
+    const token = String(f['token'] ?? '');
+    if (!token || !(await deps.tokens.authenticate(token))) {
+      guard.failed('console', sourceOf(c), 'sign-in with an unknown or revoked token');
+      return c.redirect('/sign-in?error=1', 303);
+    }
+    const s = sessions.create(token);
+    setCookie(c, COOKIE, s.id, { httpOnly: true, sameSite: 'Strict', path: '/', secure: new URL(c.req.url).protocol === 'https:' });
+    return c.redirect(safeNext(f['next']), 303);
   });
 
-  app.post('/sign-out', (c) => {
-    deleteCookie(c, COOKIE, { path: '/' });
-    return c.redirect('/sign-in', 303);
-  });
+  app.post(
+    '/sign-out',
+    form(async (c) => {
+      sessions.revoke(getCookie(c, COOKIE));
+      deleteCookie(c, COOKIE, { path: '/' });
+      return c.redirect('/sign-in', 303);
+    }),
+  );
 
   app.get(
     '/',
@@ -233,7 +285,7 @@ ${body.items.map((p) => {
 <td>${progress(d['installed'] ?? 0, (d['failed'] ?? 0) + (d['ceiling-reached'] ?? 0), total)} ${fmt(d['installed'])} / ${fmt(total)} installed</td><td>${p.deadline ?? ''}</td></tr>`;
 })}</tbody></table>
 <h2>New policy: every required update of a severity, to the computers that need it</h2>
-<form method="post" action="/policies" class="inline">
+<form method="post" action="/policies" class="inline">${csrfField(c)}
 <label for="pname">Name<input id="pname" name="name" required maxlength="200"></label>
 <label for="pfilter">Computers<select id="pfilter" name="filter"><option value="">All computers</option>${filters.items.filter((f) => !f.id.startsWith('requires:')).map((f) => html`<option value="${f.id}">${f.name} (${f.count})</option>`)}</select></label>
 <label for="psev">Severity<select id="psev" name="severity"><option value="">Any</option><option>Critical</option><option>Important</option><option>Moderate</option><option>Low</option></select></label>
@@ -245,8 +297,7 @@ ${body.items.map((p) => {
 
   app.post(
     '/policies',
-    page(async (c) => {
-      const f = await c.req.parseBody();
+    form(async (c, f) => {
       const filter = String(f['filter'] ?? '');
       const severity = String(f['severity'] ?? '');
       const deadline = String(f['deadline'] ?? '');
@@ -278,7 +329,7 @@ ${body.items.map((p) => {
         `Delivery: ${r.body.policy!.name}`,
         nodeName,
         html`${err ? html`<p class="error" role="alert">${err}</p>` : ''}
-<form method="post" action="/policies/${id}" class="inline" aria-label="Edit the policy">
+<form method="post" action="/policies/${id}" class="inline" aria-label="Edit the policy">${csrfField(c)}
 <label for="ename">Name<input id="ename" name="name" value="${pol.name}" required maxlength="200"></label>
 <label for="edeadline">Deadline (UTC)<input id="edeadline" name="deadline" type="datetime-local" value="${pol.deadline ? pol.deadline.slice(0, 16) : ''}"></label>
 <label for="eenabled">Enabled<select id="eenabled" name="enabled"><option value="true"${pol.enabled ? raw(' selected') : ''}>yes</option><option value="false"${pol.enabled ? '' : raw(' selected')}>no</option></select></label>
@@ -294,9 +345,8 @@ ${r.body.items.map((i) => html`<tr><td><a href="/computers/${i.computerId}">${i.
 
   app.post(
     '/policies/:id',
-    page(async (c) => {
+    form(async (c, f) => {
       const id = c.req.param('id') ?? '';
-      const f = await c.req.parseBody();
       const deadline = String(f['deadline'] ?? '');
       const body = { name: String(f['name'] ?? ''), enabled: f['enabled'] !== 'false', deadline: deadline ? new Date(`${deadline}Z`).toISOString() : null };
       const r = await api<{ detail?: string }>(c, `/api/v1/policies/${encodeURIComponent(id)}`, { method: 'PATCH', body: JSON.stringify(body) });

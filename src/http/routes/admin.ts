@@ -3,6 +3,7 @@ import { ROLES } from '../../auth/tokens.js';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { errors, problem } from './common.js';
+import { displayName } from '../../lib/text.js';
 
 
 const storage = z.object({ path: z.string(), writable: z.boolean(), freeBytes: z.number(), totalBytes: z.number() }).openapi('StorageSetting');
@@ -15,7 +16,7 @@ export function adminRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       tags: ['tokens'],
       summary: 'Create an API token with a role (admin); the token is shown only in this answer',
       middleware: [requireRole('admin')] as const,
-      request: { body: { content: { 'application/json': { schema: z.strictObject({ name: z.string().trim().min(1).max(100), role: z.enum(ROLES) }) } }, required: true } },
+      request: { body: { content: { 'application/json': { schema: z.strictObject({ name: displayName(100), role: z.enum(ROLES) }) } }, required: true } },
       responses: {
         201: { description: 'Created', content: { 'application/json': { schema: z.object({ id: z.string(), name: z.string(), role: z.enum(ROLES), token: z.string(), createdAt: z.string() }) } } },
         ...errors,
@@ -84,7 +85,7 @@ export function adminRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       method: 'get',
       path: '/api/v1/node',
       tags: ['node'],
-      summary: 'This node: name, version, languages, uptime',
+      summary: "This node: name, version, languages, uptime, and its TLS: the SHA-256 of the CA that its tokens pin, its certificate's expiry",
       responses: { 200: { description: 'Node', content: { 'application/json': { schema: z.looseObject({ name: z.string(), version: z.string(), languages: z.array(z.string()) }) } } }, ...errors },
     }),
     async (c) =>
@@ -95,6 +96,7 @@ export function adminRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
           languages: [...deps.node.languages],
           startedAt: new Date(deps.node.startedAt).toISOString(),
           importing: deps.importer.busy,
+          tls: { caSha256: deps.tls.caSha256, certNotAfter: deps.tls.certNotAfter() },
         },
         200,
       ),

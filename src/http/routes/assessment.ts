@@ -9,6 +9,7 @@ import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { errors, problem } from './common.js';
 import { AGENT_SECRET_PREFIX } from '../../delivery/agents.js';
+import { displayName } from '../../lib/text.js';
 
 /** Either credential: an enrolled agent's secret, or an enrolment token (simulations, older agents). */
 const AGENT_OR_ENROLLMENT: Record<string, string[]>[] = [{ agent: [] }, { enrollment: [] }];
@@ -27,6 +28,14 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
 
   /* ---- agents ---- */
 
+  // Who is reporting is known before a byte of the body is read: an unauthenticated request costs nothing.
+  const reporter = new WeakMap<Request, { agentId: string } | { tokenId: string }>();
+  app.use('/agent/v1/inventory', async (c, next) => {
+    if (c.req.method !== 'POST') return next();
+    const secret = bearer(c.req.header('authorization'));
+    reporter.set(c.req.raw, secret.startsWith(AGENT_SECRET_PREFIX) ? { agentId: (await deps.delivery.agents.authenticate(secret)).agentId } : { tokenId: (await a.enrollment.verify(secret)).id });
+    return next();
+  });
   app.use(
     '/agent/v1/inventory',
     bodyLimit({
@@ -60,14 +69,18 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       },
     }),
     async (c) => {
-      const secret = bearer(c.req.header('authorization'));
+      const who = reporter.get(c.req.raw)!;
       const body = c.req.valid('json');
       let tokenId: string | undefined;
-      if (secret.startsWith(AGENT_SECRET_PREFIX)) {
+      if ('agentId' in who) {
         // An enrolled agent reports as itself only.
-        const agent = await deps.delivery.agents.authenticate(secret);
-        if (body.agentKey !== agent.agentId) throw new AppError('forbidden', `an agent reports with agentKey = its agentId (${agent.agentId})`);
-      } else tokenId = (await a.enrollment.verify(secret)).id;
+        if (body.agentKey !== who.agentId) throw new AppError('forbidden', `an agent reports with agentKey = its agentId (${who.agentId})`);
+      } else {
+        // An enrolment token reports for computers without an agent of their own (labs, the simulator), never for an enrolled agent's.
+        if (await deps.delivery.agents.isAgent(body.agentKey))
+          throw new AppError('forbidden', `computer ${body.agentKey} belongs to an enrolled agent, which reports with its own secret; nothing was changed`);
+        tokenId = who.tokenId;
+      }
       const r = await a.assessor.report(body, Date.now(), tokenId);
       const s = await a.settings();
       return c.json({ ...r, scanIntervalMinutes: s.scanIntervalMinutes, nextScanAt: new Date(Date.now() + s.scanIntervalMinutes * 60_000).toISOString() }, 200);
@@ -120,7 +133,7 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
           content: {
             'application/json': {
               schema: z.strictObject({
-                name: z.string().trim().min(1).max(100).default('enrolment'),
+                name: displayName(100).default('enrolment'),
                 expiresInHours: z.number().int().min(1).max(24 * 365).default(24 * 7),
                 maxUses: z.number().int().min(1).nullable().default(null).describe('How many computers it may enrol; null for no limit'),
               }),
@@ -286,7 +299,7 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       tags: ['filters'],
       summary: 'Create a filter of your own: a condition over the same fields (operator)',
       middleware: [requireRole('operator')] as const,
-      request: { body: { content: { 'application/json': { schema: z.strictObject({ name: z.string().trim().min(1).max(100), condition: conditionSchema }) } }, required: true } },
+      request: { body: { content: { 'application/json': { schema: z.strictObject({ name: displayName(100), condition: conditionSchema }) } }, required: true } },
       responses: { 201: { description: 'Created', content: { 'application/json': { schema: filterItem } } }, 409: problem, ...errors },
     }),
     async (c) => {

@@ -11,9 +11,11 @@ import { installationSchema } from '../../delivery/installation.js';
 import { eventsBodySchema, EVENT_LIMITS } from '../../delivery/events.js';
 import { etagMatches } from '../../delivery/engine.js';
 import { assignmentsSchema } from '../../delivery/wire.js';
+import { sourceOf, type AuthGuard } from '../guard.js';
 import { DELIVERY_STATES, policyCreateSchema, policyPatchSchema } from '../../delivery/policies.js';
 import type { AgentPrincipal } from '../../delivery/agents.js';
 import type { DeliveryService } from '../../delivery/index.js';
+import { displayName } from '../../lib/text.js';
 
 export const ENROLL_BODY_LIMIT = 16 * 1024;
 
@@ -73,11 +75,17 @@ const policyView = z.looseObject({ id: z.string(), name: z.string(), enabled: z.
 const historyItem = z.object({ id: z.number(), at: z.string(), by: z.string().nullable(), action: z.string(), detail: z.unknown() });
 const page = { limit: z.coerce.number().int().min(1).max(1000).default(100), cursor: z.string().max(300).optional() };
 
-export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
+export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: AuthGuard): void {
   const d = deps.delivery;
 
   /* ---------------- agents ---------------- */
 
+  // An address that keeps guessing enrolment tokens is stopped before its body is read.
+  app.use('/agent/v1/enroll', async (c, next) => {
+    const wait = guard.enrolBlocked(sourceOf(c));
+    if (wait) throw new AppError('too-many-requests', `too many failed enrolments from this address; try again in ${wait} s`, { retryAfterSeconds: wait });
+    return next();
+  });
   app.use('/agent/v1/enroll', limit(ENROLL_BODY_LIMIT, 'enrolment requests'));
   app.openapi(
     createRoute({
@@ -92,7 +100,7 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
             'application/json': {
               schema: z.object({
                 enrollmentToken: z.string().min(1).max(200),
-                name: z.string().trim().min(1).max(255).describe('Computer name'),
+                name: displayName(255).describe('Computer name'),
                 agentVersion: z.string().max(50).optional(),
               }),
             },
@@ -104,7 +112,12 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     }),
     async (c) => {
       const b = c.req.valid('json');
-      return c.json(await d.agents.enroll(b.enrollmentToken, b.name), 201);
+      try {
+        return c.json(await d.agents.enroll(b.enrollmentToken, b.name), 201);
+      } catch (err) {
+        if (err instanceof AppError && (err.code === 'unauthenticated' || err.code === 'forbidden')) guard.enrolFailed(sourceOf(c));
+        throw err;
+      }
     },
   );
 

@@ -1,0 +1,190 @@
+import 'reflect-metadata'; // @peculiar/x509's dependency injection needs it, before the import below
+import { createHash, webcrypto, X509Certificate } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
+
+/**
+ * The node's own CA and server certificate, so that every channel is TLS without a
+ * PKI (kubeadm's way): on first start the node makes, in `<data>/tls/`, an ECDSA P-256
+ * CA (`ca.pem`, `ca.key` mode 0600, ten years) and a server certificate for its names
+ * and addresses signed by it (`node.pem`, `node.key`, one year), renewed when 30 days
+ * are left or its names change. Tokens the node hands out carry the SHA-256 of the CA
+ * certificate (DER), so whoever redeems one trusts exactly this CA. Certificates given
+ * with --tls-cert/--tls-key (and --tls-ca) replace them: an enterprise PKI still works.
+ */
+
+x509.cryptoProvider.set(webcrypto as never);
+
+type CryptoKey = webcrypto.CryptoKey;
+type CryptoKeyPair = webcrypto.CryptoKeyPair;
+
+const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+const DAY = 86_400_000;
+const CA_DAYS = 3650;
+const CERT_DAYS = 365;
+const RENEW_DAYS = 30;
+
+export interface NodeTls {
+  /** PEM of the certificate chain the server presents: its certificate, then the CA's. */
+  certChain: string;
+  key: string;
+  /** PEM of the CA that clients pin (null: given certificates without --tls-ca). */
+  caPem: string | null;
+  /** SHA-256 (hex) of the CA certificate's DER: what tokens carry. */
+  caSha256: string | null;
+  certNotAfter: string;
+  /** Made by this node (false: --tls-cert/--tls-key). */
+  own: boolean;
+  /** The CA's key, to sign child nodes' certificates (own CA only). */
+  caKey: CryptoKey | null;
+  caCert: x509.X509Certificate | null;
+}
+
+/** SHA-256 (hex) of a PEM certificate's DER. */
+export function certSha256(pem: string): string {
+  return createHash('sha256').update(new X509Certificate(pem).raw).digest('hex');
+}
+
+/** A token with the issuing node's CA hash after its last dot: `<token>.<64 hex>`. */
+export function pinnedToken(token: string, caSha256: string | null): string {
+  return caSha256 ? `${token}.${caSha256}` : token;
+}
+
+/** Splits `<token>.<ca sha256>`; a token without the suffix has no pin. */
+export function splitPinnedToken(t: string): { token: string; caSha256: string | null } {
+  const m = /^(.+)\.([0-9a-f]{64})$/.exec(t);
+  return m ? { token: m[1]!, caSha256: m[2]! } : { token: t, caSha256: null };
+}
+
+function writePrivate(path: string, text: string): void {
+  writeFileSync(`${path}.tmp`, text, { mode: 0o600 });
+  chmodSync(`${path}.tmp`, 0o600);
+  renameSync(`${path}.tmp`, path);
+}
+
+async function exportKey(key: CryptoKey): Promise<string> {
+  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key));
+  return `-----BEGIN PRIVATE KEY-----\n${der.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END PRIVATE KEY-----\n`;
+}
+
+async function importKey(pem: string): Promise<CryptoKey> {
+  const der = Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
+  return webcrypto.subtle.importKey('pkcs8', der, ALG, true, ['sign']);
+}
+
+const serial = () => Buffer.from(webcrypto.getRandomValues(new Uint8Array(16))).toString('hex').replace(/^[89a-f]/, '7');
+
+async function makeCa(name: string, now: Date): Promise<{ cert: x509.X509Certificate; keys: CryptoKeyPair }> {
+  const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serial(),
+    name: `CN=patchtree CA ${name.replace(/[,=+<>#;"\\]/g, ' ')}`,
+    notBefore: new Date(now.getTime() - DAY),
+    notAfter: new Date(now.getTime() + CA_DAYS * DAY),
+    signingAlgorithm: ALG,
+    keys,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 1, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  return { cert, keys };
+}
+
+/** Signs a certificate for `publicKey` with the node's CA: server and client use, the given names. */
+export async function issue(
+  ca: { cert: x509.X509Certificate; key: CryptoKey },
+  publicKey: CryptoKey,
+  o: { cn: string; names: readonly string[]; days: number; now: Date },
+): Promise<x509.X509Certificate> {
+  const sans = o.names.map((n) => (isIP(n) ? { type: 'ip' as const, value: n } : { type: 'dns' as const, value: n }));
+  return x509.X509CertificateGenerator.create({
+    serialNumber: serial(),
+    subject: `CN=${o.cn.replace(/[,=+<>#;"\\]/g, ' ')}`,
+    issuer: ca.cert.subject,
+    notBefore: new Date(o.now.getTime() - DAY),
+    notAfter: new Date(o.now.getTime() + o.days * DAY),
+    signingAlgorithm: ALG,
+    publicKey,
+    signingKey: ca.key,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+      ...(sans.length ? [new x509.SubjectAlternativeNameExtension(sans)] : []),
+      await x509.AuthorityKeyIdentifierExtension.create(ca.cert),
+    ],
+  });
+}
+
+/** The names a node's certificate covers, once each. */
+export function certNames(hostName: string, extra: readonly string[]): string[] {
+  return [...new Set([hostName, 'localhost', '127.0.0.1', '::1', ...extra].filter(Boolean))];
+}
+
+/**
+ * The node's TLS material: given files, or its own CA and server certificate in
+ * `<data>/tls/`, made on first start and renewed when due.
+ */
+export async function nodeTls(o: { data: string; name: string; names: readonly string[]; given?: { cert: string; key: string; ca?: string | undefined }; now?: Date }): Promise<NodeTls> {
+  const now = o.now ?? new Date();
+  if (o.given) {
+    const certChain = readFileSync(o.given.cert, 'utf8');
+    const caPem = o.given.ca ? readFileSync(o.given.ca, 'utf8') : null;
+    return {
+      certChain,
+      key: readFileSync(o.given.key, 'utf8'),
+      caPem,
+      caSha256: caPem ? certSha256(caPem) : null,
+      certNotAfter: new Date(new X509Certificate(certChain).validTo).toISOString(),
+      own: false,
+      caKey: null,
+      caCert: null,
+    };
+  }
+  const dir = join(o.data, 'tls');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const f = { ca: join(dir, 'ca.pem'), caKey: join(dir, 'ca.key'), cert: join(dir, 'node.pem'), key: join(dir, 'node.key') };
+  let caCert: x509.X509Certificate;
+  let caKey: CryptoKey;
+  if (existsSync(f.ca) && existsSync(f.caKey)) {
+    caCert = new x509.X509Certificate(readFileSync(f.ca, 'utf8'));
+    caKey = await importKey(readFileSync(f.caKey, 'utf8'));
+  } else {
+    const made = await makeCa(o.name, now);
+    caCert = made.cert;
+    caKey = made.keys.privateKey;
+    writePrivate(f.caKey, await exportKey(caKey));
+    writeFileSync(f.ca, caCert.toString('pem'));
+  }
+  const caPem = caCert.toString('pem');
+  // The server certificate: made again when it is due or its names changed.
+  let certPem = existsSync(f.cert) && existsSync(f.key) ? readFileSync(f.cert, 'utf8') : null;
+  if (certPem) {
+    const c = new x509.X509Certificate(certPem);
+    const san = c.getExtension(x509.SubjectAlternativeNameExtension);
+    const have = new Set((san?.names.items ?? []).map((n) => n.value));
+    const stale = c.notAfter.getTime() - now.getTime() < RENEW_DAYS * DAY || o.names.some((n) => !have.has(n)) || c.issuer !== caCert.subject;
+    if (stale) certPem = null;
+  }
+  if (!certPem) {
+    const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const cert = await issue({ cert: caCert, key: caKey }, keys.publicKey, { cn: o.name, names: o.names, days: CERT_DAYS, now });
+    writePrivate(f.key, await exportKey(keys.privateKey));
+    certPem = cert.toString('pem');
+    writeFileSync(f.cert, certPem);
+  }
+  return {
+    certChain: `${certPem.trim()}\n${caPem.trim()}\n`,
+    key: readFileSync(f.key, 'utf8'),
+    caPem,
+    caSha256: certSha256(caPem),
+    certNotAfter: new x509.X509Certificate(certPem).notAfter.toISOString(),
+    own: true,
+    caKey,
+    caCert,
+  };
+}
