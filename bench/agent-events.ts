@@ -61,7 +61,7 @@ async function main(): Promise<void> {
     writeFileSync(inv, JSON.stringify({ os: { family: 'windows', name: PRODUCT, version: '10.0.22631.3007', arch: 'x64', language: 'en-us' }, products: [{ name: PRODUCT }], kbs: [] }));
     const state = join(dir, 'agent');
     // The first check-in comes at once; the next only after 10 minutes: events must not wait for it.
-    const agent = spawn(process.execPath, [join(ROOT, 'bin', 'patchtree.js'), 'agent', 'run', '--server', node.url, '--state', state, '--enrollment-token', token, '--inventory', `file:${inv}`, '--interval', '600'], { stdio: 'inherit' });
+    const agent = spawn(process.execPath, [join(ROOT, 'bin', 'patchtree.js'), 'agent', 'run', '--server', node.url, '--state', state, '--enrollment-token', token, '--inventory', `file:${inv}`, '--interval', '600', '--insecure'], { stdio: 'inherit' });
     benchProcesses.push(agent);
     const log = () => { try { return readFileSync(join(state, 'patch.log'), 'utf8'); } catch { return ''; } };
     while (!/scan: \d+ update/.test(log())) await new Promise((r) => setTimeout(r, 100));

@@ -94,7 +94,7 @@ async function main(): Promise<void> {
     await api(node.url, '/api/v1/policies', { method: 'POST', body: JSON.stringify({ name: 'All', updates: ['idle-0'], targets: { all: true }, installation: { maintenance: { mode: 'any-time' } } }) });
     const state = join(dir, 'agent');
     const agent = spawn(process.execPath, [join(ROOT, 'bin', 'patchtree.js'), 'agent', 'run', '--server', `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, '--state', state,
-      '--enrollment-token', token, '--inventory', `file:${inv}`, '--interval', String(values.interval)], { stdio: 'inherit' });
+      '--enrollment-token', token, '--inventory', `file:${inv}`, '--interval', String(values.interval), '--insecure'], { stdio: 'inherit' });
     benchProcesses.push(agent);
     const log = () => { try { return readFileSync(join(state, 'patch.log'), 'utf8'); } catch { return ''; } };
     // Let it rescan, report and settle, then measure.

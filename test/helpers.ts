@@ -153,6 +153,9 @@ export interface NodeProcess {
   url: string;
   httpPort: number;
   grpcPort: number;
+  /** The node's HTTPS port, with its own certificate (CA in <data>/tls/ca.pem). */
+  httpsPort: number;
+  httpsUrl: string;
   exited: Promise<number | null>;
 }
 
@@ -173,19 +176,19 @@ export async function spawnNode(t: T, args: string[], env: NodeJS.ProcessEnv = {
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const lines = createInterface({ input: child.stdout! });
   const logs: Record<string, unknown>[] = [];
-  const started = await new Promise<{ http: number; grpc: number }>((resolve, reject) => {
+  const started = await new Promise<{ http: number; grpc: number; https: number }>((resolve, reject) => {
     lines.on('line', (line) => {
       try {
-        const rec = JSON.parse(line) as { msg?: string; http?: number; grpc?: number };
+        const rec = JSON.parse(line) as { msg?: string; http?: number; grpc?: number; https?: number };
         logs.push(rec);
-        if (rec.msg === 'node started') resolve({ http: rec.http!, grpc: rec.grpc! });
+        if (rec.msg === 'node started') resolve({ http: rec.http!, grpc: rec.grpc!, https: rec.https! });
       } catch {
         /* not a log line */
       }
     });
     exited.then((code) => reject(new Error(`node exited with ${code} before starting: ${stderr}`)));
   });
-  return { child, logs, url: `http://127.0.0.1:${started.http}`, httpPort: started.http, grpcPort: started.grpc, exited };
+  return { child, logs, url: `http://127.0.0.1:${started.http}`, httpPort: started.http, grpcPort: started.grpc, httpsPort: started.https, httpsUrl: `https://127.0.0.1:${started.https}`, exited };
 }
 
 /**
@@ -215,7 +218,9 @@ export function startAgent(
 ): ChildProcess {
   const child = spawn(
     process.execPath,
-    [BIN, 'agent', 'run', '--server', server, '--state', state, '--enrollment-token', token, '--inventory', `file:${inventory}`, '--interval', String(o.interval ?? 1), '--name', o.name ?? 'PC-1', '--install-timeout', String(o.installTimeout ?? 20)],
+    [BIN, 'agent', 'run', '--server', server, '--state', state, '--enrollment-token', token, '--inventory', `file:${inventory}`, '--interval', String(o.interval ?? 1), '--name', o.name ?? 'PC-1', '--install-timeout', String(o.installTimeout ?? 20),
+      // Plain HTTP (most tests, behind a TCP proxy that reads the traffic): a lab.
+      ...(server.startsWith('http:') ? ['--insecure'] : [])],
     { env: { PATH: process.env['PATH'], ...o.env }, stdio: ['ignore', o.stdout ?? 'inherit', 'inherit'] },
   );
   const exited = new Promise((r) => child.once('exit', r));

@@ -13,6 +13,8 @@ import { assignmentsSchema, type AssignedFile, type Assignment, type Assignments
 import { FILE_NAME, formatExitCode } from '../delivery/installers.js';
 import type { EventType } from '../delivery/events.js';
 import { describeStep, runSteps } from './installer.js';
+import { fetchPinnedCa, fetchTrusting, readPinnedCa, writePinnedCa, type Fetch } from './trust.js';
+import { splitPinnedToken } from '../tls/pin.js';
 import { describeError, updateStatuses, waitingText, type Progress } from './status.js';
 import { AgentStore, readCredentials, writeCredentials, type Credentials, type QueuedEvent } from './store.js';
 import { PatchLog } from './log.js';
@@ -38,6 +40,8 @@ export interface AgentOptions {
   intervalSeconds: number;
   /** Seconds an installer may run before it is killed and counted as failed. */
   installTimeoutSeconds: number;
+  /** Plain HTTP allowed (a lab): an enrolment token's CA pin is then not used. */
+  insecure?: boolean;
   version: string;
 }
 
@@ -98,6 +102,8 @@ export class Agent {
   readonly #downloads: string;
   readonly #work: string;
   #flushing: Promise<void> | null = null;
+  /** Fetch that trusts the pinned CA of the node (ca.pem), else the system's CAs. */
+  #http: Fetch;
   #flushTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly o: AgentOptions) {
@@ -109,6 +115,7 @@ export class Agent {
     this.store = new AgentStore(o.state);
     this.log = new PatchLog(o.state);
     this.#creds = readCredentials(o.state);
+    this.#http = fetchTrusting(readPinnedCa(o.state));
   }
 
   /* ---------------- node API ---------------- */
@@ -118,7 +125,7 @@ export class Agent {
     const signals = [AbortSignal.timeout(init.timeoutMs ?? 60_000), ...(signal ? [signal] : [])];
     let res: Response;
     try {
-      res = await fetch(new URL(path, creds.server), { ...init, headers: { authorization: `Bearer ${creds.secret}`, ...(init.headers as Record<string, string>) }, signal: AbortSignal.any(signals) });
+      res = await this.#http(new URL(path, creds.server), { ...init, headers: { authorization: `Bearer ${creds.secret}`, ...(init.headers as Record<string, string>) }, signal: AbortSignal.any(signals) });
     } catch (err) {
       if (signal?.aborted) throw err;
       throw new Unreachable(`${creds.server} unreachable: ${describeError(err)}`);
@@ -151,7 +158,15 @@ export class Agent {
     if (this.#creds) return this.#creds;
     if (!token) throw new Error(`this agent is not enrolled: give --enrollment-token (state ${this.o.state})`);
     const name = this.o.name ?? hostname();
-    const res = await fetch(new URL('/agent/v1/enroll', this.o.server), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ enrollmentToken: token, name, agentVersion: this.o.version }) });
+    // A token that pins the node's CA: fetch the CA, check it, and trust it alone from now on.
+    const { caSha256 } = splitPinnedToken(token);
+    if (caSha256 && !(this.o.insecure && this.o.server.startsWith('http:'))) {
+      const ca = await fetchPinnedCa(this.o.server, caSha256);
+      writePinnedCa(this.o.state, ca);
+      this.#http = fetchTrusting(ca);
+      this.log.write(`the node's CA matches the enrolment token (sha256 ${caSha256}); trusting it alone`);
+    }
+    const res = await this.#http(new URL('/agent/v1/enroll', this.o.server), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ enrollmentToken: token, name, agentVersion: this.o.version }) });
     const body = (await res.json()) as { agentId?: string; secret?: string; detail?: string };
     if (res.status !== 201 || !body.agentId || !body.secret) throw new Error(`enrolment refused: HTTP ${res.status} ${body.detail ?? ''}`);
     this.#creds = { server: this.o.server, agentId: body.agentId, secret: body.secret, enrolledAt: new Date().toISOString() };

@@ -6,12 +6,13 @@ import { controlRequest, NotRunning, Refused } from './control.js';
 import { inventoryProvider } from './inventory.js';
 import { PatchLog } from './log.js';
 import { AgentStore, readCredentials } from './store.js';
+import { fetchTrusting, readPinnedCa } from './trust.js';
 import { updateStatuses, type Progress, type UpdateStatus } from './status.js';
 import type { Assignments } from '../delivery/wire.js';
 
 export const AGENT_USAGE = `patchtree agent: the software update agent of a managed computer
 
-  patchtree agent run --server URL --state DIR [--enrollment-token T] [--inventory file:PATH|windows]
+  patchtree agent run --server https://HOST:8443 --state DIR [--enrollment-token T] [--inventory file:PATH|windows] [--insecure]
                       [--name NAME] [--interval SECONDS] [--install-timeout SECONDS]
   patchtree agent status --state DIR [--json]
   patchtree agent task list --state DIR
@@ -90,11 +91,25 @@ async function run(args: string[], version: string): Promise<number> {
       name: { type: 'string' },
       interval: { type: 'string' },
       'install-timeout': { type: 'string' },
+      insecure: { type: 'boolean' },
     },
     strict: true,
   });
   const state = need(values.state, '--state');
   const creds = readCredentials(state);
+  const url = values.server ?? creds?.server;
+  if (url) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new UsageError(`invalid --server ${JSON.stringify(url)}: give the node's address as https://HOST:8443`);
+    }
+    // The agent runs what the node assigns as administrator: plaintext only when asked for, for a lab.
+    // (An agent enrolled before HTTPS existed keeps its saved address; `agent status` and the log say so.)
+    if (parsed.protocol === 'http:' && !values.insecure && !creds) throw new UsageError(`--server ${url} is plain HTTP: give the node's HTTPS address (https://${parsed.hostname}:8443), or --insecure for a lab`);
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new UsageError(`invalid --server ${url}: give https://HOST:8443`);
+  }
   const server = values.server ?? creds?.server;
   const inventory = values.inventory ?? (process.platform === 'win32' ? 'windows' : undefined);
   const agent = new Agent({
@@ -105,6 +120,7 @@ async function run(args: string[], version: string): Promise<number> {
     name: values.name,
     intervalSeconds: int(values.interval, '--interval', 300, 1, 86_400),
     installTimeoutSeconds: int(values['install-timeout'], '--install-timeout', 7200, 1, 7 * 86_400),
+    insecure: Boolean(values.insecure),
     version,
   });
   let stopping: Promise<void> | null = null;
@@ -259,7 +275,7 @@ async function clearRetries(args: string[]): Promise<number> {
     l.write(`retry counts cleared (by user, agent not running): ${n} update(s)`);
     const creds = readCredentials(state);
     if (creds) {
-      const res = await fetch(new URL('/agent/v1/retries/clear', creds.server), { method: 'POST', headers: { authorization: `Bearer ${creds.secret}`, 'content-type': 'application/json' }, body: '{}' }).catch((e: Error) => e);
+      const res = await fetchTrusting(readPinnedCa(state))(new URL('/agent/v1/retries/clear', creds.server), { method: 'POST', headers: { authorization: `Bearer ${creds.secret}`, 'content-type': 'application/json' }, body: '{}' }).catch((e: Error) => e);
       if (res instanceof Error || !res.ok) console.error(`the node was not told (${res instanceof Error ? res.message : `HTTP ${res.status}`}); its counts clear when an admin clears them`);
     }
     console.log(`retry counts cleared: ${n} update(s)`);

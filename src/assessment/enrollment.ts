@@ -4,6 +4,7 @@ import type { Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
 import { hashToken } from '../auth/tokens.js';
 import { enrollmentTokens } from './schema.js';
+import { splitPinnedToken } from '../tls/pin.js';
 
 export interface EnrollmentToken {
   id: string;
@@ -49,7 +50,8 @@ export class EnrollmentTokens {
 
   /** The token behind a bearer value, if it is current; 401 otherwise. */
   async verify(token: string): Promise<EnrollmentToken & { maxUses: number | null; uses: number }> {
-    const row = await this.orm.query.enrollmentTokens.findFirst({ where: eq(enrollmentTokens.tokenHash, hashToken(token)) });
+    // `<token>.<ca sha256>` as handed out: the suffix is for the agent (the CA it pins), not part of the secret.
+    const row = await this.orm.query.enrollmentTokens.findFirst({ where: eq(enrollmentTokens.tokenHash, hashToken(splitPinnedToken(token).token)) });
     if (!row) throw new AppError('unauthenticated', 'unknown enrolment token');
     if (row.revokedAt) throw new AppError('unauthenticated', 'this enrolment token was revoked');
     if (row.expiresAt <= Date.now()) throw new AppError('unauthenticated', 'this enrolment token has expired');

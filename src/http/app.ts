@@ -55,7 +55,7 @@ export interface AppDeps {
   /** Failed authentication: counted, logged (rate-limited), failed enrolments limited per address. */
   guard: AuthGuard;
   /** The CA tokens pin (null: given certificates without --tls-ca), and the server certificate's expiry. */
-  tls: { caSha256: string | null; certNotAfter: () => string };
+  tls: { caSha256: string | null; pin: string | null; certNotAfter: () => string };
   node: { name: string; version: string; languages: readonly string[]; startedAt: number };
   tmpDir: string;
   maxCatalogBytes: number;
@@ -94,7 +94,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
       c.res.headers.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
       c.res.headers.set('X-Frame-Options', 'DENY');
     }
-    if (new URL(c.req.url).protocol === 'https:') c.res.headers.set('Strict-Transport-Security', 'max-age=31536000');
+    // No HSTS yet: it would cover the whole host, and plain HTTP is still served on --http-port.
     const route = routePath(c) || 'unmatched';
     const status = String(c.res.status);
     deps.metrics.httpRequests.inc({ method: c.req.method, route, status });
@@ -164,7 +164,22 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     info: { title: 'patchtree node API', version: deps.node.version, description: 'Every /api/v1 route takes Authorization: Bearer <token>. Errors are application/problem+json.' },
     security: [{ bearer: [] }],
   };
-  app.doc('/openapi.json', docConfig);
+  // Each route's role, from the role middleware it was registered with: the document says it as `x-patchtree-role`.
+  const roles = new Map<string, string>();
+  for (const r of app.routes) {
+    const role = (r.handler as { role?: string }).role;
+    if (role) roles.set(`${r.method.toLowerCase()} ${r.path}`, role);
+  }
+  app.get('/openapi.json', (c) => {
+    const doc = app.getOpenAPIDocument(docConfig) as unknown as { paths: Record<string, Record<string, Record<string, unknown>>> };
+    for (const [path, ops] of Object.entries(doc.paths))
+      for (const [method, op] of Object.entries(ops)) {
+        const hono = path.replace(/\{(\w+)\}/g, ':$1');
+        const role = roles.get(`${method} ${hono}`) ?? [...roles].find(([k]) => k.startsWith('all ') && k.endsWith('/*') && hono.startsWith(k.slice(4, -1)))?.[1];
+        if (role) op['x-patchtree-role'] = role;
+      }
+    return c.json(doc);
+  });
   app.get('/docs', (c) => c.html(renderDocs(app.getOpenAPIDocument(docConfig) as unknown as Parameters<typeof renderDocs>[0])));
 
   app.notFound((c) => problemResponse(new AppError('not-found', `no route ${c.req.method} ${c.req.path}`), c.req.path));

@@ -24,11 +24,16 @@ export function bearerAuth(tokens: TokenService): MiddlewareHandler<AppEnv> {
   };
 }
 
-/** 403 unless the caller's role is at least `need` (viewer < operator < admin). */
-export function requireRole(need: Role): MiddlewareHandler<AppEnv> {
-  return async (c, next) => {
+/**
+ * 403 unless the caller's role is at least `need` (viewer < operator < admin). The
+ * middleware carries its role, so the route table can say each route's role (the
+ * OpenAPI document's `x-patchtree-role`, app.ts).
+ */
+export function requireRole(need: Role): MiddlewareHandler<AppEnv> & { role: Role } {
+  const mw: MiddlewareHandler<AppEnv> = async (c, next) => {
     const p = c.get('principal');
     if (!p || !roleAtLeast(p.role, need)) throw new AppError('forbidden', `this needs the ${need} role; the token has ${p?.role ?? 'none'}`);
     await next();
   };
+  return Object.assign(mw, { role: need });
 }

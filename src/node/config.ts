@@ -258,9 +258,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     clockFile: raw['clockFile'] === undefined ? undefined : resolve(raw['clockFile'] as string),
   };
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) throw new ConfigError('invalid --tls-cert / --tls-key: give both or neither');
+  if (config.upstream && config.joinToken && !config.insecure && !config.tlsCa && !/\.[0-9a-f]{64}$/.test(config.joinToken))
+    throw new ConfigError("invalid --join-token: replication needs TLS: give the join token as the parent hands it out (<token>.<sha256 of the parent's CA>) so that this node verifies its parent, or --tls-ca, or --insecure for a lab");
   if (config.upstream && !config.databaseUrl.startsWith('file:'))
     throw new ConfigError('invalid --upstream: a child node applies what it receives to a local SQLite file; --database-url must be a file: URL on a child');
-  if (config.upstream && !config.insecure && !config.tlsCa)
-    throw new ConfigError('invalid --upstream: replication needs TLS (--tls-ca to verify the parent, with --tls-cert/--tls-key for mutual TLS) or --insecure');
+
   return Object.freeze(config);
 }

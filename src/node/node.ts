@@ -9,7 +9,8 @@ import { openDatabase, type Database } from '../db/index.js';
 import { AuthGuard } from '../http/guard.js';
 import { hostname } from 'node:os';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import { certNames, nodeTls, type NodeTls } from '../tls/node-ca.js';
+import { certNames, nodeTls, ownServerCredentials, signChild, type NodeTls } from '../tls/node-ca.js';
+import { upstreamTls } from '../tls/upstream.js';
 import { openConn, type SqlConn } from '../db/exec.js';
 import { TokenService } from '../auth/tokens.js';
 import { SettingsService } from '../settings/service.js';
@@ -119,13 +120,15 @@ export class PatchtreeNode {
     const settings = new SettingsService(this.db.orm, config.data);
     const identity = await ensureIdentity(this.db.orm);
 
-    // TLS for the tree, or plaintext only when --insecure says so, loudly.
-    const grpcTls = config.tlsCert && config.tlsKey;
+    // TLS for the tree: given files, else the node's own certificate (children join with a token
+    // that pins its CA and get a client certificate signed by it); plaintext only with --insecure, loudly.
+    const grpcTls = Boolean(config.tlsCert && config.tlsKey) || !config.insecure;
     if (config.insecure) log.warn('INSECURE: --insecure is set; replication traffic (catalog, credentials, files) travels in plaintext');
-    const serverCreds = grpcTls
+    const serverCreds = config.tlsCert && config.tlsKey
       ? grpc.ServerCredentials.createSsl(config.tlsCa ? readFileSync(config.tlsCa) : null, [{ cert_chain: readFileSync(config.tlsCert!), private_key: readFileSync(config.tlsKey!) }], Boolean(config.tlsCa))
-      : grpc.ServerCredentials.createInsecure();
-    if (!grpcTls && !config.insecure) log.warn('no --tls-cert/--tls-key and no --insecure: this node will not accept child nodes');
+      : config.insecure
+        ? grpc.ServerCredentials.createInsecure()
+        : ownServerCredentials(tls);
 
     // Languages whose files this node needs: its own and its whole subtree's.
     let subtree: string[] = [];
@@ -162,8 +165,10 @@ export class PatchtreeNode {
       },
       Boolean(grpcTls) || config.insecure,
     );
+    // Children joining with a certificate request get a client certificate from this node's CA, and must present it.
+    if (tls.own && !config.insecure) parent.certificates = { sign: (csr, nodeId) => signChild(tls, csr, nodeId), caPem: tls.caPem! };
     const guard = new AuthGuard(metrics.authFailures, log.child({ module: 'auth' }));
-    parent.onAuthFailure = (peer, why) => guard.failed('grpc', peer, why);
+    parent.onAuthFailure = (peer, why) => guard.failed('grpc', peer.replace(/^ipv[46]:/, '').replace(/:\d+$/, ''), why);
     subtree = await parent.subtreeLanguages();
     settings.publisher = { nodeId: identity.nodeId, notify: () => parent.notify() };
     let compactTimer: NodeJS.Timeout | null = null;
@@ -177,9 +182,7 @@ export class PatchtreeNode {
     };
     this.parent = parent;
     if (config.upstream) {
-      const clientCreds = config.insecure && !config.tlsCa
-        ? grpc.credentials.createInsecure()
-        : grpc.credentials.createSsl(config.tlsCa ? readFileSync(config.tlsCa) : null, config.tlsKey ? readFileSync(config.tlsKey) : null, config.tlsCert ? readFileSync(config.tlsCert) : null);
+      const up = await upstreamTls({ data: config.data, address: config.upstream, joinToken: config.joinToken, nodeId: identity.nodeId, insecure: config.insecure, tlsCa: config.tlsCa, tlsCert: config.tlsCert, tlsKey: config.tlsKey });
       child = new ReplicationChild(
         this.db,
         identity,
@@ -187,7 +190,7 @@ export class PatchtreeNode {
         VERSION,
         config.languages,
         () => parent.subtreeLanguages(),
-        { address: config.upstream, joinToken: config.joinToken, credentials: clientCreds },
+        { address: config.upstream, joinToken: config.joinToken, credentials: up.credentials, prepareJoin: up.prepareJoin, acceptCertificate: (pem) => up.accept(pem) },
         log.child({ module: 'upstream' }),
         (changed, policies) => {
           parent.notify();
@@ -291,7 +294,8 @@ export class PatchtreeNode {
       hierarchy: { identity, parent, child, languages: config.languages, subtreeLanguages: allLanguages },
       metrics,
       guard,
-      tls: { caSha256: tls.caSha256, certNotAfter: () => tls.certNotAfter },
+      // Tokens pin the node's own CA only: a server with given files may not send its root.
+      tls: { caSha256: tls.caSha256, pin: tls.own ? tls.caSha256 : null, certNotAfter: () => tls.certNotAfter },
       node: { name: config.name, version: VERSION, languages: config.languages, startedAt: Date.now() },
       tmpDir,
       maxCatalogBytes: config.maxCatalogBytes,

@@ -13,11 +13,15 @@ import { RELEASE_PRUNE_SQL, RELEASE_UPDATES_PRUNE_SQL, type ReleasePayload } fro
 import { DeferredError } from '../content/downloader.js';
 import { PROTOCOL_VERSION, RETRY_AFTER_KEY, replicationService, type ServerMessage, type WireChange, type WireNodeReport } from './protocol.js';
 import type { Identity } from './identity.js';
+import { splitPinnedToken } from '../tls/pin.js';
 
 export interface UpstreamOptions {
   address: string;
   joinToken: string | undefined;
   credentials: grpc.ChannelCredentials;
+  /** Before a Join: a certificate request and the credentials to join with; then what to do with the certificate the parent signs (tls/upstream.ts). */
+  prepareJoin?: (() => Promise<{ csr: string; credentials: grpc.ChannelCredentials }>) | null;
+  acceptCertificate?: (pem: string) => grpc.ChannelCredentials;
 }
 
 interface StateRow {
@@ -362,8 +366,15 @@ export class ReplicationChild {
     if (!this.db.filePath) throw new Error('a child node needs a file database (remote libsql is not supported for replication yet)');
     this.#native = openNative(this.db.filePath);
     this.#applier = new BatchApplier(this.#native, this.identity.nodeId, this.clock);
+    this.#connect(this.upstream.credentials);
+    this.#stopped = false;
+    void this.#loop();
+  }
+
+  #connect(credentials: grpc.ChannelCredentials): void {
+    this.#client?.close();
     const Service = replicationService();
-    this.#client = new Service(this.upstream.address, this.upstream.credentials, {
+    this.#client = new Service(this.upstream.address, credentials, {
       'grpc.keepalive_time_ms': 30_000,
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
       // HTTP/2's default 64 KiB window stalls the parent whenever this thread is busy
@@ -371,8 +382,6 @@ export class ReplicationChild {
       // batches arrive meanwhile. The parent still bounds what it has in flight.
       'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW,
     });
-    this.#stopped = false;
-    void this.#loop();
   }
 
   async stop(): Promise<void> {
@@ -435,12 +444,31 @@ export class ReplicationChild {
     const existing = this.state();
     if (existing) return existing;
     if (!this.upstream.joinToken) throw Object.assign(new Error(`this node has not joined ${this.upstream.address}: start it once with --join-token`), { fatal: true });
-    const res = await new Promise<{ credential: string; parent_id: string; parent_name: string }>((resolve, reject) =>
+    let csr = '';
+    if (this.upstream.prepareJoin) {
+      const j = await this.upstream.prepareJoin();
+      this.#connect(j.credentials);
+      csr = j.csr;
+    }
+    const res = await new Promise<{ credential: string; parent_id: string; parent_name: string; client_certificate: string }>((resolve, reject) =>
       (this.#client as unknown as { Join: (req: unknown, cb: (err: grpc.ServiceError | null, r: never) => void) => void }).Join(
-        { join_token: this.upstream.joinToken, node_id: this.identity.nodeId, name: this.name, languages: [...this.ownLanguages], protocol_version: PROTOCOL_VERSION, version: this.version },
+        {
+          join_token: splitPinnedToken(this.upstream.joinToken!).token,
+          node_id: this.identity.nodeId,
+          name: this.name,
+          languages: [...this.ownLanguages],
+          protocol_version: PROTOCOL_VERSION,
+          version: this.version,
+          csr,
+        },
         (err, r) => (err ? reject(err) : resolve(r)),
       ),
     );
+    // The parent signed this node's certificate: mutual TLS from the next call on.
+    if (csr && this.upstream.acceptCertificate) {
+      if (!res.client_certificate) throw Object.assign(new Error(`${this.upstream.address} joined this node but signed no certificate for it (a parent with --tls-cert files?)`), { fatal: true });
+      this.#connect(this.upstream.acceptCertificate(res.client_certificate));
+    }
     const now = Date.now();
     this.#native!.prepare(
       "INSERT INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at) VALUES (1, ?, ?, ?, '', 0, '', 0, ?)",

@@ -18,6 +18,8 @@ import { POLICY_LANGUAGES_AT, policyPayloadsSql } from '../delivery/replication.
 import { RELEASE_LANGUAGES_AT, RELEASE_SNAPSHOT_SQL } from '../freshness/release.js';
 import { changeLog, children, joinTokens } from './schema.js';
 import * as check from './validate.js';
+import type { PeerCertificate } from 'node:tls';
+import { splitPinnedToken } from '../tls/pin.js';
 import { RETRY_AFTER_KEY, SUPPORTED_PROTOCOL_VERSIONS, entryMatches, filterUpdateList, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange, type WireNodeReport } from './protocol.js';
 import type { Identity } from './identity.js';
 import { CATALOG_KINDS, closedUntil, parseRules, type ReplicationRules } from './rules.js';
@@ -83,6 +85,11 @@ export class ReplicationParent {
   #closedP = new WeakMap<Call, Promise<string>>();
   /** The roll-up's receiving end: stores a child's Report, returns the nodes to send again whole. */
   onReport: ((childId: string, reports: WireNodeReport[], gone: string[]) => Promise<string[]>) | null = null;
+  /**
+   * Set when the tree uses this node's own CA: a joining child's certificate request is
+   * signed, and every later call must present that certificate (mutual TLS).
+   */
+  certificates: { sign: (csrPem: string, nodeId: string) => Promise<{ certificatePem: string; serial: string }>; caPem: string } | null = null;
   /** A call failed to authenticate (counted and logged, rate-limited, by the node: http/guard.ts). */
   onAuthFailure: (peer: string, why: string) => void = () => {};
   /** A child was removed (its subtree's summaries go). */
@@ -237,7 +244,7 @@ export class ReplicationParent {
         });
       },
       Ack: (call: grpc.ServerUnaryCall<{ node_id: string; cursor: string; files_pending: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-        this.#authenticate(call.metadata, call.getPeer())
+        this.#authenticate(call)
           .then(async (child) => {
             // The caller's own cursor, within this node's log.
             if (check.nodeId('node_id', call.request.node_id) !== child.id) throw grpcError(grpc.status.PERMISSION_DENIED, 'node_id: the credential belongs to another node');
@@ -249,7 +256,7 @@ export class ReplicationParent {
           .catch((err) => cb(toStatus(err)));
       },
       Report: (call: grpc.ServerUnaryCall<{ reports: WireNodeReport[]; gone: string[] }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-        this.#authenticate(call.metadata, call.getPeer())
+        this.#authenticate(call)
           .then(async (child) => {
             if (!this.onReport) throw grpcError(grpc.status.UNIMPLEMENTED, `${this.name} does not take reports`);
             const resend = await this.onReport(child.id, call.request.reports ?? [], call.request.gone ?? []);
@@ -268,7 +275,9 @@ export class ReplicationParent {
     };
   }
 
-  async #authenticate(md: grpc.Metadata, peer: string): Promise<typeof children.$inferSelect> {
+  async #authenticate(call: { metadata: grpc.Metadata; getPeer(): string; getAuthContext(): { sslPeerCertificate?: PeerCertificate | undefined } }): Promise<typeof children.$inferSelect> {
+    const md = call.metadata;
+    const peer = call.getPeer();
     if (!this.enabled) throw grpcError(grpc.status.UNAVAILABLE, 'replication needs TLS (--tls-cert, --tls-key) or --insecure on this node');
     const header = String(md.get('authorization')[0] ?? '');
     const m = /^Bearer\s+(\S+)$/i.exec(header);
@@ -282,10 +291,22 @@ export class ReplicationParent {
       throw grpcError(grpc.status.UNAUTHENTICATED, 'unknown credential');
     }
     if (row.removedAt) throw grpcError(grpc.status.PERMISSION_DENIED, `this node was removed from ${this.name}; join again with a new token`);
+    // With this node's own CA: the certificate it signed for this child at its join, and no other.
+    if (this.certificates && row.certSerial) {
+      const cert = call.getAuthContext().sslPeerCertificate;
+      if (!cert) {
+        this.onAuthFailure(peer, `no client certificate for ${row.id}`);
+        throw grpcError(grpc.status.UNAUTHENTICATED, `no valid client certificate: missing, expired or not from ${this.name}'s CA; a node presents the certificate ${this.name} signed at its join (remove it here and join it again to get a new one)`);
+      }
+      if (cert.subject?.CN !== row.id || cert.serialNumber?.toLowerCase() !== row.certSerial.toLowerCase()) {
+        this.onAuthFailure(peer, `a certificate that is not ${row.id}'s current one`);
+        throw grpcError(grpc.status.PERMISSION_DENIED, `this certificate is not the one ${this.name} signed for node ${row.id} at its last join`);
+      }
+    }
     return row;
   }
 
-  async #join(req: Record<string, unknown>): Promise<{ credential: string; parent_id: string; parent_name: string }> {
+  async #join(req: Record<string, unknown>): Promise<{ credential: string; parent_id: string; parent_name: string; client_certificate: string; ca_certificate: string }> {
     if (!this.enabled) throw grpcError(grpc.status.UNAVAILABLE, 'replication needs TLS (--tls-cert, --tls-key) or --insecure on this node');
     const version = Number(req['protocol_version']);
     if (!SUPPORTED_PROTOCOL_VERSIONS.includes(version))
@@ -295,7 +316,11 @@ export class ReplicationParent {
     const name = check.text('name', req['name'], 100) || nodeId;
     const childVersion = check.text('version', req['version'], 50);
     if (nodeId === this.identity.nodeId) throw grpcError(grpc.status.INVALID_ARGUMENT, 'node_id: a node cannot join itself');
-    const digest = hashToken(String(req['join_token'] ?? ''));
+    const digest = hashToken(splitPinnedToken(String(req['join_token'] ?? '')).token);
+    const csr = check.text('csr', String(req['csr'] ?? '').replace(/\r?\n/g, ''), 8192) ? String(req['csr']) : '';
+    if (this.certificates && !csr) throw grpcError(grpc.status.FAILED_PRECONDITION, `csr: ${this.name} signs its children's certificates: join with a certificate request (a node of this version does; give the join token as it was handed out)`);
+    // Checked before the token is used: a bad request leaves the token for a good one.
+    const signed = this.certificates && csr ? await this.certificates.sign(csr, nodeId) : null;
     const credential = `ptc_${randomBytes(32).toString('base64url')}`;
     const now = Date.now();
     await this.orm.transaction(async (tx) => {
@@ -310,12 +335,12 @@ export class ReplicationParent {
       await tx.update(joinTokens).set({ usedAt: now, usedBy: nodeId }).where(eq(joinTokens.tokenHash, digest));
       await tx
         .insert(children)
-        .values({ id: nodeId, name, credentialHash: hashToken(credential), languages: languages.join(','), version: childVersion, protocolVersion: version, ackedSeq: 0, forceResync: 1, createdAt: now })
-        .onConflictDoUpdate({ target: children.id, set: { name, credentialHash: hashToken(credential), languages: languages.join(','), removedAt: null, forceResync: 1, ackedSeq: 0 } });
+        .values({ id: nodeId, name, credentialHash: hashToken(credential), languages: languages.join(','), version: childVersion, protocolVersion: version, ackedSeq: 0, forceResync: 1, createdAt: now, certSerial: signed?.serial ?? null })
+        .onConflictDoUpdate({ target: children.id, set: { name, credentialHash: hashToken(credential), languages: languages.join(','), removedAt: null, forceResync: 1, ackedSeq: 0, certSerial: signed?.serial ?? null } });
     });
     this.logger.info({ child: nodeId, name, languages }, 'child joined');
     this.onLanguages();
-    return { credential, parent_id: this.identity.nodeId, parent_name: this.name };
+    return { credential, parent_id: this.identity.nodeId, parent_name: this.name, client_certificate: signed?.certificatePem ?? '', ca_certificate: signed ? this.certificates!.caPem : '' };
   }
 
   /**
@@ -340,7 +365,7 @@ export class ReplicationParent {
   }
 
   async #subscribe(call: Call): Promise<void> {
-    const child = await this.#authenticate(call.metadata, call.getPeer());
+    const child = await this.#authenticate(call);
     const req = call.request;
     const version = Number(req.protocol_version);
     if (!SUPPORTED_PROTOCOL_VERSIONS.includes(version)) {
@@ -558,7 +583,7 @@ export class ReplicationParent {
   }
 
   async #fetchFile(call: grpc.ServerWritableStream<{ sha256: string; offset: string }, unknown>): Promise<void> {
-    const child = await this.#authenticate(call.metadata, call.getPeer());
+    const child = await this.#authenticate(call);
     const sha256 = call.request.sha256;
     if (!/^[0-9a-f]{64}$/.test(sha256)) throw grpcError(grpc.status.INVALID_ARGUMENT, 'sha256 must be 64 lowercase hex digits');
     const rules = parseRules(child.rules);

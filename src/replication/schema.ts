@@ -51,6 +51,8 @@ export const children = sqliteTable('children', {
   rules: text('rules').notNull().default('{}'),
   createdAt: integer('created_at').notNull(),
   removedAt: integer('removed_at'),
+  /** Serial of the client certificate this node's CA signed for the child at its join (null: none). Only it is accepted. */
+  certSerial: text('cert_serial'),
 });
 
 /** A child's view of its upstream: one row, advanced in the transaction that applies each batch. */

@@ -301,17 +301,23 @@ export class Rollup {
           grew = true;
         }
     }
-    for (const { r } of checked) {
+    // What a child claims beyond that is dropped, the rest kept: a hostile grandchild must not
+    // get its parent's honest reports refused above (the parent cannot know ids outside its subtree).
+    const allowed = (r: WireNodeReport) => {
       const other = stored.get(r.node_id);
-      if (!mine.has(r.node_id) || (r.node_id !== via && direct.has(r.node_id)) || (other !== undefined && other !== via && direct.has(other)))
-        throw new AppError('forbidden', `report ${r.node_id}: not ${via} nor a node below it; a child reports for itself and its own subtree only (nothing was stored)`);
+      return mine.has(r.node_id) && !(r.node_id !== via && direct.has(r.node_id)) && !(other !== undefined && other !== via && direct.has(other));
+    };
+    const dropped = checked.filter(({ r }) => !allowed(r)).map(({ r }) => r.node_id);
+    if (dropped.length) {
+      this.#o.logger.warn({ child: via, dropped: dropped.slice(0, 10), count: dropped.length }, 'a child reported for nodes outside its subtree; those reports were dropped');
+      for (let i = checked.length - 1; i >= 0; i--) if (!allowed(checked[i]!.r)) checked.splice(i, 1);
     }
     const resend: string[] = [];
     await this.#o.orm.transaction(async (tx) => {
       for (const id of gone) await tx.run(sql`DELETE FROM node_reports WHERE node_id = ${id} AND via = ${via}`);
       for (const { r, summary } of checked) {
         const reportedAt = now - Math.max(0, Number(r.age_ms));
-        const name = r.name.slice(0, 100) || r.node_id;
+        const name = r.name.replace(/[\u0000-\u001f\u007f\ufffd]/g, '').slice(0, 100) || r.node_id;
         if (summary === null) {
           const res = await tx.run(
             sql`UPDATE node_reports SET name = ${name}, parent_id = ${r.parent_id}, via = ${via}, reported_at = max(reported_at, ${reportedAt}), interval_ms = ${r.interval_ms}, received_at = ${now}

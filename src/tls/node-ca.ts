@@ -1,9 +1,12 @@
 import 'reflect-metadata'; // @peculiar/x509's dependency injection needs it, before the import below
-import { createHash, webcrypto, X509Certificate } from 'node:crypto';
+import { webcrypto, X509Certificate } from 'node:crypto';
+import { certSha256 } from './pin.js';
+export { certSha256, pinnedToken, splitPinnedToken } from './pin.js';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
+import * as grpc from '@grpc/grpc-js';
 
 /**
  * The node's own CA and server certificate, so that every channel is TLS without a
@@ -40,22 +43,6 @@ export interface NodeTls {
   /** The CA's key, to sign child nodes' certificates (own CA only). */
   caKey: CryptoKey | null;
   caCert: x509.X509Certificate | null;
-}
-
-/** SHA-256 (hex) of a PEM certificate's DER. */
-export function certSha256(pem: string): string {
-  return createHash('sha256').update(new X509Certificate(pem).raw).digest('hex');
-}
-
-/** A token with the issuing node's CA hash after its last dot: `<token>.<64 hex>`. */
-export function pinnedToken(token: string, caSha256: string | null): string {
-  return caSha256 ? `${token}.${caSha256}` : token;
-}
-
-/** Splits `<token>.<ca sha256>`; a token without the suffix has no pin. */
-export function splitPinnedToken(t: string): { token: string; caSha256: string | null } {
-  const m = /^(.+)\.([0-9a-f]{64})$/.exec(t);
-  return m ? { token: m[1]!, caSha256: m[2]! } : { token: t, caSha256: null };
 }
 
 function writePrivate(path: string, text: string): void {
@@ -167,7 +154,9 @@ export async function nodeTls(o: { data: string; name: string; names: readonly s
     const c = new x509.X509Certificate(certPem);
     const san = c.getExtension(x509.SubjectAlternativeNameExtension);
     const have = new Set((san?.names.items ?? []).map((n) => n.value));
-    const stale = c.notAfter.getTime() - now.getTime() < RENEW_DAYS * DAY || o.names.some((n) => !have.has(n)) || c.issuer !== caCert.subject;
+    // Signed by this CA (a CA made again has the same name, not the same key).
+    const signed = await c.verify({ publicKey: caCert.publicKey, signatureOnly: true }).catch(() => false);
+    const stale = c.notAfter.getTime() - now.getTime() < RENEW_DAYS * DAY || o.names.some((n) => !have.has(n)) || !signed;
     if (stale) certPem = null;
   }
   if (!certPem) {
@@ -187,4 +176,38 @@ export async function nodeTls(o: { data: string; name: string; names: readonly s
     caKey,
     caCert,
   };
+}
+
+/**
+ * gRPC server credentials with the node's own certificate: a client certificate is
+ * asked for and checked against the node's CA, but not required at the TLS level (a
+ * joining child has none yet); the Replication service requires it on every call
+ * but Join (replication/parent.ts).
+ */
+export function ownServerCredentials(tls: NodeTls): grpc.ServerCredentials {
+  const identity = { certificate: Buffer.from(tls.certChain), privateKey: Buffer.from(tls.key) };
+  const ca = { caCertificate: Buffer.from(tls.caPem!) };
+  // Answered on the next tick: grpc-js adds the server's watcher only after it has added these listeners.
+  const provider: grpc.experimental.CertificateProvider = {
+    addCaCertificateListener: (l) => queueMicrotask(() => l(ca)),
+    removeCaCertificateListener: () => {},
+    addIdentityCertificateListener: (l) => queueMicrotask(() => l(identity)),
+    removeIdentityCertificateListener: () => {},
+  };
+  return grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
+}
+
+/** Signs a joining child's certificate request: its node id as the name, a year, client and server use. */
+export async function signChild(tls: NodeTls, csrPem: string, nodeId: string): Promise<{ certificatePem: string; serial: string }> {
+  if (!tls.caKey || !tls.caCert) throw new Error('this node signs with its own CA only');
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrPem);
+  } catch {
+    throw Object.assign(new Error('csr: not a PEM certificate request'), { code: 3, details: 'csr: not a PEM certificate request' });
+  }
+  if (!(await csr.verify())) throw Object.assign(new Error('csr: its signature does not verify'), { code: 3, details: 'csr: its signature does not verify' });
+  const publicKey = await csr.publicKey.export(ALG, ['verify']);
+  const cert = await issue({ cert: tls.caCert, key: tls.caKey }, publicKey, { cn: nodeId, names: [], days: CERT_DAYS, now: new Date() });
+  return { certificatePem: cert.toString('pem'), serial: cert.serialNumber };
 }

@@ -29,10 +29,11 @@ t.test('a real node process: import with the CLI, restart on the same data, data
   t.equal(readFileSync(join(data, 'admin-token'), 'utf8').trim(), token, 'the admin token too');
   t.match((await api(second.url, token, '/api/v1/node')).body, { name: 'site-1', languages: ['de', 'en'] });
 
-  // The standard gRPC health service answers on the gRPC port.
+  // The standard gRPC health service answers on the gRPC port: TLS with the node's own CA.
+  const tlsCreds = () => grpc.credentials.createSsl(readFileSync(join(data, 'tls', 'ca.pem')));
   const def = protoLoader.loadSync('grpc/health/v1/health.proto', { includeDirs: [join(ROOT, 'proto')], keepCase: true, enums: String });
   const Health = (grpc.loadPackageDefinition(def) as any).grpc.health.v1.Health;
-  const client = new Health(`127.0.0.1:${second.grpcPort}`, grpc.credentials.createInsecure());
+  const client = new Health(`127.0.0.1:${second.grpcPort}`, tlsCreds());
   const status = await new Promise<any>((resolve, reject) => client.Check({ service: '' }, (err: Error | null, res: unknown) => (err ? reject(err) : resolve(res))));
   client.close();
   t.same(status, { status: 'SERVING' });
@@ -40,7 +41,7 @@ t.test('a real node process: import with the CLI, restart on the same data, data
   // Server reflection lists the services for standard gRPC tools.
   const rdef = protoLoader.loadSync('grpc/reflection/v1/reflection.proto', { includeDirs: [join(ROOT, 'node_modules', '@grpc', 'reflection', 'build', 'proto')], keepCase: true });
   const Reflection = (grpc.loadPackageDefinition(rdef) as any).grpc.reflection.v1.ServerReflection;
-  const rc = new Reflection(`127.0.0.1:${second.grpcPort}`, grpc.credentials.createInsecure());
+  const rc = new Reflection(`127.0.0.1:${second.grpcPort}`, tlsCreds());
   const info = rc.ServerReflectionInfo();
   const listed = await new Promise<any>((resolve) => {
     info.on('data', (m: any) => resolve(m.list_services_response.service.map((x: any) => x.name).sort()));

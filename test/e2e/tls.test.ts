@@ -42,7 +42,7 @@ t.test('mutual TLS between a parent and a child', async (t) => {
   // Plaintext is never chosen silently.
   const refused = await runCli(['serve', '--data', join(dir, 'x'), '--upstream', `localhost:${root.grpcPort}`, '--join-token', 'ptj_whatever-long']);
   t.equal(refused.code, 2);
-  t.match(refused.stderr, /needs TLS .* or --insecure/);
+  t.match(refused.stderr, /invalid --join-token: replication needs TLS: give the join token as the parent hands it out .* or --tls-ca, or --insecure/);
   const insecure = await spawnNode(t, ['--data', join(dir, 'plain'), '--admin-token', T, '--insecure']);
   t.ok(insecure.logs.some((l) => l['level'] === 40 && String(l['msg']).startsWith('INSECURE')), 'the node says so loudly at start');
 });

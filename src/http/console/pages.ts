@@ -25,8 +25,8 @@ const COOKIE = 'patchtree_session';
 /** Console form bodies are tiny: a token, a name, a date. */
 export const FORM_LIMIT = 16 * 1024;
 /** The session of a request, once `page` has found it. */
-const sessionOf = new WeakMap<Request, Session>();
-const csrfField = (c: Context) => raw(`<input type="hidden" name="csrf" value="${sessionOf.get(c.req.raw)?.csrf ?? ''}">`);
+const sessionOf = new WeakMap<object, Session>(); // by context: a body limit replaces c.req.raw
+const csrfField = (c: Context) => raw(`<input type="hidden" name="csrf" value="${sessionOf.get(c)?.csrf ?? ''}">`);
 type H = HtmlEscapedString | Promise<HtmlEscapedString>;
 
 const SEVERITY_COLORS: Record<string, string> = { Critical: '#cf222e', Important: '#bc4c00', Moderate: '#9a6700', Low: '#0969da', Unrated: '#6e7781' };
@@ -108,7 +108,7 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: Au
 
   /** The API, in-process, as the signed-in user. */
   async function api<T>(c: Context, path: string, init: RequestInit = {}): Promise<{ status: number; body: T }> {
-    const res = await app.request(path, { ...init, headers: { authorization: `Bearer ${sessionOf.get(c.req.raw)?.token ?? ''}`, 'content-type': 'application/json', ...(init.headers as Record<string, string>) } });
+    const res = await app.request(path, { ...init, headers: { authorization: `Bearer ${sessionOf.get(c)?.token ?? ''}`, 'content-type': 'application/json', ...(init.headers as Record<string, string>) } });
     return { status: res.status, body: (await res.json()) as T };
   }
 
@@ -121,7 +121,7 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: Au
       sessions.revoke(id);
       return null;
     }
-    sessionOf.set(c.req.raw, s);
+    sessionOf.set(c, s);
     return s;
   };
 
@@ -132,7 +132,7 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: Au
   const form = (handler: (c: Context, f: Record<string, string | File>) => Promise<Response>) =>
     page(async (c) => {
       const f = await c.req.parseBody();
-      if (!csrfMatches(sessionOf.get(c.req.raw)!, f['csrf'])) throw new AppError('forbidden', 'this form is out of date or came from another site: load the page again');
+      if (!csrfMatches(sessionOf.get(c)!, f['csrf'])) throw new AppError('forbidden', 'this form is out of date or came from another site: load the page again');
       return handler(c, f);
     });
 
@@ -141,8 +141,14 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: Au
     if (c.req.method !== 'POST' || c.req.path.startsWith('/api/') || c.req.path.startsWith('/agent/')) return next();
     const site = c.req.header('sec-fetch-site');
     const origin = c.req.header('origin');
-    if ((site && site !== 'same-origin' && site !== 'none') || (origin && origin !== 'null' && new URL(origin).host !== new URL(c.req.url).host) || origin === 'null')
-      throw new AppError('forbidden', 'a console form must come from this site');
+    const sameHost = (o: string) => {
+      try {
+        return new URL(o).host === new URL(c.req.url).host;
+      } catch {
+        return false;
+      }
+    };
+    if ((site && site !== 'same-origin' && site !== 'none') || (origin !== undefined && !sameHost(origin))) throw new AppError('forbidden', 'a console form must come from this site');
     return bodyLimit({
       maxSize: FORM_LIMIT,
       onError: () => {
@@ -174,6 +180,7 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: Au
     }
     const s = sessions.create(token);
     setCookie(c, COOKIE, s.id, { httpOnly: true, sameSite: 'Strict', path: '/', secure: new URL(c.req.url).protocol === 'https:' });
+    deleteCookie(c, 'patchtree_token', { path: '/' }); // the raw token an earlier release kept in a cookie
     return c.redirect(safeNext(f['next']), 303);
   });
 

@@ -71,5 +71,5 @@ export function csrfMatches(s: Session, sent: unknown): boolean {
 /** A `next` target that stays on this site: one leading slash, no `//`, no backslash, no scheme. */
 export function safeNext(next: unknown): string {
   const s = typeof next === 'string' ? next : '';
-  return /^\/(?![/\\])[^\\\s\u0000-\u001f]*$/.test(s) ? s : '/';
+  return /^\/(?![/\\])[\x21-\x5b\x5d-\x7e]*$/.test(s) ? s : '/';
 }

@@ -10,6 +10,7 @@ import type { AppDeps } from '../app.js';
 import { errors, problem } from './common.js';
 import { AGENT_SECRET_PREFIX } from '../../delivery/agents.js';
 import { displayName } from '../../lib/text.js';
+import { pinnedToken } from '../../tls/pin.js';
 
 /** Either credential: an enrolled agent's secret, or an enrolment token (simulations, older agents). */
 const AGENT_OR_ENROLLMENT: Record<string, string[]>[] = [{ agent: [] }, { enrollment: [] }];
@@ -29,11 +30,11 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
   /* ---- agents ---- */
 
   // Who is reporting is known before a byte of the body is read: an unauthenticated request costs nothing.
-  const reporter = new WeakMap<Request, { agentId: string } | { tokenId: string }>();
+  const reporter = new WeakMap<object, { agentId: string } | { tokenId: string }>(); // by context: a body limit replaces c.req.raw
   app.use('/agent/v1/inventory', async (c, next) => {
     if (c.req.method !== 'POST') return next();
     const secret = bearer(c.req.header('authorization'));
-    reporter.set(c.req.raw, secret.startsWith(AGENT_SECRET_PREFIX) ? { agentId: (await deps.delivery.agents.authenticate(secret)).agentId } : { tokenId: (await a.enrollment.verify(secret)).id });
+    reporter.set(c, secret.startsWith(AGENT_SECRET_PREFIX) ? { agentId: (await deps.delivery.agents.authenticate(secret)).agentId } : { tokenId: (await a.enrollment.verify(secret)).id });
     return next();
   });
   app.use(
@@ -69,7 +70,8 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       },
     }),
     async (c) => {
-      const who = reporter.get(c.req.raw)!;
+      const who = reporter.get(c);
+      if (!who) throw new AppError('unauthenticated', 'send Authorization: Bearer <agent secret or enrolment token>');
       const body = c.req.valid('json');
       let tokenId: string | undefined;
       if ('agentId' in who) {
@@ -146,7 +148,9 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
     }),
     async (c) => {
       const b = c.req.valid('json') ?? {};
-      return c.json(await a.enrollment.create({ name: b.name ?? 'enrolment', expiresInHours: b.expiresInHours ?? 24 * 7, maxUses: b.maxUses ?? null }, c.get('principal').name), 201);
+      const made = await a.enrollment.create({ name: b.name ?? 'enrolment', expiresInHours: b.expiresInHours ?? 24 * 7, maxUses: b.maxUses ?? null }, c.get('principal').name);
+      // The token carries the SHA-256 of this node's CA: an agent given it trusts exactly that CA.
+      return c.json({ ...made, token: pinnedToken(made.token, deps.tls.pin) }, 201);
     },
   );
 

@@ -6,7 +6,7 @@ import type { ServerResponse } from 'node:http';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { eq } from 'drizzle-orm';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
-import type { Context } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { AppError } from '../../lib/errors.js';
 import { contentFiles } from '../../content/schema.js';
 import { contentSettingsSchema } from '../../content/settings.js';
@@ -95,17 +95,19 @@ export function contentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
 
   // Agents download with their secret; an admin token works too (tools, tests).
   const admin = [bearerAuth(deps.tokens), requireRole('admin')] as const;
-  app.use('/agent/v1/files/*', async (c, next) => {
+  const filesAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
     if (bearerToken(c.req.header('authorization'))?.startsWith(AGENT_SECRET_PREFIX)) {
       await agentOf(c, deps.delivery);
       return next();
     }
     await admin[0](c, async () => void (await admin[1](c, next)));
-  });
+  };
+  app.use('/agent/v1/files/*', Object.assign(filesAuth, { role: admin[1].role }));
   app.openAPIRegistry.registerPath({
     method: 'get',
     path: '/agent/v1/files/{sha256}',
     tags: ['content'],
+    security: [{ agent: [] }, { bearer: [] }],
     summary: 'Download a verified update file (Range, ETag, Content-Length)',
     request: { params: z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/) }) },
     responses: { 200: { description: 'The file' }, 206: { description: 'A byte range of it' }, 304: { description: 'Not modified' }, 416: { description: 'Range not satisfiable' }, ...errors },

@@ -5,6 +5,7 @@ import { replicationRulesSchema } from '../../replication/rules.js';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { errors, problem } from './common.js';
+import { pinnedToken } from '../../tls/pin.js';
 
 
 export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
@@ -20,7 +21,11 @@ export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       request: { body: { content: { 'application/json': { schema: z.strictObject({ ttlSeconds: z.number().int().min(60).max(30 * 86400).default(86400) }) } }, required: false } },
       responses: { 201: { description: 'Created', content: { 'application/json': { schema: z.object({ token: z.string(), expiresAt: z.string() }) } } }, ...errors },
     }),
-    async (c) => c.json(await h.parent.createJoinToken(c.req.valid('json').ttlSeconds ?? 86400, c.get('principal').name), 201),
+    async (c) => {
+      const made = await h.parent.createJoinToken(c.req.valid('json').ttlSeconds ?? 86400, c.get('principal').name);
+      // With this node's own CA: the token carries its SHA-256, so the child verifies this node and nothing else.
+      return c.json({ ...made, token: pinnedToken(made.token, h.parent.certificates ? deps.tls.pin : null) }, 201);
+    },
   );
 
   app.openapi(

@@ -1,0 +1,1 @@
+ALTER TABLE `children` ADD `cert_serial` text;
