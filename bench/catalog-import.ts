@@ -114,7 +114,7 @@ async function main(): Promise<void> {
     // The node: a real process, the catalog uploaded over HTTP.
     const token = 'bench-admin-token-0123456789';
     const prof = process.env['BENCH_PROFILE_DIR'];
-    const node = spawn(process.execPath, [...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []), join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, 'node'), '--http-port', '0', '--https-port', '0', '--grpc-port', '0',
+    const node = spawn(process.execPath, [...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []), join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, 'node'), '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--insecure-http',
       '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', '--admin-token', token, '--trusted-key', keys.pubFile, '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
     const port = await new Promise<number>((resolve, reject) => {
       createInterface({ input: node.stdout! }).on('line', (l) => {

@@ -91,7 +91,7 @@ async function main(): Promise<void> {
     }]);
     await signFile(catalog, await loadPrivateKey(keys.keyFile));
     const token = 'bench-admin-token-0123456789';
-    const node = spawn(process.execPath, [join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, 'node'), '--http-port', '0', '--https-port', '0', '--grpc-port', '0',
+    const node = spawn(process.execPath, [join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, 'node'), '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--insecure-http',
       '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', '--admin-token', token, '--trusted-key', keys.pubFile], { stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(node);
     const port = (await firstLine(node, (r) => r['msg'] === 'node started'))['http'] as number;

@@ -30,7 +30,7 @@ export interface Node {
  * BENCH_LOG_DIR=dir keeps its log there.
  */
 export async function startNode(dir: string, name: string, pub: string, upstream?: Node, extra: string[] = []): Promise<Node> {
-  const args = [join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, name), '--name', name, '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1',
+  const args = [join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, name), '--name', name, '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--insecure-http', '--http-host', '127.0.0.1',
     '--grpc-host', '127.0.0.1', '--admin-token', TOKEN, '--trusted-key', pub, '--insecure', ...extra];
   if (upstream) {
     const tok = (await (await fetch(`${upstream.url}/api/v1/hierarchy/join-tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' })).json()) as { token: string };

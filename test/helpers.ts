@@ -100,7 +100,8 @@ export interface RunningNode {
 /** A node in this process: real SQLite file, real HTTP and gRPC on port 0. */
 export async function startNode(t: T, opts: { trustedKeys?: string[]; extra?: string[]; dataDir?: string } = {}): Promise<RunningNode> {
   const dataDir = opts.dataDir ?? (await tempDir(t));
-  const args = ['--data', dataDir, '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', '--admin-token', ADMIN_TOKEN, '--log-level', 'silent', '--name', 'test-node'];
+  // Tests call the API over plain HTTP on loopback: a lab (--insecure-http).
+  const args = ['--data', dataDir, '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', '--admin-token', ADMIN_TOKEN, '--log-level', 'silent', '--name', 'test-node', '--insecure-http'];
   for (const k of opts.trustedKeys ?? []) args.push('--trusted-key', k);
   const config = loadConfig([...args, ...(opts.extra ?? [])], {});
   const node = new PatchtreeNode(config, createLogger('silent'));
@@ -160,8 +161,10 @@ export interface NodeProcess {
 }
 
 /** Runs `patchtree serve` as a real child process and waits for its "node started" log line. */
-export async function spawnNode(t: T, args: string[], env: NodeJS.ProcessEnv = {}): Promise<NodeProcess> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', ...args], {
+export async function spawnNode(t: T, args: string[], env: NodeJS.ProcessEnv = {}, o: { plainHttp?: boolean } = {}): Promise<NodeProcess> {
+  // Tests call the API over plain HTTP on loopback: a lab (--insecure-http), unless a test checks what HTTPS-only means.
+  const lab = o.plainHttp === false ? [] : ['--insecure-http'];
+  const child = spawn(process.execPath, [BIN, 'serve', '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', ...lab, ...args], {
     env: { PATH: process.env['PATH'], ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

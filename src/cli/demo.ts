@@ -70,7 +70,7 @@ async function startSite(dir: string, spec: SiteSpec, token: string, pubFile: st
   const data = join(dir, spec.name);
   await mkdir(data, { recursive: true });
   const args = [BIN, 'serve', '--data', data, '--name', spec.name, '--languages', spec.languages.join(','), '--insecure', '--trusted-key', pubFile, '--admin-token', token,
-    '--http-host', '127.0.0.1', '--http-port', '0', '--https-port', '0', '--grpc-host', '127.0.0.1', '--grpc-port', '0', '--report-interval', '2'];
+    '--http-host', '127.0.0.1', '--http-port', '0', '--https-port', '0', '--insecure-http', '--grpc-host', '127.0.0.1', '--grpc-port', '0', '--report-interval', '2'];
   if (parent) {
     const join = await call(parent.url, token, '/api/v1/hierarchy/join-tokens', { method: 'POST', body: '{}' });
     args.push('--upstream', `127.0.0.1:${parent.grpcPort}`, '--join-token', join.token as string);

@@ -6,7 +6,7 @@ import { ConfigError, configHelp, loadConfig } from '../node/config.js';
 import { PatchtreeNode, VERSION } from '../node/node.js';
 import { buildCatalog } from '../catalog/build.js';
 import { generateKeys, loadPublicKey, keyIdOf, parseSignature, sha256File, verifySignature } from '../catalog/signing.js';
-import { AppError } from '../lib/errors.js';
+import { describeError, AppError } from '../lib/errors.js';
 import { simulate } from '../assessment/simulate.js';
 
 const USAGE = `patchtree ${VERSION}: patch distribution server
@@ -266,6 +266,13 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof TypeError && 'code' in err && String((err as { code: unknown }).code).startsWith('ERR_PARSE_ARGS')) {
       console.error(`patchtree: ${err.message}`);
       return 2;
+    }
+    // A request that failed: its cause, and what to do when it is the node's own CA.
+    if (err instanceof TypeError && err.message === 'fetch failed') {
+      const why = describeError(err);
+      const ca = /certificate|self.signed|UNABLE_TO_VERIFY/i.test(why) ? "; trust the node's own CA with NODE_EXTRA_CA_CERTS=<data>/tls/ca.pem (the node's data folder)" : '';
+      console.error(`patchtree: ${why}${ca}`);
+      return 1;
     }
     console.error(`patchtree: ${(err as Error).stack ?? err}`);
     return 1;

@@ -55,7 +55,7 @@ export interface AppDeps {
   /** Failed authentication: counted, logged (rate-limited), failed enrolments limited per address. */
   guard: AuthGuard;
   /** The CA tokens pin (null: given certificates without --tls-ca), and the server certificate's expiry. */
-  tls: { caSha256: string | null; pin: string | null; certNotAfter: () => string };
+  tls: { caSha256: string | null; pin: string | null; certNotAfter: () => string; hsts: boolean };
   node: { name: string; version: string; languages: readonly string[]; startedAt: number };
   tmpDir: string;
   maxCatalogBytes: number;
@@ -89,12 +89,13 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     await next();
     // Every answer: no type sniffing, no referrer; console pages: no framing, nothing from elsewhere.
     c.res.headers.set('X-Content-Type-Options', 'nosniff');
-    c.res.headers.set('Referrer-Policy', 'no-referrer');
+    c.res.headers.set('Referrer-Policy', 'same-origin'); // not no-referrer: browsers then send "Origin: null" with forms, which the CSRF check must refuse
     if (c.res.headers.get('content-type')?.startsWith('text/html')) {
       c.res.headers.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
       c.res.headers.set('X-Frame-Options', 'DENY');
     }
-    // No HSTS yet: it would cover the whole host, and plain HTTP is still served on --http-port.
+    // HSTS on HTTPS, unless plain HTTP serves everything too (--insecure-http, a lab): it covers the whole host.
+    if (deps.tls.hsts && new URL(c.req.url).protocol === 'https:') c.res.headers.set('Strict-Transport-Security', 'max-age=15552000');
     const route = routePath(c) || 'unmatched';
     const status = String(c.res.status);
     deps.metrics.httpRequests.inc({ method: c.req.method, route, status });

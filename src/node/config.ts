@@ -78,6 +78,12 @@ export const OPTIONS = {
     default: false,
     boolean: true,
   },
+  insecureHttp: {
+    schema: z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]),
+    help: 'Serve the API, the agent API and the console on plain HTTP too (labs, tests, a TLS-terminating proxy in front). Without it plain HTTP serves /healthz, /metrics, /openapi.json and /docs only: the console redirects to HTTPS, /api and /agent answer 403.',
+    default: false,
+    boolean: true,
+  },
   tlsCert: { schema: z.string().min(1), help: "PEM certificate of this node's gRPC server (and its client certificate upstream)." },
   tlsKey: { schema: z.string().min(1), help: 'PEM private key for --tls-cert.' },
   tlsCa: { schema: z.string().min(1), help: 'PEM CA bundle: verifies the parent, and when set on a parent, requires client certificates (mutual TLS).' },
@@ -131,6 +137,7 @@ export interface NodeConfig {
   readonly upstream: string | undefined;
   readonly joinToken: string | undefined;
   readonly insecure: boolean;
+  readonly insecureHttp: boolean;
   readonly tlsCert: string | undefined;
   readonly tlsKey: string | undefined;
   readonly tlsCa: string | undefined;
@@ -250,6 +257,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     upstream: raw['upstream'] as string | undefined,
     joinToken: raw['joinToken'] as string | undefined,
     insecure: raw['insecure'] as boolean,
+    insecureHttp: raw['insecureHttp'] as boolean,
     tlsCert: raw['tlsCert'] as string | undefined,
     tlsKey: raw['tlsKey'] as string | undefined,
     tlsCa: raw['tlsCa'] as string | undefined,

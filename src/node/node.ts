@@ -7,6 +7,8 @@ import type { Server } from 'node:http';
 import { createLogger, type Logger } from '../lib/log.js';
 import { openDatabase, type Database } from '../db/index.js';
 import { AuthGuard } from '../http/guard.js';
+import { plainHttpOnly } from '../http/plain.js';
+import { checkedService } from '../replication/wire.js';
 import { hostname } from 'node:os';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { certNames, nodeTls, ownServerCredentials, signChild, type NodeTls } from '../tls/node-ca.js';
@@ -295,7 +297,7 @@ export class PatchtreeNode {
       metrics,
       guard,
       // Tokens pin the node's own CA only: a server with given files may not send its root.
-      tls: { caSha256: tls.caSha256, pin: tls.own ? tls.caSha256 : null, certNotAfter: () => tls.certNotAfter },
+      tls: { caSha256: tls.caSha256, pin: tls.own ? tls.caSha256 : null, certNotAfter: () => tls.certNotAfter, hsts: !config.insecureHttp },
       node: { name: config.name, version: VERSION, languages: config.languages, startedAt: Date.now() },
       tmpDir,
       maxCatalogBytes: config.maxCatalogBytes,
@@ -303,7 +305,10 @@ export class PatchtreeNode {
     await assessment.start();
     await delivery.start();
     reports.start();
-    const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+    // Plain HTTP: everything with --insecure-http (a lab), else health, metrics and the API document only.
+    if (config.insecureHttp) log.warn('INSECURE: --insecure-http is set; the API, agent API and console are served on plain HTTP too');
+    const plainFetch = config.insecureHttp ? app.fetch : plainHttpOnly(app.fetch, () => this.httpsPort);
+    const server = createAdaptorServer({ fetch: plainFetch }) as Server;
     server.requestTimeout = 0; // large catalog uploads on slow links
     server.headersTimeout = 60_000;
     await new Promise<void>((resolve, reject) => {
@@ -331,6 +336,7 @@ export class PatchtreeNode {
           .then((t) => {
             if (t.certNotAfter !== tls.certNotAfter) {
               https.setSecureContext({ key: t.key, cert: t.certChain });
+              if ('renew' in serverCreds) (serverCreds as { renew(x: NodeTls): void }).renew(t);
               tls.certNotAfter = t.certNotAfter;
               log.info({ certNotAfter: t.certNotAfter }, 'node certificate renewed');
             }
@@ -343,7 +349,7 @@ export class PatchtreeNode {
     await content.start();
 
     this.#grpc = new GrpcServer(log.child({ module: 'grpc' }));
-    this.#grpc.addService(replicationService().service, parent.handlers());
+    this.#grpc.addService(checkedService(replicationService().service), parent.handlers());
     this.#grpc.enableReflection(['grpc/health/v1/health.proto', 'patchtree/replication/v1/replication.proto']);
     this.grpcPort = await this.#grpc.start(config.grpcHost, config.grpcPort, serverCreds);
     await child?.start();

@@ -233,7 +233,9 @@ export class ReplicationParent {
   handlers(): grpc.UntypedServiceImplementation {
     return {
       Join: (call: grpc.ServerUnaryCall<Record<string, unknown>, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-        this.#join(call.request).then((r) => cb(null, r), (err) => cb(toStatus(err)));
+        Promise.resolve()
+          .then(() => check.wire(call.request))
+          .then(() => this.#join(call.request)).then((r) => cb(null, r), (err) => cb(toStatus(err)));
       },
       Subscribe: (call: Call) => {
         this.#subscribe(call).catch((err) => {
@@ -246,6 +248,7 @@ export class ReplicationParent {
       Ack: (call: grpc.ServerUnaryCall<{ node_id: string; cursor: string; files_pending: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
         this.#authenticate(call)
           .then(async (child) => {
+            check.wire(call.request);
             // The caller's own cursor, within this node's log.
             if (check.nodeId('node_id', call.request.node_id) !== child.id) throw grpcError(grpc.status.PERMISSION_DENIED, 'node_id: the credential belongs to another node');
             const acked = check.cursor('cursor', call.request.cursor, await this.headSeq());
@@ -258,6 +261,7 @@ export class ReplicationParent {
       Report: (call: grpc.ServerUnaryCall<{ reports: WireNodeReport[]; gone: string[] }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
         this.#authenticate(call)
           .then(async (child) => {
+            check.wire(call.request);
             if (!this.onReport) throw grpcError(grpc.status.UNIMPLEMENTED, `${this.name} does not take reports`);
             const resend = await this.onReport(child.id, call.request.reports ?? [], call.request.gone ?? []);
             await this.orm.update(children).set({ lastSeenAt: Date.now() }).where(eq(children.id, child.id));
@@ -367,6 +371,7 @@ export class ReplicationParent {
   async #subscribe(call: Call): Promise<void> {
     const child = await this.#authenticate(call);
     const req = call.request;
+    check.wire(req);
     const version = Number(req.protocol_version);
     if (!SUPPORTED_PROTOCOL_VERSIONS.includes(version)) {
       const msg = `protocol version ${version} is not supported; ${this.name} speaks ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}`;
@@ -584,6 +589,7 @@ export class ReplicationParent {
 
   async #fetchFile(call: grpc.ServerWritableStream<{ sha256: string; offset: string }, unknown>): Promise<void> {
     const child = await this.#authenticate(call);
+    check.wire(call.request);
     const sha256 = call.request.sha256;
     if (!/^[0-9a-f]{64}$/.test(sha256)) throw grpcError(grpc.status.INVALID_ARGUMENT, 'sha256 must be 64 lowercase hex digits');
     const rules = parseRules(child.rules);

@@ -55,3 +55,12 @@ export function text(field: string, v: unknown, max: number): string {
   if (/[\u0000-\u001f\u007f\ufffd]/.test(s)) throw invalid(field, 'control characters or invalid UTF-8');
   return s;
 }
+
+/** A message the wire check marked (replication/wire.ts): refused before anything of it is read. */
+export function wire(msg: unknown): void {
+  const problem = (msg as { invalidField?: string } | null)?.invalidField;
+  if (problem) {
+    const i = problem.indexOf(': ');
+    throw invalid(problem.slice(0, i), problem.slice(i + 2));
+  }
+}

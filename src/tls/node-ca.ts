@@ -184,17 +184,28 @@ export async function nodeTls(o: { data: string; name: string; names: readonly s
  * joining child has none yet); the Replication service requires it on every call
  * but Join (replication/parent.ts).
  */
-export function ownServerCredentials(tls: NodeTls): grpc.ServerCredentials {
-  const identity = { certificate: Buffer.from(tls.certChain), privateKey: Buffer.from(tls.key) };
+export function ownServerCredentials(tls: NodeTls): grpc.ServerCredentials & { renew(t: NodeTls): void } {
+  let identity = { certificate: Buffer.from(tls.certChain), privateKey: Buffer.from(tls.key) };
   const ca = { caCertificate: Buffer.from(tls.caPem!) };
+  const listeners = new Set<(u: typeof identity) => void>();
   // Answered on the next tick: grpc-js adds the server's watcher only after it has added these listeners.
   const provider: grpc.experimental.CertificateProvider = {
     addCaCertificateListener: (l) => queueMicrotask(() => l(ca)),
     removeCaCertificateListener: () => {},
-    addIdentityCertificateListener: (l) => queueMicrotask(() => l(identity)),
-    removeIdentityCertificateListener: () => {},
+    addIdentityCertificateListener: (l) => {
+      listeners.add(l);
+      queueMicrotask(() => l(identity));
+    },
+    removeIdentityCertificateListener: (l) => void listeners.delete(l),
   };
-  return grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
+  const creds = grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
+  // A renewed certificate reaches new connections as it does on HTTPS.
+  return Object.assign(creds, {
+    renew(t: NodeTls) {
+      identity = { certificate: Buffer.from(t.certChain), privateKey: Buffer.from(t.key) };
+      for (const l of listeners) l(identity);
+    },
+  });
 }
 
 /** Signs a joining child's certificate request: its node id as the name, a year, client and server use. */

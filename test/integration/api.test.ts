@@ -185,7 +185,7 @@ t.test('the bootstrap admin token file', async (t) => {
   const { PatchtreeNode } = await import('../../src/node/node.js');
   const { createLogger } = await import('../../src/lib/log.js');
   const start = async () => {
-    const node = new PatchtreeNode(loadConfig(['--data', dir, '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1'], {}), createLogger('silent'));
+    const node = new PatchtreeNode(loadConfig(['--data', dir, '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--insecure-http', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1'], {}), createLogger('silent'));
     await node.start();
     return node;
   };

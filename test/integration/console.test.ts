@@ -43,7 +43,7 @@ t.test('the console: sign-in, dashboard, policies, delivery, computers, hierarch
   const res0 = await get('/policies', cookie);
   t.match(res0.headers.get('content-security-policy'), /frame-ancestors 'none'/);
   t.equal(res0.headers.get('x-content-type-options'), 'nosniff');
-  t.equal(res0.headers.get('referrer-policy'), 'no-referrer');
+  t.equal(res0.headers.get('referrer-policy'), 'same-origin');
   t.equal(res0.headers.get('x-frame-options'), 'DENY');
 
   // Forms: the session's CSRF token, from this site, small; refused otherwise with nothing changed.

@@ -44,6 +44,22 @@ t.test('gRPC input is checked against its meaning, and a refusal changes nothing
   }
   t.equal((await unary(a.client, 'Ack', { node_id: A, cursor: String(head), files_pending: 3 }, a.md)).err, null, 'its own cursor within the head is taken');
 
+  // On the wire: a field with another wire type, invalid UTF-8. Raw bytes, as a hostile client sends them.
+  const rawCall = (method: string, bytes: Buffer, md?: grpc.Metadata) =>
+    new Promise<grpc.ServiceError | null>((resolve) =>
+      a.client.makeUnaryRequest(`/patchtree.replication.v1.Replication/${method}`, (b: Buffer) => b, (b: Buffer) => b, bytes, md ?? new grpc.Metadata(), (err: grpc.ServiceError | null) => resolve(err)),
+    );
+  const str = (field: number, b: Buffer) => Buffer.concat([Buffer.from([(field << 3) | 2, b.length]), b]);
+  const cursorBefore = (await child(A)).cursor;
+  // node_id as it should be, then cursor (a uint64, wire type 0) sent length-delimited (wire type 2).
+  const wrongType = await rawCall('Ack', Buffer.concat([str(1, Buffer.from(A)), str(2, Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]))]), a.md);
+  t.equal(wrongType?.code, grpc.status.INVALID_ARGUMENT, String(wrongType?.details));
+  t.match(wrongType?.details, /^cursor: sent with wire type 2, expected 0/);
+  t.same((await child(A)).cursor, cursorBefore, 'the cursor is unchanged');
+  const badUtf8 = await rawCall('Join', Buffer.concat([str(2, Buffer.from('00000000-0000-4000-8000-0000000000e9')), str(3, Buffer.from([0x61, 0xff, 0xfe, 0x62]))]));
+  t.equal(badUtf8?.code, grpc.status.INVALID_ARGUMENT, String(badUtf8?.details));
+  t.match(badUtf8?.details, /^name: not valid UTF-8/);
+
   // Join: a malformed id, too many or malformed languages, a control character: refused, the token not used up.
   const tok = async () => (await api(node.url, T, '/api/v1/hierarchy/join-tokens', { method: 'POST', body: '{}' })).body.token as string;
   const raw = new (replicationService())(`127.0.0.1:${node.node.grpcPort}`, grpc.credentials.createInsecure()) as any;
