@@ -14,6 +14,7 @@ import { DeferredError } from '../content/downloader.js';
 import { PROTOCOL_VERSION, RETRY_AFTER_KEY, replicationService, type ServerMessage, type WireChange, type WireNodeReport } from './protocol.js';
 import type { Identity } from './identity.js';
 import { splitPinnedToken } from '../tls/pin.js';
+import { hashToken } from '../auth/tokens.js';
 
 export interface UpstreamOptions {
   address: string;
@@ -25,6 +26,7 @@ export interface UpstreamOptions {
 }
 
 interface StateRow {
+  join_token_hash: string | null;
   address: string;
   parent_id: string;
   credential: string;
@@ -442,7 +444,15 @@ export class ReplicationChild {
 
   async #join(): Promise<StateRow> {
     const existing = this.state();
-    if (existing) return existing;
+    const tokenHash = this.upstream.joinToken ? hashToken(splitPinnedToken(this.upstream.joinToken).token) : null;
+    if (existing && existing.join_token_hash === null && tokenHash) {
+      // Joined before the token was recorded: taken to be this one (a start script keeps its flags).
+      this.#native!.prepare('UPDATE upstream_state SET join_token_hash = ? WHERE id = 1').run(tokenHash);
+      return this.state()!;
+    }
+    // Joined, and no other token given: go on. Another token: join again (removed, a new parent, a new certificate).
+    if (existing && (!tokenHash || existing.join_token_hash === tokenHash)) return existing;
+    if (existing) this.logger.info({ address: this.upstream.address }, 'a new join token: joining again (a complete resync follows)');
     if (!this.upstream.joinToken) throw Object.assign(new Error(`this node has not joined ${this.upstream.address}: start it once with --join-token`), { fatal: true });
     let csr = '';
     if (this.upstream.prepareJoin) {
@@ -470,9 +480,10 @@ export class ReplicationChild {
       this.#connect(this.upstream.acceptCertificate(res.client_certificate));
     }
     const now = Date.now();
+    // A new credential and no cursor: the parent sends a complete resync, which sweeps what it no longer has.
     this.#native!.prepare(
-      "INSERT INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at) VALUES (1, ?, ?, ?, '', 0, '', 0, ?)",
-    ).run(this.upstream.address, res.parent_id, res.credential, now);
+      "INSERT OR REPLACE INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at, join_token_hash) VALUES (1, ?, ?, ?, '', 0, '', 0, ?, ?)",
+    ).run(this.upstream.address, res.parent_id, res.credential, now, tokenHash);
     this.logger.info({ parent: res.parent_name, parentId: res.parent_id }, 'joined the upstream node');
     return this.state()!;
   }

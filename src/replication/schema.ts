@@ -69,4 +69,6 @@ export const upstreamState = sqliteTable('upstream_state', {
   lastError: text('last_error'),
   lastSuccessAt: integer('last_success_at'),
   updatedAt: integer('updated_at').notNull(),
+  /** SHA-256 of the join token this node joined with: started with another, it joins again (after a removal, a new parent, an expired certificate). */
+  joinTokenHash: text('join_token_hash'),
 });

@@ -109,4 +109,15 @@ t.test('a three-level tree over TLS with no TLS flag: pinned join tokens, certif
   await api(mid, T, `/api/v1/hierarchy/children/${leafId}`, { method: 'DELETE' });
   await waitFor(async () => /removed/.test((await api(leaf, T, '/api/v1/hierarchy')).body.upstream?.lastError ?? ''), 'the removed leaf is refused', 30_000);
   t.notOk((await api(leaf, T, '/api/v1/hierarchy')).body.upstream.connected, 'and stays disconnected');
+
+  // Joined again with a new token: a new certificate, and it replicates again.
+  const oldSerial = new X509Certificate(readFileSync(join(dir, 'leaf', 'tls', 'upstream-client.pem'))).serialNumber;
+  leaf.child.kill('SIGTERM');
+  await leaf.exited;
+  const again = await spawnNode(t, ['--data', join(dir, 'leaf'), '--name', 'leaf', '--languages', 'de', '--trusted-key', keys.pubFile, '--admin-token', T, '--upstream', `127.0.0.1:${mid.grpcPort}`,
+    '--join-token', (await api(mid, T, '/api/v1/hierarchy/join-tokens', { method: 'POST', body: '{}' })).body.token], {}, { plainHttp: false });
+  cas.set(again, cas.get(leaf)!);
+  await waitFor(async () => (await api(again, T, '/api/v1/hierarchy')).body.upstream?.connected, 'the leaf joined again', 30_000);
+  t.not(new X509Certificate(readFileSync(join(dir, 'leaf', 'tls', 'upstream-client.pem'))).serialNumber, oldSerial, 'with a new certificate');
+  t.match((await api(mid, T, '/api/v1/hierarchy')).body.children.find((c: any) => c.id === leafId), { removed: false }, 'a child of mid again');
 });

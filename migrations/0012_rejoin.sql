@@ -1,0 +1,1 @@
+ALTER TABLE `upstream_state` ADD `join_token_hash` text;
