@@ -180,7 +180,8 @@ async function status(args: string[]): Promise<number> {
   if (s['lastError']) console.log(`last error: ${s['lastError']}`);
   for (const u of updates) {
     const name = u.kb ? `KB${u.kb}` : u.updateId;
-    console.log(`  ${name.padEnd(10)} ${u.state.padEnd(15)}${u.waitingFor ? ` waiting for ${u.waitingFor}` : ''}${u.lastError ? `; last error: ${u.lastError}` : ''}`);
+    const why = u.waitingFor ? (u.waitingFor.startsWith('nothing:') ? ` (${u.waitingFor.slice(9)})` : ` waiting for ${u.waitingFor}`) : '';
+    console.log(`  ${name.padEnd(10)} ${u.state.padEnd(15)}${why}${u.lastError ? `; last error: ${u.lastError}` : ''}`);
   }
   if (!updates.length) console.log(s['lastCheckIn'] ? 'nothing is assigned to this computer: no policy delivers an update it requires (see docs/agent.md, "When nothing installs")' : 'no check-in yet');
   for (const r of s['retries'] as { updateId: string; download: number; install: number }[]) console.log(`retries: ${r.updateId}: ${r.download} failed download(s), ${r.install} failed install(s)`);

@@ -33,6 +33,7 @@ export interface UpdateStatus {
 
 export function waitingText(w: Waiting): string {
   if (w.reason === 'retry-ceiling') return "the retry counts to be cleared (retry ceiling reached): patchtree agent clear-retries, or the node's clear";
+  if (w.reason === 'no-files') return 'a catalog that lists its files: the update is metadata only (e.g. from CVRF), nothing can install it';
   if (w.reason === 'no-file-in-languages')
     return `nothing: the update has no file in this computer's languages (${w.languages.length ? w.languages.join(', ') : 'unknown: only language-neutral files are taken'})`;
   if (w.reason === 'languages-not-on-node') return `files in languages the node does not download (${w.languages.join(', ')}): add them to the node's --languages`;
@@ -54,7 +55,8 @@ export function updateStatuses(a: Assignments | null, progress: Record<string, P
       title: w.title,
       // No file for this computer's languages: not for it, nothing to wait for.
       state: w.reason === 'retry-ceiling' ? 'ceiling-reached' : w.reason === 'no-file-in-languages' ? 'not-applicable' : 'waiting',
-      waitingFor: w.reason === 'no-file-in-languages' ? null : waitingText(w),
+      // Not for this computer: the reason stays in the text, there is nothing to wait for.
+      waitingFor: waitingText(w),
       lastError: progress[w.updateId]?.lastError ?? null,
     });
   return out;

@@ -274,6 +274,16 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`patchtree: ${why}${ca}`);
       return 1;
     }
+    // Expected failures (a port in use, a host that does not resolve, a parent with another CA): one line, no stack.
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
+      console.error(`patchtree: ${(err as Error).message}`);
+      return 1;
+    }
+    if (err instanceof Error && /^(refusing |--upstream |[^ ]+:\d+: )/.test(err.message)) {
+      console.error(`patchtree: ${err.message}`);
+      return 1;
+    }
     console.error(`patchtree: ${(err as Error).stack ?? err}`);
     return 1;
   }

@@ -465,7 +465,8 @@ export class Delivery {
       if (!mine.length || missing.length) {
         // Files the node does not fetch at all are in languages it does not manage (--languages).
         const unmanaged = [...new Set(missing.filter((f) => !f.fetched).map((f) => f.language))].sort();
-        const reason = !mine.length ? 'no-file-in-languages' : unmanaged.length ? 'languages-not-on-node' : 'files-not-on-node';
+        const all = files.get(r.update_id) ?? [];
+        const reason = !all.length ? 'no-files' : !mine.length ? 'no-file-in-languages' : unmanaged.length ? 'languages-not-on-node' : 'files-not-on-node';
         const failure = missing.find((f) => f.failure)?.failure ?? null;
         waiting.push({ updateId: r.update_id, policyId: r.policy_id, kb: r.kb, title: r.title, reason, files: mine.length, missing: missing.length, languages: reason === 'languages-not-on-node' ? unmanaged : langs, nodeError: failure?.error ?? null, nextTryAt: failure?.nextTryAt ?? null });
         continue;

@@ -38,7 +38,7 @@ export const assignmentSchema = z.object({
 });
 export type Assignment = z.infer<typeof assignmentSchema>;
 
-export const WAITING_REASONS = ['files-not-on-node', 'languages-not-on-node', 'no-file-in-languages', 'retry-ceiling'] as const;
+export const WAITING_REASONS = ['files-not-on-node', 'languages-not-on-node', 'no-file-in-languages', 'no-files', 'retry-ceiling'] as const;
 
 /** An update a policy delivers here that is not offered now, and why (at its retry ceiling: until the counts are cleared). */
 export const waitingSchema = z.object({

@@ -40,6 +40,7 @@ export const ERROR_CODES = {
   'signature-invalid': { status: 422, grpc: GrpcStatus.INVALID_ARGUMENT, title: 'The catalog signature does not verify; nothing was imported' },
   'untrusted-publisher': { status: 422, grpc: GrpcStatus.PERMISSION_DENIED, title: 'The catalog is not signed by a trusted publisher key; nothing was imported' },
   'storage-unusable': { status: 422, grpc: GrpcStatus.FAILED_PRECONDITION, title: 'The storage location cannot be used' },
+  'https-required': { status: 403, grpc: GrpcStatus.FAILED_PRECONDITION, title: 'Plain HTTP carries no tokens or agent secrets: use HTTPS' },
   'too-many-requests': { status: 429, grpc: GrpcStatus.RESOURCE_EXHAUSTED, title: 'Too many failed attempts from this address; try again later' },
   'import-busy': { status: 503, grpc: GrpcStatus.UNAVAILABLE, title: 'Another catalog import is running' },
   unavailable: { status: 503, grpc: GrpcStatus.UNAVAILABLE, title: 'Temporarily unavailable' },

@@ -114,7 +114,7 @@ export class PatchtreeNode {
     } catch (err) {
       throw new Error(`invalid --trusted-key: ${(err as Error).message}`);
     }
-    if (trusted.size === 0) log.warn('no --trusted-key given: catalog imports will be refused until one is configured');
+    if (trusted.size === 0 && !config.upstream) log.warn('no --trusted-key given: catalog imports will be refused until one is configured');
 
     const metrics = createMetrics();
     const clock = config.clockFile ? fileClock(config.clockFile) : systemClock;

@@ -49,6 +49,7 @@ t.test('every file the computer needs, with the right installer, and exit codes 
     7: [{ name: 'u7.msu', installer: { type: 'wusa' } }],
     8: [{ name: 'u8.msu', installer: { type: 'wusa' }, behaviour: { kind: 'status', status: 404 } }],
     9: [{ name: 'u9.msp', installer: { type: 'msp' } }],
+    10: [], // metadata only (as a CVRF-only update is): nothing can install it
   };
   const files = new Map<string, VendorFile>();
   const updates = Object.entries(spec).map(([n, fs]) =>
@@ -155,6 +156,7 @@ t.test('every file the computer needs, with the right installer, and exit codes 
   t.match(s.updates.find((u: any) => u.updateId === 'test-8'), { kb: '5000008', state: 'waiting', waitingFor: /^files not yet on the node \(1 of 1 missing; the node's download fails: HTTP 404.*, next try \d{4}-/ });
   t.match(s.updates.find((u: any) => u.updateId === 'test-7'), { state: 'ceiling-reached', waitingFor: /retry counts to be cleared/, lastError: /u7\.msu" \/quiet \/norestart -> exit 1603 \(failed\)/ });
   t.equal(s.waitingForFiles, 1);
+  t.match(s.updates.find((u: any) => u.updateId === 'test-10'), { state: 'waiting', waitingFor: /the update is metadata only/ }, 'an update without files says so');
   const text = (await runCli(['agent', 'status', '--state', state])).stdout;
   t.match(text, /KB5000008 +waiting +waiting for files not yet on the node \(1 of 1 missing; the node's download fails: HTTP 404/, 'the text status lists it too');
 
