@@ -652,7 +652,8 @@ export class Agent {
 
   /** A settled update's files are deleted, unless another assigned update still needs one. */
   #removeDownloads(done: Assignment, items: readonly Assignment[]): void {
-    const needed = new Set(items.filter((i) => i !== done && !this.#progress()[i.updateId]?.settled).flatMap((i) => i.files.map((f) => f.sha256)));
+    const progress = this.#progress();
+    const needed = new Set(items.filter((i) => i !== done && !progress[i.updateId]?.settled).flatMap((i) => i.files.map((f) => f.sha256)));
     let bytes = 0;
     for (const f of done.files) {
       const dir = join(this.#downloads, f.sha256);

@@ -308,24 +308,12 @@ export class PatchtreeNode {
     // Plain HTTP: everything with --insecure-http (a lab), else health, metrics and the API document only.
     if (config.insecureHttp) log.warn('INSECURE: --insecure-http is set; the API, agent API and console are served on plain HTTP too');
     const plainFetch = config.insecureHttp ? app.fetch : plainHttpOnly(app.fetch, () => this.httpsPort);
-    const server = createAdaptorServer({ fetch: plainFetch }) as Server;
-    server.requestTimeout = 0; // large catalog uploads on slow links
-    server.headersTimeout = 60_000;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(config.httpPort, config.httpHost, () => resolve());
-    });
+    const server = await listen(createAdaptorServer({ fetch: plainFetch }) as Server, config.httpPort, config.httpHost);
     this.#http = server;
     this.httpPort = (server.address() as AddressInfo).port;
     log.info({ port: this.httpPort, host: config.httpHost }, 'HTTP listening');
     // HTTPS with the node's own certificate (or the given one): the same API, console and agent API.
-    const https = createAdaptorServer({ fetch: app.fetch, createServer: createHttpsServer, serverOptions: { key: tls.key, cert: tls.certChain } }) as HttpsServer;
-    https.requestTimeout = 0;
-    https.headersTimeout = 60_000;
-    await new Promise<void>((resolve, reject) => {
-      https.once('error', reject);
-      https.listen(config.httpsPort, config.httpHost, () => resolve());
-    });
+    const https = await listen(createAdaptorServer({ fetch: app.fetch, createServer: createHttpsServer, serverOptions: { key: tls.key, cert: tls.certChain } }) as HttpsServer, config.httpsPort, config.httpHost);
     this.#https = https;
     this.httpsPort = (https.address() as AddressInfo).port;
     log.info({ port: this.httpsPort, host: config.httpHost, caSha256: tls.caSha256, certNotAfter: tls.certNotAfter, own: tls.own }, 'HTTPS listening');
@@ -397,4 +385,15 @@ export class PatchtreeNode {
     this.logger.info('node stopped');
     this.logger.flush();
   }
+}
+
+/** Listens with the node's HTTP timeouts: none for a request (large catalog uploads on slow links), a minute for headers. */
+async function listen<S extends Server | HttpsServer>(server: S, port: number, host: string): Promise<S> {
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
 }

@@ -321,7 +321,9 @@ export class ReplicationParent {
     const childVersion = check.text('version', req['version'], 50);
     if (nodeId === this.identity.nodeId) throw grpcError(grpc.status.INVALID_ARGUMENT, 'node_id: a node cannot join itself');
     const digest = hashToken(splitPinnedToken(String(req['join_token'] ?? '')).token);
-    const csr = check.text('csr', String(req['csr'] ?? '').replace(/\r?\n/g, ''), 8192) ? String(req['csr']) : '';
+    // PEM: line breaks allowed, no other control character.
+    const csr = String(req['csr'] ?? '');
+    check.text('csr', csr.replace(/\r?\n/g, ''), 8192);
     if (this.certificates && !csr) throw grpcError(grpc.status.FAILED_PRECONDITION, `csr: ${this.name} signs its children's certificates: join with a certificate request (a node of this version does; give the join token as it was handed out)`);
     // Checked before the token is used: a bad request leaves the token for a good one.
     const signed = this.certificates && csr ? await this.certificates.sign(csr, nodeId) : null;

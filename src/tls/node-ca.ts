@@ -1,6 +1,6 @@
 import 'reflect-metadata'; // @peculiar/x509's dependency injection needs it, before the import below
 import { webcrypto, X509Certificate } from 'node:crypto';
-import { certSha256 } from './pin.js';
+import { certSha256, pem } from './pin.js';
 export { certSha256, pinnedToken, splitPinnedToken } from './pin.js';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
@@ -52,8 +52,7 @@ function writePrivate(path: string, text: string): void {
 }
 
 async function exportKey(key: CryptoKey): Promise<string> {
-  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key));
-  return `-----BEGIN PRIVATE KEY-----\n${der.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END PRIVATE KEY-----\n`;
+  return pem('PRIVATE KEY', Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key)));
 }
 
 async function importKey(pem: string): Promise<CryptoKey> {

@@ -1,11 +1,9 @@
-import { createHash, webcrypto, X509Certificate } from 'node:crypto';
+import { webcrypto } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { join } from 'node:path';
-import { connect, type DetailedPeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
-import { splitPinnedToken } from './pin.js';
+import { certSha256, fetchPinnedCert, pem, splitPinnedToken } from './pin.js';
 import './node-ca.js'; // sets the crypto provider
 
 /**
@@ -34,36 +32,18 @@ export interface UpstreamTls {
 
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 
-function pem(label: string, der: Buffer): string {
-  return `-----BEGIN ${label}-----\n${der.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END ${label}-----\n`;
-}
-
 /** The CA in the parent's chain whose SHA-256 is `pin`; refused with a sentence otherwise. */
-export async function fetchParentCa(address: string, pin: string, timeoutMs = 30_000): Promise<string> {
+export function fetchParentCa(address: string, pin: string, timeoutMs = 30_000): Promise<string> {
   const i = address.lastIndexOf(':');
-  const host = address.slice(0, i).replace(/^\[|\]$/g, '');
-  const port = Number(address.slice(i + 1));
-  const chain = await new Promise<Buffer[]>((resolve, reject) => {
-    const socket = connect({ host, port, rejectUnauthorized: false, ALPNProtocols: ['h2'], ...(isIP(host) ? {} : { servername: host }) }, () => {
-      const out: Buffer[] = [];
-      let c: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
-      while (c?.raw && !out.some((d) => d.equals(c!.raw))) {
-        out.push(c.raw);
-        c = c.issuerCertificate;
-      }
-      socket.destroy();
-      resolve(out);
-    });
-    socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no TLS answer from ${address} within ${timeoutMs / 1000} s (is it a node's gRPC port, with TLS?)`)));
-    socket.on('error', (err) => reject(new Error(`${address}: ${err.message}`)));
+  return fetchPinnedCert({
+    host: address.slice(0, i).replace(/^\[|\]$/g, ''),
+    port: Number(address.slice(i + 1)),
+    pin,
+    token: 'join token',
+    alpn: ['h2'],
+    hint: "is it a node's gRPC port, with TLS?",
+    timeoutMs,
   });
-  const hashes = chain.map((d) => createHash('sha256').update(d).digest('hex'));
-  const at = hashes.indexOf(pin);
-  if (at < 0)
-    throw new Error(
-      `refusing ${address}: its certificate chain (${hashes.length ? `CA ${hashes[hashes.length - 1]!.slice(0, 16)}...` : 'none'}) does not include the CA ${pin.slice(0, 16)}... that the join token names: a different node, or someone in between`,
-    );
-  return pem('CERTIFICATE', chain[at]!);
 }
 
 export async function upstreamTls(o: {
@@ -86,7 +66,6 @@ export async function upstreamTls(o: {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const f = { ca: join(dir, 'upstream-ca.pem'), key: join(dir, 'upstream-client.key'), cert: join(dir, 'upstream-client.pem') };
   const pin = o.joinToken ? splitPinnedToken(o.joinToken).caSha256 : null;
-  const caHash = () => createHash('sha256').update(new X509Certificate(readFileSync(f.ca)).raw).digest('hex');
   if (!existsSync(f.ca)) {
     if (!pin)
       throw Object.assign(new Error(`--upstream ${o.address}: give the join token as the parent hands it out (<token>.<ca sha256>), so that this node can verify its parent; or --tls-ca, or --insecure for a lab`), { config: true });
@@ -97,7 +76,7 @@ export async function upstreamTls(o: {
     credentials: existsSync(f.cert) && existsSync(f.key) ? grpc.credentials.createSsl(readFileSync(f.ca), readFileSync(f.key), readFileSync(f.cert)) : grpc.credentials.createSsl(readFileSync(f.ca)),
     mode: 'pinned',
     async prepareJoin() {
-      if (pin && caHash() !== pin) writeFileSync(f.ca, await fetchParentCa(o.address, pin));
+      if (pin && certSha256(readFileSync(f.ca, 'utf8')) !== pin) writeFileSync(f.ca, await fetchParentCa(o.address, pin));
       // A key of its own, and a request for the parent to sign.
       const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
       pendingKey = pem('PRIVATE KEY', Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)));
