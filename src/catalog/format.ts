@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { LANGUAGE_TAG } from '../lib/languages.js';
 import { formatPath, type FieldError } from '../lib/errors.js';
 import { validateRule, type Rule } from './rules.js';
 import { FILE_NAME, installerFromV1, installerSchema } from '../delivery/installers.js';
@@ -17,7 +18,6 @@ export const FORMAT_VERSIONS = [1, 2] as const;
 
 export const SEVERITIES = ['Critical', 'Important', 'Moderate', 'Low'] as const;
 export const RESTART = ['required', 'may', 'never'] as const;
-export const LANGUAGE_TAG = /^(neutral|[a-z]{2,3}(-[a-z0-9]{2,8})*)$/;
 
 export const catalogHeaderSchema = z.strictObject({
   format: z.literal(FORMAT),

@@ -6,6 +6,7 @@ import { contentHash, type CatalogUpdate } from './format.js';
 import type { LevelPayload } from './severities.js';
 import type { Installer } from '../delivery/installers.js';
 import { INSERT_NEW, INSERT_NEW_TABLE, insertNewArgs } from './bulk.js';
+import { languageMatchSql } from '../lib/languages.js';
 
 /**
  * The catalog's side of replication: updates read back in their replicated form
@@ -70,21 +71,6 @@ export async function readUpdatePayloads(db: Reader, nodeId: string, which: { af
     };
     return p;
   });
-}
-
-/**
- * `languageMatches` (replication/protocol.ts) in SQL over the column `col`, with its
- * arguments: `neutral` always, `de` matches `de` and `de-*`. Languages are
- * validated tags ([a-z0-9-]), so they hold no LIKE wildcard.
- */
-export function languageMatchSql(col: string, languages: readonly string[]): [string, string[]] {
-  const parts = [`${col} = 'neutral'`];
-  const args: string[] = [];
-  for (const l of languages) {
-    parts.push(`${col} = ?`, `${col} LIKE ?`);
-    args.push(l, `${l}-%`);
-  }
-  return [`(${parts.join(' OR ')})`, args];
 }
 
 /** An update in its replicated form, as the JSON text a subscriber is sent. */

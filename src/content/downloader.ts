@@ -10,7 +10,8 @@ import { describeError } from '../lib/errors.js';
 import { contentFiles } from './schema.js';
 import { ContentStore } from './store.js';
 import { RateLimit, throttle } from './throttle.js';
-import { backoffMs, type ContentSettings } from './settings.js';
+import type { ContentSettings } from './settings.js';
+import { backoffMs } from '../lib/backoff.js';
 
 export interface DownloaderStatus {
   state: 'idle' | 'downloading' | 'paused' | 'stopped';
@@ -306,7 +307,7 @@ export class Downloader {
     const attempts = row.attempts + 1;
     await this.orm
       .update(contentFiles)
-      .set({ state: 'failed', attempts, lastError: message.slice(0, 500), bytesDone, nextAttemptAt: Date.now() + backoffMs(attempts, s), updatedAt: Date.now() })
+      .set({ state: 'failed', attempts, lastError: message.slice(0, 500), bytesDone, nextAttemptAt: Date.now() + backoffMs(attempts, { baseMs: s.retryBaseMs, maxMs: s.retryMaxMs }), updatedAt: Date.now() })
       .where(eq(contentFiles.sha256, row.sha256));
   }
 }

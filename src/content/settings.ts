@@ -30,9 +30,3 @@ export const DEFAULT_CONTENT_SETTINGS: ContentSettings = {
   retryMaxMs: 6 * 3_600_000,
   idleTimeoutMs: 60_000,
 };
-
-/** Exponential backoff with jitter: base * 2^(attempt-1), capped, times 0.5..1.5. */
-export function backoffMs(attempts: number, s: Pick<ContentSettings, 'retryBaseMs' | 'retryMaxMs'>, random = Math.random): number {
-  const exp = Math.min(s.retryMaxMs, s.retryBaseMs * 2 ** Math.max(0, attempts - 1));
-  return Math.round(exp * (0.5 + random()));
-}

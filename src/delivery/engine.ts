@@ -11,7 +11,8 @@ import { CatalogIndex, type Entry } from '../assessment/catalog-index.js';
 import { conditionSql, type Computers, type Condition } from '../assessment/queries.js';
 import { applyEvent, newStatus, type AgentEvent, type Ceilings, type Status } from './events.js';
 import { effectiveInstallation, type Installation, type InstallationOverride } from './installation.js';
-import { computerWantsFile, type Assignment, type Assignments, type Waiting } from './wire.js';
+import { languageMatches } from '../lib/languages.js';
+import { type Assignment, type Assignments, type Waiting } from './wire.js';
 import type { Installer } from './installers.js';
 
 /**
@@ -460,7 +461,7 @@ export class Delivery {
     for (const r of live) {
       if (!used.has(r.policy_id)) used.set(r.policy_id, { id: r.policy_id, name: r.name, startAt: iso(r.start_at)!, deadline: iso(r.deadline_at), installation: r.settings });
       // Only the files this computer needs: another language's file is never offered (a site may not even hold it).
-      const mine = (files.get(r.update_id) ?? []).filter((f) => computerWantsFile(f.language, langs));
+      const mine = (files.get(r.update_id) ?? []).filter((f) => languageMatches(f.language, langs));
       const missing = mine.filter((f) => !f.verified);
       if (!mine.length || missing.length) {
         // Files the node does not fetch at all are in languages it does not manage (--languages).

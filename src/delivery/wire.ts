@@ -66,14 +66,3 @@ export const assignmentsSchema = z.object({
   waiting: z.array(waitingSchema),
 });
 export type Assignments = z.infer<typeof assignmentsSchema>;
-
-/**
- * Whether a computer with `languages` gets a file in `fileLanguage`: neutral files
- * always; otherwise the same tag, or one the other's primary part (a `de` file for a
- * `de-de` computer, a `de-de` file for a computer that says only `de`). A computer
- * whose language is unknown gets the neutral files only.
- */
-export function computerWantsFile(fileLanguage: string, languages: readonly string[]): boolean {
-  if (fileLanguage === 'neutral') return true;
-  return languages.some((l) => l === fileLanguage || fileLanguage.startsWith(`${l}-`) || l.startsWith(`${fileLanguage}-`));
-}

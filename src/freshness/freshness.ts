@@ -4,6 +4,7 @@ import type { Orm } from '../db/index.js';
 import { isoTime as iso } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import type { Clock } from '../lib/clock.js';
+import { languageMatchDrizzle } from '../lib/languages.js';
 import { REPLICATED_SETTINGS, type SettingsService } from '../settings/service.js';
 
 /**
@@ -157,11 +158,6 @@ export class Freshness {
     return sql`CASE ${families.length ? sql`WHEN ${family} IN (${sql.join(families.map((f) => sql`${f}`), sql`, `)}) THEN 'family:' || ${family} ` : sql``}WHEN ${lang} = 'neutral' OR ${lang} = 'en' OR ${lang} LIKE 'en-%' THEN ${NEUTRAL_EN} ELSE ${OTHER} END`;
   }
 
-  /** languageMatches() in SQL. */
-  #matchSql(lang: SQL, languages: readonly string[]): SQL {
-    return sql`(${lang} = 'neutral'${sql.join(languages.map((l) => sql` OR ${lang} = ${l} OR ${lang} LIKE ${`${l}-%`}`), sql``)})`;
-  }
-
   /** Per class of a release at a node of these languages: its updates, how many are missing, when the last arrived. Aggregated in SQL. */
   async #updateClasses(version: string, languages: readonly string[], goals: Goals) {
     const lang = sql.raw('l.value');
@@ -169,7 +165,7 @@ export class Freshness {
       SELECT cls, count(*) AS n, sum(visible_at IS NULL) AS missing, max(visible_at) AS reached FROM (
         SELECT DISTINCT fu.update_id, fu.visible_at, ${this.#classSql(lang, sql.raw('fu.family'), goals)} AS cls
         FROM freshness_updates fu, json_each(CASE WHEN fu.languages = '' THEN '["neutral"]' ELSE '["' || replace(fu.languages, ',', '","') || '"]' END) l
-        WHERE fu.version = ${version} AND ${this.#matchSql(lang, languages)}) GROUP BY cls`);
+        WHERE fu.version = ${version} AND ${languageMatchDrizzle(lang, languages)}) GROUP BY cls`);
   }
 
   /**
@@ -206,7 +202,7 @@ export class Freshness {
           SELECT ${this.#classSql(lang, sql.raw('fu.family'), g)} AS cls, coalesce(cf.state = 'verified' AND cf.verified_at IS NOT NULL AND fu.visible_at IS NOT NULL, 0) AS ok,
                  max(cf.verified_at, fu.visible_at) AS at
           FROM freshness_updates fu JOIN update_files uf ON uf.update_id = fu.update_id LEFT JOIN content_files cf ON cf.sha256 = uf.sha256
-          WHERE fu.version = ${r.version} AND ${this.#matchSql(lang, langs)}${all ? sql`` : sql` AND cf.state IS NOT NULL`}) GROUP BY cls`)) {
+          WHERE fu.version = ${r.version} AND ${languageMatchDrizzle(lang, langs)}${all ? sql`` : sql` AND cf.state IS NOT NULL`}) GROUP BY cls`)) {
         const c = at(f.cls);
         c.files = Number(f.n);
         c.missingFiles = Number(f.missing);

@@ -4,7 +4,7 @@ import { resolve, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { LOG_LEVELS } from '../lib/log.js';
-import { LANGUAGE_TAG } from '../catalog/format.js';
+import { LANGUAGE_TAG } from '../lib/languages.js';
 
 /**
  * Node configuration: parsed and validated once at start from, in rising order of

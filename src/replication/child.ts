@@ -15,6 +15,7 @@ import { PROTOCOL_VERSION, RETRY_AFTER_KEY, replicationService, type ServerMessa
 import type { Identity } from './identity.js';
 import { splitPinnedToken } from '../tls/pin.js';
 import { hashToken } from '../auth/tokens.js';
+import { backoffMs } from '../lib/backoff.js';
 
 export interface UpstreamOptions {
   address: string;
@@ -500,7 +501,7 @@ export class ReplicationChild {
       this.logger.error({ upstream: this.upstream.address, err: message }, 'the upstream node refused this node; replication stopped');
       return;
     }
-    const delay = Math.min(30_000, 250 * 2 ** Math.min(this.#attempt++, 7)) * (0.5 + Math.random());
+    const delay = backoffMs(++this.#attempt, { baseMs: 250, maxMs: 30_000 });
     this.logger.warn({ upstream: this.upstream.address, err: message, retryInMs: Math.round(delay) }, 'upstream unavailable; retrying');
     this.#timer = setTimeout(() => void this.#loop(), delay);
   }

@@ -20,8 +20,9 @@ import { changeLog, children, joinTokens } from './schema.js';
 import * as check from './validate.js';
 import type { PeerCertificate } from 'node:tls';
 import { splitPinnedToken } from '../tls/pin.js';
-import { RETRY_AFTER_KEY, SUPPORTED_PROTOCOL_VERSIONS, entryMatches, filterUpdateList, languageMatches, type ServerMessage, type SubscribeRequest, type WireChange, type WireNodeReport } from './protocol.js';
+import { RETRY_AFTER_KEY, SUPPORTED_PROTOCOL_VERSIONS, filterUpdateList, type ServerMessage, type SubscribeRequest, type WireChange, type WireNodeReport } from './protocol.js';
 import type { Identity } from './identity.js';
+import { anyLanguageMatches, languageMatches } from '../lib/languages.js';
 import { CATALOG_KINDS, closedUntil, parseRules, type ReplicationRules } from './rules.js';
 
 const BATCH = 256;
@@ -445,7 +446,7 @@ export class ReplicationParent {
           await this.#snapshot(call, gate, (p) => {
             const langs = p.files.map((f) => f.language);
             if (!langs.some((l) => l !== 'neutral' && languageMatches(l, moved))) return null;
-            if (entryMatches(langs.join(','), languages)) return { seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) };
+            if (anyLanguageMatches(langs.join(','), languages)) return { seq: 0, kind: 'update', key: p.id, op: 'upsert', payload: filterUpdate(p, languages) };
             return { seq: 0, kind: 'update', key: p.id, op: 'delete', payload: Buffer.from(JSON.stringify({ id: p.id })) };
           });
         // Releases and policies carry only the updates of the child's languages: all are sent again.
@@ -462,7 +463,7 @@ export class ReplicationParent {
         if (rows.length) {
           await gate();
           const changes: WireChange[] = [];
-          const wanted = rows.filter((r) => entryMatches(r.languages, languages) && (rules.catalog || !CATALOG_KINDS.has(r.kind)));
+          const wanted = rows.filter((r) => anyLanguageMatches(r.languages, languages) && (rules.catalog || !CATALOG_KINDS.has(r.kind)));
           const states = await this.#currentStates(wanted, languages);
           for (const r of wanted) {
             if (isStateEntry(r)) {

@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { anyLanguageMatches } from '../lib/languages.js';
 
 /**
  * Wire protocol version. Log of changes (docs/replication.md):
@@ -72,18 +73,6 @@ export function replicationService(): grpc.ServiceClientConstructor {
   return cached;
 }
 
-/** Does a file language match a set of node languages? `de` matches `de-*`; `neutral` always. */
-export function languageMatches(fileLanguage: string, languages: readonly string[]): boolean {
-  if (fileLanguage === 'neutral') return true;
-  return languages.some((l) => fileLanguage === l || fileLanguage.startsWith(`${l}-`));
-}
-
-/** Whether an entry with these file languages ('' = none: metadata only) goes to a subscriber. */
-export function entryMatches(entryLanguages: string, languages: readonly string[]): boolean {
-  if (entryLanguages === '') return true;
-  return entryLanguages.split(',').some((l) => languageMatches(l, languages));
-}
-
 /**
  * A payload that lists updates as tuples with their file languages at `at` (a
  * policy's `[id, languages]`, a release's `[id, revision, languages, family]`), for a
@@ -92,6 +81,6 @@ export function entryMatches(entryLanguages: string, languages: readonly string[
  */
 export function filterUpdateList(payload: string, at: number, languages: readonly string[]): Buffer {
   const p = JSON.parse(payload) as { updates: unknown[][] };
-  const updates = p.updates.filter((u) => entryMatches(u[at] as string, languages));
+  const updates = p.updates.filter((u) => anyLanguageMatches(u[at] as string, languages));
   return Buffer.from(updates.length === p.updates.length ? payload : JSON.stringify({ ...p, updates }));
 }

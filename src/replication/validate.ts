@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import { LANGUAGE } from '../lib/languages.js';
 
 /**
  * What a parent checks in every message a child sends, against its meaning, before
@@ -8,8 +9,6 @@ import * as grpc from '@grpc/grpc-js';
  */
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-/** A BCP 47 language tag as the catalog writes them (lowercase): `de`, `de-de`, `sr-cyrl-rs`. */
-export const LANGUAGE = /^(?=.{2,35}$)[a-z]{2,3}(-[a-z0-9]{2,8})*$/;
 /** Languages a node may manage for its subtree: a tree of every culture Office ships in stays well under it. */
 export const MAX_LANGUAGES = 200;
 

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { api, ADMIN_TOKEN, header, listAll, makeKeys, sampleUpdate, spawnNode, tempDir, uploadCatalog, writeSignedCatalog, type NodeProcess, type Keys } from '../helpers.js';
 import { startVendor, waitFor, type Vendor, type VendorFile } from '../vendor.js';
-import { languageMatches } from '../../src/replication/protocol.js';
+import { languageMatches } from '../../src/lib/languages.js';
 import { replicationService, PROTOCOL_VERSION } from '../../src/replication/protocol.js';
 import type { CatalogUpdate } from '../../src/catalog/format.js';
 

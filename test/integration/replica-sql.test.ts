@@ -12,7 +12,8 @@ import { applyCatalog } from '../../src/catalog/import-core.js';
 import { readUpdatePayloads, wireUpdatesSql, type WireUpdate } from '../../src/catalog/replica.js';
 import type { UpdatePayload } from '../../src/catalog/import-core.js';
 import { BatchApplier } from '../../src/replication/child.js';
-import { entryMatches, languageMatches, type WireChange } from '../../src/replication/protocol.js';
+import type { WireChange } from '../../src/replication/protocol.js';
+import { anyLanguageMatches, languageMatches } from '../../src/lib/languages.js';
 import { openNative } from '../../src/db/native.js';
 import { buildRealCatalog, makeKeys, tempDir } from '../helpers.js';
 
@@ -36,7 +37,7 @@ async function rootWithCatalog(dir: string, driver: 'binding' | 'client' = 'bind
 
 /** What readUpdatePayloads + the parent's old JS filter sent for these languages, normalised as a child reads it. */
 function jsForm(p: UpdatePayload, languages: string[]): Record<string, unknown> | null {
-  if (!entryMatches(p.files.map((f) => f.language).join(','), languages)) return null;
+  if (!anyLanguageMatches(p.files.map((f) => f.language).join(','), languages)) return null;
   return normalise({ ...p, files: p.files.filter((f) => languageMatches(f.language, languages)) });
 }
 

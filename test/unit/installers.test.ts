@@ -6,7 +6,7 @@ import { FIXTURES } from '../helpers.js';
 import { parseWsus, type WsusRow } from '../../src/catalog/convert/wsus.js';
 import { catalogUpdateSchema, fromV1, updateSchemaOf } from '../../src/catalog/format.js';
 import { EXIT, FILE_NAME, classify, combine, extractCommand, installCommand, installerFromV1, patchCommand, unsigned, type Installer } from '../../src/delivery/installers.js';
-import { computerWantsFile } from '../../src/delivery/wire.js';
+import { languageMatches as computerWantsFile } from '../../src/lib/languages.js';
 
 /** Microsoft's command lines, written out here from the table, independent of installers.ts. */
 const EXPECTED = {

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { RateLimit } from '../../src/content/throttle.js';
-import { backoffMs } from '../../src/content/settings.js';
+import { backoffMs as lib } from '../../src/lib/backoff.js';
 
 t.test('a virtual-clock limit reserves time at its rate', async (t) => {
   let now = 1000;
@@ -26,7 +26,8 @@ t.test('global and per-host limits: the slower one decides, delays do not add up
 });
 
 t.test('backoff doubles with jitter and a cap', async (t) => {
-  const s = { retryBaseMs: 100, retryMaxMs: 1000 };
+  const s = { baseMs: 100, maxMs: 1000 };
+  const backoffMs = lib;
   t.equal(backoffMs(1, s, () => 0.5), 100);
   t.equal(backoffMs(2, s, () => 0.5), 200);
   t.equal(backoffMs(3, s, () => 0), 200, 'jitter 0.5x');
