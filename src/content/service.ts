@@ -1,4 +1,5 @@
 import { opendir, rm, stat } from 'node:fs/promises';
+import { languageMatchDrizzle } from '../lib/languages.js';
 import { join } from 'node:path';
 import { and, asc, eq, gt, inArray, sql, type SQL } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
@@ -46,8 +47,7 @@ export class ContentService {
 
   /** The files this node needs: live updates, its languages (+ neutral), and the `need` mode. */
   neededSql(s: ContentSettings): SQL {
-    const langs = this.languages().map((l) => sql`(f.language = ${l} OR f.language LIKE ${`${l}-%`})`);
-    const lang = sql.join([sql`f.language = 'neutral'`, ...langs], sql` OR `);
+    const lang = languageMatchDrizzle(sql.raw('f.language'), this.languages());
     const marked =
       s.need === 'marked'
         ? sql` AND f.update_id IN (SELECT update_id FROM download_marks UNION SELECT pu.update_id FROM policy_updates pu JOIN policies p ON p.id = pu.policy_id AND p.enabled = 1)`
