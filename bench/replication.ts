@@ -23,7 +23,7 @@ import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
-import { replicationService, PROTOCOL_VERSION, type ServerMessage } from '../src/replication/protocol.js';
+import { replicationService, PROTOCOL_VERSION, type ReceivedMessage } from '../src/replication/protocol.js';
 import { generate } from './catalog-import.js';
 
 const children = benchProcesses;
@@ -150,7 +150,7 @@ async function main(): Promise<void> {
       const tok = (await (await fetch(`${feeder.url}/api/v1/hierarchy/join-tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' })).json()) as { token: string };
       const client = new Service(`127.0.0.1:${feeder.grpc}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 }) as unknown as {
         Join: (r: unknown, cb: (e: Error | null, r: { credential: string }) => void) => void;
-        Subscribe: (r: unknown, md: grpc.Metadata) => grpc.ClientReadableStream<ServerMessage>;
+        Subscribe: (r: unknown, md: grpc.Metadata) => grpc.ClientReadableStream<ReceivedMessage>;
         close(): void;
       };
       const nodeId = `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
@@ -160,7 +160,7 @@ async function main(): Promise<void> {
       const call = client.Subscribe({ protocol_version: PROTOCOL_VERSION, node_id: nodeId, epoch: '', after_seq: 0, languages: ['en'], applied_languages: [] }, md);
       let count = 0;
       await new Promise<void>((resolve, reject) => {
-        call.on('data', (msg: ServerMessage) => {
+        call.on('data', (msg: ReceivedMessage) => {
           if ("batch" in msg && msg.batch) count += msg.batch.changes.filter((c) => c.kind === "update").length;
           if ("resync_end" in msg && msg.resync_end) {
             done.push((performance.now() - t0) / 1000);

@@ -1,3 +1,5 @@
+import { changelog } from '../changelog/index.js';
+
 /**
  * Bulk insert of new updates from their JSON (a child's fresh resync, a catalog
  * import's added updates): one statement per table for a run of updates instead of
@@ -33,8 +35,7 @@ export const INSERT_NEW = {
     FROM temp.bulk_payloads p, json_each(p.v, '$.files') f ORDER BY p.n, f.key`,
   cves: "INSERT OR IGNORE INTO update_cves (update_id, cve) SELECT p.id, c.value FROM temp.bulk_payloads p, json_each(p.v, '$.cves') c",
   sups: "INSERT OR IGNORE INTO update_supersedes (update_id, kb) SELECT p.id, k.value FROM temp.bulk_payloads p, json_each(p.v, '$.supersedes') k",
-  log: `INSERT INTO change_log (kind, key, op, languages, payload, created_at)
-    SELECT 'update', x.id, 'upsert', x.languages, '', ? FROM temp.bulk_payloads p JOIN updates x ON x.id = p.id ORDER BY p.n`,
+  log: changelog.appendSelectSql(`SELECT 'update', x.id, 'upsert', x.languages, '', ? FROM temp.bulk_payloads p JOIN updates x ON x.id = p.id ORDER BY p.n`),
   visible: `UPDATE freshness_updates SET visible_at = ? FROM temp.bulk_payloads p
     WHERE freshness_updates.update_id = p.id AND freshness_updates.revision <= p.v ->> 'revision' AND freshness_updates.visible_at IS NULL`,
   clear: 'DELETE FROM temp.bulk_payloads',

@@ -1,4 +1,5 @@
 import { AppError, type FieldError } from '../lib/errors.js';
+import { changelog } from '../changelog/index.js';
 import { updateLanguages, type CatalogHeader, type CatalogUpdate } from './format.js';
 import { parseCatalog, type ParsedLine } from './parse-lines.js';
 
@@ -52,7 +53,6 @@ const UPDATE_UPDATE = `UPDATE updates SET revision=?, kb=?, bulletin=?, title=?,
   classification=?, severity=?, cves=?, cve_details=?, release_date=?, supersedes=?, vendor_superseded=?, restart=?,
   success_codes=?, reboot_codes=?, applicability=?, installed=?, more_info_url=?, languages=?, expired=0, content_hash=?,
   release_version=?, origin=?, updated_at=? WHERE id=?`;
-const APPEND_CHANGE = 'INSERT INTO change_log (kind, key, op, languages, payload, created_at) VALUES (?,?,?,?,?,?)';
 
 /**
  * The replicated form of an update: the catalog line with this node's revision and
@@ -74,7 +74,7 @@ export interface UpdatePayload extends CatalogUpdate {
  * as a state entry: no payload, the parent sends the row as it is then.
  */
 export async function appendUpdateChange(db: Exec, u: Pick<CatalogUpdate, 'id' | 'files'>, now: number): Promise<void> {
-  await db.run(APPEND_CHANGE, ['update', u.id, 'upsert', updateLanguages(u).join(','), '', now]);
+  await changelog.append(db, { kind: 'update', key: u.id, op: 'upsert', languages: updateLanguages(u).join(','), payload: '' }, now);
 }
 
 const INSERT_FILE = 'INSERT INTO update_files (update_id, sha256, name, url, size, language, position, installer) VALUES (?,?,?,?,?,?,?,?)';
@@ -228,9 +228,8 @@ export async function applyCatalog(
     // still report it installed, and a later release may list it again.
     // Expiry travels as its own small change: id and new revision.
     await db.run(
-      `INSERT INTO change_log (kind, key, op, languages, payload, created_at)
-       SELECT 'update', id, 'expire', languages, json_object('id', id, 'revision', revision + 1), ? FROM updates
-       WHERE expired=0 AND id NOT IN (SELECT id FROM temp.import_seen) ORDER BY id`,
+      changelog.appendSelectSql(`SELECT 'update', id, 'expire', languages, json_object('id', id, 'revision', revision + 1), ? FROM updates
+       WHERE expired=0 AND id NOT IN (SELECT id FROM temp.import_seen) ORDER BY id`),
       [meta.now],
     );
     const expired = await db.run(

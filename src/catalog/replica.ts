@@ -3,7 +3,6 @@ import { prepare, type Orm, type NativeDb, type Stmt } from '../db/index.js';
 import { customSeverities, updateFiles, updates } from './schema.js';
 import { columns, type UpdatePayload } from './import-core.js';
 import { contentHash, type CatalogUpdate } from './format.js';
-import type { LevelPayload } from './severities.js';
 import type { Installer } from '../delivery/installers.js';
 import { INSERT_NEW, INSERT_NEW_TABLE, insertNewArgs } from './bulk.js';
 import { languageMatchSql } from '../lib/languages.js';
@@ -115,7 +114,7 @@ export function wireUpdatesSql(nodeId: string, languages: readonly string[], whi
 export class ReplicaWriter {
   #s: Record<string, Stmt> = {};
 
-  constructor(db: NativeDb) {
+  constructor(private readonly db: NativeDb) {
     db.exec(INSERT_NEW_TABLE);
     const prep = (sql: string) => prepare(db, sql);
     this.#s = {
@@ -142,13 +141,6 @@ export class ReplicaWriter {
       cve: prep('INSERT OR IGNORE INTO update_cves (update_id, cve) VALUES (?,?)'),
       sup: prep('INSERT OR IGNORE INTO update_supersedes (update_id, kb) VALUES (?,?)'),
       severity: prep('UPDATE updates SET custom_severity_id = (SELECT id FROM custom_severities WHERE origin_key = ?) WHERE id = ?'),
-      levels: prep('SELECT id, origin_key, name FROM custom_severities WHERE origin_key IS NOT NULL'),
-      levelRename: prep('UPDATE custom_severities SET name = ? WHERE id = ?'),
-      levelUpsert: prep(`INSERT INTO custom_severities (name, rank, created_at, origin_key) VALUES (?,?,?,?)
-        ON CONFLICT(origin_key) DO UPDATE SET name = excluded.name, rank = excluded.rank`),
-      levelAdopt: prep('UPDATE custom_severities SET origin_key = ?, rank = ? WHERE name = ? AND origin_key IS NULL'),
-      levelUnassign: prep('UPDATE updates SET custom_severity_id = NULL WHERE custom_severity_id = ?'),
-      levelDelete: prep('DELETE FROM custom_severities WHERE id = ?'),
     };
   }
 
@@ -188,28 +180,6 @@ export class ReplicaWriter {
     return true;
   }
 
-  /**
-   * Makes the replicated custom severity levels exactly `levels`: renamed and
-   * re-ranked in place, new ones added (a local level of the same name is adopted),
-   * and those the list no longer has deleted, their updates unassigned.
-   */
-  levels(levels: LevelPayload['levels'], now: number): void {
-    const keep = new Set(levels.map((l) => l.key));
-    const current = this.#s['levels']!.all() as { id: number; origin_key: string; name: string }[];
-    for (const row of current) {
-      if (keep.has(row.origin_key)) {
-        this.#s['levelRename']!.run(`\u0000${row.origin_key}`, row.id); // out of the way of renames that swap names
-      } else {
-        this.#s['levelUnassign']!.run(row.id);
-        this.#s['levelDelete']!.run(row.id);
-      }
-    }
-    for (const l of levels) {
-      this.#s['levelAdopt']!.run(l.key, l.rank, l.name);
-      this.#s['levelUpsert']!.run(l.name, l.rank, now, l.key);
-    }
-  }
-
   expire(id: string, revision: number, now: number): boolean {
     return this.#s['expire']!.run(revision, now, id, revision).changes > 0;
   }
@@ -221,6 +191,11 @@ export class ReplicaWriter {
     this.#s['delete']!.run(id);
     this.#clear(id);
     return cur.languages;
+  }
+
+  /** The ids of updates not in `seen` (a subquery of ids). */
+  ids(seen: string): { id: string }[] {
+    return prepare(this.db, `SELECT id FROM updates WHERE id NOT IN ${seen}`).all() as { id: string }[];
   }
 
   #clear(id: string): void {

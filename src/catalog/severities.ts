@@ -1,7 +1,7 @@
 import { asc, eq, inArray, sql } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
-import { changeLog } from '../replication/schema.js';
+import { changelog } from '../changelog/index.js';
 import type { Reader } from './replica.js';
 import { customSeverities, updates } from './schema.js';
 
@@ -87,7 +87,8 @@ export class Severities {
   async #write<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     const r = await this.orm.transaction(async (tx) => {
       const out = await fn(tx);
-      await tx.insert(changeLog).values({ kind: 'severity-levels', key: 'all', op: 'upsert', languages: '', payload: JSON.stringify(await levelsPayload(tx, this.pub.nodeId)), createdAt: Date.now() });
+      const payload = JSON.stringify(await levelsPayload(tx, this.pub.nodeId));
+      await changelog.append(tx, { kind: 'severity-levels', key: 'all', op: 'upsert', languages: '', payload }, Date.now());
       return out;
     });
     this.pub.notify();
@@ -153,8 +154,9 @@ export class Severities {
     await this.orm.transaction(async (tx) => {
       await tx.update(updates).set({ customSeverityId: severityId }).where(inArray(updates.id, updateIds));
       // State entries (no payload): subscribers are sent each update as it is then, level included.
-      await tx.run(sql`INSERT INTO change_log (kind, key, op, languages, payload, created_at)
-        SELECT 'update', id, 'upsert', languages, '', ${Date.now()} FROM updates WHERE id IN (SELECT value FROM json_each(${JSON.stringify(updateIds)})) ORDER BY id`);
+      await tx.run(
+        changelog.appendSelect(sql`SELECT 'update', id, 'upsert', languages, '', ${Date.now()} FROM updates WHERE id IN (SELECT value FROM json_each(${JSON.stringify(updateIds)})) ORDER BY id`),
+      );
     });
     this.pub.notify();
     return { updated: updateIds.length };

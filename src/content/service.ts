@@ -1,10 +1,10 @@
 import { opendir, rm, stat } from 'node:fs/promises';
-import { languageMatchDrizzle } from '../lib/languages.js';
 import { join } from 'node:path';
 import { and, asc, eq, gt, inArray, sql, type SQL } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
+import { languageMatchDrizzle } from '../lib/languages.js';
 import { updateFiles, updates } from '../catalog/schema.js';
 import { contentFiles, downloadMarks } from './schema.js';
 import { ContentStore, SHA256, hashFile } from './store.js';
@@ -68,6 +68,13 @@ export class ContentService {
     if (added > 0) this.logger.info({ added }, 'new files needed');
     this.downloader.kick();
     return added;
+  }
+
+  /** A file this node holds verified (what it may serve to a child or an agent), or null. */
+  async verifiedFile(sha256: string): Promise<{ size: number; path: string } | null> {
+    const row = await this.orm.query.contentFiles.findFirst({ where: eq(contentFiles.sha256, sha256) });
+    if (row?.state !== 'verified') return null;
+    return { size: row.size, path: (await this.store()).objectPath(sha256) };
   }
 
   async summary() {

@@ -1,3 +1,9 @@
+import { sql } from 'drizzle-orm';
+import { prepare, type NativeDb } from '../db/native.js';
+import { changelog, filterUpdateList, type ApplyTx, type Change, type KindApplier, type ReplicatedKind } from '../changelog/index.js';
+
+const { appendSelectSql } = changelog;
+
 /**
  * A catalog release as it travels down the tree (change kind `release`, key = its
  * version): when it was published and imported at the root, and the updates it added
@@ -26,8 +32,72 @@ export const RELEASE_PAYLOAD_SQL = `json_object('version', r.version, 'published
   'updates', (SELECT json_group_array(json_array(f.update_id, f.revision, f.languages, f.family)) FROM freshness_updates f WHERE f.version = r.version))`;
 
 /** Appends the log entry of release `?` (args: created_at, version). */
-export const RELEASE_LOG_SQL = `INSERT INTO change_log (kind, key, op, languages, payload, created_at)
-  SELECT 'release', r.version, 'upsert', '', ${RELEASE_PAYLOAD_SQL}, ? FROM freshness_releases r WHERE r.version = ?`;
+export const RELEASE_LOG_SQL = appendSelectSql(`SELECT 'release', r.version, 'upsert', '', ${RELEASE_PAYLOAD_SQL}, ? FROM freshness_releases r WHERE r.version = ?`);
 
 /** The newest releases' payloads (for a snapshot). */
 export const RELEASE_SNAPSHOT_SQL = `SELECT r.version AS id, ${RELEASE_PAYLOAD_SQL} AS payload FROM freshness_releases r ORDER BY r.published_at DESC, r.version LIMIT ${RELEASES_KEPT}`;
+
+/**
+ * A release from upstream: kept with its updates (those of this subtree's languages),
+ * each visible from when this node applied it (an update not here yet gets its time
+ * when it arrives: `afterApply`), and logged again for this node's children. Only
+ * the newest releases are kept.
+ */
+class ReleaseApplier implements KindApplier {
+  readonly #s;
+
+  constructor(db: NativeDb) {
+    const prep = (q: string) => prepare(db, q);
+    this.#s = {
+      release: prep('INSERT INTO freshness_releases (version, published_at, imported_at, received_at) VALUES (?, ?, ?, ?) ON CONFLICT(version) DO NOTHING'),
+      // A release's updates from its payload in one statement, each visible from when
+      // this node applied that revision (or later: `visible`).
+      updates: prep(`INSERT OR IGNORE INTO freshness_updates (version, update_id, revision, languages, family, visible_at)
+        SELECT ?, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
+          (SELECT min(u.updated_at, ?) FROM updates u WHERE u.id = j.value ->> 0 AND u.revision >= j.value ->> 1)
+        FROM json_each(?, '$.updates') j`),
+      // The updates a batch applied ([[id, revision], ...]) become visible in the releases that wait for them.
+      visible: prep(`UPDATE freshness_updates SET visible_at = ? FROM json_each(?) j
+        WHERE freshness_updates.update_id = j.value ->> 0 AND freshness_updates.revision <= j.value ->> 1 AND freshness_updates.visible_at IS NULL`),
+      prune: prep(RELEASE_PRUNE_SQL),
+      pruneUpdates: prep(RELEASE_UPDATES_PRUNE_SQL),
+    };
+  }
+
+  apply(tx: ApplyTx, changes: readonly Change[]): number {
+    let applied = 0;
+    for (const c of changes) {
+      if (c.op !== 'upsert') continue;
+      const json = c.payload.toString();
+      const p = JSON.parse(json) as ReleasePayload;
+      this.#s.release.run(p.version, p.publishedAt, p.importedAt, tx.now);
+      this.#s.updates.run(p.version, tx.now, json);
+      this.#s.prune.run();
+      this.#s.pruneUpdates.run();
+      tx.log({ kind: 'release', key: p.version, op: 'upsert', languages: '', payload: json });
+      applied++;
+    }
+    return applied;
+  }
+
+  afterApply(tx: ApplyTx): void {
+    const arrived = tx.applied.filter((a) => a.kind === 'update' && a.revision !== undefined).map((a) => [a.key, a.revision]);
+    if (arrived.length) this.#s.visible.run(tx.now, JSON.stringify(arrived));
+  }
+}
+
+/** Catalog freshness (kind `release`): a catalog kind, sent to a child with the catalog. */
+export const releaseKind: ReplicatedKind = {
+  kind: 'release',
+  catalog: true,
+  byLanguage: true,
+  source: {
+    tail: (_ctx, rows, languages) => rows.map((r) => (r.op === 'upsert' ? filterUpdateList(r.payload, RELEASE_LANGUAGES_AT, languages) : Buffer.from(r.payload))),
+    async *snapshot(ctx, languages) {
+      const rows = await ctx.orm.all<{ id: string; payload: string }>(sql.raw(RELEASE_SNAPSHOT_SQL));
+      // One per message: a first release lists the whole catalog (about 50 bytes per update).
+      for (const r of rows) yield [{ seq: 0, kind: 'release', key: r.id, op: 'upsert', payload: filterUpdateList(r.payload, RELEASE_LANGUAGES_AT, languages) }];
+    },
+  },
+  applier: (db) => new ReleaseApplier(db),
+};

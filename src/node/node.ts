@@ -27,7 +27,8 @@ import * as grpc from '@grpc/grpc-js';
 import { ensureIdentity } from '../replication/identity.js';
 import { ReplicationParent } from '../replication/parent.js';
 import { ReplicationChild } from '../replication/child.js';
-import { replicationService } from '../replication/protocol.js';
+import { replicationDefinition } from '../replication/protocol.js';
+import { replicatedKinds } from './kinds.js';
 import type { NodeConfig } from './config.js';
 import { createAssessment, type Assessment } from '../assessment/index.js';
 import { createDelivery, type DeliveryService } from '../delivery/index.js';
@@ -148,14 +149,20 @@ export class PatchtreeNode {
       }, 200);
     };
     this.#replicaReads = openConn(this.db);
-    const parent = new ReplicationParent(
-      this.db.orm,
-      this.#replicaReads,
+    const guard = new AuthGuard(metrics.authFailures, log.child({ module: 'auth' }));
+    const kinds = replicatedKinds();
+    const parent = new ReplicationParent({
+      orm: this.db.orm,
+      reads: this.#replicaReads,
       identity,
-      config.name,
-      content.store,
-      log.child({ module: 'replication' }),
-      () => {
+      name: config.name,
+      kinds,
+      verifiedFile: (sha256) => content.service.verifiedFile(sha256),
+      logger: log.child({ module: 'replication' }),
+      enabled: Boolean(grpcTls) || config.insecure,
+      // Children joining with a certificate request get a client certificate from this node's CA, and must present it.
+      certificates: tls.own && !config.insecure ? { sign: (csr, nodeId) => signChild(tls, csr, nodeId), caPem: tls.caPem! } : null,
+      onLanguages: () => {
         void parent.subtreeLanguages().then((l) => {
           const changed = l.join(',') !== subtree.join(',');
           subtree = l;
@@ -165,12 +172,8 @@ export class PatchtreeNode {
           }
         });
       },
-      Boolean(grpcTls) || config.insecure,
-    );
-    // Children joining with a certificate request get a client certificate from this node's CA, and must present it.
-    if (tls.own && !config.insecure) parent.certificates = { sign: (csr, nodeId) => signChild(tls, csr, nodeId), caPem: tls.caPem! };
-    const guard = new AuthGuard(metrics.authFailures, log.child({ module: 'auth' }));
-    parent.onAuthFailure = (peer, why) => guard.failed('grpc', peer.replace(/^ipv[46]:/, '').replace(/:\d+$/, ''), why);
+      onAuthFailure: (peer, why) => guard.failed('grpc', peer.replace(/^ipv[46]:/, '').replace(/:\d+$/, ''), why),
+    });
     subtree = await parent.subtreeLanguages();
     settings.publisher = { nodeId: identity.nodeId, notify: () => parent.notify() };
     let compactTimer: NodeJS.Timeout | null = null;
@@ -185,18 +188,20 @@ export class PatchtreeNode {
     this.parent = parent;
     if (config.upstream) {
       const up = await upstreamTls({ data: config.data, address: config.upstream, joinToken: config.joinToken, nodeId: identity.nodeId, insecure: config.insecure, tlsCa: config.tlsCa, tlsCert: config.tlsCert, tlsKey: config.tlsKey });
-      child = new ReplicationChild(
-        this.db,
+      child = new ReplicationChild({
+        db: this.db,
         identity,
-        config.name,
-        VERSION,
-        config.languages,
-        () => parent.subtreeLanguages(),
-        { address: config.upstream, joinToken: config.joinToken, credentials: up.credentials, prepareJoin: up.prepareJoin, acceptCertificate: (pem) => up.accept(pem) },
-        log.child({ module: 'upstream' }),
-        (changed, policies) => {
+        name: config.name,
+        version: VERSION,
+        ownLanguages: config.languages,
+        subtreeLanguages: () => parent.subtreeLanguages(),
+        upstream: { address: config.upstream, joinToken: config.joinToken, credentials: up.credentials, prepareJoin: up.prepareJoin, acceptCertificate: (pem) => up.accept(pem) },
+        kinds,
+        logger: log.child({ module: 'upstream' }),
+        clock,
+        onApplied: (changed, applied) => {
           parent.notify();
-          for (const id of policies) this.#delivery?.engine.policyChanged(id);
+          for (const a of applied) if (a.kind === 'policy') this.#delivery?.engine.policyChanged(a.key);
           if (changed > 0) {
             this.#rollup?.markChanged();
             // During a complete resync the catalog is not whole yet: assessment waits
@@ -211,9 +216,8 @@ export class PatchtreeNode {
             compactSoon();
           }
         },
-        () => void content.downloader.retryDeferred().catch((err) => log.error({ err }, 'retrying deferred downloads failed')),
-      );
-      child.clock = clock;
+        onConnected: () => void content.downloader.retryDeferred().catch((err) => log.error({ err }, 'retrying deferred downloads failed')),
+      });
       this.#child = child;
     }
     const assessment = createAssessment(this.db, this.db.orm, settings, log);
@@ -251,8 +255,7 @@ export class PatchtreeNode {
       },
     });
     this.#freshness = freshness;
-    parent.onReport = (id, r, gone) => rollup.receive(id, r, gone);
-    parent.onRemoved = (id) => void rollup.forget(id).catch((err) => log.error({ err }, 'removing a child\'s reports failed'));
+    parent.receiveReports(rollup);
     assessment.assessor.onAssessed = (ids) => {
       delivery.engine.computersAssessed(ids);
       rollup.markChanged();
@@ -337,7 +340,7 @@ export class PatchtreeNode {
     await content.start();
 
     this.#grpc = new GrpcServer(log.child({ module: 'grpc' }));
-    this.#grpc.addService(checkedService(replicationService().service), parent.handlers());
+    this.#grpc.addService(checkedService(replicationDefinition()), parent.handlers());
     this.#grpc.enableReflection(['grpc/health/v1/health.proto', 'patchtree/replication/v1/replication.proto']);
     this.grpcPort = await this.#grpc.start(config.grpcHost, config.grpcPort, serverCreds);
     await child?.start();

@@ -1,9 +1,18 @@
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { anyLanguageMatches } from '../lib/languages.js';
+import type { ProtoGrpcType } from '../gen/proto/replication.js';
+import type { ReplicationClient, ReplicationDefinition, ReplicationHandlers } from '../gen/proto/patchtree/replication/v1/Replication.js';
+import type { ServerMessage as ServerMessageIn, ServerMessage__Output } from '../gen/proto/patchtree/replication/v1/ServerMessage.js';
+import type { SubscribeRequest__Output } from '../gen/proto/patchtree/replication/v1/SubscribeRequest.js';
+import type { NodeReport, NodeReport__Output } from '../gen/proto/patchtree/replication/v1/NodeReport.js';
+import type { Change } from '../changelog/index.js';
 
 /**
+ * The replication wire: its version, and the service's types generated from
+ * proto/patchtree/replication/v1/replication.proto (src/gen/proto, `npm run
+ * proto:types`), used by the parent's handlers and the child's client alike.
+ *
  * Wire protocol version. Log of changes (docs/replication.md):
  *   1 - Join, Subscribe (hello, batches, heartbeats, resync), Ack, FetchFile.
  *       Added since, without a new version (an older parent answers UNIMPLEMENTED):
@@ -20,46 +29,24 @@ export const SUPPORTED_PROTOCOL_VERSIONS: readonly number[] = [2];
 
 export const PROTO_DIR = fileURLToPath(new URL('../../../proto', import.meta.url));
 
-export interface SubscribeRequest {
-  protocol_version: number;
-  node_id: string;
-  epoch: string;
-  after_seq: string | number;
-  languages: string[];
-  name: string;
-  version: string;
-}
+export type { ReplicationClient, ReplicationHandlers };
+/** A message a parent sends (longs as numbers or strings). */
+export type ServerMessage = ServerMessageIn;
+/** A message as a child receives it (longs as strings). */
+export type ReceivedMessage = ServerMessage__Output;
+export type SubscribeRequest = SubscribeRequest__Output;
+/** One node's summary in a Report call, as a child sends it (JSON in `summary`; see reports/rollup.ts). */
+export type WireNodeReport = Required<NodeReport>;
+/** A node's summary as a parent receives it (longs as strings, bytes as Buffers). */
+export type ReceivedNodeReport = NodeReport__Output;
+/** One change on the wire: the change log's. */
+export type WireChange = Change;
 
-export interface WireChange {
-  seq: string | number;
-  kind: string;
-  key: string;
-  op: string;
-  payload: Buffer;
-}
+type ReplicationConstructor = ProtoGrpcType['patchtree']['replication']['v1']['Replication'];
+let cached: ReplicationConstructor | null = null;
 
-export type ServerMessage =
-  | { hello: { parent_id: string; epoch: string; head_seq: string | number; mode: string; reason: string } }
-  | { batch: { changes: WireChange[]; cursor: string | number; snapshot: boolean } }
-  | { heartbeat: { head_seq: string | number; time_ms: string | number; paused_until_ms?: string | number } }
-  | { resync_start: { reason: string; full: boolean } }
-  | { resync_end: { cursor: string | number; full: boolean } };
-
-/** One node's summary in a Report call (JSON in `summary`; see reports/rollup.ts). */
-export interface WireNodeReport {
-  node_id: string;
-  name: string;
-  parent_id: string;
-  age_ms: string | number;
-  interval_ms: number;
-  digest: string;
-  summary: Buffer;
-}
-
-let cached: grpc.ServiceClientConstructor | null = null;
-
-/** The Replication service definition, loaded from proto/ (longs as strings, bytes as Buffers). */
-export function replicationService(): grpc.ServiceClientConstructor {
+/** The Replication service: its client constructor and `service` definition, loaded from proto/ (longs as strings, bytes as Buffers). */
+export function replicationService(): ReplicationConstructor {
   if (cached) return cached;
   const def = protoLoader.loadSync('patchtree/replication/v1/replication.proto', {
     includeDirs: [PROTO_DIR],
@@ -69,18 +56,12 @@ export function replicationService(): grpc.ServiceClientConstructor {
     defaults: true,
     oneofs: true,
   });
-  cached = (grpc.loadPackageDefinition(def) as unknown as { patchtree: { replication: { v1: { Replication: grpc.ServiceClientConstructor } } } }).patchtree.replication.v1.Replication;
+  const pkg = grpc.loadPackageDefinition(def) as object as ProtoGrpcType;
+  cached = pkg.patchtree.replication.v1.Replication;
   return cached;
 }
 
-/**
- * A payload that lists updates as tuples with their file languages at `at` (a
- * policy's `[id, languages]`, a release's `[id, revision, languages, family]`), for a
- * subscriber: only the updates with files in its languages (or none). Sent as stored
- * when nothing is left out.
- */
-export function filterUpdateList(payload: string, at: number, languages: readonly string[]): Buffer {
-  const p = JSON.parse(payload) as { updates: unknown[][] };
-  const updates = p.updates.filter((u) => anyLanguageMatches(u[at] as string, languages));
-  return Buffer.from(updates.length === p.updates.length ? payload : JSON.stringify({ ...p, updates }));
+/** The service definition, for a server. */
+export function replicationDefinition(): ReplicationDefinition {
+  return replicationService().service;
 }

@@ -35,6 +35,3 @@ export function closedUntil(rules: ReplicationRules, at: Date): { until: Date | 
   if (s.mode === 'continuous' || inWindows(s.windows, s.zone, at)) return null;
   return { until: nextOpening(s.windows, s.zone, at) };
 }
-
-/** Change-log kinds the `catalog` rule covers. */
-export const CATALOG_KINDS: ReadonlySet<string> = new Set(['update', 'severity-levels', 'release']);

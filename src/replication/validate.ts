@@ -1,4 +1,4 @@
-import * as grpc from '@grpc/grpc-js';
+import { AppError } from '../lib/errors.js';
 import { LANGUAGE } from '../lib/languages.js';
 
 /**
@@ -12,9 +12,8 @@ export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 /** Languages a node may manage for its subtree: a tree of every culture Office ships in stays well under it. */
 export const MAX_LANGUAGES = 200;
 
-export function invalid(field: string, why: string): Error & { code: number; details: string } {
-  const details = `${field}: ${why}`;
-  return Object.assign(new Error(details), { code: grpc.status.INVALID_ARGUMENT, details });
+export function invalid(field: string, why: string): AppError {
+  return new AppError('bad-request', `${field}: ${why}`);
 }
 
 export function nodeId(field: string, v: unknown): string {

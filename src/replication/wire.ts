@@ -1,6 +1,29 @@
 import protobuf from 'protobufjs';
-import type * as grpc from '@grpc/grpc-js';
-import { PROTO_DIR } from './protocol.js';
+import * as grpc from '@grpc/grpc-js';
+import { AppError } from '../lib/errors.js';
+import { PROTO_DIR, RETRY_AFTER_KEY } from './protocol.js';
+
+/** A gRPC status error as grpc-js sends it: code, details and trailers. */
+export type StatusError = Error & { code: number; details: string; metadata?: grpc.Metadata };
+
+/**
+ * An error as the status a call ends with, the gRPC side of the error catalogue
+ * (lib/errors.ts; the HTTP side is http/app.ts): an AppError by its code (a
+ * `deferred` one with its retry-after trailer), a status from another call as it
+ * is, anything else INTERNAL.
+ */
+export function toStatus(err: unknown): StatusError {
+  if (err instanceof AppError) {
+    const metadata = new grpc.Metadata();
+    const retry = err.extra['retryAfterMs'];
+    if (typeof retry === 'number') metadata.set(RETRY_AFTER_KEY, String(Math.max(1_000, Math.round(retry))));
+    return Object.assign(new Error(err.message), { code: err.grpcStatus, details: err.message, metadata });
+  }
+  const e = err as { code?: unknown; details?: unknown; message?: string; metadata?: grpc.Metadata };
+  if (typeof e.code === 'number' && typeof e.details === 'string') return Object.assign(new Error(e.details), { code: e.code, details: e.details, ...(e.metadata ? { metadata: e.metadata } : {}) });
+  const details = e.message ?? String(err);
+  return Object.assign(new Error(details), { code: grpc.status.INTERNAL, details });
+}
 
 /**
  * The wire itself, checked before a message is decoded: protobufjs reads a field sent

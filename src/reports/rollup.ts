@@ -5,7 +5,7 @@ import type { Orm } from '../db/index.js';
 import { isoTime as iso } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
-import type { WireNodeReport } from '../replication/protocol.js';
+import type { ReceivedNodeReport, WireNodeReport } from '../replication/protocol.js';
 import { UUID } from '../replication/validate.js';
 import { decode, encode, updateItem, type Reports, type UpdateRow } from './reports.js';
 import { keysetPage } from '../db/sql.js';
@@ -265,9 +265,9 @@ export class Rollup {
    * transaction, after checking all of it: a malformed report stores nothing.
    * Returns the nodes whose summary must be sent whole.
    */
-  async receive(via: string, reports: readonly WireNodeReport[], gone: readonly string[]): Promise<string[]> {
+  async receive(via: string, reports: readonly ReceivedNodeReport[], gone: readonly string[]): Promise<string[]> {
     const now = this.#now();
-    const checked: { r: WireNodeReport; summary: string | null }[] = [];
+    const checked: { r: ReceivedNodeReport; summary: string | null }[] = [];
     for (const r of reports) {
       if (!NODE_ID.test(r.node_id) || !NODE_ID.test(r.parent_id)) throw new AppError('validation-failed', `report: node ids must be UUIDs (got ${JSON.stringify(r.node_id).slice(0, 60)})`);
       if (!/^[0-9a-f]{64}$/.test(r.digest)) throw new AppError('validation-failed', `report ${r.node_id}: digest must be 64 hex digits`);
@@ -303,7 +303,7 @@ export class Rollup {
     }
     // What a child claims beyond that is dropped, the rest kept: a hostile grandchild must not
     // get its parent's honest reports refused above (the parent cannot know ids outside its subtree).
-    const allowed = (r: WireNodeReport) => {
+    const allowed = (r: ReceivedNodeReport) => {
       const other = stored.get(r.node_id);
       return mine.has(r.node_id) && !(r.node_id !== via && direct.has(r.node_id)) && !(other !== undefined && other !== via && direct.has(other));
     };

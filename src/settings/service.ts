@@ -4,7 +4,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { eq } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
-import { changeLog } from '../replication/schema.js';
+import { changelog } from '../changelog/index.js';
 import type { Publisher } from '../catalog/severities.js';
 import type { Reader } from '../catalog/replica.js';
 import { settings } from './schema.js';
@@ -79,7 +79,7 @@ export class SettingsService {
         .onConflictDoUpdate({ target: settings.key, set: { value: json, updatedAt: now, updatedBy: by } });
       if (replicated && this.publisher) {
         const payload: SettingPayload = { value, origin: this.publisher.nodeId };
-        await tx.insert(changeLog).values({ kind: 'setting', key, op: 'upsert', languages: '', payload: JSON.stringify(payload), createdAt: now });
+        await changelog.append(tx, { kind: 'setting', key, op: 'upsert', languages: '', payload: JSON.stringify(payload) }, now);
       }
     });
     if (replicated) this.publisher?.notify();

@@ -11,7 +11,8 @@ import { openConn, type SqlConn } from '../../src/db/exec.js';
 import { applyCatalog } from '../../src/catalog/import-core.js';
 import { readUpdatePayloads, wireUpdatesSql, type WireUpdate } from '../../src/catalog/replica.js';
 import type { UpdatePayload } from '../../src/catalog/import-core.js';
-import { BatchApplier } from '../../src/replication/child.js';
+import { BatchApplier } from '../../src/replication/applier.js';
+import { replicatedKinds } from '../../src/node/kinds.js';
 import type { WireChange } from '../../src/replication/protocol.js';
 import { anyLanguageMatches, languageMatches } from '../../src/lib/languages.js';
 import { openNative } from '../../src/db/native.js';
@@ -105,7 +106,7 @@ t.test('a fresh resync written in bulk leaves exactly the rows of the per-update
     t.teardown(() => native.close());
     native.exec("INSERT INTO custom_severities (name, rank, created_at, origin_key) VALUES ('Upstream', 2, 0, 'up:7')");
     native.prepare("INSERT INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at) VALUES (1, 'x', 'p', 'c', '', 0, '', 0, 0)").run();
-    const a = new BatchApplier(native, `node-${i}`);
+    const a = new BatchApplier(native, replicatedKinds(), `node-${i}`);
     a.resyncStart(true);
     const changes = asChanges(c.name === 'single');
     let n = 0;
@@ -140,7 +141,7 @@ t.test('a fresh resync written in bulk leaves exactly the rows of the per-update
   // A second complete resync into the filled catalog takes the careful path and sweeps what the parent dropped.
   const native = openNative(children[0]!.file);
   t.teardown(() => native.close());
-  const a = new BatchApplier(native, 'node-0');
+  const a = new BatchApplier(native, replicatedKinds(), 'node-0');
   a.resyncStart(true);
   const changes = asChanges(false).slice(1);
   a.apply(changes, { snapshot: true, fullResync: true, cursor: null, epoch: 'e' });

@@ -1,4 +1,5 @@
 import t from 'tap';
+import { replicatedKinds } from '../../src/node/kinds.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -37,7 +38,18 @@ t.test('a corrupted chunk from the parent is refused before it reaches the disk'
   const dir = await tempDir(t);
   const db = await openDatabase(`file:${join(dir, 'child.db')}`);
   t.teardown(() => db.close());
-  const child = new ReplicationChild(db, await ensureIdentity(db.orm), 'kid', 'test', ['en'], async () => [], { address: `127.0.0.1:${port}`, joinToken: 'ptj_fake-token', credentials: grpc.credentials.createInsecure() }, createLogger('silent'), () => {});
+  const child = new ReplicationChild({
+    db,
+    identity: await ensureIdentity(db.orm),
+    name: 'kid',
+    version: 'test',
+    ownLanguages: ['en'],
+    subtreeLanguages: async () => [],
+    upstream: { address: `127.0.0.1:${port}`, joinToken: 'ptj_fake-token', credentials: grpc.credentials.createInsecure() },
+    kinds: replicatedKinds(),
+    logger: createLogger('silent'),
+    onApplied: () => {},
+  });
   await child.start();
   t.teardown(() => child.stop());
   await waitFor(async () => child.status().connected, 'joined and subscribed');

@@ -6,7 +6,7 @@
 import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
 import { ADMIN_TOKEN as T, header, joinRaw, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog } from '../helpers.js';
-import { PROTOCOL_VERSION, type ServerMessage, type WireChange } from '../../src/replication/protocol.js';
+import { PROTOCOL_VERSION, type ReceivedMessage, type WireChange } from '../../src/replication/protocol.js';
 import type { CatalogUpdate } from '../../src/catalog/format.js';
 
 const CHILD = '00000000-0000-4000-8000-0000000000d1';
@@ -33,7 +33,7 @@ function subscribe(client: any, md: grpc.Metadata, req: { epoch: string; after: 
   const call = client.Subscribe({ protocol_version: PROTOCOL_VERSION, node_id: CHILD, epoch: req.epoch, after_seq: req.after, languages: ['de'], applied_languages: ['de'], name: 'kid', version: 'test' }, md);
   const got: Received = { hello: { epoch: '', mode: '' }, changes: [], end: null };
   return new Promise((resolve, reject) => {
-    call.on('data', (m: ServerMessage) => {
+    call.on('data', (m: ReceivedMessage) => {
       if ('hello' in m && m.hello) got.hello = m.hello;
       if ('batch' in m && m.batch) got.changes.push(...m.batch.changes);
       if ('resync_end' in m && m.resync_end) got.end = Number(m.resync_end.cursor);

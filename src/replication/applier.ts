@@ -1,0 +1,121 @@
+import type { NativeDb } from '../db/native.js';
+import { prepare } from '../db/native.js';
+import { changelog, type Applied, type ApplyTx, type Change, type KindApplier, type KindRegistry } from '../changelog/index.js';
+
+/**
+ * Applies what the parent sends, one transaction per message (or per run of
+ * messages that queued up): each replicated kind applies its changes and appends this
+ * node's own change-log entries for them (so a mid-tier node republishes to its
+ * children), and the cursor moves in the same transaction. A crash at any instant
+ * leaves either the whole batch with its cursor or none of it, so nothing is lost or
+ * applied twice. A change of a kind this version does not know is skipped, not fatal.
+ */
+export class BatchApplier {
+  readonly #appliers = new Map<string, KindApplier>();
+  readonly #append;
+  readonly #s;
+  /** What the batches applied since the last `takeApplied()` changed (for the node: policies to reassess). */
+  #applied: Applied[] = [];
+
+  constructor(
+    private readonly db: NativeDb,
+    private readonly kinds: KindRegistry,
+    /** This node's id: what it stamps on what it republishes (its own custom severity levels' keys). */
+    nodeId: string,
+    /** The node's clock: what is applied is stamped with it (catalog freshness). */
+    private readonly clock: () => number = Date.now,
+  ) {
+    // The keys a complete resync has listed live for the resync only: one that is cut
+    // short (a crash included) starts again from its beginning, which empties them.
+    // A TEMP table of this connection costs no WAL writes and no fsync.
+    db.exec('CREATE TEMP TABLE IF NOT EXISTS resync_seen (kind TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID');
+    for (const k of kinds.all()) this.#appliers.set(k.kind, k.applier(db, { nodeId }));
+    this.#append = changelog.nativeAppender(db);
+    const prep = (q: string) => prepare(db, q);
+    this.#s = {
+      seen: prep('INSERT OR IGNORE INTO temp.resync_seen (kind, key) VALUES (?, ?)'),
+      cursor: prep('UPDATE upstream_state SET cursor = ?, epoch = ?, last_success_at = ?, updated_at = ? WHERE id = 1'),
+      resyncing: prep('UPDATE upstream_state SET resyncing = ?, updated_at = ? WHERE id = 1'),
+      resynced: prep('UPDATE upstream_state SET cursor = ?, epoch = ?, languages = ?, resyncing = 0, last_success_at = ?, updated_at = ? WHERE id = 1'),
+    };
+  }
+
+  #tx<T>(fn: () => T): T {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const r = fn();
+      this.db.exec('COMMIT');
+      return r;
+    } catch (err) {
+      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  #context(fullResync: boolean): ApplyTx {
+    const now = this.clock();
+    return {
+      now,
+      fullResync,
+      log: (e) => this.#append(e, now),
+      applied: [],
+      seenSql: (kind) => `(SELECT key FROM temp.resync_seen WHERE kind = '${kind.replace(/'/g, "''")}')`,
+    };
+  }
+
+  /** Applies one batch; returns how many entities changed here. */
+  apply(changes: readonly Change[], opts: { snapshot: boolean; fullResync: boolean; cursor: number | null; epoch: string }): number {
+    return this.#tx(() => {
+      const tx = this.#context(opts.fullResync);
+      let changed = 0;
+      // Runs of consecutive changes of one kind, in the order sent.
+      for (let i = 0; i < changes.length; ) {
+        const kind = changes[i]!.kind;
+        let j = i + 1;
+        while (j < changes.length && changes[j]!.kind === kind) j++;
+        const run = changes.slice(i, j);
+        i = j;
+        const applier = this.#appliers.get(kind);
+        if (!applier) continue;
+        if (opts.fullResync && (applier.tracksSeen?.() ?? true)) for (const c of run) this.#s.seen.run(c.kind, c.key);
+        changed += applier.apply(tx, run);
+      }
+      for (const a of this.#appliers.values()) a.afterApply?.(tx);
+      this.#applied.push(...tx.applied);
+      if (!opts.snapshot && opts.cursor !== null) this.#s.cursor.run(opts.cursor, opts.epoch, tx.now, tx.now);
+      return changed;
+    });
+  }
+
+  /** What the batches applied since the last call changed. */
+  takeApplied(): Applied[] {
+    const out = this.#applied;
+    this.#applied = [];
+    return out;
+  }
+
+  resyncStart(full: boolean): void {
+    this.#tx(() => {
+      for (const a of this.#appliers.values()) a.resyncStart?.(full);
+      this.db.exec('DELETE FROM temp.resync_seen');
+      this.#s.resyncing.run(full ? 1 : 0, Date.now());
+    });
+  }
+
+  /**
+   * Ends a snapshot: after a complete resync, each kind removes what the snapshot did
+   * not list (with tombstones for this node's children); then the cursor, epoch and
+   * languages move together. Returns how many entities were removed.
+   */
+  resyncEnd(opts: { cursor: number; full: boolean; epoch: string; languages: readonly string[] }): number {
+    return this.#tx(() => {
+      const tx = this.#context(opts.full);
+      let removed = 0;
+      if (opts.full) for (const a of this.#appliers.values()) removed += a.sweep?.(tx) ?? 0;
+      this.#applied.push(...tx.applied);
+      this.db.exec('DELETE FROM temp.resync_seen');
+      this.#s.resynced.run(opts.cursor, opts.epoch, opts.languages.join(','), tx.now, tx.now);
+      return removed;
+    });
+  }
+}

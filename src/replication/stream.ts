@@ -1,0 +1,243 @@
+import type { EventEmitter } from 'node:events';
+import type * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../lib/log.js';
+import { AppError } from '../lib/errors.js';
+import { changelog, type Change, type KindRegistry, type LogRow, type SourceContext } from '../changelog/index.js';
+import type { ServerMessage, SubscribeRequest } from './protocol.js';
+import { closedUntil, type ReplicationRules } from './rules.js';
+
+/** Log entries read and sent per tail batch. */
+const BATCH = 256;
+const HEARTBEAT_MS = 5_000;
+
+export type Call = grpc.ServerWritableStream<SubscribeRequest, ServerMessage>;
+
+/** The stream ended from the child's side: nothing to report. */
+export class StreamClosed extends Error {}
+
+/**
+ * Resolves with the first of `events` (or 'timeout'), then removes every listener
+ * it added: a subscription waits thousands of times, and listeners left behind by
+ * a race would pile up for as long as the stream lives.
+ */
+export function firstOf(emitter: EventEmitter, events: string[], timeoutMs?: number): Promise<string> {
+  return new Promise((resolve) => {
+    const handlers = new Map<string, () => void>();
+    let timer: NodeJS.Timeout | undefined;
+    const done = (name: string) => {
+      for (const [ev, h] of handlers) emitter.off(ev, h);
+      if (timer) clearTimeout(timer);
+      resolve(name);
+    };
+    for (const ev of events) {
+      const h = () => done(ev);
+      handlers.set(ev, h);
+      emitter.on(ev, h);
+    }
+    if (timeoutMs !== undefined) timer = setTimeout(() => done('timeout'), timeoutMs);
+  });
+}
+
+/** What a subscription is: the child, what it asked for (checked), and its rules. */
+export interface Subscriber {
+  id: string;
+  name: string;
+  /** The languages of the child's subtree now, and those its data reflects. */
+  languages: readonly string[];
+  applied: readonly string[];
+  epoch: string;
+  cursor: number;
+  forceResync: boolean;
+  rules: ReplicationRules;
+}
+
+/**
+ * The parent's side of the subscriptions: each child's stream, fed in order from this
+ * node's change log by the registered kinds. What a child lacks is sent from its
+ * cursor (or, for a new child, an unknown epoch or a cursor older than the log keeps,
+ * as a complete resync: each kind's snapshot); then live changes as they commit. Every
+ * batch is filtered to the child's languages. The stream reads the log from the
+ * database, so a slow child costs a cursor, not memory; `write()` backpressure is
+ * honoured.
+ */
+export class Streams {
+  readonly #streams = new Map<string, Call>();
+  readonly #inFlight = new WeakMap<Call, Promise<void>[]>();
+  readonly #closedP = new WeakMap<Call, Promise<string>>();
+
+  constructor(
+    private readonly kinds: KindRegistry,
+    private readonly source: SourceContext,
+    /** Emits 'appended' when the change log grows. */
+    private readonly events: EventEmitter,
+    private readonly epoch: string,
+    private readonly logger: Logger,
+    /** A complete resync was sent whole: the child's request for one is settled. */
+    private readonly onResynced: (childId: string) => Promise<void>,
+  ) {}
+
+  connected(id: string): boolean {
+    return this.#streams.has(id);
+  }
+
+  /** Ends a child's stream with `err` (removed, rules changed, a resync requested): it reconnects or stops. */
+  close(id: string, err: AppError): void {
+    this.#streams.get(id)?.emit('patchtree-close', err);
+  }
+
+  /** One promise per stream that settles when it closes (listeners added once). */
+  #closed(call: Call): Promise<string> {
+    let p = this.#closedP.get(call);
+    if (!p) {
+      p = firstOf(call, ['close', 'cancelled']);
+      this.#closedP.set(call, p);
+    }
+    return p;
+  }
+
+  /**
+   * Writes one message with backpressure. grpc-js counts its buffer in messages,
+   * and a batch can be megabytes, so besides `drain` each stream keeps at most two
+   * messages not yet handed to the transport (their write callbacks pending).
+   */
+  async #send(call: Call, msg: ServerMessage): Promise<void> {
+    if (call.cancelled || call.destroyed) throw new StreamClosed();
+    const pending = this.#inFlight.get(call) ?? [];
+    this.#inFlight.set(call, pending);
+    let done!: () => void;
+    const written = new Promise<void>((r) => (done = r));
+    pending.push(written);
+    void written.then(() => pending.splice(pending.indexOf(written), 1));
+    const ok = call.write(msg, () => done());
+    if (!ok) await firstOf(call, ['drain', 'close', 'cancelled']);
+    while (pending.length > 2 && !call.cancelled && !call.destroyed) {
+      await Promise.race([pending[0], this.#closed(call)]);
+    }
+    if (call.cancelled || call.destroyed) throw new StreamClosed();
+  }
+
+  /** Runs a child's stream until it closes; another stream of the same child is ended first. */
+  async run(call: Call, sub: Subscriber): Promise<void> {
+    this.close(sub.id, new AppError('aborted', 'replaced by a newer subscription'));
+    this.#streams.set(sub.id, call);
+    let closing: AppError | null = null;
+    const wake = () => call.emit('patchtree-wake');
+    call.on('patchtree-close', (err: AppError) => {
+      closing = err;
+      wake();
+    });
+    this.events.on('appended', wake);
+    const log = this.logger.child({ child: sub.id, name: sub.name });
+    const gate = () => this.#gate(call, sub.rules, () => closing);
+    try {
+      const { head, min } = await changelog.bounds(this.source.reads);
+      const { languages, applied, rules } = sub;
+      let cursor = sub.cursor;
+      let mode: 'tail' | 'resync' | 'backfill' = 'tail';
+      let reason = 'up to date from the cursor';
+      if (sub.forceResync) [mode, reason] = ['resync', 'a complete resync was requested (new child, or on demand)'];
+      else if (sub.epoch !== this.epoch) [mode, reason] = ['resync', sub.epoch ? `unknown epoch ${sub.epoch}` : 'no cursor yet'];
+      else if (cursor > head) [mode, reason] = ['resync', `cursor ${cursor} is ahead of this node's log (${head})`];
+      else if (min > 0 && cursor < min - 1) [mode, reason] = ['resync', `cursor ${cursor} is older than the log keeps (from ${min})`];
+      else if (applied.join(',') !== languages.join(',')) [mode, reason] = ['backfill', `languages ${applied.join(',') || '(none)'} -> ${languages.join(',')}`];
+      await this.#send(call, { hello: { parent_id: this.source.self.nodeId, epoch: this.epoch, head_seq: head, mode, reason } });
+      log.info({ mode, reason, cursor, head, languages }, 'child subscribed');
+
+      const kinds = this.kinds.all().filter((k) => rules.catalog || !k.catalog);
+      const snapshot = async (pages: AsyncIterable<Change[]>) => {
+        for await (const changes of pages) {
+          await gate();
+          await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
+        }
+      };
+      if (mode === 'resync') {
+        cursor = head;
+        await gate();
+        await this.#send(call, { resync_start: { reason, full: true } });
+        for (const k of kinds) await snapshot(k.source.snapshot(this.source, languages));
+        // Without the catalog, the child's updates are left as they are (not swept).
+        await this.#send(call, { resync_end: { cursor, full: rules.catalog } });
+        await this.onResynced(sub.id);
+      } else if (mode === 'backfill') {
+        // What the language change moves, kind by kind.
+        await gate();
+        await this.#send(call, { resync_start: { reason, full: false } });
+        for (const k of kinds) {
+          if (k.source.backfill) await snapshot(k.source.backfill(this.source, applied, languages));
+          else if (k.byLanguage) await snapshot(k.source.snapshot(this.source, languages));
+        }
+        await this.#send(call, { resync_end: { cursor, full: false } });
+      }
+      await this.#tail(call, sub, cursor, gate, () => closing);
+    } finally {
+      this.events.off('appended', wake);
+      if (this.#streams.get(sub.id) === call) this.#streams.delete(sub.id);
+    }
+  }
+
+  /** Everything after the cursor, in order, then live changes as they commit. */
+  async #tail(call: Call, sub: Subscriber, from: number, gate: () => Promise<void>, closing: () => AppError | null): Promise<void> {
+    let cursor = from;
+    let lastSent = Date.now();
+    for (;;) {
+      const c = closing();
+      if (c) throw c;
+      const rows = await changelog.after(this.source.reads, cursor, BATCH);
+      if (rows.length) {
+        await gate();
+        const changes = await this.#changes(rows.filter((r) => this.kinds.sends(r, sub.languages, sub.rules.catalog)), sub.languages);
+        cursor = rows[rows.length - 1]!.seq;
+        await this.#send(call, { batch: { changes, cursor, snapshot: false } });
+        lastSent = Date.now();
+        continue;
+      }
+      const waitMs = Math.max(0, HEARTBEAT_MS - (Date.now() - lastSent));
+      const woke = await firstOf(call, ['patchtree-wake', 'cancelled', 'close'], waitMs);
+      if (woke === 'cancelled' || woke === 'close') throw new StreamClosed();
+      if (woke === 'timeout') {
+        await this.#send(call, { heartbeat: { head_seq: cursor, time_ms: Date.now() } });
+        lastSent = Date.now();
+      }
+    }
+  }
+
+  /** One page of the log as a subscriber gets it: each kind builds the payloads of its entries, in log order. */
+  async #changes(rows: LogRow[], languages: readonly string[]): Promise<Change[]> {
+    const byKind = new Map<string, LogRow[]>();
+    for (const r of rows) {
+      const list = byKind.get(r.kind);
+      if (list) list.push(r);
+      else byKind.set(r.kind, [r]);
+    }
+    const payloads = new Map<number, Buffer | null>();
+    for (const [kind, list] of byKind) {
+      const out = await this.kinds.get(kind)!.source.tail(this.source, list, languages);
+      list.forEach((r, i) => payloads.set(r.seq, out[i] ?? null));
+    }
+    const changes: Change[] = [];
+    for (const r of rows) {
+      const payload = payloads.get(r.seq);
+      if (payload) changes.push({ seq: r.seq, kind: r.kind, key: r.key, op: r.op, payload });
+    }
+    return changes;
+  }
+
+  /**
+   * Holds a stream while the child's schedule is closed: heartbeats (saying until
+   * when) keep it alive and the child's status honest; the stream resumes when a
+   * window opens. Rules changes end the stream, so `rules` is fixed for its life.
+   */
+  async #gate(call: Call, rules: ReplicationRules, closing: () => AppError | null): Promise<void> {
+    for (;;) {
+      const closed = closedUntil(rules, new Date());
+      if (!closed) return;
+      const c = closing();
+      if (c) throw c;
+      const until = closed.until?.getTime() ?? 0;
+      await this.#send(call, { heartbeat: { head_seq: await changelog.head(this.source.reads), time_ms: Date.now(), paused_until_ms: until } });
+      const wait = Math.max(1_000, Math.min(HEARTBEAT_MS, until ? until - Date.now() : HEARTBEAT_MS));
+      const woke = await firstOf(call, ['patchtree-close', 'cancelled', 'close'], wait);
+      if (woke === 'cancelled' || woke === 'close') throw new StreamClosed();
+    }
+  }
+}
