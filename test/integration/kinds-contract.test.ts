@@ -55,7 +55,10 @@ const toyKind: ReplicatedKind = {
       },
       sweep(tx) {
         const gone = unseen(tx.seenSql('toy-note')).all() as { id: string }[];
-        for (const { id } of gone) del.run(id);
+        for (const { id } of gone) {
+          del.run(id);
+          tx.log({ kind: 'toy-note', key: id, op: 'delete', languages: '', payload: JSON.stringify({ id }) });
+        }
         return gone.length;
       },
     };
@@ -64,6 +67,8 @@ const toyKind: ReplicatedKind = {
 
 /** Per kind: what the parent holds (as changes it applied), one removal, and how a node's state of that kind reads. */
 interface Fixture {
+  /** What the parent holds first that this kind refers to (a policy's updates). */
+  before?: Change[];
   changes: Change[];
   remove: Change | null;
   read(db: NativeDb): unknown;
@@ -84,14 +89,14 @@ const fixtures: Record<string, Fixture> = {
   update: {
     changes: [change('update', 'u-de', 'upsert', update('u-de', [file('neutral.msu', 'neutral'), file('de.cab', 'de-de')])), change('update', 'u-fr', 'upsert', update('u-fr', [file('fr.cab', 'fr-fr')])), change('update', 'u-meta', 'upsert', update('u-meta', []))],
     remove: change('update', 'u-meta', 'delete', { id: 'u-meta' }),
-    read: (db) => db.prepare("SELECT u.id, group_concat(f.language, ',') AS langs FROM updates u LEFT JOIN (SELECT * FROM update_files ORDER BY position) f ON f.update_id = u.id GROUP BY u.id ORDER BY u.id").all(),
+    read: (db) => db.prepare("SELECT u.id, (SELECT group_concat(language, ',') FROM (SELECT language FROM update_files WHERE update_id = u.id ORDER BY position)) AS langs FROM updates u ORDER BY u.id").all(),
     expected: (languages, removed) =>
       [
         { id: 'u-de', langs: ['neutral', 'de-de'] },
         { id: 'u-fr', langs: ['fr-fr'] },
         ...(removed ? [] : [{ id: 'u-meta', langs: [] as string[] }]),
       ]
-        .filter((u) => sees(languages, u.langs.filter((l) => l !== 'neutral')) || u.langs.length === 0)
+        .filter((u) => sees(languages, u.langs))
         .map((u) => ({ id: u.id, langs: u.langs.filter((l) => languageMatches(l, languages)).join(',') || null })),
   },
   'severity-levels': {
@@ -117,6 +122,9 @@ const fixtures: Record<string, Fixture> = {
       [['u-de', 'de-de,neutral'], ['u-fr', 'fr-fr'], ['u-meta', '']].filter(([, l]) => l === '' || l!.split(',').some((x) => languageMatches(x, languages))).map(([id, l]) => ({ version: '2026.11', update_id: id, languages: l })),
   },
   policy: {
+    get before() {
+      return fixtures['update']!.changes;
+    },
     changes: [
       change('policy', 'p-1', 'upsert', { id: 'p-1', name: 'Patch Tuesday', description: null, enabled: true, startAt: 1, deadlineAt: null, targets: { all: true }, installation: null, followSupersedence: true, revision: 1, origin: ORIGIN, originName: 'root', updates: [['u-de', 'de-de,neutral'], ['u-fr', 'fr-fr']] }),
       change('policy', 'p-2', 'upsert', { id: 'p-2', name: 'Later', description: null, enabled: false, startAt: 1, deadlineAt: null, targets: { all: true }, installation: null, followSupersedence: false, revision: 3, origin: ORIGIN, originName: 'root', updates: [] }),
@@ -124,7 +132,7 @@ const fixtures: Record<string, Fixture> = {
     remove: change('policy', 'p-2', 'delete', { id: 'p-2' }),
     read: (db) => db.prepare("SELECT p.id, p.revision, (SELECT group_concat(update_id, ',') FROM (SELECT update_id FROM policy_updates WHERE policy_id = p.id ORDER BY update_id)) AS updates FROM policies p ORDER BY p.id").all(),
     expected: (languages, removed) => [
-      { id: 'p-1', revision: 1, updates: ['u-de', 'u-fr'].filter((u) => languageMatches(u === 'u-de' ? 'de-de' : 'fr-fr', languages)).join(',') || null },
+      { id: 'p-1', revision: 1, updates: ['u-de', 'u-fr'].filter((u) => sees(languages, u === 'u-de' ? ['de-de', 'neutral'] : ['fr-fr'])).join(',') || null },
       ...(removed ? [] : [{ id: 'p-2', revision: 3, updates: null }]),
     ],
   },
@@ -171,6 +179,7 @@ for (const kind of registry.all()) {
     const parent = await node(dir, 'parent');
     t.teardown(parent.close);
     // The parent holds the entities as a mid-tier node does: applied, and logged for its children.
+    if (fx.before) parent.applier.apply(fx.before, { snapshot: false, fullResync: false, cursor: null, epoch: 'e' });
     t.equal(parent.applier.apply(fx.changes, { snapshot: false, fullResync: false, cursor: null, epoch: 'e' }) > 0, true, 'the parent applied the changes');
     const logged = (await changelog.after(parent.ctx.reads, 0, 1000)).filter((r) => r.kind === kind.kind);
     t.ok(logged.length > 0, 'and logged them');
