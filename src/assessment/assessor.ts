@@ -7,6 +7,7 @@ import { AppError } from '../lib/errors.js';
 import { facts, type Inventory } from './evaluate.js';
 import { CatalogIndex, type Entry, type State, type UpdateRow } from './catalog-index.js';
 import { applyDelta, inventoryLanguages, type Report } from './inventory.js';
+import type { Severity } from '../catalog/format.js';
 
 /**
  * System assessment: which updates each computer needs. One writer (a queue of
@@ -25,7 +26,7 @@ import { applyDelta, inventoryLanguages, type Report } from './inventory.js';
  */
 
 const PAGE = 500;
-const SEVERITY_COLUMNS: Record<string, string> = { Critical: 'req_critical', Important: 'req_important', Moderate: 'req_moderate', Low: 'req_low' };
+const SEVERITY_COLUMNS: Record<string, string> = { Critical: 'req_critical', Important: 'req_important', Moderate: 'req_moderate', Low: 'req_low' } satisfies Record<Severity, string>;
 
 export interface ReportResult {
   computerId: number;

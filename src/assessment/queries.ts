@@ -3,6 +3,7 @@ import { and, asc, eq, gt, inArray, sql, type SQL } from 'drizzle-orm';
 import { escapeLike, type Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
 import { customSeverities, updates } from '../catalog/schema.js';
+import { SEVERITIES, type Severity } from '../catalog/format.js';
 import { isUniqueViolation } from '../catalog/severities.js';
 import { facts, type Inventory } from './evaluate.js';
 import type { CatalogIndex, State } from './catalog-index.js';
@@ -16,8 +17,9 @@ import { computers, customFilters } from './schema.js';
  * filters use the same condition language.
  */
 
-export const SEVERITIES = ['Critical', 'Important', 'Moderate', 'Low'] as const;
-const SEVERITY_COLUMN = { Critical: computers.reqCritical, Important: computers.reqImportant, Moderate: computers.reqModerate, Low: computers.reqLow } as const;
+// Its home is catalog/format.ts; re-exported for delivery/policies.ts, which still imports it from here.
+export { SEVERITIES };
+const SEVERITY_COLUMN = { Critical: computers.reqCritical, Important: computers.reqImportant, Moderate: computers.reqModerate, Low: computers.reqLow } as const satisfies Record<Severity, unknown>;
 
 export const conditionSchema = z
   .strictObject({

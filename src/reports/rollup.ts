@@ -10,6 +10,7 @@ import { UUID } from '../replication/validate.js';
 import { decode, encode, updateItem, type Reports, type UpdateRow } from './reports.js';
 import { keysetPage } from '../db/sql.js';
 import { releaseTimesSchema, type ReleaseTimes } from '../freshness/freshness.js';
+import { SEVERITY_BUCKETS } from '../catalog/format.js';
 
 /**
  * The compliance roll-up. Every node sends its parent its own summary (counts per
@@ -60,11 +61,9 @@ const debounceMs = (intervalMs: number) => Math.max(2_000, Math.round(intervalMs
 /** A node's summary is stale once it is older than three of its intervals (and a little). */
 export const isStale = (ageMs: number, intervalMs: number) => ageMs > 3 * intervalMs + 2_000;
 
-const SEVERITIES = ['Critical', 'Important', 'Moderate', 'Low', 'Unrated'];
-
 /** The sum of summaries: counts add up, the percentage is recomputed. */
 export function sumSummaries(list: readonly Summary[]): Summary {
-  const bySeverity: Record<string, number> = Object.fromEntries(SEVERITIES.map((s) => [s, 0]));
+  const bySeverity: Record<string, number> = Object.fromEntries(SEVERITY_BUCKETS.map((s) => [s, 0]));
   const out = { computers: 0, compliant: 0, compliantPercent: 100, required: 0, requiredBySeverity: bySeverity, urgentComputers: 0, stale: 0 };
   for (const s of list) {
     out.computers += s.computers;
