@@ -1,8 +1,9 @@
 import { z } from 'zod';
-import { and, asc, eq, gt, inArray, sql, type SQL } from 'drizzle-orm';
+import { and, asc, eq, gt, sql, type SQL } from 'drizzle-orm';
 import { escapeLike, type Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
-import { customSeverities, updates } from '../catalog/schema.js';
+import { customSeverities } from '../catalog/schema.js';
+import { existingUpdates, updateSummaries } from '../catalog/read.js';
 import { SEVERITIES, type Severity } from '../catalog/format.js';
 import { isUniqueViolation } from '../catalog/severities.js';
 import { facts, type Inventory } from './evaluate.js';
@@ -103,7 +104,7 @@ export class Computers {
         if (arg) return { name: `Language: ${arg}`, condition: { language: arg } };
         break;
       case 'requires': {
-        const u = await this.orm.query.updates.findFirst({ where: eq(updates.id, arg), columns: { id: true, kb: true, product: true, title: true } });
+        const [u] = await updateSummaries(this.orm, [arg]);
         if (u) return { name: requiresName(u), condition: { requires: u.id } };
         break;
       }
@@ -201,7 +202,7 @@ export class Computers {
   }
 
   async createFilter(name: string, condition: Condition, by: string | null) {
-    if (condition.requires !== undefined && !(await this.orm.query.updates.findFirst({ where: eq(updates.id, condition.requires), columns: { id: true } })))
+    if (condition.requires !== undefined && !(await existingUpdates(this.orm, [condition.requires])).has(condition.requires))
       throw new AppError('validation-failed', `no update ${condition.requires}`);
     try {
       const [row] = await this.writer.insert(customFilters).values({ name, condition: JSON.stringify(condition), createdAt: Date.now(), createdBy: by }).returning();
@@ -285,11 +286,7 @@ export class Computers {
     const items = [];
     for (let i = 0; i < ids.length; i += 500) {
       const part = ids.slice(i, i + 500);
-      const rows = await this.orm
-        .select({ id: updates.id, kb: updates.kb, title: updates.title, product: updates.product, classification: updates.classification, severity: updates.severity, releaseDate: updates.releaseDate, customSeverityId: updates.customSeverityId, customSeverityName: customSeverities.name })
-        .from(updates)
-        .leftJoin(customSeverities, eq(customSeverities.id, updates.customSeverityId))
-        .where(inArray(updates.id, part));
+      const rows = await updateSummaries(this.orm, part);
       for (const u of rows)
         items.push({
           id: u.id,
