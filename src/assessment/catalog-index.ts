@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Rule } from '../catalog/rules.js';
+import type { UpdateRules } from '../catalog/read.js';
 import { compareVersions, compile, parseVersion, requiredProducts, TRUE, FALSE, type Compiled, type Facts, type Tri } from './evaluate.js';
 
 /**
@@ -46,15 +47,8 @@ export interface EntryGroups {
   unindexed: Entry[];
 }
 
-export interface UpdateRow {
-  id: string;
-  kb: string | null;
-  product: string;
-  severity: string | null;
-  applicability: string;
-  installed: string;
-  supersedes: string;
-}
+/** An update as the index reads it: its rules as the catalog stores them. */
+export type UpdateRow = UpdateRules;
 
 /**
  * The live catalog, compiled, indexed by the products its rules need: a computer

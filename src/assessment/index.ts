@@ -1,5 +1,6 @@
 import type { Database, Orm } from '../db/index.js';
 import { openConn } from '../db/exec.js';
+import { liveRulesPage } from '../catalog/read.js';
 import type { Logger } from '../lib/log.js';
 import type { SettingsService } from '../settings/service.js';
 import { Assessor } from './assessor.js';
@@ -37,10 +38,7 @@ export function createAssessment(db: Database, orm: Orm, settings: SettingsServi
     },
     /** The live catalog's rules, a page at a time (for agents and the simulator). */
     async rulesPage(after: string, limit: number) {
-      return conn.all<{ id: string; kb: string | null; product: string; severity: string | null; applicability: string; installed: string; supersedes: string }>(
-        'SELECT id, kb, product, severity, applicability, installed, supersedes FROM updates WHERE expired = 0 AND id > ? ORDER BY id LIMIT ?',
-        [after, limit],
-      );
+      return liveRulesPage(conn, after, limit);
     },
     async stop(): Promise<void> {
       await assessor.stop();

@@ -1,8 +1,10 @@
 import { z } from 'zod';
-import { and, asc, eq, gt, inArray, sql, type SQL } from 'drizzle-orm';
+import { and, asc, eq, gt, sql, type SQL } from 'drizzle-orm';
 import { escapeLike, type Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
-import { customSeverities, updates } from '../catalog/schema.js';
+import { customSeverities } from '../catalog/schema.js';
+import { existingUpdates, updateSummaries } from '../catalog/read.js';
+import { SEVERITIES, type Severity } from '../catalog/format.js';
 import { isUniqueViolation } from '../catalog/severities.js';
 import { facts, type Inventory } from './evaluate.js';
 import type { CatalogIndex, State } from './catalog-index.js';
@@ -16,8 +18,9 @@ import { computers, customFilters } from './schema.js';
  * filters use the same condition language.
  */
 
-export const SEVERITIES = ['Critical', 'Important', 'Moderate', 'Low'] as const;
-const SEVERITY_COLUMN = { Critical: computers.reqCritical, Important: computers.reqImportant, Moderate: computers.reqModerate, Low: computers.reqLow } as const;
+// Its home is catalog/format.ts; re-exported for delivery/policies.ts, which still imports it from here.
+export { SEVERITIES };
+const SEVERITY_COLUMN = { Critical: computers.reqCritical, Important: computers.reqImportant, Moderate: computers.reqModerate, Low: computers.reqLow } as const satisfies Record<Severity, unknown>;
 
 export const conditionSchema = z
   .strictObject({
@@ -101,7 +104,7 @@ export class Computers {
         if (arg) return { name: `Language: ${arg}`, condition: { language: arg } };
         break;
       case 'requires': {
-        const u = await this.orm.query.updates.findFirst({ where: eq(updates.id, arg), columns: { id: true, kb: true, product: true, title: true } });
+        const [u] = await updateSummaries(this.orm, [arg]);
         if (u) return { name: requiresName(u), condition: { requires: u.id } };
         break;
       }
@@ -199,7 +202,7 @@ export class Computers {
   }
 
   async createFilter(name: string, condition: Condition, by: string | null) {
-    if (condition.requires !== undefined && !(await this.orm.query.updates.findFirst({ where: eq(updates.id, condition.requires), columns: { id: true } })))
+    if (condition.requires !== undefined && !(await existingUpdates(this.orm, [condition.requires])).has(condition.requires))
       throw new AppError('validation-failed', `no update ${condition.requires}`);
     try {
       const [row] = await this.writer.insert(customFilters).values({ name, condition: JSON.stringify(condition), createdAt: Date.now(), createdBy: by }).returning();
@@ -283,11 +286,7 @@ export class Computers {
     const items = [];
     for (let i = 0; i < ids.length; i += 500) {
       const part = ids.slice(i, i + 500);
-      const rows = await this.orm
-        .select({ id: updates.id, kb: updates.kb, title: updates.title, product: updates.product, classification: updates.classification, severity: updates.severity, releaseDate: updates.releaseDate, customSeverityId: updates.customSeverityId, customSeverityName: customSeverities.name })
-        .from(updates)
-        .leftJoin(customSeverities, eq(customSeverities.id, updates.customSeverityId))
-        .where(inArray(updates.id, part));
+      const rows = await updateSummaries(this.orm, part);
       for (const u of rows)
         items.push({
           id: u.id,

@@ -16,7 +16,20 @@ export const FORMAT = 'patchtree-catalog';
 export const FORMAT_VERSION = 2;
 export const FORMAT_VERSIONS = [1, 2] as const;
 
+/** The vendor severities, most severe first: the one list every part of the node uses. */
 export const SEVERITIES = ['Critical', 'Important', 'Moderate', 'Low'] as const;
+export type Severity = (typeof SEVERITIES)[number];
+/** Reports count updates without a vendor severity (or with one not in the list) under this name. */
+export const UNRATED = 'Unrated';
+/** The buckets of a count by severity: the vendor severities, then Unrated. */
+export const SEVERITY_BUCKETS = [...SEVERITIES, UNRATED] as const;
+export type SeverityBucket = (typeof SEVERITY_BUCKETS)[number];
+
+/** The bucket a stored severity counts in. */
+export function severityBucket(severity: string | null | undefined): SeverityBucket {
+  return (SEVERITIES as readonly (string | null | undefined)[]).includes(severity) ? (severity as Severity) : UNRATED;
+}
+
 export const RESTART = ['required', 'may', 'never'] as const;
 
 export const catalogHeaderSchema = z.strictObject({

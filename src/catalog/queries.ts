@@ -228,3 +228,9 @@ export async function catalogCounts(orm: Orm): Promise<{ live: number; expired: 
   return { live: Number(rows.find((r) => !r.expired)?.n ?? 0), expired: Number(rows.find((r) => r.expired)?.n ?? 0) };
 }
 
+/** Replicated updates are read-only here (`nodeId` is this node's): 409 naming the node they come from. */
+export async function refuseReplicated(orm: Orm, nodeId: string, ids: string[]): Promise<void> {
+  const rows = await orm.select({ id: updates.id, origin: updates.origin }).from(updates).where(inArray(updates.id, ids));
+  const foreign = rows.find((r) => r.origin !== '' && r.origin !== nodeId);
+  if (foreign) throw new AppError('conflict', `update ${foreign.id} is replicated from node ${foreign.origin} and is read-only here; change it at its origin`, { origin: foreign.origin });
+}

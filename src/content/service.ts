@@ -1,11 +1,12 @@
 import { opendir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { and, asc, eq, gt, inArray, sql, type SQL } from 'drizzle-orm';
+import { and, asc, eq, gt, sql, type SQL } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { languageMatchDrizzle } from '../lib/languages.js';
-import { updateFiles, updates } from '../catalog/schema.js';
+import { updateFiles } from '../catalog/schema.js';
+import { existingUpdates } from '../catalog/read.js';
 import { contentFiles, downloadMarks } from './schema.js';
 import { ContentStore, SHA256, hashFile } from './store.js';
 import type { Downloader } from './downloader.js';
@@ -126,8 +127,7 @@ export class ContentService {
 
   async listFiles(q: { state?: FileState; update?: string; limit: number; cursor?: string }) {
     if (q.update) {
-      const exists = await this.orm.select({ id: updates.id }).from(updates).where(eq(updates.id, q.update)).limit(1);
-      if (!exists.length) throw new AppError('not-found', `no update ${q.update}`);
+      if (!(await existingUpdates(this.orm, [q.update])).has(q.update)) throw new AppError('not-found', `no update ${q.update}`);
       const rows = await this.orm
         .select({ f: updateFiles, c: contentFiles })
         .from(updateFiles)
@@ -183,8 +183,8 @@ export class ContentService {
   async requestDownloads(updateIds: string[], retryFailed: boolean, by: string | null): Promise<{ marked: number; retried: number; added: number }> {
     let marked = 0;
     if (updateIds.length) {
-      const found = await this.orm.select({ id: updates.id }).from(updates).where(inArray(updates.id, updateIds));
-      const missing = updateIds.filter((id) => !found.some((f) => f.id === id));
+      const found = await existingUpdates(this.orm, updateIds);
+      const missing = updateIds.filter((id) => !found.has(id));
       if (missing.length) throw new AppError('not-found', `no update ${missing.slice(0, 5).join(', ')}`, { missing });
       const now = Date.now();
       await this.orm

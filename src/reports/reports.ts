@@ -2,7 +2,8 @@ import { z } from 'zod';
 import { sql, type SQL } from 'drizzle-orm';
 import { isoTime as iso, keysetPage, type Orm } from '../db/index.js';
 import { AppError } from '../lib/errors.js';
-import { conditionSql, SEVERITIES, type Computers } from '../assessment/queries.js';
+import { conditionSql, type Computers } from '../assessment/queries.js';
+import { SEVERITIES, SEVERITY_BUCKETS, severityBucket, UNRATED, type SeverityBucket } from '../catalog/format.js';
 import { computers } from '../assessment/schema.js';
 
 /**
@@ -26,9 +27,12 @@ export const reportFilterSchema = z.object({
 });
 export type ReportFilter = z.infer<typeof reportFilterSchema>;
 
-const SEVERITY_KEYS = [...SEVERITIES, 'Unrated'] as const;
-type BySeverity = Record<(typeof SEVERITY_KEYS)[number], number>;
+type BySeverity = Record<SeverityBucket, number>;
 const zeroes = (): BySeverity => ({ Critical: 0, Important: 0, Moderate: 0, Low: 0, Unrated: 0 });
+/** The vendor severities as SQL literals (the statement text stays as it was written by hand). */
+const SEVERITY_LIST = sql.raw(SEVERITIES.map((s) => `'${s}'`).join(', '));
+/** A severity's rank in SQL: its index in SEVERITIES, Unrated after them. */
+const SEVERITY_RANK = sql.raw(`CASE u.severity ${SEVERITIES.map((s, i) => `WHEN '${s}' THEN ${i}`).join(' ')} ELSE ${SEVERITIES.length} END`);
 const pct = (part: number, whole: number) => (whole === 0 ? 100 : Math.round((1000 * part) / whole) / 10);
 
 /** An opaque keyset cursor: the sort value and the id of the last row. */
@@ -95,7 +99,7 @@ export class Reports {
         FROM computer_updates cu JOIN updates u ON u.id = cu.update_id JOIN ${computers} ON ${computers.id} = cu.computer_id
         WHERE cu.state = 'required' AND ${uf}${cf ? sql` AND ${cf}` : sql``} GROUP BY u.severity`);
       bySeverity = zeroes();
-      for (const r of rows) bySeverity[(SEVERITIES as readonly string[]).includes(r.severity ?? '') ? (r.severity as keyof BySeverity) : 'Unrated'] += Number(r.pairs);
+      for (const r of rows) bySeverity[severityBucket(r.severity)] += Number(r.pairs);
       const nonCompliant = await this.orm.all<{ n: number; urgent: number }>(sql`
         SELECT count(DISTINCT cu.computer_id) AS n, count(DISTINCT CASE WHEN u.severity = 'Critical' THEN cu.computer_id END) AS urgent
         FROM computer_updates cu JOIN updates u ON u.id = cu.update_id JOIN ${computers} ON ${computers.id} = cu.computer_id
@@ -141,7 +145,7 @@ export class Reports {
     const keyset = after ? sql` AND (x.required < ${after[0]} OR (x.required = ${after[0]} AND x.id > ${after[1]}))` : sql``;
     const sev = (s: string | null, column: SQL) =>
       uf
-        ? sql`(SELECT count(*) FROM computer_updates cu JOIN updates u ON u.id = cu.update_id WHERE cu.computer_id = ${computers.id} AND cu.state = 'required' AND ${uf} AND ${s === null ? sql`(u.severity IS NULL OR u.severity NOT IN ('Critical', 'Important', 'Moderate', 'Low'))` : sql`u.severity = ${s}`})`
+        ? sql`(SELECT count(*) FROM computer_updates cu JOIN updates u ON u.id = cu.update_id WHERE cu.computer_id = ${computers.id} AND cu.state = 'required' AND ${uf} AND ${s === null ? sql`(u.severity IS NULL OR u.severity NOT IN (${SEVERITY_LIST}))` : sql`u.severity = ${s}`})`
         : column;
     const list = await this.orm.all<ComputerRow>(sql`
       SELECT x.* FROM (SELECT y.*, y.c + y.i + y.m + y.l + y.u AS required FROM (SELECT ${computers.id} AS id, ${computers.name} AS name, ${computers.osName} AS os_name,
@@ -182,7 +186,7 @@ export class Reports {
     const keyset = after ? sql` AND (x.affected < ${after[0]} OR (x.affected = ${after[0]} AND x.cve > ${after[1]}))` : sql``;
     const rows = await this.orm.all<{ cve: string; rank: number; exploited: number; affected: number }>(sql`
       SELECT * FROM (SELECT uc.cve AS cve,
-          min(CASE u.severity WHEN 'Critical' THEN 0 WHEN 'Important' THEN 1 WHEN 'Moderate' THEN 2 WHEN 'Low' THEN 3 ELSE 4 END) AS rank,
+          min(${SEVERITY_RANK}) AS rank,
           max(EXISTS (SELECT 1 FROM json_each(u.cve_details) j WHERE json_extract(j.value, '$.id') = uc.cve AND json_extract(j.value, '$.exploited') = 1)) AS exploited,
           (SELECT count(DISTINCT cu.computer_id) FROM computer_updates cu JOIN update_cves x ON x.update_id = cu.update_id
              ${cf ? sql`JOIN ${computers} ON ${computers.id} = cu.computer_id` : sql``}
@@ -210,7 +214,7 @@ export class Reports {
       page.limit,
       (r) => ({
         cve: r.cve,
-        severity: SEVERITY_KEYS[Number(r.rank)] === 'Unrated' ? null : SEVERITY_KEYS[Number(r.rank)]!,
+        severity: SEVERITY_BUCKETS[Number(r.rank)] === UNRATED ? null : SEVERITY_BUCKETS[Number(r.rank)]!,
         exploited: Boolean(r.exploited),
         affectedComputers: Number(r.affected),
         fixes: fixes.get(r.cve) ?? [],

@@ -1,15 +1,13 @@
 import { createHash } from 'node:crypto';
-import { z } from 'zod';
 import { sql } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import { isoTime as iso } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
-import { AppError } from '../lib/errors.js';
 import type { ReceivedNodeReport, WireNodeReport } from '../replication/protocol.js';
-import { UUID } from '../replication/validate.js';
-import { decode, encode, updateItem, type Reports, type UpdateRow } from './reports.js';
-import { keysetPage } from '../db/sql.js';
-import { releaseTimesSchema, type ReleaseTimes } from '../freshness/freshness.js';
+import type { Reports } from './reports.js';
+import { ChildReports } from './child-reports.js';
+import { TreeViews } from './tree.js';
+import type { NodeSummary } from './summary.js';
 
 /**
  * The compliance roll-up. Every node sends its parent its own summary (counts per
@@ -22,33 +20,6 @@ import { releaseTimesSchema, type ReleaseTimes } from '../freshness/freshness.js
  * again for any digest it does not have.
  */
 
-const count = z.number().int().min(0);
-export const summarySchema = z.looseObject({
-  computers: count,
-  compliant: count,
-  compliantPercent: z.number(),
-  required: count,
-  requiredBySeverity: z.record(z.string().max(40), count),
-  urgentComputers: count,
-  stale: count,
-});
-export type Summary = z.infer<typeof summarySchema>;
-
-const totalsSchema = z.record(z.string().max(40), count);
-export const nodeSummarySchema = z.looseObject({
-  summary: summarySchema,
-  /** [update id, installed, superseded, required, unknown], for updates with any. */
-  updates: z.array(z.tuple([z.string().min(1).max(100), count, count, count, count])).max(500_000),
-  /** Delivery totals of each policy the node has (its own and replicated ones). */
-  policies: z.record(z.string().min(1).max(100), z.object({ name: z.string().max(200), origin: z.string().max(100).nullable(), totals: totalsSchema })),
-  /** The languages whose data the node holds (its own and its subtree's). */
-  languages: z.array(z.string().max(40)).max(200).optional(),
-  /** When each of the newest releases reached the node, per class (catalog freshness). */
-  freshness: releaseTimesSchema.optional(),
-});
-export type NodeSummary = z.infer<typeof nodeSummarySchema>;
-
-const NODE_ID = UUID;
 /** Summaries per Report call, by bytes: well under gRPC's 4 MiB default message limit. */
 const CALL_BYTES = 2 * 1024 * 1024;
 /**
@@ -56,27 +27,6 @@ const CALL_BYTES = 2 * 1024 * 1024;
  * the default 60 s), so a busy site computes its summary a few times a minute at most.
  */
 const debounceMs = (intervalMs: number) => Math.max(2_000, Math.round(intervalMs / 6));
-
-/** A node's summary is stale once it is older than three of its intervals (and a little). */
-export const isStale = (ageMs: number, intervalMs: number) => ageMs > 3 * intervalMs + 2_000;
-
-const SEVERITIES = ['Critical', 'Important', 'Moderate', 'Low', 'Unrated'];
-
-/** The sum of summaries: counts add up, the percentage is recomputed. */
-export function sumSummaries(list: readonly Summary[]): Summary {
-  const bySeverity: Record<string, number> = Object.fromEntries(SEVERITIES.map((s) => [s, 0]));
-  const out = { computers: 0, compliant: 0, compliantPercent: 100, required: 0, requiredBySeverity: bySeverity, urgentComputers: 0, stale: 0 };
-  for (const s of list) {
-    out.computers += s.computers;
-    out.compliant += s.compliant;
-    out.required += s.required;
-    out.urgentComputers += s.urgentComputers;
-    out.stale += s.stale;
-    for (const [k, v] of Object.entries(s.requiredBySeverity)) bySeverity[k] = (bySeverity[k] ?? 0) + v;
-  }
-  out.compliantPercent = out.computers === 0 ? 100 : Math.round((1000 * out.compliant) / out.computers) / 10;
-  return out;
-}
 
 export interface RollupOptions {
   /** Writes (node_reports). */
@@ -123,10 +73,14 @@ export class Rollup {
   #stopped = false;
   #lastError: string | null = null;
   #lastSentAt: number | null = null;
+  readonly #children: ChildReports;
+  readonly #views: TreeViews;
 
   constructor(o: RollupOptions) {
     this.#o = o;
     this.#now = o.now ?? Date.now;
+    this.#children = new ChildReports(o.orm, o.self, o.logger, this.#now, () => this.markChanged());
+    this.#views = new TreeViews(o.reader, o.reports, o.self, o.parentId, this.#now);
   }
 
   start(): void {
@@ -258,195 +212,51 @@ export class Rollup {
     for (const id of gone) this.#gone.delete(id);
   }
 
-  /* ---------------- as a parent ---------------- */
+  /* ---------------- as a parent (child-reports.ts) ---------------- */
 
   /**
    * Stores what a child sent (its own summary and its subtree's) in one
    * transaction, after checking all of it: a malformed report stores nothing.
    * Returns the nodes whose summary must be sent whole.
    */
-  async receive(via: string, reports: readonly ReceivedNodeReport[], gone: readonly string[]): Promise<string[]> {
-    const now = this.#now();
-    const checked: { r: ReceivedNodeReport; summary: string | null }[] = [];
-    for (const r of reports) {
-      if (!NODE_ID.test(r.node_id) || !NODE_ID.test(r.parent_id)) throw new AppError('validation-failed', `report: node ids must be UUIDs (got ${JSON.stringify(r.node_id).slice(0, 60)})`);
-      if (!/^[0-9a-f]{64}$/.test(r.digest)) throw new AppError('validation-failed', `report ${r.node_id}: digest must be 64 hex digits`);
-      const interval = Number(r.interval_ms);
-      if (!Number.isInteger(interval) || interval < 100) throw new AppError('validation-failed', `report ${r.node_id}: interval_ms must be at least 100`);
-      if (r.node_id === this.#o.self.nodeId) continue; // this node's own, come back round: never stored
-      if (!r.summary.length) {
-        checked.push({ r, summary: null });
-        continue;
-      }
-      if (createHash('sha256').update(r.summary).digest('hex') !== r.digest) throw new AppError('validation-failed', `report ${r.node_id}: the summary does not match its digest`);
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(r.summary.toString('utf8'));
-      } catch {
-        throw new AppError('validation-failed', `report ${r.node_id}: the summary is not JSON`);
-      }
-      const v = nodeSummarySchema.safeParse(parsed);
-      if (!v.success) throw new AppError('validation-failed', `report ${r.node_id}: ${v.error.issues[0]?.path.join('.')}: ${v.error.issues[0]?.message}`);
-      checked.push({ r, summary: r.summary.toString('utf8') });
-    }
-    // A child reports for itself and the nodes below it, never for a sibling, this node or another child's subtree.
-    const stored = new Map((await this.#o.orm.all<{ node_id: string; via: string }>(sql`SELECT node_id, via FROM node_reports`)).map((r) => [r.node_id, r.via]));
-    const direct = new Set((await this.#o.orm.all<{ id: string }>(sql`SELECT id FROM children WHERE removed_at IS NULL`)).map((r) => r.id));
-    const mine = new Set([via, ...[...stored].filter(([, v]) => v === via).map(([id]) => id)]);
-    for (let grew = true; grew; ) {
-      grew = false;
-      for (const { r } of checked)
-        if (!mine.has(r.node_id) && mine.has(r.parent_id)) {
-          mine.add(r.node_id);
-          grew = true;
-        }
-    }
-    // What a child claims beyond that is dropped, the rest kept: a hostile grandchild must not
-    // get its parent's honest reports refused above (the parent cannot know ids outside its subtree).
-    const allowed = (r: ReceivedNodeReport) => {
-      const other = stored.get(r.node_id);
-      return mine.has(r.node_id) && !(r.node_id !== via && direct.has(r.node_id)) && !(other !== undefined && other !== via && direct.has(other));
-    };
-    const dropped = checked.filter(({ r }) => !allowed(r)).map(({ r }) => r.node_id);
-    if (dropped.length) {
-      this.#o.logger.warn({ child: via, dropped: dropped.slice(0, 10), count: dropped.length }, 'a child reported for nodes outside its subtree; those reports were dropped');
-      for (let i = checked.length - 1; i >= 0; i--) if (!allowed(checked[i]!.r)) checked.splice(i, 1);
-    }
-    const resend: string[] = [];
-    await this.#o.orm.transaction(async (tx) => {
-      for (const id of gone) await tx.run(sql`DELETE FROM node_reports WHERE node_id = ${id} AND via = ${via}`);
-      for (const { r, summary } of checked) {
-        const reportedAt = now - Math.max(0, Number(r.age_ms));
-        const name = r.name.replace(/[\u0000-\u001f\u007f\ufffd]/g, '').slice(0, 100) || r.node_id;
-        if (summary === null) {
-          const res = await tx.run(
-            sql`UPDATE node_reports SET name = ${name}, parent_id = ${r.parent_id}, via = ${via}, reported_at = max(reported_at, ${reportedAt}), interval_ms = ${r.interval_ms}, received_at = ${now}
-                WHERE node_id = ${r.node_id} AND digest = ${r.digest}`,
-          );
-          if (!res.rowsAffected) resend.push(r.node_id);
-          continue;
-        }
-        await tx.run(sql`INSERT INTO node_reports (node_id, name, parent_id, via, reported_at, interval_ms, received_at, digest, summary)
-          VALUES (${r.node_id}, ${name}, ${r.parent_id}, ${via}, ${reportedAt}, ${r.interval_ms}, ${now}, ${r.digest}, ${summary})
-          ON CONFLICT(node_id) DO UPDATE SET name = excluded.name, parent_id = excluded.parent_id, via = excluded.via, reported_at = excluded.reported_at,
-            interval_ms = excluded.interval_ms, received_at = excluded.received_at, digest = excluded.digest, summary = excluded.summary`);
-      }
-    });
-    if (checked.length || gone.length) this.markChanged();
-    return resend;
+  receive(via: string, reports: readonly ReceivedNodeReport[], gone: readonly string[]): Promise<string[]> {
+    return this.#children.receive(via, reports, gone);
   }
 
   /** A child was removed: its subtree's summaries go, here and (at the next report) above. */
   async forget(via: string): Promise<void> {
-    const rows = await this.#o.orm.all<{ node_id: string }>(sql`DELETE FROM node_reports WHERE via = ${via} RETURNING node_id`);
-    for (const r of rows) {
-      this.#gone.add(r.node_id);
-      this.#acked.delete(r.node_id);
+    const ids = await this.#children.forget(via);
+    for (const id of ids) {
+      this.#gone.add(id);
+      this.#acked.delete(id);
     }
-    if (rows.length) this.markChanged();
+    if (ids.length) this.markChanged();
   }
 
-  /* ---------------- the whole-tree views ---------------- */
-
-  #stale(reportedAt: number, intervalMs: number, now: number): boolean {
-    return isStale(now - reportedAt, intervalMs);
-  }
+  /* ---------------- the whole-tree views (tree.ts) ---------------- */
 
   /** This node's live summary and every node's below it: `{summary, nodes}`. */
-  async tree() {
-    const now = this.#now();
-    const own = await this.#o.reports.summary({});
-    const nodes: { id: string; name: string; parentId: string | null; summary: Summary; reportedAt: string; stale: boolean; self: boolean }[] = [
-      { id: this.#o.self.nodeId, name: this.#o.self.name, parentId: this.#o.parentId(), summary: own, reportedAt: iso(now)!, stale: false, self: true },
-    ];
-    const rows = await this.#o.reader.all<{ node_id: string; name: string; parent_id: string; reported_at: number; interval_ms: number; s: string }>(
-      sql`SELECT node_id, name, parent_id, reported_at, interval_ms, json_extract(summary, '$.summary') AS s FROM node_reports ORDER BY name, node_id`,
-    );
-    for (const r of rows)
-      nodes.push({
-        id: r.node_id,
-        name: r.name,
-        parentId: r.parent_id,
-        summary: JSON.parse(r.s) as Summary,
-        reportedAt: iso(Number(r.reported_at))!,
-        stale: this.#stale(Number(r.reported_at), Number(r.interval_ms), now),
-        self: false,
-      });
-    return { summary: sumSummaries(nodes.map((n) => n.summary)), nodes };
+  tree() {
+    return this.#views.tree();
   }
 
-  /**
-   * Per update, over this node and every node below (stale ones by their last
-   * report), most required first: the counts each node reported, added up in SQL
-   * (bounded by the catalog, whatever the number of nodes).
-   */
-  async treeUpdates(page: { limit: number; cursor?: string | undefined }) {
-    const after = decode(page.cursor);
-    const keyset = after ? sql` AND (x.required < ${after[0]} OR (x.required = ${after[0]} AND x.id > ${after[1]}))` : sql``;
-    const rows = await this.#o.reader.all<UpdateRow & { nodes: number }>(sql`
-      SELECT x.*, u.kb, u.title, u.product, u.severity, u.classification, u.release_date FROM (
-        SELECT t.id, sum(t.installed) AS installed, sum(t.superseded) AS superseded, sum(t.required) AS required, sum(t.unknown) AS unknown, sum(t.required > 0) AS nodes FROM (
-          SELECT update_id AS id, installed, superseded, required, unknown FROM update_compliance
-          UNION ALL
-          SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'), json_extract(j.value, '$[4]')
-          FROM node_reports n, json_each(n.summary, '$.updates') j) t
-        GROUP BY t.id) x LEFT JOIN updates u ON u.id = x.id
-      WHERE 1 = 1${keyset} ORDER BY x.required DESC, x.id LIMIT ${page.limit + 1}`);
-    return keysetPage(
-      rows,
-      page.limit,
-      (r) => ({ ...updateItem(r), nodesRequiring: Number(r.nodes) }),
-      (r) => encode([Number(r.required), r.id]),
-    );
+  /** Per update, over this node and every node below, most required first. */
+  treeUpdates(page: { limit: number; cursor?: string | undefined }) {
+    return this.#views.treeUpdates(page);
   }
 
   /** The nodes below this one: who they are and how fresh (for the hierarchy). */
-  async subtree() {
-    const now = this.#now();
-    const rows = await this.#o.reader.all<{ node_id: string; name: string; parent_id: string; via: string; reported_at: number; interval_ms: number }>(
-      sql`SELECT node_id, name, parent_id, via, reported_at, interval_ms FROM node_reports ORDER BY name, node_id`,
-    );
-    return rows.map((r) => ({
-      id: r.node_id,
-      name: r.name,
-      parentId: r.parent_id,
-      via: r.via,
-      reportedAt: iso(Number(r.reported_at))!,
-      stale: this.#stale(Number(r.reported_at), Number(r.interval_ms), now),
-    }));
+  subtree() {
+    return this.#views.subtree();
   }
 
   /** Every node below: its languages and catalog freshness times as last reported, and whether that is stale. */
-  async freshness() {
-    const now = this.#now();
-    const rows = await this.#o.reader.all<{ node_id: string; name: string; reported_at: number; interval_ms: number; l: string | null; f: string | null }>(
-      sql`SELECT node_id, name, reported_at, interval_ms, json_extract(summary, '$.languages') AS l, json_extract(summary, '$.freshness') AS f FROM node_reports ORDER BY name, node_id`,
-    );
-    return rows.map((r) => ({
-      id: r.node_id,
-      name: r.name,
-      stale: this.#stale(Number(r.reported_at), Number(r.interval_ms), now),
-      languages: r.l ? (JSON.parse(r.l) as string[]) : null,
-      freshness: r.f ? (JSON.parse(r.f) as ReleaseTimes[]) : null,
-    }));
+  freshness() {
+    return this.#views.freshness();
   }
 
   /** A policy's delivery totals on this node and on every node below that has it. */
-  async delivery(policyId: string, own: Record<string, number>) {
-    const now = this.#now();
-    const nodes: { id: string; name: string; totals: Record<string, number>; reportedAt: string; stale: boolean; self: boolean }[] = [
-      { id: this.#o.self.nodeId, name: this.#o.self.name, totals: own, reportedAt: iso(now)!, stale: false, self: true },
-    ];
-    const path = `$.policies."${policyId.replace(/["\\]/g, '')}".totals`;
-    const rows = await this.#o.reader.all<{ node_id: string; name: string; reported_at: number; interval_ms: number; t: string | null }>(
-      sql`SELECT node_id, name, reported_at, interval_ms, json_extract(summary, ${path}) AS t FROM node_reports ORDER BY name, node_id`,
-    );
-    for (const r of rows) {
-      if (r.t === null) continue;
-      nodes.push({ id: r.node_id, name: r.name, totals: JSON.parse(r.t) as Record<string, number>, reportedAt: iso(Number(r.reported_at))!, stale: this.#stale(Number(r.reported_at), Number(r.interval_ms), now), self: false });
-    }
-    const totals: Record<string, number> = {};
-    for (const n of nodes) for (const [k, v] of Object.entries(n.totals)) totals[k] = (totals[k] ?? 0) + v;
-    return { totals, nodes };
+  delivery(policyId: string, own: Record<string, number>) {
+    return this.#views.delivery(policyId, own);
   }
 }

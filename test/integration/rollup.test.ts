@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { ADMIN_TOKEN as T, api, joinRaw, startNode } from '../helpers.js';
 import { waitFor } from '../vendor.js';
-import { isStale, sumSummaries } from '../../src/reports/rollup.js';
+import { isStale, sumSummaries } from '../../src/reports/summary.js';
 
 /**
  * The receiving end of the roll-up over real gRPC: a node on port 0, a client that

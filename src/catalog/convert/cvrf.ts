@@ -1,7 +1,7 @@
 import { XMLParser } from 'fast-xml-parser';
-import type { CatalogUpdate } from '../format.js';
+import type { CatalogUpdate, Severity } from '../format.js';
 import type { Rule } from '../rules.js';
-import { compareVersions, deterministicId, isVersion, maxSeverity, type Severity } from './util.js';
+import { compareVersions, deterministicId, isVersion, maxSeverity } from './util.js';
 
 /**
  * Converts Microsoft's CVRF 1.1 security update guide (one monthly release) into

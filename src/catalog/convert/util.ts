@@ -1,16 +1,15 @@
 import { createHash } from 'node:crypto';
-import { SEVERITIES } from '../format.js';
+import { SEVERITIES, type Severity } from '../format.js';
 
-export type Severity = (typeof SEVERITIES)[number];
-
-const RANK: Record<string, number> = { critical: 4, important: 3, moderate: 2, low: 1 };
+/** Lower-cased severity -> rank, the most severe highest (Critical 4 ... Low 1). */
+const RANK: Record<string, number> = Object.fromEntries(SEVERITIES.map((s, i) => [s.toLowerCase(), SEVERITIES.length - i]));
 
 /** The more severe of two vendor severities (either may be null or any casing). */
 export function maxSeverity(a: string | null, b: string | null): Severity | null {
   const ra = a ? (RANK[a.toLowerCase()] ?? 0) : 0;
   const rb = b ? (RANK[b.toLowerCase()] ?? 0) : 0;
   const r = Math.max(ra, rb);
-  return r === 0 ? null : SEVERITIES[4 - r]!;
+  return r === 0 ? null : SEVERITIES[SEVERITIES.length - r]!;
 }
 
 export const isVersion = (v: string): boolean => /^\d+(\.\d+){1,3}$/.test(v);

@@ -10,6 +10,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { AppError } from '../../lib/errors.js';
 import { Sessions, csrfMatches, safeNext, type Session } from './sessions.js';
 import { sourceOf, type AuthGuard } from '../guard.js';
+import type { SeverityBucket } from '../../catalog/format.js';
 
 /**
  * The web console at `/`: pages rendered by the server from the node's own JSON API
@@ -29,7 +30,7 @@ const sessionOf = new WeakMap<object, Session>(); // by context: a body limit re
 const csrfField = (c: Context) => raw(`<input type="hidden" name="csrf" value="${sessionOf.get(c)?.csrf ?? ''}">`);
 type H = HtmlEscapedString | Promise<HtmlEscapedString>;
 
-const SEVERITY_COLORS: Record<string, string> = { Critical: '#cf222e', Important: '#bc4c00', Moderate: '#9a6700', Low: '#0969da', Unrated: '#6e7781' };
+const SEVERITY_COLORS: Record<string, string> = { Critical: '#cf222e', Important: '#bc4c00', Moderate: '#9a6700', Low: '#0969da', Unrated: '#6e7781' } satisfies Record<SeverityBucket, string>;
 
 const CSS = `
 body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1f2328;background:#fff}

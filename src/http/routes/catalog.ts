@@ -8,9 +8,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import busboy from 'busboy';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { AppError } from '../../lib/errors.js';
-import { inArray } from 'drizzle-orm';
-import { updates } from '../../catalog/schema.js';
-import { getUpdate, listImports, listUpdates } from '../../catalog/queries.js';
+import { getUpdate, listImports, listUpdates, refuseReplicated } from '../../catalog/queries.js';
 import { Severities } from '../../catalog/severities.js';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
@@ -112,14 +110,6 @@ async function receiveUpload(req: Request, tmpDir: string, maxBytes: number): Pr
     await rm(file, { force: true });
     throw err;
   }
-}
-
-/** Replicated updates are read-only here: 409 naming the node they come from. */
-async function refuseReplicated(deps: AppDeps, ids: string[]): Promise<void> {
-  const mine = deps.hierarchy.identity.nodeId;
-  const rows = await deps.db.orm.select({ id: updates.id, origin: updates.origin }).from(updates).where(inArray(updates.id, ids));
-  const foreign = rows.find((r) => r.origin !== '' && r.origin !== mine);
-  if (foreign) throw new AppError('conflict', `update ${foreign.id} is replicated from node ${foreign.origin} and is read-only here; change it at its origin`, { origin: foreign.origin });
 }
 
 export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
@@ -239,7 +229,7 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     }),
     async (c) => {
       const id = c.req.valid('param').id;
-      await refuseReplicated(deps, [id]);
+      await refuseReplicated(orm, deps.hierarchy.identity.nodeId, [id]);
       return c.json(await severities.assign([id], c.req.valid('json').severityId), 200);
     },
   );
@@ -256,7 +246,7 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     }),
     async (c) => {
       const b = c.req.valid('json');
-      await refuseReplicated(deps, b.updates);
+      await refuseReplicated(orm, deps.hierarchy.identity.nodeId, b.updates);
       return c.json(await severities.assign([...new Set(b.updates)], b.severityId), 200);
     },
   );

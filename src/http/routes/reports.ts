@@ -8,6 +8,7 @@ import { requireRole } from '../auth.js';
 import { goalsSchema } from '../../freshness/freshness.js';
 import { reportFilterSchema } from '../../reports/reports.js';
 import { DELIVERY_STATES } from '../../delivery/policies.js';
+import { SEVERITY_BUCKETS as SEV } from '../../catalog/format.js';
 
 /** One CSV field: quoted when it must be; text a spreadsheet would run as a formula is defused. */
 export function csvField(v: unknown): string {
@@ -57,7 +58,6 @@ async function* allPages<T>(fetchPage: (cursor: string | undefined) => Promise<{
   }
 }
 
-const SEV = ['Critical', 'Important', 'Moderate', 'Low', 'Unrated'] as const;
 const page = { limit: z.coerce.number().int().min(1).max(1000).default(100), cursor: z.string().max(500).optional() };
 const format = { format: z.enum(['json', 'csv']).optional().describe('csv (or Accept: text/csv): every row, streamed') };
 const scope = {
