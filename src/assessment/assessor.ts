@@ -6,7 +6,8 @@ import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { facts, type Inventory } from './evaluate.js';
 import { CatalogIndex, type Entry, type State, type UpdateRow } from './catalog-index.js';
-import { applyDelta, inventoryLanguages, type Report } from './inventory.js';
+import { applyDelta, inventoryLanguages } from './inventory.js';
+import type { Report } from '../agent-api/inventory.js';
 
 /**
  * System assessment: which updates each computer needs. One writer (a queue of

@@ -9,10 +9,12 @@ import { AppError } from '../lib/errors.js';
 import { facts, type Inventory } from '../assessment/evaluate.js';
 import { CatalogIndex, type Entry } from '../assessment/catalog-index.js';
 import { conditionSql, type Computers, type Condition } from '../assessment/queries.js';
-import { applyEvent, newStatus, type AgentEvent, type Ceilings, type Status } from './events.js';
+import { applyEvent, newStatus, type Ceilings, type Status } from './events.js';
+import type { AgentEvent, EventRefusal } from '../agent-api/events.js';
+import { fileUrl } from '../agent-api/checkin.js';
 import { effectiveInstallation, type Installation, type InstallationOverride } from './installation.js';
 import { languageMatches } from '../lib/languages.js';
-import { type Assignment, type Assignments, type Waiting } from './wire.js';
+import { type Assignment, type Assignments, type Waiting } from '../agent-api/assignments.js';
 import type { Installer } from './installers.js';
 
 /**
@@ -48,8 +50,6 @@ interface PolicyRow {
   targets: string;
   installation: string | null;
 }
-
-export type { Assignment, Assignments } from './wire.js';
 
 interface CacheEntry {
   gen: number;
@@ -477,7 +477,7 @@ export class Delivery {
         policyId: r.policy_id,
         kb: r.kb,
         title: r.title,
-        files: mine.map((f) => ({ url: `/agent/v1/files/${f.sha256}`, sha256: f.sha256, size: f.size, name: f.name, language: f.language, installer: f.installer ? (JSON.parse(f.installer) as Installer) : null })),
+        files: mine.map((f) => ({ url: fileUrl(f.sha256), sha256: f.sha256, size: f.size, name: f.name, language: f.language, installer: f.installer ? (JSON.parse(f.installer) as Installer) : null })),
         successCodes: JSON.parse(r.success_codes) as number[],
         rebootCodes: JSON.parse(r.reboot_codes) as number[],
         restart: r.restart,
@@ -524,7 +524,11 @@ export class Delivery {
         for (const r of await this.conn.all<{ id: string }>(`SELECT id FROM updates WHERE id IN (${placeholders(part)})`, part)) known.add(r.id);
       }
       const unknown = unindexed.filter((u) => !known.has(u));
-      if (unknown.length) throw new AppError('validation-failed', `events name updates this node does not know: ${unknown.slice(0, 5).join(', ')}; nothing was stored`);
+      if (unknown.length) {
+        const gone = new Set(unknown);
+        const refused: EventRefusal[] = p.events.flatMap((e, index) => (gone.has(e.updateId) && !seen.has(e.id) ? [{ index, id: e.id, reason: `updateId: ${e.updateId} is not an update this node knows` }] : []));
+        throw new AppError('validation-failed', `events name updates this node does not know: ${unknown.slice(0, 5).join(', ')}; nothing was stored`, { refused });
+      }
     }
     const writes: Write[] = [];
     const statuses = new Map<string, Status>();

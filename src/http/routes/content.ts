@@ -14,6 +14,7 @@ import { bearerAuth, requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { bearerToken } from '../../auth/tokens.js';
 import { AGENT_SECRET_PREFIX } from '../../delivery/agents.js';
+import { sha256Schema } from '../../agent-api/checkin.js';
 import { agentOf } from './delivery.js';
 import { errors, problem } from './common.js';
 
@@ -109,7 +110,7 @@ export function contentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     tags: ['content'],
     security: [{ agent: [] }, { bearer: [] }],
     summary: 'Download a verified update file (Range, ETag, Content-Length)',
-    request: { params: z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/) }) },
+    request: { params: z.object({ sha256: sha256Schema }) },
     responses: { 200: { description: 'The file' }, 206: { description: 'A byte range of it' }, 304: { description: 'Not modified' }, 416: { description: 'Range not satisfiable' }, ...errors },
   });
   app.on(['GET', 'HEAD'], '/agent/v1/files/:sha256', (c) => serveFile(c, deps));
