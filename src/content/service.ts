@@ -70,6 +70,13 @@ export class ContentService {
     return added;
   }
 
+  /** Where a verified file is, for an agent's download; 404 when the node has not verified it. */
+  async verifiedPath(sha256: string): Promise<string> {
+    const row = await this.orm.select({ state: contentFiles.state }).from(contentFiles).where(eq(contentFiles.sha256, sha256)).limit(1);
+    if (row[0]?.state !== 'verified') throw new AppError('not-found', `file ${sha256} is not available on this node`);
+    return (await this.store()).objectPath(sha256);
+  }
+
   async summary() {
     const rows = await this.orm
       .select({ state: contentFiles.state, n: sql<number>`count(*)`, bytes: sql<number>`sum(${contentFiles.size})`, done: sql<number>`sum(${contentFiles.bytesDone})` })

@@ -4,11 +4,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ServerResponse } from 'node:http';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
-import { eq } from 'drizzle-orm';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context, MiddlewareHandler } from 'hono';
 import { AppError } from '../../lib/errors.js';
-import { contentFiles } from '../../content/schema.js';
 import { contentSettingsSchema } from '../../content/settings.js';
 import { bearerAuth, requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
@@ -52,9 +50,7 @@ export function parseRange(header: string | undefined, size: number): { start: n
 async function serveFile(c: Context<AppEnv>, deps: AppDeps): Promise<Response> {
   const sha256 = c.req.param('sha256') ?? '';
   if (!/^[0-9a-f]{64}$/.test(sha256)) throw new AppError('bad-request', 'expected a lowercase hex sha256');
-  const row = await deps.db.orm.select({ state: contentFiles.state, name: contentFiles.name }).from(contentFiles).where(eq(contentFiles.sha256, sha256)).limit(1);
-  if (row[0]?.state !== 'verified') throw new AppError('not-found', `file ${sha256} is not available on this node`);
-  const path = (await deps.content.store()).objectPath(sha256);
+  const path = await deps.content.service.verifiedPath(sha256);
   let size: number;
   try {
     size = (await stat(path)).size;

@@ -14,7 +14,8 @@ import { assignmentsSchema } from '../../agent-api/assignments.js';
 import { configSchema, retriesClearedSchema, type AgentConfig } from '../../agent-api/checkin.js';
 import { enrolRequestSchema, enrolResponseSchema } from '../../agent-api/enrolment.js';
 import { sourceOf, type AuthGuard } from '../guard.js';
-import { DELIVERY_STATES, policyCreateSchema, policyPatchSchema } from '../../delivery/policies.js';
+import { policyCreateSchema, policyPatchSchema } from '../../delivery/policy-schemas.js';
+import { DELIVERY_STATES } from '../../delivery/policy-delivery.js';
 import type { AgentPrincipal } from '../../delivery/agents.js';
 import type { DeliveryService } from '../../delivery/index.js';
 
