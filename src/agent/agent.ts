@@ -86,13 +86,15 @@ export class Agent {
     this.log = new PatchLog(o.state);
     const log = this.log;
     const store = this.store;
-    const connection = new NodeConnection({ server: o.server, state: o.state, name: o.name, insecure: o.insecure, version: o.version, log, onAnswer: () => this.#events.nodeAnswered() });
+    const onAnswer = () => this.#events.nodeAnswered();
+    const connection = new NodeConnection({ server: o.server, state: o.state, name: o.name, insecure: o.insecure, version: o.version, log, onAnswer });
     this.#connection = connection;
     this.#events = new EventQueue({ store, log, connection, stopSignal: this.#stopCtl.signal });
     this.#checkIn = new CheckIn(connection, store, log);
     this.#scanner = new Scanner({ state: o.state, name: o.name, version: o.version, inventory: o.inventory, connection, checkIn: this.#checkIn, store, log });
     const downloads = new Downloads(resolve(o.state, 'downloads'), connection, log);
-    this.#deployer = new Deployer({ store, log, checkIn: this.#checkIn, downloads, events: this.#events, work, installTimeoutSeconds: o.installTimeoutSeconds });
+    const installTimeoutSeconds = o.installTimeoutSeconds;
+    this.#deployer = new Deployer({ store, log, checkIn: this.#checkIn, downloads, events: this.#events, work, installTimeoutSeconds });
   }
 
   enroll(token: string | undefined): Promise<Credentials> {
@@ -203,7 +205,8 @@ export class Agent {
         }
       } finally {
         const failures = this.#checkinFailures;
-        if (name === 'deploy' || failures) this.#nextCheckin = Date.now() + (failures ? retryIn || backoffMs(failures, CHECKIN_BACKOFF) : jitter(this.o.intervalSeconds * 1000));
+        const wait = failures ? retryIn || backoffMs(failures, CHECKIN_BACKOFF) : jitter(this.o.intervalSeconds * 1000);
+        if (name === 'deploy' || failures) this.#nextCheckin = Date.now() + wait;
         this.#running = null;
       }
     })();

@@ -55,10 +55,13 @@ export class NodeConnection {
       o.log.write(`the node's CA matches the enrolment token (sha256 ${caSha256}); trusting it alone`);
     }
     const request: EnrolRequest = { enrollmentToken: token, name, agentVersion: o.version };
-    const res = await this.#http(new URL('/agent/v1/enroll', o.server), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(request) });
+    const init = { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(request) };
+    const res = await this.#http(new URL('/agent/v1/enroll', o.server), init);
     const raw = (await res.json()) as { detail?: string };
     const body = enrolResponseSchema.safeParse(raw);
-    if (res.status !== 201 || !body.success || !body.data.agentId || !body.data.secret) throw new Error(`enrolment refused: HTTP ${res.status} ${raw.detail ?? ''}`);
+    if (res.status !== 201 || !body.success || !body.data.agentId || !body.data.secret) {
+      throw new Error(`enrolment refused: HTTP ${res.status} ${raw.detail ?? ''}`);
+    }
     this.#creds = { server: o.server, agentId: body.data.agentId, secret: body.data.secret, enrolledAt: new Date().toISOString() };
     writeCredentials(o.state, this.#creds);
     o.log.write(`enrolled with ${o.server} as ${name} (agent ${body.data.agentId})`);

@@ -41,7 +41,8 @@ export class EventQueue {
 
   /** Queues an event; it is sent within a moment, while the task goes on (the node sees each step as it happens). */
   add(item: Assignment, type: EventType, attempt: number, extra: { exitCode?: number; message?: string } = {}): void {
-    const e: QueuedEvent = { id: randomUUID(), updateId: item.updateId, policyId: item.policyId, type, attempt: Math.max(1, attempt), at: new Date().toISOString(), ...extra };
+    const at = new Date().toISOString();
+    const e: QueuedEvent = { id: randomUUID(), updateId: item.updateId, policyId: item.policyId, type, attempt: Math.max(1, attempt), at, ...extra };
     if (e.message) e.message = e.message.slice(0, EVENT_LIMITS.message);
     this.o.store.enqueue(e);
     this.#kick();

@@ -105,7 +105,9 @@ export class DeliveryStatuses {
       const unknown = unindexed.filter((u) => !known.has(u));
       if (unknown.length) {
         const gone = new Set(unknown);
-        const refused: EventRefusal[] = p.events.flatMap((e, index) => (gone.has(e.updateId) && !seen.has(e.id) ? [{ index, id: e.id, reason: `updateId: ${e.updateId} is not an update this node knows` }] : []));
+        const refused: EventRefusal[] = p.events.flatMap((e, index) =>
+          gone.has(e.updateId) && !seen.has(e.id) ? [{ index, id: e.id, reason: `updateId: ${e.updateId} is not an update this node knows` }] : [],
+        );
         throw new AppError('validation-failed', `events name updates this node does not know: ${unknown.slice(0, 5).join(', ')}; nothing was stored`, { refused });
       }
     }

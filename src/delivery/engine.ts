@@ -27,7 +27,14 @@ export class Delivery {
   /** Called after delivery states changed (events stored, targets refreshed): the roll-up reports soon. */
   onStatusChanged: () => void = () => {};
 
-  constructor(conn: SqlConn, computers: Computers, index: CatalogIndex, nodeInstallation: () => Promise<Installation>, staleBefore: () => Promise<number>, logger: Logger) {
+  constructor(
+    conn: SqlConn,
+    computers: Computers,
+    index: CatalogIndex,
+    nodeInstallation: () => Promise<Installation>,
+    staleBefore: () => Promise<number>,
+    logger: Logger,
+  ) {
     const changed = () => this.onStatusChanged();
     this.#answers = new AssignmentAnswers(conn, nodeInstallation);
     this.#targeting = new Targeting(conn, computers, index, staleBefore, logger, this.#answers, changed);
