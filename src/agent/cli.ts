@@ -8,7 +8,7 @@ import { PatchLog } from './log.js';
 import { AgentStore, readCredentials } from './store.js';
 import { fetchTrusting, readPinnedCa } from './trust.js';
 import { updateStatuses, type Progress, type UpdateStatus } from './status.js';
-import type { Assignments } from '../delivery/wire.js';
+import type { Assignments } from '../agent-api/assignments.js';
 
 export const AGENT_USAGE = `patchtree agent: the software update agent of a managed computer
 

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { classify, combine, extractCommand, formatExitCode, installCommand, patchCommand, unsigned, type Command, type Outcome } from '../delivery/installers.js';
-import type { Assignment } from '../delivery/wire.js';
+import type { Assignment } from '../agent-api/assignments.js';
 
 /**
  * Runs an update's install steps: one per file that has an installer, in catalog

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { inventorySchema } from '../assessment/inventory.js';
+import { inventorySchema } from '../agent-api/inventory.js';
 import type { Inventory } from '../assessment/evaluate.js';
 
 /**

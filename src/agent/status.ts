@@ -1,4 +1,4 @@
-import type { Assignments, Waiting } from '../delivery/wire.js';
+import type { Assignments, Waiting } from '../agent-api/assignments.js';
 export { describeError } from '../lib/errors.js';
 
 /**

@@ -1,6 +1,7 @@
 import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openNative, prepare, type NativeDb } from '../db/native.js';
+import type { AgentEvent } from '../agent-api/events.js';
 
 /**
  * The agent's durable state, in its state directory:
@@ -18,16 +19,8 @@ export interface Credentials {
   enrolledAt: string;
 }
 
-export interface QueuedEvent {
-  id: string;
-  updateId: string;
-  policyId?: string | undefined;
-  type: string;
-  attempt: number;
-  at: string;
-  exitCode?: number | undefined;
-  message?: string | undefined;
-}
+/** An event waiting to be sent, as the node takes it. */
+export type QueuedEvent = AgentEvent;
 
 export interface Counters {
   download: number;
@@ -91,6 +84,11 @@ export class AgentStore {
   /** The node acknowledged everything up to `seq`. */
   ack(seq: number): void {
     prepare(this.#db, 'DELETE FROM events WHERE seq <= ?').run(seq);
+  }
+
+  /** Events the node refused for good: out of the queue. */
+  drop(seqs: readonly number[]): void {
+    for (const seq of seqs) prepare(this.#db, 'DELETE FROM events WHERE seq = ?').run(seq);
   }
 
   counters(updateId: string): Counters {

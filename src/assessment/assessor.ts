@@ -5,7 +5,7 @@ import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { liveRulesPage } from '../catalog/read.js';
 import { CatalogIndex } from './catalog-index.js';
-import type { Report } from './inventory.js';
+import type { Report } from '../agent-api/inventory.js';
 import { ReportIntake, type BatchContext, type ReportResult } from './intake.js';
 import { CatalogRuns, type RunResult } from './runs.js';
 

@@ -2,7 +2,8 @@ import type { SqlConn, Write } from '../db/exec.js';
 import { AppError } from '../lib/errors.js';
 import { facts, type Inventory } from './evaluate.js';
 import type { CatalogIndex, State } from './catalog-index.js';
-import { applyDelta, inventoryLanguages, type Report } from './inventory.js';
+import { applyDelta, inventoryLanguages } from './inventory.js';
+import type { Report } from '../agent-api/inventory.js';
 import { SLOT, summary, type ComputerRow, type Counts } from './results.js';
 
 /**

@@ -1,50 +1,10 @@
-import { z } from 'zod';
+import type { EventType } from '../agent-api/events.js';
 
 /**
- * Status events agents send, and what each does to the (computer, update) status.
- * Pure: the node applies them in its writer, tests apply them directly.
+ * What each status event an agent sends (agent-api/events.ts) does to the
+ * (computer, update) status. Pure: the node applies them in its writer, tests
+ * apply them directly.
  */
-
-export const EVENT_TYPES = [
-  'download-started',
-  'download-failed',
-  'download-completed',
-  'install-started',
-  'install-failed',
-  'install-succeeded',
-  'reboot-pending',
-  /** No step of the update applied to this computer (e.g. wusa 0x80240017): no attempt is counted. */
-  'install-not-applicable',
-  'ceiling-reached',
-] as const;
-export type EventType = (typeof EVENT_TYPES)[number];
-
-/** Events per request at most; a message is a short excerpt of the agent's log. */
-export const EVENT_LIMITS = { batch: 500, message: 2000, bodyBytes: 512 * 1024 } as const;
-/** An agent's clock may run ahead of the node's by this much at most. */
-const MAX_SKEW_MS = 24 * 3_600_000;
-/** No event of this product happened before 2000: an earlier time is a broken clock (year 0001 was accepted once). */
-const EARLIEST = Date.UTC(2000, 0, 1);
-
-export const eventSchema = z.strictObject({
-  id: z.string().regex(/^[A-Za-z0-9._:-]{1,100}$/, '1 to 100 characters of A-Z a-z 0-9 . _ : -').describe('Made by the agent, unique per agent: a retried event is counted once'),
-  updateId: z.string().min(1).max(100),
-  policyId: z.string().min(1).max(100).optional(),
-  type: z.enum(EVENT_TYPES),
-  attempt: z.number().int().min(1).max(1_000_000).describe('Which attempt of this download or install (1 = first)'),
-  at: z.iso
-    .datetime({ offset: true })
-    .refine((t) => Date.parse(t) <= Date.now() + MAX_SKEW_MS, 'more than a day in the future')
-    .refine((t) => Date.parse(t) >= EARLIEST, 'before 2000: the agent\'s clock is wrong')
-    .describe('When it happened, on the agent'),
-  exitCode: z.number().int().min(-2_147_483_648).max(4_294_967_295).optional(),
-  message: z.string().max(EVENT_LIMITS.message).optional(),
-});
-export type AgentEvent = z.infer<typeof eventSchema>;
-
-export const eventsBodySchema = z.strictObject({
-  events: z.array(eventSchema).min(1).max(EVENT_LIMITS.batch),
-});
 
 export type DeliveryState = 'downloading' | 'downloaded' | 'installing' | 'installed' | 'failed' | 'pending-reboot' | 'not-applicable' | 'ceiling-reached';
 

@@ -7,6 +7,7 @@ import { assessmentSettings, staleBefore } from '../assessment/settings.js';
 import { AgentCredentials } from './agents.js';
 import { Delivery } from './engine.js';
 import { Policies, type PolicyPublisher } from './policies.js';
+import { PolicyDeliveries } from './policy-delivery.js';
 import { DEFAULT_INSTALLATION, INSTALLATION_SETTING, type Installation } from './installation.js';
 
 /** Agent events are kept this long: the delivery history, and the window in which a retried batch is recognised. */
@@ -21,7 +22,7 @@ export function createDelivery(db: Database, assessment: Assessment, settings: S
     (installation ??= { ...DEFAULT_INSTALLATION, ...(await settings.get<Partial<Installation>>(INSTALLATION_SETTING)) });
   const stale = async () => staleBefore(await assessmentSettings(settings));
   const engine = new Delivery(conn, assessment.computers, assessment.assessor.index, nodeInstallation, stale, log);
-  const policies = new Policies(conn, assessment.computers, engine, stale, log, publisher);
+  const policies = new Policies(conn, assessment.computers, engine, stale, log, publisher, new PolicyDeliveries(conn, publisher.nodeId));
   const agents = new AgentCredentials(conn, assessment.enrollment);
   let pruneTimer: NodeJS.Timeout | null = null;
   const prune = () => void engine.pruneEvents(Date.now() - EVENT_RETENTION_MS).catch((err) => log.error({ err }, 'pruning agent events failed'));

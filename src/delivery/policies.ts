@@ -1,15 +1,16 @@
 import { randomUUID } from 'node:crypto';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { SQLiteAsyncDialect } from 'drizzle-orm/sqlite-core';
 import type { SqlConn, Write } from '../db/exec.js';
 import { isoTime as iso, keysetPage, placeholders } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
-import { conditionSql, SEVERITIES, type Computers } from '../assessment/queries.js';
-import { installationOverrideSchema, type InstallationOverride } from './installation.js';
+import { conditionSql, type Computers } from '../assessment/queries.js';
+import type { InstallationOverride } from './installation.js';
 import type { Delivery, Targets } from './engine.js';
 import { policyDeleteLogWrite, policyLogWrite, type SharedTargets } from './replication.js';
-import { displayName } from '../lib/text.js';
+import { MAX_POLICY_UPDATES, type fromRequiredSchema, type PolicyCreate, type PolicyPatch } from './policy-schemas.js';
+import type { PolicyDeliveries } from './policy-delivery.js';
 
 /** This node as the origin of its policies, and how its subtree is told of a change. */
 export interface PolicyPublisher {
@@ -23,59 +24,6 @@ export interface PolicyPublisher {
  * with which installation settings. Every change is one transaction with its
  * history entry; the delivery engine is told afterwards and refreshes the targets.
  */
-
-export const MAX_POLICY_UPDATES = 5_000;
-const updateId = z.string().min(1).max(100);
-
-export const targetsSchema = z
-  .strictObject({
-    all: z.boolean().optional().describe('Every computer of this node'),
-    filters: z.array(z.string().min(1).max(200)).max(50).optional().describe('Filter ids (GET /api/v1/filters): computers in any of them'),
-    computers: z.array(z.number().int().positive()).max(10_000).optional().describe('Computer ids'),
-  })
-  .refine((t) => t.all === true || (t.filters?.length ?? 0) > 0 || (t.computers?.length ?? 0) > 0, 'target all computers, or name filters or computers');
-
-export const fromRequiredSchema = z.strictObject({
-  filter: z.string().min(1).max(200).optional().describe('Only updates required by computers of this filter (default: every computer); also the policy\'s target unless targets are given'),
-  severity: z.enum(SEVERITIES).optional().describe('Only updates of this vendor severity'),
-  customSeverity: z.number().int().optional().describe('Only updates of this custom severity (id)'),
-});
-
-const isoTime = z.iso.datetime({ offset: true });
-
-export const policyCreateSchema = z
-  .strictObject({
-    name: displayName(200),
-    description: z.string().max(2000).optional(),
-    updates: z.array(updateId).max(MAX_POLICY_UPDATES).optional().describe('Update ids'),
-    fromRequired: fromRequiredSchema.optional().describe('Add every update that computers (of a filter) require (of a severity): "every required critical update to the computers that need it" in one request'),
-    targets: targetsSchema.optional().describe('Defaults to fromRequired.filter (or all computers) when fromRequired is given'),
-    startAt: isoTime.optional().describe('Not delivered before (default: now)'),
-    deadline: isoTime.nullable().optional().describe('Installed by then, outside maintenance windows if need be'),
-    installation: installationOverrideSchema.nullable().optional().describe('Overrides of the node\'s installation settings'),
-    enabled: z.boolean().optional(),
-    followSupersedence: z.boolean().optional().describe('When an import supersedes one of its updates, add the superseding update'),
-  })
-  .refine((p) => p.updates !== undefined || p.fromRequired !== undefined, { message: 'give updates, fromRequired, or both', path: ['updates'] })
-  .refine((p) => p.targets !== undefined || p.fromRequired !== undefined, { message: 'give targets (or fromRequired, whose filter becomes the target)', path: ['targets'] });
-export type PolicyCreate = z.infer<typeof policyCreateSchema>;
-
-export const policyPatchSchema = z
-  .strictObject({
-    name: displayName(200).optional(),
-    description: z.string().max(2000).nullable().optional(),
-    updates: z.array(updateId).min(1).max(MAX_POLICY_UPDATES).optional().describe('The whole list (replaces it)'),
-    addUpdates: z.array(updateId).max(MAX_POLICY_UPDATES).optional(),
-    removeUpdates: z.array(updateId).max(MAX_POLICY_UPDATES).optional(),
-    targets: targetsSchema.optional(),
-    startAt: isoTime.optional(),
-    deadline: isoTime.nullable().optional(),
-    installation: installationOverrideSchema.nullable().optional(),
-    enabled: z.boolean().optional(),
-    followSupersedence: z.boolean().optional(),
-  })
-  .refine((p) => Object.keys(p).length > 0, 'change at least one field');
-export type PolicyPatch = z.infer<typeof policyPatchSchema>;
 
 interface Row {
   id: string;
@@ -98,16 +46,6 @@ interface Row {
 
 const dialect = new SQLiteAsyncDialect();
 
-/** The state of one (policy, computer, update), from its target row and the computer's status. */
-export const DELIVERY_STATE_SQL = `CASE
-  WHEN t.applicable = 'installed' THEN 'installed'
-  WHEN t.applicable IN ('superseded', 'not-applicable') THEN 'not-applicable'
-  WHEN t.applicable = 'unknown' THEN 'unknown'
-  WHEN s.state IS NULL THEN 'targeted'
-  WHEN s.state IN ('downloading', 'downloaded') THEN 'downloading'
-  ELSE s.state END`;
-export const DELIVERY_STATES = ['targeted', 'downloading', 'installing', 'installed', 'failed', 'pending-reboot', 'ceiling-reached', 'not-applicable', 'unknown'] as const;
-
 export class Policies {
   constructor(
     private readonly conn: SqlConn,
@@ -116,6 +54,7 @@ export class Policies {
     private readonly staleBefore: () => Promise<number>,
     private readonly logger: Logger,
     private readonly publisher: PolicyPublisher,
+    private readonly deliveries: PolicyDeliveries,
   ) {}
 
   /**
@@ -445,72 +384,18 @@ export class Policies {
   }
 
   /** Counts per delivery state of a policy's (computer, update) pairs, and its computers. */
-  async totals(id: string): Promise<Record<string, number>> {
-    const out: Record<string, number> = Object.fromEntries([['computers', 0], ...DELIVERY_STATES.map((s) => [s, 0])]);
-    const rows = await this.conn.all<{ state: string; n: number }>(
-      `SELECT ${DELIVERY_STATE_SQL} AS state, count(*) AS n FROM delivery_targets t
-       LEFT JOIN delivery_status s ON s.computer_id = t.computer_id AND s.update_id = t.update_id WHERE t.policy_id = ? GROUP BY 1`,
-      [id],
-    );
-    for (const r of rows) out[r.state] = Number(r.n);
-    out['computers'] = Number((await this.conn.get<{ n: number }>('SELECT count(DISTINCT computer_id) AS n FROM delivery_targets WHERE policy_id = ?', [id]))?.n ?? 0);
-    return out;
+  totals(id: string): Promise<Record<string, number>> {
+    return this.deliveries.totals(id);
   }
 
-  /** Every policy's totals (for the roll-up): two grouped reads, whatever the number of policies. */
-  async allTotals(): Promise<Record<string, { name: string; origin: string; totals: Record<string, number> }>> {
-    const out: Record<string, { name: string; origin: string; totals: Record<string, number> }> = {};
-    for (const p of await this.conn.all<{ id: string; name: string; origin: string }>('SELECT id, name, origin FROM policies ORDER BY id', []))
-      out[p.id] = { name: p.name, origin: p.origin || this.publisher.nodeId, totals: Object.fromEntries([['computers', 0], ...DELIVERY_STATES.map((s) => [s, 0])]) };
-    for (const r of await this.conn.all<{ policy_id: string; state: string; n: number }>(
-      `SELECT t.policy_id, ${DELIVERY_STATE_SQL} AS state, count(*) AS n FROM delivery_targets t
-       LEFT JOIN delivery_status s ON s.computer_id = t.computer_id AND s.update_id = t.update_id GROUP BY 1, 2`,
-      [],
-    ))
-      if (out[r.policy_id]) out[r.policy_id]!.totals[r.state] = Number(r.n);
-    for (const r of await this.conn.all<{ policy_id: string; n: number }>('SELECT policy_id, count(DISTINCT computer_id) AS n FROM delivery_targets GROUP BY policy_id', []))
-      if (out[r.policy_id]) out[r.policy_id]!.totals['computers'] = Number(r.n);
-    return out;
+  /** Every policy's totals (for the roll-up). */
+  allTotals() {
+    return this.deliveries.allTotals();
   }
 
   /** A policy's delivery, per computer and update, paged by (computer, update). */
   async deliveryOf(id: string, o: { state?: string | undefined; computer?: number | undefined; after: string; limit: number }) {
     await this.#row(id);
-    const [ac, ...au] = o.after ? o.after.split(':') : ['0'];
-    const where = ['t.policy_id = ?', '(t.computer_id > ? OR (t.computer_id = ? AND t.update_id > ?))'];
-    const params: unknown[] = [id, Number(ac), Number(ac), au.join(':')];
-    if (o.state) {
-      where.push(`${DELIVERY_STATE_SQL} = ?`);
-      params.push(o.state);
-    }
-    if (o.computer !== undefined) {
-      where.push('t.computer_id = ?');
-      params.push(o.computer);
-    }
-    const rows = await this.conn.all<{ computer_id: number; computer: string; update_id: string; kb: string | null; state: string; since: number; download_failures: number | null; install_failures: number | null; last_exit_code: number | null; last_error: string | null; updated_at: number | null }>(
-      `SELECT t.computer_id, c.name AS computer, t.update_id, u.kb, ${DELIVERY_STATE_SQL} AS state, t.since, s.download_failures, s.install_failures, s.last_exit_code, s.last_error, s.updated_at
-       FROM delivery_targets t JOIN computers c ON c.id = t.computer_id LEFT JOIN updates u ON u.id = t.update_id
-       LEFT JOIN delivery_status s ON s.computer_id = t.computer_id AND s.update_id = t.update_id
-       WHERE ${where.join(' AND ')} ORDER BY t.computer_id, t.update_id LIMIT ?`,
-      [...params, o.limit + 1],
-    );
-    const page = keysetPage(
-      rows,
-      o.limit,
-      (r) => ({
-        computerId: Number(r.computer_id),
-        computer: r.computer,
-        updateId: r.update_id,
-        kb: r.kb,
-        state: r.state,
-        attempts: { download: Number(r.download_failures ?? 0), install: Number(r.install_failures ?? 0) },
-        lastExitCode: r.last_exit_code === null ? null : Number(r.last_exit_code),
-        lastError: r.last_error,
-        targetedAt: iso(r.since)!,
-        updatedAt: iso(r.updated_at),
-      }),
-      (r) => `${r.computer_id}:${r.update_id}`,
-    );
-    return { totals: await this.totals(id), ...page };
+    return this.deliveries.deliveryOf(id, o);
   }
 }

@@ -1,10 +1,11 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { readFileSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ADMIN_TOKEN, api, startAgent, header, makeKeys, runCli, sampleUpdate, spawnNode, tempDir, uploadCatalog, writeSignedCatalog, type NodeProcess } from '../helpers.js';
 import { startVendor, waitFor, type VendorFile } from '../vendor.js';
 import { startProxy } from '../proxy.js';
+import { AgentStore, type QueuedEvent } from '../../src/agent/store.js';
 
 const W11 = 'Windows 11 Version 23H2 for x64-based Systems';
 
@@ -225,6 +226,48 @@ t.test('the node away for a while: the agent installs on schedule and every even
   await waitFor(async () => JSON.parse((await agentCli('status', '--state', s.state, '--json')).stdout).eventsQueued === 0, 'the queue emptied');
   t.same(await eventTypes(again, id, 'test-1'), ['download-started', 'download-completed', 'install-started', 'install-succeeded'], 'each event once');
   await waitFor(async () => (await rowState(again, p, 'test-1'))?.state === 'installed', 'installed at the node');
+});
+
+/** Queues events in the agent's store before it runs, as an agent of another version (or a bug) could have left them. */
+function queueEvents(state: string, events: unknown[]): void {
+  mkdirSync(state, { recursive: true, mode: 0o700 });
+  const store = new AgentStore(state);
+  for (const e of events) store.enqueue(e as QueuedEvent);
+  store.close();
+}
+
+async function eventIds(node: NodeProcess, id: number): Promise<string[]> {
+  return ((await api(node.url, ADMIN_TOKEN, `/api/v1/computers/${id}/events?limit=1000`)).body.items as { id: string }[]).map((e) => e.id).sort();
+}
+
+t.test('events the node can never accept are dropped one by one, each logged with the node\'s reason; the others of the batch arrive', async (t) => {
+  const s = await setup(t, [3000]);
+  const at = new Date().toISOString();
+  const ev = (id: string, over: Record<string, unknown> = {}) => ({ id, updateId: 'test-1', type: 'download-started', attempt: 1, at, ...over });
+  queueEvents(s.state, [ev('good-1'), ev('bad-type', { type: 'exploded' }), ev('good-2', { type: 'download-failed', message: 'one' }), ev('bad-update', { updateId: 'no-such-update' }), ev('good-3', { type: 'download-completed' })]);
+  startAgent(t, s.node.url, s.state, s.enrollmentToken, s.inventory);
+  const id = await computerId(s.node);
+  await waitLog(s.state, /the node refused the event exploded of test-1 \(bad-type\): type: Invalid option[^\n]*; dropped/);
+  await waitLog(s.state, /the node refused the event download-started of no-such-update \(bad-update\): updateId: no-such-update is not an update this node knows; dropped/);
+  await waitFor(async () => (await eventIds(s.node, id)).length === 3, 'the three good events at the node');
+  t.same(await eventIds(s.node, id), ['good-1', 'good-2', 'good-3'], 'every good event of the batch, once');
+  await waitFor(async () => JSON.parse((await agentCli('status', '--state', s.state, '--json')).stdout).eventsQueued === 0, 'the queue emptied');
+  t.equal(patchLog(s.state).match(/the node refused/g)?.length, 2, 'two refusals logged, nothing else dropped');
+});
+
+t.test('a batch answered with a 5xx stays queued and arrives once the node takes it', async (t) => {
+  const s = await setup(t, [3000]);
+  const proxy = await startProxy(t, { host: '127.0.0.1', port: s.node.httpPort });
+  proxy.state.failEvents = 3;
+  const at = new Date().toISOString();
+  queueEvents(s.state, ['a', 'b', 'c'].map((n) => ({ id: `kept-${n}`, updateId: 'test-1', type: 'download-started', attempt: 1, at })));
+  startAgent(t, proxy.url, s.state, s.enrollmentToken, s.inventory);
+  const id = await computerId(s.node);
+  await waitLog(s.state, /events kept for later \(3 queued\): \/agent\/v1\/events: HTTP 503 [^\n]*the test proxy fails this batch/);
+  await waitFor(async () => proxy.state.failEvents === 0 && (await eventIds(s.node, id)).length === 3, 'the kept events at the node', 60_000);
+  t.same(await eventIds(s.node, id), ['kept-a', 'kept-b', 'kept-c'], 'each once');
+  await waitFor(async () => JSON.parse((await agentCli('status', '--state', s.state, '--json')).stdout).eventsQueued === 0, 'the queue emptied');
+  t.notMatch(patchLog(s.state), /the node refused/, 'nothing dropped');
 });
 
 t.test('a cut download resumes with Range; a task stopped mid-download', async (t) => {

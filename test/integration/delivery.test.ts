@@ -304,6 +304,15 @@ t.test('malformed and oversized agent requests: 4xx and nothing stored', async (
   t.equal(await count(node, 'agent_events'), 0, 'no event stored');
   t.equal(await count(node, 'delivery_status'), 0, 'no status changed');
 
+  // Each event the node can never accept is named, by its index in the batch and why; a refusal of the batch as a whole names none.
+  const refused = async (events: unknown[]) => (await api(node.url, a.secret, '/agent/v1/events', { method: 'POST', body: JSON.stringify({ events }) })).body.refused;
+  const typo = { ...ev('test-1', 'download-started'), type: 'exploded' };
+  t.match(await refused([ev('test-1', 'download-started'), typo, ev('test-1', 'download-completed')]), [{ index: 1, id: typo.id, reason: /^type: / }], 'a bad shape');
+  const gone = ev('no-such-update', 'download-started');
+  t.same(await refused([ev('test-1', 'download-started'), gone]), [{ index: 1, id: gone.id, reason: 'updateId: no-such-update is not an update this node knows' }], 'an unknown update');
+  t.same(await refused(Array.from({ length: 501 }, () => ev('test-1', 'download-started'))), [], 'too many events: the batch as a whole');
+  t.equal(await count(node, 'agent_events'), 0, 'still nothing stored');
+
   const big = await api(node.url, null, '/agent/v1/enroll', { method: 'POST', body: JSON.stringify({ enrollmentToken, name: 'x'.repeat(20_000) }) });
   t.equal(big.status, 413);
   t.equal((await api(node.url, null, '/agent/v1/enroll', { method: 'POST', body: JSON.stringify({ name: 'no token' }) })).status, 400);

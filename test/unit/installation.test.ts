@@ -1,6 +1,7 @@
 import t from 'tap';
 import { DEFAULT_INSTALLATION, effectiveInstallation, inMaintenance, installDecision, restartDecision, type Installation } from '../../src/delivery/installation.js';
-import { applyEvent, newStatus, type EventType } from '../../src/delivery/events.js';
+import { applyEvent, newStatus } from '../../src/delivery/events.js';
+import type { EventType } from '../../src/agent-api/events.js';
 
 const Z = (s: string) => new Date(s);
 const berlinNights: Installation = {

@@ -1,7 +1,8 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import { AppError } from '../../lib/errors.js';
-import { reportSchema } from '../../assessment/inventory.js';
+import { reportResultSchema, reportSchema } from '../../agent-api/inventory.js';
+import type { RuleLine } from '../../agent-api/checkin.js';
 import { conditionSchema } from '../../assessment/queries.js';
 import { ASSESSMENT_SETTING, assessmentSettingsSchema } from '../../assessment/settings.js';
 import { bearerToken } from '../../auth/tokens.js';
@@ -59,9 +60,7 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
         200: {
           description: 'Stored and assessed',
           content: {
-            'application/json': {
-              schema: z.object({ computerId: z.number(), scanId: z.number(), created: z.boolean(), required: z.number(), unknown: z.number(), scanIntervalMinutes: z.number(), nextScanAt: z.string() }),
-            },
+            'application/json': { schema: reportResultSchema },
           },
         },
         409: problem,
@@ -112,7 +111,10 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
         if (!rows.length) return ctl.close();
         after = rows[rows.length - 1]!.id;
         const text = rows
-          .map((r) => JSON.stringify({ id: r.id, kb: r.kb, product: r.product, severity: r.severity, applicability: JSON.parse(r.applicability), installed: JSON.parse(r.installed), supersedes: JSON.parse(r.supersedes) }))
+          .map((r) => {
+            const line: RuleLine = { id: r.id, kb: r.kb, product: r.product, severity: r.severity, applicability: JSON.parse(r.applicability), installed: JSON.parse(r.installed), supersedes: JSON.parse(r.supersedes) };
+            return JSON.stringify(line);
+          })
           .join('\n');
         ctl.enqueue(enc.encode(`${text}\n`));
       },

@@ -4,16 +4,15 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ServerResponse } from 'node:http';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
-import { eq } from 'drizzle-orm';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context, MiddlewareHandler } from 'hono';
 import { AppError } from '../../lib/errors.js';
-import { contentFiles } from '../../content/schema.js';
 import { contentSettingsSchema } from '../../content/settings.js';
 import { bearerAuth, requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { bearerToken } from '../../auth/tokens.js';
 import { AGENT_SECRET_PREFIX } from '../../delivery/agents.js';
+import { sha256Schema } from '../../agent-api/checkin.js';
 import { agentOf } from './delivery.js';
 import { errors, problem } from './common.js';
 
@@ -51,9 +50,9 @@ export function parseRange(header: string | undefined, size: number): { start: n
 async function serveFile(c: Context<AppEnv>, deps: AppDeps): Promise<Response> {
   const sha256 = c.req.param('sha256') ?? '';
   if (!/^[0-9a-f]{64}$/.test(sha256)) throw new AppError('bad-request', 'expected a lowercase hex sha256');
-  const row = await deps.db.orm.select({ state: contentFiles.state, name: contentFiles.name }).from(contentFiles).where(eq(contentFiles.sha256, sha256)).limit(1);
-  if (row[0]?.state !== 'verified') throw new AppError('not-found', `file ${sha256} is not available on this node`);
-  const path = (await deps.content.store()).objectPath(sha256);
+  const file = await deps.content.service.verifiedFile(sha256);
+  if (!file) throw new AppError('not-found', `file ${sha256} is not available on this node`);
+  const { path } = file;
   let size: number;
   try {
     size = (await stat(path)).size;
@@ -109,7 +108,7 @@ export function contentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     tags: ['content'],
     security: [{ agent: [] }, { bearer: [] }],
     summary: 'Download a verified update file (Range, ETag, Content-Length)',
-    request: { params: z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/) }) },
+    request: { params: z.object({ sha256: sha256Schema }) },
     responses: { 200: { description: 'The file' }, 206: { description: 'A byte range of it' }, 304: { description: 'Not modified' }, 416: { description: 'Range not satisfiable' }, ...errors },
   });
   app.on(['GET', 'HEAD'], '/agent/v1/files/:sha256', (c) => serveFile(c, deps));

@@ -8,14 +8,16 @@ import { requireRole, type AppEnv } from '../auth.js';
 import { validationError, type AppDeps } from '../app.js';
 import { errors, problem } from './common.js';
 import { installationSchema } from '../../delivery/installation.js';
-import { eventsBodySchema, EVENT_LIMITS } from '../../delivery/events.js';
+import { eventRefusals, eventsBodySchema, eventsRefusedSchema, eventsStoredSchema, EVENT_LIMITS } from '../../agent-api/events.js';
 import { etagMatches } from '../../delivery/engine.js';
-import { assignmentsSchema } from '../../delivery/wire.js';
+import { assignmentsSchema } from '../../agent-api/assignments.js';
+import { configSchema, retriesClearedSchema, type AgentConfig } from '../../agent-api/checkin.js';
+import { enrolRequestSchema, enrolResponseSchema } from '../../agent-api/enrolment.js';
 import { sourceOf, type AuthGuard } from '../guard.js';
-import { DELIVERY_STATES, policyCreateSchema, policyPatchSchema } from '../../delivery/policies.js';
+import { policyCreateSchema, policyPatchSchema } from '../../delivery/policy-schemas.js';
+import { DELIVERY_STATES } from '../../delivery/policy-delivery.js';
 import type { AgentPrincipal } from '../../delivery/agents.js';
 import type { DeliveryService } from '../../delivery/index.js';
-import { displayName } from '../../lib/text.js';
 
 export const ENROLL_BODY_LIMIT = 16 * 1024;
 
@@ -96,19 +98,11 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
       description: 'Counts one use of the enrolment token. Every later agent call sends Authorization: Bearer <secret>; the agent reports its inventory with agentKey = agentId.',
       request: {
         body: {
-          content: {
-            'application/json': {
-              schema: z.object({
-                enrollmentToken: z.string().min(1).max(200),
-                name: displayName(255).describe('Computer name'),
-                agentVersion: z.string().max(50).optional(),
-              }),
-            },
-          },
+          content: { 'application/json': { schema: enrolRequestSchema } },
           required: true,
         },
       },
-      responses: { 201: { description: 'Enrolled', content: { 'application/json': { schema: z.object({ agentId: z.string(), secret: z.string() }) } } }, 413: problem, ...errors },
+      responses: { 201: { description: 'Enrolled', content: { 'application/json': { schema: enrolResponseSchema } } }, 413: problem, ...errors },
     }),
     async (c) => {
       const b = c.req.valid('json');
@@ -127,12 +121,13 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
     tags: ['agents'],
     summary: 'The agent\'s configuration: scan interval, installation settings (windows, restart, notification, retry ceilings), node time',
     security: [{ agent: [] }],
-    responses: { 200: { description: 'Configuration', content: { 'application/json': { schema: z.looseObject({ scanIntervalMinutes: z.number(), nodeTime: z.string(), installation: installationSchema }) } } }, ...errors },
+    responses: { 200: { description: 'Configuration', content: { 'application/json': { schema: configSchema } } }, ...errors },
   });
   app.get('/agent/v1/config', async (c) => {
     const agent = await agentOf(c, d);
     const s = await deps.assessment.settings();
-    return c.json({ agentId: agent.agentId, computerId: agent.computerId, scanIntervalMinutes: s.scanIntervalMinutes, installation: await d.installation(), nodeTime: new Date().toISOString() });
+    const config: AgentConfig = { agentId: agent.agentId, computerId: agent.computerId, scanIntervalMinutes: s.scanIntervalMinutes, installation: await d.installation(), nodeTime: new Date().toISOString() };
+    return c.json(config);
   });
 
   app.openAPIRegistry.registerPath({
@@ -171,13 +166,26 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
     summary: `Status events, batched (at most ${EVENT_LIMITS.batch}); each id is counted once, so a retried batch is harmless`,
     security: [{ agent: [] }],
     request: { body: { content: { 'application/json': { schema: eventsBodySchema } }, required: true } },
-    responses: { 200: { description: 'Stored', content: { 'application/json': { schema: z.object({ accepted: z.number(), duplicates: z.number() }) } } }, 409: problem, 413: problem, 415: problem, ...errors },
+    description:
+      'A batch is stored whole or not at all. A 400 lists in `refused` each event that can never be accepted as it is (its index in the batch and why): ' +
+      'the agent drops those and sends the others again. A 400 without such a list, a 409 (no inventory reported yet) or a 413 refuse the batch as a whole.',
+    responses: {
+      200: { description: 'Stored', content: { 'application/json': { schema: eventsStoredSchema } } },
+      ...errors,
+      400: { description: 'Refused; nothing was stored', content: { 'application/problem+json': { schema: eventsRefusedSchema } } },
+      409: problem,
+      413: problem,
+      415: problem,
+    },
   });
   app.post('/agent/v1/events', async (c) => {
     const agent = await agentOf(c, d);
     const raw = await readJson(c, EVENT_LIMITS.bodyBytes, 'event batches');
     const parsed = eventsBodySchema.safeParse(raw);
-    if (!parsed.success) throw validationError(parsed.error, 'body');
+    if (!parsed.success) {
+      const v = validationError(parsed.error, 'body');
+      throw new AppError('validation-failed', v.message, { ...v.extra, refused: eventRefusals(raw) });
+    }
     if (agent.computerId === null) throw new AppError('conflict', 'report an inventory (POST /agent/v1/inventory) before sending events');
     return c.json(await d.engine.events(agent.computerId, parsed.data.events), 200);
   });
@@ -188,7 +196,7 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
     tags: ['agents'],
     summary: 'Clear this computer\'s failed-download and failed-install counts (a user at the computer: `patchtree agent clear-retries`)',
     security: [{ agent: [] }],
-    responses: { 200: { description: 'Cleared', content: { 'application/json': { schema: z.object({ cleared: z.number() }) } } }, 409: problem, ...errors },
+    responses: { 200: { description: 'Cleared', content: { 'application/json': { schema: retriesClearedSchema } } }, 409: problem, ...errors },
   });
   app.post('/agent/v1/retries/clear', async (c) => {
     const agent = await agentOf(c, d);

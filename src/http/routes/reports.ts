@@ -7,7 +7,7 @@ import { AppError } from '../../lib/errors.js';
 import { requireRole } from '../auth.js';
 import { goalsSchema } from '../../freshness/freshness.js';
 import { reportFilterSchema } from '../../reports/reports.js';
-import { DELIVERY_STATES } from '../../delivery/policies.js';
+import { DELIVERY_STATES } from '../../delivery/policy-delivery.js';
 import { SEVERITY_BUCKETS as SEV } from '../../catalog/format.js';
 
 /** One CSV field: quoted when it must be; text a spreadsheet would run as a formula is defused. */

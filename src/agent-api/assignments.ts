@@ -1,18 +1,17 @@
 import { z } from 'zod';
-import { installerSchema } from './installers.js';
-import { installationSchema } from './installation.js';
+import { installerSchema } from '../delivery/installers.js';
+import { installationSchema } from '../delivery/installation.js';
+import { FILE_URL, sha256Schema } from './checkin.js';
 
 /**
- * What `GET /agent/v1/assignments` answers: the node builds it (engine.ts), the
+ * What `GET /agent/v1/assignments` answers: the node builds it (delivery/assignments.ts), the
  * agent checks it against the same schema before acting on it, and the OpenAPI
  * document describes it from here.
  */
 
-const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
-
 export const assignedFileSchema = z.object({
-  url: z.string().regex(/^\/agent\/v1\/files\/[0-9a-f]{64}$/),
-  sha256,
+  url: z.string().regex(FILE_URL),
+  sha256: sha256Schema,
   size: z.number().int().min(0),
   name: z.string().min(1).max(260),
   language: z.string().min(1).max(50),
