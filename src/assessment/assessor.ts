@@ -62,18 +62,16 @@ export class Assessor {
   readonly #runs: CatalogRuns;
   #stopped = false;
   #retryTimer: NodeJS.Timeout | null = null;
-  /** Called after computers' results were stored (a report batch, a page of a catalog or full run). */
-  onAssessed: (computerIds: number[]) => void = () => {};
-
   constructor(
     private readonly db: SqlConn,
     private readonly logger: Logger,
+    /** Called after computers' results were stored (a report batch, a page of a catalog or full run). */
+    private readonly onAssessed: (computerIds: number[]) => void = () => {},
     /** Called after results change (filters, reports, metrics may refresh). */
     private readonly onChange: () => void = () => {},
   ) {
     this.#intake = new ReportIntake(db, this.index);
-    // Read at each call: whoever wires the node sets onAssessed after construction.
-    this.#runs = new CatalogRuns(db, this.index, logger, (ids) => this.onAssessed(ids), () => this.onChange());
+    this.#runs = new CatalogRuns(db, this.index, logger, onAssessed, onChange);
   }
 
   get busy(): string | null {

@@ -11,9 +11,9 @@ import { assessmentSettings, staleBefore } from './settings.js';
 export { stateOf, type State } from './catalog-index.js';
 
 /** System assessment, wired: the assessor on its own connection, computers and filters, enrolment tokens. */
-export function createAssessment(db: Database, orm: Orm, settings: SettingsService, logger: Logger) {
+export function createAssessment(db: Database, orm: Orm, settings: SettingsService, logger: Logger, onAssessed: (computerIds: number[]) => void = () => {}) {
   const conn = openConn(db);
-  const assessor = new Assessor(conn, logger.child({ module: 'assessment' }));
+  const assessor = new Assessor(conn, logger.child({ module: 'assessment' }), onAssessed);
   const computers = new Computers(db.reader, orm, assessor.index, async () => staleBefore(await assessmentSettings(settings)));
   return {
     assessor,

@@ -18,7 +18,6 @@ import { computers, customFilters } from './schema.js';
  * filters use the same condition language.
  */
 
-// Its home is catalog/format.ts; re-exported for delivery/policies.ts, which still imports it from here.
 const SEVERITY_COLUMN = { Critical: computers.reqCritical, Important: computers.reqImportant, Moderate: computers.reqModerate, Low: computers.reqLow } as const satisfies Record<Severity, unknown>;
 
 export const conditionSchema = z

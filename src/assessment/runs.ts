@@ -2,9 +2,13 @@ import type { SqlConn, Write } from '../db/exec.js';
 import { placeholders } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import { rulesOf } from '../catalog/read.js';
+import { changelog } from '../changelog/index.js';
 import { facts, type Inventory } from './evaluate.js';
 import { CatalogIndex, type Entry } from './catalog-index.js';
 import { chunks, SEVERITY_COLUMNS, SLOT, summary, type ComputerRow, type Counts } from './results.js';
+
+/** Change-log entries reassessed in one catalog run at most. */
+const CATCH_UP_RUN = 20_000;
 
 /**
  * The runs over the fleet, read from this node's change log (so imports at the root
@@ -49,26 +53,24 @@ export class CatalogRuns {
   }
 
   /** The newest sequence of this node's change log. */
-  async head(): Promise<number> {
-    const r = await this.db.get<{ head: number }>('SELECT coalesce(max(seq), 0) AS head FROM change_log', []);
-    return Number(r?.head ?? 0);
+  head(): Promise<number> {
+    return changelog.head(this.db);
   }
 
-  /** Reassesses what the change log holds past the cursor, in runs of at most 20000 entries. */
+  /** Reassesses what the change log holds past the cursor, in runs of at most CATCH_UP_RUN entries. */
   async catchUp(): Promise<void> {
     for (;;) {
       const state = await this.db.get<{ cursor: number }>('SELECT cursor FROM assessment_state WHERE id = 1', []);
       const cursor = Number(state?.cursor ?? 0);
-      const bounds = await this.db.get<{ min: number; head: number }>('SELECT coalesce(min(seq), 0) AS min, coalesce(max(seq), 0) AS head FROM change_log', []);
-      const head = Number(bounds?.head ?? 0);
+      const { min, head } = await changelog.bounds(this.db);
       if (head <= cursor) return;
-      if (Number(bounds?.min ?? 0) > cursor + 1) {
-        this.logger.warn({ cursor, oldest: bounds?.min }, 'the change log was compacted past the assessment cursor; reassessing everything');
+      if (min > cursor + 1) {
+        this.logger.warn({ cursor, oldest: min }, 'the change log was compacted past the assessment cursor; reassessing everything');
         await this.full();
         return;
       }
-      const rows = await this.db.all<{ seq: number; key: string }>("SELECT seq, key FROM change_log WHERE seq > ? AND kind = 'update' ORDER BY seq LIMIT 20000", [cursor]);
-      const upTo = rows.length === 20000 ? Number(rows[rows.length - 1]!.seq) : head;
+      const rows = await changelog.keysAfter(this.db, 'update', cursor, CATCH_UP_RUN);
+      const upTo = rows.length === CATCH_UP_RUN ? rows[rows.length - 1]!.seq : head;
       await this.#catalogRun([...new Set(rows.map((r) => r.key))], upTo);
     }
   }

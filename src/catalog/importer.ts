@@ -18,9 +18,15 @@ export interface ImportRequest {
   source: 'upload' | 'feed' | 'cli';
 }
 
-export interface ImportObserver {
-  (outcome: { ok: boolean; result?: ImportResult; code?: string; seconds: number }): void;
+/** How an import ended: its result, or the error code it failed with. */
+export interface ImportOutcome {
+  ok: boolean;
+  result?: ImportResult;
+  code?: string;
+  seconds: number;
 }
+
+export type ImportObserver = (outcome: ImportOutcome) => void;
 
 /**
  * Verifies and imports catalogs, one at a time. The signature is checked on the
@@ -29,9 +35,6 @@ export interface ImportObserver {
  */
 export class CatalogImporter {
   #busy = false;
-  /** The time an import is stamped with (the node's clock). */
-  now: () => number = Date.now;
-
   constructor(
     private readonly db: Database,
     private readonly trustedKeys: ReadonlyMap<string, KeyObject>,
@@ -39,6 +42,8 @@ export class CatalogImporter {
     private readonly observe: ImportObserver = () => {},
     /** This node's id: the origin recorded on what it imports. */
     private readonly origin = '',
+    /** The time an import is stamped with (the node's clock). */
+    private readonly now: () => number = Date.now,
   ) {}
 
   get busy(): boolean {

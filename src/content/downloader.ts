@@ -48,10 +48,6 @@ export type UpstreamSource = (sha256: string, offset: number, signal: AbortSigna
  * free space would fall below the reserve.
  */
 export class Downloader {
-  /** Called once a file is verified and servable (agents' assignments may now include it). */
-  onVerified: (sha256: string) => void = () => {};
-  /** The time a file is stamped verified with (the node's clock). */
-  now: () => number = Date.now;
   #queue = new PQueue({ concurrency: 4 });
   #inFlight = new Map<string, { bytesDone: number; size: number; abort: AbortController }>();
   #global = new RateLimit(0);
@@ -70,6 +66,10 @@ export class Downloader {
     private readonly logger: Logger,
     /** Set on a child node: files come from the parent, never from the vendor. */
     private readonly upstream: UpstreamSource | null = null,
+    /** Called once a file is verified and servable (agents' assignments may now include it). */
+    private readonly onVerified: (sha256: string) => void = () => {},
+    /** The time a file is stamped verified with (the node's clock). */
+    private readonly now: () => number = Date.now,
   ) {}
 
   async start(): Promise<void> {

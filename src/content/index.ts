@@ -19,10 +19,11 @@ export function createContent(
   languages: () => readonly string[],
   logger: Logger,
   upstream: UpstreamSource | null = null,
+  hooks: { onVerified?: (sha256: string) => void; now?: () => number } = {},
 ) {
   const store = async () => new ContentStore(await settings.storagePath());
   const current = async (): Promise<ContentSettings> => ({ ...DEFAULT_CONTENT_SETTINGS, ...(await settings.get<Partial<ContentSettings>>('content')) });
-  const downloader = new Downloader(orm, store, current, logger.child({ module: 'downloader' }), upstream);
+  const downloader = new Downloader(orm, store, current, logger.child({ module: 'downloader' }), upstream, hooks.onVerified, hooks.now);
   const service = new ContentService(orm, languages, store, current, downloader, logger.child({ module: 'content' }));
   return {
     store,

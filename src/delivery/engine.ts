@@ -18,15 +18,18 @@ import { DeliveryStatuses } from './delivery-status.js';
 export type { Targets } from './targeting.js';
 export { etagMatches } from './assignments.js';
 
+/** What the engine tells the node. */
+export interface DeliveryHooks {
+  /** A policy changed (the files the node needs may have). */
+  policyChanged?: () => void;
+  /** Delivery states changed (events stored, targets refreshed): the roll-up reports soon. */
+  statusChanged?: () => void;
+}
+
 export class Delivery {
   readonly #answers: AssignmentAnswers;
   readonly #targeting: Targeting;
   readonly #statuses: DeliveryStatuses;
-  /** Called after a policy changed (the files the node needs may have). */
-  onPolicyChanged: () => void = () => {};
-  /** Called after delivery states changed (events stored, targets refreshed): the roll-up reports soon. */
-  onStatusChanged: () => void = () => {};
-
   constructor(
     conn: SqlConn,
     computers: Computers,
@@ -34,8 +37,9 @@ export class Delivery {
     nodeInstallation: () => Promise<Installation>,
     staleBefore: () => Promise<number>,
     logger: Logger,
+    private readonly hooks: DeliveryHooks = {},
   ) {
-    const changed = () => this.onStatusChanged();
+    const changed = () => this.hooks.statusChanged?.();
     this.#answers = new AssignmentAnswers(conn, nodeInstallation);
     this.#targeting = new Targeting(conn, computers, index, staleBefore, logger, this.#answers, changed);
     this.#statuses = new DeliveryStatuses(conn, index, nodeInstallation, this.#answers, changed);
@@ -65,7 +69,7 @@ export class Delivery {
   /** A policy was created or changed: refresh it against every computer. */
   policyChanged(id: string): void {
     this.#answers.invalidateAll();
-    this.onPolicyChanged();
+    this.hooks.policyChanged?.();
     this.#targeting.policyChanged(id);
   }
 

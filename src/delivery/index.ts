@@ -5,7 +5,7 @@ import type { SettingsService } from '../settings/service.js';
 import type { Assessment } from '../assessment/index.js';
 import { assessmentSettings, staleBefore } from '../assessment/settings.js';
 import { AgentCredentials } from './agents.js';
-import { Delivery } from './engine.js';
+import { Delivery, type DeliveryHooks } from './engine.js';
 import { Policies, type PolicyPublisher } from './policies.js';
 import { PolicyDeliveries } from './policy-delivery.js';
 import { DEFAULT_INSTALLATION, INSTALLATION_SETTING, type Installation } from './installation.js';
@@ -14,14 +14,14 @@ import { DEFAULT_INSTALLATION, INSTALLATION_SETTING, type Installation } from '.
 export const EVENT_RETENTION_MS = 30 * 86_400_000;
 
 /** Policies and endpoint delivery, wired: one connection of its own (a single writer), credentials, engine, policies. */
-export function createDelivery(db: Database, assessment: Assessment, settings: SettingsService, logger: Logger, publisher: PolicyPublisher) {
+export function createDelivery(db: Database, assessment: Assessment, settings: SettingsService, logger: Logger, publisher: PolicyPublisher, hooks: DeliveryHooks = {}) {
   const conn = openConn(db);
   const log = logger.child({ module: 'delivery' });
   let installation: Installation | null = null;
   const nodeInstallation = async (): Promise<Installation> =>
     (installation ??= { ...DEFAULT_INSTALLATION, ...(await settings.get<Partial<Installation>>(INSTALLATION_SETTING)) });
   const stale = async () => staleBefore(await assessmentSettings(settings));
-  const engine = new Delivery(conn, assessment.computers, assessment.assessor.index, nodeInstallation, stale, log);
+  const engine = new Delivery(conn, assessment.computers, assessment.assessor.index, nodeInstallation, stale, log, hooks);
   const policies = new Policies(conn, assessment.computers, engine, stale, log, publisher, new PolicyDeliveries(conn, publisher.nodeId));
   const agents = new AgentCredentials(conn, assessment.enrollment);
   let pruneTimer: NodeJS.Timeout | null = null;

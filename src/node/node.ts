@@ -25,15 +25,17 @@ import { createMetrics } from './metrics.js';
 import { GrpcServer } from './grpc.js';
 import * as grpc from '@grpc/grpc-js';
 import { ensureIdentity } from '../replication/identity.js';
-import { ReplicationParent } from '../replication/parent.js';
+import { ReplicationParent, childLanguages } from '../replication/parent.js';
 import { ReplicationChild } from '../replication/child.js';
 import { replicationDefinition } from '../replication/protocol.js';
 import { replicatedKinds } from './kinds.js';
+import { debounced, nodeEvents } from './events.js';
 import type { NodeConfig } from './config.js';
 import { createAssessment, type Assessment } from '../assessment/index.js';
 import { createDelivery, type DeliveryService } from '../delivery/index.js';
 import { createReports, type ReportsService } from '../reports/index.js';
 import { Rollup } from '../reports/rollup.js';
+import { TreeViews } from '../reports/tree.js';
 import { Freshness } from '../freshness/freshness.js';
 import { fileClock, systemClock } from '../lib/clock.js';
 
@@ -120,8 +122,12 @@ export class PatchtreeNode {
     const metrics = createMetrics();
     const clock = config.clockFile ? fileClock(config.clockFile) : systemClock;
     if (config.clockFile) log.warn({ file: config.clockFile }, 'TESTING: the clock for catalog freshness is read from a file');
-    const settings = new SettingsService(this.db.orm, config.data);
     const identity = await ensureIdentity(this.db.orm);
+    const self = { nodeId: identity.nodeId, name: config.name };
+    // What one part tells the others (node/events.ts): each part is given a hook at
+    // construction that emits here, and the node wires the reactions once all exist.
+    const events = nodeEvents();
+    const settings = new SettingsService(this.db.orm, config.data, { nodeId: identity.nodeId, notify: () => events.emit('appended') });
 
     // TLS for the tree: given files, else the node's own certificate (children join with a token
     // that pins its CA and get a client certificate signed by it); plaintext only with --insecure, loudly.
@@ -134,58 +140,10 @@ export class PatchtreeNode {
         : ownServerCredentials(tls);
 
     // Languages whose files this node needs: its own and its whole subtree's.
-    let subtree: string[] = [];
+    let subtree = await childLanguages(this.db.orm);
     const allLanguages = () => [...new Set([...config.languages, ...subtree])].sort();
-    let child: ReplicationChild | null = null;
-    const content = createContent(this.db.orm, settings, allLanguages, log, config.upstream ? (sha, offset, signal) => child!.fetchFile(sha, offset, signal) : null);
-    content.downloader.now = clock;
-    this.#content = content;
-    let reconcileTimer: NodeJS.Timeout | null = null;
-    const reconcileSoon = () => {
-      if (reconcileTimer) return;
-      reconcileTimer = setTimeout(() => {
-        reconcileTimer = null;
-        content.service.reconcile().catch((err) => log.error({ err }, 'content reconcile failed'));
-      }, 200);
-    };
-    this.#replicaReads = openConn(this.db);
-    const guard = new AuthGuard(metrics.authFailures, log.child({ module: 'auth' }));
     const kinds = replicatedKinds();
-    const parent = new ReplicationParent({
-      orm: this.db.orm,
-      reads: this.#replicaReads,
-      identity,
-      name: config.name,
-      kinds,
-      verifiedFile: (sha256) => content.service.verifiedFile(sha256),
-      logger: log.child({ module: 'replication' }),
-      enabled: Boolean(grpcTls) || config.insecure,
-      // Children joining with a certificate request get a client certificate from this node's CA, and must present it.
-      certificates: tls.own && !config.insecure ? { sign: (csr, nodeId) => signChild(tls, csr, nodeId), caPem: tls.caPem! } : null,
-      onLanguages: () => {
-        void parent.subtreeLanguages().then((l) => {
-          const changed = l.join(',') !== subtree.join(',');
-          subtree = l;
-          if (changed) {
-            reconcileSoon();
-            child?.resubscribe();
-          }
-        });
-      },
-      onAuthFailure: (peer, why) => guard.failed('grpc', peer.replace(/^ipv[46]:/, '').replace(/:\d+$/, ''), why),
-    });
-    subtree = await parent.subtreeLanguages();
-    settings.publisher = { nodeId: identity.nodeId, notify: () => parent.notify() };
-    let compactTimer: NodeJS.Timeout | null = null;
-    const compactSoon = () => {
-      if (compactTimer) return;
-      compactTimer = setTimeout(() => {
-        compactTimer = null;
-        parent.compact(config.changeLogRetention).catch((err) => log.error({ err }, 'change log compaction failed'));
-      }, 5_000);
-      compactTimer.unref();
-    };
-    this.parent = parent;
+    let child: ReplicationChild | null = null;
     if (config.upstream) {
       const up = await upstreamTls({ data: config.data, address: config.upstream, joinToken: config.joinToken, nodeId: identity.nodeId, insecure: config.insecure, tlsCa: config.tlsCa, tlsCert: config.tlsCert, tlsKey: config.tlsKey });
       child = new ReplicationChild({
@@ -194,95 +152,138 @@ export class PatchtreeNode {
         name: config.name,
         version: VERSION,
         ownLanguages: config.languages,
-        subtreeLanguages: () => parent.subtreeLanguages(),
+        subtreeLanguages: () => childLanguages(this.db!.orm),
         upstream: { address: config.upstream, joinToken: config.joinToken, credentials: up.credentials, prepareJoin: up.prepareJoin, acceptCertificate: (pem) => up.accept(pem) },
         kinds,
         logger: log.child({ module: 'upstream' }),
         clock,
-        onApplied: (changed, applied) => {
-          parent.notify();
-          for (const a of applied) if (a.kind === 'policy') this.#delivery?.engine.policyChanged(a.key);
-          if (changed > 0) {
-            this.#rollup?.markChanged();
-            // During a complete resync the catalog is not whole yet: assessment waits
-            // for its end (the batch that ends it calls here too), so that the
-            // snapshot is applied at full speed and the index is rebuilt once.
-            // So does the content reconcile (it reads every file manifest of the catalog).
-            if (!child?.resyncing) {
-              this.#assessment?.assessor.catalogChanged();
-              this.#delivery?.catalogChanged();
-              reconcileSoon();
-            }
-            compactSoon();
-          }
-        },
-        onConnected: () => void content.downloader.retryDeferred().catch((err) => log.error({ err }, 'retrying deferred downloads failed')),
+        onApplied: (changed, applied) => events.emit('replicated', changed, applied),
+        onConnected: () => events.emit('upstream-connected'),
       });
       this.#child = child;
     }
-    const assessment = createAssessment(this.db, this.db.orm, settings, log);
+    const upstreamFiles = child ? child.fetchFile.bind(child) : null;
+    const content = createContent(this.db.orm, settings, allLanguages, log, upstreamFiles, { onVerified: (sha256) => events.emit('verified', sha256), now: clock });
+    this.#content = content;
+    const assessment = createAssessment(this.db, this.db.orm, settings, log, (ids) => events.emit('assessed', ids));
     this.#assessment = assessment;
-    const delivery = createDelivery(this.db, assessment, settings, log, { nodeId: identity.nodeId, name: config.name, notify: () => parent.notify() });
+    const delivery = createDelivery(this.db, assessment, settings, log, { ...self, notify: () => events.emit('appended') }, {
+      policyChanged: () => events.emit('policy-changed'),
+      statusChanged: () => events.emit('status-changed'),
+    });
     this.#delivery = delivery;
     const reports = createReports(this.db, assessment, log);
     this.#reports = reports;
-    const rollup = new Rollup({
-      orm: this.db.orm,
-      reader: this.db.reader,
-      reports: reports.reports,
-      policyTotals: () => delivery.policies.allTotals(),
-      self: { nodeId: identity.nodeId, name: config.name },
-      parentId: () => child?.parentId() ?? null,
-      intervalMs: config.reportInterval * 1000,
-      extra: async () => ({ languages: allLanguages(), freshness: await this.#freshness!.own() }),
-      send: child ? (r, gone) => child!.report(r, gone) : null,
-      logger: log.child({ module: 'rollup' }),
-    });
-    this.#rollup = rollup;
+    const views = new TreeViews(this.db.reader, reports.reports, self, () => child?.parentId() ?? null, Date.now);
     const freshness = new Freshness({
       reader: this.db.reader,
       orm: this.db.orm,
       settings,
       clock,
-      self: { nodeId: identity.nodeId, name: config.name },
+      self,
       languages: allLanguages,
       needsAllFiles: async () => (await content.settings()).need === 'languages',
       logger: log.child({ module: 'freshness' }),
-      reported: () => rollup.freshness(),
+      reported: () => views.freshness(),
       onOverdue: (byNode) => {
         metrics.freshnessOverdue.reset();
         for (const n of byNode.values()) metrics.freshnessOverdue.set({ node: n.name }, n.seconds);
       },
     });
     this.#freshness = freshness;
-    parent.receiveReports(rollup);
-    assessment.assessor.onAssessed = (ids) => {
+    const rollup = new Rollup({
+      orm: this.db.orm,
+      reader: this.db.reader,
+      reports: reports.reports,
+      views,
+      policyTotals: () => delivery.policies.allTotals(),
+      self,
+      parentId: () => child?.parentId() ?? null,
+      intervalMs: config.reportInterval * 1000,
+      extra: async () => ({ languages: allLanguages(), freshness: await freshness.own() }),
+      send: child ? (r, gone) => child.report(r, gone) : null,
+      logger: log.child({ module: 'rollup' }),
+    });
+    this.#rollup = rollup;
+    const guard = new AuthGuard(metrics.authFailures, log.child({ module: 'auth' }));
+    this.#replicaReads = openConn(this.db);
+    const parent = new ReplicationParent({
+      orm: this.db.orm,
+      reads: this.#replicaReads,
+      identity,
+      name: config.name,
+      kinds,
+      verifiedFile: (sha256) => content.service.verifiedFile(sha256),
+      reports: rollup,
+      logger: log.child({ module: 'replication' }),
+      enabled: Boolean(grpcTls) || config.insecure,
+      // Children joining with a certificate request get a client certificate from this node's CA, and must present it.
+      certificates: tls.own && !config.insecure ? { sign: (csr, nodeId) => signChild(tls, csr, nodeId), caPem: tls.caPem! } : null,
+      onLanguages: () => events.emit('subtree-changed'),
+      onAuthFailure: (peer, why) => guard.failed('grpc', peer.replace(/^ipv[46]:/, '').replace(/:\d+$/, ''), why),
+    });
+    this.parent = parent;
+    const importer = new CatalogImporter(this.db, trusted, log.child({ module: 'catalog' }), (o) => events.emit('imported', o), identity.nodeId, clock);
+
+    // The reactions, now that every part exists.
+    const later = debounced(log);
+    const reconcileSoon = later(200, 'content reconcile failed', () => content.service.reconcile());
+    const compactSoon = later(5_000, 'change log compaction failed', () => parent.compact(config.changeLogRetention));
+    events.on('appended', () => parent.notify());
+    events.on('subtree-changed', () => {
+      void childLanguages(this.db!.orm).then((l) => {
+        const changed = l.join(',') !== subtree.join(',');
+        subtree = l;
+        if (changed) {
+          reconcileSoon();
+          child?.resubscribe();
+        }
+      });
+    });
+    events.on('replicated', (changed, applied) => {
+      parent.notify();
+      for (const a of applied) if (a.kind === 'policy') delivery.engine.policyChanged(a.key);
+      if (changed > 0) {
+        rollup.markChanged();
+        // During a complete resync the catalog is not whole yet: assessment waits
+        // for its end (the batch that ends it calls here too), so that the
+        // snapshot is applied at full speed and the index is rebuilt once.
+        // So does the content reconcile (it reads every file manifest of the catalog).
+        if (!child?.resyncing) {
+          assessment.assessor.catalogChanged();
+          delivery.catalogChanged();
+          reconcileSoon();
+        }
+        compactSoon();
+      }
+    });
+    events.on('upstream-connected', () => void content.downloader.retryDeferred().catch((err) => log.error({ err }, 'retrying deferred downloads failed')));
+    events.on('assessed', (ids) => {
       delivery.engine.computersAssessed(ids);
       rollup.markChanged();
-    };
-    delivery.engine.onPolicyChanged = () => {
+    });
+    events.on('policy-changed', () => {
       reconcileSoon();
       rollup.markChanged();
-    };
-    delivery.engine.onStatusChanged = () => rollup.markChanged();
-    content.downloader.onVerified = () => {
+    });
+    events.on('status-changed', () => rollup.markChanged());
+    events.on('verified', () => {
       delivery.engine.invalidateAll();
       rollup.markChanged();
-    };
-    const importer = new CatalogImporter(this.db, trusted, log.child({ module: 'catalog' }), (o) => {
+    });
+    events.on('imported', (o) => {
       metrics.catalogImports.inc({ outcome: o.ok ? 'ok' : (o.code ?? 'error') });
       if (o.ok) metrics.catalogImportDuration.observe(o.seconds);
       // A release may need new files (or no longer need some).
       if (o.ok) {
-        this.#rollup?.markChanged();
+        rollup.markChanged();
         assessment.assessor.catalogChanged();
         delivery.catalogChanged();
         parent.notify();
         parent.compact(config.changeLogRetention).catch((err) => log.error({ err }, 'change log compaction failed'));
         content.service.reconcile().catch((err) => log.error({ err }, 'content reconcile failed'));
       }
-    }, identity.nodeId);
-    importer.now = clock;
+    });
 
     const app = createApp({
       db: this.db,

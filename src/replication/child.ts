@@ -11,6 +11,7 @@ import { splitPinnedToken } from '../tls/pin.js';
 import { PROTOCOL_VERSION, RETRY_AFTER_KEY, replicationService, type ReceivedMessage, type ReplicationClient, type WireNodeReport } from './protocol.js';
 import type { Identity } from './identity.js';
 import { BatchApplier } from './applier.js';
+import { Inbox } from './inbox.js';
 import type { JoinResponse__Output } from '../gen/proto/patchtree/replication/v1/JoinResponse.js';
 
 export interface UpstreamOptions {
@@ -36,10 +37,6 @@ interface StateRow {
 }
 
 const FLOW_CONTROL_WINDOW = 8 * 1024 * 1024;
-/** Changes applied in one transaction at most, when batches queue up. */
-const MAX_TX_CHANGES = 4_000;
-/** Messages received and not yet applied before the stream is paused. */
-const MAX_QUEUED_MESSAGES = 32;
 
 /** What the child side needs, all given at construction. */
 export interface ChildDeps {
@@ -259,10 +256,7 @@ export class ReplicationChild {
     this.#call = call;
     let fullResync = false;
     let epoch = state.epoch;
-    let ended = false;
     const finish = (err: unknown) => {
-      if (ended) return;
-      ended = true;
       this.#connected = false;
       if (this.#fullResync) {
         // Cut mid-resync: what did arrive is assessed meanwhile; the resync is redone.
@@ -278,16 +272,6 @@ export class ReplicationChild {
       }
       this.#retry(err ?? new Error('the upstream ended the stream'));
     };
-    /**
-     * Messages are applied in order from a queue drained after the I/O that brought
-     * them: consecutive batches that arrived while the previous transaction ran are
-     * applied as one (up to MAX_TX_CHANGES), so a busy child commits less often,
-     * not less durably. A full queue pauses the stream (HTTP/2 flow control then
-     * holds the parent back).
-     */
-    const queue: ReceivedMessage[] = [];
-    let scheduled = false;
-    let paused = false;
     const handle = (msg: ReceivedMessage) => {
       if ('hello' in msg && msg.hello) {
         this.#connected = true;
@@ -305,13 +289,7 @@ export class ReplicationChild {
       } else if ('batch' in msg && msg.batch) {
         this.#pausedUntil = 0;
         const { snapshot } = msg.batch;
-        let changes = msg.batch.changes;
-        let last = msg.batch;
-        for (let next = queue[0]; next && 'batch' in next && next.batch && next.batch.snapshot === snapshot && changes.length + next.batch.changes.length <= MAX_TX_CHANGES; next = queue[0]) {
-          queue.shift();
-          changes = changes.concat(next.batch.changes);
-          last = next.batch;
-        }
+        const { changes, last } = inbox.merge(msg.batch);
         const cursor = snapshot ? null : Number(last.cursor);
         const changed = this.#applier!.apply(changes, { snapshot, fullResync, cursor, epoch });
         if (cursor !== null) this.#parentHead = Math.max(this.#parentHead, cursor);
@@ -329,50 +307,7 @@ export class ReplicationChild {
         this.#ack();
       }
     };
-    /** Applies one message (with the batches merged into it); true while more wait. */
-    const step = (): boolean => {
-      const msg = queue.shift();
-      if (!msg || ended || this.#stopped) return false;
-      try {
-        handle(msg);
-      } catch (err) {
-        this.d.logger.error({ err }, 'applying a batch failed; reconnecting');
-        queue.length = 0;
-        call.cancel();
-        finish(err);
-        return false;
-      }
-      return queue.length > 0;
-    };
-    const drain = () => {
-      scheduled = false;
-      // One transaction per turn of the event loop: HTTP and acks get their turn between.
-      if (step()) schedule();
-      else if (paused && !ended) {
-        paused = false;
-        call.resume();
-      }
-    };
-    const schedule = () => {
-      if (scheduled) return;
-      scheduled = true;
-      setImmediate(drain);
-    };
-    call.on('data', (msg: ReceivedMessage) => {
-      queue.push(msg);
-      if (queue.length >= MAX_QUEUED_MESSAGES && !paused) {
-        paused = true;
-        call.pause();
-      }
-      schedule();
-    });
-    // What arrived before the stream ended is applied first: it is as good as ever.
-    const flushThen = (err: unknown) => {
-      while (step());
-      finish(err);
-    };
-    call.on('error', (err) => flushThen(err));
-    call.on('end', () => flushThen(null));
+    const inbox = new Inbox(call, handle, () => this.#stopped, finish, this.d.logger);
   }
 
   /** Reports the applied cursor to the parent, at most twice a second. */

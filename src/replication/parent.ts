@@ -28,6 +28,12 @@ const FILES_OFF_RETRY_MS = 10 * 60_000;
 
 type Child = typeof children.$inferSelect;
 
+/** Union of the languages of every child of this node still in the tree (their subtrees' included). */
+export async function childLanguages(orm: Orm): Promise<string[]> {
+  const rows = await orm.select({ languages: children.languages }).from(children).where(isNull(children.removedAt));
+  return [...new Set(rows.flatMap((r) => (r.languages ? r.languages.split(',') : [])))].sort();
+}
+
 /** What the parent side needs, all given at construction. */
 export interface ParentDeps {
   orm: Orm;
@@ -40,6 +46,8 @@ export interface ParentDeps {
   identity: Identity;
   name: string;
   kinds: KindRegistry;
+  /** Where children's Reports go (the roll-up); none: Report is UNIMPLEMENTED. */
+  reports: ReportSink | null;
   /** A file this node holds verified, to serve (content/service.ts). */
   verifiedFile: (sha256: string) => Promise<{ size: number; path: string } | null>;
   logger: Logger;
@@ -70,8 +78,6 @@ export interface ReportSink {
 export class ReplicationParent {
   readonly events = new EventEmitter();
   readonly #streams: Streams;
-  /** Where children's Reports go (set once by the node when its roll-up exists; none: UNIMPLEMENTED). */
-  #reports: ReportSink | null = null;
 
   constructor(private readonly d: ParentDeps) {
     this.events.setMaxListeners(0);
@@ -83,11 +89,6 @@ export class ReplicationParent {
 
   get certificates() {
     return this.d.certificates;
-  }
-
-  /** Children's Reports go to `sink` from now on. */
-  receiveReports(sink: ReportSink): void {
-    this.#reports = sink;
   }
 
   /** Wakes the streams: the change log grew. */
@@ -115,9 +116,8 @@ export class ReplicationParent {
   }
 
   /** Union of the languages of every child still in the tree. */
-  async subtreeLanguages(): Promise<string[]> {
-    const rows = await this.d.orm.select({ languages: children.languages }).from(children).where(isNull(children.removedAt));
-    return [...new Set(rows.flatMap((r) => (r.languages ? r.languages.split(',') : [])))].sort();
+  subtreeLanguages(): Promise<string[]> {
+    return childLanguages(this.d.orm);
   }
 
   async createJoinToken(ttlSeconds: number, by: string | null): Promise<{ token: string; expiresAt: string }> {
@@ -132,7 +132,7 @@ export class ReplicationParent {
     if (!r.rowsAffected) throw new AppError('not-found', `no child ${id}`);
     this.#streams.close(id, new AppError('forbidden', `this node was removed from ${this.d.name}`));
     this.d.onLanguages();
-    void this.#reports?.forget(id).catch((err) => this.d.logger.error({ err }, "removing a child's reports failed"));
+    void this.d.reports?.forget(id).catch((err) => this.d.logger.error({ err }, "removing a child's reports failed"));
   }
 
   async requestResync(id: string): Promise<void> {
@@ -225,8 +225,8 @@ export class ReplicationParent {
         this.#authenticate(call)
           .then(async (child) => {
             check.wire(call.request);
-            if (!this.#reports) throw new AppError('not-implemented', `${this.d.name} does not take reports`);
-            const resend = await this.#reports.receive(child.id, call.request.reports, call.request.gone);
+            if (!this.d.reports) throw new AppError('not-implemented', `${this.d.name} does not take reports`);
+            const resend = await this.d.reports.receive(child.id, call.request.reports, call.request.gone);
             await this.d.orm.update(children).set({ lastSeenAt: Date.now() }).where(eq(children.id, child.id));
             cb(null, { resend });
           })

@@ -34,6 +34,8 @@ export interface RollupOptions {
   /** Reads. */
   reader: Orm;
   reports: Reports;
+  /** The whole-tree views (shared with catalog freshness); made here when not given. */
+  views?: TreeViews;
   /** Delivery totals of every policy on this node. */
   policyTotals: () => Promise<NodeSummary['policies']>;
   self: { nodeId: string; name: string };
@@ -80,7 +82,7 @@ export class Rollup {
     this.#o = o;
     this.#now = o.now ?? Date.now;
     this.#children = new ChildReports(o.orm, o.self, o.logger, this.#now, () => this.markChanged());
-    this.#views = new TreeViews(o.reader, o.reports, o.self, o.parentId, this.#now);
+    this.#views = o.views ?? new TreeViews(o.reader, o.reports, o.self, o.parentId, this.#now);
   }
 
   start(): void {

@@ -44,8 +44,8 @@ export class SettingsService {
   constructor(
     private readonly orm: Orm,
     private readonly dataDir: string,
-    /** Replicated settings are appended to the change log; set once the node knows its id. */
-    public publisher: Publisher | null = null,
+    /** Replicated settings are appended to the change log (none: a tool that only reads). */
+    private readonly publisher: Publisher | null = null,
   ) {}
 
   async get<T>(key: string): Promise<T | undefined> {
