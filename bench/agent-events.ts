@@ -44,31 +44,93 @@ async function main(): Promise<void> {
     console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}`);
     const keys = await generateKeys(join(dir, 'keys'));
     const updates: CatalogUpdate[] = Array.from({ length: n }, (_, i) => ({
-      id: `ev-${i}`, revision: 1, kb: String(7100000 + i), bulletin: null, title: `Update ${i}`, vendor: 'Microsoft', productFamily: 'Windows', product: PRODUCT,
-      classification: 'Security Updates', severity: 'Important', cves: [], releaseDate: '2024-01-09', supersedes: [], restart: 'required',
-      install: { successCodes: [0], rebootCodes: [3010] }, applicability: { product: PRODUCT }, installed: { kb: String(7100000 + i) },
-      files: [{ name: `kb${i}.msu`, url: `http://127.0.0.1:${(vendor.address() as AddressInfo).port}/kb${i}.msu`, size: data.length, sha256: createHash('sha256').update(data).digest('hex'), language: 'neutral',
-        installer: { type: 'command', command: `sleep ${stepSeconds} # "{file}"` } }],
+      id: `ev-${i}`,
+      revision: 1,
+      kb: String(7100000 + i),
+      bulletin: null,
+      title: `Update ${i}`,
+      vendor: 'Microsoft',
+      productFamily: 'Windows',
+      product: PRODUCT,
+      classification: 'Security Updates',
+      severity: 'Important',
+      cves: [],
+      releaseDate: '2024-01-09',
+      supersedes: [],
+      restart: 'required',
+      install: { successCodes: [0], rebootCodes: [3010] },
+      applicability: { product: PRODUCT },
+      installed: { kb: String(7100000 + i) },
+      files: [
+        {
+          name: `kb${i}.msu`,
+          url: `http://127.0.0.1:${(vendor.address() as AddressInfo).port}/kb${i}.msu`,
+          size: data.length,
+          sha256: createHash('sha256').update(data).digest('hex'),
+          language: 'neutral',
+          installer: { type: 'command', command: `sleep ${stepSeconds} # "{file}"` },
+        },
+      ],
     }));
     const cat = join(dir, 'c.ndjson.gz');
-    await writeCatalog(cat, { format: 'patchtree-catalog', formatVersion: 2, version: 'e1', publisher: 'bench', createdAt: new Date().toISOString(), updates: n }, updates);
+    await writeCatalog(
+      cat,
+      { format: 'patchtree-catalog', formatVersion: 2, version: 'e1', publisher: 'bench', createdAt: new Date().toISOString(), updates: n },
+      updates,
+    );
     await signFile(cat, await loadPrivateKey(keys.keyFile));
     const node = await startNode(dir, 'site', keys.pubFile);
     await importCatalog(node, cat);
     await api(node.url, '/api/v1/settings/content', { method: 'PUT', body: JSON.stringify({ reserveBytes: 0 }) });
     const token = (await api(node.url, '/api/v1/agents/enrollment-tokens', { method: 'POST', body: '{}' })).token as string;
     const inv = join(dir, 'inventory.json');
-    writeFileSync(inv, JSON.stringify({ os: { family: 'windows', name: PRODUCT, version: '10.0.22631.3007', arch: 'x64', language: 'en-us' }, products: [{ name: PRODUCT }], kbs: [] }));
+    writeFileSync(
+      inv,
+      JSON.stringify({
+        os: { family: 'windows', name: PRODUCT, version: '10.0.22631.3007', arch: 'x64', language: 'en-us' },
+        products: [{ name: PRODUCT }],
+        kbs: [],
+      }),
+    );
     const state = join(dir, 'agent');
     // The first check-in comes at once; the next only after 10 minutes: events must not wait for it.
-    const agent = spawn(process.execPath, [join(ROOT, 'bin', 'patchtree.js'), 'agent', 'run', '--server', node.url, '--state', state, '--enrollment-token', token, '--inventory', `file:${inv}`, '--interval', '600', '--insecure'], { stdio: 'inherit' });
+    const agent = spawn(
+      process.execPath,
+      [
+        join(ROOT, 'bin', 'patchtree.js'),
+        'agent',
+        'run',
+        '--server',
+        node.url,
+        '--state',
+        state,
+        '--enrollment-token',
+        token,
+        '--inventory',
+        `file:${inv}`,
+        '--interval',
+        '600',
+        '--insecure',
+      ],
+      { stdio: 'inherit' },
+    );
     benchProcesses.push(agent);
-    const log = () => { try { return readFileSync(join(state, 'patch.log'), 'utf8'); } catch { return ''; } };
+    const log = () => {
+      try {
+        return readFileSync(join(state, 'patch.log'), 'utf8');
+      } catch {
+        return '';
+      }
+    };
     while (!/scan: \d+ update/.test(log())) await new Promise((r) => setTimeout(r, 100));
     // Files on the node first, then the policy: the agent's next check-in (asked for by hand) installs all of them in one task.
     await api(node.url, '/api/v1/content/downloads', { method: 'POST', body: JSON.stringify({ updates: updates.map((u) => u.id) }) });
-    while ((await api(node.url, '/api/v1/content/files?limit=1000')).items.filter((f: any) => f.state === 'verified').length < 1) await new Promise((r) => setTimeout(r, 100));
-    await api(node.url, '/api/v1/policies', { method: 'POST', body: JSON.stringify({ name: 'All', updates: updates.map((u) => u.id), targets: { all: true }, installation: { maintenance: { mode: 'any-time' } } }) });
+    while ((await api(node.url, '/api/v1/content/files?limit=1000')).items.filter((f: any) => f.state === 'verified').length < 1)
+      await new Promise((r) => setTimeout(r, 100));
+    await api(node.url, '/api/v1/policies', {
+      method: 'POST',
+      body: JSON.stringify({ name: 'All', updates: updates.map((u) => u.id), targets: { all: true }, installation: { maintenance: { mode: 'any-time' } } }),
+    });
     const started = Date.now();
     spawn(process.execPath, [join(ROOT, 'bin', 'patchtree.js'), 'agent', 'update-data', '--state', state], { stdio: 'ignore' });
     await new Promise((r) => setTimeout(r, 500));
@@ -82,7 +144,9 @@ async function main(): Promise<void> {
     }
     const lat = events.map((e) => Date.parse(e.receivedAt) - Date.parse(e.at));
     const task = Math.max(...events.map((e) => Date.parse(e.at))) - Math.min(...events.map((e) => Date.parse(e.at)));
-    console.log(`${events.length} of ${expected} events from one deploy task of ${n} installs of ${stepSeconds} s each (the task ran ${(task / 1000).toFixed(1)} s)`);
+    console.log(
+      `${events.length} of ${expected} events from one deploy task of ${n} installs of ${stepSeconds} s each (the task ran ${(task / 1000).toFixed(1)} s)`,
+    );
     console.log(`step -> node: p50 ${pct(lat, 50)} ms, p99 ${pct(lat, 99)} ms, max ${Math.max(...lat)} ms (goal: within 2 s)`);
   } finally {
     vendor.close();

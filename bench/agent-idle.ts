@@ -49,15 +49,41 @@ async function main(): Promise<void> {
     const keys = await generateKeys(join(dir, 'keys'));
     const key = await loadPrivateKey(keys.keyFile);
     const updates: CatalogUpdate[] = Array.from({ length: 200 }, (_, i) => ({
-      id: `idle-${i}`, revision: 1, kb: String(7000000 + i), bulletin: null, title: `Update ${i}`, vendor: 'Microsoft', productFamily: 'Windows', product: PRODUCT,
-      classification: 'Security Updates', severity: 'Important', cves: [], releaseDate: '2024-01-09', supersedes: [], restart: 'required',
+      id: `idle-${i}`,
+      revision: 1,
+      kb: String(7000000 + i),
+      bulletin: null,
+      title: `Update ${i}`,
+      vendor: 'Microsoft',
+      productFamily: 'Windows',
+      product: PRODUCT,
+      classification: 'Security Updates',
+      severity: 'Important',
+      cves: [],
+      releaseDate: '2024-01-09',
+      supersedes: [],
+      restart: 'required',
       // The installer puts the KB in the inventory, as a real install changes what the next scan finds.
-      install: { successCodes: [0], rebootCodes: [3010] }, applicability: { product: PRODUCT }, installed: { kb: String(7000000 + i) },
-      files: [{ name: `kb${i}.msu`, url: `http://127.0.0.1:${(vendor.address() as AddressInfo).port}/kb${i}.msu`, size: data.length, sha256: createHash('sha256').update(data).digest('hex'), language: 'neutral',
-        installer: { type: 'command', command: `cp '${join(dir, 'inventory-after.json')}' '${join(dir, 'inventory.json')}' # "{file}"` } }],
+      install: { successCodes: [0], rebootCodes: [3010] },
+      applicability: { product: PRODUCT },
+      installed: { kb: String(7000000 + i) },
+      files: [
+        {
+          name: `kb${i}.msu`,
+          url: `http://127.0.0.1:${(vendor.address() as AddressInfo).port}/kb${i}.msu`,
+          size: data.length,
+          sha256: createHash('sha256').update(data).digest('hex'),
+          language: 'neutral',
+          installer: { type: 'command', command: `cp '${join(dir, 'inventory-after.json')}' '${join(dir, 'inventory.json')}' # "{file}"` },
+        },
+      ],
     }));
     const cat = join(dir, 'c.ndjson.gz');
-    await writeCatalog(cat, { format: 'patchtree-catalog', formatVersion: 2, version: 'i1', publisher: 'bench', createdAt: new Date().toISOString(), updates: updates.length }, updates);
+    await writeCatalog(
+      cat,
+      { format: 'patchtree-catalog', formatVersion: 2, version: 'i1', publisher: 'bench', createdAt: new Date().toISOString(), updates: updates.length },
+      updates,
+    );
     await signFile(cat, key);
     const node = await startNode(dir, 'site', keys.pubFile);
     await importCatalog(node, cat);
@@ -88,15 +114,47 @@ async function main(): Promise<void> {
 
     // The computer has 199 of the 200 updates; a policy delivers the last one, which installs once.
     const inv = join(dir, 'inventory.json');
-    const inventory = (kbs: CatalogUpdate[]) => JSON.stringify({ os: { family: 'windows', name: PRODUCT, version: '10.0.22631.3007', arch: 'x64', language: 'en-us' }, products: [{ name: PRODUCT }], kbs: kbs.map((u) => u.kb) });
+    const inventory = (kbs: CatalogUpdate[]) =>
+      JSON.stringify({
+        os: { family: 'windows', name: PRODUCT, version: '10.0.22631.3007', arch: 'x64', language: 'en-us' },
+        products: [{ name: PRODUCT }],
+        kbs: kbs.map((u) => u.kb),
+      });
     writeFileSync(inv, inventory(updates.slice(1)));
     writeFileSync(join(dir, 'inventory-after.json'), inventory(updates));
-    await api(node.url, '/api/v1/policies', { method: 'POST', body: JSON.stringify({ name: 'All', updates: ['idle-0'], targets: { all: true }, installation: { maintenance: { mode: 'any-time' } } }) });
+    await api(node.url, '/api/v1/policies', {
+      method: 'POST',
+      body: JSON.stringify({ name: 'All', updates: ['idle-0'], targets: { all: true }, installation: { maintenance: { mode: 'any-time' } } }),
+    });
     const state = join(dir, 'agent');
-    const agent = spawn(process.execPath, [join(ROOT, 'bin', 'patchtree.js'), 'agent', 'run', '--server', `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, '--state', state,
-      '--enrollment-token', token, '--inventory', `file:${inv}`, '--interval', String(values.interval), '--insecure'], { stdio: 'inherit' });
+    const agent = spawn(
+      process.execPath,
+      [
+        join(ROOT, 'bin', 'patchtree.js'),
+        'agent',
+        'run',
+        '--server',
+        `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+        '--state',
+        state,
+        '--enrollment-token',
+        token,
+        '--inventory',
+        `file:${inv}`,
+        '--interval',
+        String(values.interval),
+        '--insecure',
+      ],
+      { stdio: 'inherit' },
+    );
     benchProcesses.push(agent);
-    const log = () => { try { return readFileSync(join(state, 'patch.log'), 'utf8'); } catch { return ''; } };
+    const log = () => {
+      try {
+        return readFileSync(join(state, 'patch.log'), 'utf8');
+      } catch {
+        return '';
+      }
+    };
     // Let it rescan, report and settle, then measure.
     for (;;) {
       if (/scan: 0 update\(s\) required/.test(log())) break;
@@ -115,7 +173,9 @@ async function main(): Promise<void> {
     console.log(`agent idle for ${seconds} s, check-in every ${values.interval} s (± jitter): ${checkins} check-ins`);
     console.log(`CPU: ${(s1.cpu - s0.cpu).toFixed(2)} s over ${seconds} s (${((100 * (s1.cpu - s0.cpu)) / seconds).toFixed(2)}% of one core)`);
     console.log(`RSS: ${s1.rssMB.toFixed(0)} MB at the end, peak ${s1.hwmMB.toFixed(0)} MB`);
-    console.log(`bytes per check-in (nothing changed): ${(up / Math.max(1, checkins)).toFixed(0)} up, ${(down / Math.max(1, checkins)).toFixed(0)} down (${up + down} bytes in all)`);
+    console.log(
+      `bytes per check-in (nothing changed): ${(up / Math.max(1, checkins)).toFixed(0)} up, ${(down / Math.max(1, checkins)).toFixed(0)} down (${up + down} bytes in all)`,
+    );
     console.log(`the agent's log over the window: ${log().split('\n').slice(-4).join(' | ')}`);
     proxy.close();
   } finally {

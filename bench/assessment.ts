@@ -85,7 +85,18 @@ async function main(): Promise<void> {
     const keys = await generateKeys(join(dir, 'keys'));
     const key = await loadPrivateKey(keys.keyFile);
     const c1 = join(dir, 'c1.ndjson.gz');
-    await writeCatalog(c1, { format: 'patchtree-catalog', formatVersion: 2, version: 'a1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: nUpdates }, catalog(nUpdates));
+    await writeCatalog(
+      c1,
+      {
+        format: 'patchtree-catalog',
+        formatVersion: 2,
+        version: 'a1',
+        publisher: 'bench',
+        createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(),
+        updates: nUpdates,
+      },
+      catalog(nUpdates),
+    );
     await signFile(c1, key);
     const node = await startNode(dir, 'site', keys.pubFile);
     await importCatalog(node, c1);
@@ -95,11 +106,15 @@ async function main(): Promise<void> {
     const sim = await simulate({ server: node.url, token, computers: nComputers, seed: 1, concurrency: 32 });
     if (sim.failed) throw new Error(`simulation: ${sim.failed} failed, first: ${sim.firstError}`);
     const fleet = await api(node.url, '/api/v1/assessment');
-    console.log(`0. ${nComputers} computers reported full inventories over HTTP, each assessed before the answer: ${(sim.durationMs / 1000).toFixed(1)} s, ${sim.reportsPerSecond} reports/s; ${sim.required} required and ${sim.unknown} unknown (computer, update) pairs; node peak RSS ${await vmHwmMB(node.pid)} MB`);
+    console.log(
+      `0. ${nComputers} computers reported full inventories over HTTP, each assessed before the answer: ${(sim.durationMs / 1000).toFixed(1)} s, ${sim.reportsPerSecond} reports/s; ${sim.required} required and ${sim.unknown} unknown (computer, update) pairs; node peak RSS ${await vmHwmMB(node.pid)} MB`,
+    );
 
     // 1. Full assessment.
     const full = await api(node.url, '/api/v1/assessment/run', { method: 'POST' });
-    console.log(`1. full assessment of ${full.computers} computers against ${full.updates} updates: ${(full.durationMs / 1000).toFixed(1)} s (goal < 60 s); node peak RSS ${await vmHwmMB(node.pid)} MB; catalog indexed ${fleet.updates}`);
+    console.log(
+      `1. full assessment of ${full.computers} computers against ${full.updates} updates: ${(full.durationMs / 1000).toFixed(1)} s (goal < 60 s); node peak RSS ${await vmHwmMB(node.pid)} MB; catalog indexed ${fleet.updates}`,
+    );
 
     // 2. Inventory deltas: one computer at a time, request to stored results.
     const lat: number[] = [];
@@ -115,11 +130,24 @@ async function main(): Promise<void> {
       });
       lat.push(performance.now() - t0);
     }
-    console.log(`2. one inventory delta absorbed (HTTP request to stored results), ${lat.length} deltas: p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms (goal < 50 ms)`);
+    console.log(
+      `2. one inventory delta absorbed (HTTP request to stored results), ${lat.length} deltas: p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms (goal < 50 ms)`,
+    );
 
     // 3. 100 new updates.
     const c2 = join(dir, 'c2.ndjson.gz');
-    await writeCatalog(c2, { format: 'patchtree-catalog', formatVersion: 2, version: 'a2', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 1, 1)).toISOString(), updates: nUpdates + 100 }, catalog(nUpdates + 100, nUpdates));
+    await writeCatalog(
+      c2,
+      {
+        format: 'patchtree-catalog',
+        formatVersion: 2,
+        version: 'a2',
+        publisher: 'bench',
+        createdAt: new Date(Date.UTC(2024, 1, 1)).toISOString(),
+        updates: nUpdates + 100,
+      },
+      catalog(nUpdates + 100, nUpdates),
+    );
     await signFile(c2, key);
     const t0 = performance.now();
     await importCatalog(node, c2);
@@ -128,7 +156,9 @@ async function main(): Promise<void> {
       const s = await api(node.url, '/api/v1/assessment');
       if (s.cursor >= s.head && !s.busy) {
         const total = (performance.now() - t0) / 1000;
-        console.log(`3. 100 new updates imported (${((imported - t0) / 1000).toFixed(1)} s) and the fleet reassessed: ${(s.lastRun.durationMs / 1000).toFixed(1)} s for ${s.lastRun.computers} computers (goal < 5 s); import to caught up ${total.toFixed(1)} s`);
+        console.log(
+          `3. 100 new updates imported (${((imported - t0) / 1000).toFixed(1)} s) and the fleet reassessed: ${(s.lastRun.durationMs / 1000).toFixed(1)} s for ${s.lastRun.computers} computers (goal < 5 s); import to caught up ${total.toFixed(1)} s`,
+        );
         break;
       }
       await new Promise((r) => setTimeout(r, 50));

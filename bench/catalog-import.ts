@@ -25,7 +25,12 @@ import { openNative } from '../src/db/native.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const LANGS = ['de-de', 'fr-fr', 'ja-jp', 'pt-br', 'es-es', 'it-it', 'zh-cn', 'ko-kr'];
-const PRODUCTS = ['Windows 11 Version 23H2 for x64-based Systems', 'Windows 10 Version 22H2 for x64-based Systems', 'Microsoft Office 2016 (32-bit edition)', 'Windows Server 2022'];
+const PRODUCTS = [
+  'Windows 11 Version 23H2 for x64-based Systems',
+  'Windows 10 Version 22H2 for x64-based Systems',
+  'Microsoft Office 2016 (32-bit edition)',
+  'Windows Server 2022',
+];
 
 export function* generate(n: number): Generator<CatalogUpdate> {
   for (let i = 0; i < n; i++) {
@@ -51,9 +56,30 @@ export function* generate(n: number): Generator<CatalogUpdate> {
       applicability: { product },
       installed: { any: [{ kb }, { product, version: { gte: `10.0.${20000 + (i % 3000)}.${i % 5000}` } }] },
       files: [
-        { name: `kb${kb}-x64.msu`, url: `http://download.example.com/${kb}/kb${kb}-x64.msu`, size: 1000 + i, sha256: hex(0), language: 'neutral', installer: { type: 'wusa' } },
-        { name: `kb${kb}-${LANGS[i % 8]}.cab`, url: `http://download.example.com/${kb}/${LANGS[i % 8]}.cab`, size: 500 + i, sha256: hex(1), language: LANGS[i % 8]!, installer: { type: 'dism' } },
-        { name: `kb${kb}-${LANGS[(i + 3) % 8]}.cab`, url: `http://download.example.com/${kb}/${LANGS[(i + 3) % 8]}.cab`, size: 500 + i, sha256: hex(2), language: LANGS[(i + 3) % 8]!, installer: { type: 'dism' } },
+        {
+          name: `kb${kb}-x64.msu`,
+          url: `http://download.example.com/${kb}/kb${kb}-x64.msu`,
+          size: 1000 + i,
+          sha256: hex(0),
+          language: 'neutral',
+          installer: { type: 'wusa' },
+        },
+        {
+          name: `kb${kb}-${LANGS[i % 8]}.cab`,
+          url: `http://download.example.com/${kb}/${LANGS[i % 8]}.cab`,
+          size: 500 + i,
+          sha256: hex(1),
+          language: LANGS[i % 8]!,
+          installer: { type: 'dism' },
+        },
+        {
+          name: `kb${kb}-${LANGS[(i + 3) % 8]}.cab`,
+          url: `http://download.example.com/${kb}/${LANGS[(i + 3) % 8]}.cab`,
+          size: 500 + i,
+          sha256: hex(2),
+          language: LANGS[(i + 3) % 8]!,
+          installer: { type: 'dism' },
+        },
       ],
     };
   }
@@ -64,7 +90,8 @@ async function limit(dbFile: string, n: number): Promise<void> {
   (await openDatabase(`file:${dbFile}`)).close(); // same schema and pragmas via the migrations
   const db = openNative(dbFile);
   const start = performance.now();
-  const up = db.prepare(`INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification, severity, cves, cve_details,
+  const up =
+    db.prepare(`INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification, severity, cves, cve_details,
     release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes, applicability, installed, more_info_url, languages, expired,
     content_hash, release_version, first_version, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?)`);
   const file = db.prepare('INSERT INTO update_files (update_id, sha256, name, url, size, language, position, installer) VALUES (?,?,?,?,?,?,?,?)');
@@ -73,9 +100,35 @@ async function limit(dbFile: string, n: number): Promise<void> {
   let rows = 0;
   db.exec('BEGIN IMMEDIATE');
   for (const u of generate(n)) {
-    up.run(u.id, 1, u.kb, null, u.title, null, u.vendor, u.productFamily, u.product, u.classification, u.severity, JSON.stringify(u.cves), '[]', u.releaseDate,
-      JSON.stringify(u.supersedes), 0, u.restart, '[0]', '[3010,1641]', JSON.stringify(u.applicability), JSON.stringify(u.installed), null,
-      [...new Set(u.files.map((f) => f.language))].sort().join(','), 'x'.repeat(64), 'v1', 'v1', Date.now());
+    up.run(
+      u.id,
+      1,
+      u.kb,
+      null,
+      u.title,
+      null,
+      u.vendor,
+      u.productFamily,
+      u.product,
+      u.classification,
+      u.severity,
+      JSON.stringify(u.cves),
+      '[]',
+      u.releaseDate,
+      JSON.stringify(u.supersedes),
+      0,
+      u.restart,
+      '[0]',
+      '[3010,1641]',
+      JSON.stringify(u.applicability),
+      JSON.stringify(u.installed),
+      null,
+      [...new Set(u.files.map((f) => f.language))].sort().join(','),
+      'x'.repeat(64),
+      'v1',
+      'v1',
+      Date.now(),
+    );
     for (const [i, f] of u.files.entries()) file.run(u.id, f.sha256, f.name, f.url, f.size, f.language, i, JSON.stringify(f.installer));
     for (const c of u.cves) cve.run(u.id, c);
     for (const s of u.supersedes) sup.run(u.id, s);
@@ -106,22 +159,54 @@ async function main(): Promise<void> {
     const keys = await generateKeys(join(dir, 'keys'));
     const catalog = join(dir, 'catalog.ndjson.gz');
     let t0 = performance.now();
-    await writeCatalog(catalog, { format: 'patchtree-catalog', formatVersion: 2, version: 'bench-1', publisher: 'bench', createdAt: new Date().toISOString(), updates: n }, generate(n));
+    await writeCatalog(
+      catalog,
+      { format: 'patchtree-catalog', formatVersion: 2, version: 'bench-1', publisher: 'bench', createdAt: new Date().toISOString(), updates: n },
+      generate(n),
+    );
     await signFile(catalog, await loadPrivateKey(keys.keyFile));
     const size = (await stat(catalog)).size;
     console.log(`catalog: ${n} updates, ${(size / 1e6).toFixed(1)} MB gzip, written in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
     // The node: a real process, the catalog uploaded over HTTP.
     const token = 'bench-admin-token-0123456789';
-    const prof = process.env['BENCH_PROFILE_DIR'];
-    const node = spawn(process.execPath, [...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []), join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, 'node'), '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--insecure-http',
-      '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', '--admin-token', token, '--trusted-key', keys.pubFile, '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const prof = process.env.BENCH_PROFILE_DIR;
+    const node = spawn(
+      process.execPath,
+      [
+        ...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []),
+        join(ROOT, 'bin', 'patchtree.js'),
+        'serve',
+        '--data',
+        join(dir, 'node'),
+        '--http-port',
+        '0',
+        '--https-port',
+        '0',
+        '--grpc-port',
+        '0',
+        '--insecure-http',
+        '--http-host',
+        '127.0.0.1',
+        '--grpc-host',
+        '127.0.0.1',
+        '--admin-token',
+        token,
+        '--trusted-key',
+        keys.pubFile,
+        '--log-level',
+        'info',
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     const port = await new Promise<number>((resolve, reject) => {
       createInterface({ input: node.stdout! }).on('line', (l) => {
         try {
           const rec = JSON.parse(l) as { msg?: string; http?: number };
           if (rec.msg === 'node started') resolve(rec.http!);
-        } catch { /* not JSON */ }
+        } catch {
+          /* not JSON */
+        }
       });
       node.on('exit', (c) => reject(new Error(`node exited ${c}`)));
     });
@@ -137,12 +222,20 @@ async function main(): Promise<void> {
     const nodeRss = await vmHwmMB(node.pid!);
     node.kill('SIGTERM');
 
-    const lim = JSON.parse(await runChild([fileURLToPath(import.meta.url), '--updates', String(n), '--limit-db', join(dir, 'limit.db')])) as { seconds: number; rows: number; peakRssMB: number };
+    const lim = JSON.parse(await runChild([fileURLToPath(import.meta.url), '--updates', String(n), '--limit-db', join(dir, 'limit.db')])) as {
+      seconds: number;
+      rows: number;
+      peakRssMB: number;
+    };
     const rows = lim.rows;
     console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}`);
     console.log(`rows per import: ${rows} (updates ${n}, files ${n * 3}, cves ${n * 4}, supersedence ${n - 1})`);
-    console.log(`import (HTTP upload -> verify -> worker -> commit): ${importSeconds.toFixed(2)} s (${Math.round(rows / importSeconds)} rows/s; in-transaction part ${((body.durationMs ?? 0) / 1000).toFixed(2)} s), node peak RSS ${nodeRss} MB (idle ${rssBefore} MB)`);
-    console.log(`limit (same rows, libsql binding, one transaction): ${lim.seconds.toFixed(2)} s (${Math.round(rows / lim.seconds)} rows/s), peak RSS ${lim.peakRssMB} MB`);
+    console.log(
+      `import (HTTP upload -> verify -> worker -> commit): ${importSeconds.toFixed(2)} s (${Math.round(rows / importSeconds)} rows/s; in-transaction part ${((body.durationMs ?? 0) / 1000).toFixed(2)} s), node peak RSS ${nodeRss} MB (idle ${rssBefore} MB)`,
+    );
+    console.log(
+      `limit (same rows, libsql binding, one transaction): ${lim.seconds.toFixed(2)} s (${Math.round(rows / lim.seconds)} rows/s), peak RSS ${lim.peakRssMB} MB`,
+    );
     console.log(`ratio import/limit: ${(importSeconds / lim.seconds).toFixed(2)}x (goal: <= 2x, node RSS < 300 MB)`);
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -29,7 +29,7 @@ const SELF = fileURLToPath(import.meta.url);
 /** `--serve FILE`: the "vendor", a plain HTTP file server in its own process. */
 async function serve(file: string): Promise<void> {
   const size = (await stat(file)).size;
-  const server = createServer((req, res) => {
+  const server = createServer((_req, res) => {
     res.writeHead(200, { 'content-length': String(size), 'content-type': 'application/octet-stream' });
     createReadStream(file, { highWaterMark: 256 * 1024 }).pipe(res);
   });
@@ -42,7 +42,9 @@ function firstLine(child: ChildProcess, match: (rec: Record<string, unknown>) =>
       try {
         const rec = JSON.parse(l) as Record<string, unknown>;
         if (match(rec)) resolve(rec);
-      } catch { /* not JSON */ }
+      } catch {
+        /* not JSON */
+      }
     });
     child.on('exit', (c) => reject(new Error(`child exited ${c}`)));
   });
@@ -70,7 +72,7 @@ async function main(): Promise<void> {
 
     const vendor = spawn(process.execPath, [SELF, '--serve', file], { stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(vendor);
-    const vport = (await firstLine(vendor, (r) => 'port' in r))['port'] as number;
+    const vport = (await firstLine(vendor, (r) => 'port' in r)).port as number;
     const url = `http://127.0.0.1:${vport}/update.cab`;
 
     // (1a) the limit: a raw fetch piped to disk.
@@ -82,28 +84,78 @@ async function main(): Promise<void> {
     // (1b) the node's downloader (hash, rate-limit bookkeeping, partial file, rename).
     const keys = await generateKeys(join(dir, 'keys'));
     const catalog = join(dir, 'catalog.ndjson.gz');
-    await writeCatalog(catalog, { format: 'patchtree-catalog', formatVersion: 2, version: 'b1', publisher: 'bench', createdAt: new Date().toISOString(), updates: 1 }, [{
-      id: 'bench-update', revision: 1, kb: '5000001', bulletin: null, title: 'Bench update', vendor: 'Microsoft', productFamily: 'Windows', product: 'Windows 11 Version 23H2 for x64-based Systems',
-      classification: 'Security Updates', severity: 'Critical', cves: [], releaseDate: '2024-01-09', supersedes: [], restart: 'required',
-      install: { successCodes: [0], rebootCodes: [3010] },
-      applicability: { product: 'Windows 11 Version 23H2 for x64-based Systems' }, installed: { kb: '5000001' },
-      files: [{ name: 'update.cab', url, size, sha256, language: 'neutral', installer: { type: 'dism' } }],
-    }]);
+    await writeCatalog(
+      catalog,
+      { format: 'patchtree-catalog', formatVersion: 2, version: 'b1', publisher: 'bench', createdAt: new Date().toISOString(), updates: 1 },
+      [
+        {
+          id: 'bench-update',
+          revision: 1,
+          kb: '5000001',
+          bulletin: null,
+          title: 'Bench update',
+          vendor: 'Microsoft',
+          productFamily: 'Windows',
+          product: 'Windows 11 Version 23H2 for x64-based Systems',
+          classification: 'Security Updates',
+          severity: 'Critical',
+          cves: [],
+          releaseDate: '2024-01-09',
+          supersedes: [],
+          restart: 'required',
+          install: { successCodes: [0], rebootCodes: [3010] },
+          applicability: { product: 'Windows 11 Version 23H2 for x64-based Systems' },
+          installed: { kb: '5000001' },
+          files: [{ name: 'update.cab', url, size, sha256, language: 'neutral', installer: { type: 'dism' } }],
+        },
+      ],
+    );
     await signFile(catalog, await loadPrivateKey(keys.keyFile));
     const token = 'bench-admin-token-0123456789';
-    const node = spawn(process.execPath, [join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, 'node'), '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--insecure-http',
-      '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', '--admin-token', token, '--trusted-key', keys.pubFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const node = spawn(
+      process.execPath,
+      [
+        join(ROOT, 'bin', 'patchtree.js'),
+        'serve',
+        '--data',
+        join(dir, 'node'),
+        '--http-port',
+        '0',
+        '--https-port',
+        '0',
+        '--grpc-port',
+        '0',
+        '--insecure-http',
+        '--http-host',
+        '127.0.0.1',
+        '--grpc-host',
+        '127.0.0.1',
+        '--admin-token',
+        token,
+        '--trusted-key',
+        keys.pubFile,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     children.push(node);
-    const port = (await firstLine(node, (r) => r['msg'] === 'node started'))['http'] as number;
+    const port = (await firstLine(node, (r) => r.msg === 'node started')).http as number;
     const base = `http://127.0.0.1:${port}`;
     const auth = { authorization: `Bearer ${token}` };
     const form = new FormData();
     form.append('catalog', new Blob([await readFile(catalog)]), 'c.gz');
     form.append('signature', new Blob([await readFile(`${catalog}.sig`)]), 'c.gz.sig');
     await fetch(`${base}/api/v1/catalog/imports`, { method: 'POST', body: form, headers: auth });
-    await fetch(`${base}/api/v1/settings/content`, { method: 'PUT', body: JSON.stringify({ reserveBytes: 0 }), headers: { ...auth, 'content-type': 'application/json' } });
+    await fetch(`${base}/api/v1/settings/content`, {
+      method: 'PUT',
+      body: JSON.stringify({ reserveBytes: 0 }),
+      headers: { ...auth, 'content-type': 'application/json' },
+    });
     t0 = performance.now();
-    await fetch(`${base}/api/v1/content/downloads`, { method: 'POST', body: JSON.stringify({ updates: ['bench-update'] }), headers: { ...auth, 'content-type': 'application/json' } });
+    await fetch(`${base}/api/v1/content/downloads`, {
+      method: 'POST',
+      body: JSON.stringify({ updates: ['bench-update'] }),
+      headers: { ...auth, 'content-type': 'application/json' },
+    });
     for (;;) {
       const s = (await (await fetch(`${base}/api/v1/content`, { headers: auth })).json()) as { verified: number; failed: number };
       if (s.verified === 1) break;
@@ -116,10 +168,12 @@ async function main(): Promise<void> {
     // (2) 100 concurrent downloads of the file from the node.
     t0 = performance.now();
     let bytes = 0;
-    await Promise.all(Array.from({ length: clients }, async () => {
-      const r = await fetch(`${base}/agent/v1/files/${sha256}`, { headers: auth });
-      for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) bytes += chunk.length;
-    }));
+    await Promise.all(
+      Array.from({ length: clients }, async () => {
+        const r = await fetch(`${base}/agent/v1/files/${sha256}`, { headers: auth });
+        for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) bytes += chunk.length;
+      }),
+    );
     const serveSeconds = (performance.now() - t0) / 1000;
     const rssAfterServe = await vmHwmMB(node.pid!);
     if (bytes !== size * clients) throw new Error(`served ${bytes} bytes, expected ${size * clients}`);
@@ -127,8 +181,12 @@ async function main(): Promise<void> {
     const mbps = (b: number, s: number) => `${(b / 1024 / 1024 / s).toFixed(0)} MiB/s`;
     console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}; file ${values.mb} MiB`);
     console.log(`download, raw fetch piped to disk (limit): ${rawSeconds.toFixed(2)} s, ${mbps(size, rawSeconds)}`);
-    console.log(`download, node downloader (hash + verify + store): ${nodeSeconds.toFixed(2)} s, ${mbps(size, nodeSeconds)} (${(nodeSeconds / rawSeconds).toFixed(2)}x the limit); node peak RSS ${rssAfterDownload} MB`);
-    console.log(`serve: ${clients} concurrent downloads of ${values.mb} MiB: ${serveSeconds.toFixed(1)} s, ${mbps(size * clients, serveSeconds)} total; node peak RSS ${rssAfterServe} MB`);
+    console.log(
+      `download, node downloader (hash + verify + store): ${nodeSeconds.toFixed(2)} s, ${mbps(size, nodeSeconds)} (${(nodeSeconds / rawSeconds).toFixed(2)}x the limit); node peak RSS ${rssAfterDownload} MB`,
+    );
+    console.log(
+      `serve: ${clients} concurrent downloads of ${values.mb} MiB: ${serveSeconds.toFixed(1)} s, ${mbps(size * clients, serveSeconds)} total; node peak RSS ${rssAfterServe} MB`,
+    );
   } finally {
     for (const c of children) c.kill('SIGTERM');
     await rm(dir, { recursive: true, force: true });

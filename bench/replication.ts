@@ -43,7 +43,9 @@ const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(
 /** The limit: the same rows straight into SQLite in one process (bench/catalog-import --limit-db); seconds. */
 async function limit(dir: string, n: number, file: string): Promise<number> {
   const out = await new Promise<string>((resolve, reject) => {
-    const p = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'catalog-import.js'), '--updates', String(n), '--limit-db', join(dir, file)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'catalog-import.js'), '--updates', String(n), '--limit-db', join(dir, file)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let text = '';
     p.stdout.on('data', (d: Buffer) => (text += d.toString()));
     p.on('exit', (c) => (c === 0 ? resolve(text) : reject(new Error(`limit exited ${c}`))));
@@ -54,17 +56,28 @@ async function limit(dir: string, n: number, file: string): Promise<number> {
 
 /** Stops node processes and waits until they have exited. */
 async function stopNodes(...nodes: Node[]): Promise<void> {
-  await Promise.all(nodes.map((x) => new Promise<void>((resolve) => {
-    if (x.proc.exitCode !== null) return resolve();
-    x.proc.removeAllListeners('exit');
-    x.proc.once('exit', () => resolve());
-    x.proc.kill('SIGTERM');
-  })));
+  await Promise.all(
+    nodes.map(
+      (x) =>
+        new Promise<void>((resolve) => {
+          if (x.proc.exitCode !== null) return resolve();
+          x.proc.removeAllListeners('exit');
+          x.proc.once('exit', () => resolve());
+          x.proc.kill('SIGTERM');
+        }),
+    ),
+  );
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { updates: { type: 'string', default: '100000' }, imports: { type: 'string', default: '100' }, children: { type: 'string', default: '50' }, 'children-updates': { type: 'string', default: '20000' }, only: { type: 'string', default: 'all' } },
+    options: {
+      updates: { type: 'string', default: '100000' },
+      imports: { type: 'string', default: '100' },
+      children: { type: 'string', default: '50' },
+      'children-updates': { type: 'string', default: '20000' },
+      only: { type: 'string', default: 'all' },
+    },
   });
   const only = values.only;
   if (!['all', 'sync', 'latency', 'fanout'].includes(only)) throw new Error('--only takes sync, latency or fanout');
@@ -74,7 +87,11 @@ async function main(): Promise<void> {
     const keys = await generateKeys(join(dir, 'keys'));
     const key = await loadPrivateKey(keys.keyFile);
     const catalog = join(dir, 'big.ndjson.gz');
-    await writeCatalog(catalog, { format: 'patchtree-catalog', formatVersion: 2, version: 'b1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: n }, generate(n));
+    await writeCatalog(
+      catalog,
+      { format: 'patchtree-catalog', formatVersion: 2, version: 'b1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: n },
+      generate(n),
+    );
     await signFile(catalog, key);
     console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}`);
 
@@ -100,38 +117,55 @@ async function main(): Promise<void> {
       await stopNodes(root, child);
       const after = await limit(dir, n, 'limit-after.db');
       const bar = Math.min(before, after);
-      console.log(`1. initial sync of ${n} updates (${rows} rows) root -> child: ${syncSeconds.toFixed(1)} s, ${Math.round(n / syncSeconds)} updates/s, ${Math.round(rows / syncSeconds)} rows/s`);
-      console.log(`   limit (same rows straight into SQLite, no node running): ${before.toFixed(2)} s before, ${after.toFixed(2)} s after; ratio ${(syncSeconds / bar).toFixed(2)}x against the faster (goal <= 2x)`);
+      console.log(
+        `1. initial sync of ${n} updates (${rows} rows) root -> child: ${syncSeconds.toFixed(1)} s, ${Math.round(n / syncSeconds)} updates/s, ${Math.round(rows / syncSeconds)} rows/s`,
+      );
+      console.log(
+        `   limit (same rows straight into SQLite, no node running): ${before.toFixed(2)} s before, ${after.toFixed(2)} s after; ratio ${(syncSeconds / bar).toFixed(2)}x against the faster (goal <= 2x)`,
+      );
       console.log(`   peak RSS: root ${rss.root} MB (${rootRssBefore} MB before the sync), child ${rss.child} MB`);
     }
     if (only === 'sync') return;
 
     if (only === 'all' || only === 'latency') {
-    // 2. Latency to a depth-3 leaf.
-    const small = await startNode(dir, 'small-root', keys.pubFile);
-    const a = await startNode(dir, 'a', keys.pubFile, small);
-    const b = await startNode(dir, 'b', keys.pubFile, a);
-    const leaf = await startNode(dir, 'leaf', keys.pubFile, b);
-    const base = [...generate(20)];
-    const lat: number[] = [];
-    for (let i = 1; i <= Number(values.imports); i++) {
-      const file = join(dir, `small-${i}.gz`);
-      const updates = base.map((u, j) => (j === 0 ? { ...u, title: `revision ${i}` } : u));
-      await writeCatalog(file, { format: 'patchtree-catalog', formatVersion: 2, version: `s${i}`, publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1, 0, 0, i)).toISOString(), updates: updates.length }, updates);
-      await signFile(file, key);
-      const start = performance.now();
-      await importCatalog(small, file);
-      const imported = performance.now();
-      for (;;) {
-        const u = (await (await fetch(`${leaf.url}/api/v1/updates/${base[0]!.id}`, { headers: auth })).json()) as { title?: string };
-        if (u.title === `revision ${i}`) break;
-        await new Promise((r) => setTimeout(r, 2));
+      // 2. Latency to a depth-3 leaf.
+      const small = await startNode(dir, 'small-root', keys.pubFile);
+      const a = await startNode(dir, 'a', keys.pubFile, small);
+      const b = await startNode(dir, 'b', keys.pubFile, a);
+      const leaf = await startNode(dir, 'leaf', keys.pubFile, b);
+      const base = [...generate(20)];
+      const lat: number[] = [];
+      for (let i = 1; i <= Number(values.imports); i++) {
+        const file = join(dir, `small-${i}.gz`);
+        const updates = base.map((u, j) => (j === 0 ? { ...u, title: `revision ${i}` } : u));
+        await writeCatalog(
+          file,
+          {
+            format: 'patchtree-catalog',
+            formatVersion: 2,
+            version: `s${i}`,
+            publisher: 'bench',
+            createdAt: new Date(Date.UTC(2024, 0, 1, 0, 0, i)).toISOString(),
+            updates: updates.length,
+          },
+          updates,
+        );
+        await signFile(file, key);
+        const start = performance.now();
+        await importCatalog(small, file);
+        const imported = performance.now();
+        for (;;) {
+          const u = (await (await fetch(`${leaf.url}/api/v1/updates/${base[0]!.id}`, { headers: auth })).json()) as { title?: string };
+          if (u.title === `revision ${i}`) break;
+          await new Promise((r) => setTimeout(r, 2));
+        }
+        lat.push(performance.now() - imported);
+        void start;
       }
-      lat.push(performance.now() - imported);
-      void start;
-    }
-    console.log(`2. commit at the root -> visible at the depth-3 leaf, ${lat.length} imports: p50 ${pct(lat, 50).toFixed(0)} ms, p99 ${pct(lat, 99).toFixed(0)} ms, max ${Math.max(...lat).toFixed(0)} ms (goal p99 < 1 s)`);
-    await stopNodes(leaf, b, a, small);
+      console.log(
+        `2. commit at the root -> visible at the depth-3 leaf, ${lat.length} imports: p50 ${pct(lat, 50).toFixed(0)} ms, p99 ${pct(lat, 99).toFixed(0)} ms, max ${Math.max(...lat).toFixed(0)} ms (goal p99 < 1 s)`,
+      );
+      await stopNodes(leaf, b, a, small);
     }
     if (only === 'latency') return;
 
@@ -140,40 +174,59 @@ async function main(): Promise<void> {
     const m = Number(values['children-updates']);
     const feeder = await startNode(dir, 'feeder', keys.pubFile);
     const feedCatalog = join(dir, 'feed.ndjson.gz');
-    await writeCatalog(feedCatalog, { format: 'patchtree-catalog', formatVersion: 2, version: 'f1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: m }, generate(m));
+    await writeCatalog(
+      feedCatalog,
+      { format: 'patchtree-catalog', formatVersion: 2, version: 'f1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: m },
+      generate(m),
+    );
     await signFile(feedCatalog, key);
     await importCatalog(feeder, feedCatalog);
     const Service = replicationService();
     const done: number[] = [];
     t0 = performance.now();
-    await Promise.all(Array.from({ length: k }, async (_, i) => {
-      const tok = (await (await fetch(`${feeder.url}/api/v1/hierarchy/join-tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' })).json()) as { token: string };
-      const client = new Service(`127.0.0.1:${feeder.grpc}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 }) as unknown as {
-        Join: (r: unknown, cb: (e: Error | null, r: { credential: string }) => void) => void;
-        Subscribe: (r: unknown, md: grpc.Metadata) => grpc.ClientReadableStream<ReceivedMessage>;
-        close(): void;
-      };
-      const nodeId = `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
-      const { credential } = await new Promise<{ credential: string }>((resolve, reject) => client.Join({ join_token: tok.token, node_id: nodeId, name: `sub-${i}`, languages: ['en'], protocol_version: PROTOCOL_VERSION }, (e, r) => (e ? reject(e) : resolve(r))));
-      const md = new grpc.Metadata();
-      md.set('authorization', `Bearer ${credential}`);
-      const call = client.Subscribe({ protocol_version: PROTOCOL_VERSION, node_id: nodeId, epoch: '', after_seq: 0, languages: ['en'], applied_languages: [] }, md);
-      let count = 0;
-      await new Promise<void>((resolve, reject) => {
-        call.on('data', (msg: ReceivedMessage) => {
-          if ("batch" in msg && msg.batch) count += msg.batch.changes.filter((c) => c.kind === "update").length;
-          if ("resync_end" in msg && msg.resync_end) {
-            done.push((performance.now() - t0) / 1000);
-            if (count !== m) reject(new Error(`subscriber ${i} got ${count} of ${m}`));
-            resolve();
-          }
+    await Promise.all(
+      Array.from({ length: k }, async (_, i) => {
+        const tok = (await (
+          await fetch(`${feeder.url}/api/v1/hierarchy/join-tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' })
+        ).json()) as { token: string };
+        const client = new Service(`127.0.0.1:${feeder.grpc}`, grpc.credentials.createInsecure(), {
+          'grpc.max_receive_message_length': 64 * 1024 * 1024,
+        }) as unknown as {
+          Join: (r: unknown, cb: (e: Error | null, r: { credential: string }) => void) => void;
+          Subscribe: (r: unknown, md: grpc.Metadata) => grpc.ClientReadableStream<ReceivedMessage>;
+          close(): void;
+        };
+        const nodeId = `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
+        const { credential } = await new Promise<{ credential: string }>((resolve, reject) =>
+          client.Join({ join_token: tok.token, node_id: nodeId, name: `sub-${i}`, languages: ['en'], protocol_version: PROTOCOL_VERSION }, (e, r) =>
+            e ? reject(e) : resolve(r),
+          ),
+        );
+        const md = new grpc.Metadata();
+        md.set('authorization', `Bearer ${credential}`);
+        const call = client.Subscribe(
+          { protocol_version: PROTOCOL_VERSION, node_id: nodeId, epoch: '', after_seq: 0, languages: ['en'], applied_languages: [] },
+          md,
+        );
+        let count = 0;
+        await new Promise<void>((resolve, reject) => {
+          call.on('data', (msg: ReceivedMessage) => {
+            if ('batch' in msg && msg.batch) count += msg.batch.changes.filter((c) => c.kind === 'update').length;
+            if ('resync_end' in msg && msg.resync_end) {
+              done.push((performance.now() - t0) / 1000);
+              if (count !== m) reject(new Error(`subscriber ${i} got ${count} of ${m}`));
+              resolve();
+            }
+          });
+          call.on('error', reject);
         });
-        call.on('error', reject);
-      });
-      call.cancel();
-      client.close();
-    }));
-    console.log(`3. one parent feeding ${k} subscribers a ${m}-update snapshot at once: first done ${Math.min(...done).toFixed(1)} s, last ${Math.max(...done).toFixed(1)} s, spread ${(Math.max(...done) - Math.min(...done)).toFixed(1)} s; ${Math.round((k * m) / Math.max(...done))} updates/s sent in all; parent peak RSS ${await vmHwmMB(feeder.pid)} MB`);
+        call.cancel();
+        client.close();
+      }),
+    );
+    console.log(
+      `3. one parent feeding ${k} subscribers a ${m}-update snapshot at once: first done ${Math.min(...done).toFixed(1)} s, last ${Math.max(...done).toFixed(1)} s, spread ${(Math.max(...done) - Math.min(...done)).toFixed(1)} s; ${Math.round((k * m) / Math.max(...done))} updates/s sent in all; parent peak RSS ${await vmHwmMB(feeder.pid)} MB`,
+    );
   } finally {
     for (const c of children) c.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 500));

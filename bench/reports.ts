@@ -42,15 +42,32 @@ async function main(): Promise<void> {
     console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}`);
     const keys = await generateKeys(join(dir, 'keys'));
     const c1 = join(dir, 'c1.ndjson.gz');
-    await writeCatalog(c1, { format: 'patchtree-catalog', formatVersion: 2, version: 'r1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: nUpdates }, catalog(nUpdates));
+    await writeCatalog(
+      c1,
+      {
+        format: 'patchtree-catalog',
+        formatVersion: 2,
+        version: 'r1',
+        publisher: 'bench',
+        createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(),
+        updates: nUpdates,
+      },
+      catalog(nUpdates),
+    );
     await signFile(c1, await loadPrivateKey(keys.keyFile));
     const node = await startNode(dir, 'site', keys.pubFile);
     await importCatalog(node, c1);
-    const res = await fetch(`${node.url}/api/v1/agents/enrollment-tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' });
+    const res = await fetch(`${node.url}/api/v1/agents/enrollment-tokens`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: '{}',
+    });
     const token = ((await res.json()) as { token: string }).token;
     const sim = await simulate({ server: node.url, token, computers: nComputers, seed: 1, concurrency: 32 });
     if (sim.failed) throw new Error(`simulation: ${sim.failed} failed: ${sim.firstError}`);
-    console.log(`${nComputers} computers reported in ${(sim.durationMs / 1000).toFixed(1)} s (${sim.reportsPerSecond}/s); ${sim.required} required pairs; ${nUpdates} updates`);
+    console.log(
+      `${nComputers} computers reported in ${(sim.durationMs / 1000).toFixed(1)} s (${sim.reportsPerSecond}/s); ${sim.required} required pairs; ${nUpdates} updates`,
+    );
     console.log(`compliance summary:                    ${await timed(node.url, '/api/v1/reports/compliance')}`);
     console.log(`compliance by update (first 100):      ${await timed(node.url, '/api/v1/reports/compliance?view=updates')}`);
     console.log(`compliance by computer (first 100):    ${await timed(node.url, '/api/v1/reports/compliance?view=computers', 20)}`);

@@ -30,18 +30,43 @@ export interface Node {
  * BENCH_LOG_DIR=dir keeps its log there.
  */
 export async function startNode(dir: string, name: string, pub: string, upstream?: Node, extra: string[] = []): Promise<Node> {
-  const args = [join(ROOT, 'bin', 'patchtree.js'), 'serve', '--data', join(dir, name), '--name', name, '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--insecure-http', '--http-host', '127.0.0.1',
-    '--grpc-host', '127.0.0.1', '--admin-token', TOKEN, '--trusted-key', pub, '--insecure', ...extra];
+  const args = [
+    join(ROOT, 'bin', 'patchtree.js'),
+    'serve',
+    '--data',
+    join(dir, name),
+    '--name',
+    name,
+    '--http-port',
+    '0',
+    '--https-port',
+    '0',
+    '--grpc-port',
+    '0',
+    '--insecure-http',
+    '--http-host',
+    '127.0.0.1',
+    '--grpc-host',
+    '127.0.0.1',
+    '--admin-token',
+    TOKEN,
+    '--trusted-key',
+    pub,
+    '--insecure',
+    ...extra,
+  ];
   if (upstream) {
-    const tok = (await (await fetch(`${upstream.url}/api/v1/hierarchy/join-tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' })).json()) as { token: string };
+    const tok = (await (
+      await fetch(`${upstream.url}/api/v1/hierarchy/join-tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' })
+    ).json()) as { token: string };
     args.push('--upstream', `127.0.0.1:${upstream.grpc}`, '--join-token', tok.token);
   }
-  const prof = process.env['BENCH_PROFILE_DIR'];
+  const prof = process.env.BENCH_PROFILE_DIR;
   const proc = spawn(process.execPath, [...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   benchProcesses.push(proc);
   return new Promise((resolve, reject) => {
     proc.on('exit', (c) => reject(new Error(`${name} exited ${c}`)));
-    const logDir = process.env['BENCH_LOG_DIR'];
+    const logDir = process.env.BENCH_LOG_DIR;
     const logFile = logDir ? createWriteStream(join(logDir, `${name}.log`)) : null;
     createInterface({ input: proc.stdout! }).on('line', (l) => {
       logFile?.write(`${l}\n`);

@@ -20,7 +20,22 @@ const tmp = mkdtempSync(join(tmpdir(), 'proto-types-'));
 try {
   execFileSync(
     process.execPath,
-    [bin, '--keepCase', '--longs=String', '--enums=String', '--defaults', '--oneofs', '--includeComments', '--grpcLib=@grpc/grpc-js', '-I', join(root, 'proto'), '-O', tmp, '--', ...protos],
+    [
+      bin,
+      '--keepCase',
+      '--longs=String',
+      '--enums=String',
+      '--defaults',
+      '--oneofs',
+      '--includeComments',
+      '--grpcLib=@grpc/grpc-js',
+      '-I',
+      join(root, 'proto'),
+      '-O',
+      tmp,
+      '--',
+      ...protos,
+    ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   const files = new Map();

@@ -51,7 +51,13 @@ export async function buildRealCatalog(dir: string, keys: Keys, version = '2024.
 }
 
 /** Writes a catalog from raw lines (anything, valid or not) and signs it. */
-export async function writeSignedCatalog(dir: string, keys: Keys, name: string, header: CatalogHeader, updates: unknown[]): Promise<{ file: string; sig: string }> {
+export async function writeSignedCatalog(
+  dir: string,
+  keys: Keys,
+  name: string,
+  header: CatalogHeader,
+  updates: unknown[],
+): Promise<{ file: string; sig: string }> {
   const file = join(dir, name);
   await writeCatalog(file, header, updates as CatalogUpdate[]);
   await signFile(file, await loadPrivateKey(keys.keyFile));
@@ -84,7 +90,14 @@ export function sampleUpdate(n: number, over: Partial<CatalogUpdate> = {}): Cata
     applicability: { product: 'Windows 11 Version 23H2 for x64-based Systems' },
     installed: { kb },
     files: [
-      { name: `kb${kb}.msu`, url: `http://vendor.example/kb${kb}.msu`, size: 1000 + n, sha256: n.toString(16).padStart(64, 'a'), language: 'neutral', installer: { type: 'wusa' } },
+      {
+        name: `kb${kb}.msu`,
+        url: `http://vendor.example/kb${kb}.msu`,
+        size: 1000 + n,
+        sha256: n.toString(16).padStart(64, 'a'),
+        language: 'neutral',
+        installer: { type: 'wusa' },
+      },
     ],
     ...over,
   };
@@ -101,7 +114,27 @@ export interface RunningNode {
 export async function startNode(t: T, opts: { trustedKeys?: string[]; extra?: string[]; dataDir?: string } = {}): Promise<RunningNode> {
   const dataDir = opts.dataDir ?? (await tempDir(t));
   // Tests call the API over plain HTTP on loopback: a lab (--insecure-http).
-  const args = ['--data', dataDir, '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', '--admin-token', ADMIN_TOKEN, '--log-level', 'silent', '--name', 'test-node', '--insecure-http'];
+  const args = [
+    '--data',
+    dataDir,
+    '--http-port',
+    '0',
+    '--https-port',
+    '0',
+    '--grpc-port',
+    '0',
+    '--http-host',
+    '127.0.0.1',
+    '--grpc-host',
+    '127.0.0.1',
+    '--admin-token',
+    ADMIN_TOKEN,
+    '--log-level',
+    'silent',
+    '--name',
+    'test-node',
+    '--insecure-http',
+  ];
   for (const k of opts.trustedKeys ?? []) args.push('--trusted-key', k);
   const config = loadConfig([...args, ...(opts.extra ?? [])], {});
   const node = new PatchtreeNode(config, createLogger('silent'));
@@ -164,10 +197,14 @@ export interface NodeProcess {
 export async function spawnNode(t: T, args: string[], env: NodeJS.ProcessEnv = {}, o: { plainHttp?: boolean } = {}): Promise<NodeProcess> {
   // Tests call the API over plain HTTP on loopback: a lab (--insecure-http), unless a test checks what HTTPS-only means.
   const lab = o.plainHttp === false ? [] : ['--insecure-http'];
-  const child = spawn(process.execPath, [BIN, 'serve', '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', ...lab, ...args], {
-    env: { PATH: process.env['PATH'], ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [BIN, 'serve', '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1', ...lab, ...args],
+    {
+      env: { PATH: process.env.PATH, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -191,15 +228,45 @@ export async function spawnNode(t: T, args: string[], env: NodeJS.ProcessEnv = {
     });
     exited.then((code) => reject(new Error(`node exited with ${code} before starting: ${stderr}`)));
   });
-  return { child, logs, url: `http://127.0.0.1:${started.http}`, httpPort: started.http, grpcPort: started.grpc, httpsPort: started.https, httpsUrl: `https://127.0.0.1:${started.https}`, exited };
+  return {
+    child,
+    logs,
+    url: `http://127.0.0.1:${started.http}`,
+    httpPort: started.http,
+    grpcPort: started.grpc,
+    httpsPort: started.https,
+    httpsUrl: `https://127.0.0.1:${started.https}`,
+    exited,
+  };
 }
 
 /**
  * A node of a tree as a real process (--insecure on loopback): named, with its
  * languages, joined to `upstream` with a fresh join token when one is given.
  */
-export async function treeNode(t: T, dir: string, keys: Keys, name: string, languages: string, upstream?: NodeProcess, extra: string[] = []): Promise<NodeProcess> {
-  const args = ['--data', join(dir, name), '--name', name, '--languages', languages, '--insecure', '--trusted-key', keys.pubFile, '--admin-token', ADMIN_TOKEN, ...extra];
+export async function treeNode(
+  t: T,
+  dir: string,
+  keys: Keys,
+  name: string,
+  languages: string,
+  upstream?: NodeProcess,
+  extra: string[] = [],
+): Promise<NodeProcess> {
+  const args = [
+    '--data',
+    join(dir, name),
+    '--name',
+    name,
+    '--languages',
+    languages,
+    '--insecure',
+    '--trusted-key',
+    keys.pubFile,
+    '--admin-token',
+    ADMIN_TOKEN,
+    ...extra,
+  ];
   if (upstream) {
     const tok = await api(upstream.url, ADMIN_TOKEN, '/api/v1/hierarchy/join-tokens', { method: 'POST', body: '{}' });
     args.push('--upstream', `127.0.0.1:${upstream.grpcPort}`, '--join-token', tok.body.token);
@@ -221,10 +288,28 @@ export function startAgent(
 ): ChildProcess {
   const child = spawn(
     process.execPath,
-    [BIN, 'agent', 'run', '--server', server, '--state', state, '--enrollment-token', token, '--inventory', `file:${inventory}`, '--interval', String(o.interval ?? 1), '--name', o.name ?? 'PC-1', '--install-timeout', String(o.installTimeout ?? 20),
+    [
+      BIN,
+      'agent',
+      'run',
+      '--server',
+      server,
+      '--state',
+      state,
+      '--enrollment-token',
+      token,
+      '--inventory',
+      `file:${inventory}`,
+      '--interval',
+      String(o.interval ?? 1),
+      '--name',
+      o.name ?? 'PC-1',
+      '--install-timeout',
+      String(o.installTimeout ?? 20),
       // Plain HTTP (most tests, behind a TCP proxy that reads the traffic): a lab.
-      ...(server.startsWith('http:') ? ['--insecure'] : [])],
-    { env: { PATH: process.env['PATH'], ...o.env }, stdio: ['ignore', o.stdout ?? 'inherit', 'inherit'] },
+      ...(server.startsWith('http:') ? ['--insecure'] : []),
+    ],
+    { env: { PATH: process.env.PATH, ...o.env }, stdio: ['ignore', o.stdout ?? 'inherit', 'inherit'] },
   );
   const exited = new Promise((r) => child.once('exit', r));
   t.teardown(async () => {
@@ -239,7 +324,7 @@ export function startAgent(
 /** Runs the CLI to completion. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env['PATH'], ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -247,7 +332,6 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ c
     child.on('exit', (code) => resolve({ code, stdout, stderr }));
   });
 }
-
 
 /**
  * A raw Replication client that joined `node` as a child (a one-time token, then
@@ -258,7 +342,9 @@ export async function joinRaw(t: T, node: RunningNode, child: { id: string; name
   const client = new (replicationService())(`127.0.0.1:${node.node.grpcPort}`, grpc.credentials.createInsecure()) as any;
   t.teardown(() => client.close());
   const joined = await new Promise<any>((resolve, reject) =>
-    client.Join({ join_token: tok, node_id: child.id, name: child.name, languages: child.languages, protocol_version: PROTOCOL_VERSION }, (err: any, r: any) => (err ? reject(err) : resolve(r))),
+    client.Join({ join_token: tok, node_id: child.id, name: child.name, languages: child.languages, protocol_version: PROTOCOL_VERSION }, (err: any, r: any) =>
+      err ? reject(err) : resolve(r),
+    ),
   );
   const md = new grpc.Metadata();
   md.set('authorization', `Bearer ${joined.credential}`);

@@ -20,8 +20,15 @@ export async function startProxy(t: { teardown(fn: () => unknown): void }, targe
       if (state.failEvents > 0 && /^POST \/agent\/v1\/events /.test(d.toString('latin1'))) {
         state.failEvents--;
         failed = true;
-        const body = JSON.stringify({ type: 'urn:patchtree:problem:unavailable', title: 'Temporarily unavailable', status: 503, detail: 'the test proxy fails this batch' });
-        client.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+        const body = JSON.stringify({
+          type: 'urn:patchtree:problem:unavailable',
+          title: 'Temporarily unavailable',
+          status: 503,
+          detail: 'the test proxy fails this batch',
+        });
+        client.end(
+          `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+        );
         return;
       }
       if (state.cutFileAfter !== null && /^GET \/agent\/v1\/files\//m.test(d.toString('latin1'))) {

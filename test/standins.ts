@@ -64,10 +64,15 @@ export function installStandins(dir: string, rules: Rule[]) {
   return {
     dir,
     /** PATH with the stand-ins first. */
-    path: `${dir}${delimiter}${process.env['PATH'] ?? ''}`,
+    path: `${dir}${delimiter}${process.env.PATH ?? ''}`,
     calls(): Call[] {
       const f = join(dir, 'calls.ndjson');
-      return existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Call) : [];
+      return existsSync(f)
+        ? readFileSync(f, 'utf8')
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => JSON.parse(l) as Call)
+        : [];
     },
   };
 }

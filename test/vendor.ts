@@ -66,10 +66,13 @@ export async function startVendor(t: { teardown(fn: () => unknown): void }) {
     send(200, data);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => {
-    server.closeAllConnections();
-    server.close(() => r());
-  }));
+  t.teardown(
+    () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  );
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     base,
@@ -99,4 +102,3 @@ export async function waitFor<T>(fn: () => Promise<T>, what: string, timeoutMs =
     await new Promise((r) => setTimeout(r, 25));
   }
 }
-

@@ -50,8 +50,14 @@ interface WrkResult {
 
 async function api(url: string, path: string, init: RequestInit = {}, token?: string): Promise<any> {
   // A pooled connection the node closed while wrk ran fails once ("other side closed"): retry it.
-  const res = await fetch(`${url}${path}`, { ...init, headers: { ...(token ? { authorization: `Bearer ${token}` } : auth), 'content-type': 'application/json', ...(init.headers ?? {}) } }).catch(() =>
-    fetch(`${url}${path}`, { ...init, headers: { ...(token ? { authorization: `Bearer ${token}` } : auth), 'content-type': 'application/json', ...(init.headers ?? {}) } }),
+  const res = await fetch(`${url}${path}`, {
+    ...init,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : auth), 'content-type': 'application/json', ...(init.headers ?? {}) },
+  }).catch(() =>
+    fetch(`${url}${path}`, {
+      ...init,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : auth), 'content-type': 'application/json', ...(init.headers ?? {}) },
+    }),
   );
   const text = await res.text();
   if (!res.ok) throw new Error(`${path}: ${res.status} ${text}`);
@@ -61,16 +67,22 @@ async function api(url: string, path: string, init: RequestInit = {}, token?: st
 /** Runs `fn` over 0..n-1 with `concurrency` in flight. */
 async function pool(n: number, concurrency: number, fn: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < n) await fn(next++);
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < n) await fn(next++);
+    }),
+  );
 }
 
 function wrk(url: string, mode: string, agentsFile: string, o: { seconds: number; connections: number; threads: number }): WrkResult {
-  const out = execFileSync('wrk', ['-t', String(o.threads), '-c', String(o.connections), '-d', `${o.seconds}s`, '--latency', '-s', join(ROOT, 'bench', 'checkin', 'agents.lua'), url], {
-    env: { ...process.env, MODE: mode, AGENTS: agentsFile, RUN: randomBytes(4).toString('hex') },
-    encoding: 'utf8',
-  });
+  const out = execFileSync(
+    'wrk',
+    ['-t', String(o.threads), '-c', String(o.connections), '-d', `${o.seconds}s`, '--latency', '-s', join(ROOT, 'bench', 'checkin', 'agents.lua'), url],
+    {
+      env: { ...process.env, MODE: mode, AGENTS: agentsFile, RUN: randomBytes(4).toString('hex') },
+      encoding: 'utf8',
+    },
+  );
   const line = out.split('\n').find((l) => l.startsWith('RESULT '));
   if (!line) throw new Error(`wrk printed no result:\n${out}`);
   return JSON.parse(line.slice(7)) as WrkResult;
@@ -87,7 +99,15 @@ function nodeCpuSeconds(pid: number): number {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { agents: { type: 'string', default: '10000' }, seconds: { type: 'string', default: '15' }, connections: { type: 'string', default: '64' }, threads: { type: 'string', default: '1' }, only: { type: 'string' } } });
+  const { values } = parseArgs({
+    options: {
+      agents: { type: 'string', default: '10000' },
+      seconds: { type: 'string', default: '15' },
+      connections: { type: 'string', default: '64' },
+      threads: { type: 'string', default: '1' },
+      only: { type: 'string' },
+    },
+  });
   const nAgents = Number(values.agents);
   const load = { seconds: Number(values.seconds), connections: Number(values.connections), threads: Number(values.threads) };
   // wrk -v prints its version and exits 1.
@@ -115,14 +135,48 @@ async function main(): Promise<void> {
       files.set(path, data);
       const kb = String(6000000 + i);
       updates.push({
-        id: `bench-${i}`, revision: 1, kb, bulletin: null, title: `Bench update ${i} (KB${kb})`, vendor: 'Microsoft', productFamily: 'Windows', product: PRODUCT,
-        classification: 'Security Updates', severity: 'Critical', cves: [`CVE-2024-${20000 + i}`], releaseDate: '2024-01-09', supersedes: [], restart: 'required',
-        install: { successCodes: [0], rebootCodes: [3010, 1641] }, applicability: { product: PRODUCT }, installed: { kb },
-        files: [{ name: path.slice(1), url: `${vendorUrl}${path}`, size: data.length, sha256: createHash('sha256').update(data).digest('hex'), language: 'neutral', installer: { type: 'wusa' } }],
+        id: `bench-${i}`,
+        revision: 1,
+        kb,
+        bulletin: null,
+        title: `Bench update ${i} (KB${kb})`,
+        vendor: 'Microsoft',
+        productFamily: 'Windows',
+        product: PRODUCT,
+        classification: 'Security Updates',
+        severity: 'Critical',
+        cves: [`CVE-2024-${20000 + i}`],
+        releaseDate: '2024-01-09',
+        supersedes: [],
+        restart: 'required',
+        install: { successCodes: [0], rebootCodes: [3010, 1641] },
+        applicability: { product: PRODUCT },
+        installed: { kb },
+        files: [
+          {
+            name: path.slice(1),
+            url: `${vendorUrl}${path}`,
+            size: data.length,
+            sha256: createHash('sha256').update(data).digest('hex'),
+            language: 'neutral',
+            installer: { type: 'wusa' },
+          },
+        ],
       });
     }
     const cat = join(dir, 'c.ndjson.gz');
-    await writeCatalog(cat, { format: 'patchtree-catalog', formatVersion: 2, version: 'b1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: UPDATES }, updates);
+    await writeCatalog(
+      cat,
+      {
+        format: 'patchtree-catalog',
+        formatVersion: 2,
+        version: 'b1',
+        publisher: 'bench',
+        createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(),
+        updates: UPDATES,
+      },
+      updates,
+    );
     await signFile(cat, key);
     const node = await startNode(dir, 'site', keys.pubFile);
     await importCatalog(node, cat);
@@ -135,10 +189,23 @@ async function main(): Promise<void> {
     await pool(nAgents, 32, async (i) => {
       const name = `BENCH-${String(i).padStart(6, '0')}`;
       const e = await api(node.url, '/agent/v1/enroll', { method: 'POST', body: JSON.stringify({ enrollmentToken: token, name }) }, 'none');
-      await api(node.url, '/agent/v1/inventory', {
-        method: 'POST',
-        body: JSON.stringify({ agentKey: e.agentId, name, full: { os: { family: 'windows', name: PRODUCT, version: '10.0.22631.2861', arch: 'x64', language: 'en-us' }, products: [{ name: PRODUCT }], kbs: [] } }),
-      }, e.secret);
+      await api(
+        node.url,
+        '/agent/v1/inventory',
+        {
+          method: 'POST',
+          body: JSON.stringify({
+            agentKey: e.agentId,
+            name,
+            full: {
+              os: { family: 'windows', name: PRODUCT, version: '10.0.22631.2861', arch: 'x64', language: 'en-us' },
+              products: [{ name: PRODUCT }],
+              kbs: [],
+            },
+          }),
+        },
+        e.secret,
+      );
       agents[i] = { agentId: e.agentId, secret: e.secret, etag: '' };
     });
     console.log(`setup: ${nAgents} agents enrolled and reported in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -146,7 +213,12 @@ async function main(): Promise<void> {
     t0 = performance.now();
     const policy = await api(node.url, '/api/v1/policies', {
       method: 'POST',
-      body: JSON.stringify({ name: 'Bench', updates: updates.slice(0, DELIVERED).map((u) => u.id), targets: { all: true }, installation: { maintenance: { mode: 'any-time' } } }),
+      body: JSON.stringify({
+        name: 'Bench',
+        updates: updates.slice(0, DELIVERED).map((u) => u.id),
+        targets: { all: true },
+        installation: { maintenance: { mode: 'any-time' } },
+      }),
     });
     for (;;) {
       const p = await api(node.url, `/api/v1/policies/${policy.id}`);
@@ -162,11 +234,12 @@ async function main(): Promise<void> {
       const res = await fetch(`${node.url}/agent/v1/assignments`, { headers: { authorization: `Bearer ${agents[i]!.secret}` } });
       const body = await res.text();
       bodyBytes = body.length;
-      if (res.status !== 200 || (JSON.parse(body) as { items: unknown[] }).items.length !== DELIVERED) throw new Error(`assignments: ${res.status} ${body.slice(0, 200)}`);
+      if (res.status !== 200 || (JSON.parse(body) as { items: unknown[] }).items.length !== DELIVERED)
+        throw new Error(`assignments: ${res.status} ${body.slice(0, 200)}`);
       agents[i]!.etag = res.headers.get('etag')!;
     });
     const agentsFile = join(dir, 'agents.txt');
-    await writeFile(agentsFile, agents.map((a) => `${a.secret} ${a.etag} ${updates[0]!.id}`).join('\n') + '\n');
+    await writeFile(agentsFile, `${agents.map((a) => `${a.secret} ${a.etag} ${updates[0]!.id}`).join('\n')}\n`);
     console.log(`assignments body: ${bodyBytes} bytes, ${DELIVERED} items`);
 
     const skip: WrkResult = { requests: 0, durationUs: 1, p50Ms: 0, p99Ms: 0, maxMs: 0, errStatus: 0, errConnect: 0, errTimeout: 0, errRead: 0 };
@@ -178,14 +251,18 @@ async function main(): Promise<void> {
     const cpu2 = nodeCpuSeconds(node.pid);
     const rEvents = run('events');
     const cpu3 = nodeCpuSeconds(node.pid);
-    console.log(`node CPU seconds per run (of ${load.seconds} s): 200 ${(cpu1 - cpu0).toFixed(1)}, 304 ${(cpu2 - cpu1).toFixed(1)}, events ${(cpu3 - cpu2).toFixed(1)}`);
+    console.log(
+      `node CPU seconds per run (of ${load.seconds} s): 200 ${(cpu1 - cpu0).toFixed(1)}, 304 ${(cpu2 - cpu1).toFixed(1)}, events ${(cpu3 - cpu2).toFixed(1)}`,
+    );
     const stored = (await api(node.url, `/api/v1/policies/${policy.id}/delivery?limit=1`)).totals;
     const nodeRss = await vmHwmMB(node.pid);
 
     // The bare server, same tool, same body: as durable as the node (an fsync per
     // commit), and without the fsync (the CPU limit of parse + one write).
     const bareRun = async (sync: 'full' | 'normal') => {
-      const bare = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'checkin', 'bare-server.js'), join(dir, `bare-${sync}.db`), sync], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const bare = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'checkin', 'bare-server.js'), join(dir, `bare-${sync}.db`), sync], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
       benchProcesses.push(bare);
       const port = await new Promise<number>((resolve, reject) => {
         bare.on('exit', (c) => reject(new Error(`bare server exited ${c}`)));
@@ -215,7 +292,9 @@ async function main(): Promise<void> {
     console.log(goal('assignments 304', r304));
     console.log(goal('assignments 200', r200));
     console.log(goal('events', rEvents));
-    console.log(`node peak RSS ${nodeRss} MB; event batches stored: ${rEvents.requests - rEvents.errStatus} x 5 events; delivery totals after: ${JSON.stringify(stored)}`);
+    console.log(
+      `node peak RSS ${nodeRss} MB; event batches stored: ${rEvents.requests - rEvents.errStatus} x 5 events; delivery totals after: ${JSON.stringify(stored)}`,
+    );
   } finally {
     vendor.close();
     await stopBenchProcesses();

@@ -34,7 +34,10 @@ const MAX_SKEW_MS = 24 * 3_600_000;
 const EARLIEST = Date.UTC(2000, 0, 1);
 
 export const eventSchema = z.strictObject({
-  id: z.string().regex(/^[A-Za-z0-9._:-]{1,100}$/, '1 to 100 characters of A-Z a-z 0-9 . _ : -').describe('Made by the agent, unique per agent: a retried event is counted once'),
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9._:-]{1,100}$/, '1 to 100 characters of A-Z a-z 0-9 . _ : -')
+    .describe('Made by the agent, unique per agent: a retried event is counted once'),
   updateId: z.string().min(1).max(100),
   policyId: z.string().min(1).max(100).optional(),
   type: z.enum(EVENT_TYPES),
@@ -42,7 +45,7 @@ export const eventSchema = z.strictObject({
   at: z.iso
     .datetime({ offset: true })
     .refine((t) => Date.parse(t) <= Date.now() + MAX_SKEW_MS, 'more than a day in the future')
-    .refine((t) => Date.parse(t) >= EARLIEST, 'before 2000: the agent\'s clock is wrong')
+    .refine((t) => Date.parse(t) >= EARLIEST, "before 2000: the agent's clock is wrong")
     .describe('When it happened, on the agent'),
   exitCode: z.number().int().min(-2_147_483_648).max(4_294_967_295).optional(),
   message: z.string().max(EVENT_LIMITS.message).optional(),
@@ -85,7 +88,14 @@ export function eventRefusals(body: unknown): EventRefusal[] {
     const r = eventSchema.safeParse(e);
     if (r.success) return;
     const id = e && typeof e === 'object' && typeof (e as { id?: unknown }).id === 'string' ? (e as { id: string }).id.slice(0, 100) : null;
-    out.push({ index, id, reason: r.error.issues.slice(0, 5).map((i) => `${formatPath(i.path)}: ${i.message}`).join('; ') });
+    out.push({
+      index,
+      id,
+      reason: r.error.issues
+        .slice(0, 5)
+        .map((i) => `${formatPath(i.path)}: ${i.message}`)
+        .join('; '),
+    });
   });
   return out;
 }

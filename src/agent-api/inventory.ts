@@ -11,8 +11,14 @@ export const LIMITS = { products: 5_000, kbs: 20_000, files: 20_000, registry: 2
 
 const str = (max: number) => z.string().min(1).max(max);
 const version = z.string().regex(/^\d+(\.\d+){0,3}$/, 'a dotted version like 10.0.22631.3007');
-const kb = z.string().regex(/^(KB)?\d{4,8}$/i, 'a KB number like 5034123').transform((k) => k.replace(/^kb/i, ''));
-const language = z.string().regex(/^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$/, 'a language tag like en-us').transform((l) => l.toLowerCase());
+const kb = z
+  .string()
+  .regex(/^(KB)?\d{4,8}$/i, 'a KB number like 5034123')
+  .transform((k) => k.replace(/^kb/i, ''));
+const language = z
+  .string()
+  .regex(/^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$/, 'a language tag like en-us')
+  .transform((l) => l.toLowerCase());
 
 export const osSchema = z.strictObject({
   family: z.enum(['windows']),
@@ -28,7 +34,10 @@ const product = z.strictObject({
   /** The product's installed languages (an Office suite's language packs and proofing tools): the files it is given. */
   languages: z.array(language).max(200).optional(),
   /** MSI patch codes applied to the product (GUIDs, as Windows Installer lists them). */
-  patches: z.array(z.string().regex(/^\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}$/, 'a GUID in braces')).max(5000).optional(),
+  patches: z
+    .array(z.string().regex(/^\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}$/, 'a GUID in braces'))
+    .max(5000)
+    .optional(),
 });
 const file = z.strictObject({ path: str(1000), version: version.optional() });
 const registry = z.strictObject({ key: str(1000), value: str(1000).optional(), data: z.union([z.string().max(1000), z.number()]).optional() });
@@ -55,7 +64,10 @@ export const deltaSchema = z.strictObject({
 
 export const reportSchema = z
   .strictObject({
-    agentKey: z.string().regex(/^[A-Za-z0-9._:-]{8,100}$/, '8 to 100 characters of A-Z a-z 0-9 . _ : -').describe("The agent's stable identifier for this computer"),
+    agentKey: z
+      .string()
+      .regex(/^[A-Za-z0-9._:-]{8,100}$/, '8 to 100 characters of A-Z a-z 0-9 . _ : -')
+      .describe("The agent's stable identifier for this computer"),
     name: displayName(255).describe('Computer name'),
     agentVersion: str(50).optional(),
     full: inventorySchema.optional(),
@@ -75,4 +87,3 @@ export const reportResultSchema = z.object({
   scanIntervalMinutes: z.number(),
   nextScanAt: z.string(),
 });
-

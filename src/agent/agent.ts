@@ -41,8 +41,18 @@ export interface AgentOptions {
 export type TaskName = 'scan' | 'deploy';
 
 export const TASKS: Record<TaskName, { description: string; schedule: string; scan: boolean; deploy: boolean }> = {
-  scan: { description: 'Scan only: collect the inventory, evaluate it against the catalog, report it', schedule: 'every scan interval set by the node', scan: true, deploy: false },
-  deploy: { description: 'Scan and deploy: check in, scan when due, download and install what the policies assign', schedule: 'every check-in interval', scan: true, deploy: true },
+  scan: {
+    description: 'Scan only: collect the inventory, evaluate it against the catalog, report it',
+    schedule: 'every scan interval set by the node',
+    scan: true,
+    deploy: false,
+  },
+  deploy: {
+    description: 'Scan and deploy: check in, scan when due, download and install what the policies assign',
+    schedule: 'every check-in interval',
+    scan: true,
+    deploy: true,
+  },
 };
 
 /** Waits after a check-in the node did not answer. */

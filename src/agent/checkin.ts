@@ -61,7 +61,8 @@ export class CheckIn {
     // What the node no longer lists is done with here too.
     const listed = new Set([...body.items, ...body.waiting].map((i) => i.updateId));
     const progress = this.progress();
-    if (Object.keys(progress).some((id) => !listed.has(id))) this.store.put('progress', Object.fromEntries(Object.entries(progress).filter(([id]) => listed.has(id))));
+    if (Object.keys(progress).some((id) => !listed.has(id)))
+      this.store.put('progress', Object.fromEntries(Object.entries(progress).filter(([id]) => listed.has(id))));
     return body;
   }
 

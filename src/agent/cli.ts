@@ -107,7 +107,8 @@ async function run(args: string[], version: string): Promise<number> {
     }
     // The agent runs what the node assigns as administrator: plaintext only when asked for, for a lab.
     // (An agent enrolled before HTTPS existed keeps its saved address; `agent status` and the log say so.)
-    if (parsed.protocol === 'http:' && !values.insecure && !creds) throw new UsageError(`--server ${url} is plain HTTP: give the node's HTTPS address (https://${parsed.hostname}:8443), or --insecure for a lab`);
+    if (parsed.protocol === 'http:' && !values.insecure && !creds)
+      throw new UsageError(`--server ${url} is plain HTTP: give the node's HTTPS address (https://${parsed.hostname}:8443), or --insecure for a lab`);
     if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new UsageError(`invalid --server ${url}: give https://HOST:8443`);
   }
   const server = values.server ?? creds?.server;
@@ -115,7 +116,7 @@ async function run(args: string[], version: string): Promise<number> {
   const agent = new Agent({
     server: need(server, '--server'),
     state,
-    enrollmentToken: values['enrollment-token'] ?? process.env['PATCHTREE_ENROLLMENT_TOKEN'],
+    enrollmentToken: values['enrollment-token'] ?? process.env.PATCHTREE_ENROLLMENT_TOKEN,
     inventory: inventoryProvider(need(inventory, '--inventory')),
     name: values.name,
     intervalSeconds: int(values.interval, '--interval', 300, 1, 86_400),
@@ -169,22 +170,40 @@ async function status(args: string[]): Promise<number> {
     console.log(JSON.stringify(s, null, 2));
     return 0;
   }
-  const scan = s['lastScan'] as { at: string; required: number; bySeverity: Record<string, number> } | null;
-  const t = s['task'] as { name: string; step: string; startedAt: string } | null;
-  console.log(`agent ${s['agentId'] ?? '(not enrolled)'} on ${s['server'] ?? '?'}: ${s['running'] ? 'running' : 'not running'}`);
+  const scan = s.lastScan as { at: string; required: number; bySeverity: Record<string, number> } | null;
+  const t = s.task as { name: string; step: string; startedAt: string } | null;
+  console.log(`agent ${s.agentId ?? '(not enrolled)'} on ${s.server ?? '?'}: ${s.running ? 'running' : 'not running'}`);
   console.log(`task: ${t ? `${t.name} since ${t.startedAt} (${t.step})` : 'none'}`);
-  console.log(`last scan: ${scan ? `${scan.at}: ${scan.required} required (${Object.entries(scan.bySeverity).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'})` : 'never'}`);
-  const updates = (s['updates'] ?? []) as UpdateStatus[];
+  console.log(
+    `last scan: ${
+      scan
+        ? `${scan.at}: ${scan.required} required (${
+            Object.entries(scan.bySeverity)
+              .map(([k, v]) => `${k} ${v}`)
+              .join(', ') || 'none'
+          })`
+        : 'never'
+    }`,
+  );
+  const updates = (s.updates ?? []) as UpdateStatus[];
   const waiting = updates.filter((u) => u.state === 'waiting').length;
-  console.log(`last check-in: ${s['lastCheckIn'] ?? 'never'}; assignments: ${s['assignments']}${waiting ? ` (and ${waiting} waiting)` : ''}; events queued: ${s['eventsQueued']}`);
-  if (s['lastError']) console.log(`last error: ${s['lastError']}`);
+  console.log(
+    `last check-in: ${s.lastCheckIn ?? 'never'}; assignments: ${s.assignments}${waiting ? ` (and ${waiting} waiting)` : ''}; events queued: ${s.eventsQueued}`,
+  );
+  if (s.lastError) console.log(`last error: ${s.lastError}`);
   for (const u of updates) {
     const name = u.kb ? `KB${u.kb}` : u.updateId;
     const why = u.waitingFor ? (u.waitingFor.startsWith('nothing:') ? ` (${u.waitingFor.slice(9)})` : ` waiting for ${u.waitingFor}`) : '';
     console.log(`  ${name.padEnd(10)} ${u.state.padEnd(15)}${why}${u.lastError ? `; last error: ${u.lastError}` : ''}`);
   }
-  if (!updates.length) console.log(s['lastCheckIn'] ? 'nothing is assigned to this computer: no policy delivers an update it requires (see docs/agent.md, "When nothing installs")' : 'no check-in yet');
-  for (const r of s['retries'] as { updateId: string; download: number; install: number }[]) console.log(`retries: ${r.updateId}: ${r.download} failed download(s), ${r.install} failed install(s)`);
+  if (!updates.length)
+    console.log(
+      s.lastCheckIn
+        ? 'nothing is assigned to this computer: no policy delivers an update it requires (see docs/agent.md, "When nothing installs")'
+        : 'no check-in yet',
+    );
+  for (const r of s.retries as { updateId: string; download: number; install: number }[])
+    console.log(`retries: ${r.updateId}: ${r.download} failed download(s), ${r.install} failed install(s)`);
   return 0;
 }
 
@@ -276,8 +295,13 @@ async function clearRetries(args: string[]): Promise<number> {
     l.write(`retry counts cleared (by user, agent not running): ${n} update(s)`);
     const creds = readCredentials(state);
     if (creds) {
-      const res = await fetchTrusting(readPinnedCa(state))(new URL('/agent/v1/retries/clear', creds.server), { method: 'POST', headers: { authorization: `Bearer ${creds.secret}`, 'content-type': 'application/json' }, body: '{}' }).catch((e: Error) => e);
-      if (res instanceof Error || !res.ok) console.error(`the node was not told (${res instanceof Error ? res.message : `HTTP ${res.status}`}); its counts clear when an admin clears them`);
+      const res = await fetchTrusting(readPinnedCa(state))(new URL('/agent/v1/retries/clear', creds.server), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${creds.secret}`, 'content-type': 'application/json' },
+        body: '{}',
+      }).catch((e: Error) => e);
+      if (res instanceof Error || !res.ok)
+        console.error(`the node was not told (${res instanceof Error ? res.message : `HTTP ${res.status}`}); its counts clear when an admin clears them`);
     }
     console.log(`retry counts cleared: ${n} update(s)`);
     return 0;

@@ -74,14 +74,18 @@ export class NodeConnection {
     const signals = [AbortSignal.timeout(init.timeoutMs ?? 60_000), ...(signal ? [signal] : [])];
     let res: Response;
     try {
-      res = await this.#http(new URL(path, creds.server), { ...init, headers: { authorization: `Bearer ${creds.secret}`, ...(init.headers as Record<string, string>) }, signal: AbortSignal.any(signals) });
+      res = await this.#http(new URL(path, creds.server), {
+        ...init,
+        headers: { authorization: `Bearer ${creds.secret}`, ...(init.headers as Record<string, string>) },
+        signal: AbortSignal.any(signals),
+      });
     } catch (err) {
       if (signal?.aborted) throw err;
       throw new Unreachable(`${creds.server} unreachable: ${describeError(err)}`);
     }
     if (res.status === 401) {
       await res.body?.cancel();
-      throw new Revoked('the node refused this agent\'s credentials (revoked?): enrol again with --enrollment-token');
+      throw new Revoked("the node refused this agent's credentials (revoked?): enrol again with --enrollment-token");
     }
     if (res.status >= 500) {
       const text = await res.text();

@@ -103,7 +103,10 @@ export class Deployer {
     const atCeiling = (): boolean => {
       if (c.download < ceilings.download && c.install < ceilings.install) return false;
       const what = c.download >= ceilings.download ? `${c.download} failed downloads` : `${c.install} failed installs`;
-      this.o.checkIn.setProgress(item.updateId, { state: 'ceiling-reached', waitingFor: `the retry counts to be cleared (retry ceiling reached after ${what}): patchtree agent clear-retries, or the node's clear` });
+      this.o.checkIn.setProgress(item.updateId, {
+        state: 'ceiling-reached',
+        waitingFor: `the retry counts to be cleared (retry ceiling reached after ${what}): patchtree agent clear-retries, or the node's clear`,
+      });
       if (!c.ceilingReported) {
         this.o.log.write(`${kb}: retry ceiling reached after ${what}; not trying it again until the retry counts are cleared`);
         this.o.events.add(item, 'ceiling-reached', Math.max(c.download, c.install), { message: what });
@@ -117,7 +120,11 @@ export class Deployer {
       c = { ...c, download: c.download + 1 };
       this.o.store.setCounters(item.updateId, c);
       this.o.events.add(item, 'download-failed', c.download, { message });
-      this.o.checkIn.setProgress(item.updateId, { state: 'failed', waitingFor: `the next try (download attempt ${c.download} of ${ceilings.download} failed)`, lastError: message });
+      this.o.checkIn.setProgress(item.updateId, {
+        state: 'failed',
+        waitingFor: `the next try (download attempt ${c.download} of ${ceilings.download} failed)`,
+        lastError: message,
+      });
       atCeiling();
       return false;
     };
@@ -149,7 +156,12 @@ export class Deployer {
       }
       paths.push(path);
     }
-    const d = installDecision(policy.installation, { startAt: new Date(policy.startAt), deadline: policy.deadline ? new Date(policy.deadline) : null }, new Date(), localZone());
+    const d = installDecision(
+      policy.installation,
+      { startAt: new Date(policy.startAt), deadline: policy.deadline ? new Date(policy.deadline) : null },
+      new Date(),
+      localZone(),
+    );
     if (!d.install) {
       const next = d.next ? d.next.toISOString() : 'no window in the next week';
       const until = `a maintenance window (${d.reason}; next opens ${next})${policy.deadline ? ` or the deadline ${policy.deadline}` : ''}`;
@@ -176,7 +188,11 @@ export class Deployer {
       c = { ...c, install: c.install + 1 };
       this.o.store.setCounters(item.updateId, c);
       this.o.events.add(item, 'install-failed', attempt, { ...(exitCode !== null ? { exitCode } : {}), message });
-      this.o.checkIn.setProgress(item.updateId, { state: 'failed', waitingFor: `the next try (install attempt ${attempt} of ${ceilings.install} failed)`, lastError: message });
+      this.o.checkIn.setProgress(item.updateId, {
+        state: 'failed',
+        waitingFor: `the next try (install attempt ${attempt} of ${ceilings.install} failed)`,
+        lastError: message,
+      });
       atCeiling();
       return false;
     };
@@ -209,13 +225,27 @@ export class Deployer {
         return true;
       case 'reboot':
         this.o.events.add(item, 'reboot-pending', attempt, { ...exit, message: r.summary });
-        this.o.checkIn.setProgress(item.updateId, { state: 'reboot-pending', waitingFor: 'a restart of this computer', lastError: null, settled: true, clearedAt: item.retriesClearedAt });
-        this.o.log.write(`${kb}: installed, restart required (${r.code === null ? 'no exit code' : `exit code ${formatExitCode(r.code)}`}; restart mode ${policy.installation.restart.mode})`);
+        this.o.checkIn.setProgress(item.updateId, {
+          state: 'reboot-pending',
+          waitingFor: 'a restart of this computer',
+          lastError: null,
+          settled: true,
+          clearedAt: item.retriesClearedAt,
+        });
+        this.o.log.write(
+          `${kb}: installed, restart required (${r.code === null ? 'no exit code' : `exit code ${formatExitCode(r.code)}`}; restart mode ${policy.installation.restart.mode})`,
+        );
         return true;
       case 'not-applicable':
         // No attempt counted: nothing failed, the update is not for this computer.
         this.o.events.add(item, 'install-not-applicable', attempt, { ...exit, message: r.summary });
-        this.o.checkIn.setProgress(item.updateId, { state: 'not-applicable', waitingFor: null, lastError: null, settled: true, clearedAt: item.retriesClearedAt });
+        this.o.checkIn.setProgress(item.updateId, {
+          state: 'not-applicable',
+          waitingFor: null,
+          lastError: null,
+          settled: true,
+          clearedAt: item.retriesClearedAt,
+        });
         this.o.log.write(`${kb}: not applicable to this computer${code}: no step applied`);
         return false;
       case 'failed': {

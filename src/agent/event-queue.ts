@@ -66,10 +66,13 @@ export class EventQueue {
   /** A flush soon: 100 ms gathers the events of one step into a batch; a backoff from a failed send still holds. */
   #kick(): void {
     if (this.o.stopSignal.aborted || this.#timer) return;
-    this.#timer = setTimeout(() => {
-      this.#timer = null;
-      void this.flush();
-    }, Math.max(100, this.#nextFlush - Date.now()));
+    this.#timer = setTimeout(
+      () => {
+        this.#timer = null;
+        void this.flush();
+      },
+      Math.max(100, this.#nextFlush - Date.now()),
+    );
   }
 
   /** Sends queued events until the queue is empty or the node is away (then backs off with jitter); one flush at a time. */

@@ -1,7 +1,17 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { classify, combine, extractCommand, formatExitCode, installCommand, patchCommand, unsigned, type Command, type Outcome } from '../delivery/installers.js';
+import {
+  classify,
+  combine,
+  extractCommand,
+  formatExitCode,
+  installCommand,
+  patchCommand,
+  unsigned,
+  type Command,
+  type Outcome,
+} from '../delivery/installers.js';
 import type { Assignment } from '../agent-api/assignments.js';
 
 /**
@@ -77,7 +87,15 @@ export async function runSteps(item: Assignment, paths: readonly string[], o: Ru
     o.onStep(c);
     const r = await runCommand(c.line, o);
     const why = r.timedOut ? `timed out after ${o.timeoutSeconds} s` : r.code === null ? `ended by signal ${r.signal}` : undefined;
-    const step: Step = { file, tool: c.tool, command: c.line, code: r.code, outcome: r.code === null ? 'failed' : classify(c.tool, r.code, codes), output: r.output, ...(why ? { why } : {}) };
+    const step: Step = {
+      file,
+      tool: c.tool,
+      command: c.line,
+      code: r.code,
+      outcome: r.code === null ? 'failed' : classify(c.tool, r.code, codes),
+      output: r.output,
+      ...(why ? { why } : {}),
+    };
     steps.push(step);
     o.onResult(step);
     return step;
@@ -103,7 +121,15 @@ export async function runSteps(item: Assignment, paths: readonly string[], o: Ru
         .sort()
         .map((name) => join(dir, name));
       if (!msps.length) {
-        const none: Step = { file: f.name, tool: 'msiexec', command: `(no .msp in ${f.name})`, code: null, outcome: 'failed', output: '', why: `${f.name} held no .msp patch (${readdirSync(dir).length} file(s))` };
+        const none: Step = {
+          file: f.name,
+          tool: 'msiexec',
+          command: `(no .msp in ${f.name})`,
+          code: null,
+          outcome: 'failed',
+          output: '',
+          why: `${f.name} held no .msp patch (${readdirSync(dir).length} file(s))`,
+        };
         steps.push(none);
         o.onResult(none);
         break;

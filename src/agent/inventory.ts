@@ -22,7 +22,13 @@ export function inventoryProvider(spec: string): InventoryProvider {
 
 function checked(raw: unknown, source: string): Inventory {
   const r = inventorySchema.safeParse(raw);
-  if (!r.success) throw new Error(`the inventory from ${source} is invalid: ${r.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!r.success)
+    throw new Error(
+      `the inventory from ${source} is invalid: ${r.error.issues
+        .slice(0, 3)
+        .map((i) => `${i.path.join('.')}: ${i.message}`)
+        .join('; ')}`,
+    );
   return r.data as Inventory;
 }
 
@@ -89,7 +95,12 @@ const CLIENT_VERSIONS: Record<number, [os: string, version: string | null]> = {
   22631: ['Windows 11', '23H2'],
   26100: ['Windows 11', '24H2'],
 };
-const SERVER_VERSIONS: Record<number, string> = { 14393: 'Windows Server 2016', 17763: 'Windows Server 2019', 20348: 'Windows Server 2022', 26100: 'Windows Server 2025' };
+const SERVER_VERSIONS: Record<number, string> = {
+  14393: 'Windows Server 2016',
+  17763: 'Windows Server 2019',
+  20348: 'Windows Server 2022',
+  26100: 'Windows Server 2025',
+};
 
 function archOf(a: string | undefined): 'x64' | 'x86' | 'arm64' | undefined {
   const s = (a ?? '').toLowerCase();
@@ -130,7 +141,14 @@ export function parseWindowsInventory(raw: unknown): Inventory {
     products.push({ name: n.slice(0, 300), ...(v && /^\d+(\.\d+){0,3}$/.test(v) ? { version: v } : {}) });
   }
   products.push(...office.products);
-  const kbs = [...new Set([...list(o.hotfixes).map((h) => /^KB(\d{4,8})$/i.exec(String(h).trim())?.[1]).filter((k): k is string => Boolean(k)), ...office.kbs])];
+  const kbs = [
+    ...new Set([
+      ...list(o.hotfixes)
+        .map((h) => /^KB(\d{4,8})$/i.exec(String(h).trim())?.[1])
+        .filter((k): k is string => Boolean(k)),
+      ...office.kbs,
+    ]),
+  ];
   const files = list(o.files)
     .filter((f): f is { path: string; version?: string | null } => typeof f.path === 'string' && f.path.length > 0)
     .map((f) => ({ path: f.path, ...(f.version && /^\d+(\.\d+){0,3}$/.test(f.version) ? { version: f.version } : {}) }));
@@ -153,26 +171,121 @@ export function parseWindowsInventory(raw: unknown): Inventory {
  * `{product code}_{product family}_{patch code}` with the KB in their display name.
  */
 const OFFICE_PRODUCT = /^\{9\d16\d{4}-[0-9A-F]{4}-([0-9A-F]{4})-([01])000-[01]000000FF1CE\}$/i;
-const OFFICE_PATCH = /^(\{9\d16\d{4}-[0-9A-F]{4}-[0-9A-F]{4}-([01])000-[01]000000FF1CE\})_[^_]+_(\{[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\})$/i;
+const OFFICE_PATCH =
+  /^(\{9\d16\d{4}-[0-9A-F]{4}-[0-9A-F]{4}-([01])000-[01]000000FF1CE\})_[^_]+_(\{[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\})$/i;
 
 /** Windows LCIDs (hex) of the languages Office 2016 ships in, with their culture tags as the catalog names files. */
 export const OFFICE_LCIDS: Record<string, string> = {
-  '0401': 'ar-sa', '0402': 'bg-bg', '0403': 'ca-es', '0404': 'zh-tw', '0405': 'cs-cz', '0406': 'da-dk', '0407': 'de-de', '0408': 'el-gr', '0409': 'en-us',
-  '040B': 'fi-fi', '040C': 'fr-fr', '040D': 'he-il', '040E': 'hu-hu', '040F': 'is-is', '0410': 'it-it', '0411': 'ja-jp', '0412': 'ko-kr', '0413': 'nl-nl',
-  '0414': 'nb-no', '0415': 'pl-pl', '0416': 'pt-br', '0418': 'ro-ro', '0419': 'ru-ru', '041A': 'hr-hr', '041B': 'sk-sk', '041C': 'sq-al', '041D': 'sv-se',
-  '041E': 'th-th', '041F': 'tr-tr', '0420': 'ur-pk', '0421': 'id-id', '0422': 'uk-ua', '0423': 'be-by', '0424': 'sl-si', '0425': 'et-ee', '0426': 'lv-lv',
-  '0427': 'lt-lt', '0429': 'fa-ir', '042A': 'vi-vn', '042B': 'hy-am', '042C': 'az-latn-az', '042D': 'eu-es', '042F': 'mk-mk', '0432': 'tn-za', '0434': 'xh-za',
-  '0435': 'zu-za', '0436': 'af-za', '0437': 'ka-ge', '0439': 'hi-in', '043A': 'mt-mt', '043E': 'ms-my', '043F': 'kk-kz', '0440': 'ky-kg', '0441': 'sw-ke',
-  '0442': 'tk-tm', '0443': 'uz-latn-uz', '0444': 'tt-ru', '0445': 'bn-in', '0446': 'pa-in', '0447': 'gu-in', '0448': 'or-in', '0449': 'ta-in', '044A': 'te-in',
-  '044B': 'kn-in', '044C': 'ml-in', '044D': 'as-in', '044E': 'mr-in', '0450': 'mn-mn', '0452': 'cy-gb', '0453': 'km-kh', '0456': 'gl-es', '0457': 'kok-in',
-  '045B': 'si-lk', '045E': 'am-et', '0461': 'ne-np', '0463': 'ps-af', '0464': 'fil-ph', '0468': 'ha-latn-ng', '046A': 'yo-ng', '046C': 'nso-za', '046E': 'lb-lu',
-  '0470': 'ig-ng', '0480': 'ug-cn', '0481': 'mi-nz', '0487': 'rw-rw', '0488': 'wo-sn', '048C': 'prs-af', '0491': 'gd-gb', '0804': 'zh-cn', '0803': 'ca-es-valencia',
-  '0814': 'nn-no', '0816': 'pt-pt', '083C': 'ga-ie', '0845': 'bn-bd', '0859': 'sd-arab-pk', '0C0A': 'es-es', '0C1A': 'sr-cyrl-cs', '0C6B': 'quz-pe',
-  '141A': 'bs-latn-ba', '201A': 'sr-cyrl-ba', '241A': 'sr-latn-rs', '281A': 'sr-cyrl-rs',
+  '0401': 'ar-sa',
+  '0402': 'bg-bg',
+  '0403': 'ca-es',
+  '0404': 'zh-tw',
+  '0405': 'cs-cz',
+  '0406': 'da-dk',
+  '0407': 'de-de',
+  '0408': 'el-gr',
+  '0409': 'en-us',
+  '040B': 'fi-fi',
+  '040C': 'fr-fr',
+  '040D': 'he-il',
+  '040E': 'hu-hu',
+  '040F': 'is-is',
+  '0410': 'it-it',
+  '0411': 'ja-jp',
+  '0412': 'ko-kr',
+  '0413': 'nl-nl',
+  '0414': 'nb-no',
+  '0415': 'pl-pl',
+  '0416': 'pt-br',
+  '0418': 'ro-ro',
+  '0419': 'ru-ru',
+  '041A': 'hr-hr',
+  '041B': 'sk-sk',
+  '041C': 'sq-al',
+  '041D': 'sv-se',
+  '041E': 'th-th',
+  '041F': 'tr-tr',
+  '0420': 'ur-pk',
+  '0421': 'id-id',
+  '0422': 'uk-ua',
+  '0423': 'be-by',
+  '0424': 'sl-si',
+  '0425': 'et-ee',
+  '0426': 'lv-lv',
+  '0427': 'lt-lt',
+  '0429': 'fa-ir',
+  '042A': 'vi-vn',
+  '042B': 'hy-am',
+  '042C': 'az-latn-az',
+  '042D': 'eu-es',
+  '042F': 'mk-mk',
+  '0432': 'tn-za',
+  '0434': 'xh-za',
+  '0435': 'zu-za',
+  '0436': 'af-za',
+  '0437': 'ka-ge',
+  '0439': 'hi-in',
+  '043A': 'mt-mt',
+  '043E': 'ms-my',
+  '043F': 'kk-kz',
+  '0440': 'ky-kg',
+  '0441': 'sw-ke',
+  '0442': 'tk-tm',
+  '0443': 'uz-latn-uz',
+  '0444': 'tt-ru',
+  '0445': 'bn-in',
+  '0446': 'pa-in',
+  '0447': 'gu-in',
+  '0448': 'or-in',
+  '0449': 'ta-in',
+  '044A': 'te-in',
+  '044B': 'kn-in',
+  '044C': 'ml-in',
+  '044D': 'as-in',
+  '044E': 'mr-in',
+  '0450': 'mn-mn',
+  '0452': 'cy-gb',
+  '0453': 'km-kh',
+  '0456': 'gl-es',
+  '0457': 'kok-in',
+  '045B': 'si-lk',
+  '045E': 'am-et',
+  '0461': 'ne-np',
+  '0463': 'ps-af',
+  '0464': 'fil-ph',
+  '0468': 'ha-latn-ng',
+  '046A': 'yo-ng',
+  '046C': 'nso-za',
+  '046E': 'lb-lu',
+  '0470': 'ig-ng',
+  '0480': 'ug-cn',
+  '0481': 'mi-nz',
+  '0487': 'rw-rw',
+  '0488': 'wo-sn',
+  '048C': 'prs-af',
+  '0491': 'gd-gb',
+  '0804': 'zh-cn',
+  '0803': 'ca-es-valencia',
+  '0814': 'nn-no',
+  '0816': 'pt-pt',
+  '083C': 'ga-ie',
+  '0845': 'bn-bd',
+  '0859': 'sd-arab-pk',
+  '0C0A': 'es-es',
+  '0C1A': 'sr-cyrl-cs',
+  '0C6B': 'quz-pe',
+  '141A': 'bs-latn-ba',
+  '201A': 'sr-cyrl-ba',
+  '241A': 'sr-latn-rs',
+  '281A': 'sr-cyrl-rs',
 };
 
 /** Office 2016 as the catalog names it (per edition), with its languages, patch codes and the KBs of its patches. */
-export function officeProducts(apps: PsApp[]): { products: { name: string; version?: string; languages: string[]; patches: string[] }[]; kbs: string[]; patchKeys: Set<string> } {
+export function officeProducts(apps: PsApp[]): {
+  products: { name: string; version?: string; languages: string[]; patches: string[] }[];
+  kbs: string[];
+  patchKeys: Set<string>;
+} {
   const byArch = new Map<string, { version?: string; languages: Set<string>; patches: Set<string> }>();
   const edition = (bit: string) => {
     let e = byArch.get(bit);
@@ -217,14 +330,19 @@ export function windowsProvider(): InventoryProvider {
     name: 'windows',
     collect(signal) {
       return new Promise((resolve, reject) => {
-        execFile('powershell.exe', ['-NoProfile', '-NonInteractive', '-Command', POWERSHELL_SCRIPT], { maxBuffer: 64 * 1024 * 1024, timeout: 300_000, ...(signal ? { signal } : {}) }, (err, stdout) => {
-          if (err) return reject(new Error(`PowerShell inventory failed: ${err.message}`));
-          try {
-            resolve(parseWindowsInventory(JSON.parse(stdout)));
-          } catch (e) {
-            reject(e as Error);
-          }
-        });
+        execFile(
+          'powershell.exe',
+          ['-NoProfile', '-NonInteractive', '-Command', POWERSHELL_SCRIPT],
+          { maxBuffer: 64 * 1024 * 1024, timeout: 300_000, ...(signal ? { signal } : {}) },
+          (err, stdout) => {
+            if (err) return reject(new Error(`PowerShell inventory failed: ${err.message}`));
+            try {
+              resolve(parseWindowsInventory(JSON.parse(stdout)));
+            } catch (e) {
+              reject(e as Error);
+            }
+          },
+        );
       });
     },
   };

@@ -54,7 +54,9 @@ export class Scanner {
     const result = await this.#evaluate(inv, signal);
     o.store.put('lastScan', result);
     o.store.put('scanRequested', false);
-    const sev = Object.entries(result.bySeverity).map(([k, v]) => `${k} ${v}`).join(', ');
+    const sev = Object.entries(result.bySeverity)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
     o.log.write(`scan: ${result.required} update(s) required${sev ? ` (${sev})` : ''}, ${result.unknown} undecided`);
   }
 
@@ -75,7 +77,15 @@ export class Scanner {
       for await (const line of createInterface({ input: createReadStream(file) })) {
         if (!line) continue;
         const r = JSON.parse(line) as RuleLine;
-        index.set({ id: r.id, kb: r.kb, product: r.product, severity: r.severity, applicability: JSON.stringify(r.applicability), installed: JSON.stringify(r.installed), supersedes: JSON.stringify(r.supersedes) });
+        index.set({
+          id: r.id,
+          kb: r.kb,
+          product: r.product,
+          severity: r.severity,
+          applicability: JSON.stringify(r.applicability),
+          installed: JSON.stringify(r.installed),
+          supersedes: JSON.stringify(r.supersedes),
+        });
       }
     const states = index.assess(facts(inv));
     const bySeverity: Record<string, number> = {};

@@ -7,7 +7,18 @@ export { describeError } from '../lib/errors.js';
  * (kept in its store, so it is there when the agent is not running).
  */
 
-export const UPDATE_STATES = ['assigned', 'waiting', 'downloading', 'downloaded', 'installing', 'installed', 'reboot-pending', 'not-applicable', 'failed', 'ceiling-reached'] as const;
+export const UPDATE_STATES = [
+  'assigned',
+  'waiting',
+  'downloading',
+  'downloaded',
+  'installing',
+  'installed',
+  'reboot-pending',
+  'not-applicable',
+  'failed',
+  'ceiling-reached',
+] as const;
 export type UpdateState = (typeof UPDATE_STATES)[number];
 
 /** What the agent last did with an update. */
@@ -36,7 +47,8 @@ export function waitingText(w: Waiting): string {
   if (w.reason === 'no-files') return 'a catalog that lists its files: the update is metadata only (e.g. from CVRF), nothing can install it';
   if (w.reason === 'no-file-in-languages')
     return `nothing: the update has no file in this computer's languages (${w.languages.length ? w.languages.join(', ') : 'unknown: only language-neutral files are taken'})`;
-  if (w.reason === 'languages-not-on-node') return `files in languages the node does not download (${w.languages.join(', ')}): add them to the node's --languages`;
+  if (w.reason === 'languages-not-on-node')
+    return `files in languages the node does not download (${w.languages.join(', ')}): add them to the node's --languages`;
   const failing = w.nodeError ? `; the node's download fails: ${w.nodeError}${w.nextTryAt ? `, next try ${w.nextTryAt}` : ''}` : '';
   return `files not yet on the node (${w.missing} of ${w.files} missing${failing})`;
 }
@@ -46,7 +58,14 @@ export function updateStatuses(a: Assignments | null, progress: Record<string, P
   const out: UpdateStatus[] = [];
   for (const i of a.items) {
     const p = progress[i.updateId];
-    out.push({ updateId: i.updateId, kb: i.kb, title: i.title, state: p?.state ?? 'assigned', waitingFor: p ? p.waitingFor : 'the next deploy task', lastError: p?.lastError ?? null });
+    out.push({
+      updateId: i.updateId,
+      kb: i.kb,
+      title: i.title,
+      state: p?.state ?? 'assigned',
+      waitingFor: p ? p.waitingFor : 'the next deploy task',
+      lastError: p?.lastError ?? null,
+    });
   }
   for (const w of a.waiting ?? [])
     out.push({

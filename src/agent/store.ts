@@ -74,7 +74,10 @@ export class AgentStore {
 
   /** The oldest unacknowledged events, at most `limit`. */
   pending(limit: number): { seq: number; event: QueuedEvent }[] {
-    return (prepare(this.#db, 'SELECT seq, body FROM events ORDER BY seq LIMIT ?').all(limit) as { seq: number; body: string }[]).map((r) => ({ seq: Number(r.seq), event: JSON.parse(r.body) as QueuedEvent }));
+    return (prepare(this.#db, 'SELECT seq, body FROM events ORDER BY seq LIMIT ?').all(limit) as { seq: number; body: string }[]).map((r) => ({
+      seq: Number(r.seq),
+      event: JSON.parse(r.body) as QueuedEvent,
+    }));
   }
 
   queued(): number {
@@ -95,21 +98,28 @@ export class AgentStore {
     const r = prepare(this.#db, 'SELECT download, install, cleared_at, ceiling_reported FROM counters WHERE update_id = ?').get(updateId) as
       | { download: number; install: number; cleared_at: string | null; ceiling_reported: number }
       | undefined;
-    return r ? { download: Number(r.download), install: Number(r.install), clearedAt: r.cleared_at, ceilingReported: Boolean(r.ceiling_reported) } : { download: 0, install: 0, clearedAt: null, ceilingReported: false };
+    return r
+      ? { download: Number(r.download), install: Number(r.install), clearedAt: r.cleared_at, ceilingReported: Boolean(r.ceiling_reported) }
+      : { download: 0, install: 0, clearedAt: null, ceilingReported: false };
   }
 
   setCounters(updateId: string, c: Counters): void {
-    prepare(this.#db, 'INSERT INTO counters (update_id, download, install, cleared_at, ceiling_reported) VALUES (?, ?, ?, ?, ?) ON CONFLICT(update_id) DO UPDATE SET download = excluded.download, install = excluded.install, cleared_at = excluded.cleared_at, ceiling_reported = excluded.ceiling_reported').run(
-      updateId,
-      c.download,
-      c.install,
-      c.clearedAt,
-      c.ceilingReported ? 1 : 0,
-    );
+    prepare(
+      this.#db,
+      'INSERT INTO counters (update_id, download, install, cleared_at, ceiling_reported) VALUES (?, ?, ?, ?, ?) ON CONFLICT(update_id) DO UPDATE SET download = excluded.download, install = excluded.install, cleared_at = excluded.cleared_at, ceiling_reported = excluded.ceiling_reported',
+    ).run(updateId, c.download, c.install, c.clearedAt, c.ceilingReported ? 1 : 0);
   }
 
   allCounters(): ({ updateId: string } & Counters)[] {
-    return (prepare(this.#db, 'SELECT update_id, download, install, cleared_at, ceiling_reported FROM counters ORDER BY update_id').all() as { update_id: string; download: number; install: number; cleared_at: string | null; ceiling_reported: number }[]).map((r) => ({
+    return (
+      prepare(this.#db, 'SELECT update_id, download, install, cleared_at, ceiling_reported FROM counters ORDER BY update_id').all() as {
+        update_id: string;
+        download: number;
+        install: number;
+        cleared_at: string | null;
+        ceiling_reported: number;
+      }[]
+    ).map((r) => ({
       updateId: r.update_id,
       download: Number(r.download),
       install: Number(r.install),

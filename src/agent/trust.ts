@@ -21,7 +21,8 @@ const CA_FILE = 'ca.pem';
  */
 export async function fetchPinnedCa(server: string, pin: string, timeoutMs = 30_000): Promise<string> {
   const url = new URL(server);
-  if (url.protocol !== 'https:') throw new Error(`the enrolment token pins the node's CA: give --server https://${url.hostname}:8443 (the node's HTTPS port), not ${url.protocol}//`);
+  if (url.protocol !== 'https:')
+    throw new Error(`the enrolment token pins the node's CA: give --server https://${url.hostname}:8443 (the node's HTTPS port), not ${url.protocol}//`);
   return fetchPinnedCert({ host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 443), pin, token: 'enrolment token', timeoutMs });
 }
 

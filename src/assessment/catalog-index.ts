@@ -79,7 +79,9 @@ export class CatalogIndex {
   }
 
   static signature(r: UpdateRow): string {
-    return createHash('sha1').update(`${r.kb}\u0000${r.product}\u0000${r.severity}\u0000${r.applicability}\u0000${r.installed}\u0000${r.supersedes}`).digest('base64');
+    return createHash('sha1')
+      .update(`${r.kb}\u0000${r.product}\u0000${r.severity}\u0000${r.applicability}\u0000${r.installed}\u0000${r.supersedes}`)
+      .digest('base64');
   }
 
   /** One string per distinct product name, however many updates name it. */
@@ -247,7 +249,7 @@ function compiled(e: Entry): [Compiled, Compiled] {
 
 /** installed = any(kb, some install at or above the fixed build), three-valued; applicable since the product is there. */
 function fastState(fast: NonNullable<Entry['fast']>, versions: readonly (number[] | null)[], kbs: Set<string> | null): State {
-  if (kbs !== null && kbs.has(fast.kb)) return 'installed';
+  if (kbs?.has(fast.kb)) return 'installed';
   let unknown = kbs === null;
   for (let i = 0; i < versions.length; i++) {
     const v = versions[i];
@@ -261,16 +263,16 @@ function fastState(fast: NonNullable<Entry['fast']>, versions: readonly (number[
 function fastShape(app: Rule, inst: Rule): Entry['fast'] {
   const a = app as Record<string, unknown>;
   const i = inst as Record<string, unknown>;
-  if (Object.keys(a).length !== 1 || typeof a['product'] !== 'string') return null;
-  if (Object.keys(i).length !== 1 || !Array.isArray(i['any']) || i['any'].length !== 2) return null;
-  const parts = i['any'] as Record<string, unknown>[];
-  const kbPart = parts.find((x) => Object.keys(x).length === 1 && typeof x['kb'] === 'string');
-  const verPart = parts.find((x) => x !== kbPart && Object.keys(x).length === 2 && typeof x['product'] === 'string' && x['version']);
-  if (!kbPart || !verPart || (verPart['product'] as string).toLowerCase() !== (a['product'] as string).toLowerCase()) return null;
-  const v = verPart['version'] as Record<string, unknown>;
-  if (Object.keys(v).length !== 1 || typeof v['gte'] !== 'string') return null;
-  const want = parseVersion(v['gte']);
-  return want ? { kb: kbPart['kb'] as string, want } : null;
+  if (Object.keys(a).length !== 1 || typeof a.product !== 'string') return null;
+  if (Object.keys(i).length !== 1 || !Array.isArray(i.any) || i.any.length !== 2) return null;
+  const parts = i.any as Record<string, unknown>[];
+  const kbPart = parts.find((x) => Object.keys(x).length === 1 && typeof x.kb === 'string');
+  const verPart = parts.find((x) => x !== kbPart && Object.keys(x).length === 2 && typeof x.product === 'string' && x.version);
+  if (!kbPart || !verPart || (verPart.product as string).toLowerCase() !== (a.product as string).toLowerCase()) return null;
+  const v = verPart.version as Record<string, unknown>;
+  if (Object.keys(v).length !== 1 || typeof v.gte !== 'string') return null;
+  const want = parseVersion(v.gte);
+  return want ? { kb: kbPart.kb as string, want } : null;
 }
 
 function push<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {

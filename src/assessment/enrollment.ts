@@ -24,7 +24,9 @@ export class EnrollmentTokens {
     const id = randomUUID();
     const now = Date.now();
     const expiresAt = now + o.expiresInHours * 3_600_000;
-    await this.orm.insert(enrollmentTokens).values({ id, name: o.name, tokenHash: hashToken(token), createdAt: now, createdBy: by, expiresAt, maxUses: o.maxUses });
+    await this.orm
+      .insert(enrollmentTokens)
+      .values({ id, name: o.name, tokenHash: hashToken(token), createdAt: now, createdBy: by, expiresAt, maxUses: o.maxUses });
     return { id, name: o.name, token, expiresAt: new Date(expiresAt).toISOString(), maxUses: o.maxUses };
   }
 
@@ -44,7 +46,10 @@ export class EnrollmentTokens {
   }
 
   async revoke(id: string): Promise<void> {
-    const r = await this.orm.update(enrollmentTokens).set({ revokedAt: Date.now() }).where(and(eq(enrollmentTokens.id, id), isNull(enrollmentTokens.revokedAt)));
+    const r = await this.orm
+      .update(enrollmentTokens)
+      .set({ revokedAt: Date.now() })
+      .where(and(eq(enrollmentTokens.id, id), isNull(enrollmentTokens.revokedAt)));
     if (!r.rowsAffected) throw new AppError('not-found', `no active enrolment token ${id}`);
   }
 

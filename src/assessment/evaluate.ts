@@ -87,7 +87,7 @@ export function parseVersion(v: string): number[] | null {
 
 /** Compares dotted versions part by part, missing parts as 0. */
 export function compareVersions(a: readonly number[], b: readonly number[]): number {
-  const n = a.length > b.length ? a.length : b.length;
+  const n = Math.max(a.length, b.length);
   for (let i = 0; i < n; i++) {
     const x = i < a.length ? a[i]! : 0;
     const y = i < b.length ? b[i]! : 0;
@@ -150,7 +150,7 @@ export function not(v: Tri): Tri {
 export function compile(rule: Rule): Compiled {
   const r = rule as Record<string, unknown>;
   if ('all' in r) {
-    const parts = (r['all'] as Rule[]).map(compile);
+    const parts = (r.all as Rule[]).map(compile);
     return (f) => {
       let out: Tri = TRUE;
       for (const p of parts) {
@@ -162,7 +162,7 @@ export function compile(rule: Rule): Compiled {
     };
   }
   if ('any' in r) {
-    const parts = (r['any'] as Rule[]).map(compile);
+    const parts = (r.any as Rule[]).map(compile);
     return (f) => {
       let out: Tri = FALSE;
       for (const p of parts) {
@@ -174,16 +174,16 @@ export function compile(rule: Rule): Compiled {
     };
   }
   if ('not' in r) {
-    const inner = compile(r['not'] as Rule);
+    const inner = compile(r.not as Rule);
     return (f) => not(inner(f));
   }
   if ('always' in r) {
-    const v: Tri = r['always'] ? TRUE : FALSE;
+    const v: Tri = r.always ? TRUE : FALSE;
     return () => v;
   }
   if ('product' in r) {
-    const name = lower(r['product'] as string);
-    const cmp = r['version'] ? compileCmp(r['version'] as Cmp) : null;
+    const name = lower(r.product as string);
+    const cmp = r.version ? compileCmp(r.version as Cmp) : null;
     return (f) => {
       if (!f.products) return UNKNOWN;
       const versions = f.products.get(name);
@@ -200,23 +200,23 @@ export function compile(rule: Rule): Compiled {
     };
   }
   if ('kb' in r) {
-    const kb = r['kb'] as string;
+    const kb = r.kb as string;
     return (f) => (f.kbs ? (f.kbs.has(kb) ? TRUE : FALSE) : UNKNOWN);
   }
   if ('osVersion' in r) {
-    const cmp = compileCmp(r['osVersion'] as Cmp);
+    const cmp = compileCmp(r.osVersion as Cmp);
     return (f) => cmp(f.osVersion);
   }
   if ('arch' in r) {
-    const arch = r['arch'] as string;
+    const arch = r.arch as string;
     return (f) => (f.arch === null ? UNKNOWN : f.arch === arch ? TRUE : FALSE);
   }
   if ('language' in r) {
-    const langs = (r['language'] as string[]).map(lower);
+    const langs = (r.language as string[]).map(lower);
     return (f) => (f.language === null ? UNKNOWN : langs.some((l) => f.language === l || f.language!.startsWith(`${l}-`)) ? TRUE : FALSE);
   }
   if ('file' in r) {
-    const spec = r['file'] as { path: string; exists?: boolean; version?: Cmp };
+    const spec = r.file as { path: string; exists?: boolean; version?: Cmp };
     const path = lower(spec.path);
     const exists = spec.exists ?? true;
     const cmp = spec.version ? compileCmp(spec.version) : null;
@@ -229,7 +229,7 @@ export function compile(rule: Rule): Compiled {
     };
   }
   if ('registry' in r) {
-    const spec = r['registry'] as { key: string; value?: string; exists?: boolean; equals?: string | number; version?: Cmp };
+    const spec = r.registry as { key: string; value?: string; exists?: boolean; equals?: string | number; version?: Cmp };
     const k = regKey(spec.key, spec.value);
     const exists = spec.exists ?? true;
     const cmp = spec.version ? compileCmp(spec.version) : null;
@@ -262,11 +262,11 @@ export function evaluate(rule: Rule, inv: Inventory | Facts): Tri {
  */
 export function requiredProducts(rule: Rule): string[] | null {
   const r = rule as Record<string, unknown>;
-  if ('product' in r) return [lower(r['product'] as string)];
+  if ('product' in r) return [lower(r.product as string)];
   if ('all' in r) {
     // Any one part's products is a necessary condition; take the smallest set.
     let best: string[] | null = null;
-    for (const p of r['all'] as Rule[]) {
+    for (const p of r.all as Rule[]) {
       const s = requiredProducts(p);
       if (s && (!best || s.length < best.length)) best = s;
     }
@@ -274,7 +274,7 @@ export function requiredProducts(rule: Rule): string[] | null {
   }
   if ('any' in r) {
     const out = new Set<string>();
-    for (const p of r['any'] as Rule[]) {
+    for (const p of r.any as Rule[]) {
       const s = requiredProducts(p);
       if (!s) return null;
       for (const x of s) out.add(x);

@@ -40,15 +40,24 @@ export class ReportIntake {
    * it is refused). `ctx` carries what earlier reports of the same batch changed.
    */
   async assess(r: Report, now: number, enrollmentTokenId: string | undefined, ctx: BatchContext, w: Write[]): Promise<ReportResult> {
-    const old = ctx.computers.get(r.agentKey) ?? (await this.db.get<ComputerRow>('SELECT id, inventory, scan_id FROM computers WHERE agent_key = ?', [r.agentKey])) ?? null;
+    const old =
+      ctx.computers.get(r.agentKey) ??
+      (await this.db.get<ComputerRow>('SELECT id, inventory, scan_id FROM computers WHERE agent_key = ?', [r.agentKey])) ??
+      null;
     const oldInv = old ? (JSON.parse(old.inventory) as Inventory) : null;
     let inv: Inventory;
     if (r.full) inv = r.full as Inventory;
     else {
       if (!old || old.scan_id !== r.delta!.baseScanId)
-        throw new AppError('delta-base-mismatch', old ? `this computer's last report is scan ${old.scan_id}, not ${r.delta!.baseScanId}; send a full inventory` : 'this computer has not reported yet; send a full inventory', {
-          currentScanId: old?.scan_id ?? null,
-        });
+        throw new AppError(
+          'delta-base-mismatch',
+          old
+            ? `this computer's last report is scan ${old.scan_id}, not ${r.delta!.baseScanId}; send a full inventory`
+            : 'this computer has not reported yet; send a full inventory',
+          {
+            currentScanId: old?.scan_id ?? null,
+          },
+        );
       try {
         inv = applyDelta(oldInv!, r.delta!);
       } catch (err) {
@@ -65,13 +74,28 @@ export class ReportIntake {
       id = old.id;
       w.push([
         'UPDATE computers SET name = ?, os_family = ?, os_name = ?, os_version = ?, arch = ?, language = ?, languages = ?, agent_version = coalesce(?, agent_version), inventory = ?, scan_id = ?, last_scan_at = ? WHERE id = ?',
-        [r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, inventoryLanguages(inv).join(','), r.agentVersion ?? null, json, scanId, now, id],
+        [
+          r.name,
+          os.family,
+          os.name ?? null,
+          os.version ?? null,
+          os.arch ?? null,
+          os.language ?? null,
+          inventoryLanguages(inv).join(','),
+          r.agentVersion ?? null,
+          json,
+          scanId,
+          now,
+          id,
+        ],
       ]);
     } else {
       if (enrollmentTokenId) {
         let t = ctx.tokens.get(enrollmentTokenId);
         if (!t) {
-          const row = await this.db.get<{ uses: number; max_uses: number | null }>('SELECT uses, max_uses FROM enrollment_tokens WHERE id = ?', [enrollmentTokenId]);
+          const row = await this.db.get<{ uses: number; max_uses: number | null }>('SELECT uses, max_uses FROM enrollment_tokens WHERE id = ?', [
+            enrollmentTokenId,
+          ]);
           t = { uses: Number(row?.uses ?? 0), max: row?.max_uses === null || row?.max_uses === undefined ? null : Number(row.max_uses) };
           ctx.tokens.set(enrollmentTokenId, t);
         }
@@ -84,7 +108,22 @@ export class ReportIntake {
       id = ctx.nextId++;
       w.push([
         'INSERT INTO computers (id, agent_key, name, os_family, os_name, os_version, arch, language, languages, agent_version, inventory, scan_id, last_scan_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)',
-        [id, r.agentKey, r.name, os.family, os.name ?? null, os.version ?? null, os.arch ?? null, os.language ?? null, inventoryLanguages(inv).join(','), r.agentVersion ?? null, json, scanId, now, now],
+        [
+          id,
+          r.agentKey,
+          r.name,
+          os.family,
+          os.name ?? null,
+          os.version ?? null,
+          os.arch ?? null,
+          os.language ?? null,
+          inventoryLanguages(inv).join(','),
+          r.agentVersion ?? null,
+          json,
+          scanId,
+          now,
+          now,
+        ],
       ]);
     }
     // The product index of this computer, when its products changed.
@@ -117,7 +156,8 @@ export class ReportIntake {
        unknown = unknown + excluded.unknown, superseded = superseded + excluded.superseded`,
       [updateId, ...d],
     ]);
-    if (s1 === 'required' || s1 === 'unknown') w.push(['INSERT OR REPLACE INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [computerId, updateId, s1]]);
+    if (s1 === 'required' || s1 === 'unknown')
+      w.push(['INSERT OR REPLACE INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [computerId, updateId, s1]]);
     else if (s0 === 'required' || s0 === 'unknown') w.push(['DELETE FROM computer_updates WHERE computer_id = ? AND update_id = ?', [computerId, updateId]]);
   }
 }

@@ -18,7 +18,12 @@ import { computers, customFilters } from './schema.js';
  * filters use the same condition language.
  */
 
-const SEVERITY_COLUMN = { Critical: computers.reqCritical, Important: computers.reqImportant, Moderate: computers.reqModerate, Low: computers.reqLow } as const satisfies Record<Severity, unknown>;
+const SEVERITY_COLUMN = {
+  Critical: computers.reqCritical,
+  Important: computers.reqImportant,
+  Moderate: computers.reqModerate,
+  Low: computers.reqLow,
+} as const satisfies Record<Severity, unknown>;
 
 export const conditionSchema = z
   .strictObject({
@@ -37,10 +42,14 @@ export type Condition = z.infer<typeof conditionSchema>;
 export function conditionSql(c: Condition, staleBefore: number): SQL {
   const parts: SQL[] = [];
   if (c.requires !== undefined)
-    parts.push(sql`EXISTS (SELECT 1 FROM computer_updates cu WHERE cu.computer_id = ${computers.id} AND cu.update_id = ${c.requires} AND cu.state = 'required')`);
+    parts.push(
+      sql`EXISTS (SELECT 1 FROM computer_updates cu WHERE cu.computer_id = ${computers.id} AND cu.update_id = ${c.requires} AND cu.state = 'required')`,
+    );
   if (c.severity !== undefined) parts.push(sql`${SEVERITY_COLUMN[c.severity]} > 0`);
   if (c.customSeverity !== undefined)
-    parts.push(sql`EXISTS (SELECT 1 FROM computer_updates cu JOIN updates u ON u.id = cu.update_id WHERE cu.computer_id = ${computers.id} AND cu.state = 'required' AND u.custom_severity_id = ${c.customSeverity})`);
+    parts.push(
+      sql`EXISTS (SELECT 1 FROM computer_updates cu JOIN updates u ON u.id = cu.update_id WHERE cu.computer_id = ${computers.id} AND cu.state = 'required' AND u.custom_severity_id = ${c.customSeverity})`,
+    );
   if (c.stale !== undefined) parts.push(c.stale ? sql`${computers.lastScanAt} < ${staleBefore}` : sql`${computers.lastScanAt} >= ${staleBefore}`);
   if (c.os !== undefined) parts.push(sql`${computers.osName} = ${c.os}`);
   if (c.language !== undefined) {
@@ -72,9 +81,11 @@ export class Computers {
     private readonly staleBefore: () => Promise<number>,
   ) {}
 
-
   async #count(c: Condition): Promise<number> {
-    const r = await this.orm.select({ n: sql<number>`count(*)` }).from(computers).where(conditionSql(c, await this.staleBefore()));
+    const r = await this.orm
+      .select({ n: sql<number>`count(*)` })
+      .from(computers)
+      .where(conditionSql(c, await this.staleBefore()));
     return Number(r[0]?.n ?? 0);
   }
 
@@ -120,7 +131,11 @@ export class Computers {
    * per update some computer requires, most needed first) are the long tail, so
    * the list is paged with an opaque cursor.
    */
-  async filters(o: { kind?: FilterItem['kind'] | undefined; limit: number; cursor?: string | undefined }): Promise<{ items: FilterItem[]; nextCursor: string | null }> {
+  async filters(o: {
+    kind?: FilterItem['kind'] | undefined;
+    limit: number;
+    cursor?: string | undefined;
+  }): Promise<{ items: FilterItem[]; nextCursor: string | null }> {
     let startKind = 0;
     let offset = 0;
     if (o.cursor) {
@@ -159,7 +174,15 @@ export class Computers {
           })
           .from(computers);
         const row = r[0] as Record<string, number> | undefined;
-        return page(SEVERITIES.map((s) => ({ id: `severity:${s.toLowerCase()}`, name: `Missing ${s.toLowerCase()} updates`, kind, count: Number(row?.[s.toLowerCase()] ?? 0), condition: { severity: s } })));
+        return page(
+          SEVERITIES.map((s) => ({
+            id: `severity:${s.toLowerCase()}`,
+            name: `Missing ${s.toLowerCase()} updates`,
+            kind,
+            count: Number(row?.[s.toLowerCase()] ?? 0),
+            condition: { severity: s },
+          })),
+        );
       }
       case 'custom-severity': {
         const rows = await this.orm
@@ -170,14 +193,36 @@ export class Computers {
           })
           .from(customSeverities)
           .orderBy(asc(customSeverities.rank), asc(customSeverities.id));
-        return page(rows.map((r) => ({ id: `custom-severity:${r.id}`, name: `Missing ${r.name} updates`, kind, count: Number(r.n), condition: { customSeverity: r.id } })));
+        return page(
+          rows.map((r) => ({
+            id: `custom-severity:${r.id}`,
+            name: `Missing ${r.name} updates`,
+            kind,
+            count: Number(r.n),
+            condition: { customSeverity: r.id },
+          })),
+        );
       }
       case 'os': {
-        const rows = await this.orm.select({ os: computers.osName, n: sql<number>`count(*)` }).from(computers).where(sql`${computers.osName} IS NOT NULL`).groupBy(computers.osName).orderBy(asc(computers.osName)).limit(limit).offset(offset);
+        const rows = await this.orm
+          .select({ os: computers.osName, n: sql<number>`count(*)` })
+          .from(computers)
+          .where(sql`${computers.osName} IS NOT NULL`)
+          .groupBy(computers.osName)
+          .orderBy(asc(computers.osName))
+          .limit(limit)
+          .offset(offset);
         return rows.map((r) => ({ id: `os:${r.os}`, name: `OS: ${r.os}`, kind, count: Number(r.n), condition: { os: r.os! } }));
       }
       case 'language': {
-        const rows = await this.orm.select({ l: computers.language, n: sql<number>`count(*)` }).from(computers).where(sql`${computers.language} IS NOT NULL`).groupBy(computers.language).orderBy(asc(computers.language)).limit(limit).offset(offset);
+        const rows = await this.orm
+          .select({ l: computers.language, n: sql<number>`count(*)` })
+          .from(computers)
+          .where(sql`${computers.language} IS NOT NULL`)
+          .groupBy(computers.language)
+          .orderBy(asc(computers.language))
+          .limit(limit)
+          .offset(offset);
         return rows.map((r) => ({ id: `language:${r.l}`, name: `Language: ${r.l}`, kind, count: Number(r.n), condition: { language: r.l! } }));
       }
       case 'custom': {
@@ -203,7 +248,10 @@ export class Computers {
     if (condition.requires !== undefined && !(await existingUpdates(this.orm, [condition.requires])).has(condition.requires))
       throw new AppError('validation-failed', `no update ${condition.requires}`);
     try {
-      const [row] = await this.writer.insert(customFilters).values({ name, condition: JSON.stringify(condition), createdAt: Date.now(), createdBy: by }).returning();
+      const [row] = await this.writer
+        .insert(customFilters)
+        .values({ name, condition: JSON.stringify(condition), createdAt: Date.now(), createdBy: by })
+        .returning();
       return { id: `custom:${row!.id}`, name, kind: 'custom' as const, count: await this.#count(condition), condition };
     } catch (err) {
       if (isUniqueViolation(err)) throw new AppError('conflict', `a filter named "${name}" exists`);
@@ -215,8 +263,11 @@ export class Computers {
     const m = /^custom:(\d+)$/.exec(id);
     if (!m) throw new AppError('conflict', `filter ${id} is automatic; only admins' own (custom:N) filters can be deleted`);
     // A policy targeting it would silently lose those computers.
-    const users = await this.writer.all<{ name: string }>(sql`SELECT name FROM policies WHERE targets LIKE ${`%${escapeLike(JSON.stringify(id))}%`} ESCAPE '\\' ORDER BY name LIMIT 5`);
-    if (users.length) throw new AppError('conflict', `filter ${id} is a target of policies ${users.map((u) => `"${u.name}"`).join(', ')}; change their targets first`);
+    const users = await this.writer.all<{ name: string }>(
+      sql`SELECT name FROM policies WHERE targets LIKE ${`%${escapeLike(JSON.stringify(id))}%`} ESCAPE '\\' ORDER BY name LIMIT 5`,
+    );
+    if (users.length)
+      throw new AppError('conflict', `filter ${id} is a target of policies ${users.map((u) => `"${u.name}"`).join(', ')}; change their targets first`);
     const r = await this.writer.delete(customFilters).where(eq(customFilters.id, Number(m[1])));
     if (!r.rowsAffected) throw new AppError('not-found', `no filter ${id}`);
   }
@@ -308,7 +359,22 @@ function requiresName(u: { kb: string | null; product: string; title: string }):
 }
 
 function summaryOf(
-  r: { id: number; name: string; osName: string | null; osVersion: string | null; arch: string | null; language: string | null; lastScanAt: number; required: number; unknown: number; reqCritical: number; reqImportant: number; reqModerate: number; reqLow: number; reqUnrated: number },
+  r: {
+    id: number;
+    name: string;
+    osName: string | null;
+    osVersion: string | null;
+    arch: string | null;
+    language: string | null;
+    lastScanAt: number;
+    required: number;
+    unknown: number;
+    reqCritical: number;
+    reqImportant: number;
+    reqModerate: number;
+    reqLow: number;
+    reqUnrated: number;
+  },
   staleBefore: number,
 ) {
   return {

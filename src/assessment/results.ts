@@ -8,7 +8,12 @@ import type { CatalogIndex, State } from './catalog-index.js';
  * columns of a computer (required and unknown, required per severity).
  */
 
-export const SEVERITY_COLUMNS: Record<string, string> = { Critical: 'req_critical', Important: 'req_important', Moderate: 'req_moderate', Low: 'req_low' } satisfies Record<Severity, string>;
+export const SEVERITY_COLUMNS: Record<string, string> = {
+  Critical: 'req_critical',
+  Important: 'req_important',
+  Moderate: 'req_moderate',
+  Low: 'req_low',
+} satisfies Record<Severity, string>;
 
 export interface ComputerRow {
   id: number;
@@ -35,7 +40,7 @@ export function summary(index: CatalogIndex, id: number, states: Map<string, Sta
     unknown,
     write: [
       'UPDATE computers SET required = ?, unknown = ?, req_critical = ?, req_important = ?, req_moderate = ?, req_low = ?, req_unrated = ?, assessed_at = ? WHERE id = ?',
-      [required, unknown, sev['req_critical'], sev['req_important'], sev['req_moderate'], sev['req_low'], sev['req_unrated'], now, id],
+      [required, unknown, sev.req_critical, sev.req_important, sev.req_moderate, sev.req_low, sev.req_unrated, now, id],
     ],
   };
 }

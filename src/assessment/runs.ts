@@ -107,7 +107,8 @@ export class CatalogRuns {
         }
         if (last) {
           w.push(['DELETE FROM update_compliance', []]);
-          for (const [id, n] of counts) w.push(['INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)', [id, ...n]]);
+          for (const [id, n] of counts)
+            w.push(['INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)', [id, ...n]]);
           w.push(['UPDATE assessment_state SET cursor = max(cursor, ?), full_pending = 0, full_at = ? WHERE id = 1', [cursor, Date.now()]]);
         }
         await this.db.write(w);
@@ -160,7 +161,9 @@ export class CatalogRuns {
         const list = [...(products as Set<string>)];
         let hits = 0;
         for (const part of chunks(list, 400))
-          hits += Number((await this.db.get<{ n: number }>(`SELECT count(*) AS n FROM computer_products WHERE product IN (${placeholders(part)})`, part))?.n ?? 0);
+          hits += Number(
+            (await this.db.get<{ n: number }>(`SELECT count(*) AS n FROM computer_products WHERE product IN (${placeholders(part)})`, part))?.n ?? 0,
+          );
         const total = Number((await this.db.get<{ n: number }>('SELECT count(*) AS n FROM computers', []))?.n ?? 0);
         if (hits >= total / 2) products = null;
       }
@@ -197,8 +200,8 @@ export class CatalogRuns {
             if (o !== nw) {
               if (nw) w.push(['INSERT OR REPLACE INTO computer_updates (computer_id, update_id, state) VALUES (?, ?, ?)', [c.id, id, nw]]);
               else w.push(['DELETE FROM computer_updates WHERE computer_id = ? AND update_id = ?', [c.id, id]]);
-              d['required']! += (nw === 'required' ? 1 : 0) - (o === 'required' ? 1 : 0);
-              d['unknown']! += (nw === 'unknown' ? 1 : 0) - (o === 'unknown' ? 1 : 0);
+              d.required! += (nw === 'required' ? 1 : 0) - (o === 'required' ? 1 : 0);
+              d.unknown! += (nw === 'unknown' ? 1 : 0) - (o === 'unknown' ? 1 : 0);
               dirty = true;
             }
             if (sevOld !== sevNew) {
@@ -212,12 +215,13 @@ export class CatalogRuns {
             w.push([
               `UPDATE computers SET required = required + ?, unknown = unknown + ?, req_critical = req_critical + ?, req_important = req_important + ?,
                req_moderate = req_moderate + ?, req_low = req_low + ?, req_unrated = req_unrated + ?, assessed_at = ? WHERE id = ?`,
-              [d['required'], d['unknown'], d['req_critical'], d['req_important'], d['req_moderate'], d['req_low'], d['req_unrated'], now, c.id],
+              [d.required, d.unknown, d.req_critical, d.req_important, d.req_moderate, d.req_low, d.req_unrated, now, c.id],
             ]);
         }
         if (last) {
           for (const part of chunks(affected, 400)) w.push([`DELETE FROM update_compliance WHERE update_id IN (${placeholders(part)})`, part]);
-          for (const [id, n] of counts) w.push(['INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)', [id, ...n]]);
+          for (const [id, n] of counts)
+            w.push(['INSERT INTO update_compliance (update_id, installed, required, unknown, superseded) VALUES (?, ?, ?, ?, ?)', [id, ...n]]);
           w.push(['UPDATE assessment_state SET cursor = max(cursor, ?) WHERE id = 1', [cursor]]);
         }
         await this.db.write(w);

@@ -18,54 +18,66 @@ export const enrollmentTokens = sqliteTable('enrollment_tokens', {
  * normalised on receipt); `scanId` counts reports, so a delta names its base. The
  * summary columns (required by severity...) are kept current by the assessor.
  */
-export const computers = sqliteTable('computers', {
-  id: integer('id').primaryKey({ autoIncrement: true }),
-  /** The agent's stable identifier for the machine. */
-  agentKey: text('agent_key').notNull().unique(),
-  name: text('name').notNull(),
-  osFamily: text('os_family').notNull(),
-  osName: text('os_name'),
-  osVersion: text('os_version'),
-  arch: text('arch'),
-  language: text('language'),
-  /** Every language of the computer (OS and installed products such as Office language packs), sorted, comma-separated: the files it is given. */
-  languages: text('languages').notNull().default(''),
-  agentVersion: text('agent_version'),
-  inventory: text('inventory').notNull(),
-  scanId: integer('scan_id').notNull(),
-  lastScanAt: integer('last_scan_at').notNull(),
-  createdAt: integer('created_at').notNull(),
-  required: integer('required').notNull().default(0),
-  unknown: integer('unknown').notNull().default(0),
-  reqCritical: integer('req_critical').notNull().default(0),
-  reqImportant: integer('req_important').notNull().default(0),
-  reqModerate: integer('req_moderate').notNull().default(0),
-  reqLow: integer('req_low').notNull().default(0),
-  reqUnrated: integer('req_unrated').notNull().default(0),
-  assessedAt: integer('assessed_at'),
-}, (t) => [
-  index('computers_name').on(t.name),
-  index('computers_last_scan').on(t.lastScanAt),
-  index('computers_os').on(t.osName),
-  index('computers_language').on(t.language),
-]);
+export const computers = sqliteTable(
+  'computers',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    /** The agent's stable identifier for the machine. */
+    agentKey: text('agent_key').notNull().unique(),
+    name: text('name').notNull(),
+    osFamily: text('os_family').notNull(),
+    osName: text('os_name'),
+    osVersion: text('os_version'),
+    arch: text('arch'),
+    language: text('language'),
+    /** Every language of the computer (OS and installed products such as Office language packs), sorted, comma-separated: the files it is given. */
+    languages: text('languages').notNull().default(''),
+    agentVersion: text('agent_version'),
+    inventory: text('inventory').notNull(),
+    scanId: integer('scan_id').notNull(),
+    lastScanAt: integer('last_scan_at').notNull(),
+    createdAt: integer('created_at').notNull(),
+    required: integer('required').notNull().default(0),
+    unknown: integer('unknown').notNull().default(0),
+    reqCritical: integer('req_critical').notNull().default(0),
+    reqImportant: integer('req_important').notNull().default(0),
+    reqModerate: integer('req_moderate').notNull().default(0),
+    reqLow: integer('req_low').notNull().default(0),
+    reqUnrated: integer('req_unrated').notNull().default(0),
+    assessedAt: integer('assessed_at'),
+  },
+  (t) => [
+    index('computers_name').on(t.name),
+    index('computers_last_scan').on(t.lastScanAt),
+    index('computers_os').on(t.osName),
+    index('computers_language').on(t.language),
+  ],
+);
 
 /** Which products each computer reports: the candidate set for an update's product index. */
-export const computerProducts = sqliteTable('computer_products', {
-  product: text('product').notNull(),
-  computerId: integer('computer_id').notNull(),
-}, (t) => [primaryKey({ columns: [t.product, t.computerId] }), index('computer_products_computer').on(t.computerId)]);
+export const computerProducts = sqliteTable(
+  'computer_products',
+  {
+    product: text('product').notNull(),
+    computerId: integer('computer_id').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.product, t.computerId] }), index('computer_products_computer').on(t.computerId)],
+);
 
 /**
  * Per (computer, update), the states worth a row: `required` and `unknown` (what
  * targeting, filters and reports ask for). Installed, superseded and
  * not-applicable are counted per update in `update_compliance`, not stored per pair.
  */
-export const computerUpdates = sqliteTable('computer_updates', {
-  computerId: integer('computer_id').notNull(),
-  updateId: text('update_id').notNull(),
-  state: text('state', { enum: ['required', 'unknown'] }).notNull(),
-}, (t) => [primaryKey({ columns: [t.computerId, t.updateId] }), index('computer_updates_update').on(t.updateId, t.state)]);
+export const computerUpdates = sqliteTable(
+  'computer_updates',
+  {
+    computerId: integer('computer_id').notNull(),
+    updateId: text('update_id').notNull(),
+    state: text('state', { enum: ['required', 'unknown'] }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.computerId, t.updateId] }), index('computer_updates_update').on(t.updateId, t.state)],
+);
 
 /** Per update, how many computers are in each state (applicable = all but not-applicable). */
 export const updateCompliance = sqliteTable('update_compliance', {

@@ -61,16 +61,16 @@ const cmpVersion = (a: string, b: string) => compareVersions(parseVersion(a) ?? 
 /** Collects `{product, version: {gte}}` leaves: the builds that mark an update installed. */
 function versionsOf(rule: Rule, out: Map<string, Set<string>>): void {
   const r = rule as Record<string, unknown>;
-  if ('product' in r && r['version']) {
-    const v = (r['version'] as Record<string, string>)['gte'];
+  if ('product' in r && r.version) {
+    const v = (r.version as Record<string, string>).gte;
     if (v) {
-      const set = out.get(r['product'] as string) ?? new Set();
+      const set = out.get(r.product as string) ?? new Set();
       set.add(v);
-      out.set(r['product'] as string, set);
+      out.set(r.product as string, set);
     }
   }
   for (const k of ['all', 'any'] as const) if (Array.isArray(r[k])) for (const c of r[k] as Rule[]) versionsOf(c, out);
-  if (r['not']) versionsOf(r['not'] as Rule, out);
+  if (r.not) versionsOf(r.not as Rule, out);
 }
 
 /** The products of the node's catalog, with their version ladders. */
@@ -130,7 +130,16 @@ export async function simulate(o: SimulateOptions): Promise<SimulateResult> {
   const products = await catalogProducts(o.server, o.token);
   if (!products.length) throw new Error('the catalog of this node has no products to simulate (import a catalog first)');
   const queue = new PQueue({ concurrency: o.concurrency ?? 16 });
-  const result: SimulateResult = { computers: o.computers, created: 0, failed: 0, required: 0, unknown: 0, durationMs: 0, reportsPerSecond: 0, firstError: null };
+  const result: SimulateResult = {
+    computers: o.computers,
+    created: 0,
+    failed: 0,
+    required: 0,
+    unknown: 0,
+    durationMs: 0,
+    reportsPerSecond: 0,
+    firstError: null,
+  };
   const url = new URL('/agent/v1/inventory', o.server);
   const start = performance.now();
   let done = 0;
@@ -139,7 +148,11 @@ export async function simulate(o: SimulateOptions): Promise<SimulateResult> {
     if (queue.size > 64) await queue.onSizeLessThan(32);
     void queue.add(async () => {
       try {
-        const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${o.token}`, 'content-type': 'application/json' }, body: JSON.stringify(simulatedComputer(products, seed, i, prefix, o.languages?.length ? o.languages : LANGUAGES)) });
+        const res = await fetch(url, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${o.token}`, 'content-type': 'application/json' },
+          body: JSON.stringify(simulatedComputer(products, seed, i, prefix, o.languages?.length ? o.languages : LANGUAGES)),
+        });
         const body = (await res.json()) as { created?: boolean; required?: number; unknown?: number; detail?: string };
         if (!res.ok) throw new Error(`HTTP ${res.status}: ${body.detail ?? ''}`);
         if (body.created) result.created++;

@@ -73,7 +73,8 @@ export class TokenService {
   async revoke(id: string): Promise<void> {
     const row = await this.orm.query.apiTokens.findFirst({ where: eq(apiTokens.id, id) });
     if (!row) throw new AppError('not-found', `no token ${id}`);
-    if (id === BOOTSTRAP_TOKEN_ID) throw new AppError('conflict', 'the bootstrap admin token is managed by --admin-token / <data>/admin-token; replace it there');
+    if (id === BOOTSTRAP_TOKEN_ID)
+      throw new AppError('conflict', 'the bootstrap admin token is managed by --admin-token / <data>/admin-token; replace it there');
     if (!row.revokedAt) await this.orm.update(apiTokens).set({ revokedAt: Date.now() }).where(eq(apiTokens.id, id));
     this.#cache.clear();
   }
@@ -89,7 +90,9 @@ export class TokenService {
     if (configured) {
       const digest = hashToken(configured);
       if (!existing) {
-        await this.orm.insert(apiTokens).values({ id: BOOTSTRAP_TOKEN_ID, name: 'bootstrap admin', role: 'admin', tokenHash: digest, createdAt: Date.now(), createdBy: null });
+        await this.orm
+          .insert(apiTokens)
+          .values({ id: BOOTSTRAP_TOKEN_ID, name: 'bootstrap admin', role: 'admin', tokenHash: digest, createdAt: Date.now(), createdBy: null });
       } else if (existing.tokenHash !== digest) {
         await this.orm.update(apiTokens).set({ tokenHash: digest, revokedAt: null }).where(eq(apiTokens.id, BOOTSTRAP_TOKEN_ID));
       }
@@ -102,7 +105,9 @@ export class TokenService {
     const file = join(dataDir, 'admin-token');
     await writeFile(file, `${token}\n`, { mode: 0o600 });
     await chmod(file, 0o600);
-    await this.orm.insert(apiTokens).values({ id: BOOTSTRAP_TOKEN_ID, name: 'bootstrap admin', role: 'admin', tokenHash: hashToken(token), createdAt: Date.now(), createdBy: null });
+    await this.orm
+      .insert(apiTokens)
+      .values({ id: BOOTSTRAP_TOKEN_ID, name: 'bootstrap admin', role: 'admin', tokenHash: hashToken(token), createdAt: Date.now(), createdBy: null });
     this.#cache.clear();
     return { generated: file };
   }

@@ -101,7 +101,11 @@ export function joinFeeds(fixes: Map<string, CvrfFix>, wsus: CatalogUpdate[]): {
  * Writes a catalog file (gzip'd NDJSON) atomically: to a temporary name, then renamed.
  * Version-1 lines go with a version-1 header (tests and benches of old catalogs).
  */
-export async function writeCatalog(out: string, header: CatalogHeader, updates: Iterable<CatalogUpdate | CatalogUpdateV1> | AsyncIterable<CatalogUpdate | CatalogUpdateV1>): Promise<void> {
+export async function writeCatalog(
+  out: string,
+  header: CatalogHeader,
+  updates: Iterable<CatalogUpdate | CatalogUpdateV1> | AsyncIterable<CatalogUpdate | CatalogUpdateV1>,
+): Promise<void> {
   const tmp = `${out}.tmp-${process.pid}`;
   async function* lines(): AsyncGenerator<string> {
     yield `${JSON.stringify(header)}\n`;
@@ -174,4 +178,3 @@ export async function buildCatalog(opts: BuildOptions): Promise<BuildSummary> {
     noInstaller,
   };
 }
-

@@ -47,5 +47,14 @@ export const INSERT_NEW = {
  * updates); an import records its release's times itself.
  */
 export function insertNewArgs(payloads: string, now: number, stampVisible: boolean): [keyof typeof INSERT_NEW, unknown[]][] {
-  return [['load', [payloads]], ['updates', [now]], ['files', []], ['cves', []], ['sups', []], ['log', [now]], ...(stampVisible ? [['visible', [now]] as [keyof typeof INSERT_NEW, unknown[]]] : []), ['clear', []]];
+  return [
+    ['load', [payloads]],
+    ['updates', [now]],
+    ['files', []],
+    ['cves', []],
+    ['sups', []],
+    ['log', [now]],
+    ...(stampVisible ? [['visible', [now]] as [keyof typeof INSERT_NEW, unknown[]]] : []),
+    ['clear', []],
+  ];
 }

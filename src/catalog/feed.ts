@@ -50,7 +50,10 @@ export class CatalogFeed {
     this.#stopped = false;
     const tick = () => {
       this.#running = this.check()
-        .then(() => undefined, (err) => this.logger.warn({ err: (err as Error).message }, 'catalog feed check failed'))
+        .then(
+          () => undefined,
+          (err) => this.logger.warn({ err: (err as Error).message }, 'catalog feed check failed'),
+        )
         .finally(() => {
           this.#running = null;
           if (!this.#stopped) this.#timer = setTimeout(tick, this.intervalMs);
@@ -67,7 +70,15 @@ export class CatalogFeed {
 
   /** One check; returns the import result when the feed changed. */
   async check(): Promise<ImportResult | null> {
-    const prev = (await this.store.get()) ?? { url: this.url, etag: null, lastModified: null, lastCheckedAt: null, lastChangedAt: null, lastVersion: null, lastError: null };
+    const prev = (await this.store.get()) ?? {
+      url: this.url,
+      etag: null,
+      lastModified: null,
+      lastCheckedAt: null,
+      lastChangedAt: null,
+      lastVersion: null,
+      lastError: null,
+    };
     const same = prev.url === this.url;
     const headers: Record<string, string> = {};
     if (same && prev.etag) headers['if-none-match'] = prev.etag;
@@ -101,7 +112,13 @@ export class CatalogFeed {
       if (!sigRes.ok) throw new Error(`GET ${this.url}.sig: HTTP ${sigRes.status}`);
       const signature = Buffer.from(await sigRes.arrayBuffer());
       const result = await this.importer.import({ catalogFile: file, signature, fileSha256: hash.digest('hex'), importedBy: 'catalog feed', source: 'feed' });
-      Object.assign(state, { etag: res.headers.get('etag'), lastModified: res.headers.get('last-modified'), lastChangedAt: now, lastVersion: result.version, lastError: null });
+      Object.assign(state, {
+        etag: res.headers.get('etag'),
+        lastModified: res.headers.get('last-modified'),
+        lastChangedAt: now,
+        lastVersion: result.version,
+        lastError: null,
+      });
       await this.store.put(state);
       return result;
     } catch (err) {

@@ -66,7 +66,10 @@ export const cveDetailSchema = z.strictObject({
 const updateFields = {
   id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/, 'letters, digits and . _ : - (at most 100)'),
   revision: z.number().int().min(1),
-  kb: z.string().regex(/^\d{4,8}$/, 'expected KB digits like "5034123"').nullable(),
+  kb: z
+    .string()
+    .regex(/^\d{4,8}$/, 'expected KB digits like "5034123"')
+    .nullable(),
   bulletin: z.string().max(50).nullable(),
   title: z.string().min(1).max(1000),
   description: z.string().max(20000).optional(),

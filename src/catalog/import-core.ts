@@ -126,9 +126,13 @@ async function deleteChildren(db: Exec, id: string): Promise<void> {
 }
 
 function invalid(errors: FieldError[], detail?: string): AppError {
-  return new AppError('catalog-invalid', detail ?? `${errors.length} error(s); the first at line ${errors[0]?.line}: ${errors[0]?.path}: ${errors[0]?.message}`, {
-    errors,
-  });
+  return new AppError(
+    'catalog-invalid',
+    detail ?? `${errors.length} error(s); the first at line ${errors[0]?.line}: ${errors[0]?.path}: ${errors[0]?.message}`,
+    {
+      errors,
+    },
+  );
 }
 
 /** Validates the header and decides whether this version may be imported. */
@@ -141,7 +145,10 @@ async function admit(db: Exec, header: CatalogHeader, meta: ImportMeta): Promise
   }
   const latest = await db.get<{ version: string; created_at: string }>('SELECT version, created_at FROM catalog_releases ORDER BY id DESC LIMIT 1', []);
   if (latest && Date.parse(latest.created_at) > Date.parse(header.createdAt))
-    throw new AppError('catalog-stale', `version ${header.version} (created ${header.createdAt}) is older than the imported ${latest.version} (created ${latest.created_at})`);
+    throw new AppError(
+      'catalog-stale',
+      `version ${header.version} (created ${header.createdAt}) is older than the imported ${latest.version} (created ${latest.created_at})`,
+    );
   return false;
 }
 
@@ -240,7 +247,22 @@ export async function applyCatalog(
     await db.run(
       `INSERT INTO catalog_releases (version, publisher, key_id, file_sha256, created_at, imported_at, imported_by, source, updates, added, changed, expired, unchanged, duration_ms)
        VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-      [h.version, h.publisher, meta.keyId, meta.fileSha256, h.createdAt, meta.now, meta.importedBy, meta.source, count, added, changed, expired, unchanged, durationMs],
+      [
+        h.version,
+        h.publisher,
+        meta.keyId,
+        meta.fileSha256,
+        h.createdAt,
+        meta.now,
+        meta.importedBy,
+        meta.source,
+        count,
+        added,
+        changed,
+        expired,
+        unchanged,
+        durationMs,
+      ],
     );
     if (!replay) {
       // Freshness: the release, its new and changed updates (visible here now), and its
@@ -261,6 +283,18 @@ export async function applyCatalog(
       await db.run(RELEASE_UPDATES_PRUNE_SQL, []);
     }
     await db.exec('DELETE FROM temp.import_seen');
-    return { version: h.version, publisher: h.publisher, createdAt: h.createdAt, keyId: meta.keyId, updates: count, added, changed, expired, unchanged, durationMs, replay };
+    return {
+      version: h.version,
+      publisher: h.publisher,
+      createdAt: h.createdAt,
+      keyId: meta.keyId,
+      updates: count,
+      added,
+      changed,
+      expired,
+      unchanged,
+      durationMs,
+      replay,
+    };
   });
 }

@@ -69,7 +69,16 @@ export class CatalogImporter {
       if (!reply.ok) throw new AppError(reply.code as ErrorCode, reply.detail, reply.extra);
       const r = reply.result;
       this.logger.info(
-        { version: r.version, added: r.added, changed: r.changed, expired: r.expired, unchanged: r.unchanged, ms: r.durationMs, by: req.importedBy, source: req.source },
+        {
+          version: r.version,
+          added: r.added,
+          changed: r.changed,
+          expired: r.expired,
+          unchanged: r.unchanged,
+          ms: r.durationMs,
+          by: req.importedBy,
+          source: req.source,
+        },
         r.replay ? 'catalog re-imported: nothing changed' : 'catalog imported',
       );
       this.observe({ ok: true, result: r, seconds: Number(process.hrtime.bigint() - started) / 1e9 });

@@ -29,7 +29,8 @@ export class LineParser {
   constructor(private readonly origin: string) {}
 
   parse(text: string, line: number): ParsedLine {
-    if (text.length > MAX_LINE_BYTES) return { t: 'errors', line, errors: [{ line, path: '(line)', message: `line longer than ${MAX_LINE_BYTES} bytes` }], counted: false, fatal: false };
+    if (text.length > MAX_LINE_BYTES)
+      return { t: 'errors', line, errors: [{ line, path: '(line)', message: `line longer than ${MAX_LINE_BYTES} bytes` }], counted: false, fatal: false };
     if (line > 1 && text.trim() === '') return { t: 'errors', line, errors: [{ line, path: '(line)', message: 'empty line' }], counted: false, fatal: false };
     let value: unknown;
     try {
@@ -49,7 +50,13 @@ export class LineParser {
     const u = parsed.data;
     const hash = contentHash(u);
     const v = this.#version;
-    return { t: 'update', line, id: u.id, hash, json: JSON.stringify({ ...u, expired: false, origin: this.origin, releaseVersion: v, firstVersion: v, contentHash: hash }) };
+    return {
+      t: 'update',
+      line,
+      id: u.id,
+      hash,
+      json: JSON.stringify({ ...u, expired: false, origin: this.origin, releaseVersion: v, firstVersion: v, contentHash: hash }),
+    };
   }
 }
 
@@ -120,7 +127,8 @@ export async function* parseCatalogInWorker(file: string, origin: string): Async
         continue;
       }
       if ('end' in m) return;
-      if ('failed' in m) throw m.failed.code === 'catalog-invalid' ? new AppError('catalog-invalid', m.failed.detail, { errors: [] }) : new Error(m.failed.detail);
+      if ('failed' in m)
+        throw m.failed.code === 'catalog-invalid' ? new AppError('catalog-invalid', m.failed.detail, { errors: [] }) : new Error(m.failed.detail);
       worker.postMessage('more');
       yield* m.items;
     }

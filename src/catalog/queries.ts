@@ -148,7 +148,17 @@ export async function listUpdates(orm: Orm, f: UpdateFilter): Promise<{ items: U
 
 export async function getUpdate(orm: Orm, id: string) {
   const rows = await orm
-    .select({ ...listColumns, description: updates.description, cveDetails: updates.cveDetails, successCodes: updates.successCodes, rebootCodes: updates.rebootCodes, applicability: updates.applicability, installed: updates.installed, moreInfoUrl: updates.moreInfoUrl, firstVersion: updates.firstVersion })
+    .select({
+      ...listColumns,
+      description: updates.description,
+      cveDetails: updates.cveDetails,
+      successCodes: updates.successCodes,
+      rebootCodes: updates.rebootCodes,
+      applicability: updates.applicability,
+      installed: updates.installed,
+      moreInfoUrl: updates.moreInfoUrl,
+      firstVersion: updates.firstVersion,
+    })
     .from(updates)
     .leftJoin(customSeverities, eq(customSeverities.id, updates.customSeverityId))
     .where(eq(updates.id, id))
@@ -156,7 +166,14 @@ export async function getUpdate(orm: Orm, id: string) {
   const r = rows[0];
   if (!r) throw new AppError('not-found', `no update ${id}`);
   const files = await orm
-    .select({ name: updateFiles.name, url: updateFiles.url, size: updateFiles.size, sha256: updateFiles.sha256, language: updateFiles.language, installer: updateFiles.installer })
+    .select({
+      name: updateFiles.name,
+      url: updateFiles.url,
+      size: updateFiles.size,
+      sha256: updateFiles.sha256,
+      language: updateFiles.language,
+      installer: updateFiles.installer,
+    })
     .from(updateFiles)
     .where(eq(updateFiles.updateId, id))
     .orderBy(asc(updateFiles.position));
@@ -164,7 +181,10 @@ export async function getUpdate(orm: Orm, id: string) {
   const brief = { id: updates.id, kb: updates.kb, title: updates.title, product: updates.product, expired: updates.expired };
   // Down the chain: the updates of the same product whose KB this one lists.
   const older = item.supersedes.length
-    ? await orm.select(brief).from(updates).where(and(inArray(updates.kb, item.supersedes), eq(updates.product, item.product)))
+    ? await orm
+        .select(brief)
+        .from(updates)
+        .where(and(inArray(updates.kb, item.supersedes), eq(updates.product, item.product)))
     : [];
   // Up the chain: the updates of the same product that list this one's KB.
   const newer = item.kb
@@ -232,5 +252,8 @@ export async function catalogCounts(orm: Orm): Promise<{ live: number; expired: 
 export async function refuseReplicated(orm: Orm, nodeId: string, ids: string[]): Promise<void> {
   const rows = await orm.select({ id: updates.id, origin: updates.origin }).from(updates).where(inArray(updates.id, ids));
   const foreign = rows.find((r) => r.origin !== '' && r.origin !== nodeId);
-  if (foreign) throw new AppError('conflict', `update ${foreign.id} is replicated from node ${foreign.origin} and is read-only here; change it at its origin`, { origin: foreign.origin });
+  if (foreign)
+    throw new AppError('conflict', `update ${foreign.id} is replicated from node ${foreign.origin} and is read-only here; change it at its origin`, {
+      origin: foreign.origin,
+    });
 }

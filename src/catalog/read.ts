@@ -14,7 +14,10 @@ import { customSeverities, updates } from './schema.js';
 /** Which of these update ids the catalog holds (expired ones included). */
 export async function existingUpdates(orm: Orm, ids: readonly string[]): Promise<Set<string>> {
   if (!ids.length) return new Set();
-  const rows = await orm.select({ id: updates.id }).from(updates).where(ids.length === 1 ? eq(updates.id, ids[0]!) : inArray(updates.id, [...ids]));
+  const rows = await orm
+    .select({ id: updates.id })
+    .from(updates)
+    .where(ids.length === 1 ? eq(updates.id, ids[0]!) : inArray(updates.id, [...ids]));
   return new Set(rows.map((r) => r.id));
 }
 
@@ -34,7 +37,17 @@ export interface UpdateSummary {
 /** These updates' summaries, in no order (unknown ids are left out). Keep the list to a few hundred ids. */
 export function updateSummaries(orm: Orm, ids: readonly string[]): Promise<UpdateSummary[]> {
   return orm
-    .select({ id: updates.id, kb: updates.kb, title: updates.title, product: updates.product, classification: updates.classification, severity: updates.severity, releaseDate: updates.releaseDate, customSeverityId: updates.customSeverityId, customSeverityName: customSeverities.name })
+    .select({
+      id: updates.id,
+      kb: updates.kb,
+      title: updates.title,
+      product: updates.product,
+      classification: updates.classification,
+      severity: updates.severity,
+      releaseDate: updates.releaseDate,
+      customSeverityId: updates.customSeverityId,
+      customSeverityName: customSeverities.name,
+    })
     .from(updates)
     .leftJoin(customSeverities, eq(customSeverities.id, updates.customSeverityId))
     .where(inArray(updates.id, [...ids]));
@@ -53,7 +66,10 @@ export interface UpdateRules {
 
 /** The rules of the live (not expired) updates after `after`, by id: a page of at most `limit`. */
 export function liveRulesPage(db: Exec, after: string, limit: number): Promise<UpdateRules[]> | UpdateRules[] {
-  return db.all<UpdateRules>('SELECT id, kb, product, severity, applicability, installed, supersedes FROM updates WHERE expired = 0 AND id > ? ORDER BY id LIMIT ?', [after, limit]);
+  return db.all<UpdateRules>(
+    'SELECT id, kb, product, severity, applicability, installed, supersedes FROM updates WHERE expired = 0 AND id > ? ORDER BY id LIMIT ?',
+    [after, limit],
+  );
 }
 
 /** The rules of these updates, expired ones included (with `expired`); unknown ids are left out. Keep the list to a few hundred ids. */

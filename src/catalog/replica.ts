@@ -25,17 +25,30 @@ export async function readUpdatePayloads(db: Reader, nodeId: string, which: { af
     .select({ ...getTableColumns(updates), levelId: customSeverities.id, levelKey: customSeverities.originKey })
     .from(updates)
     .leftJoin(customSeverities, eq(customSeverities.id, updates.customSeverityId));
-  const rows = 'ids' in which ? await q.where(inArray(updates.id, which.ids)) : await q.where(gt(updates.id, which.afterId)).orderBy(asc(updates.id)).limit(which.limit);
+  const rows =
+    'ids' in which ? await q.where(inArray(updates.id, which.ids)) : await q.where(gt(updates.id, which.afterId)).orderBy(asc(updates.id)).limit(which.limit);
   if (!rows.length) return [];
   const files = await db
     .select()
     .from(updateFiles)
-    .where(inArray(updateFiles.updateId, rows.map((r) => r.id)))
+    .where(
+      inArray(
+        updateFiles.updateId,
+        rows.map((r) => r.id),
+      ),
+    )
     .orderBy(asc(updateFiles.updateId), asc(updateFiles.position));
   const byUpdate = new Map<string, UpdatePayload['files']>();
   for (const f of files) {
     const list = byUpdate.get(f.updateId) ?? [];
-    list.push({ name: f.name, url: f.url, size: f.size, sha256: f.sha256, language: f.language, ...(f.installer ? { installer: JSON.parse(f.installer) as Installer } : {}) });
+    list.push({
+      name: f.name,
+      url: f.url,
+      size: f.size,
+      sha256: f.sha256,
+      language: f.language,
+      ...(f.installer ? { installer: JSON.parse(f.installer) as Installer } : {}),
+    });
     byUpdate.set(f.updateId, list);
   }
   return rows.map((r) => {
@@ -86,7 +99,11 @@ export interface WireUpdate {
  * the whole payload, so a snapshot page costs one statement and no row objects
  * per column or file. Nullable text fields travel as `null`.
  */
-export function wireUpdatesSql(nodeId: string, languages: readonly string[], which: { afterId: string; limit: number } | { ids: readonly string[] }): [string, unknown[]] {
+export function wireUpdatesSql(
+  nodeId: string,
+  languages: readonly string[],
+  which: { afterId: string; limit: number } | { ids: readonly string[] },
+): [string, unknown[]] {
   const [match, matchArgs] = languageMatchSql('f.language', languages);
   const bool = (col: string) => `json(CASE WHEN ${col} = 1 THEN 'true' ELSE 'false' END)`;
   const select = `SELECT u.id AS id, json_object(
@@ -155,7 +172,7 @@ export class ReplicaWriter {
   }
 
   current(id: string): { revision: number; languages: string } | undefined {
-    return this.#s['get']!.get(id) as { revision: number; languages: string } | undefined;
+    return this.#s.get!.get(id) as { revision: number; languages: string } | undefined;
   }
 
   /**
@@ -170,25 +187,26 @@ export class ReplicaWriter {
     const { expired, origin, releaseVersion, firstVersion, customSeverity: _level, contentHash: hash, ...line } = p;
     // The origin's hash when the parent sends it (it describes the whole line, not
     // the files this subtree receives); computed here from an older parent's payload.
-    this.#s['upsert']!.run(p.id, p.revision, ...columns(line), expired ? 1 : 0, hash ?? contentHash(line), releaseVersion, firstVersion, origin, now);
+    this.#s.upsert!.run(p.id, p.revision, ...columns(line), expired ? 1 : 0, hash ?? contentHash(line), releaseVersion, firstVersion, origin, now);
     if (cur) this.#clear(p.id); // a new update has no rows to replace
-    for (const [i, f] of p.files.entries()) this.#s['file']!.run(p.id, f.sha256, f.name, f.url, f.size, f.language, i, f.installer ? JSON.stringify(f.installer) : null);
-    for (const c of p.cves) this.#s['cve']!.run(p.id, c);
-    for (const kb of p.supersedes) this.#s['sup']!.run(p.id, kb);
+    for (const [i, f] of p.files.entries())
+      this.#s.file!.run(p.id, f.sha256, f.name, f.url, f.size, f.language, i, f.installer ? JSON.stringify(f.installer) : null);
+    for (const c of p.cves) this.#s.cve!.run(p.id, c);
+    for (const kb of p.supersedes) this.#s.sup!.run(p.id, kb);
     // Absent (an old import entry) keeps this node's assignment; null clears it (a new row has none).
-    if (p.customSeverity !== undefined && (cur || p.customSeverity !== null)) this.#s['severity']!.run(p.customSeverity, p.id);
+    if (p.customSeverity !== undefined && (cur || p.customSeverity !== null)) this.#s.severity!.run(p.customSeverity, p.id);
     return true;
   }
 
   expire(id: string, revision: number, now: number): boolean {
-    return this.#s['expire']!.run(revision, now, id, revision).changes > 0;
+    return this.#s.expire!.run(revision, now, id, revision).changes > 0;
   }
 
   /** Removes an update this node no longer receives; returns its languages, or null if absent. */
   delete(id: string): string | null {
     const cur = this.current(id);
     if (!cur) return null;
-    this.#s['delete']!.run(id);
+    this.#s.delete!.run(id);
     this.#clear(id);
     return cur.languages;
   }
@@ -199,9 +217,8 @@ export class ReplicaWriter {
   }
 
   #clear(id: string): void {
-    this.#s['delFiles']!.run(id);
-    this.#s['delCves']!.run(id);
-    this.#s['delSup']!.run(id);
+    this.#s.delFiles!.run(id);
+    this.#s.delCves!.run(id);
+    this.#s.delSup!.run(id);
   }
 }
-

@@ -214,7 +214,9 @@ class LevelsApplier implements KindApplier {
         this.#s.upsert.run(l.name, l.rank, tx.now, l.key);
       }
       const rows = this.#s.list.all() as { id: number; name: string; rank: number; origin_key: string | null }[];
-      const list: LevelPayload = { levels: rows.map((r) => ({ key: levelKey(this.nodeId, { id: r.id, originKey: r.origin_key }), name: r.name, rank: r.rank })) };
+      const list: LevelPayload = {
+        levels: rows.map((r) => ({ key: levelKey(this.nodeId, { id: r.id, originKey: r.origin_key }), name: r.name, rank: r.rank })),
+      };
       tx.log({ kind: 'severity-levels', key: 'all', op: 'upsert', languages: '', payload: JSON.stringify(list) });
     }
     return changes.length;
@@ -228,7 +230,9 @@ export const levelsKind: ReplicatedKind = {
   source: {
     tail: (_ctx, rows) => rows.map((r) => Buffer.from(r.payload)),
     async *snapshot(ctx) {
-      yield [{ seq: 0, kind: 'severity-levels', key: 'all', op: 'upsert', payload: Buffer.from(JSON.stringify(await levelsPayload(ctx.orm, ctx.self.nodeId))) }];
+      yield [
+        { seq: 0, kind: 'severity-levels', key: 'all', op: 'upsert', payload: Buffer.from(JSON.stringify(await levelsPayload(ctx.orm, ctx.self.nodeId))) },
+      ];
     },
   },
   applier: (db, self) => new LevelsApplier(db, self.nodeId),

@@ -91,7 +91,7 @@ function check(rule: unknown, path: string, depth: number, state: { nodes: numbe
     case 'product': {
       const issue = exactKeys(rule, ['product', 'version'], path) ?? nonEmptyString(v, p, 300);
       if (issue) return issue;
-      return 'version' in rule ? checkCmp(rule['version'], `${path}.version`) : null;
+      return 'version' in rule ? checkCmp(rule.version, `${path}.version`) : null;
     }
     case 'kb':
       return typeof v === 'string' && KB.test(v) ? null : { path: p, message: 'expected a KB number like "5034123"' };
@@ -105,20 +105,19 @@ function check(rule: unknown, path: string, depth: number, state: { nodes: numbe
       return null;
     case 'file': {
       if (!isObj(v)) return { path: p, message: 'expected {"path", "exists"?, "version"?}' };
-      const issue = exactKeys(v, ['path', 'exists', 'version'], p) ?? nonEmptyString(v['path'], `${p}.path`);
+      const issue = exactKeys(v, ['path', 'exists', 'version'], p) ?? nonEmptyString(v.path, `${p}.path`);
       if (issue) return issue;
-      if ('exists' in v && typeof v['exists'] !== 'boolean') return { path: `${p}.exists`, message: 'expected true or false' };
-      return 'version' in v ? checkCmp(v['version'], `${p}.version`) : null;
+      if ('exists' in v && typeof v.exists !== 'boolean') return { path: `${p}.exists`, message: 'expected true or false' };
+      return 'version' in v ? checkCmp(v.version, `${p}.version`) : null;
     }
     case 'registry': {
       if (!isObj(v)) return { path: p, message: 'expected {"key", "value"?, "exists"?, "equals"?, "version"?}' };
-      const issue = exactKeys(v, ['key', 'value', 'exists', 'equals', 'version'], p) ?? nonEmptyString(v['key'], `${p}.key`);
+      const issue = exactKeys(v, ['key', 'value', 'exists', 'equals', 'version'], p) ?? nonEmptyString(v.key, `${p}.key`);
       if (issue) return issue;
-      if ('value' in v && (typeof v['value'] !== 'string' || v['value'].length > 1000)) return { path: `${p}.value`, message: 'expected a string' };
-      if ('exists' in v && typeof v['exists'] !== 'boolean') return { path: `${p}.exists`, message: 'expected true or false' };
-      if ('equals' in v && typeof v['equals'] !== 'string' && typeof v['equals'] !== 'number')
-        return { path: `${p}.equals`, message: 'expected a string or number' };
-      return 'version' in v ? checkCmp(v['version'], `${p}.version`) : null;
+      if ('value' in v && (typeof v.value !== 'string' || v.value.length > 1000)) return { path: `${p}.value`, message: 'expected a string' };
+      if ('exists' in v && typeof v.exists !== 'boolean') return { path: `${p}.exists`, message: 'expected true or false' };
+      if ('equals' in v && typeof v.equals !== 'string' && typeof v.equals !== 'number') return { path: `${p}.equals`, message: 'expected a string or number' };
+      return 'version' in v ? checkCmp(v.version, `${p}.version`) : null;
     }
     default:
       return { path: p, message: `unknown operator "${op}"` };

@@ -78,7 +78,9 @@ export class Severities {
     if (!row) throw new AppError('not-found', `no custom severity ${id}`);
     if (forWrite && row.originKey) {
       const origin = originOf(row.originKey);
-      throw new AppError('conflict', `custom severity "${row.name}" is replicated from node ${origin} and is read-only here; change it at its origin`, { origin });
+      throw new AppError('conflict', `custom severity "${row.name}" is replicated from node ${origin} and is read-only here; change it at its origin`, {
+        origin,
+      });
     }
     return row;
   }
@@ -99,7 +101,10 @@ export class Severities {
     try {
       return await this.#write(async (tx) => {
         const max = await tx.select({ m: sql<number>`coalesce(max(${customSeverities.rank}), -1)` }).from(customSeverities);
-        const [row] = await tx.insert(customSeverities).values({ name, rank: rank ?? Number(max[0]?.m ?? -1) + 1, createdAt: Date.now() }).returning();
+        const [row] = await tx
+          .insert(customSeverities)
+          .values({ name, rank: rank ?? Number(max[0]?.m ?? -1) + 1, createdAt: Date.now() })
+          .returning();
         return row!;
       });
     } catch (err) {
@@ -128,7 +133,11 @@ export class Severities {
     const replicated = all.find((r) => r.originKey);
     if (replicated) {
       const origin = originOf(replicated.originKey!);
-      throw new AppError('conflict', `the order of custom severities is set at node ${origin}, where "${replicated.name}" comes from; rank this node's own levels one by one`, { origin });
+      throw new AppError(
+        'conflict',
+        `the order of custom severities is set at node ${origin}, where "${replicated.name}" comes from; rank this node's own levels one by one`,
+        { origin },
+      );
     }
     await this.#write(async (tx) => {
       for (let i = 0; i < ids.length; i++) await tx.update(customSeverities).set({ rank: i }).where(eq(customSeverities.id, ids[i]!));
@@ -155,7 +164,9 @@ export class Severities {
       await tx.update(updates).set({ customSeverityId: severityId }).where(inArray(updates.id, updateIds));
       // State entries (no payload): subscribers are sent each update as it is then, level included.
       await tx.run(
-        changelog.appendSelect(sql`SELECT 'update', id, 'upsert', languages, '', ${Date.now()} FROM updates WHERE id IN (SELECT value FROM json_each(${JSON.stringify(updateIds)})) ORDER BY id`),
+        changelog.appendSelect(
+          sql`SELECT 'update', id, 'upsert', languages, '', ${Date.now()} FROM updates WHERE id IN (SELECT value FROM json_each(${JSON.stringify(updateIds)})) ORDER BY id`,
+        ),
       );
     });
     this.pub.notify();

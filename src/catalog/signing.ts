@@ -28,7 +28,10 @@ const message = (sha256: string): Buffer => Buffer.from(`${MESSAGE_PREFIX}${sha2
 
 /** Key id: the first 16 hex digits of the SHA-256 of the public key's SPKI DER. */
 export function keyIdOf(publicKey: KeyObject): string {
-  return createHash('sha256').update(publicKey.export({ type: 'spki', format: 'der' })).digest('hex').slice(0, 16);
+  return createHash('sha256')
+    .update(publicKey.export({ type: 'spki', format: 'der' }))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 /** Writes `publisher.key` (PKCS#8 PEM, mode 0600) and `publisher.pub` (SPKI PEM). */
@@ -97,8 +100,7 @@ export function parseSignature(bytes: Buffer | string): CatalogSignature {
 export function verifySignature(sig: CatalogSignature, actualSha256: string, trusted: ReadonlyMap<string, KeyObject>): string {
   const key = trusted.get(sig.keyId);
   if (!key) throw new AppError('untrusted-publisher', `key ${sig.keyId} is not among this node's trusted publisher keys`);
-  if (sig.sha256 !== actualSha256)
-    throw new AppError('signature-invalid', 'the catalog bytes do not match the signature (the file was altered or truncated)');
+  if (sig.sha256 !== actualSha256) throw new AppError('signature-invalid', 'the catalog bytes do not match the signature (the file was altered or truncated)');
   if (!verify(null, message(sig.sha256), key, Buffer.from(sig.signature, 'base64')))
     throw new AppError('signature-invalid', 'the signature does not verify with the publisher key');
   return sig.keyId;

@@ -45,7 +45,8 @@ const isDrizzle = (tx: Tx): tx is Drizzle => 'insert' in tx;
 
 /** Appends one entry in the caller's transaction. */
 export async function append(tx: Tx, e: Entry, now: number): Promise<void> {
-  if (isDrizzle(tx)) await tx.run(sql`INSERT INTO ${changeLog} (${sql.raw(COLUMNS)}) VALUES (${e.kind}, ${e.key}, ${e.op}, ${e.languages}, ${e.payload}, ${now})`);
+  if (isDrizzle(tx))
+    await tx.run(sql`INSERT INTO ${changeLog} (${sql.raw(COLUMNS)}) VALUES (${e.kind}, ${e.key}, ${e.op}, ${e.languages}, ${e.payload}, ${now})`);
   else await tx.run(APPEND, [e.kind, e.key, e.op, e.languages, e.payload, now]);
 }
 
@@ -94,13 +95,20 @@ export async function bounds(db: Reader): Promise<{ min: number; head: number }>
 
 /** Up to `limit` entries after `seq`, in order. */
 export async function after(db: Reader, seq: number, limit: number): Promise<LogRow[]> {
-  const rows = await db.all<LogRow>(`SELECT seq, kind, key, op, languages, payload, created_at AS createdAt FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?`, [seq, limit]);
+  const rows = await db.all<LogRow>(
+    `SELECT seq, kind, key, op, languages, payload, created_at AS createdAt FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?`,
+    [seq, limit],
+  );
   return rows.map((r) => ({ ...r, seq: Number(r.seq), createdAt: Number(r.createdAt) }));
 }
 
 /** The keys of one kind's entries after `seq`, in order (the assessment's catch-up). */
 export async function keysAfter(db: Reader, kind: string, seq: number, limit: number): Promise<{ seq: number; key: string }[]> {
-  const rows = await db.all<{ seq: number; key: string }>('SELECT seq, key FROM change_log WHERE seq > ? AND kind = ? ORDER BY seq LIMIT ?', [seq, kind, limit]);
+  const rows = await db.all<{ seq: number; key: string }>('SELECT seq, key FROM change_log WHERE seq > ? AND kind = ? ORDER BY seq LIMIT ?', [
+    seq,
+    kind,
+    limit,
+  ]);
   return rows.map((r) => ({ seq: Number(r.seq), key: r.key }));
 }
 

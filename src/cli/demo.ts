@@ -54,6 +54,7 @@ export interface DemoOptions {
   out: (line: string) => void;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: the demo reads a few fields of the node's JSON answers
 async function call(url: string, token: string, path: string, init: RequestInit = {}): Promise<any> {
   const headers = new Headers(init.headers);
   headers.set('authorization', `Bearer ${token}`);
@@ -69,8 +70,34 @@ async function call(url: string, token: string, path: string, init: RequestInit 
 async function startSite(dir: string, spec: SiteSpec, token: string, pubFile: string, parent: Running | undefined): Promise<Running> {
   const data = join(dir, spec.name);
   await mkdir(data, { recursive: true });
-  const args = [BIN, 'serve', '--data', data, '--name', spec.name, '--languages', spec.languages.join(','), '--insecure', '--trusted-key', pubFile, '--admin-token', token,
-    '--http-host', '127.0.0.1', '--http-port', '0', '--https-port', '0', '--insecure-http', '--grpc-host', '127.0.0.1', '--grpc-port', '0', '--report-interval', '2'];
+  const args = [
+    BIN,
+    'serve',
+    '--data',
+    data,
+    '--name',
+    spec.name,
+    '--languages',
+    spec.languages.join(','),
+    '--insecure',
+    '--trusted-key',
+    pubFile,
+    '--admin-token',
+    token,
+    '--http-host',
+    '127.0.0.1',
+    '--http-port',
+    '0',
+    '--https-port',
+    '0',
+    '--insecure-http',
+    '--grpc-host',
+    '127.0.0.1',
+    '--grpc-port',
+    '0',
+    '--report-interval',
+    '2',
+  ];
   if (parent) {
     const join = await call(parent.url, token, '/api/v1/hierarchy/join-tokens', { method: 'POST', body: '{}' });
     args.push('--upstream', `127.0.0.1:${parent.grpcPort}`, '--join-token', join.token as string);
@@ -170,12 +197,21 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     await Promise.all(
       [...nodes.values()].map(async (n) => {
         for (;;) {
-          const rules = await fetch(`${n.url}/api/v1/updates?limit=1`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.json() as Promise<{ items: unknown[] }>);
+          const rules = await fetch(`${n.url}/api/v1/updates?limit=1`, { headers: { authorization: `Bearer ${token}` } }).then(
+            (r) => r.json() as Promise<{ items: unknown[] }>,
+          );
           if (rules.items.length) break;
           await new Promise((r) => setTimeout(r, 300));
         }
         const et = await call(n.url, token, '/api/v1/agents/enrollment-tokens', { method: 'POST', body: JSON.stringify({ name: 'demo' }) });
-        const r = await simulate({ server: n.url, token: et.token as string, computers: o.computers, seed: n.spec.name.length * 7919, prefix: n.spec.name, languages: n.spec.computerLanguages });
+        const r = await simulate({
+          server: n.url,
+          token: et.token as string,
+          computers: o.computers,
+          seed: n.spec.name.length * 7919,
+          prefix: n.spec.name,
+          languages: n.spec.computerLanguages,
+        });
         if (r.failed) o.out(`  ${n.spec.name}: ${r.failed} simulated computers failed: ${r.firstError}`);
       }),
     );
@@ -184,9 +220,15 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     // A policy at the root: every critical update its computers need, to every computer.
     let policy: { id: string; name: string; updates: string[] };
     try {
-      policy = await call(root.url, token, '/api/v1/policies', { method: 'POST', body: JSON.stringify({ name: 'Critical updates', fromRequired: { severity: 'Critical' }, targets: { all: true } }) });
+      policy = await call(root.url, token, '/api/v1/policies', {
+        method: 'POST',
+        body: JSON.stringify({ name: 'Critical updates', fromRequired: { severity: 'Critical' }, targets: { all: true } }),
+      });
     } catch {
-      policy = await call(root.url, token, '/api/v1/policies', { method: 'POST', body: JSON.stringify({ name: 'Required updates', fromRequired: {}, targets: { all: true } }) });
+      policy = await call(root.url, token, '/api/v1/policies', {
+        method: 'POST',
+        body: JSON.stringify({ name: 'Required updates', fromRequired: {}, targets: { all: true } }),
+      });
     }
     o.out(`policy "${policy.name}" created at the root: ${policy.updates.length} updates, to every computer of the tree\n`);
 
@@ -196,17 +238,23 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       if (stopping) return 0;
       const tree = await call(root.url, token, '/api/v1/reports/compliance?scope=tree');
       const delivery = await call(root.url, token, `/api/v1/reports/delivery?policy=${policy.id}&scope=tree`);
-      const rows: string[] = [`${pad('node', 8)} ${pad('catalog', 12)} ${pad('computers', 9)} ${pad('compliant', 9)} ${pad('required', 8)} ${pad('policy', 22)} report`];
+      const rows: string[] = [
+        `${pad('node', 8)} ${pad('catalog', 12)} ${pad('computers', 9)} ${pad('compliant', 9)} ${pad('required', 8)} ${pad('policy', 22)} report`,
+      ];
       let done = tree.nodes.length === nodes.size;
       for (const n of nodes.values()) {
         const h = await call(n.url, token, '/api/v1/hierarchy');
         const up = h.upstream as { connected: boolean; lag: { entries: number }; resyncing: boolean } | null;
         const sync = !up ? 'source' : up.resyncing ? 'resyncing' : up.lag.entries ? `${up.lag.entries} behind` : up.connected ? 'in sync' : 'offline';
-        const r = (tree.nodes as { id: string; summary: { computers: number; compliantPercent: number; required: number }; stale: boolean; reportedAt: string }[]).find((x) => x.id === n.id);
+        const r = (
+          tree.nodes as { id: string; summary: { computers: number; compliantPercent: number; required: number }; stale: boolean; reportedAt: string }[]
+        ).find((x) => x.id === n.id);
         const d = (delivery.nodes as { id: string; totals: Record<string, number> }[]).find((x) => x.id === n.id);
-        const pol = d ? `${d.totals['targeted'] ?? 0} targeted, ${d.totals['installed'] ?? 0} inst.` : 'not yet';
+        const pol = d ? `${d.totals.targeted ?? 0} targeted, ${d.totals.installed ?? 0} inst.` : 'not yet';
         const age = r ? `${Math.max(0, Math.round((Date.now() - Date.parse(r.reportedAt)) / 1000))} s ago${r.stale ? ' STALE' : ''}` : 'not yet';
-        rows.push(`${pad(n.spec.name, 8)} ${pad(sync, 12)} ${pad(r?.summary.computers ?? '-', 9)} ${pad(r ? `${r.summary.compliantPercent}%` : '-', 9)} ${pad(r?.summary.required ?? '-', 8)} ${pad(pol, 22)} ${age}`);
+        rows.push(
+          `${pad(n.spec.name, 8)} ${pad(sync, 12)} ${pad(r?.summary.computers ?? '-', 9)} ${pad(r ? `${r.summary.compliantPercent}%` : '-', 9)} ${pad(r?.summary.required ?? '-', 8)} ${pad(pol, 22)} ${age}`,
+        );
         done &&= (sync === 'source' || sync === 'in sync') && r !== undefined && !r.stale && r.summary.computers === o.computers && d !== undefined;
       }
       const block = rows.join('\n');
@@ -217,9 +265,11 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       }
       if (done && !converged) {
         converged = true;
-        o.out(`converged in ${Math.round((Date.now() - t0) / 1000)} s: every site has the catalog and the policy, and the root reports on all ${nodes.size} nodes`);
+        o.out(
+          `converged in ${Math.round((Date.now() - t0) / 1000)} s: every site has the catalog and the policy, and the root reports on all ${nodes.size} nodes`,
+        );
         o.out(`whole tree: ${tree.summary.computers} computers, ${tree.summary.compliantPercent}% compliant, ${tree.summary.required} required updates`);
-        o.out('the nodes keep running; press Ctrl-C to stop them' + (o.keep ? '' : ' and remove the demo data'));
+        o.out(`the nodes keep running; press Ctrl-C to stop them${o.keep ? '' : ' and remove the demo data'}`);
       }
       await new Promise((r) => setTimeout(r, converged ? 5_000 : 1_000));
     }

@@ -108,7 +108,12 @@ async function catalog(args: string[]): Promise<number> {
     return 0;
   }
   if (sub === 'verify') {
-    const { values, positionals } = parseArgs({ args: rest, options: { key: { type: 'string', multiple: true }, signature: { type: 'string' } }, strict: true, allowPositionals: true });
+    const { values, positionals } = parseArgs({
+      args: rest,
+      options: { key: { type: 'string', multiple: true }, signature: { type: 'string' } },
+      strict: true,
+      allowPositionals: true,
+    });
     const file = positionals[0] ?? fail('usage: patchtree catalog verify FILE --key PUBFILE');
     if (!values.key?.length) fail('--key PUBFILE is required');
     const trusted = new Map();
@@ -127,10 +132,15 @@ async function catalog(args: string[]): Promise<number> {
     }
   }
   if (sub === 'import') {
-    const { values, positionals } = parseArgs({ args: rest, options: { server: { type: 'string' }, token: { type: 'string' }, signature: { type: 'string' } }, strict: true, allowPositionals: true });
+    const { values, positionals } = parseArgs({
+      args: rest,
+      options: { server: { type: 'string' }, token: { type: 'string' }, signature: { type: 'string' } },
+      strict: true,
+      allowPositionals: true,
+    });
     const file = positionals[0] ?? fail('usage: patchtree catalog import FILE --server URL --token T');
-    const server = values.server ?? process.env['PATCHTREE_SERVER'] ?? fail('--server URL is required');
-    const token = values.token ?? process.env['PATCHTREE_TOKEN'] ?? fail('--token T is required');
+    const server = values.server ?? process.env.PATCHTREE_SERVER ?? fail('--server URL is required');
+    const token = values.token ?? process.env.PATCHTREE_TOKEN ?? fail('--token T is required');
     const form = new FormData();
     // openAsBlob streams the file from disk as the request is sent.
     form.append('catalog', await openAsBlob(file), basename(file));
@@ -150,7 +160,19 @@ async function catalog(args: string[]): Promise<number> {
 const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
 
 /** One line of progress: a bar when attached to a terminal. */
-export function progressLine(s: { bytes: number; bytesDone: number; files: number; verified: number; pending: number; downloading: number; failed: number; downloader: { state: string; reason: string | null } }, width = 30): string {
+export function progressLine(
+  s: {
+    bytes: number;
+    bytesDone: number;
+    files: number;
+    verified: number;
+    pending: number;
+    downloading: number;
+    failed: number;
+    downloader: { state: string; reason: string | null };
+  },
+  width = 30,
+): string {
   const frac = s.bytes > 0 ? Math.min(1, s.bytesDone / s.bytes) : 1;
   const fill = Math.round(frac * width);
   const bar = `[${'#'.repeat(fill)}${'.'.repeat(width - fill)}]`;
@@ -161,9 +183,13 @@ export function progressLine(s: { bytes: number; bytesDone: number; files: numbe
 async function content(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   if (sub !== 'status') fail('usage: patchtree content status --server URL --token T [--watch] [--json]');
-  const { values } = parseArgs({ args: rest, options: { server: { type: 'string' }, token: { type: 'string' }, watch: { type: 'boolean' }, json: { type: 'boolean' } }, strict: true });
-  const server = values.server ?? process.env['PATCHTREE_SERVER'] ?? fail('--server URL is required');
-  const token = values.token ?? process.env['PATCHTREE_TOKEN'] ?? fail('--token T is required');
+  const { values } = parseArgs({
+    args: rest,
+    options: { server: { type: 'string' }, token: { type: 'string' }, watch: { type: 'boolean' }, json: { type: 'boolean' } },
+    strict: true,
+  });
+  const server = values.server ?? process.env.PATCHTREE_SERVER ?? fail('--server URL is required');
+  const token = values.token ?? process.env.PATCHTREE_TOKEN ?? fail('--token T is required');
   const get = async () => {
     const res = await fetch(new URL('/api/v1/content', server), { headers: { authorization: `Bearer ${token}` } });
     if (!res.ok) throw new CliError(`HTTP ${res.status}: ${await res.text()}`);
@@ -187,11 +213,18 @@ async function content(args: string[]): Promise<number> {
 async function simulateCmd(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { server: { type: 'string' }, 'enrollment-token': { type: 'string' }, computers: { type: 'string' }, seed: { type: 'string' }, concurrency: { type: 'string' }, prefix: { type: 'string' } },
+    options: {
+      server: { type: 'string' },
+      'enrollment-token': { type: 'string' },
+      computers: { type: 'string' },
+      seed: { type: 'string' },
+      concurrency: { type: 'string' },
+      prefix: { type: 'string' },
+    },
     strict: true,
   });
-  const server = values.server ?? process.env['PATCHTREE_SERVER'] ?? fail('--server URL is required');
-  const token = values['enrollment-token'] ?? process.env['PATCHTREE_ENROLLMENT_TOKEN'] ?? fail('--enrollment-token T is required');
+  const server = values.server ?? process.env.PATCHTREE_SERVER ?? fail('--server URL is required');
+  const token = values['enrollment-token'] ?? process.env.PATCHTREE_ENROLLMENT_TOKEN ?? fail('--enrollment-token T is required');
   const int = (v: string | undefined, name: string, def: number, min: number, max: number) => {
     const n = v === undefined ? def : Number(v);
     if (!Number.isInteger(n) || n < min || n > max) fail(`--${name} must be an integer from ${min} to ${max}`);
@@ -270,7 +303,9 @@ export async function main(argv: string[]): Promise<number> {
     // A request that failed: its cause, and what to do when it is the node's own CA.
     if (err instanceof TypeError && err.message === 'fetch failed') {
       const why = describeError(err);
-      const ca = /certificate|self.signed|UNABLE_TO_VERIFY/i.test(why) ? "; trust the node's own CA with NODE_EXTRA_CA_CERTS=<data>/tls/ca.pem (the node's data folder)" : '';
+      const ca = /certificate|self.signed|UNABLE_TO_VERIFY/i.test(why)
+        ? "; trust the node's own CA with NODE_EXTRA_CA_CERTS=<data>/tls/ca.pem (the node's data folder)"
+        : '';
       console.error(`patchtree: ${why}${ca}`);
       return 1;
     }

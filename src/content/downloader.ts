@@ -8,7 +8,7 @@ import type { Orm } from '../db/index.js';
 import type { Logger } from '../lib/log.js';
 import { describeError } from '../lib/errors.js';
 import { contentFiles } from './schema.js';
-import { ContentStore } from './store.js';
+import type { ContentStore } from './store.js';
 import { RateLimit, throttle } from './throttle.js';
 import type { ContentSettings } from './settings.js';
 import { backoffMs } from '../lib/backoff.js';
@@ -90,7 +90,10 @@ export class Downloader {
   /** The upstream reconnected (perhaps under new rules): files it deferred are asked for now. */
   async retryDeferred(): Promise<void> {
     const now = Date.now();
-    await this.orm.update(contentFiles).set({ nextAttemptAt: now }).where(and(eq(contentFiles.state, 'pending'), gt(contentFiles.nextAttemptAt, now)));
+    await this.orm
+      .update(contentFiles)
+      .set({ nextAttemptAt: now })
+      .where(and(eq(contentFiles.state, 'pending'), gt(contentFiles.nextAttemptAt, now)));
     this.kick();
   }
 
@@ -156,11 +159,13 @@ export class Downloader {
         if (this.#inFlight.has(row.sha256) || this.#queue.pending + this.#queue.size >= this.#queue.concurrency) continue;
         const abort = new AbortController();
         this.#inFlight.set(row.sha256, { bytesDone: row.bytesDone, size: row.size, abort });
-        void this.#queue.add(() => this.#download(row, s, abort).finally(() => {
-          this.#inFlight.delete(row.sha256);
-          this.#emit();
-          this.kick();
-        }));
+        void this.#queue.add(() =>
+          this.#download(row, s, abort).finally(() => {
+            this.#inFlight.delete(row.sha256);
+            this.#emit();
+            this.kick();
+          }),
+        );
       }
     }
     // Wake up for the next retry that falls due.
@@ -194,7 +199,10 @@ export class Downloader {
     }
     const log = this.logger.child({ sha256, url });
     const setRow = (patch: Partial<typeof contentFiles.$inferInsert>) =>
-      this.orm.update(contentFiles).set({ ...patch, updatedAt: Date.now() }).where(eq(contentFiles.sha256, sha256));
+      this.orm
+        .update(contentFiles)
+        .set({ ...patch, updatedAt: Date.now() })
+        .where(eq(contentFiles.sha256, sha256));
     const flight = this.#inFlight.get(sha256)!;
     try {
       const freeBytes = await store.freeBytes();
@@ -307,7 +315,14 @@ export class Downloader {
     const attempts = row.attempts + 1;
     await this.orm
       .update(contentFiles)
-      .set({ state: 'failed', attempts, lastError: message.slice(0, 500), bytesDone, nextAttemptAt: Date.now() + backoffMs(attempts, { baseMs: s.retryBaseMs, maxMs: s.retryMaxMs }), updatedAt: Date.now() })
+      .set({
+        state: 'failed',
+        attempts,
+        lastError: message.slice(0, 500),
+        bytesDone,
+        nextAttemptAt: Date.now() + backoffMs(attempts, { baseMs: s.retryBaseMs, maxMs: s.retryMaxMs }),
+        updatedAt: Date.now(),
+      })
       .where(eq(contentFiles.sha256, row.sha256));
   }
 }

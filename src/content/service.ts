@@ -8,7 +8,7 @@ import { languageMatchDrizzle } from '../lib/languages.js';
 import { updateFiles } from '../catalog/schema.js';
 import { existingUpdates } from '../catalog/read.js';
 import { contentFiles, downloadMarks } from './schema.js';
-import { ContentStore, SHA256, hashFile } from './store.js';
+import { type ContentStore, SHA256, hashFile } from './store.js';
 import type { Downloader } from './downloader.js';
 import type { ContentSettings } from './settings.js';
 
@@ -80,7 +80,12 @@ export class ContentService {
 
   async summary() {
     const rows = await this.orm
-      .select({ state: contentFiles.state, n: sql<number>`count(*)`, bytes: sql<number>`sum(${contentFiles.size})`, done: sql<number>`sum(${contentFiles.bytesDone})` })
+      .select({
+        state: contentFiles.state,
+        n: sql<number>`count(*)`,
+        bytes: sql<number>`sum(${contentFiles.size})`,
+        done: sql<number>`sum(${contentFiles.bytesDone})`,
+      })
       .from(contentFiles)
       .groupBy(contentFiles.state);
     const by = (st: FileState) => rows.find((r) => r.state === st);
@@ -194,11 +199,16 @@ export class ContentService {
       marked = updateIds.length;
       // Asking again for a failed file of these updates is a retry of it.
       await this.orm.run(sql`UPDATE content_files SET state = 'pending', attempts = 0, next_attempt_at = 0, updated_at = ${now}
-        WHERE state = 'failed' AND sha256 IN (SELECT sha256 FROM update_files WHERE update_id IN (${sql.join(updateIds.map((i) => sql`${i}`), sql`, `)}))`);
+        WHERE state = 'failed' AND sha256 IN (SELECT sha256 FROM update_files WHERE update_id IN (${sql.join(
+          updateIds.map((i) => sql`${i}`),
+          sql`, `,
+        )}))`);
     }
     let retried = 0;
     if (retryFailed) {
-      const r = await this.orm.run(sql`UPDATE content_files SET state = 'pending', attempts = 0, next_attempt_at = 0, updated_at = ${Date.now()} WHERE state = 'failed'`);
+      const r = await this.orm.run(
+        sql`UPDATE content_files SET state = 'pending', attempts = 0, next_attempt_at = 0, updated_at = ${Date.now()} WHERE state = 'failed'`,
+      );
       retried = Number(r.rowsAffected ?? 0);
     }
     const added = await this.reconcile();
@@ -229,7 +239,12 @@ export class ContentService {
     // Rows not in the needed set, a page at a time.
     let after = '';
     for (;;) {
-      const page = await this.orm.all<{ sha256: string; state: string; size: number; bytes_done: number }>(sql`SELECT c.sha256, c.state, c.size, c.bytes_done FROM content_files c
+      const page = await this.orm.all<{
+        sha256: string;
+        state: string;
+        size: number;
+        bytes_done: number;
+      }>(sql`SELECT c.sha256, c.state, c.size, c.bytes_done FROM content_files c
         WHERE c.sha256 > ${after} AND c.sha256 NOT IN (SELECT sha256 FROM (${this.neededSql(s)})) ORDER BY c.sha256 LIMIT 500`);
       if (!page.length) break;
       for (const r of page) {
@@ -247,7 +262,7 @@ export class ContentService {
     for (const sub of ['objects', 'partial']) {
       const dirs = sub === 'objects' ? await listDirs(join(store.root, 'objects')) : [join(store.root, 'partial')];
       for (const dir of dirs) {
-        let handle;
+        let handle: Awaited<ReturnType<typeof opendir>>;
         try {
           handle = await opendir(dir);
         } catch {
@@ -279,7 +294,19 @@ export class ContentService {
    */
   startVerify(): VerifyJob {
     if (this.#verify?.state === 'running') throw new AppError('conflict', `verification ${this.#verify.id} is running`, { job: this.#verify });
-    const job: VerifyJob = { id: ++this.#verifySeq, state: 'running', startedAt: new Date().toISOString(), finishedAt: null, files: 0, filesChecked: 0, bytes: 0, bytesChecked: 0, corrupt: 0, missing: 0, error: null };
+    const job: VerifyJob = {
+      id: ++this.#verifySeq,
+      state: 'running',
+      startedAt: new Date().toISOString(),
+      finishedAt: null,
+      files: 0,
+      filesChecked: 0,
+      bytes: 0,
+      bytesChecked: 0,
+      corrupt: 0,
+      missing: 0,
+      error: null,
+    };
     this.#verify = job;
     void this.#runVerify(job).catch((err) => {
       job.state = 'failed';
@@ -291,7 +318,10 @@ export class ContentService {
   }
 
   async #runVerify(job: VerifyJob): Promise<void> {
-    const totals = await this.orm.select({ n: sql<number>`count(*)`, b: sql<number>`coalesce(sum(${contentFiles.size}), 0)` }).from(contentFiles).where(eq(contentFiles.state, 'verified'));
+    const totals = await this.orm
+      .select({ n: sql<number>`count(*)`, b: sql<number>`coalesce(sum(${contentFiles.size}), 0)` })
+      .from(contentFiles)
+      .where(eq(contentFiles.state, 'verified'));
     job.files = Number(totals[0]?.n ?? 0);
     job.bytes = Number(totals[0]?.b ?? 0);
     const store = await this.store();

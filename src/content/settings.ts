@@ -14,7 +14,11 @@ export const contentSettingsSchema = z.strictObject({
   reserveBytes: z.number().int().min(0),
   maxAttempts: z.number().int().min(1).max(1000),
   retryBaseMs: z.number().int().min(10).max(86_400_000),
-  retryMaxMs: z.number().int().min(10).max(7 * 86_400_000),
+  retryMaxMs: z
+    .number()
+    .int()
+    .min(10)
+    .max(7 * 86_400_000),
   idleTimeoutMs: z.number().int().min(100).max(3_600_000),
 });
 export type ContentSettings = z.infer<typeof contentSettingsSchema>;

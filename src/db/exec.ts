@@ -116,7 +116,10 @@ export function openConn(database: { filePath: string | null; url: string; authT
     async write(stmts: readonly Write[], opts: { guard?: number } = {}): Promise<number[]> {
       if (!stmts.length) return [];
       if (opts.guard === undefined) {
-        const rs = await client.batch(stmts.map(([sql, args]) => ({ sql, args: args as never })), 'write');
+        const rs = await client.batch(
+          stmts.map(([sql, args]) => ({ sql, args: args as never })),
+          'write',
+        );
         return rs.map((r) => r.rowsAffected);
       }
       const t = await client.transaction('write');

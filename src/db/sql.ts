@@ -19,6 +19,11 @@ export function isoTime(t: number | null | undefined): string | null {
  * One page of a keyset-paged list, from rows fetched with `LIMIT limit + 1`: the
  * extra row says there is more, and the cursor names the page's last row.
  */
-export function keysetPage<R, T>(rows: readonly R[], limit: number, map: (r: R) => T, cursorOf: (last: R) => string): { items: T[]; nextCursor: string | null } {
+export function keysetPage<R, T>(
+  rows: readonly R[],
+  limit: number,
+  map: (r: R) => T,
+  cursorOf: (last: R) => string,
+): { items: T[]; nextCursor: string | null } {
   return { items: rows.slice(0, limit).map(map), nextCursor: rows.length > limit ? cursorOf(rows[limit - 1]!) : null };
 }

@@ -56,7 +56,10 @@ export class AgentCredentials {
     // The use is counted and the agent stored in one transaction; past the limit, nothing is.
     const [used] = await this.conn.write([
       ['UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = ? AND (max_uses IS NULL OR uses < max_uses)', [token.id]],
-      ['INSERT INTO agents (id, name, secret_hash, enrollment_token_id, created_at) SELECT ?, ?, ?, ?, ? WHERE changes() > 0', [agentId, name, hashToken(secret), token.id, now]],
+      [
+        'INSERT INTO agents (id, name, secret_hash, enrollment_token_id, created_at) SELECT ?, ?, ?, ?, ? WHERE changes() > 0',
+        [agentId, name, hashToken(secret), token.id, now],
+      ],
     ]);
     if (!used) throw new AppError('forbidden', `enrolment token "${token.name}" has reached its limit of ${token.maxUses} uses`);
     return { agentId, secret };
@@ -71,13 +74,16 @@ export class AgentCredentials {
       this.#cache.delete(hash);
       this.#cache.set(hash, a);
     } else {
-      const row = await this.conn.get<{ id: string; name: string; revoked_at: number | null }>('SELECT id, name, revoked_at FROM agents WHERE secret_hash = ?', [hash]);
+      const row = await this.conn.get<{ id: string; name: string; revoked_at: number | null }>(
+        'SELECT id, name, revoked_at FROM agents WHERE secret_hash = ?',
+        [hash],
+      );
       if (!row) throw new AppError('unauthenticated', 'unknown agent secret: enrol with POST /agent/v1/enroll');
       a = { agentId: row.id, name: row.name, computerId: null, revoked: row.revoked_at !== null };
       this.#cache.set(hash, a);
       if (this.#cache.size > CACHE_MAX) this.#cache.delete(this.#cache.keys().next().value!);
     }
-    if (a.revoked) throw new AppError('unauthenticated', 'this agent\'s credentials were revoked: enrol again');
+    if (a.revoked) throw new AppError('unauthenticated', "this agent's credentials were revoked: enrol again");
     if (a.computerId === null) {
       const c = await this.conn.get<{ id: number }>('SELECT id FROM computers WHERE agent_key = ?', [a.agentId]);
       if (c) a.computerId = Number(c.id);
@@ -115,7 +121,16 @@ export class AgentCredentials {
   }
 
   async list(o: { after: string; limit: number }) {
-    const rows = await this.conn.all<{ id: string; name: string; enrollment_token_id: string | null; created_at: number; last_seen_at: number | null; revoked_at: number | null; revoked_by: string | null; computer_id: number | null }>(
+    const rows = await this.conn.all<{
+      id: string;
+      name: string;
+      enrollment_token_id: string | null;
+      created_at: number;
+      last_seen_at: number | null;
+      revoked_at: number | null;
+      revoked_by: string | null;
+      computer_id: number | null;
+    }>(
       `SELECT a.id, a.name, a.enrollment_token_id, a.created_at, a.last_seen_at, a.revoked_at, a.revoked_by, c.id AS computer_id
        FROM agents a LEFT JOIN computers c ON c.agent_key = a.id WHERE a.id > ? ORDER BY a.id LIMIT ?`,
       [o.after, o.limit + 1],

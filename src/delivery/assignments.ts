@@ -95,9 +95,21 @@ export class AssignmentAnswers {
     const now = Date.now();
     const node = await this.nodeInstallation();
     const rows = await this.conn.all<{
-      policy_id: string; name: string; start_at: number; deadline_at: number | null; installation: string | null;
-      update_id: string; kb: string | null; title: string; success_codes: string; reboot_codes: string; restart: string;
-      state: string | null; download_failures: number | null; install_failures: number | null; retries_cleared_at: number | null;
+      policy_id: string;
+      name: string;
+      start_at: number;
+      deadline_at: number | null;
+      installation: string | null;
+      update_id: string;
+      kb: string | null;
+      title: string;
+      success_codes: string;
+      reboot_codes: string;
+      restart: string;
+      state: string | null;
+      download_failures: number | null;
+      install_failures: number | null;
+      retries_cleared_at: number | null;
     }>(
       `SELECT p.id AS policy_id, p.name, p.start_at, p.deadline_at, p.installation, u.id AS update_id, u.kb, u.title,
               u.success_codes, u.reboot_codes, u.restart, s.state, s.download_failures, s.install_failures, s.retries_cleared_at
@@ -109,7 +121,9 @@ export class AssignmentAnswers {
        ORDER BY t.update_id, coalesce(p.deadline_at, 9e15), p.start_at, p.id`,
       [now, computerId],
     );
-    const langs = ((await this.conn.get<{ languages: string }>('SELECT languages FROM computers WHERE id = ?', [computerId]))?.languages ?? '').split(',').filter(Boolean);
+    const langs = ((await this.conn.get<{ languages: string }>('SELECT languages FROM computers WHERE id = ?', [computerId]))?.languages ?? '')
+      .split(',')
+      .filter(Boolean);
     // One item per update: the policy with the earliest deadline delivers it. Updates
     // installed, waiting for a restart or at their retry ceiling are not offered.
     const seen = new Set<string>();
@@ -128,10 +142,32 @@ export class AssignmentAnswers {
       }
       live.push({ ...r, settings });
     }
-    const files = new Map<string, { sha256: string; size: number; name: string; language: string; installer: string | null; verified: boolean; fetched: boolean; failure: { error: string; nextTryAt: string | null } | null }[]>();
+    const files = new Map<
+      string,
+      {
+        sha256: string;
+        size: number;
+        name: string;
+        language: string;
+        installer: string | null;
+        verified: boolean;
+        fetched: boolean;
+        failure: { error: string; nextTryAt: string | null } | null;
+      }[]
+    >();
     for (let i = 0; i < live.length; i += 400) {
       const part = live.slice(i, i + 400).map((r) => r.update_id);
-      for (const f of await this.conn.all<{ update_id: string; sha256: string; size: number; name: string; language: string; installer: string | null; state: string | null; last_error: string | null; next_attempt_at: number | null }>(
+      for (const f of await this.conn.all<{
+        update_id: string;
+        sha256: string;
+        size: number;
+        name: string;
+        language: string;
+        installer: string | null;
+        state: string | null;
+        last_error: string | null;
+        next_attempt_at: number | null;
+      }>(
         `SELECT f.update_id, f.sha256, f.size, f.name, f.language, f.installer, c.state, c.last_error, c.next_attempt_at FROM update_files f LEFT JOIN content_files c ON c.sha256 = f.sha256
          WHERE f.update_id IN (${placeholders(part)}) ORDER BY f.update_id, f.position`,
         part,
@@ -139,16 +175,34 @@ export class AssignmentAnswers {
         let l = files.get(f.update_id);
         if (!l) files.set(f.update_id, (l = []));
         l.push({
-          sha256: f.sha256, size: Number(f.size), name: f.name, language: f.language, installer: f.installer, verified: f.state === 'verified', fetched: f.state !== null,
+          sha256: f.sha256,
+          size: Number(f.size),
+          name: f.name,
+          language: f.language,
+          installer: f.installer,
+          verified: f.state === 'verified',
+          fetched: f.state !== null,
           failure: f.state === 'failed' ? { error: f.last_error ?? 'failed', nextTryAt: iso(f.next_attempt_at) } : null,
         });
       }
     }
     const items: Assignment[] = [];
     const used = new Map<string, Assignments['policies'][number]>();
-    const waiting: Waiting[] = ceilinged.map((r) => ({ updateId: r.update_id, policyId: r.policy_id, kb: r.kb, title: r.title, reason: 'retry-ceiling', files: 0, missing: 0, languages: langs, nodeError: null, nextTryAt: null }));
+    const waiting: Waiting[] = ceilinged.map((r) => ({
+      updateId: r.update_id,
+      policyId: r.policy_id,
+      kb: r.kb,
+      title: r.title,
+      reason: 'retry-ceiling',
+      files: 0,
+      missing: 0,
+      languages: langs,
+      nodeError: null,
+      nextTryAt: null,
+    }));
     for (const r of live) {
-      if (!used.has(r.policy_id)) used.set(r.policy_id, { id: r.policy_id, name: r.name, startAt: iso(r.start_at)!, deadline: iso(r.deadline_at), installation: r.settings });
+      if (!used.has(r.policy_id))
+        used.set(r.policy_id, { id: r.policy_id, name: r.name, startAt: iso(r.start_at)!, deadline: iso(r.deadline_at), installation: r.settings });
       // Only the files this computer needs: another language's file is never offered (a site may not even hold it).
       const mine = (files.get(r.update_id) ?? []).filter((f) => languageMatches(f.language, langs));
       const missing = mine.filter((f) => !f.verified);
@@ -158,7 +212,18 @@ export class AssignmentAnswers {
         const all = files.get(r.update_id) ?? [];
         const reason = !all.length ? 'no-files' : !mine.length ? 'no-file-in-languages' : unmanaged.length ? 'languages-not-on-node' : 'files-not-on-node';
         const failure = missing.find((f) => f.failure)?.failure ?? null;
-        waiting.push({ updateId: r.update_id, policyId: r.policy_id, kb: r.kb, title: r.title, reason, files: mine.length, missing: missing.length, languages: reason === 'languages-not-on-node' ? unmanaged : langs, nodeError: failure?.error ?? null, nextTryAt: failure?.nextTryAt ?? null });
+        waiting.push({
+          updateId: r.update_id,
+          policyId: r.policy_id,
+          kb: r.kb,
+          title: r.title,
+          reason,
+          files: mine.length,
+          missing: missing.length,
+          languages: reason === 'languages-not-on-node' ? unmanaged : langs,
+          nodeError: failure?.error ?? null,
+          nextTryAt: failure?.nextTryAt ?? null,
+        });
         continue;
       }
       items.push({
@@ -166,7 +231,14 @@ export class AssignmentAnswers {
         policyId: r.policy_id,
         kb: r.kb,
         title: r.title,
-        files: mine.map((f) => ({ url: fileUrl(f.sha256), sha256: f.sha256, size: f.size, name: f.name, language: f.language, installer: f.installer ? (JSON.parse(f.installer) as Installer) : null })),
+        files: mine.map((f) => ({
+          url: fileUrl(f.sha256),
+          sha256: f.sha256,
+          size: f.size,
+          name: f.name,
+          language: f.language,
+          installer: f.installer ? (JSON.parse(f.installer) as Installer) : null,
+        })),
         successCodes: JSON.parse(r.success_codes) as number[],
         rebootCodes: JSON.parse(r.reboot_codes) as number[],
         restart: r.restart,
@@ -175,6 +247,11 @@ export class AssignmentAnswers {
         retriesClearedAt: iso(r.retries_cleared_at),
       });
     }
-    return { items, policies: [...used.values()], waitingForFiles: waiting.filter((w) => w.reason === 'files-not-on-node' || w.reason === 'languages-not-on-node').length, waiting };
+    return {
+      items,
+      policies: [...used.values()],
+      waitingForFiles: waiting.filter((w) => w.reason === 'files-not-on-node' || w.reason === 'languages-not-on-node').length,
+      waiting,
+    };
   }
 }

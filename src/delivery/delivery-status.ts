@@ -89,7 +89,10 @@ export class DeliveryStatuses {
     const seen = new Set<string>(ids.filter((id) => ctx.stored.has(`${computerId}\t${id}`)));
     for (let i = 0; i < ids.length; i += 400) {
       const part = ids.slice(i, i + 400);
-      for (const r of await this.conn.all<{ event_id: string }>(`SELECT event_id FROM agent_events WHERE computer_id = ? AND event_id IN (${placeholders(part)})`, [computerId, ...part]))
+      for (const r of await this.conn.all<{ event_id: string }>(
+        `SELECT event_id FROM agent_events WHERE computer_id = ? AND event_id IN (${placeholders(part)})`,
+        [computerId, ...part],
+      ))
         seen.add(r.event_id);
     }
     const fresh = [...unique.values()].filter((e) => !seen.has(e.id));
@@ -108,7 +111,9 @@ export class DeliveryStatuses {
         const refused: EventRefusal[] = p.events.flatMap((e, index) =>
           gone.has(e.updateId) && !seen.has(e.id) ? [{ index, id: e.id, reason: `updateId: ${e.updateId} is not an update this node knows` }] : [],
         );
-        throw new AppError('validation-failed', `events name updates this node does not know: ${unknown.slice(0, 5).join(', ')}; nothing was stored`, { refused });
+        throw new AppError('validation-failed', `events name updates this node does not know: ${unknown.slice(0, 5).join(', ')}; nothing was stored`, {
+          refused,
+        });
       }
     }
     const writes: Write[] = [];
@@ -144,7 +149,16 @@ export class DeliveryStatuses {
   }
 
   async #status(computerId: number, updateId: string): Promise<Status | null> {
-    const row = await this.conn.get<{ state: Status['state']; download_failures: number; install_failures: number; last_attempt: number | null; last_exit_code: number | null; last_error: string | null; last_event_at: number; retries_cleared_at: number | null }>(
+    const row = await this.conn.get<{
+      state: Status['state'];
+      download_failures: number;
+      install_failures: number;
+      last_attempt: number | null;
+      last_exit_code: number | null;
+      last_error: string | null;
+      last_event_at: number;
+      retries_cleared_at: number | null;
+    }>(
       'SELECT state, download_failures, install_failures, last_attempt, last_exit_code, last_error, last_event_at, retries_cleared_at FROM delivery_status WHERE computer_id = ? AND update_id = ?',
       [computerId, updateId],
     );
@@ -203,7 +217,18 @@ export class DeliveryStatuses {
       where.push('rowid < ?');
       params.push(o.before);
     }
-    const rows = await this.conn.all<{ rowid: number; event_id: string; update_id: string; policy_id: string | null; type: string; attempt: number; at: number; exit_code: number | null; message: string | null; received_at: number }>(
+    const rows = await this.conn.all<{
+      rowid: number;
+      event_id: string;
+      update_id: string;
+      policy_id: string | null;
+      type: string;
+      attempt: number;
+      at: number;
+      exit_code: number | null;
+      message: string | null;
+      received_at: number;
+    }>(
       `SELECT rowid, event_id, update_id, policy_id, type, attempt, at, exit_code, message, received_at FROM agent_events WHERE ${where.join(' AND ')} ORDER BY rowid DESC LIMIT ?`,
       [...params, o.limit + 1],
     );
@@ -229,7 +254,9 @@ export class DeliveryStatuses {
   async pruneEvents(before: number): Promise<number> {
     let total = 0;
     for (;;) {
-      const [n] = await this.conn.write([['DELETE FROM agent_events WHERE rowid IN (SELECT rowid FROM agent_events WHERE received_at < ? LIMIT 5000)', [before]]]);
+      const [n] = await this.conn.write([
+        ['DELETE FROM agent_events WHERE rowid IN (SELECT rowid FROM agent_events WHERE received_at < ? LIMIT 5000)', [before]],
+      ]);
       total += n ?? 0;
       if (!n || n < 5000) return total;
       await new Promise((r) => setImmediate(r));

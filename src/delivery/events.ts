@@ -54,7 +54,11 @@ const STATE_OF: Record<EventType, DeliveryState> = {
  * reached the state stays `ceiling-reached` until the counts are cleared
  * (or the update installs after all).
  */
-export function applyEvent(s: Status, e: { type: EventType; at: number; attempt: number; exitCode?: number | undefined; message?: string | undefined }, c: Ceilings): Status {
+export function applyEvent(
+  s: Status,
+  e: { type: EventType; at: number; attempt: number; exitCode?: number | undefined; message?: string | undefined },
+  c: Ceilings,
+): Status {
   const n = { ...s };
   const counted = s.retriesClearedAt === null || e.at >= s.retriesClearedAt;
   if (counted && e.type === 'download-failed') n.downloadFailures++;

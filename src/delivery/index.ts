@@ -14,7 +14,14 @@ import { DEFAULT_INSTALLATION, INSTALLATION_SETTING, type Installation } from '.
 export const EVENT_RETENTION_MS = 30 * 86_400_000;
 
 /** Policies and endpoint delivery, wired: one connection of its own (a single writer), credentials, engine, policies. */
-export function createDelivery(db: Database, assessment: Assessment, settings: SettingsService, logger: Logger, publisher: PolicyPublisher, hooks: DeliveryHooks = {}) {
+export function createDelivery(
+  db: Database,
+  assessment: Assessment,
+  settings: SettingsService,
+  logger: Logger,
+  publisher: PolicyPublisher,
+  hooks: DeliveryHooks = {},
+) {
   const conn = openConn(db);
   const log = logger.child({ module: 'delivery' });
   let installation: Installation | null = null;

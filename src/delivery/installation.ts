@@ -23,9 +23,11 @@ export const maintenanceSchema = z.discriminatedUnion('mode', [
 export type Maintenance = z.infer<typeof maintenanceSchema>;
 
 export const restartSchema = z.strictObject({
-  mode: z.enum(['never', 'in-window', 'after-deadline']).describe(
-    'never: the user restarts; in-window: inside a maintenance window only; after-deadline: inside a window, or forced once the deadline has passed, after warning the user',
-  ),
+  mode: z
+    .enum(['never', 'in-window', 'after-deadline'])
+    .describe(
+      'never: the user restarts; in-window: inside a maintenance window only; after-deadline: inside a window, or forced once the deadline has passed, after warning the user',
+    ),
   warningMinutes: z.number().int().min(0).max(1440).describe('Minutes of warning before a forced restart'),
 });
 export type Restart = z.infer<typeof restartSchema>;

@@ -22,6 +22,7 @@ const oneLine = (max: number) =>
   z
     .string()
     .max(max)
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
     .regex(/^[^\u0000-\u001f\u007f]*$/, 'one line, no control characters');
 
 export const installerSchema = z.discriminatedUnion('type', [
@@ -141,7 +142,11 @@ export const EXIT = {
 } as const;
 
 const TABLE: Record<Exclude<Tool, 'catalog'>, { reboot: number[]; already: number[]; notApplicable: number[] }> = {
-  wusa: { reboot: [EXIT.REBOOT_REQUIRED, EXIT.REBOOT_INITIATED, EXIT.WU_S_REBOOT_REQUIRED], already: [EXIT.WU_S_ALREADY_INSTALLED], notApplicable: [EXIT.WU_E_NOT_APPLICABLE] },
+  wusa: {
+    reboot: [EXIT.REBOOT_REQUIRED, EXIT.REBOOT_INITIATED, EXIT.WU_S_REBOOT_REQUIRED],
+    already: [EXIT.WU_S_ALREADY_INSTALLED],
+    notApplicable: [EXIT.WU_E_NOT_APPLICABLE],
+  },
   dism: { reboot: [EXIT.REBOOT_REQUIRED, EXIT.REBOOT_INITIATED], already: [], notApplicable: [EXIT.CBS_E_NOT_APPLICABLE] },
   msiexec: { reboot: [EXIT.REBOOT_REQUIRED, EXIT.REBOOT_INITIATED], already: [], notApplicable: [EXIT.PATCH_TARGET_NOT_FOUND] },
   expand: { reboot: [], already: [], notApplicable: [] },

@@ -5,7 +5,7 @@ import type { SqlConn, Write } from '../db/exec.js';
 import { isoTime as iso, keysetPage, placeholders } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
-import { conditionSql, type Computers } from '../assessment/queries.js';
+import { conditionSql, type Computers, type Condition } from '../assessment/queries.js';
 import type { InstallationOverride } from './installation.js';
 import type { Delivery, Targets } from './engine.js';
 import { policyDeleteLogWrite, policyLogWrite, type SharedTargets } from './replication.js';
@@ -79,9 +79,13 @@ export class Policies {
   /** A replicated policy is changed at its origin only: 409 naming it. */
   #local(r: Row): void {
     if (r.origin)
-      throw new AppError('conflict', `policy "${r.name}" is replicated from ${r.origin_name || r.origin} (${r.origin}) and is read-only here; change it at its origin`, {
-        origin: { id: r.origin, name: r.origin_name },
-      });
+      throw new AppError(
+        'conflict',
+        `policy "${r.name}" is replicated from ${r.origin_name || r.origin} (${r.origin}) and is read-only here; change it at its origin`,
+        {
+          origin: { id: r.origin, name: r.origin_name },
+        },
+      );
   }
 
   /**
@@ -92,7 +96,10 @@ export class Policies {
     const rows = await this.conn.all<Row>("SELECT * FROM policies WHERE origin = '' AND shared_targets = ''", []);
     for (const r of rows) {
       const shared = JSON.stringify(await this.#shared(JSON.parse(r.targets) as Targets));
-      await this.conn.write([["UPDATE policies SET shared_targets = ? WHERE id = ? AND shared_targets = ''", [shared, r.id]], policyLogWrite(r.id, this.publisher, now)], { guard: 0 });
+      await this.conn.write(
+        [["UPDATE policies SET shared_targets = ? WHERE id = ? AND shared_targets = ''", [shared, r.id]], policyLogWrite(r.id, this.publisher, now)],
+        { guard: 0 },
+      );
     }
     if (rows.length) this.publisher.notify();
     return rows.length;
@@ -127,7 +134,9 @@ export class Policies {
   }
 
   async #updatesOf(id: string): Promise<string[]> {
-    return (await this.conn.all<{ update_id: string }>('SELECT update_id FROM policy_updates WHERE policy_id = ? ORDER BY update_id', [id])).map((r) => r.update_id);
+    return (await this.conn.all<{ update_id: string }>('SELECT update_id FROM policy_updates WHERE policy_id = ? ORDER BY update_id', [id])).map(
+      (r) => r.update_id,
+    );
   }
 
   async get(id: string) {
@@ -140,7 +149,12 @@ export class Policies {
       'SELECT p.*, (SELECT count(*) FROM policy_updates pu WHERE pu.policy_id = p.id) AS n FROM policies p WHERE p.name > ? ORDER BY p.name LIMIT ?',
       [o.after, o.limit + 1],
     );
-    const page = keysetPage(rows, o.limit, (r) => r, (r) => r.name);
+    const page = keysetPage(
+      rows,
+      o.limit,
+      (r) => r,
+      (r) => r.name,
+    );
     const items = [];
     for (const r of page.items) {
       const { updates: _u, ...v } = this.#view(r, []);
@@ -157,7 +171,11 @@ export class Policies {
       for (const r of await this.conn.all<{ id: string }>(`SELECT id FROM updates WHERE expired = 0 AND id IN (${placeholders(part)})`, part)) live.add(r.id);
     }
     const bad = ids.filter((id) => !live.has(id));
-    if (bad.length) throw new AppError('validation-failed', `not live updates of this node's catalog: ${bad.slice(0, 10).join(', ')}${bad.length > 10 ? ` and ${bad.length - 10} more` : ''}`);
+    if (bad.length)
+      throw new AppError(
+        'validation-failed',
+        `not live updates of this node's catalog: ${bad.slice(0, 10).join(', ')}${bad.length > 10 ? ` and ${bad.length - 10} more` : ''}`,
+      );
   }
 
   async #checkTargets(t: Targets): Promise<void> {
@@ -172,7 +190,9 @@ export class Policies {
     const ids = [...new Set(t.computers ?? [])];
     for (let i = 0; i < ids.length; i += 400) {
       const part = ids.slice(i, i + 400);
-      const found = new Set((await this.conn.all<{ id: number }>(`SELECT id FROM computers WHERE id IN (${placeholders(part)})`, part)).map((r) => Number(r.id)));
+      const found = new Set(
+        (await this.conn.all<{ id: number }>(`SELECT id FROM computers WHERE id IN (${placeholders(part)})`, part)).map((r) => Number(r.id)),
+      );
       const bad = part.filter((id) => !found.has(id));
       if (bad.length) throw new AppError('validation-failed', `targets: no computers ${bad.slice(0, 10).join(', ')}`);
     }
@@ -191,7 +211,7 @@ export class Policies {
       params.push(f.customSeverity);
     }
     if (f.filter) {
-      let cond;
+      let cond: Condition;
       try {
         cond = (await this.computers.condition(f.filter)).condition;
       } catch (err) {
@@ -207,7 +227,8 @@ export class Policies {
        WHERE ${where.join(' AND ')} ORDER BY cu.update_id LIMIT ${MAX_POLICY_UPDATES + 1}`,
       params,
     );
-    if (rows.length > MAX_POLICY_UPDATES) throw new AppError('validation-failed', `fromRequired selects more than ${MAX_POLICY_UPDATES} updates; narrow it with a filter or severity`);
+    if (rows.length > MAX_POLICY_UPDATES)
+      throw new AppError('validation-failed', `fromRequired selects more than ${MAX_POLICY_UPDATES} updates; narrow it with a filter or severity`);
     return rows.map((r) => r.id);
   }
 
@@ -219,7 +240,10 @@ export class Policies {
     const fromReq = b.fromRequired ? await this.#required(b.fromRequired) : [];
     const updates = [...new Set([...(b.updates ?? []), ...fromReq])].sort();
     if (!updates.length) {
-      throw new AppError('validation-failed', b.fromRequired ? 'fromRequired: no computer requires such an update now; nothing to deliver' : 'updates: the policy needs at least one update');
+      throw new AppError(
+        'validation-failed',
+        b.fromRequired ? 'fromRequired: no computer requires such an update now; nothing to deliver' : 'updates: the policy needs at least one update',
+      );
     }
     if (updates.length > MAX_POLICY_UPDATES) throw new AppError('validation-failed', `a policy has at most ${MAX_POLICY_UPDATES} updates`);
     await this.#checkUpdates(b.updates ?? []);
@@ -234,10 +258,28 @@ export class Policies {
       [
         `INSERT INTO policies (id, name, description, enabled, start_at, deadline_at, targets, shared_targets, installation, follow_supersedence, origin, revision, created_at, created_by, updated_at)
          SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 1, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM policies WHERE name = ?)`,
-        [id, b.name, b.description ?? null, b.enabled === false ? 0 : 1, startAt, deadline, JSON.stringify(targets), JSON.stringify(shared), b.installation ? JSON.stringify(b.installation) : null, b.followSupersedence ? 1 : 0, now, by, now, b.name],
+        [
+          id,
+          b.name,
+          b.description ?? null,
+          b.enabled === false ? 0 : 1,
+          startAt,
+          deadline,
+          JSON.stringify(targets),
+          JSON.stringify(shared),
+          b.installation ? JSON.stringify(b.installation) : null,
+          b.followSupersedence ? 1 : 0,
+          now,
+          by,
+          now,
+          b.name,
+        ],
       ],
       ...updates.map((u): Write => ['INSERT INTO policy_updates (policy_id, update_id, added_at) VALUES (?, ?, ?)', [id, u, now]]),
-      ['INSERT INTO policy_history (policy_id, at, by, action, detail) VALUES (?, ?, ?, ?, ?)', [id, now, by, 'created', JSON.stringify({ updates, targets, fromRequired: b.fromRequired ?? null })]],
+      [
+        'INSERT INTO policy_history (policy_id, at, by, action, detail) VALUES (?, ?, ?, ?, ?)',
+        [id, now, by, 'created', JSON.stringify({ updates, targets, fromRequired: b.fromRequired ?? null })],
+      ],
       policyLogWrite(id, this.publisher, now),
     ];
     const [inserted] = await this.conn.write(w, { guard: 0 });
@@ -290,8 +332,8 @@ export class Policies {
     note('targets', JSON.parse(r.targets), JSON.parse(next.targets));
     note('installation', r.installation ? JSON.parse(r.installation) : null, next.installation ? JSON.parse(next.installation) : null);
     note('followSupersedence', Boolean(r.follow_supersedence), Boolean(next.follow));
-    if (added.length) changes['updatesAdded'] = { from: null, to: added };
-    if (removed.length) changes['updatesRemoved'] = { from: removed, to: null };
+    if (added.length) changes.updatesAdded = { from: null, to: added };
+    if (removed.length) changes.updatesRemoved = { from: removed, to: null };
     if (!Object.keys(changes).length) return this.get(id);
     if (next.name !== r.name && (await this.conn.get('SELECT 1 FROM policies WHERE name = ? AND id <> ?', [next.name, id])))
       throw new AppError('conflict', `a policy named "${next.name}" exists`);
@@ -338,7 +380,12 @@ export class Policies {
       [id, o.after, o.limit + 1],
     );
     if (!rows.length && o.after === 0) await this.#row(id);
-    return keysetPage(rows, o.limit, (r) => ({ id: Number(r.id), at: iso(r.at)!, by: r.by, action: r.action, detail: JSON.parse(r.detail) as unknown }), (r) => String(r.id));
+    return keysetPage(
+      rows,
+      o.limit,
+      (r) => ({ id: Number(r.id), at: iso(r.at)!, by: r.by, action: r.action, detail: JSON.parse(r.detail) as unknown }),
+      (r) => String(r.id),
+    );
   }
 
   /**
@@ -369,7 +416,10 @@ export class Policies {
         if (seen.has(key)) continue;
         seen.add(key);
         w.push(['INSERT OR IGNORE INTO policy_updates (policy_id, update_id, added_at) VALUES (?, ?, ?)', [r.policy_id, r.newer, now]]);
-        w.push(['INSERT INTO policy_history (policy_id, at, by, action, detail) VALUES (?, ?, ?, ?, ?)', [r.policy_id, now, 'supersedence', 'update-superseded', JSON.stringify({ added: r.newer, supersedes: r.older })]]);
+        w.push([
+          'INSERT INTO policy_history (policy_id, at, by, action, detail) VALUES (?, ?, ?, ?, ?)',
+          [r.policy_id, now, 'supersedence', 'update-superseded', JSON.stringify({ added: r.newer, supersedes: r.older })],
+        ]);
         w.push(['UPDATE policies SET revision = revision + 1, updated_at = ? WHERE id = ?', [now, r.policy_id]]);
         revised.add(r.policy_id);
         total++;

@@ -11,7 +11,17 @@ export const DELIVERY_STATE_SQL = `CASE
   WHEN s.state IS NULL THEN 'targeted'
   WHEN s.state IN ('downloading', 'downloaded') THEN 'downloading'
   ELSE s.state END`;
-export const DELIVERY_STATES = ['targeted', 'downloading', 'installing', 'installed', 'failed', 'pending-reboot', 'ceiling-reached', 'not-applicable', 'unknown'] as const;
+export const DELIVERY_STATES = [
+  'targeted',
+  'downloading',
+  'installing',
+  'installed',
+  'failed',
+  'pending-reboot',
+  'ceiling-reached',
+  'not-applicable',
+  'unknown',
+] as const;
 
 export class PolicyDeliveries {
   constructor(
@@ -29,7 +39,9 @@ export class PolicyDeliveries {
       [id],
     );
     for (const r of rows) out[r.state] = Number(r.n);
-    out['computers'] = Number((await this.conn.get<{ n: number }>('SELECT count(DISTINCT computer_id) AS n FROM delivery_targets WHERE policy_id = ?', [id]))?.n ?? 0);
+    out.computers = Number(
+      (await this.conn.get<{ n: number }>('SELECT count(DISTINCT computer_id) AS n FROM delivery_targets WHERE policy_id = ?', [id]))?.n ?? 0,
+    );
     return out;
   }
 
@@ -44,8 +56,11 @@ export class PolicyDeliveries {
       [],
     ))
       if (out[r.policy_id]) out[r.policy_id]!.totals[r.state] = Number(r.n);
-    for (const r of await this.conn.all<{ policy_id: string; n: number }>('SELECT policy_id, count(DISTINCT computer_id) AS n FROM delivery_targets GROUP BY policy_id', []))
-      if (out[r.policy_id]) out[r.policy_id]!.totals['computers'] = Number(r.n);
+    for (const r of await this.conn.all<{ policy_id: string; n: number }>(
+      'SELECT policy_id, count(DISTINCT computer_id) AS n FROM delivery_targets GROUP BY policy_id',
+      [],
+    ))
+      if (out[r.policy_id]) out[r.policy_id]!.totals.computers = Number(r.n);
     return out;
   }
 
@@ -62,7 +77,19 @@ export class PolicyDeliveries {
       where.push('t.computer_id = ?');
       params.push(o.computer);
     }
-    const rows = await this.conn.all<{ computer_id: number; computer: string; update_id: string; kb: string | null; state: string; since: number; download_failures: number | null; install_failures: number | null; last_exit_code: number | null; last_error: string | null; updated_at: number | null }>(
+    const rows = await this.conn.all<{
+      computer_id: number;
+      computer: string;
+      update_id: string;
+      kb: string | null;
+      state: string;
+      since: number;
+      download_failures: number | null;
+      install_failures: number | null;
+      last_exit_code: number | null;
+      last_error: string | null;
+      updated_at: number | null;
+    }>(
       `SELECT t.computer_id, c.name AS computer, t.update_id, u.kb, ${DELIVERY_STATE_SQL} AS state, t.since, s.download_failures, s.install_failures, s.last_exit_code, s.last_error, s.updated_at
        FROM delivery_targets t JOIN computers c ON c.id = t.computer_id LEFT JOIN updates u ON u.id = t.update_id
        LEFT JOIN delivery_status s ON s.computer_id = t.computer_id AND s.update_id = t.update_id

@@ -58,7 +58,9 @@ function payloadSql(nodeId: string, nodeName: string): SQL {
 
 /** The statement that logs a policy's current state (an upsert), for the subtree. */
 export function policyLogWrite(id: string, self: { nodeId: string; name: string }, now: number): Write {
-  const q = dialect.sqlToQuery(changelog.appendSelect(sql`SELECT 'policy', p.id, 'upsert', '', ${payloadSql(self.nodeId, self.name)}, ${now} FROM policies p WHERE p.id = ${id}`));
+  const q = dialect.sqlToQuery(
+    changelog.appendSelect(sql`SELECT 'policy', p.id, 'upsert', '', ${payloadSql(self.nodeId, self.name)}, ${now} FROM policies p WHERE p.id = ${id}`),
+  );
   return [q.sql, q.params];
 }
 
@@ -87,8 +89,11 @@ class PolicyApplier implements KindApplier {
   constructor(db: NativeDb) {
     const prep = (q: string) => prepare(db, q);
     this.#s = {
-      get: prep("SELECT origin, revision, (SELECT group_concat(update_id, ',') FROM (SELECT update_id FROM policy_updates WHERE policy_id = ? ORDER BY update_id)) AS updates FROM policies WHERE id = ?"),
-      upsert: prep(`INSERT INTO policies (id, name, description, enabled, start_at, deadline_at, targets, shared_targets, installation, follow_supersedence, origin, origin_name, revision, created_at, created_by, updated_at)
+      get: prep(
+        "SELECT origin, revision, (SELECT group_concat(update_id, ',') FROM (SELECT update_id FROM policy_updates WHERE policy_id = ? ORDER BY update_id)) AS updates FROM policies WHERE id = ?",
+      ),
+      upsert:
+        prep(`INSERT INTO policies (id, name, description, enabled, start_at, deadline_at, targets, shared_targets, installation, follow_supersedence, origin, origin_name, revision, created_at, created_by, updated_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'replication', ?)
         ON CONFLICT(id) DO UPDATE SET name = excluded.name, description = excluded.description, enabled = excluded.enabled, start_at = excluded.start_at,
           deadline_at = excluded.deadline_at, targets = excluded.targets, shared_targets = excluded.shared_targets, installation = excluded.installation,
@@ -116,7 +121,23 @@ class PolicyApplier implements KindApplier {
     if (cur && Number(cur.revision) === p.revision && (cur.updates ?? '') === ids.join(',')) return false;
     const targets = JSON.stringify(p.targets);
     const installation = p.installation ? JSON.stringify(p.installation) : null;
-    this.#s.upsert.run(p.id, p.name, p.description, p.enabled ? 1 : 0, p.startAt, p.deadlineAt, targets, targets, installation, p.followSupersedence ? 1 : 0, p.origin, p.originName, p.revision, tx.now, tx.now);
+    this.#s.upsert.run(
+      p.id,
+      p.name,
+      p.description,
+      p.enabled ? 1 : 0,
+      p.startAt,
+      p.deadlineAt,
+      targets,
+      targets,
+      installation,
+      p.followSupersedence ? 1 : 0,
+      p.origin,
+      p.originName,
+      p.revision,
+      tx.now,
+      tx.now,
+    );
     this.#s.clear.run(p.id);
     for (const id of ids) this.#s.update.run(p.id, id, tx.now);
     const detail = { origin: p.origin, originName: p.originName, revision: p.revision, enabled: p.enabled, updates: ids.length };
@@ -149,7 +170,8 @@ export const policyKind: ReplicatedKind = {
   catalog: false,
   byLanguage: true,
   source: {
-    tail: (_ctx, rows, languages) => rows.map((r) => (r.op === 'upsert' ? filterUpdateList(r.payload, POLICY_LANGUAGES_AT, languages) : Buffer.from(r.payload))),
+    tail: (_ctx, rows, languages) =>
+      rows.map((r) => (r.op === 'upsert' ? filterUpdateList(r.payload, POLICY_LANGUAGES_AT, languages) : Buffer.from(r.payload))),
     snapshot: (ctx, languages) =>
       pages(
         (after) => ctx.orm.all<{ id: string; payload: string }>(policyPayloadsSql(ctx.self, after, SNAPSHOT_PAGE)),

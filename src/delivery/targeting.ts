@@ -132,7 +132,9 @@ export class Targeting {
       return;
     }
     // Rows of updates the policy no longer has go; the rest are refreshed page by page.
-    await this.conn.write([['DELETE FROM delivery_targets WHERE policy_id = ? AND update_id NOT IN (SELECT update_id FROM policy_updates WHERE policy_id = ?)', [id, id]]]);
+    await this.conn.write([
+      ['DELETE FROM delivery_targets WHERE policy_id = ? AND update_id NOT IN (SELECT update_id FROM policy_updates WHERE policy_id = ?)', [id, id]],
+    ]);
     if (!p.enabled) return;
     let after = 0;
     for (;;) {
@@ -184,7 +186,9 @@ export class Targeting {
       const target = await this.#targetSql(JSON.parse(p.targets) as Targets);
       const matched = new Set(
         target
-          ? (await this.conn.all<{ id: number }>(`SELECT id FROM computers WHERE id IN (${inIds}) AND (${target.sql})`, [...ids, ...target.params])).map((r) => Number(r.id))
+          ? (await this.conn.all<{ id: number }>(`SELECT id FROM computers WHERE id IN (${inIds}) AND (${target.sql})`, [...ids, ...target.params])).map((r) =>
+              Number(r.id),
+            )
           : [],
       );
       const states = new Map<string, string>();
@@ -206,8 +210,13 @@ export class Targeting {
         const [c, u] = key.split('\t') as [string, string];
         const cid = Number(c);
         if (!matched.has(cid) || existing.get(key) === 'required') continue;
-        if (existing.has(key)) w.push(["UPDATE delivery_targets SET applicable = 'required', since = ? WHERE policy_id = ? AND computer_id = ? AND update_id = ?", [now, p.id, cid, u]]);
-        else w.push(["INSERT INTO delivery_targets (policy_id, computer_id, update_id, applicable, since) VALUES (?, ?, ?, 'required', ?)", [p.id, cid, u, now]]);
+        if (existing.has(key))
+          w.push([
+            "UPDATE delivery_targets SET applicable = 'required', since = ? WHERE policy_id = ? AND computer_id = ? AND update_id = ?",
+            [now, p.id, cid, u],
+          ]);
+        else
+          w.push(["INSERT INTO delivery_targets (policy_id, computer_id, update_id, applicable, since) VALUES (?, ?, ?, 'required', ?)", [p.id, cid, u, now]]);
         touched.add(cid);
       }
       for (const [key, applicable] of existing) {
@@ -222,7 +231,10 @@ export class Targeting {
           }
         } else if (state === 'unknown') {
           if (applicable !== 'unknown') {
-            w.push(["UPDATE delivery_targets SET applicable = 'unknown', since = ? WHERE policy_id = ? AND computer_id = ? AND update_id = ?", [now, p.id, cid, u]]);
+            w.push([
+              "UPDATE delivery_targets SET applicable = 'unknown', since = ? WHERE policy_id = ? AND computer_id = ? AND update_id = ?",
+              [now, p.id, cid, u],
+            ]);
             touched.add(cid);
           }
         } else if (applicable === 'required' || applicable === 'unknown') {
@@ -243,7 +255,10 @@ export class Targeting {
       const states = inv ? this.index.assessSome(facts(JSON.parse(inv.inventory) as Inventory), CatalogIndex.group(entries)) : new Map();
       for (const r of rows) {
         const s = states.get(r.updateId) ?? 'not-applicable';
-        w.push(['UPDATE delivery_targets SET applicable = ?, since = ? WHERE policy_id = ? AND computer_id = ? AND update_id = ?', [s, now, r.policyId, cid, r.updateId]]);
+        w.push([
+          'UPDATE delivery_targets SET applicable = ?, since = ? WHERE policy_id = ? AND computer_id = ? AND update_id = ?',
+          [s, now, r.policyId, cid, r.updateId],
+        ]);
       }
       touched.add(cid);
     }

@@ -21,7 +21,10 @@ import { REPLICATED_SETTINGS, type SettingsService } from '../settings/service.j
 export const FRESHNESS_SETTING = 'freshnessGoals';
 REPLICATED_SETTINGS.add(FRESHNESS_SETTING);
 
-const hours = z.number().positive().max(24 * 365);
+const hours = z
+  .number()
+  .positive()
+  .max(24 * 365);
 export const goalsSchema = z.strictObject({
   neutralEnglishHours: hours.describe('Goal for language-neutral and English data and files, in hours from publication'),
   otherLanguagesHours: hours.describe('Goal for every other language'),
@@ -59,26 +62,28 @@ export interface ReleaseTimes {
   classes: ClassTimes[];
 }
 
-export const releaseTimesSchema = z.array(
-  z.object({
-    version: z.string().min(1).max(200),
-    publishedAt: z.number(),
-    importedAt: z.number(),
-    classes: z
-      .array(
-        z.object({
-          class: z.string().min(1).max(220),
-          updates: z.number().int().min(0),
-          missingUpdates: z.number().int().min(0),
-          reachedAt: z.number().nullable(),
-          files: z.number().int().min(0),
-          missingFiles: z.number().int().min(0),
-          filesVerifiedAt: z.number().nullable(),
-        }),
-      )
-      .max(100),
-  }),
-).max(RELEASES_REPORTED * 2);
+export const releaseTimesSchema = z
+  .array(
+    z.object({
+      version: z.string().min(1).max(200),
+      publishedAt: z.number(),
+      importedAt: z.number(),
+      classes: z
+        .array(
+          z.object({
+            class: z.string().min(1).max(220),
+            updates: z.number().int().min(0),
+            missingUpdates: z.number().int().min(0),
+            reachedAt: z.number().nullable(),
+            files: z.number().int().min(0),
+            missingFiles: z.number().int().min(0),
+            filesVerifiedAt: z.number().nullable(),
+          }),
+        )
+        .max(100),
+    }),
+  )
+  .max(RELEASES_REPORTED * 2);
 
 export type Status = 'within-goal' | 'late' | 'pending' | 'overdue';
 
@@ -155,7 +160,14 @@ export class Freshness {
    */
   #classSql(lang: SQL, family: SQL, goals: Goals): SQL {
     const families = Object.keys(goals.families);
-    return sql`CASE ${families.length ? sql`WHEN ${family} IN (${sql.join(families.map((f) => sql`${f}`), sql`, `)}) THEN 'family:' || ${family} ` : sql``}WHEN ${lang} = 'neutral' OR ${lang} = 'en' OR ${lang} LIKE 'en-%' THEN ${NEUTRAL_EN} ELSE ${OTHER} END`;
+    return sql`CASE ${
+      families.length
+        ? sql`WHEN ${family} IN (${sql.join(
+            families.map((f) => sql`${f}`),
+            sql`, `,
+          )}) THEN 'family:' || ${family} `
+        : sql``
+    }WHEN ${lang} = 'neutral' OR ${lang} = 'en' OR ${lang} LIKE 'en-%' THEN ${NEUTRAL_EN} ELSE ${OTHER} END`;
   }
 
   /** Per class of a release at a node of these languages: its updates, how many are missing, when the last arrived. Aggregated in SQL. */
@@ -208,7 +220,12 @@ export class Freshness {
         c.missingFiles = Number(f.missing);
         c.filesVerifiedAt = c.missingFiles || f.verified === null ? null : Number(f.verified);
       }
-      out.push({ version: r.version, publishedAt: Number(r.published_at), importedAt: Number(r.imported_at), classes: [...classes.values()].sort((a, b) => a.class.localeCompare(b.class)) });
+      out.push({
+        version: r.version,
+        publishedAt: Number(r.published_at),
+        importedAt: Number(r.imported_at),
+        classes: [...classes.values()].sort((a, b) => a.class.localeCompare(b.class)),
+      });
     }
     return out;
   }
@@ -241,7 +258,9 @@ export class Freshness {
     };
     const releases = [];
     for (const r of own) {
-      const nodes: FreshnessNode[] = [{ id: this.#o.self.nodeId, name: this.#o.self.name, self: true, stale: false, classes: r.classes.map((c) => judge(c, r.publishedAt, goals, now)) }];
+      const nodes: FreshnessNode[] = [
+        { id: this.#o.self.nodeId, name: this.#o.self.name, self: true, stale: false, classes: r.classes.map((c) => judge(c, r.publishedAt, goals, now)) },
+      ];
       for (const n of below) {
         const times = n.freshness?.find((x) => x.version === r.version)?.classes ?? (n.languages ? await expect(r.version, n.languages) : null);
         if (!times) continue;
@@ -290,7 +309,12 @@ export class Freshness {
         if (res.rowsAffected) {
           raised++;
           this.#o.logger.warn(
-            { release: r.version, node: n.name, nodeId: n.id, classes: missed.map((c) => ({ class: c.class, status: c.status, lateHours: c.late, goalHours: c.goalHours })) },
+            {
+              release: r.version,
+              node: n.name,
+              nodeId: n.id,
+              classes: missed.map((c) => ({ class: c.class, status: c.status, lateHours: c.late, goalHours: c.goalHours })),
+            },
             `catalog release ${r.version} missed its freshness goal at ${n.name}`,
           );
         }

@@ -32,7 +32,9 @@ export const RELEASE_PAYLOAD_SQL = `json_object('version', r.version, 'published
   'updates', (SELECT json_group_array(json_array(f.update_id, f.revision, f.languages, f.family)) FROM freshness_updates f WHERE f.version = r.version))`;
 
 /** Appends the log entry of release `?` (args: created_at, version). */
-export const RELEASE_LOG_SQL = appendSelectSql(`SELECT 'release', r.version, 'upsert', '', ${RELEASE_PAYLOAD_SQL}, ? FROM freshness_releases r WHERE r.version = ?`);
+export const RELEASE_LOG_SQL = appendSelectSql(
+  `SELECT 'release', r.version, 'upsert', '', ${RELEASE_PAYLOAD_SQL}, ? FROM freshness_releases r WHERE r.version = ?`,
+);
 
 /** The newest releases' payloads (for a snapshot). */
 export const RELEASE_SNAPSHOT_SQL = `SELECT r.version AS id, ${RELEASE_PAYLOAD_SQL} AS payload FROM freshness_releases r ORDER BY r.published_at DESC, r.version LIMIT ${RELEASES_KEPT}`;
@@ -92,7 +94,8 @@ export const releaseKind: ReplicatedKind = {
   catalog: true,
   byLanguage: true,
   source: {
-    tail: (_ctx, rows, languages) => rows.map((r) => (r.op === 'upsert' ? filterUpdateList(r.payload, RELEASE_LANGUAGES_AT, languages) : Buffer.from(r.payload))),
+    tail: (_ctx, rows, languages) =>
+      rows.map((r) => (r.op === 'upsert' ? filterUpdateList(r.payload, RELEASE_LANGUAGES_AT, languages) : Buffer.from(r.payload))),
     async *snapshot(ctx, languages) {
       const rows = await ctx.orm.all<{ id: string; payload: string }>(sql.raw(RELEASE_SNAPSHOT_SQL));
       // One per message: a first release lists the whole catalog (about 50 bytes per update).

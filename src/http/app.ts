@@ -91,7 +91,10 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     c.res.headers.set('X-Content-Type-Options', 'nosniff');
     c.res.headers.set('Referrer-Policy', 'same-origin'); // not no-referrer: browsers then send "Origin: null" with forms, which the CSRF check must refuse
     if (c.res.headers.get('content-type')?.startsWith('text/html')) {
-      c.res.headers.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
+      c.res.headers.set(
+        'Content-Security-Policy',
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+      );
       c.res.headers.set('X-Frame-Options', 'DENY');
     }
     // HSTS on HTTPS, unless plain HTTP serves everything too (--insecure-http, a lab): it covers the whole host.
@@ -157,12 +160,28 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   reportRoutes(app, deps);
   consoleRoutes(app, deps, guard);
 
-  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API token (admin, operator or viewer).' });
-  app.openAPIRegistry.registerComponent('securitySchemes', 'enrollment', { type: 'http', scheme: 'bearer', description: 'An agent enrolment token (POST /api/v1/agents/enrollment-tokens).' });
-  app.openAPIRegistry.registerComponent('securitySchemes', 'agent', { type: 'http', scheme: 'bearer', description: 'An agent secret (POST /agent/v1/enroll).' });
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'An API token (admin, operator or viewer).',
+  });
+  app.openAPIRegistry.registerComponent('securitySchemes', 'enrollment', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'An agent enrolment token (POST /api/v1/agents/enrollment-tokens).',
+  });
+  app.openAPIRegistry.registerComponent('securitySchemes', 'agent', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'An agent secret (POST /agent/v1/enroll).',
+  });
   const docConfig = {
     openapi: '3.0.3',
-    info: { title: 'patchtree node API', version: deps.node.version, description: 'Every /api/v1 route takes Authorization: Bearer <token>. Errors are application/problem+json.' },
+    info: {
+      title: 'patchtree node API',
+      version: deps.node.version,
+      description: 'Every /api/v1 route takes Authorization: Bearer <token>. Errors are application/problem+json.',
+    },
     security: [{ bearer: [] }],
   };
   // Each route's role, from the role middleware it was registered with: the document says it as `x-patchtree-role`.
@@ -176,7 +195,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     for (const [path, ops] of Object.entries(doc.paths))
       for (const [method, op] of Object.entries(ops)) {
         const hono = path.replace(/\{(\w+)\}/g, ':$1');
-        const role = roles.get(`${method} ${hono}`) ?? [...roles].find(([k]) => k.startsWith('all ') && k.endsWith('/*') && hono.startsWith(k.slice(4, -1)))?.[1];
+        const role =
+          roles.get(`${method} ${hono}`) ?? [...roles].find(([k]) => k.startsWith('all ') && k.endsWith('/*') && hono.startsWith(k.slice(4, -1)))?.[1];
         if (role) op['x-patchtree-role'] = role;
       }
     return c.json(doc);
@@ -188,21 +208,26 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     if (err instanceof AppError) {
       if (err.code === 'unauthenticated') {
         const p = c.req.path;
-        guard.failed(p.startsWith('/api/') ? 'api' : p === '/agent/v1/enroll' ? 'enrolment' : p.startsWith('/agent/') ? 'agent' : 'console', sourceOf(c), err.message);
+        guard.failed(
+          p.startsWith('/api/') ? 'api' : p === '/agent/v1/enroll' ? 'enrolment' : p.startsWith('/agent/') ? 'agent' : 'console',
+          sourceOf(c),
+          err.message,
+        );
       }
       if (err.status >= 500) log.error({ code: err.code, detail: err.message }, 'request failed');
       const res = problemResponse(err, c.req.path);
       const www = c.res.headers.get('WWW-Authenticate');
       if (www) res.headers.set('WWW-Authenticate', www);
       if (err.code === 'import-busy') res.headers.set('Retry-After', '30');
-      if (typeof err.extra['retryAfterSeconds'] === 'number') res.headers.set('Retry-After', String(err.extra['retryAfterSeconds']));
+      if (typeof err.extra.retryAfterSeconds === 'number') res.headers.set('Retry-After', String(err.extra.retryAfterSeconds));
       // The refused body may be half read: the connection must not be reused.
       if (err.code === 'payload-too-large') res.headers.set('Connection', 'close');
       return res;
     }
     if (err instanceof HTTPException) {
       // Hono's own validators (e.g. malformed JSON) speak HTTPException.
-      const code = err.status === 413 ? 'payload-too-large' : err.status === 415 ? 'unsupported-media-type' : err.status === 401 ? 'unauthenticated' : 'bad-request';
+      const code =
+        err.status === 413 ? 'payload-too-large' : err.status === 415 ? 'unsupported-media-type' : err.status === 401 ? 'unauthenticated' : 'bad-request';
       if (err.status < 500) return problemResponse(new AppError(code, err.message), c.req.path);
     }
     log.error({ err, path: c.req.path }, 'unhandled error');

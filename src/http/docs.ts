@@ -2,7 +2,20 @@ import { html, raw } from 'hono/html';
 
 type Doc = {
   info: { title: string; version: string; description?: string };
-  paths?: Record<string, Record<string, { summary?: string; description?: string; tags?: string[]; parameters?: { name: string; in: string; required?: boolean; description?: string; schema?: unknown }[]; requestBody?: { content?: Record<string, { schema?: unknown }> }; responses?: Record<string, { description?: string }> }>>;
+  paths?: Record<
+    string,
+    Record<
+      string,
+      {
+        summary?: string;
+        description?: string;
+        tags?: string[];
+        parameters?: { name: string; in: string; required?: boolean; description?: string; schema?: unknown }[];
+        requestBody?: { content?: Record<string, { schema?: unknown }> };
+        responses?: Record<string, { description?: string }>;
+      }
+    >
+  >;
 };
 
 /**
@@ -45,14 +58,20 @@ ${[...byTag].map(
     ({ method, path, op }) => html`<details>
       <summary><span class="m ${method}">${method}</span><code>${path}</code> ${op.summary ?? ''}</summary>
       ${op.description ? html`<p>${op.description}</p>` : ''}
-      ${op.parameters?.length
-        ? html`<table><tr><th>parameter</th><th>in</th><th>required</th><th>description</th></tr>
+      ${
+        op.parameters?.length
+          ? html`<table><tr><th>parameter</th><th>in</th><th>required</th><th>description</th></tr>
           ${op.parameters.map((p) => html`<tr><td><code>${p.name}</code></td><td>${p.in}</td><td>${p.required ? 'yes' : ''}</td><td>${p.description ?? ''}</td></tr>`)}</table>`
-        : ''}
+          : ''
+      }
       ${Object.entries(op.requestBody?.content ?? {}).map(
         ([type, c]) => html`<p>Body (<code>${type}</code>):</p><pre>${JSON.stringify(c.schema, null, 2)}</pre>`,
       )}
-      <p>Responses: ${raw(Object.entries(op.responses ?? {}).map(([s, r]) => `<code>${s}</code> ${escapeHtml(r.description ?? '')}`).join('; '))}</p>
+      <p>Responses: ${raw(
+        Object.entries(op.responses ?? {})
+          .map(([s, r]) => `<code>${s}</code> ${escapeHtml(r.description ?? '')}`)
+          .join('; '),
+      )}</p>
     </details>`,
   )}`,
 )}

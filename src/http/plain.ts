@@ -15,8 +15,14 @@ export function plainHttpOnly<E>(fetch: (req: Request, env: E) => Response | Pro
     if (OPEN.has(url.pathname)) return fetch(req, env);
     const target = `https://${url.hostname.includes(':') ? `[${url.hostname}]` : url.hostname}:${httpsPort()}${url.pathname}${url.search}`;
     if (url.pathname.startsWith('/api/') || url.pathname.startsWith('/agent/')) {
-      const err = new AppError('https-required', `plain HTTP carries no tokens or agent secrets: use ${target} (or start the node with --insecure-http for a lab)`);
-      return new Response(JSON.stringify(toProblem(err, url.pathname)), { status: 403, headers: { 'content-type': 'application/problem+json', connection: 'close' } });
+      const err = new AppError(
+        'https-required',
+        `plain HTTP carries no tokens or agent secrets: use ${target} (or start the node with --insecure-http for a lab)`,
+      );
+      return new Response(JSON.stringify(toProblem(err, url.pathname)), {
+        status: 403,
+        headers: { 'content-type': 'application/problem+json', connection: 'close' },
+      });
     }
     return new Response(null, { status: 308, headers: { location: target } });
   };

@@ -19,14 +19,18 @@ export const windowSchema = z.strictObject({
 export type TimeWindow = z.infer<typeof windowSchema>;
 
 /** A time zone Intl knows (IANA name or UTC). */
-export const zoneSchema = z.string().min(1).max(64).refine((z) => {
-  try {
-    new Intl.DateTimeFormat('en-US', { timeZone: z });
-    return true;
-  } catch {
-    return false;
-  }
-}, 'an IANA time zone such as UTC or Europe/Berlin');
+export const zoneSchema = z
+  .string()
+  .min(1)
+  .max(64)
+  .refine((z) => {
+    try {
+      new Intl.DateTimeFormat('en-US', { timeZone: z });
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'an IANA time zone such as UTC or Europe/Berlin');
 
 const formatters = new Map<string, Intl.DateTimeFormat>();
 

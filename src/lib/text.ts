@@ -11,4 +11,5 @@ export const displayName = (max: number) =>
     .trim()
     .min(1)
     .max(max)
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
     .regex(/^[^\u0000-\u001f\u007f]*$/, 'no control characters (NUL, tab, line breaks)');

@@ -13,7 +13,6 @@ import { LANGUAGE_TAG } from '../lib/languages.js';
  * down; nothing else reads flags or the environment.
  */
 
-
 const port = z.coerce.number().int().min(0).max(65535);
 const languages = z
   .array(z.string().trim().toLowerCase().regex(LANGUAGE_TAG, 'expected language tags like en, de, pt-br'))
@@ -24,15 +23,17 @@ const languages = z
 export const OPTIONS = {
   data: { schema: z.string().min(1), help: 'Data directory: database, admin token, content store.', default: './data' },
   databaseUrl: {
-    schema: z
-      .string()
-      .regex(/^(file:|libsql:\/\/|https?:\/\/|wss?:\/\/)/, 'expected a file:, libsql://, http(s):// or ws(s):// URL'),
+    schema: z.string().regex(/^(file:|libsql:\/\/|https?:\/\/|wss?:\/\/)/, 'expected a file:, libsql://, http(s):// or ws(s):// URL'),
     help: 'Database URL. Default file:<data>/patchtree.db; libsql://, http(s):// reach a libsql server.',
   },
   databaseAuthToken: { schema: z.string().min(1), help: 'Auth token for a remote libsql server.', secret: true },
   httpHost: { schema: z.string().min(1), help: 'HTTP listen address.', default: '0.0.0.0' },
   httpPort: { schema: port, help: 'HTTP listen port (0 picks a free one).', default: 8080 },
-  httpsPort: { schema: port, help: "HTTPS listen port (0 picks a free one): the API, console and agent API over TLS with the node's certificate.", default: 8443 },
+  httpsPort: {
+    schema: port,
+    help: "HTTPS listen port (0 picks a free one): the API, console and agent API over TLS with the node's certificate.",
+    default: 8443,
+  },
   tlsSan: {
     schema: z.array(z.string().regex(/^[A-Za-z0-9.:*-]{1,253}$/, 'a host name or address')),
     help: "Another name or address for the node's own certificate (repeatable); it always covers the host name, localhost, 127.0.0.1 and ::1.",
@@ -61,7 +62,15 @@ export const OPTIONS = {
     schema: z.url({ protocol: /^https?$/ }),
     help: 'Catalog feed URL to follow (its signature at <url>.sig); checked every --catalog-interval.',
   },
-  catalogInterval: { schema: z.coerce.number().int().min(10).max(7 * 86400), help: 'Seconds between catalog feed checks.', default: 3600 },
+  catalogInterval: {
+    schema: z.coerce
+      .number()
+      .int()
+      .min(10)
+      .max(7 * 86400),
+    help: 'Seconds between catalog feed checks.',
+    default: 3600,
+  },
   maxCatalogBytes: {
     schema: z.coerce.number().int().min(1024),
     help: 'Largest catalog file accepted for import, in bytes.',
@@ -71,7 +80,11 @@ export const OPTIONS = {
     schema: z.string().regex(/^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/, 'expected HOST:PORT'),
     help: "The parent node's gRPC address (HOST:PORT); makes this node a child.",
   },
-  joinToken: { schema: z.string().min(10).max(200), help: 'One-time join token from the parent (POST /api/v1/hierarchy/join-tokens); needed on the first start only.', secret: true },
+  joinToken: {
+    schema: z.string().min(10).max(200),
+    help: 'One-time join token from the parent (POST /api/v1/hierarchy/join-tokens); needed on the first start only.',
+    secret: true,
+  },
   insecure: {
     schema: z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]),
     help: 'Allow plaintext gRPC replication (no TLS). Only for labs and tests.',
@@ -94,7 +107,7 @@ export const OPTIONS = {
   },
   reportInterval: {
     schema: z.coerce.number().min(1).max(86_400),
-    help: "Seconds between compliance reports to the parent (also sent soon after a change); the parent shows a node stale after three missed.",
+    help: 'Seconds between compliance reports to the parent (also sent soon after a change); the parent shows a node stale after three missed.',
     default: 60,
   },
   clockFile: {
@@ -161,14 +174,21 @@ export function configHelp(): string {
   const lines = ['Options (flag / environment variable; flags win over env, env over --config file):', ''];
   for (const [key, spec] of Object.entries(OPTIONS) as [Key, OptionSpec][]) {
     const def = 'default' in spec && spec.default !== undefined ? ` [default: ${JSON.stringify(spec.default)}]` : '';
-    lines.push(`  --${kebab(key)}${spec.multiple ? ' (repeatable)' : ''}${spec.boolean ? ' (flag)' : ''}  /  ${envName(key === 'trustedKey' ? 'trustedKeys' : key)}`);
+    lines.push(
+      `  --${kebab(key)}${spec.multiple ? ' (repeatable)' : ''}${spec.boolean ? ' (flag)' : ''}  /  ${envName(key === 'trustedKey' ? 'trustedKeys' : key)}`,
+    );
     lines.push(`      ${spec.help}${def}`);
   }
   return lines.join('\n');
 }
 
 function splitList(v: unknown): unknown {
-  return typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v;
+  return typeof v === 'string'
+    ? v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : v;
 }
 
 /**
@@ -192,7 +212,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     throw new ConfigError(`${(err as Error).message} (see patchtree serve --help)`);
   }
 
-  const configPath = (flags['config'] as string | undefined) ?? env[envName('config')];
+  const configPath = (flags.config as string | undefined) ?? env[envName('config')];
   let fileValues: Record<string, unknown> = {};
   if (configPath) {
     try {
@@ -214,7 +234,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     const fromFlag = flags[kebab(key)];
     const envKey = key === 'trustedKey' ? envName('trustedKeys') : envName(key);
     const fromEnv = env[envKey];
-    const fromFile = key === 'trustedKey' ? (fileValues['trustedKeys'] ?? fileValues['trustedKey']) : fileValues[key];
+    const fromFile = key === 'trustedKey' ? (fileValues.trustedKeys ?? fileValues.trustedKey) : fileValues[key];
     let value: unknown =
       fromFlag !== undefined && !(Array.isArray(fromFlag) && fromFlag.length === 0)
         ? fromFlag
@@ -228,46 +248,46 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     const result = spec.schema.safeParse(value);
     if (!result.success) {
       const issue = result.error.issues[0];
-      throw new ConfigError(
-        `invalid --${kebab(key)} (${envKey}): ${issue?.message ?? 'invalid value'}${spec.secret ? '' : ` (got ${JSON.stringify(value)})`}`,
-      );
+      throw new ConfigError(`invalid --${kebab(key)} (${envKey}): ${issue?.message ?? 'invalid value'}${spec.secret ? '' : ` (got ${JSON.stringify(value)})`}`);
     }
     raw[key] = result.data;
   }
 
-  const data = resolve(raw['data'] as string);
+  const data = resolve(raw.data as string);
   const config: NodeConfig = {
     data,
-    databaseUrl: (raw['databaseUrl'] as string | undefined) ?? `file:${join(data, 'patchtree.db')}`,
-    databaseAuthToken: raw['databaseAuthToken'] as string | undefined,
-    httpHost: raw['httpHost'] as string,
-    httpPort: raw['httpPort'] as number,
-    httpsPort: raw['httpsPort'] as number,
-    tlsSan: Object.freeze(raw['tlsSan'] as string[]),
-    grpcHost: raw['grpcHost'] as string,
-    grpcPort: raw['grpcPort'] as number,
-    name: (raw['name'] as string | undefined) ?? hostname(),
-    languages: Object.freeze(raw['languages'] as string[]),
-    trustedKeys: Object.freeze((raw['trustedKey'] as string[]).map((p) => resolve(p))),
-    adminToken: raw['adminToken'] as string | undefined,
-    logLevel: raw['logLevel'] as NodeConfig['logLevel'],
-    catalogUrl: raw['catalogUrl'] as string | undefined,
-    catalogInterval: raw['catalogInterval'] as number,
-    maxCatalogBytes: raw['maxCatalogBytes'] as number,
-    upstream: raw['upstream'] as string | undefined,
-    joinToken: raw['joinToken'] as string | undefined,
-    insecure: raw['insecure'] as boolean,
-    insecureHttp: raw['insecureHttp'] as boolean,
-    tlsCert: raw['tlsCert'] as string | undefined,
-    tlsKey: raw['tlsKey'] as string | undefined,
-    tlsCa: raw['tlsCa'] as string | undefined,
-    changeLogRetention: raw['changeLogRetention'] as number,
-    reportInterval: raw['reportInterval'] as number,
-    clockFile: raw['clockFile'] === undefined ? undefined : resolve(raw['clockFile'] as string),
+    databaseUrl: (raw.databaseUrl as string | undefined) ?? `file:${join(data, 'patchtree.db')}`,
+    databaseAuthToken: raw.databaseAuthToken as string | undefined,
+    httpHost: raw.httpHost as string,
+    httpPort: raw.httpPort as number,
+    httpsPort: raw.httpsPort as number,
+    tlsSan: Object.freeze(raw.tlsSan as string[]),
+    grpcHost: raw.grpcHost as string,
+    grpcPort: raw.grpcPort as number,
+    name: (raw.name as string | undefined) ?? hostname(),
+    languages: Object.freeze(raw.languages as string[]),
+    trustedKeys: Object.freeze((raw.trustedKey as string[]).map((p) => resolve(p))),
+    adminToken: raw.adminToken as string | undefined,
+    logLevel: raw.logLevel as NodeConfig['logLevel'],
+    catalogUrl: raw.catalogUrl as string | undefined,
+    catalogInterval: raw.catalogInterval as number,
+    maxCatalogBytes: raw.maxCatalogBytes as number,
+    upstream: raw.upstream as string | undefined,
+    joinToken: raw.joinToken as string | undefined,
+    insecure: raw.insecure as boolean,
+    insecureHttp: raw.insecureHttp as boolean,
+    tlsCert: raw.tlsCert as string | undefined,
+    tlsKey: raw.tlsKey as string | undefined,
+    tlsCa: raw.tlsCa as string | undefined,
+    changeLogRetention: raw.changeLogRetention as number,
+    reportInterval: raw.reportInterval as number,
+    clockFile: raw.clockFile === undefined ? undefined : resolve(raw.clockFile as string),
   };
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) throw new ConfigError('invalid --tls-cert / --tls-key: give both or neither');
   if (config.upstream && config.joinToken && !config.insecure && !config.tlsCa && !/\.[0-9a-f]{64}$/.test(config.joinToken))
-    throw new ConfigError("invalid --join-token: replication needs TLS: give the join token as the parent hands it out (<token>.<sha256 of the parent's CA>) so that this node verifies its parent, or --tls-ca, or --insecure for a lab");
+    throw new ConfigError(
+      "invalid --join-token: replication needs TLS: give the join token as the parent hands it out (<token>.<sha256 of the parent's CA>) so that this node verifies its parent, or --tls-ca, or --insecure for a lab",
+    );
   if (config.upstream && !config.databaseUrl.startsWith('file:'))
     throw new ConfigError('invalid --upstream: a child node applies what it receives to a local SQLite file; --database-url must be a file: URL on a child');
 

@@ -24,7 +24,8 @@ export class GrpcServer {
     const pkg = grpc.loadPackageDefinition(def) as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } };
     this.server.addService(pkg.grpc.health.v1.Health.service, {
       Check: (call: grpc.ServerUnaryCall<{ service: string }, unknown>, cb: grpc.sendUnaryData<{ status: Status }>) => {
-        if (call.request.service && call.request.service !== 'patchtree') return cb({ code: grpc.status.NOT_FOUND, details: `unknown service ${call.request.service}` });
+        if (call.request.service && call.request.service !== 'patchtree')
+          return cb({ code: grpc.status.NOT_FOUND, details: `unknown service ${call.request.service}` });
         cb(null, { status: this.#status });
       },
       Watch: (call: grpc.ServerWritableStream<{ service: string }, { status: Status }>) => {

@@ -111,7 +111,7 @@ export class PatchtreeNode {
     const boot = await tokens.bootstrap(config.data, config.adminToken);
     if (boot.generated) log.warn({ file: boot.generated }, `admin token generated: read it from ${boot.generated}`);
 
-    let trusted;
+    let trusted: Awaited<ReturnType<typeof loadTrustedKeys>>;
     try {
       trusted = await loadTrustedKeys(config.trustedKeys);
     } catch (err) {
@@ -133,11 +133,16 @@ export class PatchtreeNode {
     // that pins its CA and get a client certificate signed by it); plaintext only with --insecure, loudly.
     const grpcTls = Boolean(config.tlsCert && config.tlsKey) || !config.insecure;
     if (config.insecure) log.warn('INSECURE: --insecure is set; replication traffic (catalog, credentials, files) travels in plaintext');
-    const serverCreds = config.tlsCert && config.tlsKey
-      ? grpc.ServerCredentials.createSsl(config.tlsCa ? readFileSync(config.tlsCa) : null, [{ cert_chain: readFileSync(config.tlsCert!), private_key: readFileSync(config.tlsKey!) }], Boolean(config.tlsCa))
-      : config.insecure
-        ? grpc.ServerCredentials.createInsecure()
-        : ownServerCredentials(tls);
+    const serverCreds =
+      config.tlsCert && config.tlsKey
+        ? grpc.ServerCredentials.createSsl(
+            config.tlsCa ? readFileSync(config.tlsCa) : null,
+            [{ cert_chain: readFileSync(config.tlsCert!), private_key: readFileSync(config.tlsKey!) }],
+            Boolean(config.tlsCa),
+          )
+        : config.insecure
+          ? grpc.ServerCredentials.createInsecure()
+          : ownServerCredentials(tls);
 
     // Languages whose files this node needs: its own and its whole subtree's.
     let subtree = await childLanguages(this.db.orm);
@@ -145,7 +150,16 @@ export class PatchtreeNode {
     const kinds = replicatedKinds();
     let child: ReplicationChild | null = null;
     if (config.upstream) {
-      const up = await upstreamTls({ data: config.data, address: config.upstream, joinToken: config.joinToken, nodeId: identity.nodeId, insecure: config.insecure, tlsCa: config.tlsCa, tlsCert: config.tlsCert, tlsKey: config.tlsKey });
+      const up = await upstreamTls({
+        data: config.data,
+        address: config.upstream,
+        joinToken: config.joinToken,
+        nodeId: identity.nodeId,
+        insecure: config.insecure,
+        tlsCa: config.tlsCa,
+        tlsCert: config.tlsCert,
+        tlsKey: config.tlsKey,
+      });
       child = new ReplicationChild({
         db: this.db,
         identity,
@@ -153,7 +167,13 @@ export class PatchtreeNode {
         version: VERSION,
         ownLanguages: config.languages,
         subtreeLanguages: () => childLanguages(this.db!.orm),
-        upstream: { address: config.upstream, joinToken: config.joinToken, credentials: up.credentials, prepareJoin: up.prepareJoin, acceptCertificate: (pem) => up.accept(pem) },
+        upstream: {
+          address: config.upstream,
+          joinToken: config.joinToken,
+          credentials: up.credentials,
+          prepareJoin: up.prepareJoin,
+          acceptCertificate: (pem) => up.accept(pem),
+        },
         kinds,
         logger: log.child({ module: 'upstream' }),
         clock,
@@ -163,14 +183,24 @@ export class PatchtreeNode {
       this.#child = child;
     }
     const upstreamFiles = child ? child.fetchFile.bind(child) : null;
-    const content = createContent(this.db.orm, settings, allLanguages, log, upstreamFiles, { onVerified: (sha256) => events.emit('verified', sha256), now: clock });
+    const content = createContent(this.db.orm, settings, allLanguages, log, upstreamFiles, {
+      onVerified: (sha256) => events.emit('verified', sha256),
+      now: clock,
+    });
     this.#content = content;
     const assessment = createAssessment(this.db, this.db.orm, settings, log, (ids) => events.emit('assessed', ids));
     this.#assessment = assessment;
-    const delivery = createDelivery(this.db, assessment, settings, log, { ...self, notify: () => events.emit('appended') }, {
-      policyChanged: () => events.emit('policy-changed'),
-      statusChanged: () => events.emit('status-changed'),
-    });
+    const delivery = createDelivery(
+      this.db,
+      assessment,
+      settings,
+      log,
+      { ...self, notify: () => events.emit('appended') },
+      {
+        policyChanged: () => events.emit('policy-changed'),
+        statusChanged: () => events.emit('status-changed'),
+      },
+    );
     this.#delivery = delivery;
     const reports = createReports(this.db, assessment, log);
     this.#reports = reports;
@@ -317,7 +347,11 @@ export class PatchtreeNode {
     this.httpPort = (server.address() as AddressInfo).port;
     log.info({ port: this.httpPort, host: config.httpHost }, 'HTTP listening');
     // HTTPS with the node's own certificate (or the given one): the same API, console and agent API.
-    const https = await listen(createAdaptorServer({ fetch: app.fetch, createServer: createHttpsServer, serverOptions: { key: tls.key, cert: tls.certChain } }) as HttpsServer, config.httpsPort, config.httpHost);
+    const https = await listen(
+      createAdaptorServer({ fetch: app.fetch, createServer: createHttpsServer, serverOptions: { key: tls.key, cert: tls.certChain } }) as HttpsServer,
+      config.httpsPort,
+      config.httpHost,
+    );
     this.#https = https;
     this.httpsPort = (https.address() as AddressInfo).port;
     log.info({ port: this.httpsPort, host: config.httpHost, caSha256: tls.caSha256, certNotAfter: tls.certNotAfter, own: tls.own }, 'HTTPS listening');
@@ -360,7 +394,18 @@ export class PatchtreeNode {
       );
       this.#feed.start();
     }
-    log.info({ name: config.name, languages: config.languages, http: this.httpPort, https: this.httpsPort, grpc: this.grpcPort, caSha256: tls.caSha256, version: VERSION }, 'node started');
+    log.info(
+      {
+        name: config.name,
+        languages: config.languages,
+        http: this.httpPort,
+        https: this.httpsPort,
+        grpc: this.grpcPort,
+        caSha256: tls.caSha256,
+        version: VERSION,
+      },
+      'node started',
+    );
   }
 
   async stop(): Promise<void> {

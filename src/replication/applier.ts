@@ -19,7 +19,7 @@ export class BatchApplier {
 
   constructor(
     private readonly db: NativeDb,
-    private readonly kinds: KindRegistry,
+    kinds: KindRegistry,
     /** This node's id: what it stamps on what it republishes (its own custom severity levels' keys). */
     nodeId: string,
     /** The node's clock: what is applied is stamped with it (catalog freshness). */

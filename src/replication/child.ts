@@ -151,7 +151,10 @@ export class ReplicationChild {
       cursor: s?.cursor ?? 0,
       epoch: s?.epoch ?? null,
       parentHead: this.#parentHead,
-      lag: { entries: Math.max(0, this.#parentHead - (s?.cursor ?? 0)), seconds: s?.last_success_at && this.#parentHead > (s?.cursor ?? 0) ? Math.round((Date.now() - s.last_success_at) / 1000) : 0 },
+      lag: {
+        entries: Math.max(0, this.#parentHead - (s?.cursor ?? 0)),
+        seconds: s?.last_success_at && this.#parentHead > (s?.cursor ?? 0) ? Math.round((Date.now() - s.last_success_at) / 1000) : 0,
+      },
       resyncing: s?.resyncing === 1,
       languages: s?.languages ? s.languages.split(',') : [],
       filesPending: this.#filesPending,
@@ -179,7 +182,8 @@ export class ReplicationChild {
     // Joined, and no other token given: go on. Another token: join again (removed, a new parent, a new certificate).
     if (existing && (!tokenHash || existing.join_token_hash === tokenHash)) return existing;
     if (existing) this.d.logger.info({ address: this.d.upstream.address }, 'a new join token: joining again (a complete resync follows)');
-    if (!this.d.upstream.joinToken) throw Object.assign(new Error(`this node has not joined ${this.d.upstream.address}: start it once with --join-token`), { fatal: true });
+    if (!this.d.upstream.joinToken)
+      throw Object.assign(new Error(`this node has not joined ${this.d.upstream.address}: start it once with --join-token`), { fatal: true });
     let csr = '';
     if (this.d.upstream.prepareJoin) {
       const j = await this.d.upstream.prepareJoin();
@@ -202,7 +206,10 @@ export class ReplicationChild {
     );
     // The parent signed this node's certificate: mutual TLS from the next call on.
     if (csr && this.d.upstream.acceptCertificate) {
-      if (!res.client_certificate) throw Object.assign(new Error(`${this.d.upstream.address} joined this node but signed no certificate for it (a parent with --tls-cert files?)`), { fatal: true });
+      if (!res.client_certificate)
+        throw Object.assign(new Error(`${this.d.upstream.address} joined this node but signed no certificate for it (a parent with --tls-cert files?)`), {
+          fatal: true,
+        });
       this.#connect(this.d.upstream.acceptCertificate(res.client_certificate));
     }
     const now = Date.now();
@@ -220,7 +227,12 @@ export class ReplicationChild {
     this.#connected = false;
     this.#lastError = message;
     // Refusals that a retry cannot fix stop the loop; they show in status and the log.
-    const permanent = e.fatal || e.code === grpc.status.PERMISSION_DENIED || e.code === grpc.status.FAILED_PRECONDITION || e.code === grpc.status.UNAUTHENTICATED || e.code === grpc.status.INVALID_ARGUMENT;
+    const permanent =
+      e.fatal ||
+      e.code === grpc.status.PERMISSION_DENIED ||
+      e.code === grpc.status.FAILED_PRECONDITION ||
+      e.code === grpc.status.UNAUTHENTICATED ||
+      e.code === grpc.status.INVALID_ARGUMENT;
     if (permanent) {
       this.#fatal = message;
       this.d.logger.error({ upstream: this.d.upstream.address, err: message }, 'the upstream node refused this node; replication stopped');
@@ -319,11 +331,7 @@ export class ReplicationChild {
       this.#lastAck = Date.now();
       const s = this.state();
       if (!s || !this.#client) return;
-      this.#client.Ack(
-        { node_id: this.d.identity.nodeId, cursor: s.cursor, files_pending: this.#filesPending },
-        this.#metadata(s.credential),
-        () => {},
-      );
+      this.#client.Ack({ node_id: this.d.identity.nodeId, cursor: s.cursor, files_pending: this.#filesPending }, this.#metadata(s.credential), () => {});
     }, wait);
   }
 
@@ -332,11 +340,8 @@ export class ReplicationChild {
     const s = this.state();
     if (!s || !this.#client) return Promise.reject(new Error('not joined to the upstream node yet'));
     return new Promise((resolve, reject) =>
-      this.#client!.Report(
-        { reports, gone },
-        this.#metadata(s.credential),
-        { deadline: Date.now() + 60_000 },
-        (err, r) => (err ? reject(err) : resolve(r?.resend ?? [])),
+      this.#client!.Report({ reports, gone }, this.#metadata(s.credential), { deadline: Date.now() + 60_000 }, (err, r) =>
+        err ? reject(err) : resolve(r?.resend ?? []),
       ),
     );
   }
@@ -354,10 +359,7 @@ export class ReplicationChild {
   async *fetchFile(sha256: string, offset: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
     const s = this.state();
     if (!s || !this.#client) throw new Error('not joined to the upstream node');
-    const call = this.#client.FetchFile(
-      { sha256, offset },
-      this.#metadata(s.credential),
-    );
+    const call = this.#client.FetchFile({ sha256, offset }, this.#metadata(s.credential));
     const onAbort = () => call.cancel();
     signal.addEventListener('abort', onAbort, { once: true });
     let at = offset;

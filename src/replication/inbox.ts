@@ -49,7 +49,11 @@ export class Inbox {
   merge(first: Batch): { changes: Batch['changes']; last: Batch } {
     let changes = first.changes;
     let last = first;
-    for (let next = this.#queue[0]; next?.batch && next.batch.snapshot === first.snapshot && changes.length + next.batch.changes.length <= MAX_TX_CHANGES; next = this.#queue[0]) {
+    for (
+      let next = this.#queue[0];
+      next?.batch && next.batch.snapshot === first.snapshot && changes.length + next.batch.changes.length <= MAX_TX_CHANGES;
+      next = this.#queue[0]
+    ) {
       this.#queue.shift();
       changes = changes.concat(next.batch.changes);
       last = next.batch;

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import type { PeerCertificate } from 'node:tls';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { and, asc, eq, isNull } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import type { Exec } from '../db/exec.js';
@@ -128,7 +128,10 @@ export class ReplicationParent {
   }
 
   async removeChild(id: string): Promise<void> {
-    const r = await this.d.orm.update(children).set({ removedAt: Date.now() }).where(and(eq(children.id, id), isNull(children.removedAt)));
+    const r = await this.d.orm
+      .update(children)
+      .set({ removedAt: Date.now() })
+      .where(and(eq(children.id, id), isNull(children.removedAt)));
     if (!r.rowsAffected) throw new AppError('not-found', `no child ${id}`);
     this.#streams.close(id, new AppError('forbidden', `this node was removed from ${this.d.name}`));
     this.d.onLanguages();
@@ -136,7 +139,10 @@ export class ReplicationParent {
   }
 
   async requestResync(id: string): Promise<void> {
-    const r = await this.d.orm.update(children).set({ forceResync: 1 }).where(and(eq(children.id, id), isNull(children.removedAt)));
+    const r = await this.d.orm
+      .update(children)
+      .set({ forceResync: 1 })
+      .where(and(eq(children.id, id), isNull(children.removedAt)));
     if (!r.rowsAffected) throw new AppError('not-found', `no child ${id}`);
     // End the current stream: the child reconnects and gets the complete resync.
     this.#streams.close(id, new AppError('aborted', 'a complete resync was requested; reconnect'));
@@ -156,7 +162,10 @@ export class ReplicationParent {
   async setRules(id: string, rules: ReplicationRules): Promise<ReplicationRules> {
     const before = await this.rules(id);
     const resync = rules.catalog && !before.catalog;
-    await this.d.orm.update(children).set({ rules: JSON.stringify(rules), ...(resync ? { forceResync: 1 } : {}) }).where(eq(children.id, id));
+    await this.d.orm
+      .update(children)
+      .set({ rules: JSON.stringify(rules), ...(resync ? { forceResync: 1 } : {}) })
+      .where(eq(children.id, id));
     this.d.logger.info({ child: id, rules, resync }, 'replication rules changed');
     this.#streams.close(id, new AppError('aborted', 'the replication rules changed; reconnect'));
     return rules;
@@ -200,7 +209,10 @@ export class ReplicationParent {
         Promise.resolve()
           .then(() => check.wire(call.request))
           .then(() => this.#join(call.request))
-          .then((r) => cb(null, r), (err) => cb(toStatus(err)));
+          .then(
+            (r) => cb(null, r),
+            (err) => cb(toStatus(err)),
+          );
       },
       Subscribe: (call) => {
         this.#subscribe(call).catch((err) => {
@@ -238,7 +250,11 @@ export class ReplicationParent {
     };
   }
 
-  async #authenticate(call: { metadata: grpc.Metadata; getPeer(): string; getAuthContext(): { sslPeerCertificate?: PeerCertificate | undefined } }): Promise<Child> {
+  async #authenticate(call: {
+    metadata: grpc.Metadata;
+    getPeer(): string;
+    getAuthContext(): { sslPeerCertificate?: PeerCertificate | undefined };
+  }): Promise<Child> {
     const md = call.metadata;
     const peer = call.getPeer();
     if (!this.d.enabled) throw new AppError('unavailable', 'replication needs TLS (--tls-cert, --tls-key) or --insecure on this node');
@@ -259,7 +275,10 @@ export class ReplicationParent {
       const cert = call.getAuthContext().sslPeerCertificate;
       if (!cert) {
         this.d.onAuthFailure(peer, `no client certificate for ${row.id}`);
-        throw new AppError('unauthenticated', `no valid client certificate: missing, expired or not from ${this.d.name}'s CA; a node presents the certificate ${this.d.name} signed at its join (remove it here and join it again to get a new one)`);
+        throw new AppError(
+          'unauthenticated',
+          `no valid client certificate: missing, expired or not from ${this.d.name}'s CA; a node presents the certificate ${this.d.name} signed at its join (remove it here and join it again to get a new one)`,
+        );
       }
       if (cert.subject?.CN !== row.id || cert.serialNumber?.toLowerCase() !== row.certSerial.toLowerCase()) {
         this.d.onAuthFailure(peer, `a certificate that is not ${row.id}'s current one`);
@@ -273,7 +292,10 @@ export class ReplicationParent {
     if (!this.d.enabled) throw new AppError('unavailable', 'replication needs TLS (--tls-cert, --tls-key) or --insecure on this node');
     const version = Number(req.protocol_version);
     if (!SUPPORTED_PROTOCOL_VERSIONS.includes(version))
-      throw new AppError('protocol-unsupported', `protocol version ${version} is not supported; ${this.d.name} speaks ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}`);
+      throw new AppError(
+        'protocol-unsupported',
+        `protocol version ${version} is not supported; ${this.d.name} speaks ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')}`,
+      );
     const nodeId = check.nodeId('node_id', req.node_id);
     const languages = check.languages('languages', req.languages);
     const name = check.text('name', req.name, 100) || nodeId;
@@ -283,7 +305,11 @@ export class ReplicationParent {
     // PEM: line breaks allowed, no other control character.
     const csr = req.csr;
     check.text('csr', csr.replace(/\r?\n/g, ''), 8192);
-    if (this.d.certificates && !csr) throw new AppError('conflict', `csr: ${this.d.name} signs its children's certificates: join with a certificate request (a node of this version does; give the join token as it was handed out)`);
+    if (this.d.certificates && !csr)
+      throw new AppError(
+        'conflict',
+        `csr: ${this.d.name} signs its children's certificates: join with a certificate request (a node of this version does; give the join token as it was handed out)`,
+      );
     // Checked before the token is used: a bad request leaves the token for a good one.
     const signed = this.d.certificates && csr ? await this.d.certificates.sign(csr, nodeId) : null;
     const credential = `ptc_${randomBytes(32).toString('base64url')}`;
@@ -296,16 +322,47 @@ export class ReplicationParent {
       // A token admits a new node, never an existing one: that would cut the real child off.
       const existing = await tx.query.children.findFirst({ where: eq(children.id, nodeId) });
       if (existing && !existing.removedAt)
-        throw new AppError('already-joined', `node ${nodeId} (${existing.name}) is already a child of ${this.d.name}; remove it there first (DELETE /api/v1/hierarchy/children/${nodeId}) to join it again`);
+        throw new AppError(
+          'already-joined',
+          `node ${nodeId} (${existing.name}) is already a child of ${this.d.name}; remove it there first (DELETE /api/v1/hierarchy/children/${nodeId}) to join it again`,
+        );
       await tx.update(joinTokens).set({ usedAt: now, usedBy: nodeId }).where(eq(joinTokens.tokenHash, digest));
       await tx
         .insert(children)
-        .values({ id: nodeId, name, credentialHash: hashToken(credential), languages: languages.join(','), version: childVersion, protocolVersion: version, ackedSeq: 0, forceResync: 1, createdAt: now, certSerial: signed?.serial ?? null })
-        .onConflictDoUpdate({ target: children.id, set: { name, credentialHash: hashToken(credential), languages: languages.join(','), removedAt: null, forceResync: 1, ackedSeq: 0, certSerial: signed?.serial ?? null } });
+        .values({
+          id: nodeId,
+          name,
+          credentialHash: hashToken(credential),
+          languages: languages.join(','),
+          version: childVersion,
+          protocolVersion: version,
+          ackedSeq: 0,
+          forceResync: 1,
+          createdAt: now,
+          certSerial: signed?.serial ?? null,
+        })
+        .onConflictDoUpdate({
+          target: children.id,
+          set: {
+            name,
+            credentialHash: hashToken(credential),
+            languages: languages.join(','),
+            removedAt: null,
+            forceResync: 1,
+            ackedSeq: 0,
+            certSerial: signed?.serial ?? null,
+          },
+        });
     });
     this.d.logger.info({ child: nodeId, name, languages }, 'child joined');
     this.d.onLanguages();
-    return { credential, parent_id: this.d.identity.nodeId, parent_name: this.d.name, client_certificate: signed?.certificatePem ?? '', ca_certificate: signed ? this.d.certificates!.caPem : '' };
+    return {
+      credential,
+      parent_id: this.d.identity.nodeId,
+      parent_name: this.d.name,
+      client_certificate: signed?.certificatePem ?? '',
+      ca_certificate: signed ? this.d.certificates!.caPem : '',
+    };
   }
 
   async #subscribe(call: Call): Promise<void> {
@@ -328,7 +385,14 @@ export class ReplicationParent {
     const languagesChanged = languages.join(',') !== child.languages;
     await this.d.orm
       .update(children)
-      .set({ languages: languages.join(','), name: name || child.name, version: childVersion, protocolVersion: version, lastSeenAt: Date.now(), lastError: null })
+      .set({
+        languages: languages.join(','),
+        name: name || child.name,
+        version: childVersion,
+        protocolVersion: version,
+        lastSeenAt: Date.now(),
+        lastError: null,
+      })
       .where(eq(children.id, child.id));
     if (languagesChanged) this.d.onLanguages();
     const rules = parseRules(child.rules);
@@ -341,11 +405,14 @@ export class ReplicationParent {
     const sha256 = call.request.sha256;
     if (!/^[0-9a-f]{64}$/.test(sha256)) throw check.invalid('sha256', 'must be 64 lowercase hex digits');
     const rules = parseRules(child.rules);
-    if (!rules.files) throw new AppError('deferred', `${this.d.name} does not serve update files to this node (replication rules)`, { retryAfterMs: FILES_OFF_RETRY_MS });
+    if (!rules.files)
+      throw new AppError('deferred', `${this.d.name} does not serve update files to this node (replication rules)`, { retryAfterMs: FILES_OFF_RETRY_MS });
     const closed = closedUntil(rules, new Date());
     if (closed) {
       const retryAfterMs = closed.until ? closed.until.getTime() - Date.now() : FILES_OFF_RETRY_MS;
-      throw new AppError('deferred', `outside this node's replication window${closed.until ? `; it opens at ${closed.until.toISOString()}` : ''}`, { retryAfterMs });
+      throw new AppError('deferred', `outside this node's replication window${closed.until ? `; it opens at ${closed.until.toISOString()}` : ''}`, {
+        retryAfterMs,
+      });
     }
     const row = await this.d.verifiedFile(sha256);
     if (!row) throw new AppError('unavailable', `file ${sha256} is not available on ${this.d.name} yet`);

@@ -185,7 +185,10 @@ export class Streams {
       const rows = await changelog.after(this.source.reads, cursor, BATCH);
       if (rows.length) {
         await gate();
-        const changes = await this.#changes(rows.filter((r) => this.kinds.sends(r, sub.languages, sub.rules.catalog)), sub.languages);
+        const changes = await this.#changes(
+          rows.filter((r) => this.kinds.sends(r, sub.languages, sub.rules.catalog)),
+          sub.languages,
+        );
         cursor = rows[rows.length - 1]!.seq;
         await this.#send(call, { batch: { changes, cursor, snapshot: false } });
         lastSent = Date.now();
@@ -212,7 +215,7 @@ export class Streams {
     const payloads = new Map<number, Buffer | null>();
     for (const [kind, list] of byKind) {
       const out = await this.kinds.get(kind)!.source.tail(this.source, list, languages);
-      list.forEach((r, i) => payloads.set(r.seq, out[i] ?? null));
+      for (const [i, r] of list.entries()) payloads.set(r.seq, out[i] ?? null);
     }
     const changes: Change[] = [];
     for (const r of rows) {

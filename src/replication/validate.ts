@@ -26,7 +26,9 @@ export function nodeId(field: string, v: unknown): string {
 export function languages(field: string, v: unknown): string[] {
   if (!Array.isArray(v)) throw invalid(field, 'must be a list of language tags');
   if (v.length > MAX_LANGUAGES) throw invalid(field, `at most ${MAX_LANGUAGES} language tags (got ${v.length})`);
-  for (const l of v) if (typeof l !== 'string' || !LANGUAGE.test(l)) throw invalid(field, `${JSON.stringify(String(l).slice(0, 40))} is not a language tag like "de" or "de-de"`);
+  for (const l of v)
+    if (typeof l !== 'string' || !LANGUAGE.test(l))
+      throw invalid(field, `${JSON.stringify(String(l).slice(0, 40))} is not a language tag like "de" or "de-de"`);
   return [...new Set(v as string[])].sort();
 }
 
@@ -50,6 +52,7 @@ export function count(field: string, v: unknown, max: number): number {
 export function text(field: string, v: unknown, max: number): string {
   const s = String(v ?? '');
   if (s.length > max) throw invalid(field, `at most ${max} characters`);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
   if (/[\u0000-\u001f\u007f\ufffd]/.test(s)) throw invalid(field, 'control characters or invalid UTF-8');
   return s;
 }

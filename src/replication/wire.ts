@@ -15,12 +15,13 @@ export type StatusError = Error & { code: number; details: string; metadata?: gr
 export function toStatus(err: unknown): StatusError {
   if (err instanceof AppError) {
     const metadata = new grpc.Metadata();
-    const retry = err.extra['retryAfterMs'];
+    const retry = err.extra.retryAfterMs;
     if (typeof retry === 'number') metadata.set(RETRY_AFTER_KEY, String(Math.max(1_000, Math.round(retry))));
     return Object.assign(new Error(err.message), { code: err.grpcStatus, details: err.message, metadata });
   }
   const e = err as { code?: unknown; details?: unknown; message?: string; metadata?: grpc.Metadata };
-  if (typeof e.code === 'number' && typeof e.details === 'string') return Object.assign(new Error(e.details), { code: e.code, details: e.details, ...(e.metadata ? { metadata: e.metadata } : {}) });
+  if (typeof e.code === 'number' && typeof e.details === 'string')
+    return Object.assign(new Error(e.details), { code: e.code, details: e.details, ...(e.metadata ? { metadata: e.metadata } : {}) });
   const details = e.message ?? String(err);
   return Object.assign(new Error(details), { code: grpc.status.INTERNAL, details });
 }

@@ -34,7 +34,8 @@ export class ChildReports {
     const now = this.now();
     const checked: { r: ReceivedNodeReport; summary: string | null }[] = [];
     for (const r of reports) {
-      if (!NODE_ID.test(r.node_id) || !NODE_ID.test(r.parent_id)) throw new AppError('validation-failed', `report: node ids must be UUIDs (got ${JSON.stringify(r.node_id).slice(0, 60)})`);
+      if (!NODE_ID.test(r.node_id) || !NODE_ID.test(r.parent_id))
+        throw new AppError('validation-failed', `report: node ids must be UUIDs (got ${JSON.stringify(r.node_id).slice(0, 60)})`);
       if (!/^[0-9a-f]{64}$/.test(r.digest)) throw new AppError('validation-failed', `report ${r.node_id}: digest must be 64 hex digits`);
       const interval = Number(r.interval_ms);
       if (!Number.isInteger(interval) || interval < 100) throw new AppError('validation-failed', `report ${r.node_id}: interval_ms must be at least 100`);
@@ -43,7 +44,8 @@ export class ChildReports {
         checked.push({ r, summary: null });
         continue;
       }
-      if (createHash('sha256').update(r.summary).digest('hex') !== r.digest) throw new AppError('validation-failed', `report ${r.node_id}: the summary does not match its digest`);
+      if (createHash('sha256').update(r.summary).digest('hex') !== r.digest)
+        throw new AppError('validation-failed', `report ${r.node_id}: the summary does not match its digest`);
       let parsed: unknown;
       try {
         parsed = JSON.parse(r.summary.toString('utf8'));
@@ -74,7 +76,10 @@ export class ChildReports {
     };
     const dropped = checked.filter(({ r }) => !allowed(r)).map(({ r }) => r.node_id);
     if (dropped.length) {
-      this.logger.warn({ child: via, dropped: dropped.slice(0, 10), count: dropped.length }, 'a child reported for nodes outside its subtree; those reports were dropped');
+      this.logger.warn(
+        { child: via, dropped: dropped.slice(0, 10), count: dropped.length },
+        'a child reported for nodes outside its subtree; those reports were dropped',
+      );
       for (let i = checked.length - 1; i >= 0; i--) if (!allowed(checked[i]!.r)) checked.splice(i, 1);
     }
     const resend: string[] = [];
@@ -82,6 +87,7 @@ export class ChildReports {
       for (const id of gone) await tx.run(sql`DELETE FROM node_reports WHERE node_id = ${id} AND via = ${via}`);
       for (const { r, summary } of checked) {
         const reportedAt = now - Math.max(0, Number(r.age_ms));
+        // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
         const name = r.name.replace(/[\u0000-\u001f\u007f\ufffd]/g, '').slice(0, 100) || r.node_id;
         if (summary === null) {
           const res = await tx.run(

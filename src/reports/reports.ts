@@ -108,7 +108,15 @@ export class Reports {
       urgent = Number(nonCompliant[0]?.urgent ?? 0);
     }
     const required = Object.values(bySeverity).reduce((a, v) => a + v, 0);
-    return { computers: n, compliant, compliantPercent: pct(compliant, n), required, requiredBySeverity: bySeverity, urgentComputers: urgent, stale: Number(b.stale) };
+    return {
+      computers: n,
+      compliant,
+      compliantPercent: pct(compliant, n),
+      required,
+      requiredBySeverity: bySeverity,
+      urgentComputers: urgent,
+      stale: Number(b.stale),
+    };
   }
 
   /**
@@ -198,15 +206,33 @@ export class Reports {
     const fixes = new Map<string, { updateId: string; kb: string | null; severity: string | null; required: number; policies: number; installed: number }[]>();
     if (list.length) {
       const cves = list.map((r) => r.cve);
-      for (const r of await this.orm.all<{ cve: string; id: string; kb: string | null; severity: string | null; required: number | null; policies: number; installed: number }>(sql`
+      for (const r of await this.orm.all<{
+        cve: string;
+        id: string;
+        kb: string | null;
+        severity: string | null;
+        required: number | null;
+        policies: number;
+        installed: number;
+      }>(sql`
         SELECT uc.cve, u.id, u.kb, u.severity, c.required,
           (SELECT count(*) FROM policy_updates pu JOIN policies p ON p.id = pu.policy_id AND p.enabled = 1 WHERE pu.update_id = u.id) AS policies,
           (SELECT count(DISTINCT t.computer_id) FROM delivery_targets t WHERE t.update_id = u.id AND t.applicable = 'installed') AS installed
         FROM update_cves uc JOIN updates u ON u.id = uc.update_id AND u.expired = 0 LEFT JOIN update_compliance c ON c.update_id = u.id
-        WHERE uc.cve IN (${sql.join(cves.map((c) => sql`${c}`), sql`, `)})${uf ? sql` AND ${uf}` : sql``} ORDER BY uc.cve, u.id`)) {
+        WHERE uc.cve IN (${sql.join(
+          cves.map((c) => sql`${c}`),
+          sql`, `,
+        )})${uf ? sql` AND ${uf}` : sql``} ORDER BY uc.cve, u.id`)) {
         let l = fixes.get(r.cve);
         if (!l) fixes.set(r.cve, (l = []));
-        l.push({ updateId: r.id, kb: r.kb, severity: r.severity, required: Number(r.required ?? 0), policies: Number(r.policies), installed: Number(r.installed) });
+        l.push({
+          updateId: r.id,
+          kb: r.kb,
+          severity: r.severity,
+          required: Number(r.required ?? 0),
+          policies: Number(r.policies),
+          installed: Number(r.installed),
+        });
       }
     }
     return keysetPage(

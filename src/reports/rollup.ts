@@ -199,7 +199,12 @@ export class Rollup {
       for (const r of sent) if (!resend.has(r.node_id)) this.#acked.set(r.node_id, r.digest);
       if (resend.size) {
         // The parent lacks these digests (it was restored, or lost a row): whole, once.
-        const whole = await Promise.all([...resend].map((id) => byId.get(id)).filter((e): e is Entry => e !== undefined).map((e) => wire(e, true)));
+        const whole = await Promise.all(
+          [...resend]
+            .map((id) => byId.get(id))
+            .filter((e): e is Entry => e !== undefined)
+            .map((e) => wire(e, true)),
+        );
         const again = new Set(await send(whole, []));
         for (const r of whole) if (!again.has(r.node_id)) this.#acked.set(r.node_id, r.digest);
       }

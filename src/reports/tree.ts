@@ -116,7 +116,14 @@ export class TreeViews {
     );
     for (const r of rows) {
       if (r.t === null) continue;
-      nodes.push({ id: r.node_id, name: r.name, totals: JSON.parse(r.t) as Record<string, number>, reportedAt: iso(Number(r.reported_at))!, stale: this.#stale(Number(r.reported_at), Number(r.interval_ms), now), self: false });
+      nodes.push({
+        id: r.node_id,
+        name: r.name,
+        totals: JSON.parse(r.t) as Record<string, number>,
+        reportedAt: iso(Number(r.reported_at))!,
+        stale: this.#stale(Number(r.reported_at), Number(r.interval_ms), now),
+        self: false,
+      });
     }
     const totals: Record<string, number> = {};
     for (const n of nodes) for (const [k, v] of Object.entries(n.totals)) totals[k] = (totals[k] ?? 0) + v;

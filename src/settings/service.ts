@@ -18,7 +18,9 @@ export const REPLICATED_SETTINGS = new Set<string>();
 /** Every replicated setting as its change-log payload (for a snapshot). */
 export async function replicatedSettings(db: Reader, nodeId: string): Promise<{ key: string; payload: SettingPayload }[]> {
   const rows = await db.select().from(settings);
-  return rows.filter((r) => REPLICATED_SETTINGS.has(r.key)).map((r) => ({ key: r.key, payload: { value: JSON.parse(r.value) as unknown, origin: r.origin || nodeId } }));
+  return rows
+    .filter((r) => REPLICATED_SETTINGS.has(r.key))
+    .map((r) => ({ key: r.key, payload: { value: JSON.parse(r.value) as unknown, origin: r.origin || nodeId } }));
 }
 
 /** The change-log payload of a replicated setting. */
@@ -71,7 +73,10 @@ export class SettingsService {
     await this.orm.transaction(async (tx) => {
       if (replicated) {
         const row = await tx.query.settings.findFirst({ where: eq(settings.key, key) });
-        if (row?.origin) throw new AppError('conflict', `setting "${key}" is replicated from node ${row.origin} and is read-only here; change it at its origin`, { origin: row.origin });
+        if (row?.origin)
+          throw new AppError('conflict', `setting "${key}" is replicated from node ${row.origin} and is read-only here; change it at its origin`, {
+            origin: row.origin,
+          });
       }
       await tx
         .insert(settings)

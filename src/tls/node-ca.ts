@@ -60,7 +60,10 @@ async function importKey(pem: string): Promise<CryptoKey> {
   return webcrypto.subtle.importKey('pkcs8', der, ALG, true, ['sign']);
 }
 
-const serial = () => Buffer.from(webcrypto.getRandomValues(new Uint8Array(16))).toString('hex').replace(/^[89a-f]/, '7');
+const serial = () =>
+  Buffer.from(webcrypto.getRandomValues(new Uint8Array(16)))
+    .toString('hex')
+    .replace(/^[89a-f]/, '7');
 
 async function makeCa(name: string, now: Date): Promise<{ cert: x509.X509Certificate; keys: CryptoKeyPair }> {
   const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
@@ -115,7 +118,13 @@ export function certNames(hostName: string, extra: readonly string[]): string[] 
  * The node's TLS material: given files, or its own CA and server certificate in
  * `<data>/tls/`, made on first start and renewed when due.
  */
-export async function nodeTls(o: { data: string; name: string; names: readonly string[]; given?: { cert: string; key: string; ca?: string | undefined }; now?: Date }): Promise<NodeTls> {
+export async function nodeTls(o: {
+  data: string;
+  name: string;
+  names: readonly string[];
+  given?: { cert: string; key: string; ca?: string | undefined };
+  now?: Date;
+}): Promise<NodeTls> {
   const now = o.now ?? new Date();
   if (o.given) {
     const certChain = readFileSync(o.given.cert, 'utf8');

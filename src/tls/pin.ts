@@ -27,7 +27,10 @@ export function splitPinnedToken(t: string): { token: string; caSha256: string |
 
 /** DER as PEM of `label` (`CERTIFICATE`, `PRIVATE KEY`), 64 characters a line. */
 export function pem(label: string, der: Buffer): string {
-  return `-----BEGIN ${label}-----\n${der.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END ${label}-----\n`;
+  return `-----BEGIN ${label}-----\n${der
+    .toString('base64')
+    .match(/.{1,64}/g)!
+    .join('\n')}\n-----END ${label}-----\n`;
 }
 
 /**
@@ -35,20 +38,31 @@ export function pem(label: string, der: Buffer): string {
  * (as PEM) the certificate whose SHA-256 is `pin`; refused with a sentence otherwise.
  * The agent's enrolment and a child's join both start here (`token` names which).
  */
-export async function fetchPinnedCert(o: { host: string; port: number; pin: string; token: string; alpn?: string[]; hint?: string; timeoutMs?: number }): Promise<string> {
+export async function fetchPinnedCert(o: {
+  host: string;
+  port: number;
+  pin: string;
+  token: string;
+  alpn?: string[];
+  hint?: string;
+  timeoutMs?: number;
+}): Promise<string> {
   const label = `${o.host.includes(':') ? `[${o.host}]` : o.host}:${o.port}`;
   const timeoutMs = o.timeoutMs ?? 30_000;
   const chain = await new Promise<Buffer[]>((resolve, reject) => {
-    const socket = connect({ host: o.host, port: o.port, rejectUnauthorized: false, ...(o.alpn ? { ALPNProtocols: o.alpn } : {}), ...(isIP(o.host) ? {} : { servername: o.host }) }, () => {
-      const out: Buffer[] = [];
-      let c: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
-      while (c?.raw && !out.some((d) => d.equals(c!.raw))) {
-        out.push(c.raw);
-        c = c.issuerCertificate;
-      }
-      socket.destroy();
-      resolve(out);
-    });
+    const socket = connect(
+      { host: o.host, port: o.port, rejectUnauthorized: false, ...(o.alpn ? { ALPNProtocols: o.alpn } : {}), ...(isIP(o.host) ? {} : { servername: o.host }) },
+      () => {
+        const out: Buffer[] = [];
+        let c: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+        while (c?.raw && !out.some((d) => d.equals(c!.raw))) {
+          out.push(c.raw);
+          c = c.issuerCertificate;
+        }
+        socket.destroy();
+        resolve(out);
+      },
+    );
     socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no TLS answer from ${label} within ${timeoutMs / 1000} s${o.hint ? ` (${o.hint})` : ''}`)));
     socket.on('error', (err) => reject(new Error(`${label}: ${err.message}`)));
   });

@@ -56,7 +56,12 @@ export async function upstreamTls(o: {
   tlsCert: string | undefined;
   tlsKey: string | undefined;
 }): Promise<UpstreamTls> {
-  const none = { prepareJoin: null, accept: () => { throw new Error('no certificate is expected'); } };
+  const none = {
+    prepareJoin: null,
+    accept: () => {
+      throw new Error('no certificate is expected');
+    },
+  };
   if (o.tlsCa) {
     const credentials = grpc.credentials.createSsl(readFileSync(o.tlsCa), o.tlsKey ? readFileSync(o.tlsKey) : null, o.tlsCert ? readFileSync(o.tlsCert) : null);
     return { credentials, mode: 'files', ...none };
@@ -68,12 +73,20 @@ export async function upstreamTls(o: {
   const pin = o.joinToken ? splitPinnedToken(o.joinToken).caSha256 : null;
   if (!existsSync(f.ca)) {
     if (!pin)
-      throw Object.assign(new Error(`--upstream ${o.address}: give the join token as the parent hands it out (<token>.<ca sha256>), so that this node can verify its parent; or --tls-ca, or --insecure for a lab`), { config: true });
+      throw Object.assign(
+        new Error(
+          `--upstream ${o.address}: give the join token as the parent hands it out (<token>.<ca sha256>), so that this node can verify its parent; or --tls-ca, or --insecure for a lab`,
+        ),
+        { config: true },
+      );
     writeFileSync(f.ca, await fetchParentCa(o.address, pin));
   }
   let pendingKey: string | null = null;
   return {
-    credentials: existsSync(f.cert) && existsSync(f.key) ? grpc.credentials.createSsl(readFileSync(f.ca), readFileSync(f.key), readFileSync(f.cert)) : grpc.credentials.createSsl(readFileSync(f.ca)),
+    credentials:
+      existsSync(f.cert) && existsSync(f.key)
+        ? grpc.credentials.createSsl(readFileSync(f.ca), readFileSync(f.key), readFileSync(f.cert))
+        : grpc.credentials.createSsl(readFileSync(f.ca)),
     mode: 'pinned',
     async prepareJoin() {
       if (pin && certSha256(readFileSync(f.ca, 'utf8')) !== pin) writeFileSync(f.ca, await fetchParentCa(o.address, pin));

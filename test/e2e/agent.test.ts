@@ -2,7 +2,20 @@ import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ADMIN_TOKEN, api, startAgent, header, makeKeys, runCli, sampleUpdate, spawnNode, tempDir, uploadCatalog, writeSignedCatalog, type NodeProcess } from '../helpers.js';
+import {
+  ADMIN_TOKEN,
+  api,
+  startAgent,
+  header,
+  makeKeys,
+  runCli,
+  sampleUpdate,
+  spawnNode,
+  tempDir,
+  uploadCatalog,
+  writeSignedCatalog,
+  type NodeProcess,
+} from '../helpers.js';
 import { startVendor, waitFor, type VendorFile } from '../vendor.js';
 import { startProxy } from '../proxy.js';
 import { AgentStore, type QueuedEvent } from '../../src/agent/store.js';
@@ -23,7 +36,16 @@ async function setup(t: Test, sizes: number[]) {
   const files: VendorFile[] = sizes.map((s, i) => vendor.add(`/kb${i + 1}.msu`, s));
   const updates = files.map((f, i) =>
     sampleUpdate(i + 1, {
-      files: [{ name: f.path.slice(1), url: vendor.url(f.path), size: f.data.length, sha256: f.sha256, language: 'neutral', installer: { type: 'command', command: `sh ${join(dir, `install-${i + 1}.sh`)} "{file}"` } }],
+      files: [
+        {
+          name: f.path.slice(1),
+          url: vendor.url(f.path),
+          size: f.data.length,
+          sha256: f.sha256,
+          language: 'neutral',
+          installer: { type: 'command', command: `sh ${join(dir, `install-${i + 1}.sh`)} "{file}"` },
+        },
+      ],
       install: { successCodes: [0], rebootCodes: [3] },
     }),
   );
@@ -34,11 +56,23 @@ async function setup(t: Test, sizes: number[]) {
   await api(node.url, ADMIN_TOKEN, '/api/v1/settings/content', { method: 'PUT', body: JSON.stringify({ reserveBytes: 0, retryBaseMs: 50, retryMaxMs: 200 }) });
   const et = await api(node.url, ADMIN_TOKEN, '/api/v1/agents/enrollment-tokens', { method: 'POST', body: JSON.stringify({ name: 'lab' }) });
   const inventory = join(dir, 'inventory.json');
-  writeFileSync(inventory, JSON.stringify({ os: { family: 'windows', name: W11, version: '10.0.22631.2861', arch: 'x64', language: 'en-us' }, products: [{ name: W11 }], kbs: ['1000'] }));
+  writeFileSync(
+    inventory,
+    JSON.stringify({
+      os: { family: 'windows', name: W11, version: '10.0.22631.2861', arch: 'x64', language: 'en-us' },
+      products: [{ name: W11 }],
+      kbs: ['1000'],
+    }),
+  );
   const installer = (n: number, kind: 'ok' | 'fail' | 'reboot' | 'hang') => {
     const kb = String(5000000 + n);
     const add = `sed -i 's/"kbs":\\[/"kbs":["${kb}",/' '${inventory}'`;
-    const body = { ok: `${add}\necho "installed ${kb} from $1"\nexit 0`, fail: 'echo "error: fatal error during installation" >&2\nexit 2', reboot: `${add}\necho "restart needed"\nexit 3`, hang: 'sleep 600' }[kind];
+    const body = {
+      ok: `${add}\necho "installed ${kb} from $1"\nexit 0`,
+      fail: 'echo "error: fatal error during installation" >&2\nexit 2',
+      reboot: `${add}\necho "restart needed"\nexit 3`,
+      hang: 'sleep 600',
+    }[kind];
     writeFileSync(join(dir, `install-${n}.sh`), `#!/bin/sh\n${body}\n`);
   };
   return { dir, node, nodeArgs, files, inventory, installer, enrollmentToken: et.body.token as string, state: join(dir, 'agent') };
@@ -78,7 +112,11 @@ async function eventTypes(node: NodeProcess, id: number, update: string): Promis
 function closedWindow() {
   const at = new Date(Date.now() + 12 * 3_600_000);
   const hhmm = (d: Date) => `${String(d.getUTCHours()).padStart(2, '0')}:${String(d.getUTCMinutes()).padStart(2, '0')}`;
-  return { mode: 'windows', zone: 'UTC', windows: [{ days: ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'], start: hhmm(at), end: hhmm(new Date(at.getTime() + 3_600_000)) }] };
+  return {
+    mode: 'windows',
+    zone: 'UTC',
+    windows: [{ days: ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'], start: hhmm(at), end: hhmm(new Date(at.getTime() + 3_600_000)) }],
+  };
 }
 
 t.test('a policy installed end to end: scan, download, install, rescan; tasks, status and the log', async (t) => {
@@ -96,7 +134,11 @@ t.test('a policy installed end to end: scan, download, install, rescan; tasks, s
   await waitLog(s.state, /KB5000001: installed \(exit code 0\)/);
   await waitFor(async () => (await rowState(s.node, p, 'test-1'))?.state === 'installed', 'installed at the node');
   await waitLog(s.state, /scan: 0 update\(s\) required/);
-  t.same((await api(s.node.url, ADMIN_TOKEN, `/api/v1/computers/${id}/updates?state=installed`)).body.items.map((u: any) => u.id), ['test-1'], 'the rescan shows it installed');
+  t.same(
+    (await api(s.node.url, ADMIN_TOKEN, `/api/v1/computers/${id}/updates?state=installed`)).body.items.map((u: any) => u.id),
+    ['test-1'],
+    'the rescan shows it installed',
+  );
   await waitFor(async () => (await eventTypes(s.node, id, 'test-1')).length === 4, 'four events');
   t.same(await eventTypes(s.node, id, 'test-1'), ['download-started', 'download-completed', 'install-started', 'install-succeeded']);
   const log = patchLog(s.state);
@@ -104,13 +146,16 @@ t.test('a policy installed end to end: scan, download, install, rescan; tasks, s
   t.match(log, /task deploy started \(schedule\)/);
   t.match(log, /KB5000001: downloaded kb1\.msu \(3000 bytes, sha256 verified\)/);
   t.match(log, /KB5000001: installing \(attempt 1 of 4, any time allowed\): 1 file\(s\) to install/);
-  t.match(log, /KB5000001: step 1: sh .*install-1\.sh ".*downloads\/[0-9a-f]{64}\/kb1\.msu"$/m, 'the command line with the file\'s absolute path and name');
+  t.match(log, /KB5000001: step 1: sh .*install-1\.sh ".*downloads\/[0-9a-f]{64}\/kb1\.msu"$/m, "the command line with the file's absolute path and name");
 
   // An idle agent (an hour between check-ins): tasks by hand, stop with nothing running.
   agent.kill('SIGTERM');
   await new Promise((r) => agent.once('exit', r));
   startAgent(t, s.node.url, s.state, s.enrollmentToken, s.inventory, { interval: 3600 });
-  await waitFor(async () => (patchLog(s.state).match(/task deploy finished/g) ?? []).length >= 2 && /agent started.*3600 s/.test(patchLog(s.state)), 'the first check-in');
+  await waitFor(
+    async () => (patchLog(s.state).match(/task deploy finished/g) ?? []).length >= 2 && /agent started.*3600 s/.test(patchLog(s.state)),
+    'the first check-in',
+  );
   const stop = await agentCli('task', 'stop', '--state', s.state);
   t.equal(stop.code, 0);
   t.match(stop.stdout, /no task is running/);
@@ -146,7 +191,10 @@ t.test('installs only inside the window; a file tampered with after download is 
   // Tampered with on disk; then the window opens.
   const file = join(s.state, 'downloads', s.files[0]!.sha256, 'kb1.msu');
   writeFileSync(file, Buffer.alloc(4000, 1));
-  const r = await api(s.node.url, ADMIN_TOKEN, `/api/v1/policies/${p}`, { method: 'PATCH', body: JSON.stringify({ installation: { maintenance: { mode: 'any-time' } } }) });
+  const r = await api(s.node.url, ADMIN_TOKEN, `/api/v1/policies/${p}`, {
+    method: 'PATCH',
+    body: JSON.stringify({ installation: { maintenance: { mode: 'any-time' } } }),
+  });
   t.equal(r.status, 200);
   await waitLog(s.state, /KB5000001: kb1\.msu refused before install: sha256 is [0-9a-f]{64}, expected [0-9a-f]{64}; deleted/);
   await waitLog(s.state, /KB5000001: installed \(exit code 0\)/);
@@ -164,7 +212,10 @@ t.test('retry ceilings: the 11th failed download and the 4th failed install stop
   const id = await computerId(s.node);
   // The node serves a corrupt copy of file 1: every download fails its sha256 check.
   const p1 = await policy(s.node, { name: 'Downloads', updates: ['test-1'], installation: { maintenance: { mode: 'any-time' } } });
-  await waitFor(async () => (await api(s.node.url, ADMIN_TOKEN, '/api/v1/content/files?update=test-1')).body.items[0]?.state === 'verified', 'file 1 on the node');
+  await waitFor(
+    async () => (await api(s.node.url, ADMIN_TOKEN, '/api/v1/content/files?update=test-1')).body.items[0]?.state === 'verified',
+    'file 1 on the node',
+  );
   const stored = join(s.dir, 'node', 'content', 'objects', s.files[0]!.sha256.slice(0, 2), s.files[0]!.sha256);
   const good = readFileSync(stored);
   writeFileSync(stored, Buffer.alloc(good.length, 7));
@@ -177,11 +228,17 @@ t.test('retry ceilings: the 11th failed download and the 4th failed install stop
   t.match(log, /download of kb1\.msu failed \(attempt 11 of 11\): sha256 mismatch/);
   t.equal((log.match(/KB5000002: install failed/g) ?? []).length, 4, '4 failed installs');
   t.match(log, /KB5000002: install failed \(attempt 4 of 4\): exit code 2; output: error: fatal error during installation/);
-  await waitFor(async () => (await rowState(s.node, p1, 'test-1'))?.state === 'ceiling-reached' && (await rowState(s.node, p2, 'test-2'))?.state === 'ceiling-reached', 'ceilings at the node');
+  await waitFor(
+    async () => (await rowState(s.node, p1, 'test-1'))?.state === 'ceiling-reached' && (await rowState(s.node, p2, 'test-2'))?.state === 'ceiling-reached',
+    'ceilings at the node',
+  );
   t.match(await rowState(s.node, p1, 'test-1'), { attempts: { download: 11 } });
   t.match(await rowState(s.node, p2, 'test-2'), { attempts: { install: 4 }, lastExitCode: 2 });
   const n = (patchLog(s.state).match(/failed \(attempt/g) ?? []).length;
-  await waitFor(async () => (patchLog(s.state).match(/task deploy finished/g) ?? []).length >= 3 + (log.match(/task deploy finished/g) ?? []).length, 'more check-ins');
+  await waitFor(
+    async () => (patchLog(s.state).match(/task deploy finished/g) ?? []).length >= 3 + (log.match(/task deploy finished/g) ?? []).length,
+    'more check-ins',
+  );
   t.equal((patchLog(s.state).match(/failed \(attempt/g) ?? []).length, n, 'no further attempts');
   t.equal((patchLog(s.state).match(/retry ceiling reached/g) ?? []).length, 2, 'each ceiling said once');
 
@@ -192,7 +249,11 @@ t.test('retry ceilings: the 11th failed download and the 4th failed install stop
   t.match(c.stdout, /retry counts cleared: 2 update\(s\)/);
   await waitLog(s.state, /KB5000001: installed/);
   // Update 2's installer still fails: four more attempts, and the ceiling again.
-  await waitFor(async () => (patchLog(s.state).match(/KB5000002: retry ceiling reached after 4 failed installs/g) ?? []).length === 2, 'the second ceiling of update 2', 60_000);
+  await waitFor(
+    async () => (patchLog(s.state).match(/KB5000002: retry ceiling reached after 4 failed installs/g) ?? []).length === 2,
+    'the second ceiling of update 2',
+    60_000,
+  );
   t.equal((patchLog(s.state).match(/KB5000002: install failed/g) ?? []).length, 8, 'four more failed installs after the clear');
   // The admin clears update 2 at the node, once its installer is fixed: the agent follows.
   s.installer(2, 'reboot');
@@ -220,7 +281,10 @@ t.test('the node away for a while: the agent installs on schedule and every even
   const queued = JSON.parse((await agentCli('status', '--state', s.state, '--json')).stdout).eventsQueued;
   t.ok(queued >= 2, `events wait in the queue (${queued})`);
 
-  const again = await spawnNode(t, [...s.nodeArgs, '--http-port', String(s.node.httpPort)].filter((a, i, all) => !(a === '0' && all[i - 1] === '--http-port')));
+  const again = await spawnNode(
+    t,
+    [...s.nodeArgs, '--http-port', String(s.node.httpPort)].filter((a, i, all) => !(a === '0' && all[i - 1] === '--http-port')),
+  );
   t.equal(again.httpPort, s.node.httpPort);
   await waitFor(async () => (await eventTypes(again, id, 'test-1')).length >= 4, 'the queued events', 60_000);
   await waitFor(async () => JSON.parse((await agentCli('status', '--state', s.state, '--json')).stdout).eventsQueued === 0, 'the queue emptied');
@@ -240,15 +304,24 @@ async function eventIds(node: NodeProcess, id: number): Promise<string[]> {
   return ((await api(node.url, ADMIN_TOKEN, `/api/v1/computers/${id}/events?limit=1000`)).body.items as { id: string }[]).map((e) => e.id).sort();
 }
 
-t.test('events the node can never accept are dropped one by one, each logged with the node\'s reason; the others of the batch arrive', async (t) => {
+t.test("events the node can never accept are dropped one by one, each logged with the node's reason; the others of the batch arrive", async (t) => {
   const s = await setup(t, [3000]);
   const at = new Date().toISOString();
   const ev = (id: string, over: Record<string, unknown> = {}) => ({ id, updateId: 'test-1', type: 'download-started', attempt: 1, at, ...over });
-  queueEvents(s.state, [ev('good-1'), ev('bad-type', { type: 'exploded' }), ev('good-2', { type: 'download-failed', message: 'one' }), ev('bad-update', { updateId: 'no-such-update' }), ev('good-3', { type: 'download-completed' })]);
+  queueEvents(s.state, [
+    ev('good-1'),
+    ev('bad-type', { type: 'exploded' }),
+    ev('good-2', { type: 'download-failed', message: 'one' }),
+    ev('bad-update', { updateId: 'no-such-update' }),
+    ev('good-3', { type: 'download-completed' }),
+  ]);
   startAgent(t, s.node.url, s.state, s.enrollmentToken, s.inventory);
   const id = await computerId(s.node);
   await waitLog(s.state, /the node refused the event exploded of test-1 \(bad-type\): type: Invalid option[^\n]*; dropped/);
-  await waitLog(s.state, /the node refused the event download-started of no-such-update \(bad-update\): updateId: no-such-update is not an update this node knows; dropped/);
+  await waitLog(
+    s.state,
+    /the node refused the event download-started of no-such-update \(bad-update\): updateId: no-such-update is not an update this node knows; dropped/,
+  );
   await waitFor(async () => (await eventIds(s.node, id)).length === 3, 'the three good events at the node');
   t.same(await eventIds(s.node, id), ['good-1', 'good-2', 'good-3'], 'every good event of the batch, once');
   await waitFor(async () => JSON.parse((await agentCli('status', '--state', s.state, '--json')).stdout).eventsQueued === 0, 'the queue emptied');
@@ -260,7 +333,10 @@ t.test('a batch answered with a 5xx stays queued and arrives once the node takes
   const proxy = await startProxy(t, { host: '127.0.0.1', port: s.node.httpPort });
   proxy.state.failEvents = 3;
   const at = new Date().toISOString();
-  queueEvents(s.state, ['a', 'b', 'c'].map((n) => ({ id: `kept-${n}`, updateId: 'test-1', type: 'download-started', attempt: 1, at })));
+  queueEvents(
+    s.state,
+    ['a', 'b', 'c'].map((n) => ({ id: `kept-${n}`, updateId: 'test-1', type: 'download-started', attempt: 1, at })),
+  );
   startAgent(t, proxy.url, s.state, s.enrollmentToken, s.inventory);
   const id = await computerId(s.node);
   await waitLog(s.state, /events kept for later \(3 queued\): \/agent\/v1\/events: HTTP 503 [^\n]*the test proxy fails this batch/);

@@ -8,7 +8,7 @@ import { waitFor } from '../vendor.js';
 /** `patchtree demo` as a user runs it: it converges, its consoles answer, Ctrl-C cleans up. */
 t.test('patchtree demo converges, serves its consoles and removes its data on Ctrl-C', async (t) => {
   t.setTimeout(180_000);
-  const child = spawn(process.execPath, [BIN, 'demo', '--computers', '30'], { env: { PATH: process.env['PATH'] }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [BIN, 'demo', '--computers', '30'], { env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -26,7 +26,10 @@ t.test('patchtree demo converges, serves its consoles and removes its data on Ct
   t.ok(existsSync(dir), 'the demo data exists while it runs');
   const token = /admin token (\S+)/.exec(text())![1]!;
   const urls = [...text().matchAll(/^\s+(\w+)\s+\S+\s+(http:\/\/127\.0\.0\.1:\d+)\//gm)].map((m) => [m[1]!, m[2]!] as const);
-  t.same(urls.map(([n]) => n), ['hq', 'berlin', 'munich', 'paris', 'tokyo']);
+  t.same(
+    urls.map(([n]) => n),
+    ['hq', 'berlin', 'munich', 'paris', 'tokyo'],
+  );
   for (const [name, url] of urls) {
     const res = await fetch(`${url}/`, { headers: { cookie: await consoleCookie(url, token) } });
     t.equal(res.status, 200, `${name}'s console answers`);

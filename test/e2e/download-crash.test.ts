@@ -24,7 +24,10 @@ t.test('kill -9 mid-download: the restarted node resumes with Range and verifies
   await first.exited;
 
   const second = await spawnNode(t, args);
-  await waitFor(async () => (await api(second.url, ADMIN_TOKEN, '/api/v1/content/files?update=test-1')).body.items[0].state === 'verified', 'verified after restart');
+  await waitFor(
+    async () => (await api(second.url, ADMIN_TOKEN, '/api/v1/content/files?update=test-1')).body.items[0].state === 'verified',
+    'verified after restart',
+  );
   const reqs = vendor.requests.filter((r) => r.path === '/big.cab');
   t.equal(reqs.length, 2);
   const resumedAt = Number(/^bytes=(\d+)-$/.exec(reqs[1]!.range ?? '')?.[1]);

@@ -34,12 +34,17 @@ t.test('a real node process: import with the CLI, restart on the same data, data
   const def = protoLoader.loadSync('grpc/health/v1/health.proto', { includeDirs: [join(ROOT, 'proto')], keepCase: true, enums: String });
   const Health = (grpc.loadPackageDefinition(def) as any).grpc.health.v1.Health;
   const client = new Health(`127.0.0.1:${second.grpcPort}`, tlsCreds());
-  const status = await new Promise<any>((resolve, reject) => client.Check({ service: '' }, (err: Error | null, res: unknown) => (err ? reject(err) : resolve(res))));
+  const status = await new Promise<any>((resolve, reject) =>
+    client.Check({ service: '' }, (err: Error | null, res: unknown) => (err ? reject(err) : resolve(res))),
+  );
   client.close();
   t.same(status, { status: 'SERVING' });
 
   // Server reflection lists the services for standard gRPC tools.
-  const rdef = protoLoader.loadSync('grpc/reflection/v1/reflection.proto', { includeDirs: [join(ROOT, 'node_modules', '@grpc', 'reflection', 'build', 'proto')], keepCase: true });
+  const rdef = protoLoader.loadSync('grpc/reflection/v1/reflection.proto', {
+    includeDirs: [join(ROOT, 'node_modules', '@grpc', 'reflection', 'build', 'proto')],
+    keepCase: true,
+  });
   const Reflection = (grpc.loadPackageDefinition(rdef) as any).grpc.reflection.v1.ServerReflection;
   const rc = new Reflection(`127.0.0.1:${second.grpcPort}`, tlsCreds());
   const info = rc.ServerReflectionInfo();
@@ -70,7 +75,8 @@ t.test('configuration errors stop the node with a message naming the option', as
   t.match(env.stderr, /PATCHTREE_LOG_LEVEL/);
   const help = await runCli(['serve', '--help']);
   t.equal(help.code, 0);
-  for (const flag of ['--data', '--http-port', '--grpc-port', '--admin-token', '--languages', '--trusted-key', '--database-url', '--log-level', '--name']) t.match(help.stdout, flag);
+  for (const flag of ['--data', '--http-port', '--grpc-port', '--admin-token', '--languages', '--trusted-key', '--database-url', '--log-level', '--name'])
+    t.match(help.stdout, flag);
 });
 
 t.test('publisher tools: keys generate, catalog build, catalog verify', async (t) => {
@@ -81,7 +87,21 @@ t.test('publisher tools: keys generate, catalog build, catalog verify', async (t
   t.equal((await runCli(['keys', 'generate', '--out', join(dir, 'k')])).code, 1, 'never overwrites a key');
   const fx = join(ROOT, 'test', 'fixtures');
   const out = join(dir, 'c.ndjson.gz');
-  const build = await runCli(['catalog', 'build', '--cvrf', join(fx, 'msrc-cvrf', '2024-Jan.xml.gz'), '--wsus', join(fx, 'wsus-osdsus', 'Windows-11-23H2.json.gz'), join(fx, 'wsus-osdsus', 'Windows-10-22H2.json.gz'), '--version', '2024.01.2', '--out', out, '--sign', join(dir, 'k', 'publisher.key')]);
+  const build = await runCli([
+    'catalog',
+    'build',
+    '--cvrf',
+    join(fx, 'msrc-cvrf', '2024-Jan.xml.gz'),
+    '--wsus',
+    join(fx, 'wsus-osdsus', 'Windows-11-23H2.json.gz'),
+    join(fx, 'wsus-osdsus', 'Windows-10-22H2.json.gz'),
+    '--version',
+    '2024.01.2',
+    '--out',
+    out,
+    '--sign',
+    join(dir, 'k', 'publisher.key'),
+  ]);
   t.equal(build.code, 0, build.stderr);
   t.match(JSON.parse(build.stdout), { updates: 125 + 4 + 10, skippedFixesTotal: 286, skippedFixes: { 'CBL-Mariner Releases': 195 } });
   const ok = await runCli(['catalog', 'verify', out, '--key', join(dir, 'k', 'publisher.pub')]);

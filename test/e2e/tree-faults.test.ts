@@ -1,5 +1,18 @@
 import t from 'tap';
-import { api, ADMIN_TOKEN, header, listAll, makeKeys, sampleUpdate, tempDir, treeNode, uploadCatalog, writeSignedCatalog, type Keys, type NodeProcess } from '../helpers.js';
+import {
+  api,
+  ADMIN_TOKEN,
+  header,
+  listAll,
+  makeKeys,
+  sampleUpdate,
+  tempDir,
+  treeNode,
+  uploadCatalog,
+  writeSignedCatalog,
+  type Keys,
+  type NodeProcess,
+} from '../helpers.js';
 import { startVendor, waitFor } from '../vendor.js';
 import { generate } from '../../bench/catalog-import.js';
 import type { CatalogUpdate } from '../../src/catalog/format.js';
@@ -39,10 +52,14 @@ t.test('kill -9 of a leaf, a mid-tier node and the root in the middle of large s
   const rootPort = root.grpcPort;
 
   // 1. The leaf dies during its initial snapshot.
-  await waitFor(async () => {
-    const n = await liveCount(leaf);
-    return n > 0 && n < N;
-  }, 'the leaf part-way through its snapshot', 60_000);
+  await waitFor(
+    async () => {
+      const n = await liveCount(leaf);
+      return n > 0 && n < N;
+    },
+    'the leaf part-way through its snapshot',
+    60_000,
+  );
   leaf.child.kill('SIGKILL');
   await leaf.exited;
   leaf = await node(t, dir, keys, 'leaf', 'en', undefined, ['--upstream', `127.0.0.1:${midPort}`]);
@@ -54,10 +71,14 @@ t.test('kill -9 of a leaf, a mid-tier node and the root in the middle of large s
 
   // 2. A release that changes everything; the mid-tier dies while tailing it.
   await importGenerated(dir, keys, root, 'g2', 2, 'g2');
-  await waitFor(async () => {
-    const h = (await api(mid.url, T, '/api/v1/hierarchy')).body.upstream;
-    return h.cursor > N && h.cursor < 2 * N;
-  }, 'mid part-way through the tail', 60_000);
+  await waitFor(
+    async () => {
+      const h = (await api(mid.url, T, '/api/v1/hierarchy')).body.upstream;
+      return h.cursor > N && h.cursor < 2 * N;
+    },
+    'mid part-way through the tail',
+    60_000,
+  );
   mid.child.kill('SIGKILL');
   await mid.exited;
   mid = await node(t, dir, keys, 'mid', 'en', undefined, ['--upstream', `127.0.0.1:${rootPort}`, '--grpc-port', String(midPort)]);
@@ -68,17 +89,24 @@ t.test('kill -9 of a leaf, a mid-tier node and the root in the middle of large s
 
   // 3. The root dies while its child is still taking a release.
   await importGenerated(dir, keys, root, 'g3', 3, 'g3');
-  await waitFor(async () => {
-    const h = (await api(mid.url, T, '/api/v1/hierarchy')).body.upstream;
-    return h.cursor > 2 * N && h.cursor < 3 * N;
-  }, 'mid part-way through the third release', 60_000);
+  await waitFor(
+    async () => {
+      const h = (await api(mid.url, T, '/api/v1/hierarchy')).body.upstream;
+      return h.cursor > 2 * N && h.cursor < 3 * N;
+    },
+    'mid part-way through the third release',
+    60_000,
+  );
   root.child.kill('SIGKILL');
   await root.exited;
   root = await node(t, dir, keys, 'root', 'en', undefined, ['--grpc-port', String(rootPort)]);
   const want3 = await fingerprint(root);
   await waitFor(async () => JSON.stringify(await fingerprint(leaf)) === JSON.stringify(want3), 'leaf after root restart', 120_000);
   t.same(await fingerprint(mid), want3, 'mid equals root after the root kill -9');
-  t.ok(want3.every((x) => x.endsWith(':3')), 'every update at revision 3 after three releases');
+  t.ok(
+    want3.every((x) => x.endsWith(':3')),
+    'every update at revision 3 after three releases',
+  );
 });
 
 t.test('a sibling offline does not hold back the others; a cut file transfer resumes from its offset', async (t) => {
@@ -89,7 +117,8 @@ t.test('a sibling offline does not hold back the others; a cut file transfer res
   const big = vendor.add('/big.cab', 12 * 1024 * 1024);
   const root = await node(t, dir, keys, 'root', 'en');
   const rootPort = root.grpcPort;
-  const files = (u: number): CatalogUpdate['files'] => (u === 1 ? [{ name: 'big.cab', url: vendor.url('/big.cab'), size: big.data.length, sha256: big.sha256, language: 'neutral' }] : []);
+  const files = (u: number): CatalogUpdate['files'] =>
+    u === 1 ? [{ name: 'big.cab', url: vendor.url('/big.cab'), size: big.data.length, sha256: big.sha256, language: 'neutral' }] : [];
   const v1 = [sampleUpdate(1, { files: files(1) }), sampleUpdate(2, { files: [] })];
   const c1 = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', 2, new Date('2024-01-01T00:00:00Z')), v1);
   await uploadCatalog(root.url, T, c1.file, c1.sig);
@@ -98,7 +127,10 @@ t.test('a sibling offline does not hold back the others; a cut file transfer res
 
   const x = await node(t, dir, keys, 'x', 'en', root);
   let y = await node(t, dir, keys, 'y', 'en', root);
-  await api(x.url, T, '/api/v1/settings/content', { method: 'PUT', body: JSON.stringify({ need: 'languages', reserveBytes: 0, bytesPerSecond: 2 * 1024 * 1024, retryBaseMs: 100, retryMaxMs: 500 }) });
+  await api(x.url, T, '/api/v1/settings/content', {
+    method: 'PUT',
+    body: JSON.stringify({ need: 'languages', reserveBytes: 0, bytesPerSecond: 2 * 1024 * 1024, retryBaseMs: 100, retryMaxMs: 500 }),
+  });
   await waitFor(async () => (await liveCount(y)) === 2, 'y synced');
   // ...and acknowledged: the parent counts lag from the cursor a child acknowledged.
   await waitFor(async () => {
@@ -116,20 +148,27 @@ t.test('a sibling offline does not hold back the others; a cut file transfer res
   const children = (await api(root.url, T, '/api/v1/hierarchy')).body.children;
   const cy = children.find((c: any) => c.name === 'y');
   t.match(cy, { connected: false, lag: { entries: 3 } }, 'the offline child shows as disconnected and behind (two updates and the release entry)');
-  t.match(children.find((c: any) => c.name === 'x'), { connected: true });
+  t.match(
+    children.find((c: any) => c.name === 'x'),
+    { connected: true },
+  );
 
   // The root dies while x is reading the 12 MiB file at 2 MiB/s; restarted, x resumes.
-  await waitFor(async () => {
-    const f = (await api(x.url, T, '/api/v1/content/files?update=test-1')).body.items[0];
-    return f.bytesDone > 3 * 1024 * 1024;
-  }, 'x part-way through the file', 30_000);
+  await waitFor(
+    async () => {
+      const f = (await api(x.url, T, '/api/v1/content/files?update=test-1')).body.items[0];
+      return f.bytesDone > 3 * 1024 * 1024;
+    },
+    'x part-way through the file',
+    30_000,
+  );
   root.child.kill('SIGKILL');
   await root.exited;
   const root2 = await node(t, dir, keys, 'root', 'en', undefined, ['--grpc-port', String(rootPort)]);
   y = await node(t, dir, keys, 'y', 'en', undefined, ['--upstream', `127.0.0.1:${rootPort}`]);
   await waitFor(async () => (await api(x.url, T, '/api/v1/content/files?update=test-1')).body.items[0].state === 'verified', 'x verified the file', 60_000);
-  const resumed = root2.logs.filter((l) => l['msg'] === 'sending a file' && l['sha256'] === big.sha256);
-  t.ok(resumed.length >= 1 && Number(resumed[0]!['offset']) > 3 * 1024 * 1024, `the transfer resumed at byte ${resumed[0]?.['offset']}, not from zero`);
+  const resumed = root2.logs.filter((l) => l.msg === 'sending a file' && l.sha256 === big.sha256);
+  t.ok(resumed.length >= 1 && Number(resumed[0]!.offset) > 3 * 1024 * 1024, `the transfer resumed at byte ${resumed[0]?.offset}, not from zero`);
   const res = await fetch(`${x.url}/agent/v1/files/${big.sha256}`, { headers: { authorization: `Bearer ${T}` } });
   t.ok(Buffer.from(await res.arrayBuffer()).equals(big.data), 'the file at x is exactly the vendor file');
   t.equal(vendor.requests.filter((r) => r.path === '/big.cab').length, 1, 'the vendor was asked once, by the root');
@@ -160,7 +199,7 @@ t.test('a child behind what the compacted log keeps gets a complete resync', asy
   }, 'head 48');
   kid = await node(t, dir, keys, 'kid', 'en', undefined, ['--upstream', `127.0.0.1:${root.grpcPort}`, '--log-level', 'info']);
   await waitFor(async () => JSON.stringify(await fingerprint(kid)) === JSON.stringify(await fingerprint(root)), 'kid equals root');
-  const hello = kid.logs.find((l) => l['msg'] === 'subscribed upstream' && l['mode'] === 'resync');
-  t.match(hello?.['reason'], /cursor 4 is older than the log keeps/, 'the parent says why');
+  const hello = kid.logs.find((l) => l.msg === 'subscribed upstream' && l.mode === 'resync');
+  t.match(hello?.reason, /cursor 4 is older than the log keeps/, 'the parent says why');
   t.equal((await fingerprint(kid)).length, 43, 'expired ones included, nothing missing');
 });

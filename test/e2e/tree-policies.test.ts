@@ -1,7 +1,21 @@
 import t from 'tap';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ADMIN_TOKEN as T, api, consoleCookie, startAgent, header, makeKeys, runCli, sampleUpdate, tempDir, treeNode, uploadCatalog, writeSignedCatalog, type NodeProcess } from '../helpers.js';
+import {
+  ADMIN_TOKEN as T,
+  api,
+  consoleCookie,
+  startAgent,
+  header,
+  makeKeys,
+  runCli,
+  sampleUpdate,
+  tempDir,
+  treeNode,
+  uploadCatalog,
+  writeSignedCatalog,
+  type NodeProcess,
+} from '../helpers.js';
 import { startVendor, waitFor } from '../vendor.js';
 
 /**
@@ -28,7 +42,14 @@ function add(list: any[]) {
   }
   return out;
 }
-const counts = (s: any) => ({ computers: s.computers, compliant: s.compliant, required: s.required, urgentComputers: s.urgentComputers, stale: s.stale, requiredBySeverity: s.requiredBySeverity });
+const counts = (s: any) => ({
+  computers: s.computers,
+  compliant: s.compliant,
+  required: s.required,
+  urgentComputers: s.urgentComputers,
+  stale: s.stale,
+  requiredBySeverity: s.requiredBySeverity,
+});
 
 t.test('policies down, compliance up: a root policy installed by agents at the right sites, local policies, disable, silence', async (t) => {
   t.setTimeout(300_000);
@@ -41,12 +62,24 @@ t.test('policies down, compliance up: a root policy installed by agents at the r
   const updates = ([1, 2, 3, 4] as const).map((n) => {
     const f = vendor.add(`/kb${n}.msu`, 4000 + n);
     return sampleUpdate(n, {
-      files: [{ name: `kb${n}.msu`, url: vendor.url(f.path), size: f.data.length, sha256: f.sha256, language: langs[n], installer: { type: 'command', command: `sh ${join(dir, 'install.sh')} "{file}" ${5000000 + n}` } }],
+      files: [
+        {
+          name: `kb${n}.msu`,
+          url: vendor.url(f.path),
+          size: f.data.length,
+          sha256: f.sha256,
+          language: langs[n],
+          installer: { type: 'command', command: `sh ${join(dir, 'install.sh')} "{file}" ${5000000 + n}` },
+        },
+      ],
       install: { successCodes: [0], rebootCodes: [3] },
     });
   });
   // The installer adds the KB to the inventory of the agent that runs it: <home>/inventory.json beside <home>/state/downloads/<sha256>/<file>.
-  writeFileSync(join(dir, 'install.sh'), `#!/bin/sh\ninv="$(dirname "$(dirname "$(dirname "$(dirname "$1")")")")/inventory.json"\nsed -i "s/\\"kbs\\":\\[/\\"kbs\\":[\\"$2\\",/" "$inv"\necho "installed $2"\nexit 0\n`);
+  writeFileSync(
+    join(dir, 'install.sh'),
+    `#!/bin/sh\ninv="$(dirname "$(dirname "$(dirname "$(dirname "$1")")")")/inventory.json"\nsed -i "s/\\"kbs\\":\\[/\\"kbs\\":[\\"$2\\",/" "$inv"\necho "installed $2"\nexit 0\n`,
+  );
   const cat = await writeSignedCatalog(dir, keys, 'c.gz', header('v1', updates.length), updates);
 
   const extra = ['--report-interval', '1'];
@@ -56,30 +89,47 @@ t.test('policies down, compliance up: a root policy installed by agents at the r
   const paris = await treeNode(t, dir, keys, 'paris', 'fr', root, extra);
   const sites = { berlin, hamburg, paris };
   for (const n of [root, berlin, hamburg, paris])
-    await api(n.url, T, '/api/v1/settings/content', { method: 'PUT', body: JSON.stringify({ need: 'marked', reserveBytes: 0, retryBaseMs: 100, retryMaxMs: 1000 }) });
+    await api(n.url, T, '/api/v1/settings/content', {
+      method: 'PUT',
+      body: JSON.stringify({ need: 'marked', reserveBytes: 0, retryBaseMs: 100, retryMaxMs: 1000 }),
+    });
   t.equal((await uploadCatalog(root.url, T, cat.file, cat.sig)).status, 201);
-  await waitFor(async () => (await api(hamburg.url, T, '/api/v1/updates/test-2')).status === 200 && (await api(paris.url, T, '/api/v1/updates/test-3')).status === 200, 'the catalog at every site');
+  await waitFor(
+    async () => (await api(hamburg.url, T, '/api/v1/updates/test-2')).status === 200 && (await api(paris.url, T, '/api/v1/updates/test-3')).status === 200,
+    'the catalog at every site',
+  );
 
   // One computer with a real agent at berlin and at paris. The agent's state directory
   // sits beside its inventory, so the installer finds the inventory from the file path.
   const agents: Record<string, string> = {};
-  for (const [name, node, language] of [['berlin', berlin, 'de-de'], ['paris', paris, 'fr-fr']] as const) {
+  for (const [name, node, language] of [
+    ['berlin', berlin, 'de-de'],
+    ['paris', paris, 'fr-fr'],
+  ] as const) {
     const home = join(dir, `pc-${name}`);
     const state = join(home, 'state');
     mkdirSync(home, { recursive: true });
-    writeFileSync(join(home, 'inventory.json'), JSON.stringify({ os: { family: 'windows', name: W11, version: '10.0.22631.2861', arch: 'x64', language }, products: [{ name: W11 }], kbs: ['1000'] }));
+    writeFileSync(
+      join(home, 'inventory.json'),
+      JSON.stringify({ os: { family: 'windows', name: W11, version: '10.0.22631.2861', arch: 'x64', language }, products: [{ name: W11 }], kbs: ['1000'] }),
+    );
     const et = await api(node.url, T, '/api/v1/agents/enrollment-tokens', { method: 'POST', body: JSON.stringify({ name: 'lab' }) });
     startAgent(t, node.url, state, et.body.token, join(home, 'inventory.json'), { name: `PC-${name}`, stdout: 'ignore' });
     agents[name] = state;
   }
   await waitFor(async () => (await own(berlin)).computers === 1 && (await own(paris)).computers === 1, 'both computers assessed');
-  t.equal((await own(berlin)).required, 3, 'berlin\'s computer needs test-1, test-2 and test-4 (test-3 is French only)');
-  t.equal((await own(paris)).required, 3, 'paris\'s computer needs test-1, test-3 and test-4');
+  t.equal((await own(berlin)).required, 3, "berlin's computer needs test-1, test-2 and test-4 (test-3 is French only)");
+  t.equal((await own(paris)).required, 3, "paris's computer needs test-1, test-3 and test-4");
 
   // A root policy for three updates, to every computer, any time.
   const created = await api(root.url, T, '/api/v1/policies', {
     method: 'POST',
-    body: JSON.stringify({ name: 'Root rollout', updates: ['test-1', 'test-2', 'test-3'], targets: { all: true }, installation: { maintenance: { mode: 'any-time' } } }),
+    body: JSON.stringify({
+      name: 'Root rollout',
+      updates: ['test-1', 'test-2', 'test-3'],
+      targets: { all: true },
+      installation: { maintenance: { mode: 'any-time' } },
+    }),
   });
   t.equal(created.status, 201, JSON.stringify(created.body));
   const pid = created.body.id as string;
@@ -102,14 +152,20 @@ t.test('policies down, compliance up: a root policy installed by agents at the r
   t.equal((await api(paris.url, T, `/api/v1/policies/${pid}`, { method: 'DELETE' })).status, 409, 'nor can the site delete it');
 
   // Real agents install what their site's policy delivers.
-  for (const [name, n] of [['berlin', berlin], ['paris', paris]] as const)
+  for (const [name, n] of [
+    ['berlin', berlin],
+    ['paris', paris],
+  ] as const)
     await waitFor(async () => (await policyAt(n, pid)).body.delivery.installed === 2, `both updates installed at ${name}`, 60_000);
   const kbsAt = (name: string) => JSON.parse(readFileSync(join(dir, `pc-${name}`, 'inventory.json'), 'utf8')).kbs.sort();
-  t.same(kbsAt('berlin'), ['1000', '5000001', '5000002'], 'berlin\'s computer installed test-1 and the German test-2');
-  t.same(kbsAt('paris'), ['1000', '5000001', '5000003'], 'paris\'s computer installed test-1 and the French test-3');
+  t.same(kbsAt('berlin'), ['1000', '5000001', '5000002'], "berlin's computer installed test-1 and the German test-2");
+  t.same(kbsAt('paris'), ['1000', '5000001', '5000003'], "paris's computer installed test-1 and the French test-3");
 
   // The roll-up: the root's tree delivery report and compliance summary add up the sites.
-  await waitFor(async () => (await api(root.url, T, `/api/v1/reports/delivery?policy=${pid}&scope=tree`)).body.totals?.installed === 4, 'the tree delivery totals at the root');
+  await waitFor(
+    async () => (await api(root.url, T, `/api/v1/reports/delivery?policy=${pid}&scope=tree`)).body.totals?.installed === 4,
+    'the tree delivery totals at the root',
+  );
   const dt = (await api(root.url, T, `/api/v1/reports/delivery?policy=${pid}&scope=tree`)).body;
   t.same(
     Object.fromEntries(dt.nodes.map((n: any) => [n.name, n.totals.installed])),
@@ -118,34 +174,44 @@ t.test('policies down, compliance up: a root policy installed by agents at the r
   );
   let last: any;
   try {
-    await waitFor(async () => {
-      const tr = await tree(root);
-      const parts = { hq: await own(root), berlin: await own(berlin), hamburg: await own(hamburg), paris: await own(paris) };
-      last = { tr, parts };
-      const byName = Object.fromEntries(tr.nodes.map((n: any) => [n.name, counts(n.summary)]));
-      return (
-        tr.nodes.length === 4 &&
-        Object.entries(parts).every(([k, v]) => JSON.stringify(byName[k]) === JSON.stringify(counts(v))) &&
-        JSON.stringify(counts(tr.summary)) === JSON.stringify(add(Object.values(parts)))
-      );
-    }, 'the tree report equal to the sum of the sites\' own reports', 30_000);
-    t.pass('the root\'s tree report is the sum of every node\'s own report');
+    await waitFor(
+      async () => {
+        const tr = await tree(root);
+        const parts = { hq: await own(root), berlin: await own(berlin), hamburg: await own(hamburg), paris: await own(paris) };
+        last = { tr, parts };
+        const byName = Object.fromEntries(tr.nodes.map((n: any) => [n.name, counts(n.summary)]));
+        return (
+          tr.nodes.length === 4 &&
+          Object.entries(parts).every(([k, v]) => JSON.stringify(byName[k]) === JSON.stringify(counts(v))) &&
+          JSON.stringify(counts(tr.summary)) === JSON.stringify(add(Object.values(parts)))
+        );
+      },
+      "the tree report equal to the sum of the sites' own reports",
+      30_000,
+    );
+    t.pass("the root's tree report is the sum of every node's own report");
   } catch {
-    t.same(last?.tr, last?.parts, 'tree report vs the sites\' own');
+    t.same(last?.tr, last?.parts, "tree report vs the sites' own");
   }
   t.equal(last.tr.summary.computers, 2);
   t.equal(last.tr.summary.required, 2, 'only test-4 is left, at each site');
   const hamburgNode = last.tr.nodes.find((n: any) => n.name === 'hamburg');
   const berlinId = (await api(berlin.url, T, '/api/v1/hierarchy')).body.node.id;
-  t.equal(hamburgNode.parentId, berlinId, 'hamburg\'s summary came through berlin, which forwards its subtree');
-  t.ok(last.tr.nodes.every((n: any) => n.stale === false), 'every node fresh');
+  t.equal(hamburgNode.parentId, berlinId, "hamburg's summary came through berlin, which forwards its subtree");
+  t.ok(
+    last.tr.nodes.every((n: any) => n.stale === false),
+    'every node fresh',
+  );
   const h = (await api(root.url, T, '/api/v1/hierarchy')).body;
   t.same(h.subtree.map((n: any) => n.name).sort(), ['berlin', 'hamburg', 'paris'], 'the hierarchy lists every node below with its freshness');
   const bad = await api(root.url, T, '/api/v1/reports/compliance?scope=tree&severity=Critical');
   t.equal(bad.status, 400, 'a tree report takes no filters');
 
   // A local policy at berlin reaches hamburg, and neither the root nor paris.
-  const local = await api(berlin.url, T, '/api/v1/policies', { method: 'POST', body: JSON.stringify({ name: 'Berlin only', updates: ['test-4'], targets: { all: true } }) });
+  const local = await api(berlin.url, T, '/api/v1/policies', {
+    method: 'POST',
+    body: JSON.stringify({ name: 'Berlin only', updates: ['test-4'], targets: { all: true } }),
+  });
   t.equal(local.status, 201);
   const atHamburg = await waitFor(async () => {
     const r = await policyAt(hamburg, local.body.id);
@@ -172,7 +238,13 @@ t.test('policies down, compliance up: a root policy installed by agents at the r
       name: 'Held',
       updates: ['test-4'],
       targets: { filters: ['language:fr'] },
-      installation: { maintenance: { mode: 'windows', zone: 'UTC', windows: [{ days: ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'], start: hhmm(at), end: hhmm(new Date(at.getTime() + 3_600_000)) }] } },
+      installation: {
+        maintenance: {
+          mode: 'windows',
+          zone: 'UTC',
+          windows: [{ days: ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'], start: hhmm(at), end: hhmm(new Date(at.getTime() + 3_600_000)) }],
+        },
+      },
     }),
   });
   t.equal(held.status, 201, JSON.stringify(held.body));
@@ -191,15 +263,25 @@ t.test('policies down, compliance up: a root policy installed by agents at the r
   // Paris goes silent: the root shows it stale, with its last figures, and keeps it.
   paris.child.kill('SIGKILL');
   await paris.exited;
-  const silent = await waitFor(async () => {
-    const tr = await tree(root);
-    const p = tr.nodes.find((n: any) => n.name === 'paris');
-    return p?.stale ? { tr, p } : undefined;
-  }, 'paris stale at the root', 30_000);
+  const silent = await waitFor(
+    async () => {
+      const tr = await tree(root);
+      const p = tr.nodes.find((n: any) => n.name === 'paris');
+      return p?.stale ? { tr, p } : undefined;
+    },
+    'paris stale at the root',
+    30_000,
+  );
   t.equal(silent.p.summary.computers, 1, 'its last summary is kept');
   t.equal(silent.tr.nodes.length, 4, 'never dropped');
-  t.ok(silent.tr.nodes.filter((n: any) => n.name !== 'paris').every((n: any) => !n.stale), 'the others stay fresh');
-  t.match((await api(root.url, T, '/api/v1/hierarchy')).body.subtree.find((n: any) => n.name === 'paris'), { stale: true });
+  t.ok(
+    silent.tr.nodes.filter((n: any) => n.name !== 'paris').every((n: any) => !n.stale),
+    'the others stay fresh',
+  );
+  t.match(
+    (await api(root.url, T, '/api/v1/hierarchy')).body.subtree.find((n: any) => n.name === 'paris'),
+    { stale: true },
+  );
   const parisId = silent.p.id as string;
   for (const page of ['/', '/hierarchy']) {
     const html = await (await fetch(`${root.url}${page}`, { headers: { cookie: await consoleCookie(root.url, T) } })).text();

@@ -10,7 +10,9 @@ async function nodeId(n: NodeProcess): Promise<string> {
 }
 
 async function levels(n: NodeProcess) {
-  return ((await api(n.url, T, '/api/v1/severities')).body.items as { id: number; name: string; origin: string | null }[]).map((l) => ({ name: l.name, origin: l.origin })).sort((a, b) => a.name.localeCompare(b.name));
+  return ((await api(n.url, T, '/api/v1/severities')).body.items as { id: number; name: string; origin: string | null }[])
+    .map((l) => ({ name: l.name, origin: l.origin }))
+    .sort((a, b) => a.name.localeCompare(b.name));
 }
 
 async function levelOf(n: NodeProcess, id: string): Promise<string | null | undefined> {
@@ -23,7 +25,13 @@ t.test('custom severities replicate down the tree and are read-only below their 
   const dir = await tempDir(t);
   const keys = await makeKeys(dir);
   const root = await treeNode(t, dir, keys, 'root', 'en');
-  const c1 = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', 3), [1, 2, 3].map((n) => sampleUpdate(n)));
+  const c1 = await writeSignedCatalog(
+    dir,
+    keys,
+    'v1.gz',
+    header('v1', 3),
+    [1, 2, 3].map((n) => sampleUpdate(n)),
+  );
   t.equal((await uploadCatalog(root.url, T, c1.file, c1.sig)).status, 201);
   const mid = await treeNode(t, dir, keys, 'mid', 'en', root);
   const leaf = await treeNode(t, dir, keys, 'leaf', 'en', mid);
@@ -31,11 +39,21 @@ t.test('custom severities replicate down the tree and are read-only below their 
 
   const urgent = (await api(root.url, T, '/api/v1/severities', { method: 'POST', body: JSON.stringify({ name: 'Urgent' }) })).body;
   const later = (await api(root.url, T, '/api/v1/severities', { method: 'POST', body: JSON.stringify({ name: 'Later' }) })).body;
-  t.equal((await api(root.url, T, '/api/v1/severities/assign', { method: 'POST', body: JSON.stringify({ updates: ['test-1'], severityId: urgent.id }) })).status, 200);
+  t.equal(
+    (await api(root.url, T, '/api/v1/severities/assign', { method: 'POST', body: JSON.stringify({ updates: ['test-1'], severityId: urgent.id }) })).status,
+    200,
+  );
   t.equal((await api(root.url, T, '/api/v1/updates/test-2/custom-severity', { method: 'PUT', body: JSON.stringify({ severityId: later.id }) })).status, 200);
 
   await waitFor(async () => (await levelOf(leaf, 'test-1')) === 'Urgent' && (await levelOf(leaf, 'test-2')) === 'Later', 'assignments at the leaf');
-  t.same(await levels(leaf), [{ name: 'Later', origin: rootId }, { name: 'Urgent', origin: rootId }], 'levels at the leaf name the root as origin');
+  t.same(
+    await levels(leaf),
+    [
+      { name: 'Later', origin: rootId },
+      { name: 'Urgent', origin: rootId },
+    ],
+    'levels at the leaf name the root as origin',
+  );
   t.equal(await levelOf(mid, 'test-3'), null);
 
   // Read-only below the origin: 409 naming it.
@@ -54,13 +72,19 @@ t.test('custom severities replicate down the tree and are read-only below their 
   // A mid-tier node's own level replicates to its subtree only.
   t.equal((await api(mid.url, T, '/api/v1/severities', { method: 'POST', body: JSON.stringify({ name: 'Site review' }) })).status, 201);
   await waitFor(async () => (await levels(leaf)).some((l) => l.name === 'Site review' && l.origin === midId), 'the mid-tier level at the leaf');
-  t.notOk((await levels(root)).some((l) => l.name === 'Site review'), 'nothing flows up');
+  t.notOk(
+    (await levels(root)).some((l) => l.name === 'Site review'),
+    'nothing flows up',
+  );
 
   // Rename and delete at the origin: followed below, assignments kept or cleared.
   t.equal((await api(root.url, T, `/api/v1/severities/${urgent.id}`, { method: 'PATCH', body: JSON.stringify({ name: 'Now' }) })).status, 200);
   t.equal((await api(root.url, T, `/api/v1/severities/${later.id}`, { method: 'DELETE' })).status, 204);
   await waitFor(async () => (await levelOf(leaf, 'test-1')) === 'Now' && (await levelOf(leaf, 'test-2')) === null, 'rename and delete at the leaf');
-  t.same(await levels(leaf), [{ name: 'Now', origin: rootId }, { name: 'Site review', origin: midId }]);
+  t.same(await levels(leaf), [
+    { name: 'Now', origin: rootId },
+    { name: 'Site review', origin: midId },
+  ]);
 
   // A replicated setting: the scan interval set at the root reaches the leaf, read-only below.
   t.equal((await api(root.url, T, '/api/v1/settings/assessment', { method: 'PUT', body: JSON.stringify({ scanIntervalMinutes: 60 }) })).status, 200);
@@ -73,8 +97,14 @@ t.test('custom severities replicate down the tree and are read-only below their 
 
   // A complete resync rebuilds the same state (levels first, then updates naming them).
   t.equal((await api(mid.url, T, '/api/v1/hierarchy/upstream/resync', { method: 'POST' })).status, 202);
-  await waitFor(async () => (await api(mid.url, T, '/api/v1/hierarchy')).body.upstream.resyncing === false && (await levelOf(mid, 'test-1')) === 'Now', 'resync done');
-  t.same(await levels(mid), [{ name: 'Now', origin: rootId }, { name: 'Site review', origin: null }]);
+  await waitFor(
+    async () => (await api(mid.url, T, '/api/v1/hierarchy')).body.upstream.resyncing === false && (await levelOf(mid, 'test-1')) === 'Now',
+    'resync done',
+  );
+  t.same(await levels(mid), [
+    { name: 'Now', origin: rootId },
+    { name: 'Site review', origin: null },
+  ]);
   t.same((await api(mid.url, T, '/api/v1/settings/assessment')).body, { scanIntervalMinutes: 60, origin: rootId }, 'the setting survives the resync');
 });
 
@@ -94,7 +124,10 @@ t.test('replication rules per child: catalog off and on, a closed schedule, file
   await waitFor(async () => (await status()).connected, 'site connected');
 
   t.same((await api(root.url, T, rulesPath)).body, { catalog: true, files: true, schedule: { mode: 'continuous' } }, 'default rules');
-  const bad = await api(root.url, T, rulesPath, { method: 'PUT', body: JSON.stringify({ schedule: { mode: 'windows', windows: [{ days: ['mon'], start: '25:00', end: '01:00' }] } }) });
+  const bad = await api(root.url, T, rulesPath, {
+    method: 'PUT',
+    body: JSON.stringify({ schedule: { mode: 'windows', windows: [{ days: ['mon'], start: '25:00', end: '01:00' }] } }),
+  });
   t.equal(bad.status, 400);
   t.equal(bad.headers.get('content-type'), 'application/problem+json');
 
@@ -124,7 +157,8 @@ t.test('replication rules per child: catalog off and on, a closed schedule, file
   // Files off: the needed file waits (not a failed attempt), then arrives when allowed.
   const c2 = await writeSignedCatalog(dir, keys, 'v2.gz', header('v2', 2), [sampleUpdate(1, { files: [] }), withFile]);
   t.equal((await uploadCatalog(root.url, T, c2.file, c2.sig)).status, 201);
-  for (const n of [root, site]) await api(n.url, T, '/api/v1/settings/content', { method: 'PUT', body: JSON.stringify({ need: 'languages', reserveBytes: 0 }) });
+  for (const n of [root, site])
+    await api(n.url, T, '/api/v1/settings/content', { method: 'PUT', body: JSON.stringify({ need: 'languages', reserveBytes: 0 }) });
   const fileAt = async (n: NodeProcess) => (await api(n.url, T, '/api/v1/content/files?update=test-9')).body.items?.[0];
   await waitFor(async () => (await fileAt(root))?.state === 'verified', 'root has the file');
   const held = await waitFor(async () => {

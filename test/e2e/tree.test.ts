@@ -1,7 +1,20 @@
 import t, { type Test } from 'tap';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { api, ADMIN_TOKEN, header, listAll, makeKeys, sampleUpdate, spawnNode, tempDir, uploadCatalog, writeSignedCatalog, type NodeProcess, type Keys } from '../helpers.js';
+import {
+  api,
+  ADMIN_TOKEN,
+  header,
+  listAll,
+  makeKeys,
+  sampleUpdate,
+  spawnNode,
+  tempDir,
+  uploadCatalog,
+  writeSignedCatalog,
+  type NodeProcess,
+  type Keys,
+} from '../helpers.js';
 import { startVendor, waitFor, type Vendor, type VendorFile } from '../vendor.js';
 import { languageMatches } from '../../src/lib/languages.js';
 import { replicationService, PROTOCOL_VERSION } from '../../src/replication/protocol.js';
@@ -17,14 +30,30 @@ interface Site {
 
 /** Spawns a node of the tree; children join their parent with a fresh token. */
 async function startSite(t: Test, dir: string, keys: Keys, site: Site, nodes: Map<string, NodeProcess>, extra: string[] = []): Promise<NodeProcess> {
-  const args = ['--data', join(dir, site.name), '--name', site.name, '--languages', site.languages.join(','), '--insecure', '--trusted-key', keys.pubFile, '--admin-token', T, ...extra];
+  const args = [
+    '--data',
+    join(dir, site.name),
+    '--name',
+    site.name,
+    '--languages',
+    site.languages.join(','),
+    '--insecure',
+    '--trusted-key',
+    keys.pubFile,
+    '--admin-token',
+    T,
+    ...extra,
+  ];
   if (site.parent) {
     const parent = nodes.get(site.parent)!;
     const tok = await api(parent.url, T, '/api/v1/hierarchy/join-tokens', { method: 'POST', body: '{}' });
     args.push('--upstream', `127.0.0.1:${parent.grpcPort}`, '--join-token', tok.body.token);
   }
   const n = await spawnNode(t, args);
-  await api(n.url, T, '/api/v1/settings/content', { method: 'PUT', body: JSON.stringify({ need: 'languages', reserveBytes: 0, retryBaseMs: 100, retryMaxMs: 1000 }) });
+  await api(n.url, T, '/api/v1/settings/content', {
+    method: 'PUT',
+    body: JSON.stringify({ need: 'languages', reserveBytes: 0, retryBaseMs: 100, retryMaxMs: 1000 }),
+  });
   nodes.set(site.name, n);
   return n;
 }
@@ -38,7 +67,15 @@ function file(vendor: Vendor, name: string, language: string): { vf: VendorFile;
 function expected(all: any[], languages: string[]) {
   return all
     .filter((u) => u.files.length === 0 || u.files.some((f: any) => languageMatches(f.language, languages)))
-    .map((u) => ({ id: u.id, revision: u.revision, expired: u.expired, files: u.files.filter((f: any) => languageMatches(f.language, languages)).map((f: any) => f.sha256).sort() }))
+    .map((u) => ({
+      id: u.id,
+      revision: u.revision,
+      expired: u.expired,
+      files: u.files
+        .filter((f: any) => languageMatches(f.language, languages))
+        .map((f: any) => f.sha256)
+        .sort(),
+    }))
     .sort((a, b) => a.id.localeCompare(b.id));
 }
 
@@ -60,13 +97,17 @@ async function rootTruth(root: NodeProcess) {
 async function converged(t: Test, n: NodeProcess, root: NodeProcess, languages: string[], what: string) {
   let last: unknown;
   try {
-    await waitFor(async () => {
-      const want = expected(await rootTruth(root), languages);
-      last = { want, have: await holdings(n) };
-      return JSON.stringify((last as any).want) === JSON.stringify((last as any).have);
-    }, what, 30_000);
+    await waitFor(
+      async () => {
+        const want = expected(await rootTruth(root), languages);
+        last = { want, have: await holdings(n) };
+        return JSON.stringify((last as any).want) === JSON.stringify((last as any).have);
+      },
+      what,
+      30_000,
+    );
     t.pass(what);
-  } catch (err) {
+  } catch {
     t.same((last as any)?.have, (last as any)?.want, what);
   }
 }
@@ -123,7 +164,10 @@ t.test('a three-level tree: the right updates and files at every site, changes, 
   await waitFor(async () => (await verifiedFiles(b)).length === 5, 'B files');
   const perPath = new Map<string, number>();
   for (const r of vendor.requests) perPath.set(r.path, (perPath.get(r.path) ?? 0) + 1);
-  t.ok([...perPath.values()].every((n) => n === 1), `each file left the vendor once: ${JSON.stringify([...perPath])}`);
+  t.ok(
+    [...perPath.values()].every((n) => n === 1),
+    `each file left the vendor once: ${JSON.stringify([...perPath])}`,
+  );
   const cFile = await fetch(`${c.url}/agent/v1/files/${sha(f.fr)}`, { headers: { authorization: `Bearer ${T}` } });
   t.ok(Buffer.from(await cFile.arrayBuffer()).equals(f.fr.vf.data), 'the leaf serves the exact vendor bytes');
 
@@ -131,12 +175,19 @@ t.test('a three-level tree: the right updates and files at every site, changes, 
   const hr = (await api(root.url, T, '/api/v1/hierarchy')).body;
   t.match(hr.node, { name: 'root', role: 'root', languages: ['en'] });
   t.equal(hr.upstream, null);
-  t.same(hr.children.map((x: any) => [x.name, x.connected, x.languages]).sort(), [['a', true, ['en']], ['b', true, ['de', 'fr']]]);
+  t.same(hr.children.map((x: any) => [x.name, x.connected, x.languages]).sort(), [
+    ['a', true, ['en']],
+    ['b', true, ['de', 'fr']],
+  ]);
   const metrics = await (await fetch(`${b.url}/metrics`)).text();
   t.match(metrics, /patchtree_upstream_connected 1/);
   t.match(metrics, /patchtree_child_connected\{child="c \([0-9a-f]{8}\)"\} 1/);
   const hb = (await api(b.url, T, '/api/v1/hierarchy')).body;
-  t.match(hb, { node: { role: 'mid-tier', subtreeLanguages: ['de', 'fr'] }, upstream: { connected: true }, children: [{ name: 'c', connected: true, languages: ['fr'] }] });
+  t.match(hb, {
+    node: { role: 'mid-tier', subtreeLanguages: ['de', 'fr'] },
+    upstream: { connected: true },
+    children: [{ name: 'c', connected: true, languages: ['fr'] }],
+  });
 
   // A new release at the root reaches the leaves: changed, expired, added.
   const v2 = [
@@ -179,7 +230,13 @@ t.test('a three-level tree: the right updates and files at every site, changes, 
   root.child.kill('SIGKILL');
   await root.exited;
   const root2 = await startSite(t, dir, keys, { name: 'root', languages: ['en'] }, nodes);
-  const c3 = await writeSignedCatalog(dir, keys, 'v3.gz', header('v3', v2.length, new Date('2024-03-01T00:00:00Z')), v2.map((u) => (u.id === 'test-2' ? { ...u, title: 'Update 2, v3' } : u)));
+  const c3 = await writeSignedCatalog(
+    dir,
+    keys,
+    'v3.gz',
+    header('v3', v2.length, new Date('2024-03-01T00:00:00Z')),
+    v2.map((u) => (u.id === 'test-2' ? { ...u, title: 'Update 2, v3' } : u)),
+  );
   t.equal((await uploadCatalog(root2.url, T, c3.file, c3.sig)).status, 201);
   const b2 = await startSite(t, dir, keys, { name: 'b', languages: ['de'] }, nodes, ['--upstream', `127.0.0.1:${root2.grpcPort}`]);
   // C kept the old address of B: restart it against the new one.
@@ -197,7 +254,19 @@ t.test('joining: wrong, reused and expired tokens; removed children; protocol ve
   const nodes = new Map<string, NodeProcess>();
   const root = await startSite(t, dir, keys, { name: 'root', languages: ['en'] }, nodes);
   const upstream = `127.0.0.1:${root.grpcPort}`;
-  const childArgs = (name: string, token: string) => ['--data', join(dir, name), '--name', name, '--insecure', '--admin-token', T, '--upstream', upstream, '--join-token', token];
+  const childArgs = (name: string, token: string) => [
+    '--data',
+    join(dir, name),
+    '--name',
+    name,
+    '--insecure',
+    '--admin-token',
+    T,
+    '--upstream',
+    upstream,
+    '--join-token',
+    token,
+  ];
 
   const wrong = await spawnNode(t, childArgs('wrong', 'ptj_not-a-real-token'));
   const ws = await waitFor(async () => (await api(wrong.url, T, '/api/v1/hierarchy')).body.upstream.lastError, 'refusal shown');
@@ -208,7 +277,10 @@ t.test('joining: wrong, reused and expired tokens; removed children; protocol ve
   const first = await spawnNode(t, childArgs('first', tok.token));
   await waitFor(async () => (await api(first.url, T, '/api/v1/hierarchy')).body.upstream.connected, 'first joined');
   const reused = await spawnNode(t, childArgs('reused', tok.token));
-  t.equal(await waitFor(async () => (await api(reused.url, T, '/api/v1/hierarchy')).body.upstream.lastError, 'reuse refused'), 'this join token was already used');
+  t.equal(
+    await waitFor(async () => (await api(reused.url, T, '/api/v1/hierarchy')).body.upstream.lastError, 'reuse refused'),
+    'this join token was already used',
+  );
 
   // A removed child is refused, clearly, and stays refused after a restart.
   const firstId = (await api(first.url, T, '/api/v1/hierarchy')).body.node.id;
@@ -221,10 +293,19 @@ t.test('joining: wrong, reused and expired tokens; removed children; protocol ve
   const Service = replicationService();
   const client = new Service(upstream, grpc.credentials.createInsecure()) as any;
   const tok2 = (await api(root.url, T, '/api/v1/hierarchy/join-tokens', { method: 'POST', body: '{}' })).body.token;
-  const join99 = await new Promise<any>((resolve) => client.Join({ join_token: tok2, node_id: '00000000-0000-4000-8000-000000000099', name: 'old', languages: ['en'], protocol_version: 99 }, (err: any) => resolve(err)));
+  const join99 = await new Promise<any>((resolve) =>
+    client.Join({ join_token: tok2, node_id: '00000000-0000-4000-8000-000000000099', name: 'old', languages: ['en'], protocol_version: 99 }, (err: any) =>
+      resolve(err),
+    ),
+  );
   t.equal(join99.code, grpc.status.FAILED_PRECONDITION);
   t.match(join99.details, /protocol version 99 is not supported; root speaks 2/);
-  const joined = await new Promise<any>((resolve, reject) => client.Join({ join_token: tok2, node_id: '00000000-0000-4000-8000-000000000099', name: 'old', languages: ['en'], protocol_version: PROTOCOL_VERSION }, (err: any, r: any) => (err ? reject(err) : resolve(r))));
+  const joined = await new Promise<any>((resolve, reject) =>
+    client.Join(
+      { join_token: tok2, node_id: '00000000-0000-4000-8000-000000000099', name: 'old', languages: ['en'], protocol_version: PROTOCOL_VERSION },
+      (err: any, r: any) => (err ? reject(err) : resolve(r)),
+    ),
+  );
   const md = new grpc.Metadata();
   md.set('authorization', `Bearer ${joined.credential}`);
   const sub = client.Subscribe({ protocol_version: 99, node_id: '00000000-0000-4000-8000-000000000099', epoch: '', after_seq: 0, languages: ['en'] }, md);

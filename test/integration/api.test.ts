@@ -18,7 +18,10 @@ t.test('health, metrics, OpenAPI and docs need no token', async (t) => {
   t.ok(doc.body.paths['/api/v1/catalog/imports'].post.requestBody.content['multipart/form-data'], 'documents the upload');
   t.same(doc.body.components.securitySchemes.bearer, { type: 'http', scheme: 'bearer', description: 'An API token (admin, operator or viewer).' });
   const params = doc.body.paths['/api/v1/updates'].get.parameters.map((p: any) => p.name);
-  t.ok(['kb', 'severity', 'language', 'cursor', 'limit'].every((p) => params.includes(p)), 'query parameters come from the validating schema');
+  t.ok(
+    ['kb', 'severity', 'language', 'cursor', 'limit'].every((p) => params.includes(p)),
+    'query parameters come from the validating schema',
+  );
   const docs = await fetch(`${n.url}/docs`);
   t.match(docs.headers.get('content-type'), /text\/html/);
   t.match(await docs.text(), /\/api\/v1\/catalog\/imports/);
@@ -36,7 +39,8 @@ t.test('tokens and roles', async (t) => {
   t.match(wrong.headers.get('www-authenticate'), /Bearer/);
   t.equal((await api(n.url, 'x', '/api/v1/updates', { headers: { authorization: 'Basic abc' } })).status, 401, 'not a bearer');
 
-  const mk = async (role: string) => (await api(n.url, n.token, '/api/v1/tokens', { method: 'POST', body: JSON.stringify({ name: `${role} token`, role }) })).body;
+  const mk = async (role: string) =>
+    (await api(n.url, n.token, '/api/v1/tokens', { method: 'POST', body: JSON.stringify({ name: `${role} token`, role }) })).body;
   const viewer = await mk('viewer');
   const operator = await mk('operator');
   t.match(viewer.token, /^pt_/);
@@ -45,9 +49,21 @@ t.test('tokens and roles', async (t) => {
   t.equal(denied.status, 403, 'viewer cannot import');
   t.equal(denied.body.type, 'urn:patchtree:problem:forbidden');
   t.equal((await api(n.url, viewer.token, '/api/v1/severities', { method: 'POST', body: JSON.stringify({ name: 'X' }) })).status, 403);
-  t.equal((await api(n.url, operator.token, '/api/v1/tokens', { method: 'POST', body: JSON.stringify({ name: 'x', role: 'admin' }) })).status, 403, 'operator cannot make tokens');
-  t.equal((await api(n.url, operator.token, '/api/v1/catalog/imports', { method: 'POST', body: new FormData() })).status, 400, 'operator may import (and is told the parts are missing)');
-  t.equal((await api(n.url, operator.token, '/api/v1/settings/storage', { method: 'PUT', body: JSON.stringify({ path: '/tmp' }) })).status, 403, 'operator cannot change settings');
+  t.equal(
+    (await api(n.url, operator.token, '/api/v1/tokens', { method: 'POST', body: JSON.stringify({ name: 'x', role: 'admin' }) })).status,
+    403,
+    'operator cannot make tokens',
+  );
+  t.equal(
+    (await api(n.url, operator.token, '/api/v1/catalog/imports', { method: 'POST', body: new FormData() })).status,
+    400,
+    'operator may import (and is told the parts are missing)',
+  );
+  t.equal(
+    (await api(n.url, operator.token, '/api/v1/settings/storage', { method: 'PUT', body: JSON.stringify({ path: '/tmp' }) })).status,
+    403,
+    'operator cannot change settings',
+  );
 
   const list = await api(n.url, n.token, '/api/v1/tokens');
   t.equal(list.body.items.length, 3);
@@ -60,7 +76,7 @@ t.test('tokens and roles', async (t) => {
   // Tokens are stored hashed.
   const { createClient } = await import('@libsql/client');
   const db = createClient({ url: `file:${join(n.dataDir, 'patchtree.db')}` });
-  const rows = (await db.execute('SELECT token_hash FROM api_tokens')).rows.map((r) => String(r['token_hash']));
+  const rows = (await db.execute('SELECT token_hash FROM api_tokens')).rows.map((r) => String(r.token_hash));
   db.close();
   t.notOk(rows.includes(operator.token));
   t.ok(rows.every((h) => /^[0-9a-f]{64}$/.test(h)));
@@ -78,10 +94,18 @@ t.test('request validation: unknown fields, bad types, size limits', async (t) =
   const { request } = await import('node:http');
   const big = await new Promise<{ status: number; connection: string | undefined }>((resolve, reject) => {
     const body = JSON.stringify({ name: 'x'.repeat(1024 * 1024 + 1024), role: 'viewer' });
-    const req = request(`${n.url}/api/v1/tokens`, { method: 'POST', agent: false, headers: { authorization: `Bearer ${n.token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-      res.resume();
-      resolve({ status: res.statusCode!, connection: res.headers.connection });
-    });
+    const req = request(
+      `${n.url}/api/v1/tokens`,
+      {
+        method: 'POST',
+        agent: false,
+        headers: { authorization: `Bearer ${n.token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      },
+      (res) => {
+        res.resume();
+        resolve({ status: res.statusCode!, connection: res.headers.connection });
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -104,7 +128,11 @@ t.test('browse: pagination never skips or repeats; filters', async (t) => {
   t.equal(all.length, 495);
   for (const limit of [1, 7, 100]) {
     const paged = await listAll(n.url, n.token, '/api/v1/updates', limit);
-    t.same(paged.map((u) => u.id), all.map((u) => u.id), `limit ${limit}: same items in the same order`);
+    t.same(
+      paged.map((u) => u.id),
+      all.map((u) => u.id),
+      `limit ${limit}: same items in the same order`,
+    );
   }
   t.equal(new Set(all.map((u) => u.id)).size, 495, 'no repeats');
   for (let i = 1; i < all.length; i++) {
@@ -116,7 +144,8 @@ t.test('browse: pagination never skips or repeats; filters', async (t) => {
   t.same(first.body, { items: [], nextCursor: null }, 'a KB not in these months');
   const kb = await api(n.url, n.token, '/api/v1/updates?kb=KB3147461');
   t.equal(kb.body.items.length, 8, 'KB prefix accepted');
-  for (const key of ['id', 'kb', 'title', 'product', 'severity', 'cves', 'supersedes', 'languages', 'revision']) t.ok(key in kb.body.items[0], `item has ${key}`);
+  for (const key of ['id', 'kb', 'title', 'product', 'severity', 'cves', 'supersedes', 'languages', 'revision'])
+    t.ok(key in kb.body.items[0], `item has ${key}`);
   const crit = await listAll(n.url, n.token, '/api/v1/updates?severity=Critical', 100);
   t.ok(crit.length > 0 && crit.every((u) => u.severity === 'Critical'));
   const bn = await listAll(n.url, n.token, '/api/v1/updates?language=bn', 100);
@@ -137,25 +166,62 @@ t.test('custom severities: create, rename, order, assign, filter, delete', async
   const dir = await tempDir(t);
   const keys = await makeKeys(dir);
   const n = await startNode(t, { trustedKeys: [keys.pubFile] });
-  const c = await writeSignedCatalog(dir, keys, 'c.gz', header('v1', 3), [1, 2, 3].map((i) => sampleUpdate(i)));
+  const c = await writeSignedCatalog(
+    dir,
+    keys,
+    'c.gz',
+    header('v1', 3),
+    [1, 2, 3].map((i) => sampleUpdate(i)),
+  );
   await uploadCatalog(n.url, n.token, c.file, c.sig);
   const post = (name: string) => api(n.url, n.token, '/api/v1/severities', { method: 'POST', body: JSON.stringify({ name }) });
   const urgent = (await post('Urgent')).body;
   const later = (await post('Later')).body;
   t.match([urgent.rank, later.rank], [0, 1]);
   t.equal((await post('Urgent')).status, 409, 'names are unique');
-  t.equal((await api(n.url, n.token, `/api/v1/severities/${later.id}`, { method: 'PATCH', body: JSON.stringify({ name: 'Next cycle' }) })).body.name, 'Next cycle');
+  t.equal(
+    (await api(n.url, n.token, `/api/v1/severities/${later.id}`, { method: 'PATCH', body: JSON.stringify({ name: 'Next cycle' }) })).body.name,
+    'Next cycle',
+  );
   const ordered = await api(n.url, n.token, '/api/v1/severities/order', { method: 'PUT', body: JSON.stringify({ ids: [later.id, urgent.id] }) });
-  t.same(ordered.body.items.map((s: any) => [s.name, s.rank]), [['Next cycle', 0], ['Urgent', 1]]);
-  t.equal((await api(n.url, n.token, '/api/v1/severities/order', { method: 'PUT', body: JSON.stringify({ ids: [later.id] }) })).status, 400, 'order lists every level');
-  t.equal((await api(n.url, n.token, '/api/v1/updates/test-1/custom-severity', { method: 'PUT', body: JSON.stringify({ severityId: urgent.id }) })).status, 200);
-  t.equal((await api(n.url, n.token, '/api/v1/severities/assign', { method: 'POST', body: JSON.stringify({ updates: ['test-2', 'test-3'], severityId: later.id }) })).body.updated, 2);
-  t.equal((await api(n.url, n.token, '/api/v1/severities/assign', { method: 'POST', body: JSON.stringify({ updates: ['test-2', 'nope'], severityId: later.id }) })).status, 404, 'all or nothing');
-  t.same((await api(n.url, n.token, `/api/v1/updates?customSeverity=${urgent.id}`)).body.items.map((u: any) => u.id), ['test-1']);
+  t.same(
+    ordered.body.items.map((s: any) => [s.name, s.rank]),
+    [
+      ['Next cycle', 0],
+      ['Urgent', 1],
+    ],
+  );
+  t.equal(
+    (await api(n.url, n.token, '/api/v1/severities/order', { method: 'PUT', body: JSON.stringify({ ids: [later.id] }) })).status,
+    400,
+    'order lists every level',
+  );
+  t.equal(
+    (await api(n.url, n.token, '/api/v1/updates/test-1/custom-severity', { method: 'PUT', body: JSON.stringify({ severityId: urgent.id }) })).status,
+    200,
+  );
+  t.equal(
+    (await api(n.url, n.token, '/api/v1/severities/assign', { method: 'POST', body: JSON.stringify({ updates: ['test-2', 'test-3'], severityId: later.id }) }))
+      .body.updated,
+    2,
+  );
+  t.equal(
+    (await api(n.url, n.token, '/api/v1/severities/assign', { method: 'POST', body: JSON.stringify({ updates: ['test-2', 'nope'], severityId: later.id }) }))
+      .status,
+    404,
+    'all or nothing',
+  );
+  t.same(
+    (await api(n.url, n.token, `/api/v1/updates?customSeverity=${urgent.id}`)).body.items.map((u: any) => u.id),
+    ['test-1'],
+  );
   t.match((await api(n.url, n.token, '/api/v1/updates/test-1')).body.customSeverity, { id: urgent.id, name: 'Urgent' });
   t.equal((await api(n.url, n.token, `/api/v1/severities/${urgent.id}`, { method: 'DELETE' })).status, 204);
   t.equal((await api(n.url, n.token, '/api/v1/updates/test-1')).body.customSeverity, null, 'deleting a level unassigns it');
-  t.same((await api(n.url, n.token, '/api/v1/severities')).body.items.map((s: any) => [s.name, s.updates]), [['Next cycle', 2]]);
+  t.same(
+    (await api(n.url, n.token, '/api/v1/severities')).body.items.map((s: any) => [s.name, s.updates]),
+    [['Next cycle', 2]],
+  );
 });
 
 t.test('storage location setting', async (t) => {
@@ -185,7 +251,13 @@ t.test('the bootstrap admin token file', async (t) => {
   const { PatchtreeNode } = await import('../../src/node/node.js');
   const { createLogger } = await import('../../src/lib/log.js');
   const start = async () => {
-    const node = new PatchtreeNode(loadConfig(['--data', dir, '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--insecure-http', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1'], {}), createLogger('silent'));
+    const node = new PatchtreeNode(
+      loadConfig(
+        ['--data', dir, '--http-port', '0', '--https-port', '0', '--grpc-port', '0', '--insecure-http', '--http-host', '127.0.0.1', '--grpc-host', '127.0.0.1'],
+        {},
+      ),
+      createLogger('silent'),
+    );
     await node.start();
     return node;
   };

@@ -59,12 +59,23 @@ t.test('assessment on the real catalog: required, installed, deltas, filters, su
   t.equal((await api(n.url, n.token, `/api/v1/filters/${encodeURIComponent(`requires:${kbRow.id}`)}/computers`)).body.items[0].id, id);
 
   // At 22631.3007 it has it: a delta moves the build; the filter follows.
-  const d = await report(n, token, { agentKey: 'pc-0000001', name: 'PC-0000001', delta: { baseScanId: 1, os: { family: 'windows', name: W11, version: '10.0.22631.3007', arch: 'x64', language: 'en-us' }, products: { add: [{ name: W11, version: '10.0.22631.3007' }] } } });
+  const d = await report(n, token, {
+    agentKey: 'pc-0000001',
+    name: 'PC-0000001',
+    delta: {
+      baseScanId: 1,
+      os: { family: 'windows', name: W11, version: '10.0.22631.3007', arch: 'x64', language: 'en-us' },
+      products: { add: [{ name: W11, version: '10.0.22631.3007' }] },
+    },
+  });
   t.equal(d.status, 200);
   t.equal(d.body.scanId, 2);
   t.notOk((await required(n, id)).includes('5034123'), 'no longer required at 22631.3007');
   const installed = await api(n.url, n.token, `/api/v1/computers/${id}/updates?state=installed`);
-  t.ok((installed.body.items as { kb: string }[]).some((u) => u.kb === '5034123'), 'reported installed');
+  t.ok(
+    (installed.body.items as { kb: string }[]).some((u) => u.kb === '5034123'),
+    'reported installed',
+  );
   t.equal(await filterCount(n, `requires:${kbRow.id}`), undefined, 'the filter no longer lists it (no computer requires it)');
 
   // A delta against an old scan is refused: nothing changes.
@@ -74,25 +85,50 @@ t.test('assessment on the real catalog: required, installed, deltas, filters, su
   t.equal((await api(n.url, n.token, `/api/v1/computers/${id}`)).body.scanId, 2);
 
   // Unknown facts: without KBs and below the build, the update is unknown, not required.
-  const u = await report(n, token, { agentKey: 'pc-unknown-1', name: 'PC-U', full: { os: { family: 'windows', name: W11, version: '10.0.22631.2861' }, products: [{ name: W11, version: '10.0.22631.2861' }] } });
+  const u = await report(n, token, {
+    agentKey: 'pc-unknown-1',
+    name: 'PC-U',
+    full: { os: { family: 'windows', name: W11, version: '10.0.22631.2861' }, products: [{ name: W11, version: '10.0.22631.2861' }] },
+  });
   t.equal(u.status, 200);
   const unk = await api(n.url, n.token, `/api/v1/computers/${u.body.computerId}/updates?state=unknown`);
-  t.ok((unk.body.items as { kb: string }[]).some((x) => x.kb === '5034123'), 'reported unknown');
+  t.ok(
+    (unk.body.items as { kb: string }[]).some((x) => x.kb === '5034123'),
+    'reported unknown',
+  );
   t.notOk((await required(n, u.body.computerId)).includes('5034123'));
 
   // Filters: OS, language, severity, stale; a custom one.
-  await report(n, token, { agentKey: 'pc-win10-01', name: 'PC-W10', full: { os: { family: 'windows', name: W10, version: '10.0.19045.3803', language: 'de-de' }, products: [{ name: W10, version: '10.0.19045.3803' }], kbs: [] } });
+  await report(n, token, {
+    agentKey: 'pc-win10-01',
+    name: 'PC-W10',
+    full: {
+      os: { family: 'windows', name: W10, version: '10.0.19045.3803', language: 'de-de' },
+      products: [{ name: W10, version: '10.0.19045.3803' }],
+      kbs: [],
+    },
+  });
   t.equal(await filterCount(n, `os:${W11}`), 2);
   t.equal(await filterCount(n, `os:${W10}`), 1);
   t.equal(await filterCount(n, 'language:de-de'), 1);
   const sev = (await api(n.url, n.token, '/api/v1/filters?kind=severity')).body.items as { id: string; count: number }[];
   t.equal(sev.length, 4);
   const computersAll = (await api(n.url, n.token, '/api/v1/computers')).body.items as { requiredBySeverity: Record<string, number> }[];
-  t.equal(sev.find((f) => f.id === 'severity:important')!.count, computersAll.filter((c) => c.requiredBySeverity['important']! > 0).length, 'severity counts agree with the computers');
-  const custom = await api(n.url, n.token, '/api/v1/filters', { method: 'POST', body: JSON.stringify({ name: 'German Windows 10', condition: { os: W10, language: 'de' } }) });
+  t.equal(
+    sev.find((f) => f.id === 'severity:important')!.count,
+    computersAll.filter((c) => c.requiredBySeverity.important! > 0).length,
+    'severity counts agree with the computers',
+  );
+  const custom = await api(n.url, n.token, '/api/v1/filters', {
+    method: 'POST',
+    body: JSON.stringify({ name: 'German Windows 10', condition: { os: W10, language: 'de' } }),
+  });
   t.equal(custom.status, 201);
   t.equal(custom.body.count, 1);
-  t.equal((await api(n.url, n.token, '/api/v1/filters', { method: 'POST', body: JSON.stringify({ name: 'bad', condition: { os: W10, colour: 'red' } }) })).status, 400);
+  t.equal(
+    (await api(n.url, n.token, '/api/v1/filters', { method: 'POST', body: JSON.stringify({ name: 'bad', condition: { os: W10, colour: 'red' } }) })).status,
+    400,
+  );
   t.equal((await api(n.url, n.token, `/api/v1/filters/${custom.body.id}`, { method: 'DELETE' })).status, 204);
   t.equal((await api(n.url, n.token, '/api/v1/filters/stale', { method: 'DELETE' })).status, 409);
 
@@ -100,10 +136,16 @@ t.test('assessment on the real catalog: required, installed, deltas, filters, su
   t.equal(await filterCount(n, 'stale'), 0);
   t.equal((await api(n.url, n.token, '/api/v1/settings/assessment', { method: 'PUT', body: JSON.stringify({ scanIntervalMinutes: 5 }) })).status, 200);
   t.equal(await filterCount(n, 'stale'), 0, 'all scanned just now');
-  const old = await n.node.assessment!.assessor.report({ agentKey: 'pc-old-scan1', name: 'OLD', full: { os: { family: 'windows' } } }, Date.now() - 11 * 60_000);
+  const old = await n.node.assessment!.assessor.report(
+    { agentKey: 'pc-old-scan1', name: 'OLD', full: { os: { family: 'windows' } } },
+    Date.now() - 11 * 60_000,
+  );
   t.equal(await filterCount(n, 'stale'), 1, 'a scan older than twice the interval is stale');
   const staleList = (await api(n.url, n.token, '/api/v1/computers?filter=stale')).body.items as { id: number; stale: boolean }[];
-  t.same(staleList.map((c) => [c.id, c.stale]), [[old.computerId, true]]);
+  t.same(
+    staleList.map((c) => [c.id, c.stale]),
+    [[old.computerId, true]],
+  );
   t.same((await api(n.url, n.token, '/api/v1/settings/assessment')).body, { scanIntervalMinutes: 5, origin: null });
 });
 
@@ -116,7 +158,14 @@ t.test('bad inventories are refused with 4xx and nothing is stored', async (t) =
     ['wrong type', { ...win11('pc-bad-0003', '10.0.22631.2861'), name: 42 }],
     ['bad version', win11('pc-bad-0004', 'latest')],
     ['bad KB', win11('pc-bad-0005', '10.0.22631.2861', ['KB-one'])],
-    ['huge list', win11('pc-bad-0006', '10.0.22631.2861', Array.from({ length: 20_001 }, (_, i) => String(1000000 + i)))],
+    [
+      'huge list',
+      win11(
+        'pc-bad-0006',
+        '10.0.22631.2861',
+        Array.from({ length: 20_001 }, (_, i) => String(1000000 + i)),
+      ),
+    ],
     ['both full and delta', { ...win11('pc-bad-0007', '10.0.22631.2861'), delta: { baseScanId: 1 } }],
     ['neither', { agentKey: 'pc-bad-0008', name: 'x' }],
     ['short key', win11('pc', '10.0.22631.2861')],
@@ -126,7 +175,10 @@ t.test('bad inventories are refused with 4xx and nothing is stored', async (t) =
     t.equal(r.status, 400, what);
     t.equal(r.headers.get('content-type'), 'application/problem+json', what);
   }
-  const tooBig = await api(n.url, token, '/agent/v1/inventory', { method: 'POST', body: JSON.stringify({ ...win11('pc-bad-0009', '10.0.22631.2861'), pad: 'x'.repeat(9 * 1024 * 1024) }) });
+  const tooBig = await api(n.url, token, '/agent/v1/inventory', {
+    method: 'POST',
+    body: JSON.stringify({ ...win11('pc-bad-0009', '10.0.22631.2861'), pad: 'x'.repeat(9 * 1024 * 1024) }),
+  });
   t.equal(tooBig.status, 413);
   const delta = await report(n, token, { agentKey: 'pc-new-00001', name: 'N', delta: { baseScanId: 1, kbs: { add: ['5034123'] } } });
   t.equal(delta.status, 409, 'a delta from an unknown computer asks for a full inventory');
@@ -151,32 +203,50 @@ t.test('catalog imports reassess incrementally: new, changed, expired and supers
   const token = await enrol(n);
   const P = 'Contoso App';
   const upd = (i: number, over: Record<string, unknown> = {}) =>
-    sampleUpdate(i, { product: P, applicability: { product: P }, installed: { any: [{ kb: String(5000000 + i) }, { product: P, version: { gte: `1.0.${i}` } }] }, files: [], ...over });
+    sampleUpdate(i, {
+      product: P,
+      applicability: { product: P },
+      installed: { any: [{ kb: String(5000000 + i) }, { product: P, version: { gte: `1.0.${i}` } }] },
+      files: [],
+      ...over,
+    });
   const c1 = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', 2), [upd(1), upd(2, { severity: 'Critical' })]);
   t.equal((await uploadCatalog(n.url, n.token, c1.file, c1.sig)).status, 201);
   const computers: number[] = [];
   for (let i = 0; i < 3; i++) {
-    const r = await report(n, token, { agentKey: `contoso-${i}-pc`, name: `C${i}`, full: { os: { family: 'windows' }, products: [{ name: P, version: `1.0.${i}` }], kbs: [] } });
+    const r = await report(n, token, {
+      agentKey: `contoso-${i}-pc`,
+      name: `C${i}`,
+      full: { os: { family: 'windows' }, products: [{ name: P, version: `1.0.${i}` }], kbs: [] },
+    });
     computers.push(r.body.computerId);
   }
-  const other = (await report(n, token, { agentKey: 'unrelated-pc', name: 'U', full: { os: { family: 'windows' }, products: [{ name: 'Other' }], kbs: [] } })).body.computerId;
+  const other = (await report(n, token, { agentKey: 'unrelated-pc', name: 'U', full: { os: { family: 'windows' }, products: [{ name: 'Other' }], kbs: [] } }))
+    .body.computerId;
   // Versions 1.0.0, 1.0.1, 1.0.2: update 1 needs >= 1.0.1, update 2 needs >= 1.0.2.
   t.same(await required(n, computers[0]!), ['5000001', '5000002']);
   t.same(await required(n, computers[1]!), ['5000002']);
   t.same(await required(n, computers[2]!), []);
-  const compliance = async (id: string) => (await n.node.db!.reader.all(sql`SELECT installed, required, unknown, superseded FROM update_compliance WHERE update_id = ${id}`))[0];
+  const compliance = async (id: string) =>
+    (await n.node.db!.reader.all(sql`SELECT installed, required, unknown, superseded FROM update_compliance WHERE update_id = ${id}`))[0];
   t.match(await compliance('test-2'), { installed: 1, required: 2 });
   t.equal(await filterCount(n, 'severity:critical'), 2);
 
   // v2: update 3 supersedes 2 (same product) and is required where 2 was; 1 expires; 2 changes severity.
-  const c2 = await writeSignedCatalog(dir, keys, 'v2.gz', header('v2', 2), [upd(2, { severity: 'Low' }), upd(3, { supersedes: ['5000002'], severity: 'Important' })]);
+  const c2 = await writeSignedCatalog(dir, keys, 'v2.gz', header('v2', 2), [
+    upd(2, { severity: 'Low' }),
+    upd(3, { supersedes: ['5000002'], severity: 'Important' }),
+  ]);
   t.equal((await uploadCatalog(n.url, n.token, c2.file, c2.sig)).status, 201);
   await n.node.assessment!.assessor.idle();
   t.same(await required(n, computers[0]!), ['5000003'], 'superseded 2 is not reported; expired 1 is gone');
   t.same(await required(n, computers[1]!), ['5000003']);
   t.same(await required(n, computers[2]!), ['5000003'], '1.0.2 is below 1.0.3');
   const sup = await api(n.url, n.token, `/api/v1/computers/${computers[0]}/updates?state=superseded`);
-  t.same((sup.body.items as { kb: string }[]).map((x) => x.kb), ['5000002']);
+  t.same(
+    (sup.body.items as { kb: string }[]).map((x) => x.kb),
+    ['5000002'],
+  );
   t.match(await compliance('test-2'), { installed: 1, required: 0, superseded: 2 });
   t.match(await compliance('test-3'), { installed: 0, required: 3 });
   t.equal(await compliance('test-1'), undefined, 'the expired update has no counts');
@@ -189,9 +259,17 @@ t.test('catalog imports reassess incrementally: new, changed, expired and supers
 
   // A full reassessment gives the same answers as the incremental one: rows, counters, summaries.
   const snapshot = async () => ({
-    rows: (await n.node.db!.reader.all<Record<string, unknown>>(sql`SELECT computer_id, update_id, state FROM computer_updates ORDER BY 1, 2`)).map((r) => [...Object.values(r)]),
-    counts: (await n.node.db!.reader.all<Record<string, unknown>>(sql`SELECT * FROM update_compliance WHERE installed + required + unknown + superseded > 0 ORDER BY update_id`)).map((r) => [...Object.values(r)]),
-    summaries: ((await api(n.url, n.token, '/api/v1/computers')).body.items as { id: number; required: number; unknown: number; requiredBySeverity: unknown }[]).map((c) => [c.id, c.required, c.unknown, c.requiredBySeverity]),
+    rows: (await n.node.db!.reader.all<Record<string, unknown>>(sql`SELECT computer_id, update_id, state FROM computer_updates ORDER BY 1, 2`)).map((r) => [
+      ...Object.values(r),
+    ]),
+    counts: (
+      await n.node.db!.reader.all<Record<string, unknown>>(
+        sql`SELECT * FROM update_compliance WHERE installed + required + unknown + superseded > 0 ORDER BY update_id`,
+      )
+    ).map((r) => [...Object.values(r)]),
+    summaries: (
+      (await api(n.url, n.token, '/api/v1/computers')).body.items as { id: number; required: number; unknown: number; requiredBySeverity: unknown }[]
+    ).map((c) => [c.id, c.required, c.unknown, c.requiredBySeverity]),
   });
   const incremental = await snapshot();
   const full = await api(n.url, n.token, '/api/v1/assessment/run', { method: 'POST' });
@@ -205,7 +283,11 @@ t.test('catalog imports reassess incrementally: new, changed, expired and supers
   const d = await report(n, token, { agentKey: 'contoso-0-pc', name: 'C0', delta: { baseScanId: c0.scanId, kbs: { add: ['5000003'] } } });
   t.equal(d.status, 200);
   t.same(await required(n, computers[0]!), [], 'read right after the report: nothing required');
-  t.same((await api(n.url, n.token, `/api/v1/computers/${computers[0]}/updates?state=superseded`)).body.items.map((x: { kb: string }) => x.kb), ['5000002'], 'still superseded: its successor is installed');
+  t.same(
+    (await api(n.url, n.token, `/api/v1/computers/${computers[0]}/updates?state=superseded`)).body.items.map((x: { kb: string }) => x.kb),
+    ['5000002'],
+    'still superseded: its successor is installed',
+  );
   const afterDelta = await snapshot();
   await api(n.url, n.token, '/api/v1/assessment/run', { method: 'POST' });
   t.same(await snapshot(), afterDelta, 'the delta left the same state a full run computes');

@@ -13,13 +13,28 @@ type Caller = 'none' | 'wrong' | 'agent' | 'enrolment' | (typeof ROLES)[number];
 
 t.test('the auth matrix over every route of the API document', async (t) => {
   const n = await startNode(t);
-  const tokens: Record<Caller, string | null> = { none: null, wrong: 'pt_this-token-does-not-exist', agent: '', enrolment: '', viewer: '', operator: '', admin: n.token };
-  for (const role of ['viewer', 'operator'] as const) tokens[role] = (await api(n.url, n.token, '/api/v1/tokens', { method: 'POST', body: JSON.stringify({ name: role, role }) })).body.token;
-  tokens.enrolment = (await api(n.url, n.token, '/api/v1/agents/enrollment-tokens', { method: 'POST', body: JSON.stringify({ name: 'matrix', maxUses: 1 }) })).body.token;
-  tokens.agent = (await api(n.url, null, '/agent/v1/enroll', { method: 'POST', body: JSON.stringify({ enrollmentToken: tokens.enrolment, name: 'PC' }) })).body.secret;
+  const tokens: Record<Caller, string | null> = {
+    none: null,
+    wrong: 'pt_this-token-does-not-exist',
+    agent: '',
+    enrolment: '',
+    viewer: '',
+    operator: '',
+    admin: n.token,
+  };
+  for (const role of ['viewer', 'operator'] as const)
+    tokens[role] = (await api(n.url, n.token, '/api/v1/tokens', { method: 'POST', body: JSON.stringify({ name: role, role }) })).body.token;
+  tokens.enrolment = (
+    await api(n.url, n.token, '/api/v1/agents/enrollment-tokens', { method: 'POST', body: JSON.stringify({ name: 'matrix', maxUses: 1 }) })
+  ).body.token;
+  tokens.agent = (
+    await api(n.url, null, '/agent/v1/enroll', { method: 'POST', body: JSON.stringify({ enrollmentToken: tokens.enrolment, name: 'PC' }) })
+  ).body.secret;
   tokens.enrolment = (await api(n.url, n.token, '/api/v1/agents/enrollment-tokens', { method: 'POST', body: JSON.stringify({ name: 'matrix 2' }) })).body.token;
 
-  const doc = (await (await fetch(`${n.url}/openapi.json`)).json()) as { paths: Record<string, Record<string, { security?: Record<string, string[]>[]; 'x-patchtree-role'?: string }>> };
+  const doc = (await (await fetch(`${n.url}/openapi.json`)).json()) as {
+    paths: Record<string, Record<string, { security?: Record<string, string[]>[]; 'x-patchtree-role'?: string }>>;
+  };
   let routes = 0;
   let calls = 0;
   for (const [path, ops] of Object.entries(doc.paths)) {
@@ -33,14 +48,19 @@ t.test('the auth matrix over every route of the API document', async (t) => {
         const token = tokens[caller];
         const res = await fetch(n.url + url, {
           method: method.toUpperCase(),
-          headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(method === 'get' || method === 'delete' ? {} : { 'content-type': 'application/json' }) },
+          headers: {
+            ...(token ? { authorization: `Bearer ${token}` } : {}),
+            ...(method === 'get' || method === 'delete' ? {} : { 'content-type': 'application/json' }),
+          },
           ...(method === 'get' || method === 'delete' ? {} : { body: '{}' }),
         });
         await res.arrayBuffer();
         calls++;
         const where = `${method.toUpperCase()} ${path} as ${caller}: ${res.status}`;
         const allowed =
-          (schemes.has('bearer') && (ROLES as readonly string[]).includes(caller) && ROLES.indexOf(caller as (typeof ROLES)[number]) >= ROLES.indexOf(role as (typeof ROLES)[number])) ||
+          (schemes.has('bearer') &&
+            (ROLES as readonly string[]).includes(caller) &&
+            ROLES.indexOf(caller as (typeof ROLES)[number]) >= ROLES.indexOf(role as (typeof ROLES)[number])) ||
           (schemes.has('agent') && caller === 'agent') ||
           (schemes.has('enrollment') && caller === 'enrolment');
         if (allowed) t.ok(res.status !== 401 && res.status !== 403, `${where} (allowed)`);
@@ -50,5 +70,5 @@ t.test('the auth matrix over every route of the API document', async (t) => {
     }
   }
   t.ok(routes > 60, `${routes} routes, ${calls} calls`);
-  t.equal(doc.paths['/api/v1/tokens']!['post']!['x-patchtree-role'], 'admin', 'the document says each route\'s role');
+  t.equal(doc.paths['/api/v1/tokens']!.post!['x-patchtree-role'], 'admin', "the document says each route's role");
 });

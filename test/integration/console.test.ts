@@ -10,7 +10,8 @@ t.test('the console: sign-in, dashboard, policies, delivery, computers, hierarch
   const updates = [sampleUpdate(1, { severity: 'Critical' }), sampleUpdate(2, { severity: 'Important' })];
   const cat = await writeSignedCatalog(dir, keys, 'c.gz', header('v1', updates.length), updates);
   t.equal((await uploadCatalog(n.url, n.token, cat.file, cat.sig)).status, 201);
-  const report = (key: string, name: string, kbs: string[]) => n.node.assessment!.assessor.report({ agentKey: key, name, full: { os: { family: 'windows', name: W11 }, products: [{ name: W11 }], kbs } });
+  const report = (key: string, name: string, kbs: string[]) =>
+    n.node.assessment!.assessor.report({ agentKey: key, name, full: { os: { family: 'windows', name: W11 }, products: [{ name: W11 }], kbs } });
   await report('computer-1', '<script>alert(1)</script>', []);
   await report('computer-2', 'PC-2', ['5000001']);
   await report('computer-3', 'PC-3', ['5000001', '5000002']);
@@ -53,13 +54,41 @@ t.test('the console: sign-in, dashboard, policies, delivery, computers, hierarch
   t.equal(noToken.status, 403, 'no CSRF token: refused');
   t.equal(noToken.headers.get('content-type'), 'application/problem+json');
   t.equal((await post({ csrf: 'x'.repeat(32), name: 'Forged', severity: 'Critical' }, cookie, '/policies')).status, 403, 'a wrong one: refused');
-  t.equal((await post({ csrf, name: 'Forged', severity: 'Critical' }, cookie, '/policies', { origin: 'https://evil.example' })).status, 403, 'another site\'s Origin: refused');
-  t.equal((await post({ csrf, name: 'Forged', severity: 'Critical' }, cookie, '/policies', { 'sec-fetch-site': 'cross-site' })).status, 403, 'Sec-Fetch-Site cross-site: refused');
+  t.equal(
+    (await post({ csrf, name: 'Forged', severity: 'Critical' }, cookie, '/policies', { origin: 'https://evil.example' })).status,
+    403,
+    "another site's Origin: refused",
+  );
+  t.equal(
+    (await post({ csrf, name: 'Forged', severity: 'Critical' }, cookie, '/policies', { 'sec-fetch-site': 'cross-site' })).status,
+    403,
+    'Sec-Fetch-Site cross-site: refused',
+  );
   t.equal((await post({ token: n.token }, undefined, '/sign-in', { 'sec-fetch-site': 'cross-site' })).status, 403, 'a cross-site sign-in too');
   t.equal(await policies(), before, 'no policy was created');
-  const big = await fetch(n.url + '/sign-in', { method: 'POST', body: `token=${'a'.repeat(200_000)}`, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+  const big = await fetch(`${n.url}/sign-in`, {
+    method: 'POST',
+    body: `token=${'a'.repeat(200_000)}`,
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+  });
   t.equal(big.status, 413, 'a form over 16 KiB is refused before it is read');
-  t.equal((await fetch(n.url + '/sign-in', { method: 'POST', body: new ReadableStream({ start(ctl) { ctl.enqueue(new TextEncoder().encode(`token=${'a'.repeat(40_000)}`)); ctl.close(); } }), duplex: 'half', headers: { 'content-type': 'application/x-www-form-urlencoded' } } as RequestInit)).status, 413, 'also without a Content-Length (chunked)');
+  t.equal(
+    (
+      await fetch(`${n.url}/sign-in`, {
+        method: 'POST',
+        body: new ReadableStream({
+          start(ctl) {
+            ctl.enqueue(new TextEncoder().encode(`token=${'a'.repeat(40_000)}`));
+            ctl.close();
+          },
+        }),
+        duplex: 'half',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      } as RequestInit)
+    ).status,
+    413,
+    'also without a Content-Length (chunked)',
+  );
 
   // Dashboard figures are the API's.
   const dash = await (await get('/', cookie)).text();

@@ -5,14 +5,21 @@ import { api, header, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog,
 import { startVendor, waitFor, type Vendor, type VendorFile } from '../vendor.js';
 
 /** A node with a catalog whose files live on the test's vendor server. */
-async function setup(t: Test, files: { path: string; size: number; language?: string; behaviour?: Parameters<Vendor['add']>[2] }[], settings: Record<string, unknown> = {}, nodeArgs: string[] = []) {
+async function setup(
+  t: Test,
+  files: { path: string; size: number; language?: string; behaviour?: Parameters<Vendor['add']>[2] }[],
+  settings: Record<string, unknown> = {},
+  nodeArgs: string[] = [],
+) {
   const dir = await tempDir(t);
   const keys = await makeKeys(dir);
   const vendor = await startVendor(t);
   const node = await startNode(t, { trustedKeys: [keys.pubFile], extra: nodeArgs });
   const vf: VendorFile[] = files.map((f) => vendor.add(f.path, f.size, f.behaviour));
   const updates = vf.map((f, i) =>
-    sampleUpdate(i + 1, { files: [{ name: f.path.slice(1), url: vendor.url(f.path), size: f.data.length, sha256: f.sha256, language: files[i]!.language ?? 'neutral' }] }),
+    sampleUpdate(i + 1, {
+      files: [{ name: f.path.slice(1), url: vendor.url(f.path), size: f.data.length, sha256: f.sha256, language: files[i]!.language ?? 'neutral' }],
+    }),
   );
   const cat = await writeSignedCatalog(dir, keys, 'c.gz', header('v1', updates.length), updates);
   t.equal((await uploadCatalog(node.url, node.token, cat.file, cat.sig)).status, 201);
@@ -26,7 +33,8 @@ async function setup(t: Test, files: { path: string; size: number; language?: st
 
 const fileState = async (n: RunningNode, updateId: string) => (await api(n.url, n.token, `/api/v1/content/files?update=${updateId}`)).body.items[0];
 const mark = (n: RunningNode, ids: string[]) => api(n.url, n.token, '/api/v1/content/downloads', { method: 'POST', body: JSON.stringify({ updates: ids }) });
-const verified = (n: RunningNode, id: string) => waitFor(async () => ((await fileState(n, id))?.state === 'verified' ? fileState(n, id) : null), `${id} verified`);
+const verified = (n: RunningNode, id: string) =>
+  waitFor(async () => ((await fileState(n, id))?.state === 'verified' ? fileState(n, id) : null), `${id} verified`);
 async function fetchFile(n: RunningNode, sha: string, headers: Record<string, string> = {}) {
   const res = await fetch(`${n.url}/agent/v1/files/${sha}`, { headers: { authorization: `Bearer ${n.token}`, ...headers } });
   return { res, body: Buffer.from(await res.arrayBuffer()) };
@@ -72,13 +80,15 @@ t.test('a normal download, then served with Range and ETag', async (t) => {
   t.equal((await fetchFile(node, 'nothex')).res.status, 400);
 
   // Readers that hang up mid-file leave the node serving the others.
-  await Promise.all(Array.from({ length: 5 }, async () => {
-    const ac = new AbortController();
-    const res = await fetch(`${node.url}/agent/v1/files/${sha}`, { headers: { authorization: `Bearer ${node.token}` }, signal: ac.signal });
-    const reader = res.body!.getReader();
-    await reader.read();
-    ac.abort();
-  }).map((p) => p.catch(() => undefined)));
+  await Promise.all(
+    Array.from({ length: 5 }, async () => {
+      const ac = new AbortController();
+      const res = await fetch(`${node.url}/agent/v1/files/${sha}`, { headers: { authorization: `Bearer ${node.token}` }, signal: ac.signal });
+      const reader = res.body!.getReader();
+      await reader.read();
+      ac.abort();
+    }).map((p) => p.catch(() => undefined)),
+  );
   t.ok((await fetchFile(node, sha)).body.equals(vf[0]!.data), 'still serving after aborted readers');
   t.equal((await api(node.url, null, '/healthz')).status, 200);
 });
@@ -134,18 +144,25 @@ t.test('wrong bytes: nothing visible, counted as a failure, data deleted', async
 });
 
 t.test('404 and timeouts: retried with backoff up to the ceiling, then retried on request', async (t) => {
-  const { node, vendor } = await setup(t, [
-    { path: '/gone.cab', size: 1000, behaviour: { kind: 'status', status: 404 } },
-    { path: '/slow.cab', size: 1000, behaviour: { kind: 'hang' } },
-  ], { maxAttempts: 3, retryBaseMs: 100, retryMaxMs: 1000 });
+  const { node, vendor } = await setup(
+    t,
+    [
+      { path: '/gone.cab', size: 1000, behaviour: { kind: 'status', status: 404 } },
+      { path: '/slow.cab', size: 1000, behaviour: { kind: 'hang' } },
+    ],
+    { maxAttempts: 3, retryBaseMs: 100, retryMaxMs: 1000 },
+  );
   await mark(node, ['test-1', 'test-2']);
   const gone = await waitFor(async () => ((await fileState(node, 'test-1')).attempts === 3 ? fileState(node, 'test-1') : null), '404 x3');
-  t.match(gone, { state: 'failed', lastError: 'HTTP 404 from ' + new URL(vendor.base).host });
+  t.match(gone, { state: 'failed', lastError: `HTTP 404 from ${new URL(vendor.base).host}` });
   const slow = await waitFor(async () => ((await fileState(node, 'test-2')).attempts === 3 ? fileState(node, 'test-2') : null), 'timeout x3');
   t.match(slow, { state: 'failed', lastError: 'no data for 500 ms' });
   const times = vendor.requests.filter((r) => r.path === '/gone.cab').map((r) => r.at);
   t.equal(times.length, 3, 'no request past the ceiling');
-  t.ok(times[1]! - times[0]! >= 50 && times[2]! - times[1]! >= 100, `waits between attempts (${times[1]! - times[0]!}, ${times[2]! - times[1]!} ms): base 100 ms doubling, jitter 0.5-1.5`);
+  t.ok(
+    times[1]! - times[0]! >= 50 && times[2]! - times[1]! >= 100,
+    `waits between attempts (${times[1]! - times[0]!}, ${times[2]! - times[1]!} ms): base 100 ms doubling, jitter 0.5-1.5`,
+  );
   // Fixed at the vendor: a retry request brings it in.
   vendor.set('/gone.cab', { kind: 'normal' });
   const r = await api(node.url, node.token, '/api/v1/content/downloads', { method: 'POST', body: JSON.stringify({ retryFailed: true }) });
@@ -155,7 +172,14 @@ t.test('404 and timeouts: retried with backoff up to the ceiling, then retried o
 
 t.test('the bytes/s limit holds over a transfer of a few MB', async (t) => {
   const size = 3 * 1024 * 1024;
-  const { node } = await setup(t, [{ path: '/a.cab', size }, { path: '/b.cab', size: 1024 * 1024 }], { bytesPerSecond: 1024 * 1024, concurrency: 2 });
+  const { node } = await setup(
+    t,
+    [
+      { path: '/a.cab', size },
+      { path: '/b.cab', size: 1024 * 1024 },
+    ],
+    { bytesPerSecond: 1024 * 1024, concurrency: 2 },
+  );
   const start = Date.now();
   await mark(node, ['test-1', 'test-2']);
   await verified(node, 'test-1');
@@ -180,7 +204,10 @@ t.test('the free-space reserve refuses a download', async (t) => {
 });
 
 t.test('garbage collection (dry run first) and verify-all repairing a corrupt file', async (t) => {
-  const { node, vf } = await setup(t, [{ path: '/keep.cab', size: 50_000 }, { path: '/drop.cab', size: 70_000 }]);
+  const { node, vf } = await setup(t, [
+    { path: '/keep.cab', size: 50_000 },
+    { path: '/drop.cab', size: 70_000 },
+  ]);
   await mark(node, ['test-1', 'test-2']);
   await verified(node, 'test-1');
   await verified(node, 'test-2');

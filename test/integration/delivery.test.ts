@@ -29,13 +29,24 @@ async function setup(t: Test) {
   ];
   const cat = await writeSignedCatalog(dir, keys, 'c1.gz', header('v1', updates.length), updates);
   t.equal((await uploadCatalog(node.url, node.token, cat.file, cat.sig)).status, 201);
-  t.equal((await api(node.url, node.token, '/api/v1/settings/content', { method: 'PUT', body: JSON.stringify({ reserveBytes: 0, retryBaseMs: 50, retryMaxMs: 200 }) })).status, 200);
+  t.equal(
+    (
+      await api(node.url, node.token, '/api/v1/settings/content', {
+        method: 'PUT',
+        body: JSON.stringify({ reserveBytes: 0, retryBaseMs: 50, retryMaxMs: 200 }),
+      })
+    ).status,
+    200,
+  );
   const et = await api(node.url, node.token, '/api/v1/agents/enrollment-tokens', { method: 'POST', body: JSON.stringify({ name: 'lab', maxUses: 10 }) });
   return { node, vendor, vf, dir, keys, enrollmentToken: et.body.token as string };
 }
 
 function upd(n: number, f: VendorFile, vendor: Vendor, over: Record<string, unknown> = {}) {
-  return sampleUpdate(n, { files: [{ name: f.path.slice(1), url: vendor.url(f.path), size: f.data.length, sha256: f.sha256, language: 'neutral', installer: { type: 'wusa' } }], ...over });
+  return sampleUpdate(n, {
+    files: [{ name: f.path.slice(1), url: vendor.url(f.path), size: f.data.length, sha256: f.sha256, language: 'neutral', installer: { type: 'wusa' } }],
+    ...over,
+  });
 }
 
 async function enrolAgent(n: RunningNode, enrollmentToken: string, name: string, product: string, kbs: string[]): Promise<Agent> {
@@ -43,16 +54,28 @@ async function enrolAgent(n: RunningNode, enrollmentToken: string, name: string,
   if (e.status !== 201) throw new Error(`enrol: ${e.status} ${JSON.stringify(e.body)}`);
   const r = await api(n.url, e.body.secret, '/agent/v1/inventory', {
     method: 'POST',
-    body: JSON.stringify({ agentKey: e.body.agentId, name, full: { os: { family: 'windows', name: product, version: '10.0.22631.2861', arch: 'x64', language: 'en-us' }, products: [{ name: product }], kbs } }),
+    body: JSON.stringify({
+      agentKey: e.body.agentId,
+      name,
+      full: { os: { family: 'windows', name: product, version: '10.0.22631.2861', arch: 'x64', language: 'en-us' }, products: [{ name: product }], kbs },
+    }),
   });
   if (r.status !== 200) throw new Error(`inventory: ${r.status} ${JSON.stringify(r.body)}`);
   return { agentId: e.body.agentId, secret: e.body.secret, computerId: r.body.computerId };
 }
 
-const assignments = (n: RunningNode, a: Agent, etag?: string) => api(n.url, a.secret, '/agent/v1/assignments', { headers: etag ? { 'if-none-match': etag } : {} });
+const assignments = (n: RunningNode, a: Agent, etag?: string) =>
+  api(n.url, a.secret, '/agent/v1/assignments', { headers: etag ? { 'if-none-match': etag } : {} });
 const ids = (r: { body: { items: { updateId: string }[] } }) => r.body.items.map((i) => i.updateId).sort();
 let seq = 0;
-const ev = (updateId: string, type: string, extra: Record<string, unknown> = {}) => ({ id: `ev-${++seq}`, updateId, type, attempt: 1, at: new Date().toISOString(), ...extra });
+const ev = (updateId: string, type: string, extra: Record<string, unknown> = {}) => ({
+  id: `ev-${++seq}`,
+  updateId,
+  type,
+  attempt: 1,
+  at: new Date().toISOString(),
+  ...extra,
+});
 const send = (n: RunningNode, a: Agent, events: unknown[]) => api(n.url, a.secret, '/agent/v1/events', { method: 'POST', body: JSON.stringify({ events }) });
 const count = async (n: RunningNode, table: string) => Number((await n.node.db.client.execute(`SELECT count(*) AS n FROM ${table}`)).rows[0]!.n);
 
@@ -75,7 +98,14 @@ t.test('a policy from a filter and a severity reaches exactly the computers that
   const d = await enrolAgent(node, enrollmentToken, 'PC-D', W11, ['5000001', '5000002']); // needs nothing
   await settle(node);
 
-  const p = await api(node.url, node.token, '/api/v1/policies', { method: 'POST', body: JSON.stringify({ name: 'Critical now', fromRequired: { filter: 'severity:critical', severity: 'Critical' }, installation: { maintenance: { mode: 'any-time' } } }) });
+  const p = await api(node.url, node.token, '/api/v1/policies', {
+    method: 'POST',
+    body: JSON.stringify({
+      name: 'Critical now',
+      fromRequired: { filter: 'severity:critical', severity: 'Critical' },
+      installation: { maintenance: { mode: 'any-time' } },
+    }),
+  });
   t.equal(p.status, 201, JSON.stringify(p.body));
   t.type(p.body.id, 'string');
   t.same(p.body.updates, ['test-1', 'test-3'], 'every critical update some computer requires');
@@ -88,7 +118,9 @@ t.test('a policy from a filter and a severity reaches exactly the computers that
   t.same(ids(ra), ['test-1'], 'A gets the critical update it needs, not the important one');
   const item = ra.body.items[0];
   t.match(item, { policyId: p.body.id, kb: '5000001', successCodes: [0], rebootCodes: [3010] });
-  t.same(item.files, [{ url: `/agent/v1/files/${vf[0]!.sha256}`, sha256: vf[0]!.sha256, size: 2000, name: 'kb1.msu', language: 'neutral', installer: { type: 'wusa' } }]);
+  t.same(item.files, [
+    { url: `/agent/v1/files/${vf[0]!.sha256}`, sha256: vf[0]!.sha256, size: 2000, name: 'kb1.msu', language: 'neutral', installer: { type: 'wusa' } },
+  ]);
   t.same(ids(await assignments(node, c)), ['test-3'], 'C gets the W10 critical update');
   t.same(ids(await assignments(node, b)), [], 'B has the critical update: nothing');
   t.same(ids(await assignments(node, d)), [], 'D needs nothing');
@@ -100,7 +132,13 @@ t.test('a policy from a filter and a severity reaches exactly the computers that
   const del = await api(node.url, node.token, `/api/v1/policies/${p.body.id}/delivery`);
   t.equal(del.status, 200);
   t.match(del.body.totals, { computers: 2, targeted: 2 });
-  t.same(del.body.items.map((i: any) => [i.computerId, i.updateId, i.state]), [[a.computerId, 'test-1', 'targeted'], [c.computerId, 'test-3', 'targeted']]);
+  t.same(
+    del.body.items.map((i: any) => [i.computerId, i.updateId, i.state]),
+    [
+      [a.computerId, 'test-1', 'targeted'],
+      [c.computerId, 'test-3', 'targeted'],
+    ],
+  );
 
   // A new computer needing test-1 joins the filter: it is targeted at once.
   const e = await enrolAgent(node, enrollmentToken, 'PC-E', W11, []);
@@ -109,11 +147,22 @@ t.test('a policy from a filter and a severity reaches exactly the computers that
 
   // A installs test-1: its next scan reports the KB, the row says installed, the report keeps it.
   t.equal((await send(node, a, [ev('test-1', 'install-succeeded', { exitCode: 0 })])).status, 200);
-  const r2 = await api(node.url, a.secret, '/agent/v1/inventory', { method: 'POST', body: JSON.stringify({ agentKey: a.agentId, name: 'PC-A', full: { os: { family: 'windows', name: W11, version: '10.0.22631.2861', arch: 'x64', language: 'en-us' }, products: [{ name: W11 }], kbs: ['5000001'] } }) });
+  const r2 = await api(node.url, a.secret, '/agent/v1/inventory', {
+    method: 'POST',
+    body: JSON.stringify({
+      agentKey: a.agentId,
+      name: 'PC-A',
+      full: { os: { family: 'windows', name: W11, version: '10.0.22631.2861', arch: 'x64', language: 'en-us' }, products: [{ name: W11 }], kbs: ['5000001'] },
+    }),
+  });
   t.equal(r2.status, 200);
   await settle(node);
   const after = await api(node.url, node.token, `/api/v1/policies/${p.body.id}/delivery?computer=${a.computerId}`);
-  t.same(after.body.items.map((i: any) => i.state), ['installed'], 'installed (confirmed by the scan), still in the report though A left the filter');
+  t.same(
+    after.body.items.map((i: any) => i.state),
+    ['installed'],
+    'installed (confirmed by the scan), still in the report though A left the filter',
+  );
   t.same(ids(await assignments(node, a)), []);
 
   // Disabled: nobody gets it; enabled again: back.
@@ -134,14 +183,20 @@ t.test('a policy from a filter and a severity reaches exactly the computers that
   t.same(ids(await assignments(node, b)), [], 'a policy that has not started delivers nothing yet');
 
   const h = await api(node.url, node.token, `/api/v1/policies/${p.body.id}/history`);
-  t.same(h.body.items.map((x: any) => x.action), ['created', 'updated', 'updated']);
+  t.same(
+    h.body.items.map((x: any) => x.action),
+    ['created', 'updated', 'updated'],
+  );
   t.same(h.body.items[1].detail, { enabled: { from: true, to: false } });
 });
 
 t.test('ETag and 304; duplicate event batches counted once; retry ceilings and clearing them', async (t) => {
   const { node, enrollmentToken } = await setup(t);
   const a = await enrolAgent(node, enrollmentToken, 'PC-A', W11, ['5000002']); // needs test-1
-  const p = await api(node.url, node.token, '/api/v1/policies', { method: 'POST', body: JSON.stringify({ name: 'P', updates: ['test-1'], targets: { computers: [a.computerId] } }) });
+  const p = await api(node.url, node.token, '/api/v1/policies', {
+    method: 'POST',
+    body: JSON.stringify({ name: 'P', updates: ['test-1'], targets: { computers: [a.computerId] } }),
+  });
   t.equal(p.status, 201);
   await settle(node);
   await filesVerified(node, ['test-1']);
@@ -181,7 +236,10 @@ t.test('ETag and 304; duplicate event batches counted once; retry ceilings and c
   t.match(row, { state: 'ceiling-reached', attempts: { download: 11 } });
 
   // Cleared from the server: offered again, with the clear's time for the agent.
-  const cl = await api(node.url, node.token, `/api/v1/computers/${a.computerId}/retries/clear`, { method: 'POST', body: JSON.stringify({ updates: ['test-1'] }) });
+  const cl = await api(node.url, node.token, `/api/v1/computers/${a.computerId}/retries/clear`, {
+    method: 'POST',
+    body: JSON.stringify({ updates: ['test-1'] }),
+  });
   t.same(cl.body, { cleared: 1 });
   const back = await assignments(node, a);
   t.same(ids(back), ['test-1']);
@@ -189,7 +247,8 @@ t.test('ETag and 304; duplicate event batches counted once; retry ceilings and c
   t.type(back.body.items[0].retriesClearedAt, 'string');
 
   // Installs: the 4th failure stops it.
-  for (let i = 1; i <= 3; i++) await send(node, a, [ev('test-1', 'install-failed', { attempt: i, exitCode: 1603, message: 'fatal error during installation' })]);
+  for (let i = 1; i <= 3; i++)
+    await send(node, a, [ev('test-1', 'install-failed', { attempt: i, exitCode: 1603, message: 'fatal error during installation' })]);
   t.same(ids(await assignments(node, a)), ['test-1'], '3 failed installs: still offered');
   await send(node, a, [ev('test-1', 'install-failed', { attempt: 4, exitCode: 1603 })]);
   t.same(ids(await assignments(node, a)), [], 'the 4th failed install stops delivery');
@@ -197,10 +256,13 @@ t.test('ETag and 304; duplicate event batches counted once; retry ceilings and c
   t.match(row, { state: 'ceiling-reached', attempts: { install: 4 }, lastExitCode: 1603 });
 
   // A policy's own ceilings rule: raised to 6 installs, it is offered again.
-  await api(node.url, node.token, `/api/v1/policies/${p.body.id}`, { method: 'PATCH', body: JSON.stringify({ installation: { retries: { download: 11, install: 6 } } }) });
+  await api(node.url, node.token, `/api/v1/policies/${p.body.id}`, {
+    method: 'PATCH',
+    body: JSON.stringify({ installation: { retries: { download: 11, install: 6 } } }),
+  });
   await settle(node);
   const raised = await assignments(node, a);
-  t.same(ids(raised), ['test-1'], 'under the policy\'s higher ceiling');
+  t.same(ids(raised), ['test-1'], "under the policy's higher ceiling");
   t.same(raised.body.policies[0].installation.retries, { download: 11, install: 6 });
 
   // Clearing all of a computer's counts.
@@ -208,19 +270,29 @@ t.test('ETag and 304; duplicate event batches counted once; retry ceilings and c
   t.equal((await api(node.url, node.token, '/api/v1/computers/999999/retries/clear', { method: 'POST' })).status, 404);
 });
 
-t.test('supersedence: an import that supersedes a policy\'s update adds the new one, in the history', async (t) => {
+t.test("supersedence: an import that supersedes a policy's update adds the new one, in the history", async (t) => {
   const { node, enrollmentToken, vf, vendor, dir, keys } = await setup(t);
   const a = await enrolAgent(node, enrollmentToken, 'PC-A', W11, []);
   await settle(node);
-  const follow = await api(node.url, node.token, '/api/v1/policies', { method: 'POST', body: JSON.stringify({ name: 'Follows', updates: ['test-1'], targets: { all: true }, followSupersedence: true }) });
-  const fixed = await api(node.url, node.token, '/api/v1/policies', { method: 'POST', body: JSON.stringify({ name: 'Fixed', updates: ['test-1'], targets: { all: true } }) });
+  const follow = await api(node.url, node.token, '/api/v1/policies', {
+    method: 'POST',
+    body: JSON.stringify({ name: 'Follows', updates: ['test-1'], targets: { all: true }, followSupersedence: true }),
+  });
+  const fixed = await api(node.url, node.token, '/api/v1/policies', {
+    method: 'POST',
+    body: JSON.stringify({ name: 'Fixed', updates: ['test-1'], targets: { all: true } }),
+  });
   t.equal(follow.status, 201);
   t.equal(fixed.status, 201);
 
   await importV2(t, node, dir, keys, vendor, vf);
   await waitFor(async () => (await api(node.url, node.token, `/api/v1/policies/${follow.body.id}`)).body.updates.includes('test-4'), 'the policy revised');
   t.same((await api(node.url, node.token, `/api/v1/policies/${follow.body.id}`)).body.updates, ['test-1', 'test-4']);
-  t.same((await api(node.url, node.token, `/api/v1/policies/${fixed.body.id}`)).body.updates, ['test-1'], 'a policy that does not follow supersedence is left alone');
+  t.same(
+    (await api(node.url, node.token, `/api/v1/policies/${fixed.body.id}`)).body.updates,
+    ['test-1'],
+    'a policy that does not follow supersedence is left alone',
+  );
   const h = await api(node.url, node.token, `/api/v1/policies/${follow.body.id}/history`);
   const last = h.body.items[h.body.items.length - 1];
   t.match(last, { action: 'update-superseded', by: 'supersedence', detail: { added: 'test-4', supersedes: 'test-1' } });
@@ -240,7 +312,7 @@ async function importV2(t: Test, node: RunningNode, dir: string, keys: Keys, ven
   t.equal((await uploadCatalog(node.url, node.token, cat.file, cat.sig)).status, 201);
 }
 
-t.test('agent credentials: revoked secrets, enrolment limits, one agent cannot touch another\'s data', async (t) => {
+t.test("agent credentials: revoked secrets, enrolment limits, one agent cannot touch another's data", async (t) => {
   const { node } = await setup(t);
   const et = await api(node.url, node.token, '/api/v1/agents/enrollment-tokens', { method: 'POST', body: JSON.stringify({ name: 'two', maxUses: 2 }) });
   const a = await enrolAgent(node, et.body.token, 'PC-A', W11, []);
@@ -250,21 +322,30 @@ t.test('agent credentials: revoked secrets, enrolment limits, one agent cannot t
   t.equal(await count(node, 'agents'), 2, 'nothing stored for it');
   t.equal((await api(node.url, null, '/agent/v1/enroll', { method: 'POST', body: JSON.stringify({ enrollmentToken: 'pte_nope', name: 'X' }) })).status, 401);
   const stored = await node.node.db.client.execute('SELECT secret_hash FROM agents');
-  t.notOk(stored.rows.some((r) => r.secret_hash === a.secret || r.secret_hash === b.secret), 'secrets are stored hashed');
+  t.notOk(
+    stored.rows.some((r) => r.secret_hash === a.secret || r.secret_hash === b.secret),
+    'secrets are stored hashed',
+  );
 
-  await api(node.url, node.token, '/api/v1/policies', { method: 'POST', body: JSON.stringify({ name: 'P', updates: ['test-1', 'test-2'], targets: { computers: [a.computerId] } }) });
+  await api(node.url, node.token, '/api/v1/policies', {
+    method: 'POST',
+    body: JSON.stringify({ name: 'P', updates: ['test-1', 'test-2'], targets: { computers: [a.computerId] } }),
+  });
   await settle(node);
 
   // B cannot report as A, and its events change only its own status.
-  const spoof = await api(node.url, b.secret, '/agent/v1/inventory', { method: 'POST', body: JSON.stringify({ agentKey: a.agentId, name: 'PC-A', full: { os: { family: 'windows', name: W11 } } }) });
+  const spoof = await api(node.url, b.secret, '/agent/v1/inventory', {
+    method: 'POST',
+    body: JSON.stringify({ agentKey: a.agentId, name: 'PC-A', full: { os: { family: 'windows', name: W11 } } }),
+  });
   t.equal(spoof.status, 403);
-  t.equal((await api(node.url, node.token, `/api/v1/computers/${a.computerId}`)).body.scanId, 1, 'A\'s inventory untouched');
+  t.equal((await api(node.url, node.token, `/api/v1/computers/${a.computerId}`)).body.scanId, 1, "A's inventory untouched");
   t.equal((await send(node, b, [ev('test-1', 'install-failed', { exitCode: 5 })])).status, 200);
   const rows = (await node.node.db.client.execute('SELECT computer_id FROM delivery_status')).rows.map((r) => Number(r.computer_id));
-  t.same(rows, [b.computerId], 'B\'s event is recorded against B only');
+  t.same(rows, [b.computerId], "B's event is recorded against B only");
   const pa = (await api(node.url, node.token, `/api/v1/policies?limit=10`)).body.items[0];
-  t.equal(pa.delivery.failed, 0, 'A\'s delivery is untouched');
-  t.same(ids(await assignments(node, b)), [], 'B does not see A\'s assignments');
+  t.equal(pa.delivery.failed, 0, "A's delivery is untouched");
+  t.same(ids(await assignments(node, b)), [], "B does not see A's assignments");
   t.equal((await assignments(node, a)).status, 200);
 
   // Revoked: every agent call is a 401, enrolment gives new credentials.
@@ -276,7 +357,10 @@ t.test('agent credentials: revoked secrets, enrolment limits, one agent cannot t
   t.equal((await fetch(`${node.url}/agent/v1/files/${'a'.repeat(64)}`, { headers: { authorization: `Bearer ${a.secret}` } })).status, 401);
   t.equal((await assignments(node, b)).status, 200, 'the other agent is unaffected');
   const list = await api(node.url, node.token, '/api/v1/agents');
-  t.same(list.body.items.map((x: any) => [x.agentId === a.agentId, x.revokedAt !== null]).sort(), [[false, false], [true, true]]);
+  t.same(list.body.items.map((x: any) => [x.agentId === a.agentId, x.revokedAt !== null]).sort(), [
+    [false, false],
+    [true, true],
+  ]);
   t.equal((await api(node.url, node.token, `/api/v1/agents/${b.agentId}`, { method: 'DELETE' })).status, 204);
   t.equal((await assignments(node, b)).status, 401);
   t.equal((await api(node.url, null, '/agent/v1/assignments')).status, 401, 'no credentials');
@@ -305,11 +389,20 @@ t.test('malformed and oversized agent requests: 4xx and nothing stored', async (
   t.equal(await count(node, 'delivery_status'), 0, 'no status changed');
 
   // Each event the node can never accept is named, by its index in the batch and why; a refusal of the batch as a whole names none.
-  const refused = async (events: unknown[]) => (await api(node.url, a.secret, '/agent/v1/events', { method: 'POST', body: JSON.stringify({ events }) })).body.refused;
+  const refused = async (events: unknown[]) =>
+    (await api(node.url, a.secret, '/agent/v1/events', { method: 'POST', body: JSON.stringify({ events }) })).body.refused;
   const typo = { ...ev('test-1', 'download-started'), type: 'exploded' };
-  t.match(await refused([ev('test-1', 'download-started'), typo, ev('test-1', 'download-completed')]), [{ index: 1, id: typo.id, reason: /^type: / }], 'a bad shape');
+  t.match(
+    await refused([ev('test-1', 'download-started'), typo, ev('test-1', 'download-completed')]),
+    [{ index: 1, id: typo.id, reason: /^type: / }],
+    'a bad shape',
+  );
   const gone = ev('no-such-update', 'download-started');
-  t.same(await refused([ev('test-1', 'download-started'), gone]), [{ index: 1, id: gone.id, reason: 'updateId: no-such-update is not an update this node knows' }], 'an unknown update');
+  t.same(
+    await refused([ev('test-1', 'download-started'), gone]),
+    [{ index: 1, id: gone.id, reason: 'updateId: no-such-update is not an update this node knows' }],
+    'an unknown update',
+  );
   t.same(await refused(Array.from({ length: 501 }, () => ev('test-1', 'download-started'))), [], 'too many events: the batch as a whole');
   t.equal(await count(node, 'agent_events'), 0, 'still nothing stored');
 
@@ -320,7 +413,10 @@ t.test('malformed and oversized agent requests: 4xx and nothing stored', async (
 
   // An agent that has not reported an inventory has nothing to report on yet.
   const e = await api(node.url, null, '/agent/v1/enroll', { method: 'POST', body: JSON.stringify({ enrollmentToken, name: 'fresh' }) });
-  t.equal((await api(node.url, e.body.secret, '/agent/v1/events', { method: 'POST', body: JSON.stringify({ events: [ev('test-1', 'download-started')] }) })).status, 409);
+  t.equal(
+    (await api(node.url, e.body.secret, '/agent/v1/events', { method: 'POST', body: JSON.stringify({ events: [ev('test-1', 'download-started')] }) })).status,
+    409,
+  );
   const empty = await api(node.url, e.body.secret, '/agent/v1/assignments');
   t.same(empty.body, { items: [], policies: [], waitingForFiles: 0, waiting: [] });
   const cfg = await api(node.url, e.body.secret, '/agent/v1/config');
@@ -333,24 +429,57 @@ t.test('installation settings and policy validation', async (t) => {
   const a = await enrolAgent(node, enrollmentToken, 'PC-A', W11, []);
   const s = await api(node.url, node.token, '/api/v1/settings/installation');
   t.match(s.body, { maintenance: { mode: 'windows', zone: 'local' }, restart: { mode: 'in-window' }, retries: { download: 11, install: 4 } });
-  const next = { ...s.body, maintenance: { mode: 'windows', zone: 'Europe/Berlin', windows: [{ days: ['sat', 'sun'], start: '01:00', end: '05:00' }] }, retries: { download: 5, install: 2 } };
+  const next = {
+    ...s.body,
+    maintenance: { mode: 'windows', zone: 'Europe/Berlin', windows: [{ days: ['sat', 'sun'], start: '01:00', end: '05:00' }] },
+    retries: { download: 5, install: 2 },
+  };
   t.equal((await api(node.url, node.token, '/api/v1/settings/installation', { method: 'PUT', body: JSON.stringify(next) })).status, 200);
   t.same((await api(node.url, a.secret, '/agent/v1/config')).body.installation, next, 'agents get the new settings');
-  t.equal((await api(node.url, node.token, '/api/v1/settings/installation', { method: 'PUT', body: JSON.stringify({ ...next, maintenance: { mode: 'windows', zone: 'Mars/Olympus', windows: [] } }) })).status, 400);
-  t.equal((await api(node.url, node.token, '/api/v1/settings/installation', { method: 'PUT', body: JSON.stringify({ ...next, restart: { mode: 'sometimes', warningMinutes: 5 } }) })).status, 400);
+  t.equal(
+    (
+      await api(node.url, node.token, '/api/v1/settings/installation', {
+        method: 'PUT',
+        body: JSON.stringify({ ...next, maintenance: { mode: 'windows', zone: 'Mars/Olympus', windows: [] } }),
+      })
+    ).status,
+    400,
+  );
+  t.equal(
+    (
+      await api(node.url, node.token, '/api/v1/settings/installation', {
+        method: 'PUT',
+        body: JSON.stringify({ ...next, restart: { mode: 'sometimes', warningMinutes: 5 } }),
+      })
+    ).status,
+    400,
+  );
 
   const post = (body: unknown) => api(node.url, node.token, '/api/v1/policies', { method: 'POST', body: JSON.stringify(body) });
   t.equal((await post({ name: 'x', updates: ['nope'], targets: { all: true } })).status, 400, 'an unknown update');
   t.equal((await post({ name: 'x', updates: ['test-1'], targets: {} })).status, 400, 'no targets');
   t.equal((await post({ name: 'x', updates: ['test-1'], targets: { filters: ['custom:999'] } })).status, 400, 'an unknown filter');
   t.equal((await post({ name: 'x', updates: ['test-1'], targets: { computers: [999] } })).status, 400, 'an unknown computer');
-  t.equal((await post({ name: 'x', updates: ['test-1'], targets: { all: true }, startAt: '2030-01-02T00:00:00Z', deadline: '2030-01-01T00:00:00Z' })).status, 400, 'a deadline before the start');
+  t.equal(
+    (await post({ name: 'x', updates: ['test-1'], targets: { all: true }, startAt: '2030-01-02T00:00:00Z', deadline: '2030-01-01T00:00:00Z' })).status,
+    400,
+    'a deadline before the start',
+  );
   t.equal((await post({ name: 'x', fromRequired: { severity: 'Low' } })).status, 400, 'nothing required of that severity');
   t.equal(await count(node, 'policies'), 0, 'nothing stored');
   t.equal((await post({ name: 'x', updates: ['test-1'], targets: { all: true } })).status, 201);
   t.equal((await post({ name: 'x', updates: ['test-2'], targets: { all: true } })).status, 409, 'names are unique');
   const viewer = await api(node.url, node.token, '/api/v1/tokens', { method: 'POST', body: JSON.stringify({ name: 'v', role: 'viewer' }) });
-  t.equal((await api(node.url, viewer.body.token, '/api/v1/policies', { method: 'POST', body: JSON.stringify({ name: 'y', updates: ['test-1'], targets: { all: true } }) })).status, 403, 'viewers cannot create policies');
+  t.equal(
+    (
+      await api(node.url, viewer.body.token, '/api/v1/policies', {
+        method: 'POST',
+        body: JSON.stringify({ name: 'y', updates: ['test-1'], targets: { all: true } }),
+      })
+    ).status,
+    403,
+    'viewers cannot create policies',
+  );
   t.equal((await api(node.url, viewer.body.token, '/api/v1/policies')).status, 200, 'but can read them');
   // A filter a policy targets cannot be deleted from under it.
   const f = await api(node.url, node.token, '/api/v1/filters', { method: 'POST', body: JSON.stringify({ name: 'Lab', condition: { name: 'PC-' } }) });
@@ -360,10 +489,18 @@ t.test('installation settings and policy validation', async (t) => {
   t.match(del.body.detail, /"lab"/);
   const lab = (await api(node.url, node.token, '/api/v1/policies')).body.items.find((p: any) => p.name === 'lab');
   t.equal((await api(node.url, node.token, `/api/v1/policies/${lab.id}`, { method: 'PATCH', body: JSON.stringify({ targets: { all: true } }) })).status, 200);
-  t.equal((await api(node.url, node.token, `/api/v1/filters/${encodeURIComponent(f.body.id)}`, { method: 'DELETE' })).status, 204, 'deletable once no policy targets it');
+  t.equal(
+    (await api(node.url, node.token, `/api/v1/filters/${encodeURIComponent(f.body.id)}`, { method: 'DELETE' })).status,
+    204,
+    'deletable once no policy targets it',
+  );
 
   const id = (await api(node.url, node.token, '/api/v1/policies')).body.items.find((p: any) => p.name === 'x').id;
   t.equal((await api(node.url, node.token, `/api/v1/policies/${id}`, { method: 'DELETE' })).status, 204);
   t.equal((await api(node.url, node.token, `/api/v1/policies/${id}`)).status, 404);
-  t.same((await api(node.url, node.token, `/api/v1/policies/${id}/history`)).body.items.map((h: any) => h.action), ['created', 'deleted'], 'the history outlives the policy');
+  t.same(
+    (await api(node.url, node.token, `/api/v1/policies/${id}/history`)).body.items.map((h: any) => h.action),
+    ['created', 'deleted'],
+    'the history outlives the policy',
+  );
 });

@@ -14,7 +14,11 @@ t.test('a followed feed costs one conditional request when unchanged', async (t)
   const dir = await tempDir(t);
   const keys = await makeKeys(dir);
   const v1 = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', 2, new Date('2024-01-01T00:00:00Z')), [sampleUpdate(1), sampleUpdate(2)]);
-  const v2 = await writeSignedCatalog(dir, keys, 'v2.gz', header('v2', 3, new Date('2024-02-01T00:00:00Z')), [sampleUpdate(1), sampleUpdate(2), sampleUpdate(3)]);
+  const v2 = await writeSignedCatalog(dir, keys, 'v2.gz', header('v2', 3, new Date('2024-02-01T00:00:00Z')), [
+    sampleUpdate(1),
+    sampleUpdate(2),
+    sampleUpdate(3),
+  ]);
   let current = v1;
   let etag = '"v1"';
   const log: string[] = [];
@@ -35,7 +39,15 @@ t.test('a followed feed costs one conditional request when unchanged', async (t)
   t.teardown(() => db.close());
   const importer = new CatalogImporter(db, await loadTrustedKeys([keys.pubFile]), createLogger('silent'));
   let saved: FeedState | undefined;
-  const feed = new CatalogFeed(url, 60_000, importer, { get: async () => saved, put: async (s) => void (saved = s) }, join(dir, 'tmp'), 1e9, createLogger('silent'));
+  const feed = new CatalogFeed(
+    url,
+    60_000,
+    importer,
+    { get: async () => saved, put: async (s) => void (saved = s) },
+    join(dir, 'tmp'),
+    1e9,
+    createLogger('silent'),
+  );
 
   t.match(await feed.check(), { version: 'v1', added: 2 });
   t.equal(saved?.etag, '"v1"');
@@ -54,7 +66,7 @@ t.test('a followed feed costs one conditional request when unchanged', async (t)
   t.match(saved?.lastError, /signature-invalid/);
   t.equal(saved?.etag, '"v2"', 'validators are kept from the last good import, so the next check retries');
   const rows = await db.client.execute('SELECT count(*) AS n FROM updates');
-  t.equal(Number(rows.rows[0]!['n']), 3);
+  t.equal(Number(rows.rows[0]!.n), 3);
 });
 
 t.test('the import over @libsql/client (the remote-server path) gives the same result', async (t) => {
@@ -65,12 +77,37 @@ t.test('the import over @libsql/client (the remote-server path) gives the same r
   // Without filePath the worker drives the import through the client, as for libsql:// URLs.
   const viaClient = { ...db, filePath: null };
   const importer = new CatalogImporter(viaClient, await loadTrustedKeys([keys.pubFile]), createLogger('silent'));
-  const v1 = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', 3, new Date('2024-01-01T00:00:00Z')), [1, 2, 3].map((i) => sampleUpdate(i)));
+  const v1 = await writeSignedCatalog(
+    dir,
+    keys,
+    'v1.gz',
+    header('v1', 3, new Date('2024-01-01T00:00:00Z')),
+    [1, 2, 3].map((i) => sampleUpdate(i)),
+  );
   t.match(await importer.import({ catalogFile: v1.file, signature: readFileSync(v1.sig), importedBy: 't', source: 'cli' }), { added: 3 });
-  const v2 = await writeSignedCatalog(dir, keys, 'v2.gz', header('v2', 2, new Date('2024-02-01T00:00:00Z')), [sampleUpdate(1), sampleUpdate(2, { title: 'changed' })]);
-  t.match(await importer.import({ catalogFile: v2.file, signature: readFileSync(v2.sig), importedBy: 't', source: 'cli' }), { added: 0, changed: 1, expired: 1, unchanged: 1 });
-  const bad = await writeSignedCatalog(dir, keys, 'bad.gz', header('v3', 2, new Date('2024-03-01T00:00:00Z')), [sampleUpdate(7), { ...sampleUpdate(8), kb: 'x' }]);
+  const v2 = await writeSignedCatalog(dir, keys, 'v2.gz', header('v2', 2, new Date('2024-02-01T00:00:00Z')), [
+    sampleUpdate(1),
+    sampleUpdate(2, { title: 'changed' }),
+  ]);
+  t.match(await importer.import({ catalogFile: v2.file, signature: readFileSync(v2.sig), importedBy: 't', source: 'cli' }), {
+    added: 0,
+    changed: 1,
+    expired: 1,
+    unchanged: 1,
+  });
+  const bad = await writeSignedCatalog(dir, keys, 'bad.gz', header('v3', 2, new Date('2024-03-01T00:00:00Z')), [
+    sampleUpdate(7),
+    { ...sampleUpdate(8), kb: 'x' },
+  ]);
   await t.rejects(importer.import({ catalogFile: bad.file, signature: readFileSync(bad.sig), importedBy: 't', source: 'cli' }), { code: 'catalog-invalid' });
-  const ids = (await db.client.execute('SELECT id, revision, expired FROM updates ORDER BY id')).rows.map((r) => [r['id'], Number(r['revision']), Number(r['expired'])]);
-  t.same(ids, [['test-1', 1, 0], ['test-2', 2, 0], ['test-3', 2, 1]], 'the rejected file left nothing');
+  const ids = (await db.client.execute('SELECT id, revision, expired FROM updates ORDER BY id')).rows.map((r) => [r.id, Number(r.revision), Number(r.expired)]);
+  t.same(
+    ids,
+    [
+      ['test-1', 1, 0],
+      ['test-2', 2, 0],
+      ['test-3', 2, 1],
+    ],
+    'the rejected file left nothing',
+  );
 });

@@ -19,7 +19,11 @@ t.test('import the real catalog; re-import changes nothing', async (t) => {
   t.equal(again.status, 201);
   t.match(again.body, { version: '2024.01.1', added: 0, changed: 0, expired: 0, unchanged: 495 });
   const after = await listAll(n.url, n.token, '/api/v1/updates', 500);
-  t.same(after.map((u) => [u.id, u.revision]), before.map((u) => [u.id, u.revision]), 'same ids and revisions');
+  t.same(
+    after.map((u) => [u.id, u.revision]),
+    before.map((u) => [u.id, u.revision]),
+    'same ids and revisions',
+  );
 
   const kb = await api(n.url, n.token, '/api/v1/updates?kb=5034123');
   t.equal(kb.body.items.length, 4);
@@ -80,7 +84,14 @@ t.test('one bad line rejects the whole catalog and writes nothing', async (t) =>
   const far = await writeSignedCatalog(dir, keys, 'far.gz', header('v1', 1200), many);
   const farRes = await uploadCatalog(n.url, n.token, far.file, far.sig);
   t.equal(farRes.status, 422);
-  t.same(farRes.body.errors.map((e: any) => [e.line, e.path]), [[102, 'severity'], [702, 'severity'], [1152, 'severity']]);
+  t.same(
+    farRes.body.errors.map((e: any) => [e.line, e.path]),
+    [
+      [102, 'severity'],
+      [702, 'severity'],
+      [1152, 'severity'],
+    ],
+  );
   for (let i = 0; i < 30; i++) (many[i * 40] as any).title = '';
   const worse = await writeSignedCatalog(dir, keys, 'worse.gz', header('v1', 1200), many);
   const worseRes = await uploadCatalog(n.url, n.token, worse.file, worse.sig);
@@ -123,7 +134,13 @@ t.test('a newer version adds, changes and expires; versions are guarded', async 
   const keys = await makeKeys(dir);
   const n = await startNode(t, { trustedKeys: [keys.pubFile] });
   const t0 = new Date('2024-01-10T00:00:00Z');
-  const v1 = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', 5, t0), [1, 2, 3, 4, 5].map((i) => sampleUpdate(i)));
+  const v1 = await writeSignedCatalog(
+    dir,
+    keys,
+    'v1.gz',
+    header('v1', 5, t0),
+    [1, 2, 3, 4, 5].map((i) => sampleUpdate(i)),
+  );
   t.match((await uploadCatalog(n.url, n.token, v1.file, v1.sig)).body, { added: 5 });
 
   const t1 = new Date('2024-02-10T00:00:00Z');
@@ -145,9 +162,19 @@ t.test('a newer version adds, changes and expires; versions are guarded', async 
   t.match(u6.supersedence.supersedes, [{ id: 'test-2', kb: '5000002', inCatalog: true }]);
   const u5 = (await api(n.url, n.token, '/api/v1/updates/test-5')).body;
   t.match(u5, { expired: true, revision: 2 });
-  t.same((await listAll(n.url, n.token, '/api/v1/updates', 2)).map((u) => u.id).sort(), ['test-1', 'test-2', 'test-3', 'test-4', 'test-6'], 'expired hidden by default');
-  t.same((await api(n.url, n.token, '/api/v1/updates?expired=true')).body.items.map((u: any) => u.id), ['test-5']);
-  t.same((await api(n.url, n.token, '/api/v1/updates?superseded=true')).body.items.map((u: any) => u.id), ['test-2']);
+  t.same(
+    (await listAll(n.url, n.token, '/api/v1/updates', 2)).map((u) => u.id).sort(),
+    ['test-1', 'test-2', 'test-3', 'test-4', 'test-6'],
+    'expired hidden by default',
+  );
+  t.same(
+    (await api(n.url, n.token, '/api/v1/updates?expired=true')).body.items.map((u: any) => u.id),
+    ['test-5'],
+  );
+  t.same(
+    (await api(n.url, n.token, '/api/v1/updates?superseded=true')).body.items.map((u: any) => u.id),
+    ['test-2'],
+  );
 
   // The same version with other bytes, or an older release, is refused.
   const v2b = await writeSignedCatalog(dir, keys, 'v2b.gz', header('v2', 1, t1), [sampleUpdate(9)]);

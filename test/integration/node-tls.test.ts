@@ -18,7 +18,7 @@ function servedSerial(port: number, ca: string): Promise<string> {
   });
 }
 
-t.test('the node\'s own certificate: made, kept, made again when its CA or names change, renewed on a running gRPC server', async (t) => {
+t.test("the node's own certificate: made, kept, made again when its CA or names change, renewed on a running gRPC server", async (t) => {
   const dir = await tempDir(t);
   const first = await nodeTls({ data: dir, name: 'n', names: ['127.0.0.1', 'localhost'] });
   const serial = (pem: string) => new X509Certificate(pem).serialNumber.toLowerCase();
@@ -45,5 +45,8 @@ t.test('the node\'s own certificate: made, kept, made again when its CA or names
   rmSync(join(dir, 'tls', 'ca.key'));
   const newCa = await nodeTls({ data: dir, name: 'n', names: ['127.0.0.1', 'localhost', 'patch.example'] });
   t.not(newCa.caSha256, renewed.caSha256);
-  t.ok(new X509Certificate(leaf(newCa)).verify(new X509Certificate(readFileSync(join(dir, 'tls', 'ca.pem'))).publicKey), 'signed by the new CA, not kept because the CA\'s name is the same');
+  t.ok(
+    new X509Certificate(leaf(newCa)).verify(new X509Certificate(readFileSync(join(dir, 'tls', 'ca.pem'))).publicKey),
+    "signed by the new CA, not kept because the CA's name is the same",
+  );
 });

@@ -20,20 +20,36 @@ import { buildRealCatalog, makeKeys, tempDir } from '../helpers.js';
 
 const ORIGIN = '11111111-1111-4111-8111-111111111111';
 
-async function rootWithCatalog(dir: string, driver: 'binding' | 'client' = 'binding', name = 'root'): Promise<{ conn: SqlConn; close: () => void; orm: Awaited<ReturnType<typeof openDatabase>>['orm'] }> {
+async function rootWithCatalog(
+  dir: string,
+  driver: 'binding' | 'client' = 'binding',
+  name = 'root',
+): Promise<{ conn: SqlConn; close: () => void; orm: Awaited<ReturnType<typeof openDatabase>>['orm'] }> {
   const keys = await makeKeys(dir, `keys-${name}`);
   const { file } = await buildRealCatalog(dir, keys);
   const db = await openDatabase(`file:${join(dir, `${name}.db`)}`);
   // The client driver is what a remote libsql server gets (no file path).
   const conn = openConn(driver === 'binding' ? db : { filePath: null, url: db.url });
-  await applyCatalog(conn, file, { origin: ORIGIN, fileSha256: 'f'.repeat(64), keyId: keys.keyId, importedBy: 'test', source: 'upload', now: 1_700_000_000_000 }, (fn) => conn.transaction(fn));
+  await applyCatalog(
+    conn,
+    file,
+    { origin: ORIGIN, fileSha256: 'f'.repeat(64), keyId: keys.keyId, importedBy: 'test', source: 'upload', now: 1_700_000_000_000 },
+    (fn) => conn.transaction(fn),
+  );
   // One update with a local custom severity and one with a replicated one, so both key forms travel.
   await conn.exec("INSERT INTO custom_severities (name, rank, created_at) VALUES ('Local', 1, 0)");
   await conn.exec("INSERT INTO custom_severities (name, rank, created_at, origin_key) VALUES ('Upstream', 2, 0, 'up:7')");
   const ids = (await conn.all<{ id: string }>('SELECT id FROM updates ORDER BY id LIMIT 2', [])).map((r) => r.id);
   await conn.run("UPDATE updates SET custom_severity_id = (SELECT id FROM custom_severities WHERE name = 'Local') WHERE id = ?", [ids[0]]);
   await conn.run("UPDATE updates SET custom_severity_id = (SELECT id FROM custom_severities WHERE name = 'Upstream') WHERE id = ?", [ids[1]]);
-  return { conn, orm: db.orm, close: () => (conn.close(), db.close()) };
+  return {
+    conn,
+    orm: db.orm,
+    close: () => {
+      conn.close();
+      db.close();
+    },
+  };
 }
 
 /** What readUpdatePayloads + the parent's old JS filter sent for these languages, normalised as a child reads it. */
@@ -67,19 +83,38 @@ t.test('the SQL-built replicated form equals the JavaScript one, for each langua
   t.teardown(root.close);
   const all = await readUpdatePayloads(root.orm, ORIGIN, { afterId: '', limit: 100_000 });
   t.equal(all.length, 495, 'the real catalog');
-  const hashes = new Map((await root.conn.all<{ id: string; content_hash: string }>('SELECT id, content_hash FROM updates', [])).map((r) => [r.id, r.content_hash]));
+  const hashes = new Map(
+    (await root.conn.all<{ id: string; content_hash: string }>('SELECT id, content_hash FROM updates', [])).map((r) => [r.id, r.content_hash]),
+  );
   for (const languages of [[], ['en'], ['de'], ['fr', 'ja'], ['ca']]) {
     const expected = all.map((p) => jsForm(p, languages)).filter((p) => p !== null);
     const wire = await allWire(root.conn, languages, 37); // a page size that does not divide the catalog
     t.equal(wire.length, expected.length, `${languages.join(',') || '(none)'}: the same updates`);
-    t.same(wire.map((w) => normalise(JSON.parse(w.payload) as Record<string, unknown>)), expected, `${languages.join(',') || '(none)'}: the same payloads`);
-    t.ok(wire.every((w) => (JSON.parse(w.payload) as { contentHash: string }).contentHash === hashes.get(w.id)), 'each with the origin\'s content hash');
+    t.same(
+      wire.map((w) => normalise(JSON.parse(w.payload) as Record<string, unknown>)),
+      expected,
+      `${languages.join(',') || '(none)'}: the same payloads`,
+    );
+    t.ok(
+      wire.every((w) => (JSON.parse(w.payload) as { contentHash: string }).contentHash === hashes.get(w.id)),
+      "each with the origin's content hash",
+    );
   }
   const levels = all.slice(0, 2).map((p) => p.customSeverity);
   t.match(levels, [new RegExp(`^${ORIGIN}:\\d+$`), 'up:7'], 'custom severities by key, both forms');
-  const some = all.filter((p) => p.files.length).slice(3, 6).map((p) => p.id);
+  const some = all
+    .filter((p) => p.files.length)
+    .slice(3, 6)
+    .map((p) => p.id);
   const [q, args] = wireUpdatesSql(ORIGIN, ['de'], { ids: [...some, 'no-such-update'] });
-  t.same((await root.conn.all<WireUpdate>(q, args)).map((r) => r.id).sort(), all.filter((p) => some.includes(p.id) && jsForm(p, ['de'])).map((p) => p.id).sort(), 'by ids: those present and in the languages');
+  t.same(
+    (await root.conn.all<WireUpdate>(q, args)).map((r) => r.id).sort(),
+    all
+      .filter((p) => some.includes(p.id) && jsForm(p, ['de']))
+      .map((p) => p.id)
+      .sort(),
+    'by ids: those present and in the languages',
+  );
 });
 
 t.test('a fresh resync written in bulk leaves exactly the rows of the per-update path', async (t) => {
@@ -90,7 +125,7 @@ t.test('a fresh resync written in bulk leaves exactly the rows of the per-update
   const asChanges = (strip: boolean): WireChange[] =>
     wire.map((w) => {
       const p = JSON.parse(w.payload) as Record<string, unknown>;
-      if (strip) delete p['contentHash']; // an older parent: applied one at a time
+      if (strip) delete p.contentHash; // an older parent: applied one at a time
       return { seq: 0, kind: 'update', key: w.id, op: 'upsert', payload: Buffer.from(strip ? JSON.stringify(p) : w.payload) };
     });
   const children: { name: string; db: Awaited<ReturnType<typeof openDatabase>>; file: string }[] = [];
@@ -105,7 +140,11 @@ t.test('a fresh resync written in bulk leaves exactly the rows of the per-update
     const native = openNative(c.file);
     t.teardown(() => native.close());
     native.exec("INSERT INTO custom_severities (name, rank, created_at, origin_key) VALUES ('Upstream', 2, 0, 'up:7')");
-    native.prepare("INSERT INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at) VALUES (1, 'x', 'p', 'c', '', 0, '', 0, 0)").run();
+    native
+      .prepare(
+        "INSERT INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at) VALUES (1, 'x', 'p', 'c', '', 0, '', 0, 0)",
+      )
+      .run();
     const a = new BatchApplier(native, replicatedKinds(), `node-${i}`);
     a.resyncStart(true);
     const changes = asChanges(c.name === 'single');
@@ -116,7 +155,10 @@ t.test('a fresh resync written in bulk leaves exactly the rows of the per-update
   }
   t.same(applied, [wire.length, wire.length], 'every update applied once on both paths');
   const [bulk, single] = children.map((c) => openConn(c.db));
-  t.teardown(() => (bulk!.close(), single!.close()));
+  t.teardown(() => {
+    bulk!.close();
+    single!.close();
+  });
   const queries = {
     updates: `SELECT id, revision, kb, bulletin, title, description, vendor, product_family, product, classification, severity, custom_severity_id, cves,
       cve_details, release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes, applicability, installed,
@@ -130,13 +172,20 @@ t.test('a fresh resync written in bulk leaves exactly the rows of the per-update
     const [x, y] = [await bulk!.all<Record<string, unknown>>(q, []), await single!.all<Record<string, unknown>>(q, [])];
     t.ok(x.length > 0, `${name}: rows written`);
     // Stored JSON text may differ in spelling, never in value.
-    const norm = (rows: Record<string, unknown>[]) => rows.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'string' && /^[[{]/.test(v) ? JSON.parse(v) : v])));
+    const norm = (rows: Record<string, unknown>[]) =>
+      rows.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'string' && /^[[{]/.test(v) ? JSON.parse(v) : v])));
     t.same(norm(x), norm(y), `${name}: the same rows`);
   }
   const rootHashes = await root.conn.all<{ id: string; content_hash: string }>('SELECT id, content_hash FROM updates ORDER BY id', []);
   const bulkHashes = await bulk!.all<{ id: string; content_hash: string }>('SELECT id, content_hash FROM updates ORDER BY id', []);
-  t.ok(bulkHashes.every((h) => rootHashes.find((r) => r.id === h.id)?.content_hash === h.content_hash), 'the bulk path keeps the origin\'s content hash');
-  t.ok((await bulk!.all<{ n: number }>("SELECT count(*) AS n FROM updates WHERE custom_severity_id IS NOT NULL", []))[0]!.n === 1, 'the replicated level found by its key');
+  t.ok(
+    bulkHashes.every((h) => rootHashes.find((r) => r.id === h.id)?.content_hash === h.content_hash),
+    "the bulk path keeps the origin's content hash",
+  );
+  t.ok(
+    (await bulk!.all<{ n: number }>('SELECT count(*) AS n FROM updates WHERE custom_severity_id IS NOT NULL', []))[0]!.n === 1,
+    'the replicated level found by its key',
+  );
 
   // A second complete resync into the filled catalog takes the careful path and sweeps what the parent dropped.
   const native = openNative(children[0]!.file);
@@ -149,7 +198,7 @@ t.test('a fresh resync written in bulk leaves exactly the rows of the per-update
   t.equal(removed, 1, 'the update no longer sent is removed');
   t.equal((await bulk!.all<{ n: number }>('SELECT count(*) AS n FROM updates', []))[0]!.n, wire.length - 1);
   const tomb = await bulk!.all<{ op: string; key: string }>("SELECT op, key FROM change_log WHERE op = 'delete'", []);
-  t.same(tomb, [{ op: 'delete', key: wire[0]!.id }], 'with a tombstone for this node\'s children');
+  t.same(tomb, [{ op: 'delete', key: wire[0]!.id }], "with a tombstone for this node's children");
 });
 
 t.test('an import writes the same rows through the binding and through the client (a remote server)', async (t) => {
@@ -167,7 +216,11 @@ t.test('an import writes the same rows through the binding and through the clien
   ]) {
     const [x, y] = [await a.conn.all<Record<string, unknown>>(q, []), await b.conn.all<Record<string, unknown>>(q, [])];
     t.ok(x.length > 0, `${q}: rows`);
-    t.same(y.map((r) => ({ ...r })), x.map((r) => ({ ...r })), q);
+    t.same(
+      y.map((r) => ({ ...r })),
+      x.map((r) => ({ ...r })),
+      q,
+    );
   }
   const log = await a.conn.all<{ n: number }>("SELECT count(*) AS n FROM change_log WHERE kind = 'update' AND op = 'upsert' AND payload = ''", []);
   t.equal(log[0]!.n, 495, 'each added update logged once, as a state entry');

@@ -14,11 +14,35 @@ const B = '00000000-0000-4000-8000-0000000000b1';
 const BELOW_A = '00000000-0000-4000-8000-0000000000a2';
 
 const unary = (client: any, method: string, req: unknown, md?: grpc.Metadata) =>
-  new Promise<{ err: grpc.ServiceError | null; res: any }>((resolve) => (md ? client[method](req, md, (err: any, res: any) => resolve({ err, res })) : client[method](req, (err: any, res: any) => resolve({ err, res }))));
+  new Promise<{ err: grpc.ServiceError | null; res: any }>((resolve) =>
+    md ? client[method](req, md, (err: any, res: any) => resolve({ err, res })) : client[method](req, (err: any, res: any) => resolve({ err, res })),
+  );
 
 function report(id: string, parent: string) {
-  const json = Buffer.from(JSON.stringify({ summary: { computers: 1, compliant: 1, compliantPercent: 100, required: 0, requiredBySeverity: { Critical: 0, Important: 0, Moderate: 0, Low: 0, Unrated: 0 }, urgentComputers: 0, stale: 0 }, updates: [], policies: {} }));
-  return { node_id: id, name: id.slice(-2), parent_id: parent, age_ms: 0, interval_ms: 1000, digest: createHash('sha256').update(json).digest('hex'), summary: json };
+  const json = Buffer.from(
+    JSON.stringify({
+      summary: {
+        computers: 1,
+        compliant: 1,
+        compliantPercent: 100,
+        required: 0,
+        requiredBySeverity: { Critical: 0, Important: 0, Moderate: 0, Low: 0, Unrated: 0 },
+        urgentComputers: 0,
+        stale: 0,
+      },
+      updates: [],
+      policies: {},
+    }),
+  );
+  return {
+    node_id: id,
+    name: id.slice(-2),
+    parent_id: parent,
+    age_ms: 0,
+    interval_ms: 1000,
+    digest: createHash('sha256').update(json).digest('hex'),
+    summary: json,
+  };
 }
 
 t.test('gRPC input is checked against its meaning, and a refusal changes nothing', async (t) => {
@@ -47,7 +71,14 @@ t.test('gRPC input is checked against its meaning, and a refusal changes nothing
   // On the wire: a field with another wire type, invalid UTF-8. Raw bytes, as a hostile client sends them.
   const rawCall = (method: string, bytes: Buffer, md?: grpc.Metadata) =>
     new Promise<grpc.ServiceError | null>((resolve) =>
-      a.client.makeUnaryRequest(`/patchtree.replication.v1.Replication/${method}`, (b: Buffer) => b, (b: Buffer) => b, bytes, md ?? new grpc.Metadata(), (err: grpc.ServiceError | null) => resolve(err)),
+      a.client.makeUnaryRequest(
+        `/patchtree.replication.v1.Replication/${method}`,
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        bytes,
+        md ?? new grpc.Metadata(),
+        (err: grpc.ServiceError | null) => resolve(err),
+      ),
     );
   const str = (field: number, b: Buffer) => Buffer.concat([Buffer.from([(field << 3) | 2, b.length]), b]);
   const cursorBefore = (await child(A)).cursor;
@@ -56,7 +87,10 @@ t.test('gRPC input is checked against its meaning, and a refusal changes nothing
   t.equal(wrongType?.code, grpc.status.INVALID_ARGUMENT, String(wrongType?.details));
   t.match(wrongType?.details, /^cursor: sent with wire type 2, expected 0/);
   t.same((await child(A)).cursor, cursorBefore, 'the cursor is unchanged');
-  const badUtf8 = await rawCall('Join', Buffer.concat([str(2, Buffer.from('00000000-0000-4000-8000-0000000000e9')), str(3, Buffer.from([0x61, 0xff, 0xfe, 0x62]))]));
+  const badUtf8 = await rawCall(
+    'Join',
+    Buffer.concat([str(2, Buffer.from('00000000-0000-4000-8000-0000000000e9')), str(3, Buffer.from([0x61, 0xff, 0xfe, 0x62]))]),
+  );
   t.equal(badUtf8?.code, grpc.status.INVALID_ARGUMENT, String(badUtf8?.details));
   t.match(badUtf8?.details, /^name: not valid UTF-8/);
 
@@ -65,8 +99,18 @@ t.test('gRPC input is checked against its meaning, and a refusal changes nothing
   const raw = new (replicationService())(`127.0.0.1:${node.node.grpcPort}`, grpc.credentials.createInsecure()) as any;
   t.teardown(() => raw.close());
   const token = await tok();
-  const join = (over: Record<string, unknown>) => unary(raw, 'Join', { join_token: token, node_id: '00000000-0000-4000-8000-0000000000e1', name: 'new', languages: ['en'], protocol_version: PROTOCOL_VERSION, ...over });
-  const many = Array.from({ length: 1000 }, (_, i) => `x${String.fromCharCode(97 + (i % 26))}${String.fromCharCode(97 + Math.floor(i / 26) % 26)}-${String(i).padStart(4, '0')}`.slice(1));
+  const join = (over: Record<string, unknown>) =>
+    unary(raw, 'Join', {
+      join_token: token,
+      node_id: '00000000-0000-4000-8000-0000000000e1',
+      name: 'new',
+      languages: ['en'],
+      protocol_version: PROTOCOL_VERSION,
+      ...over,
+    });
+  const many = Array.from({ length: 1000 }, (_, i) =>
+    `x${String.fromCharCode(97 + (i % 26))}${String.fromCharCode(97 + (Math.floor(i / 26) % 26))}-${String(i).padStart(4, '0')}`.slice(1),
+  );
   for (const [over, field] of [
     [{ node_id: '-'.repeat(36) }, 'node_id'],
     [{ node_id: '0000000G-0000-4000-8000-0000000000e1' }, 'node_id'],
@@ -88,7 +132,10 @@ t.test('gRPC input is checked against its meaning, and a refusal changes nothing
   t.equal((await join({})).err, null, 'the token was not used up by the refused calls');
 
   // Subscribe with a thousand languages: refused before anything is stored; the parent keeps working.
-  const sub = a.client.Subscribe({ protocol_version: PROTOCOL_VERSION, node_id: A, epoch: '', after_seq: '0', languages: many, applied_languages: [], name: 'site-a', version: 'x' }, a.md);
+  const sub = a.client.Subscribe(
+    { protocol_version: PROTOCOL_VERSION, node_id: A, epoch: '', after_seq: '0', languages: many, applied_languages: [], name: 'site-a', version: 'x' },
+    a.md,
+  );
   const err = await new Promise<any>((resolve) => {
     sub.on('error', resolve);
     sub.on('data', () => {});
@@ -103,14 +150,14 @@ t.test('gRPC input is checked against its meaning, and a refusal changes nothing
   const sibling = await unary(a.client, 'Report', { reports: [report(B, rootId)], gone: [] }, a.md);
   t.equal(sibling.err, null, 'answered');
   const mixed = await unary(a.client, 'Report', { reports: [report(A, rootId), report(rootId, rootId)], gone: [] }, a.md);
-  t.equal(mixed.err, null, 'this node\'s own id coming back round is ignored, as before');
+  t.equal(mixed.err, null, "this node's own id coming back round is ignored, as before");
   const tree = async () => (await api(node.url, T, '/api/v1/reports/compliance?scope=tree')).body.nodes.map((n: any) => n.id).sort();
-  t.same(await tree(), [rootId, A].sort(), 'nothing stored for B: a sibling\'s report is dropped');
+  t.same(await tree(), [rootId, A].sort(), "nothing stored for B: a sibling's report is dropped");
   t.equal((await unary(a.client, 'Report', { reports: [report(BELOW_A, A), report(A, rootId)], gone: [] }, a.md)).err, null, 'a node below A, listed before A');
   t.same(await tree(), [rootId, A, BELOW_A].sort());
   const steal = await unary(b.client, 'Report', { reports: [report(B, rootId), report(BELOW_A, B)], gone: [] }, b.md);
   t.equal(steal.err, null);
   const nodes = (await api(node.url, T, '/api/v1/reports/compliance?scope=tree')).body.nodes;
-  t.same(nodes.map((n: any) => n.id).sort(), [rootId, A, B, BELOW_A].sort(), 'B\'s own report kept');
-  t.equal(nodes.find((n: any) => n.id === BELOW_A).parentId, A, 'B cannot claim a node of A\'s subtree: it stays under A');
+  t.same(nodes.map((n: any) => n.id).sort(), [rootId, A, B, BELOW_A].sort(), "B's own report kept");
+  t.equal(nodes.find((n: any) => n.id === BELOW_A).parentId, A, "B cannot claim a node of A's subtree: it stays under A");
 });

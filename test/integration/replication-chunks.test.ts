@@ -18,8 +18,10 @@ t.test('a corrupted chunk from the parent is refused before it reaches the disk'
   // A real gRPC server on port 0 standing in for a parent whose second chunk is damaged.
   const server = new grpc.Server();
   server.addService(replicationService().service, {
-    Join: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, { credential: 'ptc_fake', parent_id: '00000000-0000-4000-8000-00000000000a', parent_name: 'fake' }),
-    Subscribe: (call: grpc.ServerWritableStream<unknown, unknown>) => call.write({ hello: { parent_id: 'p', epoch: 'e', head_seq: 0, mode: 'tail', reason: '' } }),
+    Join: (_call: unknown, cb: grpc.sendUnaryData<unknown>) =>
+      cb(null, { credential: 'ptc_fake', parent_id: '00000000-0000-4000-8000-00000000000a', parent_name: 'fake' }),
+    Subscribe: (call: grpc.ServerWritableStream<unknown, unknown>) =>
+      call.write({ hello: { parent_id: 'p', epoch: 'e', head_seq: 0, mode: 'tail', reason: '' } }),
     Ack: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, {}),
     FetchFile: (call: grpc.ServerWritableStream<{ offset: string }, unknown>) => {
       const start = Number(call.request.offset);
@@ -32,7 +34,9 @@ t.test('a corrupted chunk from the parent is refused before it reaches the disk'
       call.end();
     },
   });
-  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  );
   t.teardown(() => server.forceShutdown());
 
   const dir = await tempDir(t);

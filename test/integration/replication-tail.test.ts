@@ -19,7 +19,8 @@ const de = (n: number): CatalogUpdate =>
       { name: `kb${n}-fr.cab`, url: `http://vendor.example/${n}-fr.cab`, size: 5, sha256: `${n}`.padStart(64, 'd'), language: 'fr-fr' },
     ],
   });
-const frOnly = (n: number): CatalogUpdate => sampleUpdate(n, { files: [{ name: `lp${n}.cab`, url: `http://vendor.example/lp${n}.cab`, size: 7, sha256: `${n}`.padStart(64, 'e'), language: 'fr-fr' }] });
+const frOnly = (n: number): CatalogUpdate =>
+  sampleUpdate(n, { files: [{ name: `lp${n}.cab`, url: `http://vendor.example/lp${n}.cab`, size: 7, sha256: `${n}`.padStart(64, 'e'), language: 'fr-fr' }] });
 const noFiles = (n: number): CatalogUpdate => sampleUpdate(n, { files: [] });
 
 interface Received {
@@ -30,7 +31,19 @@ interface Received {
 
 /** Subscribes and collects until `done` says so (a resync's end, or enough tail entries). */
 function subscribe(client: any, md: grpc.Metadata, req: { epoch: string; after: number }, done: (r: Received) => boolean): Promise<Received> {
-  const call = client.Subscribe({ protocol_version: PROTOCOL_VERSION, node_id: CHILD, epoch: req.epoch, after_seq: req.after, languages: ['de'], applied_languages: ['de'], name: 'kid', version: 'test' }, md);
+  const call = client.Subscribe(
+    {
+      protocol_version: PROTOCOL_VERSION,
+      node_id: CHILD,
+      epoch: req.epoch,
+      after_seq: req.after,
+      languages: ['de'],
+      applied_languages: ['de'],
+      name: 'kid',
+      version: 'test',
+    },
+    md,
+  );
   const got: Received = { hello: { epoch: '', mode: '' }, changes: [], end: null };
   return new Promise((resolve, reject) => {
     call.on('data', (m: ReceivedMessage) => {
@@ -64,21 +77,56 @@ t.test('snapshot and tail: filtered by language, state entries sent as the updat
 
   const snap = await subscribe(client, md, { epoch: '', after: 0 }, (r) => r.end !== null);
   t.equal(snap.hello.mode, 'resync');
-  t.same(updatesOf(snap).map((c) => c.key), ['test-1', 'test-3'], 'the French-only update is left out; metadata-only goes everywhere');
+  t.same(
+    updatesOf(snap).map((c) => c.key),
+    ['test-1', 'test-3'],
+    'the French-only update is left out; metadata-only goes everywhere',
+  );
   const one = parse(updatesOf(snap)[0]!);
-  t.same(one.files.map((f: any) => f.language), ['neutral', 'de-de'], 'only the files of the child\'s languages, in catalog order');
+  t.same(
+    one.files.map((f: any) => f.language),
+    ['neutral', 'de-de'],
+    "only the files of the child's languages, in catalog order",
+  );
   t.match(one, { id: 'test-1', revision: 1, expired: false, releaseVersion: 'v1', firstVersion: 'v1', customSeverity: null, contentHash: /^[0-9a-f]{64}$/ });
   t.same(parse(updatesOf(snap)[1]!).files, []);
 
   // Two releases while the child is away: test-1 changes twice, test-3 leaves (expires), test-4 arrives.
   await upload('v2', 2, [{ ...de(1), title: 'second' }, frOnly(2), de(4)]);
   await upload('v3', 3, [{ ...de(1), title: 'third' }, frOnly(2), de(4)]);
-  const tail = await subscribe(client, md, { epoch: snap.hello.epoch, after: snap.end! }, (r) => updatesOf(r).filter((c) => c.key === 'test-1').length >= 2 && updatesOf(r).some((c) => c.key === 'test-4'));
+  const tail = await subscribe(
+    client,
+    md,
+    { epoch: snap.hello.epoch, after: snap.end! },
+    (r) => updatesOf(r).filter((c) => c.key === 'test-1').length >= 2 && updatesOf(r).some((c) => c.key === 'test-4'),
+  );
   t.equal(tail.hello.mode, 'tail');
   const ones = updatesOf(tail).filter((c) => c.key === 'test-1');
-  t.same(ones.map((c) => [c.op, parse(c).title, parse(c).revision]), [['upsert', 'third', 3], ['upsert', 'third', 3]], 'both state entries go out as the update is now');
-  t.ok(ones.every((c) => Number(c.seq) > snap.end!), 'in log order after the cursor');
-  t.same(updatesOf(tail).filter((c) => c.key === 'test-3').map((c) => [c.op, parse(c)]), [['expire', { id: 'test-3', revision: 2 }]], 'the expiry as its own small entry');
-  t.notOk(updatesOf(tail).some((c) => c.key === 'test-2'), 'the French-only update never reaches a German child');
-  t.same(parse(updatesOf(tail).find((c) => c.key === 'test-4')!).files.map((f: any) => f.language), ['neutral', 'de-de']);
+  t.same(
+    ones.map((c) => [c.op, parse(c).title, parse(c).revision]),
+    [
+      ['upsert', 'third', 3],
+      ['upsert', 'third', 3],
+    ],
+    'both state entries go out as the update is now',
+  );
+  t.ok(
+    ones.every((c) => Number(c.seq) > snap.end!),
+    'in log order after the cursor',
+  );
+  t.same(
+    updatesOf(tail)
+      .filter((c) => c.key === 'test-3')
+      .map((c) => [c.op, parse(c)]),
+    [['expire', { id: 'test-3', revision: 2 }]],
+    'the expiry as its own small entry',
+  );
+  t.notOk(
+    updatesOf(tail).some((c) => c.key === 'test-2'),
+    'the French-only update never reaches a German child',
+  );
+  t.same(
+    parse(updatesOf(tail).find((c) => c.key === 'test-4')!).files.map((f: any) => f.language),
+    ['neutral', 'de-de'],
+  );
 });

@@ -15,7 +15,15 @@ const GRANDCHILD = '00000000-0000-4000-8000-0000000000c2';
 
 function summaryOf(computers: number, compliant: number, critical: number) {
   return {
-    summary: { computers, compliant, compliantPercent: 0, required: critical, requiredBySeverity: { Critical: critical, Important: 0, Moderate: 0, Low: 0, Unrated: 0 }, urgentComputers: critical ? 1 : 0, stale: 0 },
+    summary: {
+      computers,
+      compliant,
+      compliantPercent: 0,
+      required: critical,
+      requiredBySeverity: { Critical: critical, Important: 0, Moderate: 0, Low: 0, Unrated: 0 },
+      urgentComputers: critical ? 1 : 0,
+      stale: 0,
+    },
     updates: [['u-1', 0, 0, critical, 0]],
     policies: { 'p-1': { name: 'P', origin: 'x', totals: { computers: computers, installed: compliant } } },
   };
@@ -39,7 +47,9 @@ t.test('Report: stored per node, unchanged ones by digest, bad ones refused whol
   const rootId = (await api(node.url, T, '/api/v1/hierarchy')).body.node.id as string;
   const { client, md } = await joinRaw(t, node, { id: CHILD, name: 'site', languages: ['en'] });
   const call = (reports: unknown[], gone: string[] = []) =>
-    new Promise<{ err: grpc.ServiceError | null; resend: string[] }>((resolve) => client.Report({ reports, gone }, md, (err: grpc.ServiceError | null, r: any) => resolve({ err, resend: r?.resend ?? [] })));
+    new Promise<{ err: grpc.ServiceError | null; resend: string[] }>((resolve) =>
+      client.Report({ reports, gone }, md, (err: grpc.ServiceError | null, r: any) => resolve({ err, resend: r?.resend ?? [] })),
+    );
   const tree = async () => (await api(node.url, T, '/api/v1/reports/compliance?scope=tree')).body;
 
   const noAuth = await new Promise<any>((resolve) => client.Report({ reports: [] }, (err: any) => resolve(err)));
@@ -49,7 +59,11 @@ t.test('Report: stored per node, unchanged ones by digest, bad ones refused whol
   t.equal(first.err, null);
   t.same(first.resend, []);
   let tr = await tree();
-  t.same(tr.nodes.map((n: any) => n.name), ['test-node', 'branch', 'site'], 'this node first, then every node below');
+  t.same(
+    tr.nodes.map((n: any) => n.name),
+    ['test-node', 'branch', 'site'],
+    'this node first, then every node below',
+  );
   t.same(tr.summary.computers, 15);
   t.same(tr.summary.compliant, 9);
   t.equal(tr.summary.compliantPercent, 60);
@@ -62,7 +76,7 @@ t.test('Report: stored per node, unchanged ones by digest, bad ones refused whol
   const byUpdate = (await api(node.url, T, '/api/v1/reports/compliance?scope=tree&view=updates')).body;
   t.match(byUpdate.items, [{ id: 'u-1', required: 3, installed: 0, applicable: 3, nodesRequiring: 1 }]);
   t.equal(byUpdate.summary.computers, 15);
-  t.equal((await api(node.url, T, '/api/v1/reports/compliance?scope=tree&view=computers')).status, 400, 'computers are each node\'s own');
+  t.equal((await api(node.url, T, '/api/v1/reports/compliance?scope=tree&view=computers')).status, 400, "computers are each node's own");
 
   // Unchanged: only the digest travels; a digest the parent does not have is asked for again.
   const same = report(CHILD, 'site', rootId, summaryOf(10, 4, 3), { whole: false });
@@ -75,7 +89,10 @@ t.test('Report: stored per node, unchanged ones by digest, bad ones refused whol
   // Bad input: refused with INVALID_ARGUMENT, and nothing of the call is stored.
   const before = JSON.stringify((await tree()).nodes.map((n: any) => [n.id, n.summary]));
   const bads: [string, unknown[]][] = [
-    ['digest mismatch', [report(CHILD, 'site', rootId, summaryOf(1, 1, 0)), report(GRANDCHILD, 'branch', CHILD, summaryOf(9, 9, 0), { digest: 'a'.repeat(64) })]],
+    [
+      'digest mismatch',
+      [report(CHILD, 'site', rootId, summaryOf(1, 1, 0)), report(GRANDCHILD, 'branch', CHILD, summaryOf(9, 9, 0), { digest: 'a'.repeat(64) })],
+    ],
     ['not JSON', [report(CHILD, 'site', rootId, summaryOf(1, 1, 0)), report(GRANDCHILD, 'branch', CHILD, '{nope')]],
     ['bad shape', [report(CHILD, 'site', rootId, summaryOf(1, 1, 0)), report(GRANDCHILD, 'branch', CHILD, { summary: { computers: -1 } })]],
     ['bad id', [report('not-a-uuid', 'x', rootId, summaryOf(1, 1, 0))]],
@@ -92,7 +109,11 @@ t.test('Report: stored per node, unchanged ones by digest, bad ones refused whol
   t.equal((await tree()).nodes.length, 3, 'this node is never stored as its own descendant');
   t.equal((await call([], [GRANDCHILD])).err, null);
   tr = await tree();
-  t.same(tr.nodes.map((n: any) => n.name), ['test-node', 'site'], 'gone below, gone here');
+  t.same(
+    tr.nodes.map((n: any) => n.name),
+    ['test-node', 'site'],
+    'gone below, gone here',
+  );
 
   // Delivery totals per node, for a policy this node has.
   const deliveryTree = await api(node.url, T, '/api/v1/reports/delivery?policy=p-1&scope=tree');
@@ -100,8 +121,11 @@ t.test('Report: stored per node, unchanged ones by digest, bad ones refused whol
 
   // Removing the child removes its subtree's summaries.
   t.equal((await api(node.url, T, `/api/v1/hierarchy/children/${CHILD}`, { method: 'DELETE' })).status, 204);
-  await waitFor(async () => (await tree()).nodes.length === 1, 'the subtree\'s summaries removed');
-  t.same((await tree()).nodes.map((n: any) => n.name), ['test-node']);
+  await waitFor(async () => (await tree()).nodes.length === 1, "the subtree's summaries removed");
+  t.same(
+    (await tree()).nodes.map((n: any) => n.name),
+    ['test-node'],
+  );
 });
 
 t.test('stale judgement and sums', async (t) => {

@@ -30,10 +30,17 @@ t.test('CVRF 2016-Apr: one update per (KB, product) of KB vendor fixes, advisori
 t.test('CVRF 2024-Jan: counts, skipped non-KB fixes, KB5034123 details', async (t) => {
   const r = parseCvrf(read(CVRF[1]!));
   t.equal(r.fixes.size, 125);
-  t.equal([...r.skipped.values()].reduce((a, b) => a + b, 0), 286, 'fixes naming no KB are skipped and counted');
+  t.equal(
+    [...r.skipped.values()].reduce((a, b) => a + b, 0),
+    286,
+    'fixes naming no KB are skipped and counted',
+  );
   t.equal(r.skipped.get('CBL-Mariner Releases'), 195);
   t.equal(r.skipped.get('Click to Run'), 1);
-  const products = [...r.fixes.values()].filter((f) => f.kb === '5034123').map((f) => f.product).sort();
+  const products = [...r.fixes.values()]
+    .filter((f) => f.kb === '5034123')
+    .map((f) => f.product)
+    .sort();
   t.same(products, [
     'Windows 11 Version 22H2 for ARM64-based Systems',
     'Windows 11 Version 22H2 for x64-based Systems',
@@ -51,8 +58,10 @@ t.test('CVRF 2024-Jan: counts, skipped non-KB fixes, KB5034123 details', async (
 });
 
 t.test('WSUS helpers', async (t) => {
-  t.equal(decimalBytesToHex('119 89 233 121 211 212 56 7 107 246 161 95 253 105 109 190 58 101 56 16 161 63 144 232 240 66 174 49 109 124 129 48'),
-    '7759e979d3d438076bf6a15ffd696dbe3a653810a13f90e8f042ae316d7c8130');
+  t.equal(
+    decimalBytesToHex('119 89 233 121 211 212 56 7 107 246 161 95 253 105 109 190 58 101 56 16 161 63 144 232 240 66 174 49 109 124 129 48'),
+    '7759e979d3d438076bf6a15ffd696dbe3a653810a13f90e8f042ae316d7c8130',
+  );
   t.equal(decimalBytesToHex('1 2 300'), null, 'a byte over 255 is malformed');
   t.equal(languageOfFile('ieawsdc-x-none.cab'), 'neutral');
   t.equal(languageOfFile('lip-fa-ir.cab'), 'fa-ir');
@@ -71,7 +80,10 @@ t.test('WSUS Office 2016: one update per UpdateId, files with languages and SHA-
   t.equal(big.files.length, 66, 'the language pack update lists 66 files');
   t.ok(big.files.some((f) => f.language === 'fa-ir'));
   const first = r.updates.find((u) => u.id === '9588214a-3a06-4b11-bbe2-df605d2127fc')!;
-  t.same(first.files.map((f) => [f.name, f.language, f.sha256]), [['ieawsdc-x-none.cab', 'neutral', '7759e979d3d438076bf6a15ffd696dbe3a653810a13f90e8f042ae316d7c8130']]);
+  t.same(
+    first.files.map((f) => [f.name, f.language, f.sha256]),
+    [['ieawsdc-x-none.cab', 'neutral', '7759e979d3d438076bf6a15ffd696dbe3a653810a13f90e8f042ae316d7c8130']],
+  );
   t.equal(first.kb, '3085538');
   t.equal(first.bulletin, 'MS15-081');
   t.equal(first.severity, 'Critical');
@@ -79,14 +91,17 @@ t.test('WSUS Office 2016: one update per UpdateId, files with languages and SHA-
   for (const u of r.updates) t.ok(catalogUpdateSchema.safeParse(u).success, `update ${u.id} is valid`);
 });
 
-t.test('WSUS .NET cumulative update: installed under its packages\' KBs too', async (t) => {
+t.test("WSUS .NET cumulative update: installed under its packages' KBs too", async (t) => {
   const r = parseWsus(read(WSUS[0]!));
   const net = r.updates.filter((u) => u.kb === '5042352');
   t.equal(net.length, 2, 'x86 and x64');
   for (const u of net) {
     const kbs = u.files.map((f) => /-KB(\d+)-/.exec(f.name)![1]).sort();
     t.same(u.installed, { any: [{ kb: '5042352' }, ...kbs.map((kb) => ({ kb }))] }, `${u.product}: the umbrella KB or a package's (${kbs.join(', ')})`);
-    t.same(u.files.map((f) => f.installer), [{ type: 'dism' }, { type: 'dism' }]);
+    t.same(
+      u.files.map((f) => f.installer),
+      [{ type: 'dism' }, { type: 'dism' }],
+    );
   }
   const plain = r.updates.find((u) => u.files.length === 1 && u.kb)!;
   t.same(plain.installed, { kb: plain.kb }, 'one package: its KB alone');
@@ -110,7 +125,10 @@ t.test('build joins WSUS to CVRF by KB and product', async (t) => {
   t.same(x64.installed, { any: [{ kb: '5034123' }, { product: 'Windows 11 Version 23H2 for x64-based Systems', version: { gte: '10.0.22631.3007' } }] });
   t.same(x64.install, { successCodes: [0], rebootCodes: [3010, 1641] });
   t.same(x64.files[0].installer, { type: 'wusa' }, 'an .msu installs with wusa');
-  t.notOk(lines.some((u) => u.kb === '5034123' && u.product === 'Windows 11 Version 23H2 for x64-based Systems' && u.id !== x64.id), 'no CVRF-only twin remains');
+  t.notOk(
+    lines.some((u) => u.kb === '5034123' && u.product === 'Windows 11 Version 23H2 for x64-based Systems' && u.id !== x64.id),
+    'no CVRF-only twin remains',
+  );
   const alone = lines.find((u) => u.kb === '5999999');
   t.equal(alone.superseded, true);
   t.same(alone.cves, []);

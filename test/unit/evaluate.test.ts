@@ -11,7 +11,12 @@ const jan = parseCvrf(gunzipSync(readFileSync(CVRF[1]!)).toString());
 const kb5034123 = cvrfToUpdate(jan.fixes.get(`5034123|${W11}`)!);
 
 function win11(build: string, over: Partial<Inventory> = {}): Inventory {
-  return { os: { family: 'windows', name: W11, version: build, arch: 'x64', language: 'en-us' }, products: [{ name: W11, version: build }], kbs: ['5033375'], ...over };
+  return {
+    os: { family: 'windows', name: W11, version: build, arch: 'x64', language: 'en-us' },
+    products: [{ name: W11, version: build }],
+    kbs: ['5033375'],
+    ...over,
+  };
 }
 
 t.test('versions compare part by part, missing parts as zero', async (t) => {
@@ -32,7 +37,11 @@ t.test('KB5034123 from the real January 2024 CVRF: required at 22631.2861, insta
   t.equal(stateOf(evaluate(kb5034123.applicability, after), evaluate(kb5034123.installed, after)), 'installed', 'the build reached counts as installed');
   const byKb = facts(win11('10.0.22631.2861', { kbs: ['KB5034123'] }));
   t.equal(stateOf(evaluate(kb5034123.applicability, byKb), evaluate(kb5034123.installed, byKb)), 'installed', 'the KB listed counts too (KB prefix ignored)');
-  const win10 = facts({ os: { family: 'windows', version: '10.0.19045.3803' }, products: [{ name: 'Windows 10 Version 22H2 for x64-based Systems', version: '10.0.19045.3803' }], kbs: [] });
+  const win10 = facts({
+    os: { family: 'windows', version: '10.0.19045.3803' },
+    products: [{ name: 'Windows 10 Version 22H2 for x64-based Systems', version: '10.0.19045.3803' }],
+    kbs: [],
+  });
   t.equal(stateOf(evaluate(kb5034123.applicability, win10), evaluate(kb5034123.installed, win10)), 'not-applicable');
   t.same(requiredProducts(kb5034123.applicability), [W11.toLowerCase()], 'indexed by its product');
 });
@@ -41,7 +50,11 @@ t.test('unknown facts are unknown, not false', async (t) => {
   const noKbs = facts(win11('10.0.22631.2861', { kbs: undefined }));
   t.equal(evaluate({ kb: '5034123' }, noKbs), UNKNOWN, 'KBs not collected');
   t.equal(evaluate(kb5034123.installed, noKbs), UNKNOWN, 'below the build and KBs unknown: cannot tell');
-  t.equal(stateOf(evaluate(kb5034123.applicability, noKbs), evaluate(kb5034123.installed, noKbs)), 'unknown', 'reported as unknown, not as required or not applicable');
+  t.equal(
+    stateOf(evaluate(kb5034123.applicability, noKbs), evaluate(kb5034123.installed, noKbs)),
+    'unknown',
+    'reported as unknown, not as required or not applicable',
+  );
   const reached = facts(win11('10.0.22631.3007', { kbs: undefined }));
   t.equal(evaluate(kb5034123.installed, reached), TRUE, 'any(): one true part decides');
   const noProducts = facts({ os: { family: 'windows' } });

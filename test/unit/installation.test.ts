@@ -1,5 +1,12 @@
 import t from 'tap';
-import { DEFAULT_INSTALLATION, effectiveInstallation, inMaintenance, installDecision, restartDecision, type Installation } from '../../src/delivery/installation.js';
+import {
+  DEFAULT_INSTALLATION,
+  effectiveInstallation,
+  inMaintenance,
+  installDecision,
+  restartDecision,
+  type Installation,
+} from '../../src/delivery/installation.js';
 import { applyEvent, newStatus } from '../../src/delivery/events.js';
 import type { EventType } from '../../src/agent-api/events.js';
 
@@ -36,7 +43,10 @@ t.test('a weeknight window across a whole week, in Berlin, through the spring DS
 });
 
 t.test('a window spanning the DST hour lasts 2 real hours in spring and 4 in autumn', async (t) => {
-  const sunday: Installation = { ...DEFAULT_INSTALLATION, maintenance: { mode: 'windows', zone: 'Europe/Berlin', windows: [{ days: ['sun'], start: '01:00', end: '04:00' }] } };
+  const sunday: Installation = {
+    ...DEFAULT_INSTALLATION,
+    maintenance: { mode: 'windows', zone: 'Europe/Berlin', windows: [{ days: ['sun'], start: '01:00', end: '04:00' }] },
+  };
   const open = (from: string, to: string) => {
     let n = 0;
     for (let x = Date.parse(from); x < Date.parse(to); x += 60_000) if (inMaintenance(sunday, new Date(x), 'UTC')) n++;
@@ -56,7 +66,10 @@ t.test('a window spanning the DST hour lasts 2 real hours in spring and 4 in aut
 });
 
 t.test('"local" windows follow the computer\'s own zone', async (t) => {
-  const local: Installation = { ...DEFAULT_INSTALLATION, maintenance: { mode: 'windows', zone: 'local', windows: [{ days: ['mon'], start: '22:00', end: '23:00' }] } };
+  const local: Installation = {
+    ...DEFAULT_INSTALLATION,
+    maintenance: { mode: 'windows', zone: 'local', windows: [{ days: ['mon'], start: '22:00', end: '23:00' }] },
+  };
   // Mon 2026-03-23 22:30 in New York (EDT since March 8, UTC-4) is 02:30Z on Tuesday.
   t.ok(inMaintenance(local, Z('2026-03-24T02:30:00Z'), 'America/New_York'));
   t.notOk(inMaintenance(local, Z('2026-03-24T02:30:00Z'), 'Europe/Berlin'), 'the same instant is Tuesday 03:30 in Berlin');
@@ -67,16 +80,31 @@ t.test('install decisions: start, windows, deadline', async (t) => {
   const startAt = Z('2026-03-23T08:00:00Z'); // Monday 09:00 CET
   const deadline = Z('2026-03-25T12:00:00Z'); // Wednesday 13:00 CET
   t.same(installDecision(berlinNights, { startAt, deadline }, Z('2026-03-23T07:00:00Z'), 'UTC'), { install: false, reason: 'not-started', next: startAt });
-  t.same(installDecision(berlinNights, { startAt, deadline }, Z('2026-03-23T10:00:00Z'), 'UTC'), { install: false, reason: 'outside-window', next: Z('2026-03-23T21:00:00Z') }, 'waits for the evening window');
-  t.same(installDecision(berlinNights, { startAt, deadline }, Z('2026-03-23T22:00:00Z'), 'UTC'), { install: true, reason: 'window', next: Z('2026-03-23T22:00:00Z') });
+  t.same(
+    installDecision(berlinNights, { startAt, deadline }, Z('2026-03-23T10:00:00Z'), 'UTC'),
+    { install: false, reason: 'outside-window', next: Z('2026-03-23T21:00:00Z') },
+    'waits for the evening window',
+  );
+  t.same(installDecision(berlinNights, { startAt, deadline }, Z('2026-03-23T22:00:00Z'), 'UTC'), {
+    install: true,
+    reason: 'window',
+    next: Z('2026-03-23T22:00:00Z'),
+  });
   // Wednesday 12:30: the next window (Wed 22:00) is after the deadline, which comes first.
   const near = Z('2026-03-25T11:30:00Z');
   t.same(installDecision(berlinNights, { startAt, deadline }, near, 'UTC'), { install: false, reason: 'outside-window', next: deadline });
-  t.same(installDecision(berlinNights, { startAt, deadline }, Z('2026-03-25T12:00:00Z'), 'UTC').reason, 'deadline', 'at the deadline: installs outside the windows');
+  t.same(
+    installDecision(berlinNights, { startAt, deadline }, Z('2026-03-25T12:00:00Z'), 'UTC').reason,
+    'deadline',
+    'at the deadline: installs outside the windows',
+  );
   const any = effectiveInstallation(berlinNights, { maintenance: { mode: 'any-time' } });
   t.same(installDecision(any, { startAt, deadline: null }, Z('2026-03-24T12:00:00Z'), 'UTC').reason, 'any-time', 'a policy override makes any time fine');
   t.same(any.retries, berlinNights.retries, 'overrides replace only the parts they name');
-  const never: Installation = { ...DEFAULT_INSTALLATION, maintenance: { mode: 'windows', zone: 'UTC', windows: [{ days: ['sun'], start: '00:00', end: '00:01' }] } };
+  const never: Installation = {
+    ...DEFAULT_INSTALLATION,
+    maintenance: { mode: 'windows', zone: 'UTC', windows: [{ days: ['sun'], start: '00:00', end: '00:01' }] },
+  };
   t.same(installDecision(never, { startAt, deadline: null }, Z('2026-03-23T10:00:00Z'), 'UTC').next, Z('2026-03-29T00:00:00Z'), 'the next opening days away');
 });
 
@@ -89,8 +117,16 @@ t.test('restart decisions: never, in a window, forced after the deadline with a 
   t.same(restartDecision(mode('in-window'), deadline, since, Z('2026-03-24T21:10:00Z'), 'UTC'), { action: 'restart', at: Z('2026-03-24T21:10:00Z') });
   t.same(restartDecision(mode('in-window'), deadline, since, Z('2026-03-25T13:00:00Z'), 'UTC').action, 'wait', 'in-window never forces, deadline or not');
   const after = mode('after-deadline');
-  t.same(restartDecision(after, deadline, since, Z('2026-03-24T10:00:00Z'), 'UTC'), { action: 'wait', at: Z('2026-03-24T21:00:00Z') }, 'before the deadline: the next window');
-  t.same(restartDecision(after, deadline, since, Z('2026-03-25T12:10:00Z'), 'UTC'), { action: 'warn', at: Z('2026-03-25T12:30:00Z') }, 'past the deadline: warn, restart after the lead time');
+  t.same(
+    restartDecision(after, deadline, since, Z('2026-03-24T10:00:00Z'), 'UTC'),
+    { action: 'wait', at: Z('2026-03-24T21:00:00Z') },
+    'before the deadline: the next window',
+  );
+  t.same(
+    restartDecision(after, deadline, since, Z('2026-03-25T12:10:00Z'), 'UTC'),
+    { action: 'warn', at: Z('2026-03-25T12:30:00Z') },
+    'past the deadline: warn, restart after the lead time',
+  );
   t.same(restartDecision(after, deadline, since, Z('2026-03-25T12:30:00Z'), 'UTC'), { action: 'restart', at: Z('2026-03-25T12:30:00Z') });
   const late = Z('2026-03-26T09:00:00Z'); // pending only since after the deadline: still warned first
   t.same(restartDecision(after, deadline, late, Z('2026-03-26T09:05:00Z'), 'UTC'), { action: 'warn', at: Z('2026-03-26T09:30:00Z') });
@@ -100,15 +136,31 @@ t.test('status events: counters, order, ceilings', async (t) => {
   const c = { download: 3, install: 2 };
   const at = (m: number) => Date.parse('2026-03-23T10:00:00Z') + m * 60_000;
   const run = (evs: [EventType, number][], s = newStatus()) => evs.reduce((s, [type, m], i) => applyEvent(s, { type, at: at(m), attempt: i + 1 }, c), s);
-  let s = run([['download-started', 0], ['download-failed', 1], ['download-failed', 2]]);
+  let s = run([
+    ['download-started', 0],
+    ['download-failed', 1],
+    ['download-failed', 2],
+  ]);
   t.match(s, { state: 'failed', downloadFailures: 2 });
   s = run([['download-failed', 3]], s);
   t.match(s, { state: 'ceiling-reached', downloadFailures: 3 });
   t.match(run([['install-succeeded', 4]], s), { state: 'installed' }, 'an install that succeeds after all is installed');
   // An older event arriving late counts but does not move the state back.
-  const o = run([['install-started', 10], ['download-failed', 5]]);
+  const o = run([
+    ['install-started', 10],
+    ['download-failed', 5],
+  ]);
   t.match(o, { state: 'installing', downloadFailures: 1 });
   // Failures from before a clear are not counted again.
   const cleared = { ...newStatus(), retriesClearedAt: at(20) };
-  t.match(run([['install-failed', 19], ['install-failed', 21]], cleared), { installFailures: 1, state: 'failed' });
+  t.match(
+    run(
+      [
+        ['install-failed', 19],
+        ['install-failed', 21],
+      ],
+      cleared,
+    ),
+    { installFailures: 1, state: 'failed' },
+  );
 });

@@ -5,7 +5,18 @@ import { join } from 'node:path';
 import { FIXTURES } from '../helpers.js';
 import { parseWsus, type WsusRow } from '../../src/catalog/convert/wsus.js';
 import { catalogUpdateSchema, fromV1, updateSchemaOf } from '../../src/catalog/format.js';
-import { EXIT, FILE_NAME, classify, combine, extractCommand, installCommand, installerFromV1, patchCommand, unsigned, type Installer } from '../../src/delivery/installers.js';
+import {
+  EXIT,
+  FILE_NAME,
+  classify,
+  combine,
+  extractCommand,
+  installCommand,
+  installerFromV1,
+  patchCommand,
+  unsigned,
+  type Installer,
+} from '../../src/delivery/installers.js';
 import { languageMatches as computerWantsFile } from '../../src/lib/languages.js';
 
 /** Microsoft's command lines, written out here from the issue's table, independent of installers.ts. */
@@ -17,7 +28,7 @@ const EXPECTED = {
 };
 const STATE = 'C:\\ProgramData\\patchtree-agent';
 
-t.test('the builder\'s command line for every file of the bundled WSUS data', async (t) => {
+t.test("the builder's command line for every file of the bundled WSUS data", async (t) => {
   let checked = 0;
   const kinds: Record<string, number> = {};
   for (const name of ['Windows-10-22H2', 'Windows-11-23H2', 'Office-2016']) {
@@ -42,7 +53,11 @@ t.test('the builder\'s command line for every file of the bundled WSUS data', as
           t.equal(patchCommand(`${dir}\\x.msp`).line, EXPECTED.msp(`${dir}\\x.msp`));
         } else {
           t.not(installer.type, 'office-cab');
-          t.equal(installCommand(installer as Exclude<Installer, { type: 'office-cab' }>, path).line, EXPECTED[ext as 'msu' | 'cab' | 'msp'](path), `${f.name}: ${ext}`);
+          t.equal(
+            installCommand(installer as Exclude<Installer, { type: 'office-cab' }>, path).line,
+            EXPECTED[ext as 'msu' | 'cab' | 'msp'](path),
+            `${f.name}: ${ext}`,
+          );
         }
         kinds[installer.type] = (kinds[installer.type] ?? 0) + 1;
         checked++;
@@ -97,8 +112,22 @@ t.test('command lines of the other kinds; file names', async (t) => {
 
 t.test('a version-1 line reads as version 2', async (t) => {
   const v1 = {
-    id: 'u1', revision: 1, kb: '5000001', bulletin: null, title: 'T', vendor: 'Microsoft', productFamily: 'Windows', product: 'P', classification: 'Updates',
-    severity: null, cves: [], releaseDate: '2024-01-09', supersedes: [], restart: 'may', applicability: { product: 'P' }, installed: { kb: '5000001' },
+    id: 'u1',
+    revision: 1,
+    kb: '5000001',
+    bulletin: null,
+    title: 'T',
+    vendor: 'Microsoft',
+    productFamily: 'Windows',
+    product: 'P',
+    classification: 'Updates',
+    severity: null,
+    cves: [],
+    releaseDate: '2024-01-09',
+    supersedes: [],
+    restart: 'may',
+    applicability: { product: 'P' },
+    installed: { kb: '5000001' },
     install: { command: 'wusa.exe "{file}" /quiet /norestart', successCodes: [0], rebootCodes: [3010] },
     files: [
       { name: 'a.msu', url: 'http://v.example/a.msu', size: 1, sha256: 'a'.repeat(64), language: 'neutral' },
@@ -108,9 +137,17 @@ t.test('a version-1 line reads as version 2', async (t) => {
   const r = updateSchemaOf(1).safeParse(v1);
   t.ok(r.success);
   t.same(r.data?.install, { successCodes: [0], rebootCodes: [3010] });
-  t.same(r.data?.files.map((f) => f.installer), [{ type: 'wusa' }, { type: 'command', command: 'wusa.exe "{file}" /quiet /norestart' }], 'the template where it fits the file, else the command as it was');
+  t.same(
+    r.data?.files.map((f) => f.installer),
+    [{ type: 'wusa' }, { type: 'command', command: 'wusa.exe "{file}" /quiet /norestart' }],
+    'the template where it fits the file, else the command as it was',
+  );
   t.notOk(updateSchemaOf(2).safeParse(v1).success, 'a version-1 line is no version-2 line');
-  t.same(fromV1({ ...v1, install: { ...v1.install, command: '' } } as never).files.map((f) => f.installer), [undefined, undefined], 'no command: no installer');
+  t.same(
+    fromV1({ ...v1, install: { ...v1.install, command: '' } } as never).files.map((f) => f.installer),
+    [undefined, undefined],
+    'no command: no installer',
+  );
   t.same(installerFromV1('dism.exe /online /add-package /packagepath:"{file}" /quiet /norestart', 'x.cab'), { type: 'dism' });
 });
 
@@ -122,5 +159,5 @@ t.test('which files a computer gets', async (t) => {
   t.ok(computerWantsFile('de-de', ['de']), 'a computer that says only "de"');
   t.notOk(computerWantsFile('de-at', ['de-de']), 'another region is another language');
   t.notOk(computerWantsFile('fr-fr', ['de-de', 'en-us']));
-  t.ok(computerWantsFile('ga-ie', ['en-us', 'ga-ie']), 'an Office language pack\'s language');
+  t.ok(computerWantsFile('ga-ie', ['en-us', 'ga-ie']), "an Office language pack's language");
 });

@@ -19,7 +19,7 @@ t.test('windows within a day and across midnight', async (t) => {
   t.notOk(inWindows(office, 'UTC', at('2026-11-25T10:00:00Z')), 'wednesday is not a window day');
   const night = [{ days: ['fri' as const], start: '22:00', end: '06:00' }];
   t.ok(inWindows(night, 'UTC', at('2026-11-27T23:00:00Z')), 'friday night');
-  t.ok(inWindows(night, 'UTC', at('2026-11-28T05:59:00Z')), 'saturday morning belongs to friday\'s window');
+  t.ok(inWindows(night, 'UTC', at('2026-11-28T05:59:00Z')), "saturday morning belongs to friday's window");
   t.notOk(inWindows(night, 'UTC', at('2026-11-28T22:30:00Z')), 'saturday night is not');
   t.notOk(inWindows(night, 'UTC', at('2026-11-27T05:00:00Z')), 'friday morning belongs to thursday, which has none');
   t.ok(inWindows(night, 'Europe/Berlin', at('2026-11-27T21:30:00Z')), 'read in the zone: 22:30 in Berlin');

@@ -8,7 +8,7 @@ t.test('sign and verify: good, tampered byte, wrong key', async (t) => {
   const dir = await tempDir(t);
   const keys = await makeKeys(dir);
   const other = await makeKeys(dir, 'other');
-  t.equal((readFileSync(keys.keyFile).length > 0 && (await import('node:fs')).statSync(keys.keyFile).mode & 0o777), 0o600, 'private key is 0600');
+  t.equal(readFileSync(keys.keyFile).length > 0 && (await import('node:fs')).statSync(keys.keyFile).mode & 0o777, 0o600, 'private key is 0600');
   const file = join(dir, 'cat.gz');
   writeFileSync(file, Buffer.from('some catalog bytes\n'.repeat(1000)));
   const sig = await signFile(file, await loadPrivateKey(keys.keyFile));

@@ -28,9 +28,27 @@ t.test('global and per-host limits: the slower one decides, delays do not add up
 t.test('backoff doubles with jitter and a cap', async (t) => {
   const s = { baseMs: 100, maxMs: 1000 };
   const backoffMs = lib;
-  t.equal(backoffMs(1, s, () => 0.5), 100);
-  t.equal(backoffMs(2, s, () => 0.5), 200);
-  t.equal(backoffMs(3, s, () => 0), 200, 'jitter 0.5x');
-  t.equal(backoffMs(3, s, () => 0.999), 600, 'jitter up to 1.5x');
-  t.equal(backoffMs(20, s, () => 0.5), 1000, 'capped');
+  t.equal(
+    backoffMs(1, s, () => 0.5),
+    100,
+  );
+  t.equal(
+    backoffMs(2, s, () => 0.5),
+    200,
+  );
+  t.equal(
+    backoffMs(3, s, () => 0),
+    200,
+    'jitter 0.5x',
+  );
+  t.equal(
+    backoffMs(3, s, () => 0.999),
+    600,
+    'jitter up to 1.5x',
+  );
+  t.equal(
+    backoffMs(20, s, () => 0.5),
+    1000,
+    'capped',
+  );
 });

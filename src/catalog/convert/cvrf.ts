@@ -46,7 +46,7 @@ function text(v: unknown): string {
   if (typeof v === 'object' && '#text' in (v as Node)) return String((v as Node)['#text']).trim();
   return String(v).trim();
 }
-const ids = (node: Node): string[] => arr(node['ProductID']).map((p) => text(p));
+const ids = (node: Node): string[] => arr(node.ProductID).map((p) => text(p));
 
 export const fixKey = (kb: string, product: string): string => `${kb}|${product}`;
 
@@ -59,42 +59,42 @@ export function parseCvrf(xml: string): CvrfResult {
     parseAttributeValue: false,
     isArray: (name) => ARRAYS.has(name),
   });
-  const doc = (parser.parse(xml) as Node)['cvrfdoc'] as Node | undefined;
+  const doc = (parser.parse(xml) as Node).cvrfdoc as Node | undefined;
   if (!doc) throw new Error('not a CVRF document (no cvrfdoc root element)');
-  const tracking = (doc['DocumentTracking'] ?? {}) as Node;
-  const documentId = text((tracking['Identification'] as Node | undefined)?.['ID']);
-  const initial = text(tracking['InitialReleaseDate']);
+  const tracking = (doc.DocumentTracking ?? {}) as Node;
+  const documentId = text((tracking.Identification as Node | undefined)?.ID);
+  const initial = text(tracking.InitialReleaseDate);
   const releaseDate = /^\d{4}-\d{2}-\d{2}/.test(initial) ? initial.slice(0, 10) : new Date().toISOString().slice(0, 10);
 
   // Product tree: ProductID -> name, family and vendor, from nested branches.
   const products = new Map<string, { name: string; family: string | null; vendor: string }>();
   const walk = (node: Node, vendor: string, family: string | null): void => {
-    for (const fp of arr(node['FullProductName'])) {
+    for (const fp of arr(node.FullProductName)) {
       products.set(String(fp['@_ProductID']), { name: text(fp), family, vendor });
     }
-    for (const b of arr(node['Branch'])) {
+    for (const b of arr(node.Branch)) {
       const type = String(b['@_Type'] ?? '');
       const name = String(b['@_Name'] ?? '');
       walk(b, type === 'Vendor' ? name : vendor, type === 'Product Family' ? name : family);
     }
   };
-  walk((doc['ProductTree'] ?? {}) as Node, 'Microsoft', null);
+  walk((doc.ProductTree ?? {}) as Node, 'Microsoft', null);
 
   const fixes = new Map<string, CvrfFix>();
   const skipped = new Map<string, number>();
-  for (const v of arr(doc['Vulnerability'])) {
+  for (const v of arr(doc.Vulnerability)) {
     // Most entries are CVEs; advisories (e.g. ADV160001, Adobe Flash in 2016) carry
     // their id in the same element and still name KB fixes, which must not be lost.
-    const id = text(v['CVE']);
+    const id = text(v.CVE);
     const cve = /^CVE-\d{4}-\d{4,}$/.test(id) ? id : null;
     const advisory = !cve && /^ADV\d+$/.test(id) ? id : null;
-    const title = text(arr(v['Title'])[0]);
+    const title = text(arr(v.Title)[0]);
     const sevByProduct = new Map<string, Severity>();
     let exploited: boolean | undefined;
     let publiclyDisclosed: boolean | undefined;
-    for (const t of arr((v['Threats'] as Node | undefined)?.['Threat'])) {
+    for (const t of arr((v.Threats as Node | undefined)?.Threat)) {
       const type = String(t['@_Type']);
-      const desc = text(t['Description']);
+      const desc = text(t.Description);
       if (type === 'Severity') {
         const sev = maxSeverity(null, desc);
         if (sev) for (const pid of ids(t)) sevByProduct.set(pid, maxSeverity(sevByProduct.get(pid) ?? null, sev) ?? sev);
@@ -106,14 +106,14 @@ export function parseCvrf(xml: string): CvrfResult {
       }
     }
     const scoreByProduct = new Map<string, number>();
-    for (const s of arr((v['CVSSScoreSets'] as Node | undefined)?.['ScoreSet'])) {
-      const score = Number(text(s['BaseScore']));
+    for (const s of arr((v.CVSSScoreSets as Node | undefined)?.ScoreSet)) {
+      const score = Number(text(s.BaseScore));
       if (Number.isFinite(score)) for (const pid of ids(s)) scoreByProduct.set(pid, Math.max(scoreByProduct.get(pid) ?? 0, score));
     }
 
-    for (const r of arr((v['Remediations'] as Node | undefined)?.['Remediation'])) {
+    for (const r of arr((v.Remediations as Node | undefined)?.Remediation)) {
       if (r['@_Type'] !== 'Vendor Fix') continue;
-      const desc = text(r['Description']);
+      const desc = text(r.Description);
       const kbMatch = /^(?:KB)?(\d{4,8})$/i.exec(desc);
       if (!kbMatch) {
         const kind = desc || '(empty)';
@@ -121,10 +121,10 @@ export function parseCvrf(xml: string): CvrfResult {
         continue;
       }
       const kb = kbMatch[1]!;
-      const restartText = text(r['RestartRequired']).toLowerCase();
+      const restartText = text(r.RestartRequired).toLowerCase();
       const restart = restartText.startsWith('yes') ? 'required' : restartText.startsWith('no') ? 'never' : 'may';
-      const supersedes = (text(r['Supercedence']).match(/\d{6,8}/g) ?? []).filter((s) => s !== kb);
-      const fixedBuild = text(r['FixedBuild']);
+      const supersedes = (text(r.Supercedence).match(/\d{6,8}/g) ?? []).filter((s) => s !== kb);
+      const fixedBuild = text(r.FixedBuild);
       for (const pid of ids(r)) {
         const product = products.get(pid);
         if (!product) continue;
@@ -143,8 +143,8 @@ export function parseCvrf(xml: string): CvrfResult {
             supersedes: new Set(),
             restart,
             fixedBuild: null,
-            subType: text(r['SubType']) || null,
-            url: text(r['URL']) || null,
+            subType: text(r.SubType) || null,
+            url: text(r.URL) || null,
             releaseDate,
           };
           fixes.set(key, fix);

@@ -128,7 +128,7 @@ export function parseWsus(json: string): WsusResult {
     const seen = new Set<string>();
     for (const r of group) {
       const sha256 = decimalBytesToHex(r.AdditionalHash);
-      if (!sha256 || sha256.length !== 64 || !r.FileName || !FILE_NAME.test(r.FileName) || !r.FileUri || !/^https?:\/\//.test(r.FileUri)) {
+      if (sha256?.length !== 64 || !r.FileName || !FILE_NAME.test(r.FileName) || !r.FileUri || !/^https?:\/\//.test(r.FileUri)) {
         skippedFiles++;
         continue;
       }
@@ -136,7 +136,14 @@ export function parseWsus(json: string): WsusResult {
       seen.add(sha256);
       const installer = fileInstaller(r.FileName, product, first.ProductFamilyTitles ?? null);
       if (!installer) noInstaller++;
-      files.push({ name: r.FileName, url: r.FileUri, size: Number(r.Size ?? 0), sha256, language: languageOfFile(r.FileName), ...(installer ? { installer } : {}) });
+      files.push({
+        name: r.FileName,
+        url: r.FileUri,
+        size: Number(r.Size ?? 0),
+        sha256,
+        language: languageOfFile(r.FileName),
+        ...(installer ? { installer } : {}),
+      });
     }
     // Catalog order is install order: the language-neutral files first, then by language and name.
     const rank = (l: string) => (l === 'neutral' ? '' : l);

@@ -30,7 +30,13 @@ const sessionOf = new WeakMap<object, Session>(); // by context: a body limit re
 const csrfField = (c: Context) => raw(`<input type="hidden" name="csrf" value="${sessionOf.get(c)?.csrf ?? ''}">`);
 type H = HtmlEscapedString | Promise<HtmlEscapedString>;
 
-const SEVERITY_COLORS: Record<string, string> = { Critical: '#cf222e', Important: '#bc4c00', Moderate: '#9a6700', Low: '#0969da', Unrated: '#6e7781' } satisfies Record<SeverityBucket, string>;
+const SEVERITY_COLORS: Record<string, string> = {
+  Critical: '#cf222e',
+  Important: '#bc4c00',
+  Moderate: '#9a6700',
+  Low: '#0969da',
+  Unrated: '#6e7781',
+} satisfies Record<SeverityBucket, string>;
 
 const CSS = `
 body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1f2328;background:#fff}
@@ -69,8 +75,12 @@ function layout(c: Context, title: string, nodeName: string, body: H, signedIn =
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>${title} · patchtree ${nodeName}</title><style>${raw(CSS)}</style></head>
 <body><header><strong>patchtree · ${nodeName}</strong>
-${signedIn ? html`<nav aria-label="Main">${PAGES.map(([href, name]) => html`<a href="${href}"${(href === '/' ? path === '/' : path.startsWith(href)) ? raw(' aria-current="page"') : ''}>${name}</a> `)}</nav>
-<form method="post" action="/sign-out" style="margin-left:auto">${csrfField(c)}<button type="submit">Sign out</button></form>` : ''}
+${
+  signedIn
+    ? html`<nav aria-label="Main">${PAGES.map(([href, name]) => html`<a href="${href}"${(href === '/' ? path === '/' : path.startsWith(href)) ? raw(' aria-current="page"') : ''}>${name}</a> `)}</nav>
+<form method="post" action="/sign-out" style="margin-left:auto">${csrfField(c)}<button type="submit">Sign out</button></form>`
+    : ''
+}
 </header><main id="main"><h1>${title}</h1>${body}</main></body></html>`);
 }
 
@@ -82,13 +92,35 @@ interface FreshnessReport {
     version: string;
     publishedAt: string;
     importedAt: string;
-    nodes: { id: string; name: string; self: boolean; stale: boolean; classes: { class: string; status: string; late: number; goalHours: number; reachedAt: string | null; filesVerifiedAt: string | null; missing: { updates: number; files: number } }[] }[];
+    nodes: {
+      id: string;
+      name: string;
+      self: boolean;
+      stale: boolean;
+      classes: {
+        class: string;
+        status: string;
+        late: number;
+        goalHours: number;
+        reachedAt: string | null;
+        filesVerifiedAt: string | null;
+        missing: { updates: number; files: number };
+      }[];
+    }[];
   }[];
 }
 
 interface TreeReport {
   summary: { computers: number; compliantPercent: number; required: number; urgentComputers: number };
-  nodes: { id: string; name: string; parentId: string | null; reportedAt: string; stale: boolean; self: boolean; summary: { computers: number; compliantPercent: number; required: number; urgentComputers: number; stale: number } }[];
+  nodes: {
+    id: string;
+    name: string;
+    parentId: string | null;
+    reportedAt: string;
+    stale: boolean;
+    self: boolean;
+    summary: { computers: number; compliantPercent: number; required: number; urgentComputers: number; stale: number };
+  }[];
 }
 
 /** One row per node of the roll-up, each under its parent's name. */
@@ -96,7 +128,9 @@ function treeTable(tree: TreeReport) {
   const names = new Map(tree.nodes.map((n) => [n.id, n.name]));
   return html`<table id="tree-nodes"><thead><tr><th scope="col">Node</th><th scope="col">Reports to</th><th scope="col" class="n">Computers</th><th scope="col" class="n">Compliant</th><th scope="col" class="n">Required</th><th scope="col" class="n">Miss a critical</th><th scope="col" class="n">Stale scans</th><th scope="col">Reported</th></tr></thead><tbody>
 ${tree.nodes.map(
-  (n) => html`<tr data-node="${n.id}"${n.stale ? raw(' class="stale"') : ''}><td>${n.name}${n.self ? ' (this node)' : ''}</td><td>${n.parentId ? (names.get(n.parentId) ?? n.parentId) : ''}</td><td class="n">${fmt(n.summary.computers)}</td><td class="n">${n.summary.compliantPercent}%</td><td class="n">${fmt(n.summary.required)}</td><td class="n">${fmt(n.summary.urgentComputers)}</td><td class="n">${fmt(n.summary.stale)}</td>
+  (
+    n,
+  ) => html`<tr data-node="${n.id}"${n.stale ? raw(' class="stale"') : ''}><td>${n.name}${n.self ? ' (this node)' : ''}</td><td>${n.parentId ? (names.get(n.parentId) ?? n.parentId) : ''}</td><td class="n">${fmt(n.summary.computers)}</td><td class="n">${n.summary.compliantPercent}%</td><td class="n">${fmt(n.summary.required)}</td><td class="n">${fmt(n.summary.urgentComputers)}</td><td class="n">${fmt(n.summary.stale)}</td>
 <td>${n.self ? 'live' : n.reportedAt}${n.stale ? html` <strong class="error">stale</strong>` : ''}</td></tr>`,
 )}
 </tbody></table>`;
@@ -109,7 +143,10 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: Au
 
   /** The API, in-process, as the signed-in user. */
   async function api<T>(c: Context, path: string, init: RequestInit = {}): Promise<{ status: number; body: T }> {
-    const res = await app.request(path, { ...init, headers: { authorization: `Bearer ${sessionOf.get(c)?.token ?? ''}`, 'content-type': 'application/json', ...(init.headers as Record<string, string>) } });
+    const res = await app.request(path, {
+      ...init,
+      headers: { authorization: `Bearer ${sessionOf.get(c)?.token ?? ''}`, 'content-type': 'application/json', ...(init.headers as Record<string, string>) },
+    });
     return { status: res.status, body: (await res.json()) as T };
   }
 
@@ -133,7 +170,7 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: Au
   const form = (handler: (c: Context, f: Record<string, string | File>) => Promise<Response>) =>
     page(async (c) => {
       const f = await c.req.parseBody();
-      if (!csrfMatches(sessionOf.get(c)!, f['csrf'])) throw new AppError('forbidden', 'this form is out of date or came from another site: load the page again');
+      if (!csrfMatches(sessionOf.get(c)!, f.csrf)) throw new AppError('forbidden', 'this form is out of date or came from another site: load the page again');
       return handler(c, f);
     });
 
@@ -149,7 +186,8 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: Au
         return false;
       }
     };
-    if ((site && site !== 'same-origin' && site !== 'none') || (origin !== undefined && !sameHost(origin))) throw new AppError('forbidden', 'a console form must come from this site');
+    if ((site && site !== 'same-origin' && site !== 'none') || (origin !== undefined && !sameHost(origin)))
+      throw new AppError('forbidden', 'a console form must come from this site');
     return bodyLimit({
       maxSize: FORM_LIMIT,
       onError: () => {
@@ -174,7 +212,7 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: Au
 
   app.post('/sign-in', async (c) => {
     const f = await c.req.parseBody();
-    const token = String(f['token'] ?? '');
+    const token = String(f.token ?? '');
     if (!token || !(await deps.tokens.authenticate(token))) {
       guard.failed('console', sourceOf(c), 'sign-in with an unknown or revoked token');
       return c.redirect('/sign-in?error=1', 303);
@@ -182,7 +220,7 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: Au
     const s = sessions.create(token);
     setCookie(c, COOKIE, s.id, { httpOnly: true, sameSite: 'Strict', path: '/', secure: new URL(c.req.url).protocol === 'https:' });
     deleteCookie(c, 'patchtree_token', { path: '/' }); // the raw token an earlier release kept in a cookie
-    return c.redirect(safeNext(f['next']), 303);
+    return c.redirect(safeNext(f.next), 303);
   });
 
   app.post(
@@ -197,7 +235,17 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: Au
   app.get(
     '/',
     page(async (c) => {
-      const { body: rep } = await api<{ summary: { computers: number; compliant: number; compliantPercent: number; required: number; requiredBySeverity: Record<string, number>; urgentComputers: number; stale: number } }>(c, '/api/v1/reports/compliance');
+      const { body: rep } = await api<{
+        summary: {
+          computers: number;
+          compliant: number;
+          compliantPercent: number;
+          required: number;
+          requiredBySeverity: Record<string, number>;
+          urgentComputers: number;
+          stale: number;
+        };
+      }>(c, '/api/v1/reports/compliance');
       const { body: trend } = await api<{ days: { day: string; summary: { compliantPercent: number } }[] }>(c, '/api/v1/reports/compliance/trend?days=90');
       const { body: tree } = await api<TreeReport>(c, '/api/v1/reports/compliance?scope=tree');
       const s = rep.summary;
@@ -209,16 +257,26 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: Au
 <section class="card" aria-labelledby="c1"><h2 id="c1">Compliance</h2>${gauge(s.compliantPercent, 'compliant computers')}
 <p><span id="compliant">${fmt(s.compliant)}</span> of <span id="computers">${fmt(s.computers)}</span> computers need nothing.</p></section>
 <section class="card" aria-labelledby="c2"><h2 id="c2">Required updates by severity</h2>
-${bars(Object.entries(s.requiredBySeverity).map(([label, value]) => ({ label, value, color: SEVERITY_COLORS[label]! })), 'required updates by severity')}
+${bars(
+  Object.entries(s.requiredBySeverity).map(([label, value]) => ({ label, value, color: SEVERITY_COLORS[label]! })),
+  'required updates by severity',
+)}
 <p><span id="required">${fmt(s.required)}</span> required in all; <span id="urgent">${fmt(s.urgentComputers)}</span> computers miss a critical update.</p></section>
 <section class="card" aria-labelledby="c3"><h2 id="c3">Stale scans</h2><p class="big" id="stale">${fmt(s.stale)}</p><p class="muted">computers whose last scan is older than twice the scan interval</p>
 <p><a href="/computers?filter=stale">See them</a></p></section>
 </div>
-${tree.nodes.length > 1 ? html`<section aria-labelledby="c5"><h2 id="c5">The whole tree</h2>
+${
+  tree.nodes.length > 1
+    ? html`<section aria-labelledby="c5"><h2 id="c5">The whole tree</h2>
 <p><span id="tree-compliant">${tree.summary.compliantPercent}%</span> of <span id="tree-computers">${fmt(tree.summary.computers)}</span> computers on ${tree.nodes.length} nodes are compliant;
 ${fmt(tree.summary.required)} required updates, ${fmt(tree.summary.urgentComputers)} computers miss a critical one.${tree.nodes.some((n) => n.stale) ? html` <strong class="error">${tree.nodes.filter((n) => n.stale).length} node(s) stopped reporting</strong>: their last figures are counted.` : ''}</p>
-${treeTable(tree)}</section>` : ''}
-<section aria-labelledby="c4"><h2 id="c4">Compliance over the last 90 days</h2>${trendLine(trend.days.map((d) => ({ day: d.day, value: d.summary.compliantPercent })), 'compliant computers over time')}</section>
+${treeTable(tree)}</section>`
+    : ''
+}
+<section aria-labelledby="c4"><h2 id="c4">Compliance over the last 90 days</h2>${trendLine(
+          trend.days.map((d) => ({ day: d.day, value: d.summary.compliantPercent })),
+          'compliant computers over time',
+        )}</section>
 <p><a href="/api/v1/reports/compliance?view=computers&amp;format=csv">Compliance per computer (CSV)</a> · <a href="/api/v1/reports/compliance?view=updates&amp;format=csv">per update (CSV)</a></p>`,
       );
     }),
@@ -228,7 +286,10 @@ ${treeTable(tree)}</section>` : ''}
     '/updates',
     page(async (c) => {
       const q = c.req.query('q') ?? '';
-      const { body } = await api<{ items: { id: string; kb: string | null; title: string; product: string; severity: string | null; releaseDate: string }[] }>(c, `/api/v1/updates?limit=100${q ? `&q=${encodeURIComponent(q)}` : ''}`);
+      const { body } = await api<{ items: { id: string; kb: string | null; title: string; product: string; severity: string | null; releaseDate: string }[] }>(
+        c,
+        `/api/v1/updates?limit=100${q ? `&q=${encodeURIComponent(q)}` : ''}`,
+      );
       return layout(
         c,
         'Updates',
@@ -245,7 +306,9 @@ ${(body.items ?? []).map((u) => html`<tr><td>${u.kb ?? ''}</td><td>${u.title}</t
     '/computers',
     page(async (c) => {
       const filter = c.req.query('filter');
-      const { body } = await api<{ items: { id: number; name: string; os: string | null; required: number; urgent: number; lastScanAt: string | null; stale: boolean }[] }>(c, `/api/v1/reports/compliance?view=computers&limit=200${filter ? `&filter=${encodeURIComponent(filter)}` : ''}`);
+      const { body } = await api<{
+        items: { id: number; name: string; os: string | null; required: number; urgent: number; lastScanAt: string | null; stale: boolean }[];
+      }>(c, `/api/v1/reports/compliance?view=computers&limit=200${filter ? `&filter=${encodeURIComponent(filter)}` : ''}`);
       return layout(
         c,
         filter ? `Computers (${filter})` : 'Computers',
@@ -263,7 +326,10 @@ ${(body.items ?? []).map((m) => html`<tr><td><a href="/computers/${m.id}">${m.na
       const id = Number(c.req.param('id'));
       const r = await api<{ name?: string; detail?: string }>(c, `/api/v1/computers/${id}`);
       if (r.status !== 200) return layout(c, 'Computer', nodeName, html`<p class="error" role="alert">${r.body.detail ?? 'not found'}</p>`);
-      const { body: u } = await api<{ items: { id: string; kb: string | null; title: string; severity: string | null }[] }>(c, `/api/v1/computers/${id}/updates?state=required`);
+      const { body: u } = await api<{ items: { id: string; kb: string | null; title: string; severity: string | null }[] }>(
+        c,
+        `/api/v1/computers/${id}/updates?state=required`,
+      );
       return layout(
         c,
         `Computer ${r.body.name}`,
@@ -277,7 +343,9 @@ ${u.items.map((x) => html`<tr><td>${x.kb ?? ''}</td><td>${x.title}</td><td>${x.s
   app.get(
     '/policies',
     page(async (c) => {
-      const { body } = await api<{ items: { id: string; name: string; enabled: boolean; updateCount: number; deadline: string | null; delivery: Record<string, number> }[] }>(c, '/api/v1/policies?limit=200');
+      const { body } = await api<{
+        items: { id: string; name: string; enabled: boolean; updateCount: number; deadline: string | null; delivery: Record<string, number> }[];
+      }>(c, '/api/v1/policies?limit=200');
       const { body: filters } = await api<{ items: { id: string; name: string; count: number }[] }>(c, '/api/v1/filters?limit=200');
       const err = c.req.query('error');
       return layout(
@@ -288,9 +356,11 @@ ${u.items.map((x) => html`<tr><td>${x.kb ?? ''}</td><td>${x.title}</td><td>${x.s
 <table><thead><tr><th scope="col">Name</th><th scope="col">State</th><th scope="col" class="n">Updates</th><th scope="col" class="n">Computers</th><th scope="col">Delivery</th><th scope="col">Deadline</th></tr></thead><tbody>
 ${body.items.map((p) => {
   const d = p.delivery;
-  const total = Object.entries(d).filter(([k]) => k !== 'computers').reduce((a, [, v]) => a + v, 0);
-  return html`<tr><td><a href="/policies/${p.id}">${p.name}</a></td><td>${p.enabled ? 'enabled' : 'disabled'}</td><td class="n">${p.updateCount}</td><td class="n">${fmt(d['computers'])}</td>
-<td>${progress(d['installed'] ?? 0, (d['failed'] ?? 0) + (d['ceiling-reached'] ?? 0), total)} ${fmt(d['installed'])} / ${fmt(total)} installed</td><td>${p.deadline ?? ''}</td></tr>`;
+  const total = Object.entries(d)
+    .filter(([k]) => k !== 'computers')
+    .reduce((a, [, v]) => a + v, 0);
+  return html`<tr><td><a href="/policies/${p.id}">${p.name}</a></td><td>${p.enabled ? 'enabled' : 'disabled'}</td><td class="n">${p.updateCount}</td><td class="n">${fmt(d.computers)}</td>
+<td>${progress(d.installed ?? 0, (d.failed ?? 0) + (d['ceiling-reached'] ?? 0), total)} ${fmt(d.installed)} / ${fmt(total)} installed</td><td>${p.deadline ?? ''}</td></tr>`;
 })}</tbody></table>
 <h2>New policy: every required update of a severity, to the computers that need it</h2>
 <form method="post" action="/policies" class="inline">${csrfField(c)}
@@ -306,11 +376,11 @@ ${body.items.map((p) => {
   app.post(
     '/policies',
     form(async (c, f) => {
-      const filter = String(f['filter'] ?? '');
-      const severity = String(f['severity'] ?? '');
-      const deadline = String(f['deadline'] ?? '');
+      const filter = String(f.filter ?? '');
+      const severity = String(f.severity ?? '');
+      const deadline = String(f.deadline ?? '');
       const body = {
-        name: String(f['name'] ?? ''),
+        name: String(f.name ?? ''),
         fromRequired: { ...(filter ? { filter } : {}), ...(severity ? { severity } : {}) },
         ...(deadline ? { deadline: new Date(`${deadline}Z`).toISOString() } : {}),
       };
@@ -324,13 +394,31 @@ ${body.items.map((p) => {
     '/policies/:id',
     page(async (c) => {
       const id = c.req.param('id') ?? '';
-      const r = await api<{ policy?: { name: string }; totals: Record<string, number>; items: { computerId: number; computer: string; kb: string | null; updateId: string; state: string; attempts: { download: number; install: number }; lastExitCode: number | null; lastError: string | null }[]; nextCursor: string | null; detail?: string }>(
+      const r = await api<{
+        policy?: { name: string };
+        totals: Record<string, number>;
+        items: {
+          computerId: number;
+          computer: string;
+          kb: string | null;
+          updateId: string;
+          state: string;
+          attempts: { download: number; install: number };
+          lastExitCode: number | null;
+          lastError: string | null;
+        }[];
+        nextCursor: string | null;
+        detail?: string;
+      }>(
         c,
         `/api/v1/reports/delivery?policy=${encodeURIComponent(id)}&limit=200${c.req.query('cursor') ? `&cursor=${encodeURIComponent(c.req.query('cursor')!)}` : ''}`,
       );
       if (r.status !== 200) return layout(c, 'Policy', nodeName, html`<p class="error" role="alert">${r.body.detail ?? 'not found'}</p>`);
       const t = r.body.totals;
-      const { body: pol } = await api<{ name: string; enabled: boolean; deadline: string | null; origin: string | null }>(c, `/api/v1/policies/${encodeURIComponent(id)}`);
+      const { body: pol } = await api<{ name: string; enabled: boolean; deadline: string | null; origin: string | null }>(
+        c,
+        `/api/v1/policies/${encodeURIComponent(id)}`,
+      );
       const err = c.req.query('error');
       return layout(
         c,
@@ -355,8 +443,8 @@ ${r.body.items.map((i) => html`<tr><td><a href="/computers/${i.computerId}">${i.
     '/policies/:id',
     form(async (c, f) => {
       const id = c.req.param('id') ?? '';
-      const deadline = String(f['deadline'] ?? '');
-      const body = { name: String(f['name'] ?? ''), enabled: f['enabled'] !== 'false', deadline: deadline ? new Date(`${deadline}Z`).toISOString() : null };
+      const deadline = String(f.deadline ?? '');
+      const body = { name: String(f.name ?? ''), enabled: f.enabled !== 'false', deadline: deadline ? new Date(`${deadline}Z`).toISOString() : null };
       const r = await api<{ detail?: string }>(c, `/api/v1/policies/${encodeURIComponent(id)}`, { method: 'PATCH', body: JSON.stringify(body) });
       const to = `/policies/${encodeURIComponent(id)}`;
       return c.redirect(r.status === 200 ? to : `${to}?error=${encodeURIComponent(r.body.detail ?? `HTTP ${r.status}`)}`, 303);
@@ -366,7 +454,15 @@ ${r.body.items.map((i) => html`<tr><td><a href="/computers/${i.computerId}">${i.
   app.get(
     '/vulnerabilities',
     page(async (c) => {
-      const { body } = await api<{ items: { cve: string; severity: string | null; exploited: boolean; affectedComputers: number; fixes: { kb: string | null; updateId: string; policies: number }[] }[] }>(c, '/api/v1/reports/vulnerabilities?limit=200');
+      const { body } = await api<{
+        items: {
+          cve: string;
+          severity: string | null;
+          exploited: boolean;
+          affectedComputers: number;
+          fixes: { kb: string | null; updateId: string; policies: number }[];
+        }[];
+      }>(c, '/api/v1/reports/vulnerabilities?limit=200');
       return layout(
         c,
         'Vulnerabilities',
@@ -382,7 +478,10 @@ ${body.items.map((v) => html`<tr><td>${v.cve}</td><td>${v.severity ?? ''}</td><t
     '/freshness',
     page(async (c) => {
       const { body: rep } = await api<FreshnessReport>(c, '/api/v1/reports/freshness?scope=tree');
-      const { body: h } = await api<{ problems: { release: string; node: { name: string }; classes: string[]; lateHours: number; detectedAt: string }[] }>(c, '/api/v1/hierarchy');
+      const { body: h } = await api<{ problems: { release: string; node: { name: string }; classes: string[]; lateHours: number; detectedAt: string }[] }>(
+        c,
+        '/api/v1/hierarchy',
+      );
       const label: Record<string, string> = { 'within-goal': 'in time', late: 'late', overdue: 'overdue', pending: 'pending' };
       const goals = rep.goals;
       return layout(
@@ -390,18 +489,23 @@ ${body.items.map((v) => html`<tr><td>${v.cve}</td><td>${v.severity ?? ''}</td><t
         'Catalog freshness',
         nodeName,
         html`<p class="muted">How long each catalog release took to reach ${rep.releases[0] && rep.releases[0].nodes.length > 1 ? 'every node of this subtree' : 'this node'}, per language class, against the goals
-(neutral + English ${goals.neutralEnglishHours} h, other languages ${goals.otherLanguagesHours} h${Object.entries(goals.families).map(([f, hrs]) => `, ${f} ${hrs} h`).join('')} from publication). A class with files is judged by when its files were verified.</p>
+(neutral + English ${goals.neutralEnglishHours} h, other languages ${goals.otherLanguagesHours} h${Object.entries(goals.families)
+          .map(([f, hrs]) => `, ${f} ${hrs} h`)
+          .join('')} from publication). A class with files is judged by when its files were verified.</p>
 ${rep.releases.length ? '' : html`<p>No catalog release yet.</p>`}
 ${rep.releases.slice(0, 5).map((r) => {
   const classes = [...new Set(r.nodes.flatMap((n) => n.classes.map((k) => k.class)))].sort();
   return html`<section aria-label="Release ${r.version}"><h2>Release ${r.version}</h2><p class="muted">published ${r.publishedAt}, imported at the root ${r.importedAt}</p>
 <table class="freshness" data-release="${r.version}"><thead><tr><th scope="col">Node</th>${classes.map((k) => html`<th scope="col">${k}</th>`)}</tr></thead><tbody>
 ${r.nodes.map(
-  (n) => html`<tr data-node="${n.id}"><td>${n.name}${n.self ? ' (this node)' : ''}${n.stale ? html` <strong class="error">stale</strong>` : ''}</td>${classes.map((k) => {
-    const x = n.classes.find((y) => y.class === k);
-    if (!x) return html`<td>–</td>`;
-    return html`<td class="fresh-${x.status}" title="goal ${x.goalHours} h; reached ${x.reachedAt ?? 'not yet'}; files ${x.filesVerifiedAt ?? (x.missing.files ? 'not yet' : 'none needed')}">${label[x.status]}${x.late ? ` by ${x.late} h` : ''}${x.missing.updates || x.missing.files ? ` (missing ${x.missing.updates} updates, ${x.missing.files} files)` : ''}</td>`;
-  })}</tr>`,
+  (n) =>
+    html`<tr data-node="${n.id}"><td>${n.name}${n.self ? ' (this node)' : ''}${n.stale ? html` <strong class="error">stale</strong>` : ''}</td>${classes.map(
+      (k) => {
+        const x = n.classes.find((y) => y.class === k);
+        if (!x) return html`<td>–</td>`;
+        return html`<td class="fresh-${x.status}" title="goal ${x.goalHours} h; reached ${x.reachedAt ?? 'not yet'}; files ${x.filesVerifiedAt ?? (x.missing.files ? 'not yet' : 'none needed')}">${label[x.status]}${x.late ? ` by ${x.late} h` : ''}${x.missing.updates || x.missing.files ? ` (missing ${x.missing.updates} updates, ${x.missing.files} files)` : ''}</td>`;
+      },
+    )}</tr>`,
 )}</tbody></table></section>`;
 })}
 <section aria-labelledby="fp"><h2 id="fp">Missed goals</h2>
@@ -414,7 +518,11 @@ ${h.problems.length ? html`<ul>${h.problems.map((p) => html`<li>release ${p.rele
   app.get(
     '/hierarchy',
     page(async (c) => {
-      const { body: h } = await api<{ node: { name: string; role: string; languages: string[] }; upstream: { connected: boolean; lag?: { entries: number; seconds: number }; address?: string } | null; children: { id: string; name: string; connected: boolean; languages: string[]; lag: { entries: number; seconds: number }; removed?: boolean }[] }>(c, '/api/v1/hierarchy');
+      const { body: h } = await api<{
+        node: { name: string; role: string; languages: string[] };
+        upstream: { connected: boolean; lag?: { entries: number; seconds: number }; address?: string } | null;
+        children: { id: string; name: string; connected: boolean; languages: string[]; lag: { entries: number; seconds: number }; removed?: boolean }[];
+      }>(c, '/api/v1/hierarchy');
       const { body: tree } = await api<TreeReport>(c, '/api/v1/reports/compliance?scope=tree');
       const state = (up: boolean) => html`<span class="${up ? 'state-connected' : 'state-disconnected'}">${up ? 'connected' : 'disconnected'}</span>`;
       return layout(

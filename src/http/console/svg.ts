@@ -44,7 +44,12 @@ export function trendLine(points: { day: string; value: number }[], label: strin
   const step = points.length > 1 ? (w - 40) / (points.length - 1) : 0;
   const xy = points.map((p, i) => [30 + i * step, 10 + ((100 - p.value) / 100) * (h - 30)] as const);
   const poly = xy.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ');
-  const dots = xy.map(([x, y], i) => `<circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="2.5" fill="#0969da"><title>${esc(points[i]!.day)}: ${points[i]!.value}%</title></circle>`).join('');
+  const dots = xy
+    .map(
+      ([x, y], i) =>
+        `<circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="2.5" fill="#0969da"><title>${esc(points[i]!.day)}: ${points[i]!.value}%</title></circle>`,
+    )
+    .join('');
   const first = points[0]!;
   const last = points[points.length - 1]!;
   return html`<svg class="trend" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="${label}: ${first.day} ${first.value}% to ${last.day} ${last.value}%">

@@ -5,7 +5,6 @@ import type { AppDeps } from '../app.js';
 import { errors, problem } from './common.js';
 import { displayName } from '../../lib/text.js';
 
-
 const storage = z.object({ path: z.string(), writable: z.boolean(), freeBytes: z.number(), totalBytes: z.number() }).openapi('StorageSetting');
 
 export function adminRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
@@ -18,7 +17,12 @@ export function adminRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       middleware: [requireRole('admin')] as const,
       request: { body: { content: { 'application/json': { schema: z.strictObject({ name: displayName(100), role: z.enum(ROLES) }) } }, required: true } },
       responses: {
-        201: { description: 'Created', content: { 'application/json': { schema: z.object({ id: z.string(), name: z.string(), role: z.enum(ROLES), token: z.string(), createdAt: z.string() }) } } },
+        201: {
+          description: 'Created',
+          content: {
+            'application/json': { schema: z.object({ id: z.string(), name: z.string(), role: z.enum(ROLES), token: z.string(), createdAt: z.string() }) },
+          },
+        },
         ...errors,
       },
     }),
@@ -35,7 +39,13 @@ export function adminRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       tags: ['tokens'],
       summary: 'List API tokens (admin); secrets are never shown again',
       middleware: [requireRole('admin')] as const,
-      responses: { 200: { description: 'Tokens', content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ id: z.string(), name: z.string(), role: z.string() })) }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'Tokens',
+          content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ id: z.string(), name: z.string(), role: z.string() })) }) } },
+        },
+        ...errors,
+      },
     }),
     async (c) => c.json({ items: await deps.tokens.list() }, 200),
   );
@@ -86,7 +96,13 @@ export function adminRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       path: '/api/v1/node',
       tags: ['node'],
       summary: "This node: name, version, languages, uptime, and its TLS: the SHA-256 of the CA that its tokens pin, its certificate's expiry",
-      responses: { 200: { description: 'Node', content: { 'application/json': { schema: z.looseObject({ name: z.string(), version: z.string(), languages: z.array(z.string()) }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'Node',
+          content: { 'application/json': { schema: z.looseObject({ name: z.string(), version: z.string(), languages: z.array(z.string()) }) } },
+        },
+        ...errors,
+      },
     }),
     async (c) =>
       c.json(

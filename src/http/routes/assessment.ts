@@ -35,7 +35,12 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
   app.use('/agent/v1/inventory', async (c, next) => {
     if (c.req.method !== 'POST') return next();
     const secret = bearer(c.req.header('authorization'));
-    reporter.set(c, secret.startsWith(AGENT_SECRET_PREFIX) ? { agentId: (await deps.delivery.agents.authenticate(secret)).agentId } : { tokenId: (await a.enrollment.verify(secret)).id });
+    reporter.set(
+      c,
+      secret.startsWith(AGENT_SECRET_PREFIX)
+        ? { agentId: (await deps.delivery.agents.authenticate(secret)).agentId }
+        : { tokenId: (await a.enrollment.verify(secret)).id },
+    );
     return next();
   });
   app.use(
@@ -52,8 +57,9 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       method: 'post',
       path: '/agent/v1/inventory',
       tags: ['agents'],
-      summary: 'Report a computer\'s inventory, full or as a delta against its last report; answered once it is assessed',
-      description: 'Authorization: Bearer <agent secret> (agentKey must be the agent id) or <enrolment token>. A delta names the scanId it applies to; if that is not the last report, 409 asks for a full inventory.',
+      summary: "Report a computer's inventory, full or as a delta against its last report; answered once it is assessed",
+      description:
+        'Authorization: Bearer <agent secret> (agentKey must be the agent id) or <enrolment token>. A delta names the scanId it applies to; if that is not the last report, 409 asks for a full inventory.',
       security: AGENT_OR_ENROLLMENT,
       request: { body: { content: { 'application/json': { schema: reportSchema } }, required: true } },
       responses: {
@@ -92,7 +98,8 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
     method: 'get',
     path: '/agent/v1/rules',
     tags: ['agents'],
-    summary: 'The live catalog\'s applicability rules as NDJSON (id, kb, product, severity, applicability, installed, supersedes), streamed; ETag, If-None-Match → 304',
+    summary:
+      "The live catalog's applicability rules as NDJSON (id, kb, product, severity, applicability, installed, supersedes), streamed; ETag, If-None-Match → 304",
     security: AGENT_OR_ENROLLMENT,
     responses: { 200: { description: 'One update per line', content: { 'application/x-ndjson': { schema: z.string() } } }, ...errors },
   });
@@ -112,7 +119,15 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
         after = rows[rows.length - 1]!.id;
         const text = rows
           .map((r) => {
-            const line: RuleLine = { id: r.id, kb: r.kb, product: r.product, severity: r.severity, applicability: JSON.parse(r.applicability), installed: JSON.parse(r.installed), supersedes: JSON.parse(r.supersedes) };
+            const line: RuleLine = {
+              id: r.id,
+              kb: r.kb,
+              product: r.product,
+              severity: r.severity,
+              applicability: JSON.parse(r.applicability),
+              installed: JSON.parse(r.installed),
+              supersedes: JSON.parse(r.supersedes),
+            };
             return JSON.stringify(line);
           })
           .join('\n');
@@ -138,7 +153,12 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
             'application/json': {
               schema: z.strictObject({
                 name: displayName(100).default('enrolment'),
-                expiresInHours: z.number().int().min(1).max(24 * 365).default(24 * 7),
+                expiresInHours: z
+                  .number()
+                  .int()
+                  .min(1)
+                  .max(24 * 365)
+                  .default(24 * 7),
                 maxUses: z.number().int().min(1).nullable().default(null).describe('How many computers it may enrol; null for no limit'),
               }),
             },
@@ -150,7 +170,10 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
     }),
     async (c) => {
       const b = c.req.valid('json') ?? {};
-      const made = await a.enrollment.create({ name: b.name ?? 'enrolment', expiresInHours: b.expiresInHours ?? 24 * 7, maxUses: b.maxUses ?? null }, c.get('principal').name);
+      const made = await a.enrollment.create(
+        { name: b.name ?? 'enrolment', expiresInHours: b.expiresInHours ?? 24 * 7, maxUses: b.maxUses ?? null },
+        c.get('principal').name,
+      );
       // The token carries the SHA-256 of this node's CA: an agent given it trusts exactly that CA.
       return c.json({ ...made, token: pinnedToken(made.token, deps.tls.pin) }, 201);
     },
@@ -163,7 +186,13 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       tags: ['agents'],
       summary: 'Enrolment tokens (admin): expiry, uses, revoked',
       middleware: [requireRole('admin')] as const,
-      responses: { 200: { description: 'Tokens', content: { 'application/json': { schema: z.object({ items: z.array(tokenItem.extend({ uses: z.number(), usable: z.boolean() }).passthrough()) }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'Tokens',
+          content: { 'application/json': { schema: z.object({ items: z.array(tokenItem.extend({ uses: z.number(), usable: z.boolean() }).passthrough()) }) } },
+        },
+        ...errors,
+      },
     }),
     async (c) => c.json({ items: await a.enrollment.list() }, 200),
   );
@@ -192,7 +221,10 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       path: '/api/v1/settings/assessment',
       tags: ['settings'],
       summary: 'The system assessment scan interval, and where it is set',
-      responses: { 200: { description: 'Settings', content: { 'application/json': { schema: assessmentSettingsSchema.extend({ origin: z.string().nullable() }) } } }, ...errors },
+      responses: {
+        200: { description: 'Settings', content: { 'application/json': { schema: assessmentSettingsSchema.extend({ origin: z.string().nullable() }) } } },
+        ...errors,
+      },
     }),
     async (c) => c.json({ ...(await a.settings()), origin: await deps.settings.origin(ASSESSMENT_SETTING) }, 200),
   );
@@ -220,7 +252,15 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       path: '/api/v1/assessment',
       tags: ['assessment'],
       summary: 'Assessment status: catalog indexed, change-log cursor and lag, running work, last run',
-      responses: { 200: { description: 'Status', content: { 'application/json': { schema: z.looseObject({ updates: z.number(), cursor: z.number(), head: z.number(), busy: z.string().nullable() }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'Status',
+          content: {
+            'application/json': { schema: z.looseObject({ updates: z.number(), cursor: z.number(), head: z.number(), busy: z.string().nullable() }) },
+          },
+        },
+        ...errors,
+      },
     }),
     async (c) => c.json(await a.status(), 200),
   );
@@ -232,7 +272,17 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       tags: ['assessment'],
       summary: 'Reassess every computer against the catalog now (admin); answered when done',
       middleware: [requireRole('admin')] as const,
-      responses: { 200: { description: 'Done', content: { 'application/json': { schema: z.object({ kind: z.string(), updates: z.number(), computers: z.number(), durationMs: z.number(), finishedAt: z.string() }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'Done',
+          content: {
+            'application/json': {
+              schema: z.object({ kind: z.string(), updates: z.number(), computers: z.number(), durationMs: z.number(), finishedAt: z.string() }),
+            },
+          },
+        },
+        ...errors,
+      },
     }),
     async (c) => c.json(await a.assessor.full(), 200),
   );
@@ -246,8 +296,25 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       path: '/api/v1/computers',
       tags: ['computers'],
       summary: 'Computers: by filter, name search, paged by id',
-      request: { query: z.object({ filter: z.string().min(1).max(400).optional(), search: z.string().min(1).max(255).optional(), ...page, cursor: z.coerce.number().int().min(0).optional() }) },
-      responses: { 200: { description: 'Computers', content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ id: z.number(), name: z.string() })), nextCursor: z.string().nullable() }) } } }, ...errors },
+      request: {
+        query: z.object({
+          filter: z.string().min(1).max(400).optional(),
+          search: z.string().min(1).max(255).optional(),
+          ...page,
+          cursor: z.coerce.number().int().min(0).optional(),
+        }),
+      },
+      responses: {
+        200: {
+          description: 'Computers',
+          content: {
+            'application/json': {
+              schema: z.object({ items: z.array(z.looseObject({ id: z.number(), name: z.string() })), nextCursor: z.string().nullable() }),
+            },
+          },
+        },
+        ...errors,
+      },
     }),
     async (c) => c.json(await a.computers.list(c.req.valid('query')), 200),
   );
@@ -260,7 +327,10 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       tags: ['computers'],
       summary: 'A computer: OS, last scan, inventory summary, required updates by severity',
       request: { params: idParam },
-      responses: { 200: { description: 'The computer', content: { 'application/json': { schema: z.looseObject({ id: z.number(), name: z.string() }) } } }, ...errors },
+      responses: {
+        200: { description: 'The computer', content: { 'application/json': { schema: z.looseObject({ id: z.number(), name: z.string() }) } } },
+        ...errors,
+      },
     }),
     async (c) => c.json(await a.computers.get(c.req.valid('param').id), 200),
   );
@@ -270,12 +340,18 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       method: 'get',
       path: '/api/v1/computers/{id}/updates',
       tags: ['computers'],
-      summary: 'A computer\'s applicable updates, by state (required, installed, unknown, superseded, or any)',
+      summary: "A computer's applicable updates, by state (required, installed, unknown, superseded, or any)",
       request: { params: idParam, query: z.object({ state: z.enum(['installed', 'required', 'unknown', 'superseded', 'any']).default('required') }) },
       responses: {
         200: {
           description: 'Updates',
-          content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ id: z.string(), kb: z.string().nullable(), severity: z.string().nullable(), state: z.string() })) }) } },
+          content: {
+            'application/json': {
+              schema: z.object({
+                items: z.array(z.looseObject({ id: z.string(), kb: z.string().nullable(), severity: z.string().nullable(), state: z.string() })),
+              }),
+            },
+          },
         },
         ...errors,
       },
@@ -285,15 +361,29 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
 
   /* ---- filters ---- */
 
-  const filterItem = z.object({ id: z.string(), name: z.string(), kind: z.string(), count: z.number(), condition: z.record(z.string(), z.unknown()) }).openapi('Filter');
+  const filterItem = z
+    .object({ id: z.string(), name: z.string(), kind: z.string(), count: z.number(), condition: z.record(z.string(), z.unknown()) })
+    .openapi('Filter');
   app.openapi(
     createRoute({
       method: 'get',
       path: '/api/v1/filters',
       tags: ['filters'],
       summary: 'Filters with their counts: stale, severity, custom severity, OS, language, custom, then one per required update',
-      request: { query: z.object({ kind: z.enum(['stale', 'severity', 'custom-severity', 'os', 'language', 'custom', 'requires']).optional(), limit: z.coerce.number().int().min(1).max(1000).default(500), cursor: z.string().max(40).optional() }) },
-      responses: { 200: { description: 'Filters', content: { 'application/json': { schema: z.object({ items: z.array(filterItem), nextCursor: z.string().nullable() }) } } }, ...errors },
+      request: {
+        query: z.object({
+          kind: z.enum(['stale', 'severity', 'custom-severity', 'os', 'language', 'custom', 'requires']).optional(),
+          limit: z.coerce.number().int().min(1).max(1000).default(500),
+          cursor: z.string().max(40).optional(),
+        }),
+      },
+      responses: {
+        200: {
+          description: 'Filters',
+          content: { 'application/json': { schema: z.object({ items: z.array(filterItem), nextCursor: z.string().nullable() }) } },
+        },
+        ...errors,
+      },
     }),
     async (c) => c.json(await a.computers.filters(c.req.valid('query')), 200),
   );
@@ -305,7 +395,9 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       tags: ['filters'],
       summary: 'Create a filter of your own: a condition over the same fields (operator)',
       middleware: [requireRole('operator')] as const,
-      request: { body: { content: { 'application/json': { schema: z.strictObject({ name: displayName(100), condition: conditionSchema }) } }, required: true } },
+      request: {
+        body: { content: { 'application/json': { schema: z.strictObject({ name: displayName(100), condition: conditionSchema }) } }, required: true },
+      },
       responses: { 201: { description: 'Created', content: { 'application/json': { schema: filterItem } } }, 409: problem, ...errors },
     }),
     async (c) => {
@@ -322,7 +414,21 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       tags: ['filters'],
       summary: 'The computers of a filter, paged by id',
       request: { params: filterId, query: z.object({ ...page, cursor: z.coerce.number().int().min(0).optional() }) },
-      responses: { 200: { description: 'Computers', content: { 'application/json': { schema: z.object({ filter: z.object({ id: z.string(), name: z.string() }), items: z.array(z.looseObject({ id: z.number() })), nextCursor: z.string().nullable() }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'Computers',
+          content: {
+            'application/json': {
+              schema: z.object({
+                filter: z.object({ id: z.string(), name: z.string() }),
+                items: z.array(z.looseObject({ id: z.number() })),
+                nextCursor: z.string().nullable(),
+              }),
+            },
+          },
+        },
+        ...errors,
+      },
     }),
     async (c) => {
       const id = c.req.valid('param').id;

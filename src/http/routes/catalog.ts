@@ -14,14 +14,23 @@ import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { errors, problem } from './common.js';
 
-
 const csv = (name: string) =>
   z
     .string()
     .optional()
-    .transform((s) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : undefined))
+    .transform((s) =>
+      s
+        ? s
+            .split(',')
+            .map((x) => x.trim())
+            .filter(Boolean)
+        : undefined,
+    )
     .openapi({ description: `${name}, comma separated` });
-const bool = z.enum(['true', 'false']).optional().transform((v) => (v === undefined ? undefined : v === 'true'));
+const bool = z
+  .enum(['true', 'false'])
+  .optional()
+  .transform((v) => (v === undefined ? undefined : v === 'true'));
 
 const updateItem = z
   .looseObject({
@@ -38,10 +47,25 @@ const updateItem = z
   .openapi('UpdateItem');
 
 const importResult = z
-  .looseObject({ version: z.string(), added: z.number(), changed: z.number(), expired: z.number(), unchanged: z.number(), updates: z.number(), durationMs: z.number() })
+  .looseObject({
+    version: z.string(),
+    added: z.number(),
+    changed: z.number(),
+    expired: z.number(),
+    unchanged: z.number(),
+    updates: z.number(),
+    durationMs: z.number(),
+  })
   .openapi('ImportResult');
 
-const severityItem = z.object({ id: z.number(), name: z.string(), rank: z.number(), origin: z.string().nullable().optional().describe('Node a replicated level comes from (read-only here); null for this node\'s own') }).openapi('CustomSeverity');
+const severityItem = z
+  .object({
+    id: z.number(),
+    name: z.string(),
+    rank: z.number(),
+    origin: z.string().nullable().optional().describe("Node a replicated level comes from (read-only here); null for this node's own"),
+  })
+  .openapi('CustomSeverity');
 
 /**
  * Streams a multipart upload: the `catalog` part to a temporary file (hashed on the
@@ -50,7 +74,8 @@ const severityItem = z.object({ id: z.number(), name: z.string(), rank: z.number
  */
 async function receiveUpload(req: Request, tmpDir: string, maxBytes: number): Promise<{ file: string; sha256: string; signature: Buffer }> {
   const type = req.headers.get('content-type') ?? '';
-  if (!type.toLowerCase().startsWith('multipart/form-data')) throw new AppError('unsupported-media-type', 'send multipart/form-data with parts "catalog" and "signature"');
+  if (!type.toLowerCase().startsWith('multipart/form-data'))
+    throw new AppError('unsupported-media-type', 'send multipart/form-data with parts "catalog" and "signature"');
   if (!req.body) throw new AppError('bad-request', 'empty body');
   await mkdir(tmpDir, { recursive: true });
   const file = join(tmpDir, `import-${randomUUID()}.gz`);
@@ -129,16 +154,30 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       body: {
         content: {
           'multipart/form-data': {
-            schema: z.object({ catalog: z.string().openapi({ type: 'string', format: 'binary' }), signature: z.string().openapi({ type: 'string', format: 'binary' }) }),
+            schema: z.object({
+              catalog: z.string().openapi({ type: 'string', format: 'binary' }),
+              signature: z.string().openapi({ type: 'string', format: 'binary' }),
+            }),
           },
         },
       },
     },
-    responses: { 201: { description: 'Imported', content: { 'application/json': { schema: importResult } } }, 409: problem, 413: problem, 415: problem, 422: problem, 503: problem, ...errors },
+    responses: {
+      201: { description: 'Imported', content: { 'application/json': { schema: importResult } } },
+      409: problem,
+      413: problem,
+      415: problem,
+      422: problem,
+      503: problem,
+      ...errors,
+    },
   });
   app.post('/api/v1/catalog/imports', requireRole('operator'), async (c) => {
     const upstream = deps.hierarchy.child;
-    if (upstream) throw new AppError('conflict', `this node receives its catalog from its upstream ${upstream.address}; import at the root`, { origin: upstream.status().parentId });
+    if (upstream)
+      throw new AppError('conflict', `this node receives its catalog from its upstream ${upstream.address}; import at the root`, {
+        origin: upstream.status().parentId,
+      });
     const upload = await receiveUpload(c.req.raw, deps.tmpDir, deps.maxCatalogBytes);
     try {
       const result = await deps.importer.import({
@@ -161,7 +200,13 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       tags: ['catalog'],
       summary: 'Import history, newest first',
       request: { query: z.object({ limit: z.coerce.number().int().min(1).max(500).default(50), cursor: z.coerce.number().int().min(1).optional() }) },
-      responses: { 200: { description: 'Imports', content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ version: z.string() })), nextCursor: z.string().nullable() }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'Imports',
+          content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ version: z.string() })), nextCursor: z.string().nullable() }) } },
+        },
+        ...errors,
+      },
     }),
     async (c) => {
       const q = c.req.valid('query');
@@ -177,24 +222,43 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       summary: 'Browse the catalog (newest release first, keyset-paginated)',
       request: {
         query: z.object({
-          kb: z.string().regex(/^(KB)?\d{4,8}$/i).optional().transform((s) => s?.replace(/^KB/i, '')),
+          kb: z
+            .string()
+            .regex(/^(KB)?\d{4,8}$/i)
+            .optional()
+            .transform((s) => s?.replace(/^KB/i, '')),
           severity: csv('Vendor severities (Critical, Important, Moderate, Low)'),
           customSeverity: csv('Custom severity ids').transform((l) => l?.map(Number).filter(Number.isInteger)),
           vendor: z.string().max(200).optional(),
           product: z.string().max(300).optional(),
           classification: z.string().max(100).optional(),
-          language: z.string().regex(/^(neutral|[a-z]{2,3}(-[a-z0-9]{2,8})*)$/).optional(),
-          cve: z.string().regex(/^CVE-\d{4}-\d{4,}$/).optional(),
+          language: z
+            .string()
+            .regex(/^(neutral|[a-z]{2,3}(-[a-z0-9]{2,8})*)$/)
+            .optional(),
+          cve: z
+            .string()
+            .regex(/^CVE-\d{4}-\d{4,}$/)
+            .optional(),
           releasedSince: z.iso.date().optional(),
           releasedBefore: z.iso.date().optional(),
           superseded: bool,
-          expired: z.enum(['true', 'false', 'any']).default('false').transform((v) => (v === 'any' ? ('any' as const) : v === 'true')),
+          expired: z
+            .enum(['true', 'false', 'any'])
+            .default('false')
+            .transform((v) => (v === 'any' ? ('any' as const) : v === 'true')),
           q: z.string().min(1).max(200).optional(),
           limit: z.coerce.number().int().min(1).max(1000).default(100),
           cursor: z.string().max(500).optional(),
         }),
       },
-      responses: { 200: { description: 'A page of updates', content: { 'application/json': { schema: z.object({ items: z.array(updateItem), nextCursor: z.string().nullable() }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'A page of updates',
+          content: { 'application/json': { schema: z.object({ items: z.array(updateItem), nextCursor: z.string().nullable() }) } },
+        },
+        ...errors,
+      },
     }),
     async (c) => {
       const q = c.req.valid('query');
@@ -241,7 +305,16 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       tags: ['severities'],
       summary: 'Assign a custom severity to many updates at once (operator)',
       middleware: [requireRole('operator')] as const,
-      request: { body: { content: { 'application/json': { schema: z.strictObject({ updates: z.array(z.string().min(1).max(100)).min(1).max(10000), severityId: z.number().int().nullable() }) } }, required: true } },
+      request: {
+        body: {
+          content: {
+            'application/json': {
+              schema: z.strictObject({ updates: z.array(z.string().min(1).max(100)).min(1).max(10000), severityId: z.number().int().nullable() }),
+            },
+          },
+          required: true,
+        },
+      },
       responses: { 200: { description: 'Assigned', content: { 'application/json': { schema: z.object({ updated: z.number() }) } } }, ...errors },
     }),
     async (c) => {
@@ -257,7 +330,10 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       path: '/api/v1/severities',
       tags: ['severities'],
       summary: 'Custom severity levels, in order (rank 0 first)',
-      responses: { 200: { description: 'Levels', content: { 'application/json': { schema: z.object({ items: z.array(severityItem.extend({ updates: z.number() })) }) } } }, ...errors },
+      responses: {
+        200: { description: 'Levels', content: { 'application/json': { schema: z.object({ items: z.array(severityItem.extend({ updates: z.number() })) }) } } },
+        ...errors,
+      },
     }),
     async (c) => c.json({ items: await severities.list() }, 200),
   );
@@ -288,7 +364,13 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       summary: 'Order all custom severity levels: the first id becomes rank 0 (admin)',
       middleware: [requireRole('admin')] as const,
       request: { body: { content: { 'application/json': { schema: z.strictObject({ ids: z.array(z.number().int()).max(1000) }) } }, required: true } },
-      responses: { 200: { description: 'New order', content: { 'application/json': { schema: z.object({ items: z.array(severityItem.extend({ updates: z.number() })) }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'New order',
+          content: { 'application/json': { schema: z.object({ items: z.array(severityItem.extend({ updates: z.number() })) }) } },
+        },
+        ...errors,
+      },
     }),
     async (c) => c.json({ items: await severities.order(c.req.valid('json').ids) }, 200),
   );
@@ -301,7 +383,13 @@ export function catalogRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       tags: ['severities'],
       summary: 'Rename or re-rank a custom severity level (admin)',
       middleware: [requireRole('admin')] as const,
-      request: { params: idParam, body: { content: { 'application/json': { schema: z.strictObject({ name: name.optional(), rank: z.number().int().min(0).optional() }) } }, required: true } },
+      request: {
+        params: idParam,
+        body: {
+          content: { 'application/json': { schema: z.strictObject({ name: name.optional(), rank: z.number().int().min(0).optional() }) } },
+          required: true,
+        },
+      },
       responses: { 200: { description: 'Updated', content: { 'application/json': { schema: severityItem } } }, 409: problem, ...errors },
     }),
     async (c) => {

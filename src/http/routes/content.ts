@@ -109,7 +109,13 @@ export function contentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     security: [{ agent: [] }, { bearer: [] }],
     summary: 'Download a verified update file (Range, ETag, Content-Length)',
     request: { params: z.object({ sha256: sha256Schema }) },
-    responses: { 200: { description: 'The file' }, 206: { description: 'A byte range of it' }, 304: { description: 'Not modified' }, 416: { description: 'Range not satisfiable' }, ...errors },
+    responses: {
+      200: { description: 'The file' },
+      206: { description: 'A byte range of it' },
+      304: { description: 'Not modified' },
+      416: { description: 'Range not satisfiable' },
+      ...errors,
+    },
   });
   app.on(['GET', 'HEAD'], '/agent/v1/files/:sha256', (c) => serveFile(c, deps));
 
@@ -122,7 +128,18 @@ export function contentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       responses: {
         200: {
           description: 'Totals',
-          content: { 'application/json': { schema: z.looseObject({ files: z.number(), bytes: z.number(), verified: z.number(), failed: z.number(), pending: z.number(), freeBytes: z.number() }) } },
+          content: {
+            'application/json': {
+              schema: z.looseObject({
+                files: z.number(),
+                bytes: z.number(),
+                verified: z.number(),
+                failed: z.number(),
+                pending: z.number(),
+                freeBytes: z.number(),
+              }),
+            },
+          },
         },
         ...errors,
       },
@@ -141,10 +158,16 @@ export function contentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
           state: z.enum(STATES).optional(),
           update: z.string().min(1).max(100).optional(),
           limit: z.coerce.number().int().min(1).max(1000).default(100),
-          cursor: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+          cursor: z
+            .string()
+            .regex(/^[0-9a-f]{64}$/)
+            .optional(),
         }),
       },
-      responses: { 200: { description: 'Files', content: { 'application/json': { schema: z.object({ items: z.array(fileItem), nextCursor: z.string().nullable() }) } } }, ...errors },
+      responses: {
+        200: { description: 'Files', content: { 'application/json': { schema: z.object({ items: z.array(fileItem), nextCursor: z.string().nullable() }) } } },
+        ...errors,
+      },
     }),
     async (c) => c.json(await content.service.listFiles(c.req.valid('query')), 200),
   );
@@ -168,7 +191,13 @@ export function contentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
           required: true,
         },
       },
-      responses: { 202: { description: 'Accepted: the downloader works in the background', content: { 'application/json': { schema: z.object({ marked: z.number(), retried: z.number(), added: z.number() }) } } }, ...errors },
+      responses: {
+        202: {
+          description: 'Accepted: the downloader works in the background',
+          content: { 'application/json': { schema: z.object({ marked: z.number(), retried: z.number(), added: z.number() }) } },
+        },
+        ...errors,
+      },
     }),
     async (c) => {
       const b = c.req.valid('json');
@@ -199,7 +228,14 @@ export function contentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       tags: ['content'],
       summary: 'Re-hash every stored file in the background; corrupt or missing ones are downloaded again (operator)',
       middleware: [requireRole('operator')] as const,
-      responses: { 202: { description: 'Started; progress in GET /api/v1/content (verify)', content: { 'application/json': { schema: z.looseObject({ id: z.number(), state: z.string() }) } } }, 409: problem, ...errors },
+      responses: {
+        202: {
+          description: 'Started; progress in GET /api/v1/content (verify)',
+          content: { 'application/json': { schema: z.looseObject({ id: z.number(), state: z.string() }) } },
+        },
+        409: problem,
+        ...errors,
+      },
     }),
     async (c) => c.json(content.service.startVerify(), 202),
   );
@@ -212,7 +248,13 @@ export function contentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       summary: 'Garbage-collect files no longer needed (admin); a dry run (the default) shows what and how much',
       middleware: [requireRole('admin')] as const,
       request: { body: { content: { 'application/json': { schema: z.strictObject({ dryRun: z.boolean().default(true) }) } }, required: false } },
-      responses: { 200: { description: 'What was (or would be) removed', content: { 'application/json': { schema: z.looseObject({ dryRun: z.boolean(), count: z.number(), bytes: z.number() }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'What was (or would be) removed',
+          content: { 'application/json': { schema: z.looseObject({ dryRun: z.boolean(), count: z.number(), bytes: z.number() }) } },
+        },
+        ...errors,
+      },
     }),
     async (c) => {
       return c.json(await content.service.gc(c.req.valid('json').dryRun ?? true), 200);

@@ -30,7 +30,10 @@ const limit = (maxSize: number, what: string) =>
   });
 
 /** The calling agent (Authorization: Bearer <agent secret>); 401 otherwise. */
-export async function agentOf(c: { req: { header(name: string): string | undefined }; header(name: string, value: string): void }, d: DeliveryService): Promise<AgentPrincipal> {
+export async function agentOf(
+  c: { req: { header(name: string): string | undefined }; header(name: string, value: string): void },
+  d: DeliveryService,
+): Promise<AgentPrincipal> {
   const secret = bearerToken(c.req.header('authorization'));
   if (!secret) {
     c.header('WWW-Authenticate', 'Bearer realm="patchtree-agent"');
@@ -45,7 +48,8 @@ export async function agentOf(c: { req: { header(name: string): string | undefin
  * past the limit, 400 for malformed JSON.
  */
 async function readJson(c: Context, maxBytes: number, what: string): Promise<unknown> {
-  if (!/^application\/([\w.+-]+\+)?json\b/i.test(c.req.header('content-type') ?? '')) throw new AppError('unsupported-media-type', 'send Content-Type: application/json');
+  if (!/^application\/([\w.+-]+\+)?json\b/i.test(c.req.header('content-type') ?? ''))
+    throw new AppError('unsupported-media-type', 'send Content-Type: application/json');
   const tooLarge = () => new AppError('payload-too-large', `${what} are limited to ${maxBytes} bytes`);
   if (Number(c.req.header('content-length') ?? 0) > maxBytes) throw tooLarge();
   const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
@@ -95,7 +99,8 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
       path: '/agent/v1/enroll',
       tags: ['agents'],
       summary: 'Enrol an agent with an enrolment token: returns its id and secret (shown once)',
-      description: 'Counts one use of the enrolment token. Every later agent call sends Authorization: Bearer <secret>; the agent reports its inventory with agentKey = agentId.',
+      description:
+        'Counts one use of the enrolment token. Every later agent call sends Authorization: Bearer <secret>; the agent reports its inventory with agentKey = agentId.',
       request: {
         body: {
           content: { 'application/json': { schema: enrolRequestSchema } },
@@ -119,14 +124,20 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
     method: 'get',
     path: '/agent/v1/config',
     tags: ['agents'],
-    summary: 'The agent\'s configuration: scan interval, installation settings (windows, restart, notification, retry ceilings), node time',
+    summary: "The agent's configuration: scan interval, installation settings (windows, restart, notification, retry ceilings), node time",
     security: [{ agent: [] }],
     responses: { 200: { description: 'Configuration', content: { 'application/json': { schema: configSchema } } }, ...errors },
   });
   app.get('/agent/v1/config', async (c) => {
     const agent = await agentOf(c, d);
     const s = await deps.assessment.settings();
-    const config: AgentConfig = { agentId: agent.agentId, computerId: agent.computerId, scanIntervalMinutes: s.scanIntervalMinutes, installation: await d.installation(), nodeTime: new Date().toISOString() };
+    const config: AgentConfig = {
+      agentId: agent.agentId,
+      computerId: agent.computerId,
+      scanIntervalMinutes: s.scanIntervalMinutes,
+      installation: await d.installation(),
+      nodeTime: new Date().toISOString(),
+    };
     return c.json(config);
   });
 
@@ -194,7 +205,7 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
     method: 'post',
     path: '/agent/v1/retries/clear',
     tags: ['agents'],
-    summary: 'Clear this computer\'s failed-download and failed-install counts (a user at the computer: `patchtree agent clear-retries`)',
+    summary: "Clear this computer's failed-download and failed-install counts (a user at the computer: `patchtree agent clear-retries`)",
     security: [{ agent: [] }],
     responses: { 200: { description: 'Cleared', content: { 'application/json': { schema: retriesClearedSchema } } }, 409: problem, ...errors },
   });
@@ -211,7 +222,7 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
       method: 'get',
       path: '/api/v1/settings/installation',
       tags: ['settings'],
-      summary: 'The node\'s installation settings: maintenance windows, restart behaviour, notification, retry ceilings (policies may override them)',
+      summary: "The node's installation settings: maintenance windows, restart behaviour, notification, retry ceilings (policies may override them)",
       responses: { 200: { description: 'Settings', content: { 'application/json': { schema: installationSchema } } }, ...errors },
     }),
     async (c) => c.json(await d.installation(), 200),
@@ -222,7 +233,7 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
       method: 'put',
       path: '/api/v1/settings/installation',
       tags: ['settings'],
-      summary: 'Set the node\'s installation settings (admin); agents get them at their next check-in',
+      summary: "Set the node's installation settings (admin); agents get them at their next check-in",
       middleware: [requireRole('admin')] as const,
       request: { body: { content: { 'application/json': { schema: installationSchema } }, required: true } },
       responses: { 200: { description: 'Settings', content: { 'application/json': { schema: installationSchema } } }, ...errors },
@@ -237,7 +248,8 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
       method: 'post',
       path: '/api/v1/policies',
       tags: ['policies'],
-      summary: 'Create a software update policy (operator): updates (or every required update of a filter and severity), targets, start, deadline, installation settings',
+      summary:
+        'Create a software update policy (operator): updates (or every required update of a filter and severity), targets, start, deadline, installation settings',
       middleware: [requireRole('operator')] as const,
       request: { body: { content: { 'application/json': { schema: policyCreateSchema } }, required: true } },
       responses: { 201: { description: 'Created', content: { 'application/json': { schema: policyView } } }, 409: problem, ...errors },
@@ -252,7 +264,17 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
       tags: ['policies'],
       summary: 'Policies by name, with their update counts and delivery totals',
       request: { query: z.object(page) },
-      responses: { 200: { description: 'Policies', content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ id: z.string(), name: z.string() })), nextCursor: z.string().nullable() }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'Policies',
+          content: {
+            'application/json': {
+              schema: z.object({ items: z.array(z.looseObject({ id: z.string(), name: z.string() })), nextCursor: z.string().nullable() }),
+            },
+          },
+        },
+        ...errors,
+      },
     }),
     async (c) => {
       const q = c.req.valid('query');
@@ -309,7 +331,13 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
       tags: ['policies'],
       summary: 'Every change of a policy: created, updated (from/to per field), updates added for supersedence, deleted',
       request: { params: idParam, query: z.object(page) },
-      responses: { 200: { description: 'History', content: { 'application/json': { schema: z.object({ items: z.array(historyItem), nextCursor: z.string().nullable() }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'History',
+          content: { 'application/json': { schema: z.object({ items: z.array(historyItem), nextCursor: z.string().nullable() }) } },
+        },
+        ...errors,
+      },
     }),
     async (c) => {
       const q = c.req.valid('query');
@@ -322,12 +350,27 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
       method: 'get',
       path: '/api/v1/policies/{id}/delivery',
       tags: ['policies'],
-      summary: 'A policy\'s delivery per computer and update (targeted, downloading, installing, installed, failed, pending reboot, ceiling reached, not applicable), with totals',
+      summary:
+        "A policy's delivery per computer and update (targeted, downloading, installing, installed, failed, pending reboot, ceiling reached, not applicable), with totals",
       request: {
         params: idParam,
         query: z.object({ ...page, state: z.enum(DELIVERY_STATES).optional(), computer: z.coerce.number().int().min(1).optional() }),
       },
-      responses: { 200: { description: 'Delivery', content: { 'application/json': { schema: z.object({ totals: z.record(z.string(), z.number()), items: z.array(z.looseObject({ computerId: z.number(), updateId: z.string(), state: z.string() })), nextCursor: z.string().nullable() }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'Delivery',
+          content: {
+            'application/json': {
+              schema: z.object({
+                totals: z.record(z.string(), z.number()),
+                items: z.array(z.looseObject({ computerId: z.number(), updateId: z.string(), state: z.string() })),
+                nextCursor: z.string().nullable(),
+              }),
+            },
+          },
+        },
+        ...errors,
+      },
     }),
     async (c) => {
       const q = c.req.valid('query');
@@ -343,9 +386,16 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
       method: 'post',
       path: '/api/v1/computers/{id}/retries/clear',
       tags: ['computers'],
-      summary: 'Clear a computer\'s failed-download and failed-install counts (all updates, or those listed); its agent picks it up at its next check-in (operator)',
+      summary:
+        "Clear a computer's failed-download and failed-install counts (all updates, or those listed); its agent picks it up at its next check-in (operator)",
       middleware: [requireRole('operator')] as const,
-      request: { params: computerId, body: { content: { 'application/json': { schema: z.strictObject({ updates: z.array(z.string().min(1).max(100)).min(1).max(1000).optional() }) } }, required: false } },
+      request: {
+        params: computerId,
+        body: {
+          content: { 'application/json': { schema: z.strictObject({ updates: z.array(z.string().min(1).max(100)).min(1).max(1000).optional() }) } },
+          required: false,
+        },
+      },
       responses: { 200: { description: 'Cleared', content: { 'application/json': { schema: z.object({ cleared: z.number() }) } } }, ...errors },
     }),
     async (c) => {
@@ -359,13 +409,26 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
       method: 'get',
       path: '/api/v1/computers/{id}/events',
       tags: ['computers'],
-      summary: 'The status events a computer\'s agent sent (downloads, installs, exit codes, log excerpts), newest first',
+      summary: "The status events a computer's agent sent (downloads, installs, exit codes, log excerpts), newest first",
       request: { params: computerId, query: z.object({ ...page, update: z.string().min(1).max(100).optional() }) },
-      responses: { 200: { description: 'Events', content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ id: z.string(), type: z.string() })), nextCursor: z.string().nullable() }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'Events',
+          content: {
+            'application/json': {
+              schema: z.object({ items: z.array(z.looseObject({ id: z.string(), type: z.string() })), nextCursor: z.string().nullable() }),
+            },
+          },
+        },
+        ...errors,
+      },
     }),
     async (c) => {
       const q = c.req.valid('query');
-      return c.json(await d.engine.eventsOf(c.req.valid('param').id, { update: q.update, before: q.cursor ? Number(q.cursor) : undefined, limit: q.limit }), 200);
+      return c.json(
+        await d.engine.eventsOf(c.req.valid('param').id, { update: q.update, before: q.cursor ? Number(q.cursor) : undefined, limit: q.limit }),
+        200,
+      );
     },
   );
 
@@ -374,7 +437,7 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
       method: 'delete',
       path: '/api/v1/computers/{id}/agent',
       tags: ['computers'],
-      summary: 'Revoke the credentials of a computer\'s agent (admin): its next call is a 401 until it enrols again',
+      summary: "Revoke the credentials of a computer's agent (admin): its next call is a 401 until it enrols again",
       middleware: [requireRole('admin')] as const,
       request: { params: computerId },
       responses: { 200: { description: 'Revoked', content: { 'application/json': { schema: z.object({ agentId: z.string() }) } } }, ...errors },
@@ -390,7 +453,13 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
       summary: 'Enrolled agents (admin): their computer, last seen, revoked',
       middleware: [requireRole('admin')] as const,
       request: { query: z.object(page) },
-      responses: { 200: { description: 'Agents', content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ agentId: z.string() })), nextCursor: z.string().nullable() }) } } }, ...errors },
+      responses: {
+        200: {
+          description: 'Agents',
+          content: { 'application/json': { schema: z.object({ items: z.array(z.looseObject({ agentId: z.string() })), nextCursor: z.string().nullable() }) } },
+        },
+        ...errors,
+      },
     }),
     async (c) => {
       const q = c.req.valid('query');
@@ -403,7 +472,7 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
       method: 'delete',
       path: '/api/v1/agents/{id}',
       tags: ['agents'],
-      summary: 'Revoke an agent\'s credentials (admin)',
+      summary: "Revoke an agent's credentials (admin)",
       middleware: [requireRole('admin')] as const,
       request: { params: z.object({ id: z.string().uuid() }) },
       responses: { 204: { description: 'Revoked' }, ...errors },

@@ -7,7 +7,6 @@ import type { AppDeps } from '../app.js';
 import { errors, problem } from './common.js';
 import { pinnedToken } from '../../tls/pin.js';
 
-
 export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
   const h = deps.hierarchy;
 
@@ -18,8 +17,27 @@ export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       tags: ['hierarchy'],
       summary: 'Create a one-time, expiring token a child node joins with (admin)',
       middleware: [requireRole('admin')] as const,
-      request: { body: { content: { 'application/json': { schema: z.strictObject({ ttlSeconds: z.number().int().min(60).max(30 * 86400).default(86400) }) } }, required: false } },
-      responses: { 201: { description: 'Created', content: { 'application/json': { schema: z.object({ token: z.string(), expiresAt: z.string() }) } } }, ...errors },
+      request: {
+        body: {
+          content: {
+            'application/json': {
+              schema: z.strictObject({
+                ttlSeconds: z
+                  .number()
+                  .int()
+                  .min(60)
+                  .max(30 * 86400)
+                  .default(86400),
+              }),
+            },
+          },
+          required: false,
+        },
+      },
+      responses: {
+        201: { description: 'Created', content: { 'application/json': { schema: z.object({ token: z.string(), expiresAt: z.string() }) } } },
+        ...errors,
+      },
     }),
     async (c) => {
       const made = await h.parent.createJoinToken(c.req.valid('json').ttlSeconds ?? 86400, c.get('principal').name);
@@ -37,7 +55,17 @@ export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       responses: {
         200: {
           description: 'The hierarchy as this node sees it',
-          content: { 'application/json': { schema: z.object({ node: z.looseObject({ id: z.string(), name: z.string(), role: z.string() }), upstream: z.looseObject({ connected: z.boolean(), cursor: z.number() }).nullable(), children: z.array(z.looseObject({ id: z.string(), name: z.string(), connected: z.boolean(), cursor: z.number(), languages: z.array(z.string()) })) }) } },
+          content: {
+            'application/json': {
+              schema: z.object({
+                node: z.looseObject({ id: z.string(), name: z.string(), role: z.string() }),
+                upstream: z.looseObject({ connected: z.boolean(), cursor: z.number() }).nullable(),
+                children: z.array(
+                  z.looseObject({ id: z.string(), name: z.string(), connected: z.boolean(), cursor: z.number(), languages: z.array(z.string()) }),
+                ),
+              }),
+            },
+          },
         },
         ...errors,
       },
@@ -93,7 +121,7 @@ export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       method: 'get',
       path: '/api/v1/hierarchy/children/{id}/rules',
       tags: ['hierarchy'],
-      summary: 'A child\'s replication rules: catalog, files, and continuous or scheduled',
+      summary: "A child's replication rules: catalog, files, and continuous or scheduled",
       request: { params: z.object({ id: z.string().min(1).max(100) }) },
       responses: { 200: { description: 'The rules', content: { 'application/json': { schema: rules } } }, ...errors },
     }),
@@ -105,7 +133,7 @@ export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       method: 'put',
       path: '/api/v1/hierarchy/children/{id}/rules',
       tags: ['hierarchy'],
-      summary: 'Set a child\'s replication rules (admin); it reconnects under them, and turning the catalog back on resyncs it',
+      summary: "Set a child's replication rules (admin); it reconnects under them, and turning the catalog back on resyncs it",
       middleware: [requireRole('admin')] as const,
       request: { params: z.object({ id: z.string().min(1).max(100) }), body: { content: { 'application/json': { schema: rules } }, required: true } },
       responses: { 200: { description: 'The rules now in force', content: { 'application/json': { schema: rules } } }, ...errors },
@@ -134,9 +162,13 @@ export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       method: 'post',
       path: '/api/v1/hierarchy/upstream/resync',
       tags: ['hierarchy'],
-      summary: 'Ask this node\'s parent for a complete resync (admin)',
+      summary: "Ask this node's parent for a complete resync (admin)",
       middleware: [requireRole('admin')] as const,
-      responses: { 202: { description: 'Requested', content: { 'application/json': { schema: z.object({ requested: z.boolean() }) } } }, 409: problem, ...errors },
+      responses: {
+        202: { description: 'Requested', content: { 'application/json': { schema: z.object({ requested: z.boolean() }) } } },
+        409: problem,
+        ...errors,
+      },
     }),
     async (c) => {
       if (!h.child) throw new AppError('conflict', 'this node has no upstream');
