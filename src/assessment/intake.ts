@@ -69,25 +69,26 @@ export class ReportIntake {
     const json = JSON.stringify(inv);
     const scanId = (old?.scan_id ?? 0) + 1;
     const os = inv.os;
+    // name, os_family, os_name, os_version, arch, language, languages, agent_version, inventory, scan_id, last_scan_at
+    const fields = [
+      r.name,
+      os.family,
+      os.name ?? null,
+      os.version ?? null,
+      os.arch ?? null,
+      os.language ?? null,
+      inventoryLanguages(inv).join(','),
+      r.agentVersion ?? null,
+      json,
+      scanId,
+      now,
+    ];
     let id: number;
     if (old) {
       id = old.id;
       w.push([
         'UPDATE computers SET name = ?, os_family = ?, os_name = ?, os_version = ?, arch = ?, language = ?, languages = ?, agent_version = coalesce(?, agent_version), inventory = ?, scan_id = ?, last_scan_at = ? WHERE id = ?',
-        [
-          r.name,
-          os.family,
-          os.name ?? null,
-          os.version ?? null,
-          os.arch ?? null,
-          os.language ?? null,
-          inventoryLanguages(inv).join(','),
-          r.agentVersion ?? null,
-          json,
-          scanId,
-          now,
-          id,
-        ],
+        [...fields, id],
       ]);
     } else {
       if (enrollmentTokenId) {
@@ -108,22 +109,7 @@ export class ReportIntake {
       id = ctx.nextId++;
       w.push([
         'INSERT INTO computers (id, agent_key, name, os_family, os_name, os_version, arch, language, languages, agent_version, inventory, scan_id, last_scan_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)',
-        [
-          id,
-          r.agentKey,
-          r.name,
-          os.family,
-          os.name ?? null,
-          os.version ?? null,
-          os.arch ?? null,
-          os.language ?? null,
-          inventoryLanguages(inv).join(','),
-          r.agentVersion ?? null,
-          json,
-          scanId,
-          now,
-          now,
-        ],
+        [id, r.agentKey, ...fields, now],
       ]);
     }
     // The product index of this computer, when its products changed.

@@ -11,7 +11,7 @@ import { plainHttpOnly } from '../http/plain.js';
 import { checkedService } from '../replication/wire.js';
 import { hostname } from 'node:os';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import { certNames, nodeTls, ownServerCredentials, signChild, type NodeTls } from '../tls/node-ca.js';
+import { certNames, grpcServerCredentials, nodeTls, signChild, type NodeTls } from '../tls/node-ca.js';
 import { upstreamTls } from '../tls/upstream.js';
 import { openConn, type SqlConn } from '../db/exec.js';
 import { TokenService } from '../auth/tokens.js';
@@ -23,7 +23,6 @@ import { createApp } from '../http/app.js';
 import { createContent, type Content } from '../content/index.js';
 import { createMetrics } from './metrics.js';
 import { GrpcServer } from './grpc.js';
-import * as grpc from '@grpc/grpc-js';
 import { ensureIdentity } from '../replication/identity.js';
 import { ReplicationParent, childLanguages } from '../replication/parent.js';
 import { ReplicationChild } from '../replication/child.js';
@@ -133,16 +132,7 @@ export class PatchtreeNode {
     // that pins its CA and get a client certificate signed by it); plaintext only with --insecure, loudly.
     const grpcTls = Boolean(config.tlsCert && config.tlsKey) || !config.insecure;
     if (config.insecure) log.warn('INSECURE: --insecure is set; replication traffic (catalog, credentials, files) travels in plaintext');
-    const serverCreds =
-      config.tlsCert && config.tlsKey
-        ? grpc.ServerCredentials.createSsl(
-            config.tlsCa ? readFileSync(config.tlsCa) : null,
-            [{ cert_chain: readFileSync(config.tlsCert!), private_key: readFileSync(config.tlsKey!) }],
-            Boolean(config.tlsCa),
-          )
-        : config.insecure
-          ? grpc.ServerCredentials.createInsecure()
-          : ownServerCredentials(tls);
+    const serverCreds = grpcServerCredentials(tls, config);
 
     // Languages whose files this node needs: its own and its whole subtree's.
     let subtree = await childLanguages(this.db.orm);
@@ -362,7 +352,7 @@ export class PatchtreeNode {
           .then((t) => {
             if (t.certNotAfter !== tls.certNotAfter) {
               https.setSecureContext({ key: t.key, cert: t.certChain });
-              if ('renew' in serverCreds) (serverCreds as { renew(x: NodeTls): void }).renew(t);
+              serverCreds.renew(t);
               tls.certNotAfter = t.certNotAfter;
               log.info({ certNotAfter: t.certNotAfter }, 'node certificate renewed');
             }

@@ -216,6 +216,23 @@ export function ownServerCredentials(tls: NodeTls): grpc.ServerCredentials & { r
   });
 }
 
+/**
+ * The gRPC server's credentials: the given certificate files (with --tls-ca, client
+ * certificates are required), else plaintext with --insecure, else the node's own
+ * certificate (renewed in place: `renew`).
+ */
+export function grpcServerCredentials(
+  tls: NodeTls,
+  o: { insecure: boolean; tlsCert?: string | undefined; tlsKey?: string | undefined; tlsCa?: string | undefined },
+): grpc.ServerCredentials & { renew(t: NodeTls): void } {
+  const fixed = (creds: grpc.ServerCredentials) => Object.assign(creds, { renew: () => {} });
+  if (o.tlsCert && o.tlsKey) {
+    const identity = [{ cert_chain: readFileSync(o.tlsCert), private_key: readFileSync(o.tlsKey) }];
+    return fixed(grpc.ServerCredentials.createSsl(o.tlsCa ? readFileSync(o.tlsCa) : null, identity, Boolean(o.tlsCa)));
+  }
+  return o.insecure ? fixed(grpc.ServerCredentials.createInsecure()) : ownServerCredentials(tls);
+}
+
 /** Signs a joining child's certificate request: its node id as the name, a year, client and server use. */
 export async function signChild(tls: NodeTls, csrPem: string, nodeId: string): Promise<{ certificatePem: string; serial: string }> {
   if (!tls.caKey || !tls.caCert) throw new Error('this node signs with its own CA only');
