@@ -1,10 +1,14 @@
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import type { Logger } from '../lib/log.js';
-
-export const PROTO_DIR = fileURLToPath(new URL('../../../proto', import.meta.url));
+import { AppError } from '../lib/errors.js';
+import { toStatus } from '../replication/wire.js';
+import { PROTO_DIR } from '../replication/protocol.js';
+import type { ProtoGrpcType as HealthProto } from '../gen/proto/health.js';
+import type { HealthHandlers } from '../gen/proto/grpc/health/v1/Health.js';
+import type { HealthCheckRequest__Output } from '../gen/proto/grpc/health/v1/HealthCheckRequest.js';
+import type { HealthCheckResponse } from '../gen/proto/grpc/health/v1/HealthCheckResponse.js';
 
 type Status = 'SERVING' | 'NOT_SERVING';
 
@@ -16,24 +20,25 @@ type Status = 'SERVING' | 'NOT_SERVING';
 export class GrpcServer {
   readonly server = new grpc.Server();
   #status: Status = 'NOT_SERVING';
-  #watchers = new Set<grpc.ServerWritableStream<{ service: string }, { status: Status }>>();
+  #watchers = new Set<grpc.ServerWritableStream<HealthCheckRequest__Output, HealthCheckResponse>>();
   port = 0;
 
   constructor(private readonly logger: Logger) {
     const def = protoLoader.loadSync('grpc/health/v1/health.proto', { includeDirs: [PROTO_DIR], keepCase: true, enums: String });
-    const pkg = grpc.loadPackageDefinition(def) as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } };
-    this.server.addService(pkg.grpc.health.v1.Health.service, {
-      Check: (call: grpc.ServerUnaryCall<{ service: string }, unknown>, cb: grpc.sendUnaryData<{ status: Status }>) => {
+    const pkg = grpc.loadPackageDefinition(def) as object as HealthProto;
+    const handlers: HealthHandlers = {
+      Check: (call, cb) => {
         if (call.request.service && call.request.service !== 'patchtree')
-          return cb({ code: grpc.status.NOT_FOUND, details: `unknown service ${call.request.service}` });
+          return cb(toStatus(new AppError('not-found', `unknown service ${call.request.service}`)));
         cb(null, { status: this.#status });
       },
-      Watch: (call: grpc.ServerWritableStream<{ service: string }, { status: Status }>) => {
+      Watch: (call) => {
         call.write({ status: this.#status });
         this.#watchers.add(call);
         call.on('cancelled', () => this.#watchers.delete(call));
       },
-    });
+    };
+    this.server.addService(pkg.grpc.health.v1.Health.service, handlers);
   }
 
   addService(service: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation): void {
