@@ -8,6 +8,8 @@ import { AgentCredentials } from './agents.js';
 import { Delivery, type DeliveryHooks } from './engine.js';
 import { Policies, type PolicyPublisher } from './policies.js';
 import { PolicyDeliveries } from './policy-delivery.js';
+import { PolicyInput } from './policy-input.js';
+import { PolicySupersedence } from './policy-supersedence.js';
 import { DEFAULT_INSTALLATION, INSTALLATION_SETTING, type Installation } from './installation.js';
 
 /** Agent events are kept this long: the delivery history, and the window in which a retried batch is recognised. */
@@ -29,7 +31,8 @@ export function createDelivery(
     (installation ??= { ...DEFAULT_INSTALLATION, ...(await settings.get<Partial<Installation>>(INSTALLATION_SETTING)) });
   const stale = async () => staleBefore(await assessmentSettings(settings));
   const engine = new Delivery(conn, assessment.computers, assessment.assessor.index, nodeInstallation, stale, log, hooks);
-  const policies = new Policies(conn, assessment.computers, engine, stale, log, publisher, new PolicyDeliveries(conn, publisher.nodeId));
+  const policies = new Policies(conn, new PolicyDeliveries(conn, publisher.nodeId), new PolicyInput(conn, assessment.computers, stale), engine, publisher);
+  const supersedence = new PolicySupersedence(conn, engine, log, publisher);
   const agents = new AgentCredentials(conn, assessment.enrollment);
   let pruneTimer: NodeJS.Timeout | null = null;
   const prune = () => void engine.pruneEvents(Date.now() - EVENT_RETENTION_MS).catch((err) => log.error({ err }, 'pruning agent events failed'));
@@ -46,7 +49,7 @@ export function createDelivery(
     },
     /** The catalog changed: revise the policies that follow supersedence. */
     catalogChanged(): void {
-      void policies.reviseSupersedence().catch((err) => log.error({ err }, 'revising policies for supersedence failed'));
+      void supersedence.revise().catch((err) => log.error({ err }, 'revising policies for supersedence failed'));
     },
     async start(): Promise<void> {
       agents.start();

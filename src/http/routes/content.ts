@@ -13,7 +13,7 @@ import type { AppDeps } from '../app.js';
 import { bearerToken } from '../../auth/tokens.js';
 import { AGENT_SECRET_PREFIX } from '../../delivery/agents.js';
 import { sha256Schema } from '../../agent-api/checkin.js';
-import { agentOf } from './delivery.js';
+import { agentOf } from './agent-v1.js';
 import { errors, problem } from './common.js';
 
 const STATES = ['pending', 'downloading', 'verified', 'failed'] as const;
