@@ -21,6 +21,17 @@ export async function existingUpdates(orm: Orm, ids: readonly string[]): Promise
   return new Set(rows.map((r) => r.id));
 }
 
+/** Which of these update ids the catalog holds (only live ones with `live`), on a plain connection (delivery's checks). */
+export async function updateIdsIn(db: Exec, ids: readonly string[], o: { live: boolean }): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (let i = 0; i < ids.length; i += 400) {
+    const part = ids.slice(i, i + 400);
+    const q = `SELECT id FROM updates WHERE ${o.live ? 'expired = 0 AND ' : ''}id IN (${placeholders(part)})`;
+    for (const r of await db.all<{ id: string }>(q, part)) out.add(r.id);
+  }
+  return out;
+}
+
 /** What lists show of an update: its names, product, severities and release date. */
 export interface UpdateSummary {
   id: string;

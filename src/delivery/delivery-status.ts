@@ -1,4 +1,5 @@
 import PQueue from 'p-queue';
+import { updateIdsIn } from '../catalog/read.js';
 import type { SqlConn, Write } from '../db/exec.js';
 import { GroupCommit, type Prepared } from '../db/group-commit.js';
 import { isoTime as iso, keysetPage, placeholders } from '../db/sql.js';
@@ -100,11 +101,7 @@ export class DeliveryStatuses {
     // Live updates are in the catalog index; only others (expired ones) are looked up.
     const unindexed = updateIds.filter((u) => !this.index.get(u));
     if (unindexed.length) {
-      const known = new Set<string>();
-      for (let i = 0; i < unindexed.length; i += 400) {
-        const part = unindexed.slice(i, i + 400);
-        for (const r of await this.conn.all<{ id: string }>(`SELECT id FROM updates WHERE id IN (${placeholders(part)})`, part)) known.add(r.id);
-      }
+      const known = await updateIdsIn(this.conn, unindexed, { live: false });
       const unknown = unindexed.filter((u) => !known.has(u));
       if (unknown.length) {
         const gone = new Set(unknown);

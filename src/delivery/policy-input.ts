@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { updateIdsIn } from '../catalog/read.js';
 import { SQLiteAsyncDialect } from 'drizzle-orm/sqlite-core';
 import type { SqlConn } from '../db/exec.js';
 import { placeholders } from '../db/sql.js';
@@ -42,11 +43,7 @@ export class PolicyInput {
 
   /** Live updates among `ids`; 400 naming the others. */
   async checkUpdates(ids: string[]): Promise<void> {
-    const live = new Set<string>();
-    for (let i = 0; i < ids.length; i += 400) {
-      const part = ids.slice(i, i + 400);
-      for (const r of await this.conn.all<{ id: string }>(`SELECT id FROM updates WHERE expired = 0 AND id IN (${placeholders(part)})`, part)) live.add(r.id);
-    }
+    const live = await updateIdsIn(this.conn, ids, { live: true });
     const bad = ids.filter((id) => !live.has(id));
     if (bad.length)
       throw new AppError(
