@@ -3,9 +3,41 @@ import type { AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
 import { errors } from './common.js';
 import { AppError } from '../../lib/errors.js';
-import { reportFilterSchema } from '../../reports/reports.js';
+import { reportFilterSchema, type updateItem } from '../../reports/reports.js';
 import { SEVERITY_BUCKETS as SEV } from '../../catalog/format.js';
 import { allPages, csvResponse, format, page, scope, wantsCsv } from './reports-common.js';
+
+/** The CSV columns of a per-update row (the tree's adds nodes_requiring). */
+const UPDATE_COLUMNS = [
+  'update',
+  'kb',
+  'title',
+  'product',
+  'severity',
+  'classification',
+  'released',
+  'applicable',
+  'installed',
+  'superseded',
+  'required',
+  'unknown',
+  'compliant_percent',
+];
+const updateCells = (u: ReturnType<typeof updateItem>) => [
+  u.id,
+  u.kb,
+  u.title,
+  u.product,
+  u.severity,
+  u.classification,
+  u.releaseDate,
+  u.applicable,
+  u.installed,
+  u.superseded,
+  u.required,
+  u.unknown,
+  u.compliantPercent,
+];
 
 const FILTER_KEYS = Object.keys(reportFilterSchema.shape);
 
@@ -70,44 +102,11 @@ export function complianceReportRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps):
           );
         if (q.view === 'updates') {
           if (wantsCsv(c))
-            return csvResponse(
-              'compliance-tree-updates',
-              [
-                'update',
-                'kb',
-                'title',
-                'product',
-                'severity',
-                'classification',
-                'released',
-                'applicable',
-                'installed',
-                'superseded',
-                'required',
-                'unknown',
-                'compliant_percent',
-                'nodes_requiring',
-              ],
-              () =>
-                allPages(
-                  (cursor) => deps.rollup.treeUpdates({ limit: 1000, cursor }),
-                  (u) => [
-                    u.id,
-                    u.kb,
-                    u.title,
-                    u.product,
-                    u.severity,
-                    u.classification,
-                    u.releaseDate,
-                    u.applicable,
-                    u.installed,
-                    u.superseded,
-                    u.required,
-                    u.unknown,
-                    u.compliantPercent,
-                    u.nodesRequiring,
-                  ],
-                ),
+            return csvResponse('compliance-tree-updates', [...UPDATE_COLUMNS, 'nodes_requiring'], () =>
+              allPages(
+                (cursor) => deps.rollup.treeUpdates({ limit: 1000, cursor }),
+                (u) => [...updateCells(u), u.nodesRequiring],
+              ),
             );
           return c.json({ summary: (await deps.rollup.tree()).summary, ...(await deps.rollup.treeUpdates(q)) }, 200);
         }
@@ -150,43 +149,7 @@ export function complianceReportRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps):
       }
       if (wantsCsv(c)) {
         if (q.view === 'updates')
-          return csvResponse(
-            'compliance-updates',
-            [
-              'update',
-              'kb',
-              'title',
-              'product',
-              'severity',
-              'classification',
-              'released',
-              'applicable',
-              'installed',
-              'superseded',
-              'required',
-              'unknown',
-              'compliant_percent',
-            ],
-            () =>
-              allPages(
-                (cursor) => reports.byUpdate(q, { limit: 1000, cursor }),
-                (u) => [
-                  u.id,
-                  u.kb,
-                  u.title,
-                  u.product,
-                  u.severity,
-                  u.classification,
-                  u.releaseDate,
-                  u.applicable,
-                  u.installed,
-                  u.superseded,
-                  u.required,
-                  u.unknown,
-                  u.compliantPercent,
-                ],
-              ),
-          );
+          return csvResponse('compliance-updates', UPDATE_COLUMNS, () => allPages((cursor) => reports.byUpdate(q, { limit: 1000, cursor }), updateCells));
         if (q.view === 'computers')
           return csvResponse(
             'compliance-computers',
