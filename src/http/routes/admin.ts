@@ -2,7 +2,7 @@ import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { ROLES } from '../../auth/tokens.js';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
-import { errors, problem } from './common.js';
+import { deleteById, errors, problem } from './common.js';
 import { displayName } from '../../lib/text.js';
 
 const storage = z.object({ path: z.string(), writable: z.boolean(), freeBytes: z.number(), totalBytes: z.number() }).openapi('StorageSetting');
@@ -50,20 +50,17 @@ export function adminRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     async (c) => c.json({ items: await deps.tokens.list() }, 200),
   );
 
-  app.openapi(
-    createRoute({
-      method: 'delete',
+  deleteById(
+    app,
+    {
       path: '/api/v1/tokens/{id}',
-      tags: ['tokens'],
+      tag: 'tokens',
       summary: 'Revoke an API token (admin); it stops working at once',
-      middleware: [requireRole('admin')] as const,
-      request: { params: z.object({ id: z.string().min(1).max(100) }) },
-      responses: { 204: { description: 'Revoked' }, 409: problem, ...errors },
-    }),
-    async (c) => {
-      await deps.tokens.revoke(c.req.valid('param').id);
-      return c.body(null, 204);
+      role: 'admin',
+      done: 'Revoked',
+      conflict: true,
     },
+    (id) => deps.tokens.revoke(id),
   );
 
   app.openapi(

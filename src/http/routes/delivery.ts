@@ -1,7 +1,7 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
-import { errors } from './common.js';
+import { deleteById, errors } from './common.js';
 import type { AuthGuard } from '../guard.js';
 import { installationSchema } from '../../delivery/installation.js';
 import { page } from './delivery-schemas.js';
@@ -133,19 +133,9 @@ export function deliveryRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: A
     },
   );
 
-  app.openapi(
-    createRoute({
-      method: 'delete',
-      path: '/api/v1/agents/{id}',
-      tags: ['agents'],
-      summary: "Revoke an agent's credentials (admin)",
-      middleware: [requireRole('admin')] as const,
-      request: { params: z.object({ id: z.string().uuid() }) },
-      responses: { 204: { description: 'Revoked' }, ...errors },
-    }),
-    async (c) => {
-      await d.agents.revoke(c.req.valid('param').id, c.get('principal').name);
-      return c.body(null, 204);
-    },
+  deleteById(
+    app,
+    { path: '/api/v1/agents/{id}', tag: 'agents', summary: "Revoke an agent's credentials (admin)", role: 'admin', done: 'Revoked', id: z.string().uuid() },
+    (id, by) => d.agents.revoke(id, by),
   );
 }

@@ -1,7 +1,7 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
-import { errors } from './common.js';
+import { deleteById, errors } from './common.js';
 import { displayName } from '../../lib/text.js';
 import { pinnedToken } from '../../tls/pin.js';
 
@@ -67,19 +67,9 @@ export function enrollmentTokenRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): 
     async (c) => c.json({ items: await a.enrollment.list() }, 200),
   );
 
-  app.openapi(
-    createRoute({
-      method: 'delete',
-      path: '/api/v1/agents/enrollment-tokens/{id}',
-      tags: ['agents'],
-      summary: 'Revoke an enrolment token (admin)',
-      middleware: [requireRole('admin')] as const,
-      request: { params: z.object({ id: z.string().min(1).max(100) }) },
-      responses: { 204: { description: 'Revoked' }, ...errors },
-    }),
-    async (c) => {
-      await a.enrollment.revoke(c.req.valid('param').id);
-      return c.body(null, 204);
-    },
+  deleteById(
+    app,
+    { path: '/api/v1/agents/enrollment-tokens/{id}', tag: 'agents', summary: 'Revoke an enrolment token (admin)', role: 'admin', done: 'Revoked' },
+    (id) => a.enrollment.revoke(id),
   );
 }

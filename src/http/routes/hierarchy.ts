@@ -4,7 +4,7 @@ import { PROTOCOL_VERSION } from '../../replication/protocol.js';
 import { replicationRulesSchema } from '../../replication/rules.js';
 import { requireRole, type AppEnv } from '../auth.js';
 import type { AppDeps } from '../app.js';
-import { errors, problem } from './common.js';
+import { deleteById, errors, problem } from './common.js';
 import { pinnedToken } from '../../tls/pin.js';
 
 export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
@@ -99,20 +99,16 @@ export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     },
   );
 
-  app.openapi(
-    createRoute({
-      method: 'delete',
+  deleteById(
+    app,
+    {
       path: '/api/v1/hierarchy/children/{id}',
-      tags: ['hierarchy'],
+      tag: 'hierarchy',
       summary: 'Remove a child (admin): its credential stops working; it may join again with a new token',
-      middleware: [requireRole('admin')] as const,
-      request: { params: z.object({ id: z.string().min(1).max(100) }) },
-      responses: { 204: { description: 'Removed' }, ...errors },
-    }),
-    async (c) => {
-      await h.parent.removeChild(c.req.valid('param').id);
-      return c.body(null, 204);
+      role: 'admin',
+      done: 'Removed',
     },
+    (id) => h.parent.removeChild(id),
   );
 
   const rules = replicationRulesSchema.openapi('ReplicationRules');
