@@ -24,7 +24,7 @@ import { openDatabase } from '../src/db/index.js';
 import { openNative } from '../src/db/native.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const LANGS = ['de-de', 'fr-fr', 'ja-jp', 'pt-br', 'es-es', 'it-it', 'zh-cn', 'ko-kr'];
+export const LANGS = ['de-de', 'fr-fr', 'ja-jp', 'pt-br', 'es-es', 'it-it', 'zh-cn', 'ko-kr'];
 const PRODUCTS = [
   'Windows 11 Version 23H2 for x64-based Systems',
   'Windows 10 Version 22H2 for x64-based Systems',

@@ -22,6 +22,8 @@ export interface Node {
   url: string;
   grpc: number;
   proc: ChildProcess;
+  /** What it was started with (`restartNode` starts it again the same way). */
+  args: string[];
 }
 
 /**
@@ -61,6 +63,15 @@ export async function startNode(dir: string, name: string, pub: string, upstream
     ).json()) as { token: string };
     args.push('--upstream', `127.0.0.1:${upstream.grpc}`, '--join-token', tok.token);
   }
+  return spawnNode(name, args);
+}
+
+/** Starts a node again with the arguments it had (the same data folder and join token: it resumes, it does not join again). */
+export function restartNode(n: Node, name: string): Promise<Node> {
+  return spawnNode(name, n.args);
+}
+
+function spawnNode(name: string, args: string[]): Promise<Node> {
   const prof = process.env.BENCH_PROFILE_DIR;
   const proc = spawn(process.execPath, [...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   benchProcesses.push(proc);
@@ -72,7 +83,7 @@ export async function startNode(dir: string, name: string, pub: string, upstream
       logFile?.write(`${l}\n`);
       try {
         const rec = JSON.parse(l) as { msg?: string; http?: number; grpc?: number };
-        if (rec.msg === 'node started') resolve({ pid: proc.pid!, url: `http://127.0.0.1:${rec.http}`, grpc: rec.grpc!, proc });
+        if (rec.msg === 'node started') resolve({ pid: proc.pid!, url: `http://127.0.0.1:${rec.http}`, grpc: rec.grpc!, proc, args });
       } catch {
         /* not JSON */
       }

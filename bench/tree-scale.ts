@@ -1,0 +1,188 @@
+/**
+ * A real tree at scale (issue 20): `--nodes N` node processes in `--depth D` levels
+ * (the root, then the others spread over the levels below, each under a node of the
+ * level above, round robin), each site with a language set of its own from a pool.
+ * An `--updates M` catalog is imported at the root; the time until every node holds
+ * exactly its subtree's languages' updates is the convergence time (polled: the
+ * resync's end, the live update count, and per language whether an update with a file
+ * in it is there or not). Then the mid-tier node with the largest subtree is killed
+ * (SIGKILL), a second release (1% more updates) is imported while it is down, and the
+ * time from its restart until its whole subtree holds the new release is measured.
+ * Peak RSS per role (root, mid-tier, leaf) is printed.
+ *
+ *   node dist/bench/tree-scale.js [--depth 5] [--nodes 30] [--updates 20000]
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { writeCatalog } from '../src/catalog/build.js';
+import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
+import { languageMatches } from '../src/lib/languages.js';
+import { generate, LANGS } from './catalog-import.js';
+import { auth, importCatalog, restartNode, runBench, startNode, stopBenchProcesses, vmHwmMB, type Node } from './util.js';
+
+const { values } = parseArgs({
+  options: { depth: { type: 'string', default: '5' }, nodes: { type: 'string', default: '30' }, updates: { type: 'string', default: '20000' } },
+});
+const depth = Number(values.depth);
+const total = Number(values.nodes);
+const m = Number(values.updates);
+if (!(depth >= 2 && total >= depth && m >= 100)) throw new Error('--depth of at least 2, --nodes of at least --depth, --updates of at least 100');
+
+/** The sites' language sets. */
+const POOL = [['de-de'], ['fr-fr'], ['de-de', 'fr-fr'], ['ja-jp'], ['pt-br', 'es-es'], ['it-it'], ['zh-cn', 'ko-kr'], ['en-us']];
+
+interface Site {
+  name: string;
+  level: number;
+  parent: Site | null;
+  languages: string[];
+  children: Site[];
+  node?: Node;
+  grpcPort: number;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+/** The languages of a site and every site below it. */
+function subtree(s: Site): string[] {
+  return [...new Set([...s.languages, ...s.children.flatMap(subtree)])].sort();
+}
+
+const all = (s: Site): Site[] => [s, ...s.children.flatMap(all)];
+
+async function json<T>(n: Node, path: string): Promise<T> {
+  return (await (await fetch(`${n.url}${path}`, { headers: auth })).json()) as T;
+}
+
+/** Whether a site holds exactly the `expected` live updates and, per language, files in its subtree's languages only. */
+async function holds(s: Site, expected: number): Promise<boolean> {
+  const n = s.node!;
+  if (s.parent) {
+    const h = await json<{ upstream: { cursor: number; resyncing: boolean; lag: { entries: number } } | null }>(n, '/api/v1/hierarchy');
+    if (!h.upstream || h.upstream.cursor === 0 || h.upstream.resyncing || h.upstream.lag.entries > 0) return false;
+  }
+  const text = await (await fetch(`${n.url}/metrics`)).text();
+  if (Number(/patchtree_catalog_updates\{state="live"\} (\d+)/.exec(text)?.[1] ?? -1) !== expected) return false;
+  const langs = s.parent ? subtree(s) : LANGS;
+  for (const l of LANGS) {
+    const page = await json<{ items: unknown[] }>(n, `/api/v1/updates?language=${l}&limit=1`);
+    if (page.items.length > 0 !== langs.some((x) => languageMatches(l, [x]))) return false;
+  }
+  return true;
+}
+
+/** Polls until every site holds `expected`; returns when each got there (ms after `t0`). */
+async function converge(sites: Site[], expected: number, t0: number, timeoutMs: number): Promise<Map<string, number>> {
+  const done = new Map<string, number>();
+  while (done.size < sites.length) {
+    if (performance.now() - t0 > timeoutMs) {
+      const missing = sites.filter((s) => !done.has(s.name)).map((s) => s.name);
+      throw new Error(`not converged after ${timeoutMs / 1000} s: ${missing.join(', ')}`);
+    }
+    for (const s of sites) if (!done.has(s.name) && (await holds(s, expected).catch(() => false))) done.set(s.name, performance.now() - t0);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return done;
+}
+
+async function catalogFile(dir: string, key: Awaited<ReturnType<typeof loadPrivateKey>>, version: string, n: number): Promise<string> {
+  const file = join(dir, `${version}.ndjson.gz`);
+  const header = {
+    format: 'patchtree-catalog',
+    formatVersion: 2,
+    version,
+    publisher: 'bench',
+    createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(),
+    updates: n,
+  } as const;
+  await writeCatalog(file, header, generate(n));
+  await signFile(file, key);
+  return file;
+}
+
+runBench(async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'patchtree-tree-scale-'));
+  try {
+    const keys = await generateKeys(join(dir, 'keys'));
+    const key = await loadPrivateKey(keys.keyFile);
+    const first = await catalogFile(dir, key, 't1', m);
+    const added = Math.max(1, Math.round(m / 100));
+    const second = await catalogFile(dir, key, 't2', m + added);
+
+    // The tree's shape: the root, then the other nodes spread evenly over the levels below.
+    const root: Site = { name: 'root', level: 0, parent: null, languages: ['en-us'], children: [], grpcPort: await freePort() };
+    const levels: Site[][] = [[root]];
+    for (let i = 1; i < total; i++) {
+      const level = 1 + ((i - 1) % (depth - 1));
+      const above = levels[level - 1]!;
+      const row = (levels[level] ??= []);
+      const parent = above[row.length % above.length]!;
+      const site: Site = { name: `n${level}-${row.length}`, level, parent, languages: POOL[i % POOL.length]!, children: [], grpcPort: await freePort() };
+      parent.children.push(site);
+      row.push(site);
+    }
+    const sites = all(root);
+    console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model.trim()}), Node ${process.version}`);
+    console.log(
+      `tree: ${sites.length} nodes in ${levels.length} levels (${levels.map((l) => l.length).join(', ')}), ${m} updates, ${POOL.length} language sets`,
+    );
+
+    // Top down: a child joins a running parent. Fixed gRPC ports, so a restarted node is found again.
+    const t0 = performance.now();
+    for (const level of levels)
+      await Promise.all(
+        level.map(async (s) => {
+          s.node = await startNode(dir, s.name, keys.pubFile, s.parent?.node, ['--grpc-port', String(s.grpcPort), '--languages', s.languages.join(',')]);
+        }),
+      );
+    console.log(`started in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+    const t1 = performance.now();
+    await importCatalog(root.node!, first);
+    const done = await converge(sites, m, t1, 600_000);
+    const slowest = [...done].sort((a, b) => b[1] - a[1])[0]!;
+    console.log(
+      `1. import at the root -> every node holds its languages' ${m} updates: ${(slowest[1] / 1000).toFixed(1)} s (slowest ${slowest[0]}, level ${sites.find((s) => s.name === slowest[0])!.level}) (goal <= 30 s)`,
+    );
+
+    // 2. A mid-tier node dies; a release is imported meanwhile; it comes back.
+    const mid = levels[1]!.reduce((a, b) => (all(b).length > all(a).length ? b : a));
+    const below = all(mid);
+    mid.node!.proc.removeAllListeners('exit');
+    mid.node!.proc.kill('SIGKILL');
+    await new Promise((r) => mid.node!.proc.once('exit', r));
+    await importCatalog(root.node!, second);
+    const others = sites.filter((s) => !below.includes(s));
+    await converge(others, m + added, performance.now(), 600_000);
+    const t2 = performance.now();
+    mid.node = await restartNode(mid.node!, mid.name);
+    const back = await converge(below, m + added, t2, 600_000);
+    const last = [...back].sort((a, b) => b[1] - a[1])[0]!;
+    console.log(
+      `2. ${mid.name} (subtree of ${below.length}) killed, a release of +${added} updates imported meanwhile, restarted: its subtree holds it ${(last[1] / 1000).toFixed(1)} s after the restart (slowest ${last[0]}) (goal <= 10 s)`,
+    );
+
+    // Peak RSS per role.
+    const role = (s: Site) => (s === root ? 'root' : s.children.length ? 'mid-tier' : 'leaf');
+    const rss = new Map<string, number[]>();
+    for (const s of sites) rss.set(role(s), [...(rss.get(role(s)) ?? []), await vmHwmMB(s.node!.pid)]);
+    console.log(
+      `3. peak RSS: ${[...rss].map(([r, xs]) => `${r} max ${Math.max(...xs)} MB, mean ${Math.round(xs.reduce((a, b) => a + b, 0) / xs.length)} MB (${xs.length})`).join('; ')}`,
+    );
+  } finally {
+    await stopBenchProcesses();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
