@@ -233,6 +233,7 @@ export class PatchtreeNode {
       identity,
       name: config.name,
       kinds,
+      snapshotDir: join(config.data, 'snapshots'),
       verifiedFile: (sha256) => content.service.verifiedFile(sha256),
       reports: rollup,
       logger: log.child({ module: 'replication' }),

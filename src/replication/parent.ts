@@ -10,10 +10,11 @@ import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { hashToken } from '../auth/tokens.js';
 import { splitPinnedToken } from '../tls/pin.js';
-import { changelog, type KindRegistry } from '../changelog/index.js';
+import { changelog, type Change, type KindRegistry } from '../changelog/index.js';
 import { children, joinTokens } from './schema.js';
 import * as check from './validate.js';
-import { SUPPORTED_PROTOCOL_VERSIONS, type ReceivedNodeReport, type ReplicationHandlers } from './protocol.js';
+import { SUPPORTED_PROTOCOL_VERSIONS, replicationDefinition, type ReceivedNodeReport, type ReplicationHandlers } from './protocol.js';
+import { Snapshots } from './snapshots.js';
 import type { Identity } from './identity.js';
 import { parseRules, closedUntil, type ReplicationRules } from './rules.js';
 import { StreamClosed, Streams, firstOf, type Call } from './stream.js';
@@ -46,6 +47,8 @@ export interface ParentDeps {
   identity: Identity;
   name: string;
   kinds: KindRegistry;
+  /** Where complete resyncs' snapshots are kept while children read them (emptied at start). */
+  snapshotDir: string;
   /** Where children's Reports go (the roll-up); none: Report is UNIMPLEMENTED. */
   reports: ReportSink | null;
   /** A file this node holds verified, to serve (content/service.ts). */
@@ -78,11 +81,15 @@ export interface ReportSink {
 export class ReplicationParent {
   readonly events = new EventEmitter();
   readonly #streams: Streams;
+  /** Complete resyncs' snapshots, one per language set, shared by the children that have it. */
+  readonly snapshots: Snapshots;
 
   constructor(private readonly d: ParentDeps) {
     this.events.setMaxListeners(0);
     const source = { orm: d.orm, reads: d.reads, self: { nodeId: d.identity.nodeId, name: d.name } };
-    this.#streams = new Streams(d.kinds, source, this.events, d.identity.epoch, d.logger, async (id) => {
+    const encodeBatch = (changes: Change[]) => replicationDefinition().Subscribe.responseSerialize({ batch: { changes, cursor: 0, snapshot: true } });
+    this.snapshots = new Snapshots(d.snapshotDir, d.kinds, source, encodeBatch, d.logger);
+    this.#streams = new Streams(d.kinds, source, this.snapshots, this.events, d.identity.epoch, d.logger, async (id) => {
       await d.orm.update(children).set({ forceResync: 0 }).where(eq(children.id, id));
     });
   }

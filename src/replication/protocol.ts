@@ -42,6 +42,20 @@ export type ReceivedNodeReport = NodeReport__Output;
 /** One change on the wire: the change log's. */
 export type WireChange = Change;
 
+const ENCODED = Symbol('patchtree.encoded');
+
+/** A message already encoded (a frame of a shared snapshot): written to the stream as these bytes (wire.ts). */
+export function encoded(bytes: Buffer): ServerMessage {
+  const m: ServerMessage = {};
+  Object.defineProperty(m, ENCODED, { value: bytes });
+  return m;
+}
+
+/** The bytes of a message made by `encoded`, else undefined. */
+export function encodedBytes(m: unknown): Buffer | undefined {
+  return (m as { [ENCODED]?: Buffer } | null)?.[ENCODED];
+}
+
 type ReplicationConstructor = ProtoGrpcType['patchtree']['replication']['v1']['Replication'];
 let cached: ReplicationConstructor | null = null;
 

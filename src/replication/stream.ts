@@ -3,7 +3,8 @@ import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { changelog, type Change, type KindRegistry, type LogRow, type SourceContext } from '../changelog/index.js';
-import type { ServerMessage, SubscribeRequest } from './protocol.js';
+import { encoded, type ServerMessage, type SubscribeRequest } from './protocol.js';
+import type { Snapshots } from './snapshots.js';
 import { closedUntil, type ReplicationRules } from './rules.js';
 
 /** Log entries read and sent per tail batch. */
@@ -68,6 +69,7 @@ export class Streams {
   constructor(
     private readonly kinds: KindRegistry,
     private readonly source: SourceContext,
+    private readonly snapshots: Snapshots,
     /** Emits 'appended' when the change log grows. */
     private readonly events: EventEmitter,
     private readonly epoch: string,
@@ -151,10 +153,20 @@ export class Streams {
         }
       };
       if (mode === 'resync') {
-        cursor = head;
-        await gate();
-        await this.#send(call, { resync_start: { reason, full: true } });
-        for (const k of kinds) await snapshot(k.source.snapshot(this.source, languages));
+        // The snapshot of this language set, shared with every child that has it; the
+        // child's cursor is the head it was cut at, and the tail sends what came since.
+        const shared = await this.snapshots.acquire(languages, rules.catalog);
+        try {
+          await gate();
+          await this.#send(call, { resync_start: { reason, full: true } });
+          for await (const frame of shared.frames()) {
+            await gate();
+            await this.#send(call, encoded(frame));
+          }
+          cursor = shared.head;
+        } finally {
+          this.snapshots.release(shared);
+        }
         // Without the catalog, the child's updates are left as they are (not swept).
         await this.#send(call, { resync_end: { cursor, full: rules.catalog } });
         await this.onResynced(sub.id);

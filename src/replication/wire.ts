@@ -1,7 +1,7 @@
 import protobuf from 'protobufjs';
 import * as grpc from '@grpc/grpc-js';
 import { AppError } from '../lib/errors.js';
-import { PROTO_DIR, RETRY_AFTER_KEY } from './protocol.js';
+import { PROTO_DIR, RETRY_AFTER_KEY, encodedBytes } from './protocol.js';
 
 /** A gRPC status error as grpc-js sends it: code, details and trailers. */
 export type StatusError = Error & { code: number; details: string; metadata?: grpc.Metadata };
@@ -97,8 +97,11 @@ export function checkedService(def: grpc.ServiceDefinition): grpc.ServiceDefinit
   for (const [name, m] of Object.entries(def)) {
     const type = r.lookupType(`patchtree.replication.v1.${name}Request`);
     const decode = m.requestDeserialize;
+    const serialize = m.responseSerialize;
     out[name] = {
       ...m,
+      // A message encoded once for many streams (a shared snapshot's frame) goes out as it is.
+      responseSerialize: (v: unknown) => encodedBytes(v) ?? serialize(v),
       requestDeserialize: (buf: Buffer) => {
         let problem: string | null;
         try {

@@ -1,0 +1,182 @@
+import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../lib/log.js';
+import { changelog, type Change, type KindRegistry, type SourceContext } from '../changelog/index.js';
+
+/** A complete resync's snapshot older than this many log entries is built anew rather than followed by a long tail. */
+const REUSE_ENTRIES = 10_000;
+/** A frame's length prefix (bytes). */
+const HEADER = 4;
+/** Frames kept in memory per snapshot, so that children reading the same part share one copy. */
+const CACHE_BYTES = 32 * 1024 * 1024;
+
+/**
+ * A complete resync's snapshot for one language set, built once and shared by every
+ * child with that set (and the same catalog rule): each page of each kind's snapshot
+ * is encoded as a `batch` message once and appended to a file (`[length][message]`
+ * frames); every child streams the file at its own pace, from disk, also while it is
+ * still being built. The snapshot says the log's head it was cut at (the child's
+ * cursor after it). Kept while children read it and it is the newest for its set.
+ */
+export class Snapshot {
+  readonly events = new EventEmitter();
+  /** Bytes of whole frames written so far. */
+  bytes = 0;
+  done = false;
+  failed: Error | null = null;
+  refs = 0;
+  superseded = false;
+  /** Recent frames by offset (insertion order: the oldest goes first), at most CACHE_BYTES. */
+  readonly #cache = new Map<number, Buffer>();
+  #cached = 0;
+
+  constructor(
+    readonly key: string,
+    readonly head: number,
+    readonly file: string,
+  ) {
+    this.events.setMaxListeners(0);
+  }
+
+  /** Keeps a frame for readers close behind (the builder's, or one a reader loaded). */
+  remember(at: number, body: Buffer): void {
+    if (this.#cache.has(at)) return;
+    this.#cache.set(at, body);
+    this.#cached += body.length;
+    for (const [k, v] of this.#cache) {
+      if (this.#cached <= CACHE_BYTES) break;
+      this.#cache.delete(k);
+      this.#cached -= v.length;
+    }
+  }
+
+  #changed(): Promise<void> {
+    return new Promise((resolve) => this.events.once('changed', resolve));
+  }
+
+  /** The encoded messages, in order; waits for the builder when it reads ahead of it. */
+  async *frames(): AsyncIterable<Buffer> {
+    let fh: FileHandle | null = null;
+    try {
+      let at = 0;
+      for (;;) {
+        if (this.failed) throw this.failed;
+        if (at >= this.bytes) {
+          if (this.done) return;
+          await this.#changed();
+          continue;
+        }
+        let body = this.#cache.get(at);
+        if (!body) {
+          fh ??= await open(this.file, 'r');
+          const head = Buffer.alloc(HEADER);
+          await fh.read(head, 0, HEADER, at);
+          body = Buffer.alloc(head.readUInt32BE(0));
+          await fh.read(body, 0, body.length, at + HEADER);
+          this.remember(at, body);
+        }
+        at += HEADER + body.length;
+        yield body;
+      }
+    } finally {
+      await fh?.close();
+    }
+  }
+}
+
+/** The snapshots of a parent, by language set; `built` counts those it made. */
+export class Snapshots {
+  readonly #newest = new Map<string, Snapshot>();
+  #ready: Promise<void> | null = null;
+  built = 0;
+
+  constructor(
+    private readonly dir: string,
+    private readonly kinds: KindRegistry,
+    private readonly source: SourceContext,
+    /** A snapshot `batch` message of these changes, encoded as on the wire. */
+    private readonly encodeBatch: (changes: Change[]) => Buffer,
+    private readonly logger: Logger,
+  ) {}
+
+  /** What a node starts with: no snapshot of an earlier run is trusted. */
+  #clean(): Promise<void> {
+    this.#ready ??= (async () => {
+      await rm(this.dir, { recursive: true, force: true });
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    })();
+    return this.#ready;
+  }
+
+  /**
+   * A snapshot for a child of these languages: the newest one for the set if the log
+   * still holds everything after its head (`min`) and it is at most REUSE_ENTRIES
+   * behind the head, else a new one, built in the background. Release it when done.
+   */
+  async acquire(languages: readonly string[], catalog: boolean): Promise<Snapshot> {
+    await this.#clean();
+    const key = `${catalog ? 'catalog' : 'no-catalog'}:${languages.join(',')}`;
+    const { min, head } = await changelog.bounds(this.source.reads);
+    let s = this.#newest.get(key);
+    const usable = s && !s.failed && (min === 0 || s.head >= min - 1) && head - s.head <= REUSE_ENTRIES;
+    if (!s || !usable) {
+      if (s) this.#supersede(s);
+      const name = createHash('sha256').update(key).digest('hex').slice(0, 32);
+      s = new Snapshot(key, head, join(this.dir, `${name}-${head}.bin`));
+      this.#newest.set(key, s);
+      this.built++;
+      void this.#build(s, languages, catalog);
+    }
+    s.refs++;
+    return s;
+  }
+
+  release(s: Snapshot): void {
+    s.refs--;
+    if (s.refs === 0 && (s.superseded || s.failed)) void rm(s.file, { force: true });
+  }
+
+  #supersede(s: Snapshot): void {
+    s.superseded = true;
+    if (this.#newest.get(s.key) === s) this.#newest.delete(s.key);
+    if (s.refs === 0) void rm(s.file, { force: true });
+  }
+
+  /** Each kind's snapshot pages (the catalog's kinds only with the catalog), encoded once, appended as frames. */
+  async #build(s: Snapshot, languages: readonly string[], catalog: boolean): Promise<void> {
+    const started = performance.now();
+    let fh: FileHandle | null = null;
+    try {
+      fh = await open(s.file, 'wx', 0o600);
+      for (const k of this.kinds.all()) {
+        if (!catalog && k.catalog) continue;
+        for await (const changes of k.source.snapshot(this.source, languages)) {
+          const body = this.encodeBatch(changes);
+          const head = Buffer.alloc(HEADER);
+          head.writeUInt32BE(body.length, 0);
+          await fh.write(Buffer.concat([head, body]), 0, HEADER + body.length, s.bytes);
+          s.remember(s.bytes, body);
+          s.bytes += HEADER + body.length;
+          s.events.emit('changed');
+        }
+      }
+      s.done = true;
+      this.logger.info({ languages, catalog, head: s.head, bytes: s.bytes, ms: Math.round(performance.now() - started) }, 'snapshot built');
+    } catch (err) {
+      s.failed = err instanceof Error ? err : new Error(String(err));
+      this.logger.error({ err, languages }, 'building a snapshot failed');
+      this.#supersede(s);
+    } finally {
+      await fh?.close();
+      s.events.emit('changed');
+    }
+  }
+
+  /** What the parent holds: for status. */
+  stats(): { built: number; sets: number; readers: number } {
+    const list = [...this.#newest.values()];
+    return { built: this.built, sets: list.length, readers: list.reduce((a, s) => a + s.refs, 0) };
+  }
+}
