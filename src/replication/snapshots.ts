@@ -52,6 +52,12 @@ export class Snapshot {
     }
   }
 
+  /** No child reads it: its frames stay on disk only. */
+  forgetFrames(): void {
+    this.#cache.clear();
+    this.#cached = 0;
+  }
+
   #changed(): Promise<void> {
     return new Promise((resolve) => this.events.once('changed', resolve));
   }
@@ -135,7 +141,9 @@ export class Snapshots {
 
   release(s: Snapshot): void {
     s.refs--;
-    if (s.refs === 0 && (s.superseded || s.failed)) void rm(s.file, { force: true });
+    if (s.refs > 0) return;
+    s.forgetFrames();
+    if (s.superseded || s.failed) void rm(s.file, { force: true });
   }
 
   #supersede(s: Snapshot): void {
@@ -170,6 +178,7 @@ export class Snapshots {
       this.#supersede(s);
     } finally {
       await fh?.close();
+      if (s.refs === 0) s.forgetFrames();
       s.events.emit('changed');
     }
   }
