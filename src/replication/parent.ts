@@ -13,7 +13,7 @@ import { splitPinnedToken } from '../tls/pin.js';
 import { changelog, type Change, type KindRegistry } from '../changelog/index.js';
 import { children, joinTokens } from './schema.js';
 import * as check from './validate.js';
-import { SUPPORTED_PROTOCOL_VERSIONS, replicationDefinition, type ReceivedNodeReport, type ReplicationHandlers } from './protocol.js';
+import { SUPPORTED_PROTOCOL_VERSIONS, replicationDefinition, type ReceivedNodeReport, type ReplicationHandlers, type ServerMessage } from './protocol.js';
 import { Snapshots } from './snapshots.js';
 import type { Identity } from './identity.js';
 import { parseRules, closedUntil, type ReplicationRules } from './rules.js';
@@ -87,9 +87,10 @@ export class ReplicationParent {
   constructor(private readonly d: ParentDeps) {
     this.events.setMaxListeners(0);
     const source = { orm: d.orm, reads: d.reads, self: { nodeId: d.identity.nodeId, name: d.name } };
-    const encodeBatch = (changes: Change[]) => replicationDefinition().Subscribe.responseSerialize({ batch: { changes, cursor: 0, snapshot: true } });
+    const encode = (msg: ServerMessage) => replicationDefinition().Subscribe.responseSerialize(msg);
+    const encodeBatch = (changes: Change[]) => encode({ batch: { changes, cursor: 0, snapshot: true } });
     this.snapshots = new Snapshots(d.snapshotDir, d.kinds, source, encodeBatch, d.logger);
-    this.#streams = new Streams(d.kinds, source, this.snapshots, this.events, d.identity.epoch, d.logger, async (id) => {
+    this.#streams = new Streams(d.kinds, source, this.snapshots, encode, this.events, d.identity.epoch, d.logger, async (id) => {
       await d.orm.update(children).set({ forceResync: 0 }).where(eq(children.id, id));
     });
   }
@@ -112,6 +113,11 @@ export class ReplicationParent {
     const n = await changelog.compact(this.d.orm, retention);
     if (n) this.d.logger.info({ removed: n, retention }, 'change log compacted');
     return n;
+  }
+
+  /** What the children share: complete resyncs' snapshots and tail pages, built once per language set. */
+  sharing(): { built: number; sets: number; readers: number; tailPages: number } {
+    return { ...this.snapshots.stats(), tailPages: this.#streams.tailPagesBuilt };
   }
 
   connected(id: string): boolean {

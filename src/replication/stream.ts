@@ -10,6 +10,8 @@ import { closedUntil, type ReplicationRules } from './rules.js';
 /** Log entries read and sent per tail batch. */
 const BATCH = 256;
 const HEARTBEAT_MS = 5_000;
+/** Encoded tail pages kept for other subscribers of the same language set. */
+const TAIL_PAGES = 64;
 
 export type Call = grpc.ServerWritableStream<SubscribeRequest, ServerMessage>;
 
@@ -65,11 +67,17 @@ export class Streams {
   readonly #streams = new Map<string, Call>();
   readonly #inFlight = new WeakMap<Call, Promise<void>[]>();
   readonly #closedP = new WeakMap<Call, Promise<string>>();
+  /** Encoded tail pages by language set and cursor (see #page). */
+  readonly #pages = new Map<string, Promise<{ bytes: Buffer; next: number } | null>>();
+  /** Tail pages built (each shared by the subscribers of its set at its cursor). */
+  tailPagesBuilt = 0;
 
   constructor(
     private readonly kinds: KindRegistry,
     private readonly source: SourceContext,
     private readonly snapshots: Snapshots,
+    /** A message's encoding on the wire (a tail page is encoded once for every subscriber of its set). */
+    private readonly encode: (msg: ServerMessage) => Buffer,
     /** Emits 'appended' when the change log grows. */
     private readonly events: EventEmitter,
     private readonly epoch: string,
@@ -194,15 +202,11 @@ export class Streams {
     for (;;) {
       const c = closing();
       if (c) throw c;
-      const rows = await changelog.after(this.source.reads, cursor, BATCH);
-      if (rows.length) {
+      const page = await this.#page(sub, cursor);
+      if (page) {
         await gate();
-        const changes = await this.#changes(
-          rows.filter((r) => this.kinds.sends(r, sub.languages, sub.rules.catalog)),
-          sub.languages,
-        );
-        cursor = rows[rows.length - 1]!.seq;
-        await this.#send(call, { batch: { changes, cursor, snapshot: false } });
+        cursor = page.next;
+        await this.#send(call, encoded(page.bytes));
         lastSent = Date.now();
         continue;
       }
@@ -213,6 +217,43 @@ export class Streams {
         await this.#send(call, { heartbeat: { head_seq: cursor, time_ms: Date.now() } });
         lastSent = Date.now();
       }
+    }
+  }
+
+  /**
+   * The page of the log after `cursor` as a subscriber of these languages (and catalog
+   * rule) gets it, encoded: built once and shared by every subscriber of the set at that
+   * cursor (live changes reach them all at once). A page cut short at the head is as
+   * good as a whole one (the next starts where it ends); null when nothing is after it.
+   */
+  #page(sub: Subscriber, cursor: number): Promise<{ bytes: Buffer; next: number } | null> {
+    const key = `${sub.rules.catalog ? 1 : 0}:${sub.languages.join(',')}:${cursor}`;
+    const cached = this.#pages.get(key);
+    if (cached) return cached;
+    const made = (async () => {
+      const rows = await changelog.after(this.source.reads, cursor, BATCH);
+      if (!rows.length) return null;
+      const next = rows[rows.length - 1]!.seq;
+      this.tailPagesBuilt++;
+      const changes = await this.#changes(
+        rows.filter((r) => this.kinds.sends(r, sub.languages, sub.rules.catalog)),
+        sub.languages,
+      );
+      return { bytes: this.encode({ batch: { changes, cursor: next, snapshot: false } }), next };
+    })();
+    this.#pages.set(key, made);
+    // Nothing at the head yet, or a failure: not kept. Else the newest TAIL_PAGES pages are.
+    void made.then(
+      (p) => (p ? this.#trimPages() : this.#pages.delete(key)),
+      () => this.#pages.delete(key),
+    );
+    return made;
+  }
+
+  #trimPages(): void {
+    for (const k of this.#pages.keys()) {
+      if (this.#pages.size <= TAIL_PAGES) return;
+      this.#pages.delete(k);
     }
   }
 

@@ -65,8 +65,8 @@ t.test('one snapshot per language set, shared; a stalled reader holds nobody bac
   const updates = Array.from({ length: 3000 }, (_, i) => update(i + 1));
   const { file, sig } = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', updates.length, new Date(Date.UTC(2024, 0, 1))), updates);
   t.equal((await uploadCatalog(node.url, T, file, sig)).status, 201);
-  const stats = async () => (await api(node.url, T, '/api/v1/hierarchy')).body.snapshots as { built: number; sets: number; readers: number };
-  t.same(await stats(), { built: 0, sets: 0, readers: 0 }, 'nothing built before a child needs it');
+  const stats = async () => (await api(node.url, T, '/api/v1/hierarchy')).body.snapshots as { built: number; sets: number; readers: number; tailPages: number };
+  t.same(await stats(), { built: 0, sets: 0, readers: 0, tailPages: 0 }, 'nothing built before a child needs it');
 
   const kids = await Promise.all(ids.map((id, i) => joinRaw(t, node, { id, name: `kid-${i}`, languages: i === 2 ? ['fr'] : ['de'] })));
   // The first two children (German) at once, and a third that stalls after one batch.
@@ -91,4 +91,43 @@ t.test('one snapshot per language set, shared; a stalled reader holds nobody bac
   const rs = await stalled.done;
   t.same(rs.updates, ra.updates, 'the stalled child, resumed, read the whole snapshot');
   t.match(await stats(), { readers: 0 }, 'no child reads a snapshot any more');
+
+  // Live changes: two children of one set at the same cursor are sent one page, built once.
+  const epoch = (await api(node.url, T, '/api/v1/hierarchy')).body.node.epoch as string;
+  const tail = (k: number) =>
+    new Promise<string[]>((resolve, reject) => {
+      const call = kids[k]!.client.Subscribe(
+        {
+          protocol_version: PROTOCOL_VERSION,
+          node_id: ids[k],
+          epoch,
+          after_seq: ra.cursor,
+          languages: ['de'],
+          applied_languages: ['de'],
+          name: `kid-${k}`,
+          version: 'test',
+        },
+        kids[k]!.md,
+      );
+      call.on('data', (m: ReceivedMessage) => {
+        if (m.hello && m.hello.mode !== 'tail') reject(new Error(`mode ${m.hello.mode}`));
+        const keys = (m.batch?.changes ?? []).filter((c) => c.kind === 'update').map((c) => c.key);
+        if (keys.length) {
+          call.cancel();
+          resolve(keys.sort());
+        }
+      });
+      call.on('error', (err: grpc.ServiceError) => (err.code === grpc.status.CANCELLED ? undefined : reject(err)));
+    });
+  const before = (await stats()).tailPages;
+  const pa = tail(0);
+  const pb = tail(1);
+  await new Promise((r) => setTimeout(r, 300)); // both subscribed, waiting at the head
+  const more = Array.from({ length: 10 }, (_, i) => update(5000 + i));
+  const v2 = await writeSignedCatalog(dir, keys, 'v2.gz', header('v2', updates.length + 10, new Date(Date.UTC(2024, 0, 2))), [...updates, ...more]);
+  t.equal((await uploadCatalog(node.url, T, v2.file, v2.sig)).status, 201);
+  const [ta, tb] = await Promise.all([pa, pb]);
+  t.same(ta, tb, 'the same live changes');
+  t.ok(ta.length >= 10, 'the new updates');
+  t.equal((await stats()).tailPages - before, 1, 'one page built for both');
 });

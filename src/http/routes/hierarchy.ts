@@ -89,8 +89,8 @@ export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
           },
           upstream: h.child ? { ...h.child.status(), reports: deps.rollup.status() } : null,
           children,
-          /** Complete resyncs' snapshots: how many were built, the language sets held, the children reading them. */
-          snapshots: h.parent.snapshots.stats(),
+          /** What children share: complete resyncs' snapshots built, language sets held, children reading them; tail pages built. */
+          snapshots: h.parent.sharing(),
           /** Every node below this one that reports (the roll-up), with its freshness. */
           subtree: await deps.rollup.subtree(),
           /** Catalog releases that missed their goal at a node of this subtree (docs/reports.md). */
