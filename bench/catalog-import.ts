@@ -13,9 +13,8 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { openAsBlob } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { vmHwmMB } from './util.js';
+import { auth, startNode, stopBenchProcesses, vmHwmMB } from './util.js';
 import { parseArgs } from 'node:util';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
@@ -23,7 +22,6 @@ import type { CatalogUpdate } from '../src/catalog/format.js';
 import { openDatabase } from '../src/db/index.js';
 import { openNative } from '../src/db/native.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const LANGS = ['de-de', 'fr-fr', 'ja-jp', 'pt-br', 'es-es', 'it-it', 'zh-cn', 'ko-kr'];
 const PRODUCTS = [
   'Windows 11 Version 23H2 for x64-based Systems',
@@ -169,58 +167,18 @@ async function main(): Promise<void> {
     console.log(`catalog: ${n} updates, ${(size / 1e6).toFixed(1)} MB gzip, written in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
     // The node: a real process, the catalog uploaded over HTTP.
-    const token = 'bench-admin-token-0123456789';
-    const prof = process.env.BENCH_PROFILE_DIR;
-    const node = spawn(
-      process.execPath,
-      [
-        ...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []),
-        join(ROOT, 'bin', 'patchtree.js'),
-        'serve',
-        '--data',
-        join(dir, 'node'),
-        '--http-port',
-        '0',
-        '--https-port',
-        '0',
-        '--grpc-port',
-        '0',
-        '--insecure-http',
-        '--http-host',
-        '127.0.0.1',
-        '--grpc-host',
-        '127.0.0.1',
-        '--admin-token',
-        token,
-        '--trusted-key',
-        keys.pubFile,
-        '--log-level',
-        'info',
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    const port = await new Promise<number>((resolve, reject) => {
-      createInterface({ input: node.stdout! }).on('line', (l) => {
-        try {
-          const rec = JSON.parse(l) as { msg?: string; http?: number };
-          if (rec.msg === 'node started') resolve(rec.http!);
-        } catch {
-          /* not JSON */
-        }
-      });
-      node.on('exit', (c) => reject(new Error(`node exited ${c}`)));
-    });
-    const rssBefore = await vmHwmMB(node.pid!);
+    const node = await startNode(dir, 'node', keys.pubFile);
+    const rssBefore = await vmHwmMB(node.pid);
     const form = new FormData();
     form.append('catalog', await openAsBlob(catalog), 'catalog.ndjson.gz');
     form.append('signature', await openAsBlob(`${catalog}.sig`), 'catalog.ndjson.gz.sig');
     t0 = performance.now();
-    const res = await fetch(`http://127.0.0.1:${port}/api/v1/catalog/imports`, { method: 'POST', body: form, headers: { authorization: `Bearer ${token}` } });
+    const res = await fetch(`${node.url}/api/v1/catalog/imports`, { method: 'POST', body: form, headers: auth });
     const body = (await res.json()) as { added?: number; durationMs?: number };
     const importSeconds = (performance.now() - t0) / 1000;
     if (res.status !== 201) throw new Error(`import failed: ${res.status} ${JSON.stringify(body)}`);
-    const nodeRss = await vmHwmMB(node.pid!);
-    node.kill('SIGTERM');
+    const nodeRss = await vmHwmMB(node.pid);
+    await stopBenchProcesses();
 
     const lim = JSON.parse(await runChild([fileURLToPath(import.meta.url), '--updates', String(n), '--limit-db', join(dir, 'limit.db')])) as {
       seconds: number;

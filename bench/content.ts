@@ -18,12 +18,11 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { fileURLToPath } from 'node:url';
-import { vmHwmMB } from './util.js';
+import { auth, startNode, stopBenchProcesses, vmHwmMB } from './util.js';
 import { parseArgs } from 'node:util';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
 
 /** `--serve FILE`: the "vendor", a plain HTTP file server in its own process. */
@@ -111,36 +110,8 @@ async function main(): Promise<void> {
       ],
     );
     await signFile(catalog, await loadPrivateKey(keys.keyFile));
-    const token = 'bench-admin-token-0123456789';
-    const node = spawn(
-      process.execPath,
-      [
-        join(ROOT, 'bin', 'patchtree.js'),
-        'serve',
-        '--data',
-        join(dir, 'node'),
-        '--http-port',
-        '0',
-        '--https-port',
-        '0',
-        '--grpc-port',
-        '0',
-        '--insecure-http',
-        '--http-host',
-        '127.0.0.1',
-        '--grpc-host',
-        '127.0.0.1',
-        '--admin-token',
-        token,
-        '--trusted-key',
-        keys.pubFile,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    children.push(node);
-    const port = (await firstLine(node, (r) => r.msg === 'node started')).http as number;
-    const base = `http://127.0.0.1:${port}`;
-    const auth = { authorization: `Bearer ${token}` };
+    const node = await startNode(dir, 'node', keys.pubFile);
+    const base = node.url;
     const form = new FormData();
     form.append('catalog', new Blob([await readFile(catalog)]), 'c.gz');
     form.append('signature', new Blob([await readFile(`${catalog}.sig`)]), 'c.gz.sig');
@@ -163,7 +134,7 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 20));
     }
     const nodeSeconds = (performance.now() - t0) / 1000;
-    const rssAfterDownload = await vmHwmMB(node.pid!);
+    const rssAfterDownload = await vmHwmMB(node.pid);
 
     // (2) 100 concurrent downloads of the file from the node.
     t0 = performance.now();
@@ -175,7 +146,7 @@ async function main(): Promise<void> {
       }),
     );
     const serveSeconds = (performance.now() - t0) / 1000;
-    const rssAfterServe = await vmHwmMB(node.pid!);
+    const rssAfterServe = await vmHwmMB(node.pid);
     if (bytes !== size * clients) throw new Error(`served ${bytes} bytes, expected ${size * clients}`);
 
     const mbps = (b: number, s: number) => `${(b / 1024 / 1024 / s).toFixed(0)} MiB/s`;
@@ -189,6 +160,7 @@ async function main(): Promise<void> {
     );
   } finally {
     for (const c of children) c.kill('SIGTERM');
+    await stopBenchProcesses();
     await rm(dir, { recursive: true, force: true });
   }
 }
