@@ -128,11 +128,6 @@ export class ReplicationParent {
     return changelog.head(this.d.reads);
   }
 
-  /** Union of the languages of every child still in the tree. */
-  subtreeLanguages(): Promise<string[]> {
-    return childLanguages(this.d.orm);
-  }
-
   async createJoinToken(ttlSeconds: number, by: string | null): Promise<{ token: string; expiresAt: string }> {
     const token = `ptj_${randomBytes(24).toString('base64url')}`;
     const now = Date.now();
