@@ -8,6 +8,7 @@ export {
   type Applied,
   type Change,
   type KindApplier,
+  type KindFile,
   type KindSource,
   type ReplicatedKind,
   type SourceContext,

@@ -89,6 +89,25 @@ export interface KindApplier {
   sweep?(tx: ApplyTx): number;
 }
 
+/**
+ * A kind whose complete resync a fresh child (none of its entities yet) can load as a
+ * whole: an SQLite file of its rows for the subscriber's languages, built once by the
+ * parent per language set and copied by the child with INSERT ... SELECT
+ * (replication/snapshots.ts sends it, replication/applier.ts loads it).
+ */
+export interface KindFile {
+  /** The file's layout: a child refuses another (and asks for rows instead). */
+  readonly format: number;
+  /** Parent: fills the attached, empty schema `into` with what a subscriber of `languages` gets; in the caller's read transaction. Returns how many entities. */
+  build(db: NativeDb, into: string, self: { nodeId: string }, languages: readonly string[]): number;
+  /** Child: whether it holds none of the kind (then it may ask for the file). */
+  holdsNone(db: NativeDb): boolean;
+  /** Child: why the attached schema `from` is not a file it can load (null: it is). */
+  check(db: NativeDb, from: string): string | null;
+  /** Child: copies the attached file into its tables, which hold none of the kind, and logs each entity; in the caller's transaction. Returns how many. */
+  load(db: NativeDb, from: string, now: number): number;
+}
+
 export interface ReplicatedKind {
   /** The change kind on the wire and in the log. */
   readonly kind: string;
@@ -97,6 +116,8 @@ export interface ReplicatedKind {
   /** Entries depend on the subscriber's languages (sent again when they change). */
   readonly byLanguage: boolean;
   readonly source: KindSource;
+  /** Its complete resync as a file, for a child that holds none of it yet (else pages of the snapshot). */
+  readonly file?: KindFile;
   applier(db: NativeDb, self: { nodeId: string }): KindApplier;
 }
 

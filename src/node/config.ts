@@ -105,6 +105,11 @@ export const OPTIONS = {
     help: 'Change-log entries kept for children; a child further behind gets a complete resync.',
     default: 1_000_000,
   },
+  initialSync: {
+    schema: z.enum(['file', 'rows']),
+    help: "How a child that holds no update yet asks for its parent's complete resync: file (the catalog as an SQLite file, checked by its SHA-256 and loaded as a whole: fastest) or rows (batches of changes).",
+    default: 'file',
+  },
   reportInterval: {
     schema: z.coerce.number().min(1).max(86_400),
     help: 'Seconds between compliance reports to the parent (also sent soon after a change); the parent shows a node stale after three missed.',
@@ -155,6 +160,7 @@ export interface NodeConfig {
   readonly tlsKey: string | undefined;
   readonly tlsCa: string | undefined;
   readonly changeLogRetention: number;
+  readonly initialSync: 'file' | 'rows';
   readonly reportInterval: number;
   readonly clockFile: string | undefined;
 }
@@ -280,6 +286,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     tlsKey: raw.tlsKey as string | undefined,
     tlsCa: raw.tlsCa as string | undefined,
     changeLogRetention: raw.changeLogRetention as number,
+    initialSync: raw.initialSync as NodeConfig['initialSync'],
     reportInterval: raw.reportInterval as number,
     clockFile: raw.clockFile === undefined ? undefined : resolve(raw.clockFile as string),
   };

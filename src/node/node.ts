@@ -167,6 +167,7 @@ export class PatchtreeNode {
         kinds,
         logger: log.child({ module: 'upstream' }),
         clock,
+        initialSync: config.initialSync,
         onApplied: (changed, applied) => events.emit('replicated', changed, applied),
         onConnected: () => events.emit('upstream-connected'),
       });
@@ -234,6 +235,7 @@ export class PatchtreeNode {
       name: config.name,
       kinds,
       snapshotDir: join(config.data, 'snapshots'),
+      dbFile: this.db.filePath ?? null,
       verifiedFile: (sha256) => content.service.verifiedFile(sha256),
       reports: rollup,
       logger: log.child({ module: 'replication' }),

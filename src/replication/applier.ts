@@ -12,6 +12,7 @@ import { changelog, type Applied, type ApplyTx, type Change, type KindApplier, t
  */
 export class BatchApplier {
   readonly #appliers = new Map<string, KindApplier>();
+  readonly #kinds: KindRegistry;
   readonly #append;
   readonly #s;
   /** What the batches applied since the last `takeApplied()` changed (for the node: policies to reassess). */
@@ -28,6 +29,7 @@ export class BatchApplier {
     // The keys a complete resync has listed live for the resync only: one that is cut
     // short (a crash included) starts again from its beginning, which empties them.
     // A TEMP table of this connection costs no WAL writes and no fsync.
+    this.#kinds = kinds;
     db.exec('CREATE TEMP TABLE IF NOT EXISTS resync_seen (kind TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID');
     for (const k of kinds.all()) this.#appliers.set(k.kind, k.applier(db, { nodeId }));
     this.#append = changelog.nativeAppender(db);
@@ -85,6 +87,31 @@ export class BatchApplier {
       if (!opts.snapshot && opts.cursor !== null) this.#s.cursor.run(opts.cursor, opts.epoch, tx.now, tx.now);
       return changed;
     });
+  }
+
+  /** Whether a complete resync may come as files: some kind has one, and no such kind holds anything yet. */
+  canLoadFiles(): boolean {
+    const withFile = this.#kinds.all().filter((k) => k.file);
+    return withFile.length > 0 && withFile.every((k) => k.file!.holdsNone(this.db));
+  }
+
+  /**
+   * Loads a kind's snapshot file (checked whole by file-receiver.ts) in one
+   * transaction: attached, its tables checked, copied by the kind (which logs what it
+   * copies for this node's children). Returns how many entities it brought.
+   */
+  loadFile(kind: string, format: number, path: string): number {
+    const file = this.#kinds.get(kind)?.file;
+    if (!file) throw new Error(`a snapshot file of kind ${kind}, which this node does not load from a file`);
+    if (format !== file.format) throw new Error(`a snapshot file of ${kind} in format ${format}; this node reads format ${file.format}`);
+    prepare(this.db, 'ATTACH ? AS snapshot_file').run(path);
+    try {
+      const why = file.check(this.db, 'snapshot_file');
+      if (why) throw new Error(why);
+      return this.#tx(() => file.load(this.db, 'snapshot_file', this.clock()));
+    } finally {
+      this.db.exec('DETACH snapshot_file');
+    }
   }
 
   /** What the batches applied since the last call changed. */

@@ -12,6 +12,7 @@ import { PROTOCOL_VERSION, RETRY_AFTER_KEY, replicationService, type ReceivedMes
 import type { Identity } from './identity.js';
 import { BatchApplier } from './applier.js';
 import { Inbox } from './inbox.js';
+import { FileReceiver } from './file-receiver.js';
 import type { JoinResponse__Output } from '../gen/proto/patchtree/replication/v1/JoinResponse.js';
 
 export interface UpstreamOptions {
@@ -52,6 +53,8 @@ export interface ChildDeps {
   logger: Logger;
   /** The node's clock: what is applied is stamped with it (catalog freshness). */
   clock?: () => number;
+  /** How to ask for a complete resync while the catalog is empty: `file` (an SQLite file loaded as a whole) or `rows`. */
+  initialSync?: 'file' | 'rows';
   /** After every applied batch: how many entities changed and what (wake this node's own subscribers, reassess, reconcile content). */
   onApplied: (changed: number, applied: readonly Applied[]) => void;
   /** On each (re)connection: files held back by the parent may be asked for again. */
@@ -79,6 +82,8 @@ export class ReplicationChild {
   #filesPending = 0;
   #pausedUntil = 0;
   #fullResync = false;
+  /** A snapshot file failed to arrive whole or to load: rows are asked for from then on (a parent's bug must not stop the tree). */
+  #fileFailed = false;
   constructor(private readonly d: ChildDeps) {}
 
   get address(): string {
@@ -262,14 +267,17 @@ export class ReplicationChild {
         applied_languages: state.languages ? state.languages.split(',') : [],
         name: this.d.name,
         version: this.d.version,
+        snapshot_file: (this.d.initialSync ?? 'file') === 'file' && !this.#fileFailed && this.#applier!.canLoadFiles(),
       },
       this.#metadata(state.credential),
     );
+    const receiver = new FileReceiver(`${this.d.db.filePath}.snapshot`);
     this.#call = call;
     let fullResync = false;
     let epoch = state.epoch;
     const finish = (err: unknown) => {
       this.#connected = false;
+      receiver.discard();
       if (this.#fullResync) {
         // Cut mid-resync: what did arrive is assessed meanwhile; the resync is redone.
         this.#fullResync = false;
@@ -307,8 +315,22 @@ export class ReplicationChild {
         if (cursor !== null) this.#parentHead = Math.max(this.#parentHead, cursor);
         this.d.onApplied(changed, this.#applier!.takeApplied());
         this.#ack();
+      } else if ('snapshot_file' in msg && msg.snapshot_file) {
+        try {
+          const file = receiver.piece(msg.snapshot_file);
+          if (!file) return;
+          const changed = this.#applier!.loadFile(file.kind, file.format, file.path);
+          receiver.discard();
+          this.d.logger.info({ kind: file.kind, entities: changed }, 'snapshot file loaded');
+          this.d.onApplied(changed, this.#applier!.takeApplied());
+          this.#ack();
+        } catch (err) {
+          this.#fileFailed = true;
+          throw err;
+        }
       } else if ('resync_end' in msg && msg.resync_end) {
         const removed = this.#applier!.resyncEnd({ cursor: Number(msg.resync_end.cursor), full: msg.resync_end.full, epoch, languages });
+        this.d.logger.info({ full: msg.resync_end.full, cursor: Number(msg.resync_end.cursor), removed }, 'resync applied');
         fullResync = false;
         this.#fullResync = false;
         this.d.onApplied(removed + 1, this.#applier!.takeApplied());

@@ -10,7 +10,7 @@ import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { hashToken } from '../auth/tokens.js';
 import { splitPinnedToken } from '../tls/pin.js';
-import { changelog, type Change, type KindRegistry } from '../changelog/index.js';
+import { changelog, type KindRegistry } from '../changelog/index.js';
 import { children, joinTokens } from './schema.js';
 import * as check from './validate.js';
 import { SUPPORTED_PROTOCOL_VERSIONS, replicationDefinition, type ReceivedNodeReport, type ReplicationHandlers, type ServerMessage } from './protocol.js';
@@ -49,6 +49,8 @@ export interface ParentDeps {
   kinds: KindRegistry;
   /** Where complete resyncs' snapshots are kept while children read them (emptied at start). */
   snapshotDir: string;
+  /** This node's database file, which snapshot files are built from (null: a remote database; snapshots are sent as rows). */
+  dbFile: string | null;
   /** Where children's Reports go (the roll-up); none: Report is UNIMPLEMENTED. */
   reports: ReportSink | null;
   /** A file this node holds verified, to serve (content/service.ts). */
@@ -88,8 +90,7 @@ export class ReplicationParent {
     this.events.setMaxListeners(0);
     const source = { orm: d.orm, reads: d.reads, self: { nodeId: d.identity.nodeId, name: d.name } };
     const encode = (msg: ServerMessage) => replicationDefinition().Subscribe.responseSerialize(msg);
-    const encodeBatch = (changes: Change[]) => encode({ batch: { changes, cursor: 0, snapshot: true } });
-    this.snapshots = new Snapshots(d.snapshotDir, d.kinds, source, encodeBatch, d.logger);
+    this.snapshots = new Snapshots(d.snapshotDir, d.kinds, source, encode, d.dbFile, d.logger);
     this.#streams = new Streams(d.kinds, source, this.snapshots, encode, this.events, d.identity.epoch, d.logger, async (id) => {
       await d.orm.update(children).set({ forceResync: 0 }).where(eq(children.id, id));
     });
@@ -404,7 +405,17 @@ export class ReplicationParent {
       .where(eq(children.id, child.id));
     if (languagesChanged) this.d.onLanguages();
     const rules = parseRules(child.rules);
-    await this.#streams.run(call, { id: child.id, name: child.name, languages, applied, epoch, cursor, forceResync: Boolean(child.forceResync), rules });
+    await this.#streams.run(call, {
+      id: child.id,
+      name: child.name,
+      languages,
+      applied,
+      epoch,
+      cursor,
+      forceResync: Boolean(child.forceResync),
+      rules,
+      snapshotForm: req.snapshot_file === true ? 'file' : 'rows',
+    });
   }
 
   async #fetchFile(call: grpc.ServerWritableStream<FetchFileRequest__Output, FileChunk>): Promise<void> {

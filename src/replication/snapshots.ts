@@ -1,9 +1,15 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
 import type { Logger } from '../lib/log.js';
-import { changelog, type Change, type KindRegistry, type SourceContext } from '../changelog/index.js';
+import { openNative } from '../db/native.js';
+import { changelog, type KindRegistry, type ReplicatedKind, type SourceContext } from '../changelog/index.js';
+import type { ServerMessage } from './protocol.js';
+
+const gzipAsync = promisify(gzip);
 
 /** A complete resync's snapshot older than this many log entries is built anew rather than followed by a long tail. */
 const REUSE_ENTRIES = 10_000;
@@ -11,6 +17,12 @@ const REUSE_ENTRIES = 10_000;
 const HEADER = 4;
 /** Frames kept in memory per snapshot, so that children reading the same part share one copy. */
 const CACHE_BYTES = 32 * 1024 * 1024;
+/** A snapshot file's piece before compression (its message stays under gRPC's default 4 MB limit). */
+const PIECE_BYTES = 2 * 1024 * 1024;
+/** Pieces compressed at once (zlib's thread pool). */
+const PIECES_AHEAD = 2;
+/** What a snapshot is made of: rows (batches of changes), or for a child that holds nothing yet, files of the kinds that have one. */
+export type SnapshotForm = 'rows' | 'file';
 
 /**
  * A complete resync's snapshot for one language set, built once and shared by every
@@ -102,10 +114,17 @@ export class Snapshots {
     private readonly dir: string,
     private readonly kinds: KindRegistry,
     private readonly source: SourceContext,
-    /** A snapshot `batch` message of these changes, encoded as on the wire. */
-    private readonly encodeBatch: (changes: Change[]) => Buffer,
+    /** A message encoded as on the wire. */
+    private readonly encode: (msg: ServerMessage) => Buffer,
+    /** This node's database file, which a snapshot file is built from (null: a remote database, rows only). */
+    private readonly dbFile: string | null,
     private readonly logger: Logger,
   ) {}
+
+  /** The form a child that asked for `wanted` gets: files only from a local database. */
+  form(wanted: SnapshotForm): SnapshotForm {
+    return wanted === 'file' && this.dbFile ? 'file' : 'rows';
+  }
 
   /** What a node starts with: no snapshot of an earlier run is trusted. */
   #clean(): Promise<void> {
@@ -121,9 +140,10 @@ export class Snapshots {
    * still holds everything after its head (`min`) and it is at most REUSE_ENTRIES
    * behind the head, else a new one, built in the background. Release it when done.
    */
-  async acquire(languages: readonly string[], catalog: boolean): Promise<Snapshot> {
+  async acquire(languages: readonly string[], catalog: boolean, form: SnapshotForm = 'rows'): Promise<Snapshot> {
     await this.#clean();
-    const key = `${catalog ? 'catalog' : 'no-catalog'}:${languages.join(',')}`;
+    form = this.form(form);
+    const key = `${form}:${catalog ? 'catalog' : 'no-catalog'}:${languages.join(',')}`;
     const { min, head } = await changelog.bounds(this.source.reads);
     let s = this.#newest.get(key);
     const usable = s && !s.failed && (min === 0 || s.head >= min - 1) && head - s.head <= REUSE_ENTRIES;
@@ -133,7 +153,7 @@ export class Snapshots {
       s = new Snapshot(key, head, join(this.dir, `${name}-${head}.bin`));
       this.#newest.set(key, s);
       this.built++;
-      void this.#build(s, languages, catalog);
+      void this.#build(s, languages, catalog, form);
     }
     s.refs++;
     return s;
@@ -152,26 +172,31 @@ export class Snapshots {
     if (s.refs === 0) void rm(s.file, { force: true });
   }
 
-  /** Each kind's snapshot pages (the catalog's kinds only with the catalog), encoded once, appended as frames. */
-  async #build(s: Snapshot, languages: readonly string[], catalog: boolean): Promise<void> {
+  /**
+   * Each kind's snapshot (the catalog's kinds only with the catalog), encoded once and
+   * appended as frames: pages of changes, or in the file form a kind's file in pieces.
+   */
+  async #build(s: Snapshot, languages: readonly string[], catalog: boolean, form: SnapshotForm): Promise<void> {
     const started = performance.now();
     let fh: FileHandle | null = null;
     try {
       fh = await open(s.file, 'wx', 0o600);
+      const append = async (msg: ServerMessage) => {
+        const body = this.encode(msg);
+        const head = Buffer.alloc(HEADER);
+        head.writeUInt32BE(body.length, 0);
+        await fh!.write(Buffer.concat([head, body]), 0, HEADER + body.length, s.bytes);
+        s.remember(s.bytes, body);
+        s.bytes += HEADER + body.length;
+        s.events.emit('changed');
+      };
       for (const k of this.kinds.all()) {
         if (!catalog && k.catalog) continue;
-        for await (const changes of k.source.snapshot(this.source, languages)) {
-          const body = this.encodeBatch(changes);
-          const head = Buffer.alloc(HEADER);
-          head.writeUInt32BE(body.length, 0);
-          await fh.write(Buffer.concat([head, body]), 0, HEADER + body.length, s.bytes);
-          s.remember(s.bytes, body);
-          s.bytes += HEADER + body.length;
-          s.events.emit('changed');
-        }
+        if (form === 'file' && k.file) await this.#file(s, k, languages, append);
+        else for await (const changes of k.source.snapshot(this.source, languages)) await append({ batch: { changes, cursor: 0, snapshot: true } });
       }
       s.done = true;
-      this.logger.info({ languages, catalog, head: s.head, bytes: s.bytes, ms: Math.round(performance.now() - started) }, 'snapshot built');
+      this.logger.info({ languages, catalog, form, head: s.head, bytes: s.bytes, ms: Math.round(performance.now() - started) }, 'snapshot built');
     } catch (err) {
       s.failed = err instanceof Error ? err : new Error(String(err));
       this.logger.error({ err, languages }, 'building a snapshot failed');
@@ -180,6 +205,57 @@ export class Snapshots {
       await fh?.close();
       if (s.refs === 0) s.forgetFrames();
       s.events.emit('changed');
+    }
+  }
+
+  /**
+   * A kind's file for these languages: built by SQLite from this node's database on a
+   * connection of its own (one read transaction), then cut into pieces, each
+   * compressed on zlib's threads and appended as a message; the last says the file's
+   * size and SHA-256. The file itself is removed once its pieces are written.
+   */
+  async #file(s: Snapshot, k: ReplicatedKind, languages: readonly string[], append: (msg: ServerMessage) => Promise<void>): Promise<void> {
+    const file = `${s.file}.${k.kind}.db`;
+    const db = openNative(this.dbFile!);
+    try {
+      db.prepare('ATTACH ? AS snapshot_file').run(file);
+      // A scratch file: no journal, no fsync (a crash leaves it to the cleaning at start).
+      db.exec('PRAGMA snapshot_file.page_size = 65536; PRAGMA snapshot_file.journal_mode = OFF; PRAGMA snapshot_file.synchronous = OFF');
+      db.exec('BEGIN');
+      try {
+        k.file!.build(db, 'snapshot_file', this.source.self, languages);
+        db.exec('COMMIT');
+      } catch (err) {
+        db.exec('ROLLBACK');
+        throw err;
+      }
+      db.exec('DETACH snapshot_file');
+    } finally {
+      db.close();
+    }
+    const fh = await open(file, 'r');
+    try {
+      const size = (await stat(file)).size;
+      const hash = createHash('sha256');
+      const pieces: Promise<Buffer>[] = [];
+      let read = 0;
+      for (let offset = 0; offset < size; offset += PIECE_BYTES) {
+        while (pieces.length < PIECES_AHEAD && read < size) {
+          const buf = Buffer.alloc(Math.min(PIECE_BYTES, size - read));
+          await fh.read(buf, 0, buf.length, read);
+          hash.update(buf);
+          read += buf.length;
+          pieces.push(gzipAsync(buf, { level: 1 }));
+        }
+        const piece = await pieces.shift()!;
+        const last = offset + PIECE_BYTES >= size;
+        await append({
+          snapshot_file: { kind: k.kind, format: k.file!.format, offset, gzip: piece, last, ...(last ? { size, sha256: hash.digest('hex') } : {}) },
+        });
+      }
+    } finally {
+      await fh.close();
+      await rm(file, { force: true });
     }
   }
 

@@ -4,7 +4,7 @@ import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { changelog, type Change, type KindRegistry, type LogRow, type SourceContext } from '../changelog/index.js';
 import { encoded, type ServerMessage, type SubscribeRequest } from './protocol.js';
-import type { Snapshots } from './snapshots.js';
+import type { SnapshotForm, Snapshots } from './snapshots.js';
 import { closedUntil, type ReplicationRules } from './rules.js';
 
 /** Log entries read and sent per tail batch. */
@@ -52,6 +52,8 @@ export interface Subscriber {
   cursor: number;
   forceResync: boolean;
   rules: ReplicationRules;
+  /** What the child can load a complete resync as: `file` when it holds nothing yet. */
+  snapshotForm: SnapshotForm;
 }
 
 /**
@@ -163,7 +165,7 @@ export class Streams {
       if (mode === 'resync') {
         // The snapshot of this language set, shared with every child that has it; the
         // child's cursor is the head it was cut at, and the tail sends what came since.
-        const shared = await this.snapshots.acquire(languages, rules.catalog);
+        const shared = await this.snapshots.acquire(languages, rules.catalog, sub.snapshotForm);
         try {
           await gate();
           await this.#send(call, { resync_start: { reason, full: true } });

@@ -19,6 +19,7 @@ import type { ReportResponse as _patchtree_replication_v1_ReportResponse, Report
 import type { ResyncEnd as _patchtree_replication_v1_ResyncEnd, ResyncEnd__Output as _patchtree_replication_v1_ResyncEnd__Output } from './patchtree/replication/v1/ResyncEnd.js';
 import type { ResyncStart as _patchtree_replication_v1_ResyncStart, ResyncStart__Output as _patchtree_replication_v1_ResyncStart__Output } from './patchtree/replication/v1/ResyncStart.js';
 import type { ServerMessage as _patchtree_replication_v1_ServerMessage, ServerMessage__Output as _patchtree_replication_v1_ServerMessage__Output } from './patchtree/replication/v1/ServerMessage.js';
+import type { SnapshotFilePiece as _patchtree_replication_v1_SnapshotFilePiece, SnapshotFilePiece__Output as _patchtree_replication_v1_SnapshotFilePiece__Output } from './patchtree/replication/v1/SnapshotFilePiece.js';
 import type { SubscribeRequest as _patchtree_replication_v1_SubscribeRequest, SubscribeRequest__Output as _patchtree_replication_v1_SubscribeRequest__Output } from './patchtree/replication/v1/SubscribeRequest.js';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
@@ -46,6 +47,7 @@ export interface ProtoGrpcType {
         ResyncEnd: MessageTypeDefinition<_patchtree_replication_v1_ResyncEnd, _patchtree_replication_v1_ResyncEnd__Output>
         ResyncStart: MessageTypeDefinition<_patchtree_replication_v1_ResyncStart, _patchtree_replication_v1_ResyncStart__Output>
         ServerMessage: MessageTypeDefinition<_patchtree_replication_v1_ServerMessage, _patchtree_replication_v1_ServerMessage__Output>
+        SnapshotFilePiece: MessageTypeDefinition<_patchtree_replication_v1_SnapshotFilePiece, _patchtree_replication_v1_SnapshotFilePiece__Output>
         SubscribeRequest: MessageTypeDefinition<_patchtree_replication_v1_SubscribeRequest, _patchtree_replication_v1_SubscribeRequest__Output>
       }
     }

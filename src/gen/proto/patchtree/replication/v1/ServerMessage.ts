@@ -6,6 +6,7 @@ import type { ChangeBatch as _patchtree_replication_v1_ChangeBatch, ChangeBatch_
 import type { Heartbeat as _patchtree_replication_v1_Heartbeat, Heartbeat__Output as _patchtree_replication_v1_Heartbeat__Output } from '../../../patchtree/replication/v1/Heartbeat.js';
 import type { ResyncStart as _patchtree_replication_v1_ResyncStart, ResyncStart__Output as _patchtree_replication_v1_ResyncStart__Output } from '../../../patchtree/replication/v1/ResyncStart.js';
 import type { ResyncEnd as _patchtree_replication_v1_ResyncEnd, ResyncEnd__Output as _patchtree_replication_v1_ResyncEnd__Output } from '../../../patchtree/replication/v1/ResyncEnd.js';
+import type { SnapshotFilePiece as _patchtree_replication_v1_SnapshotFilePiece, SnapshotFilePiece__Output as _patchtree_replication_v1_SnapshotFilePiece__Output } from '../../../patchtree/replication/v1/SnapshotFilePiece.js';
 
 export interface ServerMessage {
   'hello'?: (_patchtree_replication_v1_Hello | null);
@@ -13,7 +14,8 @@ export interface ServerMessage {
   'heartbeat'?: (_patchtree_replication_v1_Heartbeat | null);
   'resync_start'?: (_patchtree_replication_v1_ResyncStart | null);
   'resync_end'?: (_patchtree_replication_v1_ResyncEnd | null);
-  'body'?: "hello"|"batch"|"heartbeat"|"resync_start"|"resync_end";
+  'snapshot_file'?: (_patchtree_replication_v1_SnapshotFilePiece | null);
+  'body'?: "hello"|"batch"|"heartbeat"|"resync_start"|"resync_end"|"snapshot_file";
 }
 
 export interface ServerMessage__Output {
@@ -22,5 +24,6 @@ export interface ServerMessage__Output {
   'heartbeat'?: (_patchtree_replication_v1_Heartbeat__Output | null);
   'resync_start'?: (_patchtree_replication_v1_ResyncStart__Output | null);
   'resync_end'?: (_patchtree_replication_v1_ResyncEnd__Output | null);
-  'body'?: "hello"|"batch"|"heartbeat"|"resync_start"|"resync_end";
+  'snapshot_file'?: (_patchtree_replication_v1_SnapshotFilePiece__Output | null);
+  'body'?: "hello"|"batch"|"heartbeat"|"resync_start"|"resync_end"|"snapshot_file";
 }

@@ -25,6 +25,11 @@ export interface SubscribeRequest {
    * the parent backfills (or removes) exactly the difference.
    */
   'applied_languages'?: (string)[];
+  /**
+   * The child holds no update yet and can load a complete resync's updates as an
+   * SQLite file (SnapshotFilePiece) rather than as batches of rows.
+   */
+  'snapshot_file'?: (boolean);
 }
 
 export interface SubscribeRequest__Output {
@@ -49,4 +54,9 @@ export interface SubscribeRequest__Output {
    * the parent backfills (or removes) exactly the difference.
    */
   'applied_languages': (string)[];
+  /**
+   * The child holds no update yet and can load a complete resync's updates as an
+   * SQLite file (SnapshotFilePiece) rather than as batches of rows.
+   */
+  'snapshot_file': (boolean);
 }

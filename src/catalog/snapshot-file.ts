@@ -1,0 +1,123 @@
+import type { NativeDb } from '../db/native.js';
+import { changelog } from '../changelog/index.js';
+import { languageMatchSql } from '../lib/languages.js';
+
+/**
+ * The catalog's updates as an SQLite file: what a parent builds once per language set
+ * for a complete resync, and what a fresh child (no update yet) loads as a whole, a
+ * few INSERT ... SELECT statements instead of a statement per row. The file holds
+ * exactly the rows the replicated payloads of catalog/replica.ts would make on the
+ * child (the same files in the same positions, the same JSON text, languages from
+ * the files sent, the custom severity by its level key), so the two paths give a
+ * child the same data (test/integration/snapshot-file.test.ts compares them).
+ */
+
+/** The file's layout; a child refuses another (and asks for rows instead). */
+export const UPDATES_FILE_FORMAT = 1;
+
+/**
+ * The file's tables, exactly as the builder creates them and as sqlite_master then
+ * holds them: the child checks the file has these and nothing else before it reads it.
+ */
+export const UPDATES_FILE_TABLES: readonly string[] = [
+  `CREATE TABLE updates (id TEXT PRIMARY KEY NOT NULL, revision INTEGER NOT NULL, kb TEXT, bulletin TEXT, title TEXT NOT NULL,
+    description TEXT, vendor TEXT NOT NULL, product_family TEXT, product TEXT NOT NULL, classification TEXT NOT NULL, severity TEXT,
+    custom_severity TEXT, cves TEXT NOT NULL, cve_details TEXT NOT NULL, release_date TEXT NOT NULL, supersedes TEXT NOT NULL,
+    vendor_superseded INTEGER NOT NULL, restart TEXT NOT NULL, success_codes TEXT NOT NULL, reboot_codes TEXT NOT NULL,
+    applicability TEXT NOT NULL, installed TEXT NOT NULL, more_info_url TEXT, languages TEXT NOT NULL, expired INTEGER NOT NULL,
+    content_hash TEXT NOT NULL, release_version TEXT NOT NULL, first_version TEXT NOT NULL, origin TEXT NOT NULL) WITHOUT ROWID`,
+  `CREATE TABLE update_files (update_id TEXT NOT NULL, position INTEGER NOT NULL, sha256 TEXT NOT NULL, name TEXT NOT NULL,
+    url TEXT NOT NULL, size INTEGER NOT NULL, language TEXT NOT NULL, installer TEXT, PRIMARY KEY (update_id, position)) WITHOUT ROWID`,
+  'CREATE TABLE update_cves (update_id TEXT NOT NULL, cve TEXT NOT NULL, PRIMARY KEY (update_id, cve)) WITHOUT ROWID',
+  'CREATE TABLE update_supersedes (update_id TEXT NOT NULL, kb TEXT NOT NULL, PRIMARY KEY (update_id, kb)) WITHOUT ROWID',
+];
+
+/** SQLite keeps a CREATE statement's text as written (less the schema name). */
+const tableName = (ddl: string) => /^CREATE TABLE (\w+)/.exec(ddl)![1]!;
+
+/**
+ * Fills the attached, empty schema `into` with the updates a subscriber of
+ * `languages` is sent (and only the files in its languages), read from this node's
+ * catalog. Run in one transaction of `db` (a consistent read).
+ */
+export function buildUpdatesFile(db: NativeDb, into: string, nodeId: string, languages: readonly string[]): number {
+  const [match, matchArgs] = languageMatchSql('f.language', languages);
+  for (const ddl of UPDATES_FILE_TABLES) db.exec(ddl.replace(/^CREATE TABLE /, `CREATE TABLE ${into}.`));
+  // The files sent, numbered anew in catalog order (the child's positions).
+  db.prepare(
+    `INSERT INTO ${into}.update_files (update_id, position, sha256, name, url, size, language, installer)
+     SELECT f.update_id, row_number() OVER (PARTITION BY f.update_id ORDER BY f.position) - 1, f.sha256, f.name, f.url, f.size, f.language,
+       CASE WHEN f.installer IS NULL THEN NULL ELSE json(f.installer) END
+     FROM main.update_files f WHERE ${match} ORDER BY f.update_id, f.position`,
+  ).run(...matchArgs);
+  // Updates with a file sent, or none at all (metadata only); JSON as the wire has it (json()).
+  const n = db
+    .prepare(
+      `INSERT INTO ${into}.updates SELECT u.id, u.revision, u.kb, u.bulletin, u.title, u.description, u.vendor, u.product_family, u.product,
+       u.classification, u.severity, CASE WHEN cs.id IS NULL THEN NULL ELSE coalesce(cs.origin_key, ? || ':' || cs.id) END,
+       json(u.cves), json(u.cve_details), u.release_date, json(u.supersedes), u.vendor_superseded, u.restart, json(u.success_codes),
+       json(u.reboot_codes), json(u.applicability), json(u.installed), u.more_info_url,
+       (SELECT coalesce(group_concat(l, ','), '') FROM (SELECT DISTINCT language AS l FROM ${into}.update_files s WHERE s.update_id = u.id ORDER BY l)),
+       u.expired, u.content_hash, u.release_version, u.first_version, u.origin
+     FROM main.updates u LEFT JOIN main.custom_severities cs ON cs.id = u.custom_severity_id
+     WHERE u.languages = '' OR EXISTS (SELECT 1 FROM ${into}.update_files s WHERE s.update_id = u.id) ORDER BY u.id`,
+    )
+    .run(nodeId).changes;
+  db.exec(`INSERT OR IGNORE INTO ${into}.update_cves SELECT u.id, c.value FROM ${into}.updates u, json_each(u.cves) c`);
+  db.exec(`INSERT OR IGNORE INTO ${into}.update_supersedes SELECT u.id, k.value FROM ${into}.updates u, json_each(u.supersedes) k`);
+  return n;
+}
+
+/**
+ * Why the attached file `from` is not an updates file this node can load (null: it
+ * is): its tables must be exactly UPDATES_FILE_TABLES (no view, trigger or index of
+ * the sender's making is ever read), and every file must belong to an update in it.
+ */
+export function checkUpdatesFile(db: NativeDb, from: string): string | null {
+  const rows = db.prepare(`SELECT type, name, sql FROM ${from}.sqlite_master ORDER BY name`).all() as { type: string; name: string; sql: string | null }[];
+  const want = new Map(UPDATES_FILE_TABLES.map((ddl) => [tableName(ddl), ddl]));
+  for (const r of rows) {
+    if (r.type === 'index' && r.sql === null && want.has(r.name.replace(/^sqlite_autoindex_(\w+)_\d+$/, '$1'))) continue; // a primary key's
+    if (r.type !== 'table' || want.get(r.name) !== r.sql) return `unexpected ${r.type} ${r.name} in the snapshot file`;
+  }
+  const tables = new Set(rows.filter((r) => r.type === 'table').map((r) => r.name));
+  for (const name of want.keys()) if (!tables.has(name)) return `the snapshot file has no table ${name}`;
+  const orphan = db.prepare(`SELECT update_id FROM ${from}.update_files WHERE update_id NOT IN (SELECT id FROM ${from}.updates) LIMIT 1`).get() as
+    | { update_id: string }
+    | undefined;
+  if (orphan) return `the snapshot file lists files of ${orphan.update_id}, an update it does not hold`;
+  return null;
+}
+
+/**
+ * Copies the updates of the attached file `from` into this node's catalog, which
+ * holds none (a fresh child's complete resync), inside the caller's transaction:
+ * each update logged as a state entry (as INSERT_NEW does for a row snapshot), its
+ * custom severity by level key, and releases waiting for it made visible at `now`.
+ * Returns how many updates it copied.
+ */
+export function loadUpdatesFile(db: NativeDb, from: string, now: number): number {
+  if (db.prepare('SELECT 1 FROM main.updates LIMIT 1').get()) throw new Error('a snapshot file is loaded only into an empty catalog');
+  const n = db
+    .prepare(
+      `INSERT INTO main.updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
+       severity, custom_severity_id, cves, cve_details, release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes,
+       applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at)
+     SELECT id, revision, kb, bulletin, title, description, vendor, product_family, product, classification, severity,
+       (SELECT cs.id FROM main.custom_severities cs WHERE cs.origin_key = s.custom_severity), cves, cve_details, release_date, supersedes,
+       vendor_superseded, restart, success_codes, reboot_codes, applicability, installed, more_info_url, languages, expired, content_hash,
+       release_version, first_version, origin, ?
+     FROM ${from}.updates s ORDER BY id`,
+    )
+    .run(now).changes;
+  db.exec(`INSERT INTO main.update_files (update_id, sha256, name, url, size, language, position, installer)
+    SELECT update_id, sha256, name, url, size, language, position, installer FROM ${from}.update_files ORDER BY update_id, position`);
+  db.exec(`INSERT INTO main.update_cves (update_id, cve) SELECT update_id, cve FROM ${from}.update_cves ORDER BY update_id, cve`);
+  db.exec(`INSERT INTO main.update_supersedes (update_id, kb) SELECT update_id, kb FROM ${from}.update_supersedes ORDER BY update_id, kb`);
+  db.prepare(changelog.appendSelectSql(`SELECT 'update', id, 'upsert', languages, '', ? FROM ${from}.updates ORDER BY id`)).run(now);
+  db.prepare(
+    `UPDATE main.freshness_updates SET visible_at = ? FROM ${from}.updates s
+     WHERE freshness_updates.update_id = s.id AND freshness_updates.revision <= s.revision AND freshness_updates.visible_at IS NULL`,
+  ).run(now);
+  return n;
+}

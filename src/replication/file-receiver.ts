@@ -1,0 +1,69 @@
+import { createHash, type Hash } from 'node:crypto';
+import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
+import type { ReceivedMessage } from './protocol.js';
+
+type Piece = NonNullable<ReceivedMessage['snapshot_file']>;
+
+/** A piece's content at most (the parent cuts 2 MB): a piece that inflates past it is refused, not written. */
+const MAX_PIECE_BYTES = 16 * 1024 * 1024;
+/** A snapshot file at most (100,000 updates make about 180 MB). */
+const MAX_FILE_BYTES = 64 * 1024 ** 3;
+
+/**
+ * A child's side of a snapshot file (SnapshotFilePiece): the pieces, each inflated on
+ * its own, written in order to one scratch file while its SHA-256 is computed; the
+ * last piece's size and hash must match what arrived. Synchronous, like the rest of
+ * a subscription's messages (inbox.ts): a piece is about 2 MB.
+ */
+export class FileReceiver {
+  #fd: number | null = null;
+  #hash: Hash | null = null;
+  #bytes = 0;
+  #kind = '';
+  #format = 0;
+
+  constructor(private readonly path: string) {}
+
+  /** Takes one piece; the whole file once the last has arrived and checks out, else null. Throws on anything out of place. */
+  piece(p: Piece): { kind: string; format: number; path: string } | null {
+    const offset = Number(p.offset);
+    if (offset === 0) this.#start(p);
+    else if (this.#fd === null || p.kind !== this.#kind || p.format !== this.#format) throw new Error('a snapshot file piece out of order');
+    if (offset !== this.#bytes) throw new Error(`a snapshot file piece at ${offset}, expected ${this.#bytes}`);
+    const data = gunzipSync(p.gzip, { maxOutputLength: MAX_PIECE_BYTES });
+    if (this.#bytes + data.length > MAX_FILE_BYTES) throw new Error(`a snapshot file over ${MAX_FILE_BYTES} bytes refused`);
+    writeSync(this.#fd!, data, 0, data.length, offset);
+    this.#hash!.update(data);
+    this.#bytes += data.length;
+    if (!p.last) return null;
+    const sha256 = this.#hash!.digest('hex');
+    const size = this.#bytes;
+    this.#close();
+    if (Number(p.size) !== size) throw new Error(`the snapshot file has ${size} bytes, the parent said ${p.size}`);
+    if (p.sha256 !== sha256) throw new Error(`the snapshot file's SHA-256 is ${sha256}, the parent said ${p.sha256}`);
+    return { kind: this.#kind, format: this.#format, path: this.path };
+  }
+
+  #start(p: Piece): void {
+    this.discard();
+    this.#fd = openSync(this.path, 'w', 0o600);
+    this.#hash = createHash('sha256');
+    this.#bytes = 0;
+    this.#kind = p.kind;
+    this.#format = p.format;
+  }
+
+  #close(): void {
+    if (this.#fd !== null) closeSync(this.#fd);
+    this.#fd = null;
+    this.#hash = null;
+  }
+
+  /** Drops what arrived (the stream ended, or the file was loaded). */
+  discard(): void {
+    this.#close();
+    this.#bytes = 0;
+    rmSync(this.path, { force: true });
+  }
+}

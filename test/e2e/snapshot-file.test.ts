@@ -1,0 +1,122 @@
+/**
+ * A fresh child loads its parent's complete resync as an SQLite file (catalog/
+ * snapshot-file.ts) and ends with exactly the data a child that took the same resync
+ * as rows has: every replicated table compared row by row. Real catalog (the bundled
+ * WSUS and MSRC data; its Office language packs give Catalan and Welsh files), real
+ * node processes, real gRPC.
+ */
+import t from 'tap';
+import { join } from 'node:path';
+import Database from 'libsql';
+import { ADMIN_TOKEN as T, api, buildRealCatalog, makeKeys, tempDir, treeNode, uploadCatalog, type NodeProcess } from '../helpers.js';
+import { waitFor } from '../vendor.js';
+
+/** What a child receives from its parent (the rest of its database is its own). */
+const REPLICATED = [
+  'updates',
+  'update_files',
+  'update_cves',
+  'update_supersedes',
+  'custom_severities',
+  'settings',
+  'freshness_releases',
+  'freshness_updates',
+  'policies',
+  'policy_updates',
+  'change_log',
+];
+
+const resynced = async (n: NodeProcess) => {
+  const up = (await api(n.url, T, '/api/v1/hierarchy')).body.upstream as { cursor: number; resyncing: boolean } | null;
+  return Boolean(up && up.cursor > 0 && !up.resyncing);
+};
+
+/**
+ * A table's rows in a stable order. Times are the child's own (when it applied what
+ * it received), so a time column is compared as set or not; so are local row ids
+ * (the change log's seq, a level's id), which the order already covers.
+ */
+function rows(file: string, table: string): unknown[] {
+  const db = new Database(file, { readonly: true });
+  try {
+    const cols = (db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name);
+    const local = (c: string) => /_at$/.test(c) || (table === 'change_log' && c === 'seq') || (table === 'custom_severities' && c === 'id');
+    const select = cols.map((c) => (local(c) ? `${c} IS NOT NULL AS ${c}` : c));
+    // A level by name rather than by this database's id.
+    if (table === 'updates') select[cols.indexOf('custom_severity_id')] = '(SELECT name FROM custom_severities cs WHERE cs.id = custom_severity_id) AS level';
+    const order = table === 'change_log' ? 'seq' : cols.filter((c) => !local(c)).join(', ');
+    return db.prepare(`SELECT ${select.join(', ')} FROM ${table} ORDER BY ${order}`).all();
+  } finally {
+    db.close();
+  }
+}
+
+t.test('a snapshot file gives a fresh child the same data as rows', async (t) => {
+  const dir = await tempDir(t);
+  const keys = await makeKeys(dir);
+  const root = await treeNode(t, dir, keys, 'root', 'en,ca,cy,vi');
+  const { file, sig } = await buildRealCatalog(dir, keys);
+  t.equal((await uploadCatalog(root.url, T, file, sig)).status, 201);
+
+  // What else a resync carries: a setting, custom severity levels with updates assigned, a policy.
+  const goals = { neutralEnglishHours: 12, otherLanguagesHours: 48, families: {} };
+  t.equal((await api(root.url, T, '/api/v1/settings/freshness', { method: 'PUT', body: JSON.stringify(goals) })).status, 200);
+  const listed = (await api(root.url, T, '/api/v1/updates?limit=6')).body.items as { id: string }[];
+  const ids = listed.map((u) => u.id);
+  t.equal(ids.length, 6);
+  for (const [name, some] of [
+    ['Urgent', ids.slice(0, 2)],
+    ['Later', ids.slice(2, 3)],
+  ] as const) {
+    const level = (await api(root.url, T, '/api/v1/severities', { method: 'POST', body: JSON.stringify({ name }) })).body;
+    const r = await api(root.url, T, '/api/v1/severities/assign', { method: 'POST', body: JSON.stringify({ updates: some, severityId: level.id }) });
+    t.equal(r.status, 200, JSON.stringify(r.body));
+  }
+  const policy = await api(root.url, T, '/api/v1/policies', {
+    method: 'POST',
+    body: JSON.stringify({ name: 'Rollout', updates: ids.slice(3), targets: { all: true }, installation: { maintenance: { mode: 'any-time' } } }),
+  });
+  t.equal(policy.status, 201, JSON.stringify(policy.body));
+
+  const byFile = await treeNode(t, dir, keys, 'by-file', 'ca,cy', root);
+  const byRows = await treeNode(t, dir, keys, 'by-rows', 'ca,cy', root, ['--initial-sync', 'rows']);
+  await waitFor(async () => (await resynced(byFile)) && (await resynced(byRows)), 'both children resynced', 60_000);
+  t.ok(
+    byFile.logs.some((l) => l.msg === 'snapshot file loaded' && Number(l.entities) > 0),
+    'the first child loaded a snapshot file',
+  );
+  t.notOk(
+    byRows.logs.some((l) => l.msg === 'snapshot file loaded'),
+    'the second took rows',
+  );
+  const sharing = (await api(root.url, T, '/api/v1/hierarchy')).body.snapshots as { built: number };
+  t.equal(sharing.built, 2, 'one snapshot of each form for the set');
+
+  // Both stopped, so that their databases hold everything (and nothing more arrives).
+  for (const n of [byFile, byRows]) {
+    n.child.kill('SIGTERM');
+    await n.exited;
+  }
+  const db = (name: string) => join(dir, name, 'patchtree.db');
+  const updates = rows(db('by-file'), 'updates') as { languages: string; level: string | null }[];
+  t.ok(updates.length > 100, `the catalog arrived (${updates.length} updates)`);
+  const langs = [...new Set(updates.flatMap((u) => u.languages.split(',')))].sort();
+  t.ok(
+    langs.includes('ca-es-valencia') && langs.includes('cy-gb'),
+    `with Catalan and Welsh files (${langs.join(' ')})`,
+  );
+  t.notOk(
+    langs.some((l) => l.startsWith('vi')),
+    'and no Vietnamese one',
+  );
+  t.same(
+    updates.filter((u) => u.level).length,
+    3,
+    'the levels assigned at the root',
+  );
+  for (const table of REPLICATED) {
+    const [a, b] = [rows(db('by-file'), table), rows(db('by-rows'), table)];
+    t.ok(a.length > 0, `${table}: rows to compare (${a.length})`);
+    t.same(a, b, `${table}: the same rows from a file as from rows`);
+  }
+});
