@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -24,6 +25,8 @@ export interface Node {
   proc: ChildProcess;
   /** What it was started with (`restartNode` starts it again the same way). */
   args: string[];
+  /** The next log record with this message, from now on (its `time` is when the node wrote it). */
+  logged(msg: string): Promise<{ time: number } & Record<string, unknown>>;
 }
 
 /**
@@ -75,6 +78,9 @@ function spawnNode(name: string, args: string[]): Promise<Node> {
   const prof = process.env.BENCH_PROFILE_DIR;
   const proc = spawn(process.execPath, [...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   benchProcesses.push(proc);
+  const records = new EventEmitter();
+  records.setMaxListeners(0);
+  const logged = (msg: string) => new Promise<{ time: number } & Record<string, unknown>>((resolve) => records.once(msg, resolve));
   return new Promise((resolve, reject) => {
     proc.on('exit', (c) => reject(new Error(`${name} exited ${c}`)));
     const logDir = process.env.BENCH_LOG_DIR;
@@ -83,7 +89,8 @@ function spawnNode(name: string, args: string[]): Promise<Node> {
       logFile?.write(`${l}\n`);
       try {
         const rec = JSON.parse(l) as { msg?: string; http?: number; grpc?: number };
-        if (rec.msg === 'node started') resolve({ pid: proc.pid!, url: `http://127.0.0.1:${rec.http}`, grpc: rec.grpc!, proc, args });
+        if (rec.msg) records.emit(rec.msg, rec);
+        if (rec.msg === 'node started') resolve({ pid: proc.pid!, url: `http://127.0.0.1:${rec.http}`, grpc: rec.grpc!, proc, args, logged });
       } catch {
         /* not JSON */
       }

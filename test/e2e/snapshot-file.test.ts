@@ -101,19 +101,12 @@ t.test('a snapshot file gives a fresh child the same data as rows', async (t) =>
   const updates = rows(db('by-file'), 'updates') as { languages: string; level: string | null }[];
   t.ok(updates.length > 100, `the catalog arrived (${updates.length} updates)`);
   const langs = [...new Set(updates.flatMap((u) => u.languages.split(',')))].sort();
-  t.ok(
-    langs.includes('ca-es-valencia') && langs.includes('cy-gb'),
-    `with Catalan and Welsh files (${langs.join(' ')})`,
-  );
+  t.ok(langs.includes('ca-es-valencia') && langs.includes('cy-gb'), `with Catalan and Welsh files (${langs.join(' ')})`);
   t.notOk(
     langs.some((l) => l.startsWith('vi')),
     'and no Vietnamese one',
   );
-  t.same(
-    updates.filter((u) => u.level).length,
-    3,
-    'the levels assigned at the root',
-  );
+  t.same(updates.filter((u) => u.level).length, 3, 'the levels assigned at the root');
   for (const table of REPLICATED) {
     const [a, b] = [rows(db('by-file'), table), rows(db('by-rows'), table)];
     t.ok(a.length > 0, `${table}: rows to compare (${a.length})`);

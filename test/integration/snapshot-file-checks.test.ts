@@ -1,0 +1,137 @@
+/**
+ * What a child checks before it loads a snapshot file: the pieces in order and whole
+ * (size and SHA-256), none inflating past its bound, and the file's tables exactly
+ * the layout it reads (no view, trigger or index of the sender's, no orphan file);
+ * and it loads only into an empty catalog. Real files, real SQLite, real gzip.
+ */
+import t from 'tap';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import Database from 'libsql';
+import { FileReceiver } from '../../src/replication/file-receiver.js';
+import { UPDATES_FILE_TABLES, checkUpdatesFile } from '../../src/catalog/snapshot-file.js';
+import { openDatabase } from '../../src/db/index.js';
+import { openNative } from '../../src/db/native.js';
+import { BatchApplier } from '../../src/replication/applier.js';
+import { replicatedKinds } from '../../src/node/kinds.js';
+import { tempDir } from '../helpers.js';
+
+const PIECE = 2 * 1024 * 1024;
+
+/** The pieces a parent sends for `data`. */
+function pieces(data: Buffer, over: { sha256?: string; size?: number } = {}) {
+  const out = [];
+  for (let offset = 0; offset < data.length; offset += PIECE) {
+    const last = offset + PIECE >= data.length;
+    out.push({
+      kind: 'update',
+      format: 1,
+      offset: String(offset),
+      gzip: gzipSync(data.subarray(offset, offset + PIECE)),
+      last,
+      size: last ? String(over.size ?? data.length) : '0',
+      sha256: last ? (over.sha256 ?? createHash('sha256').update(data).digest('hex')) : '',
+    });
+  }
+  return out;
+}
+
+t.test('pieces are checked in order, whole and bounded', async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'in.db');
+  const data = randomBytes(5 * 1024 * 1024 + 123);
+
+  const r = new FileReceiver(path);
+  const ps = pieces(data);
+  t.equal(ps.length, 3);
+  t.equal(r.piece(ps[0]!), null);
+  t.equal(r.piece(ps[1]!), null);
+  t.same(r.piece(ps[2]!), { kind: 'update', format: 1, path });
+  t.ok(readFileSync(path).equals(data), 'the file as sent');
+  r.discard();
+  t.notOk(existsSync(path), 'discarded');
+
+  const fresh = () => new FileReceiver(path);
+  t.throws(() => fresh().piece(ps[1]!), /out of order/, 'a piece before the first');
+  const skipped = fresh();
+  skipped.piece(ps[0]!);
+  t.throws(() => skipped.piece(ps[2]!), /at 4194304, expected 2097152/, 'a piece skipped');
+  const other = fresh();
+  other.piece(ps[0]!);
+  t.throws(() => other.piece({ ...ps[1]!, kind: 'policy' }), /out of order/, 'a piece of another kind');
+
+  const badHash = pieces(data, { sha256: 'a'.repeat(64) });
+  const h = fresh();
+  h.piece(badHash[0]!);
+  h.piece(badHash[1]!);
+  t.throws(() => h.piece(badHash[2]!), /SHA-256 is [0-9a-f]{64}, the parent said a{64}/, 'a file whose hash differs');
+  const badSize = pieces(data, { size: data.length + 1 });
+  const s = fresh();
+  s.piece(badSize[0]!);
+  s.piece(badSize[1]!);
+  t.throws(() => s.piece(badSize[2]!), /has 5243003 bytes, the parent said 5243004/, 'a file whose size differs');
+
+  // 17 MB of zeros compress to a few KB: refused as it inflates, not written.
+  const bomb = { ...pieces(Buffer.alloc(10))[0]!, gzip: gzipSync(Buffer.alloc(17 * 1024 * 1024)) };
+  t.throws(() => fresh().piece(bomb), /larger than 16777216 bytes/, 'a piece inflating past 16 MB');
+  t.throws(() => fresh().piece({ ...ps[0]!, gzip: Buffer.from('not gzip') }), /incorrect header check/, 'a piece that is not gzip');
+  rmSync(path, { force: true });
+});
+
+t.test("a file's tables are checked before anything is read from it", async (t) => {
+  const dir = await tempDir(t);
+  const make = (name: string, extra: string[] = [], tables = UPDATES_FILE_TABLES) => {
+    const file = join(dir, `${name}.db`);
+    const db = new Database(file);
+    for (const ddl of tables) db.exec(ddl);
+    for (const sql of extra) db.exec(sql);
+    db.close();
+    return file;
+  };
+  const check = (file: string) => {
+    const db = new Database(':memory:');
+    try {
+      db.prepare('ATTACH ? AS f').run(file);
+      return checkUpdatesFile(db, 'f');
+    } finally {
+      db.close();
+    }
+  };
+  t.equal(check(make('good')), null, 'the layout as built');
+  t.match(check(make('view', ['CREATE VIEW v AS SELECT 1'])), /unexpected view v/);
+  t.match(check(make('trigger', ['CREATE TRIGGER tr AFTER INSERT ON updates BEGIN SELECT 1; END'])), /unexpected trigger tr/);
+  t.match(check(make('index', ['CREATE INDEX i ON updates (kb)'])), /unexpected index i/);
+  t.match(check(make('extra', ['CREATE TABLE more (x)'])), /unexpected table more/);
+  t.match(check(make('missing', [], UPDATES_FILE_TABLES.slice(0, 3))), /no table update_supersedes/);
+  t.match(check(make('altered', [], [UPDATES_FILE_TABLES[0]!.replace('kb TEXT', 'kb BLOB'), ...UPDATES_FILE_TABLES.slice(1)])), /unexpected table updates/);
+  t.match(
+    check(make('orphan', ["INSERT INTO update_files VALUES ('gone', 0, 'ab', 'a.msu', 'http://x/a.msu', 1, 'neutral', NULL)"])),
+    /lists files of gone, an update it does not hold/,
+  );
+});
+
+t.test('a file is loaded only into an empty catalog, and a refused one changes nothing', async (t) => {
+  const dir = await tempDir(t);
+  const dbFile = join(dir, 'child.db');
+  (await openDatabase(`file:${dbFile}`)).close();
+  const file = join(dir, 'in.db');
+  const src = new Database(file);
+  for (const ddl of UPDATES_FILE_TABLES) src.exec(ddl);
+  src.exec(`INSERT INTO updates VALUES ('u1', 1, '123', NULL, 'T', NULL, 'V', NULL, 'P', 'Updates', NULL, NULL, '[]', '[]', '2024-01-01',
+    '[]', 0, 'maybe', '[0]', '[3010]', '{}', '{}', NULL, '', 0, 'h', 'v1', 'v1', 'o')`);
+  src.close();
+  const native = openNative(dbFile);
+  t.teardown(() => native.close());
+  const applier = new BatchApplier(native, replicatedKinds(), 'node-0');
+  t.throws(() => applier.loadFile('update', 2, file), /format 2; this node reads format 1/);
+  t.throws(() => applier.loadFile('policy', 1, file), /kind policy, which this node does not load from a file/);
+  t.ok(applier.canLoadFiles(), 'an empty catalog may ask for a file');
+  t.equal(applier.loadFile('update', 1, file), 1);
+  t.equal((native.prepare("SELECT count(*) AS n FROM change_log WHERE kind = 'update'").get() as { n: number }).n, 1, 'logged for its children');
+  t.notOk(applier.canLoadFiles(), 'a catalog with an update asks for rows');
+  t.throws(() => applier.loadFile('update', 1, file), /only into an empty catalog/);
+  t.equal((native.prepare('SELECT count(*) AS n FROM updates').get() as { n: number }).n, 1, 'nothing more written');
+  t.equal((native.prepare('PRAGMA database_list').all() as unknown[]).length, 2, 'the file detached (main and temp left)');
+});
