@@ -13,7 +13,9 @@
  *     two cores are the parent's.
  *
  *   node dist/bench/replication.js [--updates 100000] [--imports 100] [--children 50]
- *     [--children-updates 20000] [--rows] [--only sync|latency|fanout]
+ *     [--children-updates 20000] [--rows] [--stalled S] [--only sync|latency|fanout]
+ *   --stalled S adds S subscribers that stop reading after their first message until
+ *   the others are done: the others' times and the parent's memory meanwhile.
  *   (BENCH_PROFILE_DIR=dir writes a CPU profile of each node process there)
  */
 import { spawn } from 'node:child_process';
@@ -99,6 +101,7 @@ async function main(): Promise<void> {
       'children-updates': { type: 'string', default: '20000' },
       only: { type: 'string', default: 'all' },
       rows: { type: 'boolean', default: false },
+      stalled: { type: 'string', default: '0' },
     },
   });
   const only = values.only;
@@ -208,9 +211,16 @@ async function main(): Promise<void> {
     const Service = replicationService();
     const done: number[] = [];
     let firstFile: NonNullable<ReceivedMessage['snapshot_file']>[] = [];
+    // --stalled S more subscribers stop reading after their first message, until every other one is done.
+    const s = Number(values.stalled);
+    const stalledDone: number[] = [];
+    const held: grpc.ClientReadableStream<ReceivedMessage>[] = [];
+    let othersDone!: () => void;
+    const others = new Promise<void>((r) => (othersDone = r));
     t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: k }, async (_, i) => {
+    const all = Promise.all(
+      Array.from({ length: k + s }, async (_, i) => {
+        const stalls = i >= k;
         const tok = (await (
           await fetch(`${feeder.url}/api/v1/hierarchy/join-tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' })
         ).json()) as { token: string };
@@ -247,13 +257,18 @@ async function main(): Promise<void> {
         const pieces: NonNullable<ReceivedMessage['snapshot_file']>[] = [];
         await new Promise<void>((resolve, reject) => {
           call.on('data', (msg: ReceivedMessage) => {
+            if (stalls && !held.includes(call)) {
+              held.push(call);
+              call.pause();
+            }
             if ('batch' in msg && msg.batch) count += msg.batch.changes.filter((c) => c.kind === 'update').length;
             if ('snapshot_file' in msg && msg.snapshot_file) {
               if (Number(msg.snapshot_file.offset) === 0) pieces.length = 0;
               pieces.push(i === 0 ? msg.snapshot_file : { ...msg.snapshot_file, gzip: Buffer.alloc(0) });
             }
             if ('resync_end' in msg && msg.resync_end) {
-              done.push((performance.now() - t0) / 1000);
+              (stalls ? stalledDone : done).push((performance.now() - t0) / 1000);
+              if (done.length === k && !stalls) othersDone();
               if (values.rows && count !== m) reject(new Error(`subscriber ${i} got ${count} of ${m}`));
               if (!values.rows && !pieces.at(-1)?.last) reject(new Error(`subscriber ${i} got no whole snapshot file`));
               if (i === 0 && !values.rows) firstFile = pieces.slice();
@@ -266,6 +281,10 @@ async function main(): Promise<void> {
         client.close();
       }),
     );
+    await others;
+    const rssOthersDone = await vmHwmMB(feeder.pid);
+    for (const c of held) c.resume();
+    await all;
     if (!values.rows) {
       const count = await countFileUpdates(dir, firstFile);
       if (count !== m) throw new Error(`the snapshot file holds ${count} updates, not ${m}`);
@@ -273,6 +292,10 @@ async function main(): Promise<void> {
     console.log(
       `3. one parent feeding ${k} subscribers a ${m}-update snapshot at once: first done ${Math.min(...done).toFixed(1)} s, last ${Math.max(...done).toFixed(1)} s, spread ${(Math.max(...done) - Math.min(...done)).toFixed(1)} s; ${Math.round((k * m) / Math.max(...done))} updates/s sent in all; parent peak RSS ${await vmHwmMB(feeder.pid)} MB`,
     );
+    if (s)
+      console.log(
+        `   ${s} more stalled after their first message: parent peak RSS ${rssOthersDone} MB while they held their streams and the others finished; resumed, they finished ${Math.max(...stalledDone).toFixed(1)} s after the start`,
+      );
   } finally {
     for (const c of children) c.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 500));

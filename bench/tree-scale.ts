@@ -156,6 +156,10 @@ runBench(async () => {
     console.log(
       `1. import at the root -> every node holds its languages' ${m} updates: ${(slowest[1] / 1000).toFixed(1)} s (slowest ${slowest[0]}, level ${sites.find((s) => s.name === slowest[0])!.level}) (goal <= 30 s)`,
     );
+    const levelNos = [...new Set(sites.map((s) => s.level))].sort((a, b) => a - b);
+    console.log(
+      `   each level's last node: ${levelNos.map((l) => `level ${l} ${(Math.max(...sites.filter((s) => s.level === l).map((s) => done.get(s.name)!)) / 1000).toFixed(1)} s`).join(', ')}`,
+    );
 
     // 2. A mid-tier node dies; a release is imported meanwhile; it comes back.
     const mid = levels[1]!.reduce((a, b) => (all(b).length > all(a).length ? b : a));

@@ -38,6 +38,12 @@ interface StateRow {
 }
 
 const FLOW_CONTROL_WINDOW = 8 * 1024 * 1024;
+/**
+ * The longest wait between two attempts to reach the parent (with jitter: 2.5-7.5 s),
+ * ours and grpc-js's own reconnection alike (its default grows to 120 s): a parent that
+ * comes back is found within seconds, and a refused connection costs it nothing.
+ */
+const RETRY_MAX_MS = 5_000;
 
 /** What the child side needs, all given at construction. */
 export interface ChildDeps {
@@ -114,6 +120,8 @@ export class ReplicationChild {
       // applying a batch (no WINDOW_UPDATE is sent); a larger window lets the next
       // batches arrive meanwhile. The parent still bounds what it has in flight.
       'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW,
+      'grpc.initial_reconnect_backoff_ms': 250,
+      'grpc.max_reconnect_backoff_ms': RETRY_MAX_MS,
     });
   }
 
@@ -243,7 +251,7 @@ export class ReplicationChild {
       this.d.logger.error({ upstream: this.d.upstream.address, err: message }, 'the upstream node refused this node; replication stopped');
       return;
     }
-    const delay = backoffMs(++this.#attempt, { baseMs: 250, maxMs: 30_000 });
+    const delay = backoffMs(++this.#attempt, { baseMs: 250, maxMs: RETRY_MAX_MS });
     this.d.logger.warn({ upstream: this.d.upstream.address, err: message, retryInMs: Math.round(delay) }, 'upstream unavailable; retrying');
     this.#timer = setTimeout(() => void this.#loop(), delay);
   }
