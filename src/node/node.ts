@@ -263,22 +263,29 @@ export class PatchtreeNode {
         }
       });
     });
+    let putOffSince = 0; // when the catalog work batches call for was first put off (0: none is)
     events.on('replicated', (changed, applied) => {
       parent.notify();
       for (const a of applied) if (a.kind === 'policy') delivery.engine.policyChanged(a.key);
       if (changed > 0) {
         rollup.markChanged();
-        // During a complete resync the catalog is not whole yet: assessment waits
-        // for its end (the batch that ends it calls here too), so that the
-        // snapshot is applied at full speed and the index is rebuilt once.
-        // So does the content reconcile (it reads every file manifest of the catalog).
-        if (!child?.resyncing) {
-          assessment.assessor.catalogChanged();
-          delivery.catalogChanged();
-          reconcileSoon();
-        }
         compactSoon();
       }
+      if (changed === 0 && !putOffSince) return;
+      // During a complete resync (its end calls here too) or while the parent has more
+      // behind the batch (an import on its way down), the catalog is about to change
+      // again: assessment, delivery and the content reconcile wait, so that each index
+      // is brought up to date once, not once a batch; a catch-up at most
+      // CATALOG_WORK_MAX_DELAY_MS, so a node far behind keeps its results fresh.
+      const busy = child?.resyncing || child?.catchingUp;
+      if (child?.resyncing || (busy && (!putOffSince || Date.now() - putOffSince < CATALOG_WORK_MAX_DELAY_MS))) {
+        putOffSince ||= Date.now();
+        return;
+      }
+      putOffSince = busy ? Date.now() : 0;
+      assessment.assessor.catalogChanged();
+      delivery.catalogChanged();
+      reconcileSoon();
     });
     events.on('upstream-connected', () => void content.downloader.retryDeferred().catch((err) => log.error({ err }, 'retrying deferred downloads failed')));
     events.on('assessed', (ids) => {
@@ -429,6 +436,7 @@ export class PatchtreeNode {
   }
 }
 
+const CATALOG_WORK_MAX_DELAY_MS = 10_000; // the longest a child's catch-up puts off assessing what changed
 /** Listens with the node's HTTP timeouts: none for a request (large catalog uploads on slow links), a minute for headers. */
 async function listen<S extends Server | HttpsServer>(server: S, port: number, host: string): Promise<S> {
   server.requestTimeout = 0;

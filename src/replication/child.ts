@@ -88,6 +88,7 @@ export class ReplicationChild {
   #filesPending = 0;
   #pausedUntil = 0;
   #fullResync = false;
+  #catchingUp = false;
   /** A snapshot file failed to arrive whole or to load: rows are asked for from then on (a parent's bug must not stop the tree). */
   #fileFailed = false;
   constructor(private readonly d: ChildDeps) {}
@@ -149,6 +150,11 @@ export class ReplicationChild {
   /** True while a complete resync is being applied (its end is one more applied batch). */
   get resyncing(): boolean {
     return this.#fullResync;
+  }
+
+  /** True while the last batch applied said the parent has more behind it (a burst, or a child far behind). */
+  get catchingUp(): boolean {
+    return this.#catchingUp;
   }
 
   setFilesPending(n: number): void {
@@ -286,6 +292,11 @@ export class ReplicationChild {
     const finish = (err: unknown) => {
       this.#connected = false;
       receiver.discard();
+      if (this.#catchingUp) {
+        // Cut mid-burst: what was put off is done now.
+        this.#catchingUp = false;
+        if (!this.#stopped) this.d.onApplied(0, []);
+      }
       if (this.#fullResync) {
         // Cut mid-resync: what did arrive is assessed meanwhile; the resync is redone.
         this.#fullResync = false;
@@ -319,6 +330,7 @@ export class ReplicationChild {
         const { snapshot } = msg.batch;
         const { changes, last } = inbox.merge(msg.batch);
         const cursor = snapshot ? null : Number(last.cursor);
+        this.#catchingUp = !snapshot && last.more === true;
         const changed = this.#applier!.apply(changes, { snapshot, fullResync, cursor, epoch });
         if (cursor !== null) this.#parentHead = Math.max(this.#parentHead, cursor);
         this.d.onApplied(changed, this.#applier!.takeApplied());

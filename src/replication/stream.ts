@@ -241,7 +241,8 @@ export class Streams {
         rows.filter((r) => this.kinds.sends(r, sub.languages, sub.rules.catalog)),
         sub.languages,
       );
-      return { bytes: this.encode({ batch: { changes, cursor: next, snapshot: false } }), next };
+      // A whole page: more is waiting behind it (the child is catching up).
+      return { bytes: this.encode({ batch: { changes, cursor: next, snapshot: false, more: rows.length === BATCH } }), next };
     })();
     this.#pages.set(key, made);
     // Nothing at the head yet, or a failure: not kept. Else the newest TAIL_PAGES pages are.

@@ -17,6 +17,11 @@ export interface ChangeBatch {
    * part of a resync or backfill snapshot
    */
   'snapshot'?: (boolean);
+  /**
+   * The parent's log already holds more after this batch: the child is catching up
+   * (it may put off work that follows its catalog until a batch without it).
+   */
+  'more'?: (boolean);
 }
 
 /**
@@ -32,4 +37,9 @@ export interface ChangeBatch__Output {
    * part of a resync or backfill snapshot
    */
   'snapshot': (boolean);
+  /**
+   * The parent's log already holds more after this batch: the child is catching up
+   * (it may put off work that follows its catalog until a batch without it).
+   */
+  'more': (boolean);
 }
