@@ -136,6 +136,7 @@ export class ReplicaWriter {
     const prep = (sql: string) => prepare(db, sql);
     this.#s = {
       get: prep('SELECT revision, languages FROM updates WHERE id = ?'),
+      held: prep('SELECT id FROM updates WHERE id IN (SELECT value FROM json_each(?))'),
       upsert: prep(`INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
         severity, cves, cve_details, release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes,
         applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at)
@@ -169,6 +170,12 @@ export class ReplicaWriter {
       if (k === 'updates') n = r;
     }
     return n;
+  }
+
+  /** Which of these updates this node holds. */
+  held(ids: readonly string[]): Set<string> {
+    if (!ids.length) return new Set();
+    return new Set((this.#s.held!.all(JSON.stringify(ids)) as { id: string }[]).map((r) => r.id));
   }
 
   current(id: string): { revision: number; languages: string } | undefined {

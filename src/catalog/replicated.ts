@@ -69,7 +69,7 @@ class UpdateApplier implements KindApplier {
   apply(tx: ApplyTx, changes: readonly Change[]): number {
     let applied = 0;
     const fresh = this.#fresh && tx.fullResync;
-    // A fresh resync's updates, written a run at a time by insertNew.
+    // Updates this node does not hold yet, written a run at a time by insertNew.
     let run: Buffer[] = [];
     const flush = () => {
       if (!run.length) return;
@@ -77,10 +77,15 @@ class UpdateApplier implements KindApplier {
       run = [];
       applied += this.#w.insertNew(list, tx.now);
     };
+    // Outside a fresh resync, which of the batch's updates this node holds (one query):
+    // the others are new and go in bulk too (a large import on its way down), once each.
+    const held = fresh ? null : this.#w.held(changes.filter((c) => c.op === 'upsert').map((c) => c.key));
+    const inRun = new Set<string>();
     for (const c of changes) {
       // From a parent that sends the content hash (a payload built by SQL); else one at a time below.
-      if (fresh && c.op === 'upsert' && c.payload.includes(CONTENT_HASH_KEY)) {
+      if (c.op === 'upsert' && c.payload.includes(CONTENT_HASH_KEY) && (fresh || (!held!.has(c.key) && !inRun.has(c.key)))) {
         run.push(c.payload);
+        if (!fresh) inRun.add(c.key);
         if (run.length >= BULK_RUN) flush(); // bounds the JSON text handed over at once
         continue;
       }
