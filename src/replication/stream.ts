@@ -7,11 +7,11 @@ import { encoded, type ServerMessage, type SubscribeRequest } from './protocol.j
 import type { SnapshotForm, Snapshots } from './snapshots.js';
 import { closedUntil, type ReplicationRules } from './rules.js';
 
-/** Log entries read and sent per tail batch. */
-const BATCH = 256;
+/** Log entries read and sent per tail batch (a page of updates is about 1.5 MB). */
+const BATCH = 1024;
 const HEARTBEAT_MS = 5_000;
-/** Encoded tail pages kept for other subscribers of the same language set. */
-const TAIL_PAGES = 64;
+/** Encoded tail pages kept for other subscribers of the same language set (at most about 24 MB). */
+const TAIL_PAGES = 16;
 
 export type Call = grpc.ServerWritableStream<SubscribeRequest, ServerMessage>;
 
