@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { Database, NativeDb } from '../db/index.js';
 import { openNative } from '../db/index.js';
@@ -105,6 +106,7 @@ export class ReplicationChild {
   async start(): Promise<void> {
     if (!this.d.db.filePath) throw new Error('a child node needs a file database (remote libsql is not supported for replication yet)');
     this.#native = openNative(this.d.db.filePath);
+    rmSync(`${this.d.db.filePath}.snapshot`, { force: true }); // a snapshot file cut short by a crash
     this.#applier = new BatchApplier(this.#native, this.d.kinds, this.d.identity.nodeId, this.d.clock);
     this.#connect(this.d.upstream.credentials);
     this.#stopped = false;

@@ -1,8 +1,5 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { PeerCertificate } from 'node:tls';
-import type * as grpc from '@grpc/grpc-js';
 import { and, asc, eq, isNull } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import type { Exec } from '../db/exec.js';
@@ -16,18 +13,13 @@ import * as check from './validate.js';
 import { SUPPORTED_PROTOCOL_VERSIONS, replicationDefinition, type ReceivedNodeReport, type ReplicationHandlers, type ServerMessage } from './protocol.js';
 import { Snapshots } from './snapshots.js';
 import type { Identity } from './identity.js';
-import { parseRules, closedUntil, type ReplicationRules } from './rules.js';
-import { StreamClosed, Streams, firstOf, type Call } from './stream.js';
+import { parseRules, type ReplicationRules } from './rules.js';
+import { StreamClosed, Streams, type Call } from './stream.js';
+import { authenticateChild, type Caller, type Child } from './auth.js';
+import { serveFile } from './files.js';
 import { toStatus } from './wire.js';
 import type { JoinRequest__Output } from '../gen/proto/patchtree/replication/v1/JoinRequest.js';
 import type { JoinResponse } from '../gen/proto/patchtree/replication/v1/JoinResponse.js';
-import type { FetchFileRequest__Output } from '../gen/proto/patchtree/replication/v1/FetchFileRequest.js';
-import type { FileChunk } from '../gen/proto/patchtree/replication/v1/FileChunk.js';
-
-/** How soon a child asks again for files this parent does not serve it. */
-const FILES_OFF_RETRY_MS = 10 * 60_000;
-
-type Child = typeof children.$inferSelect;
 
 /** Union of the languages of every child of this node still in the tree (their subtrees' included). */
 export async function childLanguages(orm: Orm): Promise<string[]> {
@@ -254,47 +246,16 @@ export class ReplicationParent {
           .catch((err) => cb(toStatus(err)));
       },
       FetchFile: (call) => {
-        this.#fetchFile(call).catch((err) => fail(call, err));
+        this.#authenticate(call)
+          .then((child) => serveFile(this.d, child, call))
+          .catch((err) => fail(call, err));
       },
     };
   }
 
-  async #authenticate(call: {
-    metadata: grpc.Metadata;
-    getPeer(): string;
-    getAuthContext(): { sslPeerCertificate?: PeerCertificate | undefined };
-  }): Promise<Child> {
-    const md = call.metadata;
-    const peer = call.getPeer();
-    if (!this.d.enabled) throw new AppError('unavailable', 'replication needs TLS (--tls-cert, --tls-key) or --insecure on this node');
-    const header = String(md.get('authorization')[0] ?? '');
-    const m = /^Bearer\s+(\S+)$/i.exec(header);
-    if (!m) {
-      this.d.onAuthFailure(peer, 'no credential');
-      throw new AppError('unauthenticated', 'send authorization: Bearer <credential> (from Join)');
-    }
-    const row = await this.d.orm.query.children.findFirst({ where: eq(children.credentialHash, hashToken(m[1]!)) });
-    if (!row) {
-      this.d.onAuthFailure(peer, 'unknown credential');
-      throw new AppError('unauthenticated', 'unknown credential');
-    }
-    if (row.removedAt) throw new AppError('forbidden', `this node was removed from ${this.d.name}; join again with a new token`);
-    // With this node's own CA: the certificate it signed for this child at its join, and no other.
-    if (this.d.certificates && row.certSerial) {
-      const cert = call.getAuthContext().sslPeerCertificate;
-      if (!cert) {
-        this.d.onAuthFailure(peer, `no client certificate for ${row.id}`);
-        throw new AppError(
-          'unauthenticated',
-          `no valid client certificate: missing, expired or not from ${this.d.name}'s CA; a node presents the certificate ${this.d.name} signed at its join (remove it here and join it again to get a new one)`,
-        );
-      }
-      if (cert.subject?.CN !== row.id || cert.serialNumber?.toLowerCase() !== row.certSerial.toLowerCase()) {
-        this.d.onAuthFailure(peer, `a certificate that is not ${row.id}'s current one`);
-        throw new AppError('forbidden', `this certificate is not the one ${this.d.name} signed for node ${row.id} at its last join`);
-      }
-    }
-    return row;
+  /** The child a call comes from: its credential, and with this node's own CA its certificate (replication/auth.ts). */
+  #authenticate(call: Caller): Promise<Child> {
+    return authenticateChild(this.d, call);
   }
 
   async #join(req: JoinRequest__Output): Promise<JoinResponse> {
@@ -416,38 +377,5 @@ export class ReplicationParent {
       rules,
       snapshotForm: req.snapshot_file === true ? 'file' : 'rows',
     });
-  }
-
-  async #fetchFile(call: grpc.ServerWritableStream<FetchFileRequest__Output, FileChunk>): Promise<void> {
-    const child = await this.#authenticate(call);
-    check.wire(call.request);
-    const sha256 = call.request.sha256;
-    if (!/^[0-9a-f]{64}$/.test(sha256)) throw check.invalid('sha256', 'must be 64 lowercase hex digits');
-    const rules = parseRules(child.rules);
-    if (!rules.files)
-      throw new AppError('deferred', `${this.d.name} does not serve update files to this node (replication rules)`, { retryAfterMs: FILES_OFF_RETRY_MS });
-    const closed = closedUntil(rules, new Date());
-    if (closed) {
-      const retryAfterMs = closed.until ? closed.until.getTime() - Date.now() : FILES_OFF_RETRY_MS;
-      throw new AppError('deferred', `outside this node's replication window${closed.until ? `; it opens at ${closed.until.toISOString()}` : ''}`, {
-        retryAfterMs,
-      });
-    }
-    const row = await this.d.verifiedFile(sha256);
-    if (!row) throw new AppError('unavailable', `file ${sha256} is not available on ${this.d.name} yet`);
-    const offset = Number(call.request.offset);
-    if (!Number.isInteger(offset) || offset < 0 || offset > row.size) throw new AppError('out-of-range', `offset ${offset} is outside 0..${row.size}`);
-    const path = row.path;
-    this.d.logger.info({ child: child.name, sha256, offset, size: row.size }, 'sending a file');
-    let at = offset;
-    if (offset === row.size) return void call.end();
-    for await (const chunk of createReadStream(path, { start: offset, highWaterMark: 256 * 1024 })) {
-      const data = chunk as Buffer;
-      const msg = { offset: at, data, size: row.size, chunk_sha256: createHash('sha256').update(data).digest() };
-      at += data.length;
-      if (call.cancelled) throw new StreamClosed();
-      if (!call.write(msg)) await firstOf(call, ['drain', 'cancelled', 'close']);
-    }
-    call.end();
   }
 }
