@@ -375,7 +375,11 @@ export class ReplicationChild {
       this.#lastAck = Date.now();
       const s = this.state();
       if (!s || !this.#client) return;
-      this.#client.Ack({ node_id: this.d.identity.nodeId, cursor: s.cursor, files_pending: this.#filesPending }, this.#metadata(s.credential), () => {});
+      this.#client.Ack(
+        { node_id: this.d.identity.nodeId, cursor: s.cursor, files_pending: this.#filesPending, epoch: s.resyncing ? '' : s.epoch },
+        this.#metadata(s.credential),
+        () => {},
+      );
     }, wait);
   }
 

@@ -83,8 +83,9 @@ export class ReplicationParent {
     const source = { orm: d.orm, reads: d.reads, self: { nodeId: d.identity.nodeId, name: d.name } };
     const encode = (msg: ServerMessage) => replicationDefinition().Subscribe.responseSerialize(msg);
     this.snapshots = new Snapshots(d.snapshotDir, d.kinds, source, encode, d.dbFile, d.logger);
-    this.#streams = new Streams(d.kinds, source, this.snapshots, encode, this.events, d.identity.epoch, d.logger, async (id) => {
-      await d.orm.update(children).set({ forceResync: 0 }).where(eq(children.id, id));
+    // A complete resync is owed from its start until the child acks its end (Ack below).
+    this.#streams = new Streams(d.kinds, source, this.snapshots, encode, this.events, d.identity.epoch, d.logger, async (id, endSeq) => {
+      await d.orm.update(children).set({ forceResync: 1, resyncEndSeq: endSeq }).where(eq(children.id, id));
     });
   }
 
@@ -142,7 +143,7 @@ export class ReplicationParent {
   async requestResync(id: string): Promise<void> {
     const r = await this.d.orm
       .update(children)
-      .set({ forceResync: 1 })
+      .set({ forceResync: 1, resyncEndSeq: null })
       .where(and(eq(children.id, id), isNull(children.removedAt)));
     if (!r.rowsAffected) throw new AppError('not-found', `no child ${id}`);
     // End the current stream: the child reconnects and gets the complete resync.
@@ -165,7 +166,7 @@ export class ReplicationParent {
     const resync = rules.catalog && !before.catalog;
     await this.d.orm
       .update(children)
-      .set({ rules: JSON.stringify(rules), ...(resync ? { forceResync: 1 } : {}) })
+      .set({ rules: JSON.stringify(rules), ...(resync ? { forceResync: 1, resyncEndSeq: null } : {}) })
       .where(eq(children.id, id));
     this.d.logger.info({ child: id, rules, resync }, 'replication rules changed');
     this.#streams.close(id, new AppError('aborted', 'the replication rules changed; reconnect'));
@@ -185,6 +186,8 @@ export class ReplicationParent {
         cursor: c.ackedSeq,
         lag: { entries: Math.max(0, head - c.ackedSeq), seconds: oldest !== null ? Math.max(0, Math.round((Date.now() - oldest) / 1000)) : 0 },
         filesPending: c.filesPending,
+        /** A complete resync is owed: not yet acknowledged whole by the child. */
+        resyncOwed: c.forceResync === 1,
         languages: c.languages ? c.languages.split(',') : [],
         version: c.version,
         protocolVersion: c.protocolVersion,
@@ -229,7 +232,12 @@ export class ReplicationParent {
             if (check.nodeId('node_id', call.request.node_id) !== child.id) throw new AppError('forbidden', 'node_id: the credential belongs to another node');
             const acked = check.cursor('cursor', call.request.cursor, await this.headSeq());
             const pending = check.count('files_pending', call.request.files_pending, 2 ** 31);
-            await this.d.orm.update(children).set({ ackedSeq: acked, filesPending: pending, lastSeenAt: Date.now() }).where(eq(children.id, child.id));
+            // The child applied the owed resync's end: settled (an ack of an older epoch's cursor is not).
+            const settled = child.resyncEndSeq !== null && call.request.epoch === this.d.identity.epoch && acked >= child.resyncEndSeq;
+            await this.d.orm
+              .update(children)
+              .set({ ackedSeq: acked, filesPending: pending, lastSeenAt: Date.now(), ...(settled ? { forceResync: 0, resyncEndSeq: null } : {}) })
+              .where(eq(children.id, child.id));
             cb(null, {});
           })
           .catch((err) => cb(toStatus(err)));
@@ -308,6 +316,7 @@ export class ReplicationParent {
           protocolVersion: version,
           ackedSeq: 0,
           forceResync: 1,
+          resyncEndSeq: null,
           createdAt: now,
           certSerial: signed?.serial ?? null,
         })
@@ -319,6 +328,7 @@ export class ReplicationParent {
             languages: languages.join(','),
             removedAt: null,
             forceResync: 1,
+            resyncEndSeq: null,
             ackedSeq: 0,
             certSerial: signed?.serial ?? null,
           },

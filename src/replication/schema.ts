@@ -29,7 +29,10 @@ export const children = sqliteTable('children', {
   filesPending: integer('files_pending').notNull().default(0),
   lastSeenAt: integer('last_seen_at'),
   lastError: text('last_error'),
+  /** A complete resync is owed: set for a new child, on request, and whenever one starts; cleared only by the child's ack of its end. */
   forceResync: integer('force_resync').notNull(),
+  /** The cursor the owed resync's end brings the child to, once sent: an ack of it (in this node's epoch) settles the resync. */
+  resyncEndSeq: integer('resync_end_seq'),
   /** Replication rules for this child (JSON, see ReplicationRules): what it gets and when. */
   rules: text('rules').notNull().default('{}'),
   createdAt: integer('created_at').notNull(),

@@ -84,8 +84,13 @@ export class Streams {
     private readonly events: EventEmitter,
     private readonly epoch: string,
     private readonly logger: Logger,
-    /** A complete resync was sent whole: the child's request for one is settled. */
-    private readonly onResynced: (childId: string) => Promise<void>,
+    /**
+     * A complete resync is owed to the child (recorded as it starts, `endSeq` null) and
+     * its end will bring it to `endSeq` (recorded before the end is sent): only the
+     * child's ack of that cursor settles it, so a child cut off anywhere before it has
+     * applied the end gets the complete resync again, whatever cursor it claims.
+     */
+    private readonly owe: (childId: string, endSeq: number | null) => Promise<void>,
   ) {}
 
   connected(id: string): boolean {
@@ -147,7 +152,7 @@ export class Streams {
       let cursor = sub.cursor;
       let mode: 'tail' | 'resync' | 'backfill' = 'tail';
       let reason = 'up to date from the cursor';
-      if (sub.forceResync) [mode, reason] = ['resync', 'a complete resync was requested (new child, or on demand)'];
+      if (sub.forceResync) [mode, reason] = ['resync', 'a complete resync is owed (a new child, one requested, or one not acknowledged whole)'];
       else if (sub.epoch !== this.epoch) [mode, reason] = ['resync', sub.epoch ? `unknown epoch ${sub.epoch}` : 'no cursor yet'];
       else if (cursor > head) [mode, reason] = ['resync', `cursor ${cursor} is ahead of this node's log (${head})`];
       else if (min > 0 && cursor < min - 1) [mode, reason] = ['resync', `cursor ${cursor} is older than the log keeps (from ${min})`];
@@ -165,6 +170,7 @@ export class Streams {
       if (mode === 'resync') {
         // The snapshot of this language set, shared with every child that has it; the
         // child's cursor is the head it was cut at, and the tail sends what came since.
+        await this.owe(sub.id, null);
         const shared = await this.snapshots.acquire(languages, rules.catalog, sub.snapshotForm);
         try {
           await gate();
@@ -177,9 +183,9 @@ export class Streams {
         } finally {
           this.snapshots.release(shared);
         }
+        await this.owe(sub.id, cursor);
         // Without the catalog, the child's updates are left as they are (not swept).
         await this.#send(call, { resync_end: { cursor, full: rules.catalog } });
-        await this.onResynced(sub.id);
       } else if (mode === 'backfill') {
         // What the language change moves, kind by kind.
         await gate();

@@ -189,8 +189,9 @@ t.test('a child behind what the compacted log keeps gets a complete resync', asy
   let kid = await node(t, dir, keys, 'kid', 'en', root);
   await waitFor(async () => {
     const up = (await api(kid.url, T, '/api/v1/hierarchy')).body.upstream;
-    return (await liveCount(kid)) === 3 && up.cursor > 0 && !up.resyncing;
-  }, 'kid synced (its resync ended)');
+    const owed = (await api(root.url, T, '/api/v1/hierarchy')).body.children[0]?.resyncOwed;
+    return (await liveCount(kid)) === 3 && up.cursor > 0 && !up.resyncing && owed === false;
+  }, 'kid synced (its resync ended, and acknowledged)');
   kid.child.kill('SIGTERM');
   await kid.exited;
   // 40 new updates while the child is away: the log keeps only the last 10 entries.

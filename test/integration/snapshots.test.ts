@@ -39,8 +39,10 @@ function resync(client: any, md: grpc.Metadata, id: string, languages: string[],
   );
   const updates: string[] = [];
   let batches = 0;
+  let epoch = '';
   const done = new Promise<{ updates: string[]; cursor: number }>((resolve, reject) => {
     call.on('data', (m: ReceivedMessage) => {
+      if (m.hello) epoch = m.hello.epoch;
       if (m.batch) {
         batches++;
         for (const c of m.batch.changes) if (c.kind === 'update') updates.push(c.key);
@@ -49,7 +51,11 @@ function resync(client: any, md: grpc.Metadata, id: string, languages: string[],
       }
       if (m.resync_end) {
         call.cancel();
-        resolve({ updates: updates.sort(), cursor: Number(m.resync_end.cursor) });
+        // Applied: acknowledged as a child does (the resync is owed until then).
+        const cursor = Number(m.resync_end.cursor);
+        client.Ack({ node_id: id, cursor, files_pending: 0, epoch }, md, (err: Error | null) =>
+          err ? reject(err) : resolve({ updates: updates.sort(), cursor }),
+        );
       }
     });
     call.on('error', (err: grpc.ServiceError) => (err.code === grpc.status.CANCELLED ? undefined : reject(err)));

@@ -61,7 +61,14 @@ export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
                 node: z.looseObject({ id: z.string(), name: z.string(), role: z.string() }),
                 upstream: z.looseObject({ connected: z.boolean(), cursor: z.number() }).nullable(),
                 children: z.array(
-                  z.looseObject({ id: z.string(), name: z.string(), connected: z.boolean(), cursor: z.number(), languages: z.array(z.string()) }),
+                  z.looseObject({
+                    id: z.string(),
+                    name: z.string(),
+                    connected: z.boolean(),
+                    cursor: z.number(),
+                    languages: z.array(z.string()),
+                    resyncOwed: z.boolean().describe('A complete resync is owed to the child until it acknowledges its end'),
+                  }),
                 ),
               }),
             },

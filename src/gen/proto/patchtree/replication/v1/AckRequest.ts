@@ -7,10 +7,18 @@ export interface AckRequest {
   'node_id'?: (string);
   'cursor'?: (number | string | Long);
   'files_pending'?: (number | string | Long);
+  /**
+   * the parent epoch the cursor belongs to (a resync's end is settled by its ack)
+   */
+  'epoch'?: (string);
 }
 
 export interface AckRequest__Output {
   'node_id': (string);
   'cursor': (string);
   'files_pending': (string);
+  /**
+   * the parent epoch the cursor belongs to (a resync's end is settled by its ack)
+   */
+  'epoch': (string);
 }

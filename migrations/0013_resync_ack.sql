@@ -1,0 +1,1 @@
+ALTER TABLE `children` ADD `resync_end_seq` integer;
