@@ -185,12 +185,14 @@ export class ReplicaWriter {
   /**
    * Writes an update as the parent sent it (files already filtered to this node's
    * subtree). Skipped when this node holds a newer revision: replays after a
-   * snapshot may carry older states, and the newest must win. `knownAbsent`: the
-   * caller knows this node has no row for it (no lookup).
+   * snapshot may carry older states, and the newest must win; except in a complete
+   * resync (`exact`), whose snapshot is the parent's state as it is: one restored from
+   * an older backup holds older revisions, and its children follow it. `knownAbsent`:
+   * the caller knows this node has no row for it (no lookup).
    */
-  upsert(p: UpdatePayload, now: number, knownAbsent = false): boolean {
+  upsert(p: UpdatePayload, now: number, knownAbsent = false, exact = false): boolean {
     const cur = knownAbsent ? undefined : this.current(p.id);
-    if (cur && cur.revision > p.revision) return false;
+    if (cur && cur.revision > p.revision && !exact) return false;
     const { expired, origin, releaseVersion, firstVersion, customSeverity: _level, contentHash: hash, ...line } = p;
     // The origin's hash when the parent sends it (it describes the whole line, not
     // the files this subtree receives); computed here from an older parent's payload.

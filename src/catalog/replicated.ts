@@ -92,7 +92,7 @@ class UpdateApplier implements KindApplier {
       flush();
       if (c.op === 'upsert') {
         const p = JSON.parse(c.payload.toString()) as UpdatePayload;
-        if (this.#w.upsert(p, tx.now, fresh)) {
+        if (this.#w.upsert(p, tx.now, fresh, tx.fullResync)) {
           tx.applied.push({ kind: 'update', key: p.id, op: 'upsert', revision: p.revision });
           // A state entry (no payload): this node's children are sent the row as it is then.
           tx.log({ kind: 'update', key: p.id, op: 'upsert', languages: updateLanguages(p).join(','), payload: '' });

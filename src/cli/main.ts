@@ -21,6 +21,8 @@ Usage:
   patchtree simulate --server URL --enrollment-token T --computers N [--seed S] [--concurrency C] [--prefix P]
   patchtree agent run|status|task|log|clear-retries|update-data ...   the agent (patchtree agent help)
   patchtree demo [--keep] [--computers N]   a root and three sites on this machine, with simulated computers
+  patchtree backup --data DIR --out FILE [--with-content]   a consistent copy of a node's data folder (running or not)
+  patchtree restore --from FILE --data DIR  a backup into a new data folder (the node's children then resync)
   patchtree --version`;
 
 /** Flags that take several values in a row (`--cvrf a.xml b.xml`), as well as repeated. */
@@ -251,6 +253,46 @@ async function simulateCmd(args: string[]): Promise<number> {
   return r.failed > 0 ? 1 : 0;
 }
 
+const BACKUP_HELP = `patchtree backup --data DIR --out FILE [--with-content]
+
+A consistent copy of a node's data folder, taken while the node runs (SQLite's VACUUM
+INTO) or not: the database, keys, tokens and TLS material, and with --with-content the
+verified update files. FILE is a gzip'd tar with a manifest of every file's SHA-256.
+
+  --data DIR        the node's data folder (its --data)
+  --out FILE        the backup to write (must not exist; mode 0600: it holds the node's keys)
+  --with-content    also the content store (update files; else they are downloaded again)`;
+
+const RESTORE_HELP = `patchtree restore --from FILE --data DIR
+
+Restores a backup into DIR, which must be new or empty; every file is checked against the
+backup's manifest first. The node keeps its id, keys and credentials, so its children and
+agents reconnect; it gets a new change-log epoch, so its children resync completely from
+what it holds. Start it with \`patchtree serve --data DIR\` and the flags it had.
+
+  --from FILE       a file made by patchtree backup
+  --data DIR        the data folder to create`;
+
+async function backupCmd(command: 'backup' | 'restore', args: string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(command === 'backup' ? BACKUP_HELP : RESTORE_HELP);
+    return 0;
+  }
+  const { backup, restore } = await import('../node/backup.js');
+  if (command === 'backup') {
+    const { values } = parseArgs({ args, options: { data: { type: 'string' }, out: { type: 'string' }, 'with-content': { type: 'boolean' } }, strict: true });
+    if (!values.data) fail('--data DIR is required (patchtree backup --help)');
+    if (!values.out) fail('--out FILE is required (patchtree backup --help)');
+    console.log(JSON.stringify(await backup({ data: values.data, out: values.out, withContent: Boolean(values['with-content']) }), null, 2));
+    return 0;
+  }
+  const { values } = parseArgs({ args, options: { from: { type: 'string' }, data: { type: 'string' } }, strict: true });
+  if (!values.from) fail('--from FILE is required (patchtree restore --help)');
+  if (!values.data) fail('--data DIR is required (patchtree restore --help)');
+  console.log(JSON.stringify(await restore({ from: values.from, data: values.data }), null, 2));
+  return 0;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -267,6 +309,9 @@ export async function main(argv: string[]): Promise<number> {
         return await simulateCmd(rest);
       case 'agent':
         return await (await import('../agent/cli.js')).agentCli(rest, VERSION);
+      case 'backup':
+      case 'restore':
+        return await backupCmd(command, rest);
       case 'demo': {
         const { values } = parseArgs({ args: rest, options: { keep: { type: 'boolean' }, computers: { type: 'string' } }, strict: true });
         const computers = values.computers === undefined ? 200 : Number(values.computers);
