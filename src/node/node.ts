@@ -37,6 +37,7 @@ import { Rollup } from '../reports/rollup.js';
 import { TreeViews } from '../reports/tree.js';
 import { Freshness } from '../freshness/freshness.js';
 import { fileClock, systemClock } from '../lib/clock.js';
+import { putOffCatalogWork } from './catalog-work.js';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -263,7 +264,14 @@ export class PatchtreeNode {
         }
       });
     });
-    let putOffSince = 0; // when the catalog work batches call for was first put off (0: none is)
+    const catalogWork = putOffCatalogWork(
+      () => ({ resyncing: child?.resyncing ?? false, catchingUp: child?.catchingUp ?? false }),
+      () => {
+        assessment.assessor.catalogChanged();
+        delivery.catalogChanged();
+        reconcileSoon();
+      },
+    );
     events.on('replicated', (changed, applied) => {
       parent.notify();
       for (const a of applied) if (a.kind === 'policy') delivery.engine.policyChanged(a.key);
@@ -271,21 +279,7 @@ export class PatchtreeNode {
         rollup.markChanged();
         compactSoon();
       }
-      if (changed === 0 && !putOffSince) return;
-      // During a complete resync (its end calls here too) or while the parent has more
-      // behind the batch (an import on its way down), the catalog is about to change
-      // again: assessment, delivery and the content reconcile wait, so that each index
-      // is brought up to date once, not once a batch; a catch-up at most
-      // CATALOG_WORK_MAX_DELAY_MS, so a node far behind keeps its results fresh.
-      const busy = child?.resyncing || child?.catchingUp;
-      if (child?.resyncing || (busy && (!putOffSince || Date.now() - putOffSince < CATALOG_WORK_MAX_DELAY_MS))) {
-        putOffSince ||= Date.now();
-        return;
-      }
-      putOffSince = busy ? Date.now() : 0;
-      assessment.assessor.catalogChanged();
-      delivery.catalogChanged();
-      reconcileSoon();
+      catalogWork(changed);
     });
     events.on('upstream-connected', () => void content.downloader.retryDeferred().catch((err) => log.error({ err }, 'retrying deferred downloads failed')));
     events.on('assessed', (ids) => {
@@ -436,7 +430,6 @@ export class PatchtreeNode {
   }
 }
 
-const CATALOG_WORK_MAX_DELAY_MS = 10_000; // the longest a child's catch-up puts off assessing what changed
 /** Listens with the node's HTTP timeouts: none for a request (large catalog uploads on slow links), a minute for headers. */
 async function listen<S extends Server | HttpsServer>(server: S, port: number, host: string): Promise<S> {
   server.requestTimeout = 0;

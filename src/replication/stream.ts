@@ -239,7 +239,9 @@ export class Streams {
     const cached = this.#pages.get(key);
     if (cached) return cached;
     const made = (async () => {
-      const rows = await changelog.after(this.source.reads, cursor, BATCH);
+      // One entry more than a page: whether more waits behind it.
+      const read = await changelog.after(this.source.reads, cursor, BATCH + 1);
+      const rows = read.slice(0, BATCH);
       if (!rows.length) return null;
       const next = rows[rows.length - 1]!.seq;
       this.tailPagesBuilt++;
@@ -247,8 +249,8 @@ export class Streams {
         rows.filter((r) => this.kinds.sends(r, sub.languages, sub.rules.catalog)),
         sub.languages,
       );
-      // A whole page: more is waiting behind it (the child is catching up).
-      return { bytes: this.encode({ batch: { changes, cursor: next, snapshot: false, more: rows.length === BATCH } }), next };
+      // More waiting behind the page: the child is catching up.
+      return { bytes: this.encode({ batch: { changes, cursor: next, snapshot: false, more: read.length > BATCH } }), next };
     })();
     this.#pages.set(key, made);
     // Nothing at the head yet, or a failure: not kept. Else the newest TAIL_PAGES pages are.
