@@ -9,7 +9,7 @@ import { languageMatchSql } from '../lib/languages.js';
  * exactly the rows the replicated payloads of catalog/replica.ts would make on the
  * child (the same files in the same positions, the same JSON text, languages from
  * the files sent, the custom severity by its level key), so the two paths give a
- * child the same data (test/integration/snapshot-file.test.ts compares them).
+ * child the same data (test/e2e/snapshot-file.test.ts compares them).
  */
 
 /** The file's layout; a child refuses another (and asks for rows instead). */
