@@ -216,6 +216,16 @@ export class Snapshots {
    */
   async #file(s: Snapshot, k: ReplicatedKind, languages: readonly string[], append: (msg: ServerMessage) => Promise<void>): Promise<void> {
     const file = `${s.file}.${k.kind}.db`;
+    try {
+      await this.#buildFile(file, k, languages);
+      await this.#pieces(file, k, append);
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  /** The kind's file, built by SQLite from this node's database (synchronous: about 0.8 s for 100,000 updates). */
+  async #buildFile(file: string, k: ReplicatedKind, languages: readonly string[]): Promise<void> {
     const db = openNative(this.dbFile!);
     try {
       db.prepare('ATTACH ? AS snapshot_file').run(file);
@@ -233,6 +243,10 @@ export class Snapshots {
     } finally {
       db.close();
     }
+  }
+
+  /** The file in pieces, each compressed on zlib's threads, appended in order; the last says the file's size and SHA-256. */
+  async #pieces(file: string, k: ReplicatedKind, append: (msg: ServerMessage) => Promise<void>): Promise<void> {
     const fh = await open(file, 'r');
     try {
       const size = (await stat(file)).size;
@@ -255,7 +269,6 @@ export class Snapshots {
       }
     } finally {
       await fh.close();
-      await rm(file, { force: true });
     }
   }
 
