@@ -1,11 +1,12 @@
-import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { chmod, cp, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import * as tar from 'tar';
 import Database from 'libsql';
 import { BUSY_TIMEOUT_MS } from '../db/native.js';
 import { AppError } from '../lib/errors.js';
+import { sha256File } from '../catalog/signing.js';
 
 /**
  * Backup and restore of a node's data folder (`patchtree backup`, `patchtree restore`;
@@ -31,12 +32,6 @@ interface Manifest {
   node: { id: string; epoch: string };
   content: boolean;
   files: { path: string; size: number; sha256: string }[];
-}
-
-async function sha256File(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
 }
 
 /** Every file under `dir`, as paths relative to `root`. */
