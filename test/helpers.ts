@@ -351,6 +351,18 @@ export async function joinRaw(t: T, node: RunningNode, child: { id: string; name
   return { client, md };
 }
 
+/** Acknowledges `cursor` in `epoch` as a child does once it has applied it (a complete resync's end is owed until then). */
+export function ackRaw(client: any, md: grpc.Metadata, ack: { id: string; cursor: number; epoch: string }): Promise<void> {
+  return new Promise((resolve, reject) =>
+    client.Ack({ node_id: ack.id, cursor: ack.cursor, files_pending: 0, epoch: ack.epoch }, md, (err: Error | null) => (err ? reject(err) : resolve())),
+  );
+}
+
+/** id:revision of every update a node holds, expired ones included, sorted: equal on two nodes means no gap and no duplicate. */
+export async function fingerprint(n: { url: string }): Promise<string[]> {
+  return (await listAll(n.url, ADMIN_TOKEN, '/api/v1/updates?expired=any', 1000)).map((u) => `${u.id}:${u.revision}`).sort();
+}
+
 /** Signs in to a node's console with an API token; the session cookie (`name=value`) for later requests. */
 export async function consoleCookie(url: string, token: string): Promise<string> {
   const res = await fetch(`${url}/sign-in`, { method: 'POST', redirect: 'manual', body: new URLSearchParams({ token, next: '/' }) });

@@ -13,7 +13,7 @@ import {
   ADMIN_TOKEN as T,
   api,
   header,
-  listAll,
+  fingerprint,
   makeKeys,
   runCli,
   sampleUpdate,
@@ -25,8 +25,6 @@ import {
   type NodeProcess,
 } from '../helpers.js';
 import { waitFor } from '../vendor.js';
-
-const fingerprint = async (n: NodeProcess) => (await listAll(n.url, T, '/api/v1/updates?expired=any', 1000)).map((u) => `${u.id}:${u.revision}`).sort();
 
 async function catalog(dir: string, keys: Keys, version: string, count: number, day: number) {
   const updates = Array.from({ length: count }, (_, i) => sampleUpdate(i + 1, { title: `${version} ${i + 1}`, files: [] }));

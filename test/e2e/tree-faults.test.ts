@@ -3,7 +3,7 @@ import {
   api,
   ADMIN_TOKEN,
   header,
-  listAll,
+  fingerprint,
   makeKeys,
   sampleUpdate,
   tempDir,
@@ -25,11 +25,6 @@ const node = treeNode;
 async function liveCount(n: NodeProcess): Promise<number> {
   const text = await (await fetch(`${n.url}/metrics`)).text();
   return Number(/patchtree_catalog_updates\{state="live"\} (\d+)/.exec(text)?.[1] ?? -1);
-}
-
-/** id:revision of every update, in order: equal on two nodes means no gap and no duplicate. */
-async function fingerprint(n: NodeProcess): Promise<string[]> {
-  return (await listAll(n.url, T, '/api/v1/updates?expired=any', 1000)).map((u) => `${u.id}:${u.revision}`).sort();
 }
 
 async function importGenerated(dir: string, keys: Keys, root: NodeProcess, version: string, day: number, title: string) {

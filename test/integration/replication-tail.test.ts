@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
-import { ADMIN_TOKEN as T, header, joinRaw, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog } from '../helpers.js';
+import { ADMIN_TOKEN as T, ackRaw, header, joinRaw, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog } from '../helpers.js';
 import { PROTOCOL_VERSION, type ReceivedMessage, type WireChange } from '../../src/replication/protocol.js';
 import type { CatalogUpdate } from '../../src/catalog/format.js';
 
@@ -91,9 +91,7 @@ t.test('snapshot and tail: filtered by language, state entries sent as the updat
   t.match(one, { id: 'test-1', revision: 1, expired: false, releaseVersion: 'v1', firstVersion: 'v1', customSeverity: null, contentHash: /^[0-9a-f]{64}$/ });
   t.same(parse(updatesOf(snap)[1]!).files, []);
   // Applied: acknowledged as a child does (the complete resync is owed until then).
-  await new Promise<void>((resolve, reject) =>
-    client.Ack({ node_id: CHILD, cursor: snap.end, files_pending: 0, epoch: snap.hello.epoch }, md, (err: Error | null) => (err ? reject(err) : resolve())),
-  );
+  await ackRaw(client, md, { id: CHILD, cursor: snap.end!, epoch: snap.hello.epoch });
 
   // Two releases while the child is away: test-1 changes twice, test-3 leaves (expires), test-4 arrives.
   await upload('v2', 2, [{ ...de(1), title: 'second' }, frOnly(2), de(4)]);

@@ -8,7 +8,7 @@
  */
 import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
-import { ADMIN_TOKEN as T, api, header, joinRaw, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog } from '../helpers.js';
+import { ADMIN_TOKEN as T, ackRaw, api, header, joinRaw, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog } from '../helpers.js';
 import { PROTOCOL_VERSION, type ReceivedMessage } from '../../src/replication/protocol.js';
 
 const ID = '00000000-0000-4000-8000-0000000000c1';
@@ -41,11 +41,7 @@ function subscribe(client: any, md: grpc.Metadata, epoch: string, cursor: number
   });
 }
 
-function ack(client: any, md: grpc.Metadata, cursor: number, epoch: string): Promise<void> {
-  return new Promise((resolve, reject) =>
-    client.Ack({ node_id: ID, cursor, files_pending: 0, epoch }, md, (err: Error | null) => (err ? reject(err) : resolve())),
-  );
-}
+const ack = (client: any, md: grpc.Metadata, cursor: number, epoch: string) => ackRaw(client, md, { id: ID, cursor, epoch });
 
 t.test('a complete resync is owed until the child acks its end', async (t) => {
   const dir = await tempDir(t);

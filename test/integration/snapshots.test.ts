@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
-import { ADMIN_TOKEN as T, api, header, joinRaw, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog } from '../helpers.js';
+import { ADMIN_TOKEN as T, ackRaw, api, header, joinRaw, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog } from '../helpers.js';
 import { PROTOCOL_VERSION, type ReceivedMessage } from '../../src/replication/protocol.js';
 import type { CatalogUpdate } from '../../src/catalog/format.js';
 
@@ -53,9 +53,7 @@ function resync(client: any, md: grpc.Metadata, id: string, languages: string[],
         call.cancel();
         // Applied: acknowledged as a child does (the resync is owed until then).
         const cursor = Number(m.resync_end.cursor);
-        client.Ack({ node_id: id, cursor, files_pending: 0, epoch }, md, (err: Error | null) =>
-          err ? reject(err) : resolve({ updates: updates.sort(), cursor }),
-        );
+        ackRaw(client, md, { id, cursor, epoch }).then(() => resolve({ updates: updates.sort(), cursor }), reject);
       }
     });
     call.on('error', (err: grpc.ServiceError) => (err.code === grpc.status.CANCELLED ? undefined : reject(err)));
