@@ -232,8 +232,9 @@ export class ReplicationParent {
             if (check.nodeId('node_id', call.request.node_id) !== child.id) throw new AppError('forbidden', 'node_id: the credential belongs to another node');
             const acked = check.cursor('cursor', call.request.cursor, await this.headSeq());
             const pending = check.count('files_pending', call.request.files_pending, 2 ** 31);
+            const epoch = check.text('epoch', call.request.epoch, 100);
             // The child applied the owed resync's end: settled (an ack of an older epoch's cursor is not).
-            const settled = child.resyncEndSeq !== null && call.request.epoch === this.d.identity.epoch && acked >= child.resyncEndSeq;
+            const settled = child.resyncEndSeq !== null && epoch === this.d.identity.epoch && acked >= child.resyncEndSeq;
             await this.d.orm
               .update(children)
               .set({ ackedSeq: acked, filesPending: pending, lastSeenAt: Date.now(), ...(settled ? { forceResync: 0, resyncEndSeq: null } : {}) })

@@ -68,6 +68,7 @@ t.test('a complete resync is owed until the child acks its end', async (t) => {
   t.equal(third.mode, 'resync', 'claiming the end cursor without having acked it: a complete resync again');
 
   // An ack of another epoch, or of a cursor short of the end, settles nothing.
+  await t.rejects(ack(client, md, third.end!, 'x'.repeat(101)), { code: grpc.status.INVALID_ARGUMENT }, 'an epoch of over 100 characters is refused');
   await ack(client, md, third.end!, 'some-other-epoch');
   t.equal(await owed(), true, 'an ack in another epoch does not settle it');
   await ack(client, md, third.end! - 1, third.epoch);
