@@ -21,7 +21,7 @@ import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import { languageMatches } from '../src/lib/languages.js';
 import { generate, LANGS } from './catalog-import.js';
-import { auth, importCatalog, restartNode, runBench, startNode, stopBenchProcesses, vmHwmMB, type Node } from './util.js';
+import { auth, cpuSeconds, importCatalog, restartNode, runBench, startNode, stopBenchProcesses, vmHwmMB, type Node } from './util.js';
 
 const { values } = parseArgs({
   options: { depth: { type: 'string', default: '5' }, nodes: { type: 'string', default: '30' }, updates: { type: 'string', default: '20000' } },
@@ -179,6 +179,16 @@ runBench(async () => {
     console.log(
       `1. import at the root -> every node holds its languages' ${m} updates: ${(slowest[1] / 1000).toFixed(1)} s (slowest ${slowest[0]}, level ${sites.find((s) => s.name === slowest[0])!.level}) (goal <= 30 s)`,
     );
+    const role = (s: Site) => (s === root ? 'root' : s.children.length ? 'mid-tier' : 'leaf');
+    const perRole = async (f: (pid: number) => Promise<number>) => {
+      const by = new Map<string, number[]>();
+      for (const s of sites) by.set(role(s), [...(by.get(role(s)) ?? []), await f(s.node!.pid)]);
+      return by;
+    };
+    const cpu = await perRole(cpuSeconds);
+    console.log(
+      `   CPU used since start: ${[...cpu].map(([r, xs]) => `${r} mean ${(xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(1)} s`).join(', ')}; all nodes ${[...cpu.values()].flat().reduce((a, b) => a + b, 0).toFixed(0)} s`,
+    );
     const levelNos = [...new Set(sites.map((s) => s.level))].sort((a, b) => a - b);
     console.log(
       `   each level's last node: ${levelNos.map((l) => `level ${l} ${(Math.max(...sites.filter((s) => s.level === l).map((s) => done.get(s.name)!)) / 1000).toFixed(1)} s`).join(', ')}`,
@@ -202,9 +212,7 @@ runBench(async () => {
     );
 
     // Peak RSS per role.
-    const role = (s: Site) => (s === root ? 'root' : s.children.length ? 'mid-tier' : 'leaf');
-    const rss = new Map<string, number[]>();
-    for (const s of sites) rss.set(role(s), [...(rss.get(role(s)) ?? []), await vmHwmMB(s.node!.pid)]);
+    const rss = await perRole(vmHwmMB);
     console.log(
       `3. peak RSS: ${[...rss].map(([r, xs]) => `${r} max ${Math.max(...xs)} MB, mean ${Math.round(xs.reduce((a, b) => a + b, 0) / xs.length)} MB (${xs.length})`).join('; ')}`,
     );
