@@ -13,7 +13,6 @@
  *   node dist/bench/tree-scale.js [--depth 5] [--nodes 30] [--updates 20000]
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -21,7 +20,7 @@ import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import { languageMatches } from '../src/lib/languages.js';
 import { generate, LANGS } from './catalog-import.js';
-import { auth, cpuSeconds, importCatalog, restartNode, runBench, startNode, stopBenchProcesses, vmHwmMB, type Node } from './util.js';
+import { auth, cpuSeconds, freePort, importCatalog, restartNode, runBench, startNode, stopBenchProcesses, vmHwmMB, type Node } from './util.js';
 
 const { values } = parseArgs({
   options: { depth: { type: 'string', default: '5' }, nodes: { type: 'string', default: '30' }, updates: { type: 'string', default: '20000' } },
@@ -42,24 +41,6 @@ interface Site {
   children: Site[];
   node?: Node;
   grpcPort: number;
-}
-
-/**
- * A free port below the kernel's ephemeral range (32768 and up on Linux), so that no
- * outgoing connection of the 30 processes takes it between now and the node's start
- * (or its restart after a kill).
- */
-let nextPort = 20_000 + Math.floor(Math.random() * 10_000);
-async function freePort(): Promise<number> {
-  for (;;) {
-    const port = nextPort++;
-    const free = await new Promise<boolean>((resolve) => {
-      const s = createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    if (free) return port;
-  }
 }
 
 /** The languages of a site and every site below it. */
@@ -187,7 +168,12 @@ runBench(async () => {
     };
     const cpu = await perRole(cpuSeconds);
     console.log(
-      `   CPU used since start: ${[...cpu].map(([r, xs]) => `${r} mean ${(xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(1)} s`).join(', ')}; all nodes ${[...cpu.values()].flat().reduce((a, b) => a + b, 0).toFixed(0)} s`,
+      `   CPU used since start: ${[...cpu].map(([r, xs]) => `${r} mean ${(xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(1)} s`).join(', ')}; all nodes ${[
+        ...cpu.values(),
+      ]
+        .flat()
+        .reduce((a, b) => a + b, 0)
+        .toFixed(0)} s`,
     );
     const levelNos = [...new Set(sites.map((s) => s.level))].sort((a, b) => a - b);
     console.log(

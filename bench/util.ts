@@ -2,9 +2,28 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+
+/**
+ * A free port below the kernel's ephemeral range (32768 and up on Linux), so that no
+ * outgoing connection of a bench's processes takes it between now and a node's start
+ * (or its restart after a kill).
+ */
+let nextPort = 20_000 + Math.floor(Math.random() * 10_000);
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = nextPort++;
+    const free = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+}
 
 /** CPU time (user + system) a process has used so far, in seconds, from /proc. */
 export async function cpuSeconds(pid: number): Promise<number> {
@@ -41,7 +60,7 @@ export interface Node {
  * `upstream` when given. BENCH_PROFILE_DIR=dir writes a CPU profile of it there;
  * BENCH_LOG_DIR=dir keeps its log there.
  */
-export async function startNode(dir: string, name: string, pub: string, upstream?: Node, extra: string[] = []): Promise<Node> {
+export async function startNode(dir: string, name: string, pub: string, upstream?: Pick<Node, 'url' | 'grpc'>, extra: string[] = []): Promise<Node> {
   const args = [
     join(ROOT, 'bin', 'patchtree.js'),
     'serve',
