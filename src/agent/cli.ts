@@ -1,6 +1,7 @@
 import { existsSync, statSync, watch } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
+import { closest, parseCommand, usageOf, UsageError, wantsHelp, type Command, type Options } from '../lib/args.js';
+import { AGENT_USAGE, CLEAR_RETRIES_HELP, LOG_HELP, RUN_HELP, STATUS_HELP, TASK_HELP, UPDATE_DATA_HELP } from './cli-help.js';
 import { Agent, TASKS } from './agent.js';
 import { controlRequest, NotRunning, Refused } from './control.js';
 import { inventoryProvider } from './inventory.js';
@@ -9,20 +10,6 @@ import { AgentStore, readCredentials } from './store.js';
 import { fetchTrusting, readPinnedCa } from './trust.js';
 import { updateStatuses, type Progress, type UpdateStatus } from './status.js';
 import type { Assignments } from '../agent-api/assignments.js';
-
-export const AGENT_USAGE = `patchtree agent: the software update agent of a managed computer
-
-  patchtree agent run --server https://HOST:8443 --state DIR [--enrollment-token T] [--inventory file:PATH|windows] [--insecure]
-                      [--name NAME] [--interval SECONDS] [--install-timeout SECONDS]
-  patchtree agent status --state DIR [--json]
-  patchtree agent task list --state DIR
-  patchtree agent task run NAME --state DIR
-  patchtree agent task stop --state DIR
-  patchtree agent log --state DIR [--follow] [--clear]
-  patchtree agent clear-retries --state DIR
-  patchtree agent update-data --state DIR`;
-
-class UsageError extends Error {}
 
 /** The package version, read without loading the server's modules. */
 export async function agentVersion(): Promise<string> {
@@ -42,10 +29,25 @@ function int(v: string | undefined, flag: string, def: number, min: number, max:
 }
 
 /** `patchtree agent ...`; returns the exit code. */
+export { AGENT_USAGE };
+
+/** Parses a subcommand's arguments (null: its help was printed). */
+function parse<O extends Options>(name: string, help: string, options: O, args: readonly string[], positionals = false) {
+  const cmd: Command<O> = { name: `patchtree agent ${name}`, help, options, positionals };
+  return parseCommand(cmd, args);
+}
+
+const SUBCOMMANDS = ['run', 'status', 'task', 'log', 'clear-retries', 'update-data', 'help'];
+
 export async function agentCli(args: string[], version: string): Promise<number> {
   const [sub, ...rest] = args;
   try {
     switch (sub) {
+      case 'help':
+      case '--help':
+      case '-h':
+        console.log(AGENT_USAGE);
+        return 0;
       case 'run':
         return await run(rest, version);
       case 'status':
@@ -57,14 +59,18 @@ export async function agentCli(args: string[], version: string): Promise<number>
       case 'clear-retries':
         return await clearRetries(rest);
       case 'update-data': {
-        const { values } = parseArgs({ args: rest, options: { state: { type: 'string' } }, strict: true });
+        const a = parse('update-data', UPDATE_DATA_HELP, { state: { type: 'string' } }, rest);
+        if (!a) return 0;
+        const { values } = a;
         const r = await controlRequest(need(values.state, '--state'), { cmd: 'update-data' });
         console.log(JSON.stringify(r, null, 2));
         return 0;
       }
-      default:
-        console.error(AGENT_USAGE);
+      default: {
+        const near = sub === undefined ? null : closest(sub, SUBCOMMANDS);
+        console.error(`${sub === undefined ? '' : `unknown command "agent ${sub}"${near ? `; did you mean "${near}"?` : ''}\n\n`}${AGENT_USAGE}`);
         return 2;
+      }
     }
   } catch (err) {
     if (err instanceof UsageError || err instanceof NotRunning || err instanceof Refused) {
@@ -72,7 +78,7 @@ export async function agentCli(args: string[], version: string): Promise<number>
       return 2;
     }
     if (err instanceof TypeError && String((err as { code?: string }).code ?? '').startsWith('ERR_PARSE_ARGS')) {
-      console.error(`patchtree agent: ${err.message}`);
+      console.error(`patchtree agent: ${usageOf(err, [], `patchtree agent ${sub}`).message}`);
       return 2;
     }
     console.error(`patchtree agent: ${(err as Error).message}`);
@@ -81,9 +87,10 @@ export async function agentCli(args: string[], version: string): Promise<number>
 }
 
 async function run(args: string[], version: string): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
+  const a = parse(
+    'run',
+    RUN_HELP,
+    {
       server: { type: 'string' },
       state: { type: 'string' },
       'enrollment-token': { type: 'string' },
@@ -93,8 +100,10 @@ async function run(args: string[], version: string): Promise<number> {
       'install-timeout': { type: 'string' },
       insecure: { type: 'boolean' },
     },
-    strict: true,
-  });
+    args,
+  );
+  if (!a) return 0;
+  const { values } = a;
   const state = need(values.state, '--state');
   const creds = readCredentials(state);
   const url = values.server ?? creds?.server;
@@ -137,7 +146,9 @@ async function run(args: string[], version: string): Promise<number> {
 
 /** The running agent's status, or what its state dir says when it is not running. */
 async function status(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { state: { type: 'string' }, json: { type: 'boolean' } }, strict: true });
+  const a = parse('status', STATUS_HELP, { state: { type: 'string' }, json: { type: 'boolean' } }, args);
+  if (!a) return 0;
+  const { values } = a;
   const state = need(values.state, '--state');
   let s: Record<string, unknown>;
   try {
@@ -209,7 +220,16 @@ async function status(args: string[]): Promise<number> {
 
 async function task(args: string[]): Promise<number> {
   const [verb, ...rest] = args;
-  const { values, positionals } = parseArgs({ args: rest, options: { state: { type: 'string' } }, allowPositionals: true, strict: true });
+  if (verb === undefined || wantsHelp([verb])) {
+    if (verb === undefined) throw new UsageError(`give a task command\n\n${TASK_HELP}`);
+    console.log(TASK_HELP);
+    return 0;
+  }
+  const a = parse(`task ${verb}`, TASK_HELP, { state: { type: 'string' } }, rest, true);
+  if (!a) return 0;
+  const { values, positionals } = a;
+  if (!['list', 'run', 'stop'].includes(verb))
+    throw new UsageError(`unknown command "agent task ${verb}": patchtree agent task list | run NAME | stop --state DIR`);
   const state = need(values.state, '--state');
   switch (verb) {
     case 'list': {
@@ -240,7 +260,9 @@ async function task(args: string[]): Promise<number> {
 }
 
 async function log(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { state: { type: 'string' }, follow: { type: 'boolean' }, clear: { type: 'boolean' } }, strict: true });
+  const a = parse('log', LOG_HELP, { state: { type: 'string' }, follow: { type: 'boolean' }, clear: { type: 'boolean' } }, args);
+  if (!a) return 0;
+  const { values } = a;
   const l = new PatchLog(need(values.state, '--state'));
   if (values.clear) {
     l.clear('by user');
@@ -278,7 +300,9 @@ async function log(args: string[]): Promise<number> {
 }
 
 async function clearRetries(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { state: { type: 'string' } }, strict: true });
+  const a = parse('clear-retries', CLEAR_RETRIES_HELP, { state: { type: 'string' } }, args);
+  if (!a) return 0;
+  const { values } = a;
   const state = need(values.state, '--state');
   try {
     const r = await controlRequest<{ cleared: number }>(state, { cmd: 'clear-retries', by: 'by user' });

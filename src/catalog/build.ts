@@ -24,6 +24,8 @@ export interface BuildOptions {
   out: string;
   sign?: string;
   createdAt?: Date;
+  /** Told each step as it starts (a terminal shows it as progress). */
+  onProgress?: (step: string) => void;
 }
 
 export interface BuildSummary {
@@ -125,7 +127,11 @@ export async function buildCatalog(opts: BuildOptions): Promise<BuildSummary> {
   if (opts.cvrf.length === 0 && opts.wsus.length === 0) throw new Error('give at least one --cvrf or --wsus input');
   const fixes = new Map<string, CvrfFix>();
   const skipped = new Map<string, number>();
+  const inputs = opts.cvrf.length + opts.wsus.length;
+  let read = 0;
+  const step = (s: string) => opts.onProgress?.(s);
   for (const f of opts.cvrf) {
+    step(`reading ${f} (${++read} of ${inputs})`);
     const result = await parseInput(f, parseCvrf);
     mergeFixes(fixes, result.fixes);
     for (const [k, n] of result.skipped) skipped.set(k, (skipped.get(k) ?? 0) + n);
@@ -134,11 +140,13 @@ export async function buildCatalog(opts: BuildOptions): Promise<BuildSummary> {
   let skippedFiles = 0;
   let noInstaller = 0;
   for (const f of opts.wsus) {
+    step(`reading ${f} (${++read} of ${inputs})`);
     const result = await parseInput(f, parseWsus);
     wsusUpdates.push(...result.updates);
     skippedFiles += result.skippedFiles;
     noInstaller += result.noInstaller;
   }
+  step('joining the feeds');
   const { updates, joined } = joinFeeds(fixes, wsusUpdates);
   // The same WSUS update may come from two exports: keep the first.
   const unique = new Map<string, CatalogUpdate>();
@@ -156,9 +164,11 @@ export async function buildCatalog(opts: BuildOptions): Promise<BuildSummary> {
     createdAt: (opts.createdAt ?? new Date()).toISOString(),
     updates: sorted.length,
   };
+  step(`writing ${sorted.length} updates to ${opts.out}`);
   await writeCatalog(opts.out, header, sorted);
   let signature: string | null = null;
   if (opts.sign) {
+    step('signing');
     await signFile(opts.out, await loadPrivateKey(opts.sign));
     signature = `${opts.out}.sig`;
   }

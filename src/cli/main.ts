@@ -1,5 +1,3 @@
-import { parseArgs } from 'node:util';
-import { openAsBlob } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { ConfigError, configHelp, loadConfig } from '../node/config.js';
@@ -8,6 +6,22 @@ import { buildCatalog } from '../catalog/build.js';
 import { generateKeys, loadPublicKey, keyIdOf, parseSignature, sha256File, verifySignature } from '../catalog/signing.js';
 import { describeError, AppError } from '../lib/errors.js';
 import { simulate } from '../assessment/simulate.js';
+import { closest, parseCommand, usageOf, UsageError, wantsHelp } from '../lib/args.js';
+import { importCatalog, signCatalog } from './catalog.js';
+import {
+  BACKUP_HELP,
+  CATALOG_BUILD_HELP,
+  CATALOG_HELP,
+  CATALOG_IMPORT_HELP,
+  CATALOG_SIGN_HELP,
+  CATALOG_VERIFY_HELP,
+  CONTENT_HELP,
+  DEMO_HELP,
+  KEYS_HELP,
+  RESTORE_HELP,
+  SIMULATE_HELP,
+} from './help.js';
+import { Progress } from './progress.js';
 
 const USAGE = `patchtree ${VERSION}: patch distribution server
 
@@ -15,6 +29,7 @@ Usage:
   patchtree serve [options]                 run a node (patchtree serve --help lists the options)
   patchtree keys generate --out DIR         make a publisher key pair (publisher.key, publisher.pub)
   patchtree catalog build --cvrf FILE... [--wsus FILE...] --version V --out FILE [--sign KEYFILE] [--publisher NAME]
+  patchtree catalog sign FILE --key KEYFILE         check a catalog made by another tool and sign it
   patchtree catalog verify FILE --key PUBFILE [--signature SIGFILE]
   patchtree catalog import FILE --server URL --token T [--signature SIGFILE]
   patchtree content status --server URL --token T [--watch] [--json]
@@ -23,7 +38,9 @@ Usage:
   patchtree demo [--keep] [--computers N]   a root and three sites on this machine, with simulated computers
   patchtree backup --data DIR --out FILE [--with-content]   a consistent copy of a node's data folder (running or not)
   patchtree restore --from FILE --data DIR  a backup into a new data folder (the node's children then resync)
-  patchtree --version`;
+  patchtree --version
+
+patchtree COMMAND --help says more about each.`;
 
 /** Flags that take several values in a row (`--cvrf a.xml b.xml`), as well as repeated. */
 function expandMulti(args: readonly string[], multi: readonly string[]): string[] {
@@ -43,14 +60,12 @@ function expandMulti(args: readonly string[], multi: readonly string[]): string[
 }
 
 function fail(message: string): never {
-  throw new CliError(message);
+  throw new UsageError(message);
 }
 
-class CliError extends Error {}
-
 async function serve(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    console.log(`patchtree serve [options]\n\n${configHelp()}`);
+  if (wantsHelp(args)) {
+    console.log(`patchtree serve [options]\n\nRuns a node: its HTTP API and console, the agents' API, and gRPC for its children.\n\n${configHelp()}`);
     return 0;
   }
   const config = loadConfig(args);
@@ -73,31 +88,50 @@ async function serve(args: string[]): Promise<number> {
 
 async function keys(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub !== 'generate') fail('usage: patchtree keys generate --out DIR');
-  const { values } = parseArgs({ args: rest, options: { out: { type: 'string' } }, strict: true });
-  if (!values.out) fail('--out DIR is required');
-  const r = await generateKeys(values.out);
+  if (sub === undefined || wantsHelp([sub]) || sub === 'help') return help(KEYS_HELP, sub);
+  if (sub !== 'generate') fail(`unknown command "keys ${sub}": patchtree keys generate --out DIR`);
+  const a = parseCommand({ name: 'patchtree keys generate', help: KEYS_HELP, options: { out: { type: 'string' } } }, rest);
+  if (!a) return 0;
+  if (!a.values.out) fail('--out DIR is required (patchtree keys generate --help)');
+  const r = await generateKeys(a.values.out);
   console.log(JSON.stringify({ privateKey: r.keyFile, publicKey: r.pubFile, keyId: r.keyId }, null, 2));
+  return 0;
+}
+
+/** Prints a group's help: on stdout with exit 0 when asked for, on stderr with exit 2 when no subcommand was given. */
+function help(text: string, asked: string | undefined): number {
+  if (asked === undefined) {
+    console.error(text);
+    return 2;
+  }
+  console.log(text);
   return 0;
 }
 
 async function catalog(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
+  if (sub === undefined || wantsHelp([sub]) || sub === 'help') return help(CATALOG_HELP, sub);
   if (sub === 'build') {
-    const { values } = parseArgs({
-      args: expandMulti(rest, ['--cvrf', '--wsus']),
-      options: {
-        cvrf: { type: 'string', multiple: true },
-        wsus: { type: 'string', multiple: true },
-        version: { type: 'string' },
-        out: { type: 'string' },
-        sign: { type: 'string' },
-        publisher: { type: 'string' },
+    const a = parseCommand(
+      {
+        name: 'patchtree catalog build',
+        help: CATALOG_BUILD_HELP,
+        options: {
+          cvrf: { type: 'string', multiple: true },
+          wsus: { type: 'string', multiple: true },
+          version: { type: 'string' },
+          out: { type: 'string' },
+          sign: { type: 'string' },
+          publisher: { type: 'string' },
+        },
       },
-      strict: true,
-    });
-    if (!values.version) fail('--version V is required');
-    if (!values.out) fail('--out FILE is required');
+      expandMulti(rest, ['--cvrf', '--wsus']),
+    );
+    if (!a) return 0;
+    const { values } = a;
+    const progress = new Progress();
+    if (!values.version) fail('--version V is required (patchtree catalog build --help)');
+    if (!values.out) fail('--out FILE is required (patchtree catalog build --help)');
     const summary = await buildCatalog({
       cvrf: values.cvrf ?? [],
       wsus: values.wsus ?? [],
@@ -105,19 +139,33 @@ async function catalog(args: string[]): Promise<number> {
       out: values.out,
       ...(values.sign ? { sign: values.sign } : {}),
       ...(values.publisher ? { publisher: values.publisher } : {}),
+      onProgress: (step) => progress.show(step, true),
     });
+    progress.done();
     console.log(JSON.stringify(summary, null, 2));
     return 0;
   }
+  if (sub === 'sign') {
+    const a = parseCommand({ name: 'patchtree catalog sign', help: CATALOG_SIGN_HELP, options: { key: { type: 'string' } }, positionals: true }, rest);
+    if (!a) return 0;
+    const file = a.positionals[0] ?? fail('usage: patchtree catalog sign FILE --key KEYFILE');
+    if (!a.values.key) fail('--key KEYFILE is required (patchtree catalog sign --help)');
+    return signCatalog(file, a.values.key);
+  }
   if (sub === 'verify') {
-    const { values, positionals } = parseArgs({
-      args: rest,
-      options: { key: { type: 'string', multiple: true }, signature: { type: 'string' } },
-      strict: true,
-      allowPositionals: true,
-    });
+    const a = parseCommand(
+      {
+        name: 'patchtree catalog verify',
+        help: CATALOG_VERIFY_HELP,
+        options: { key: { type: 'string', multiple: true }, signature: { type: 'string' } },
+        positionals: true,
+      },
+      rest,
+    );
+    if (!a) return 0;
+    const { values, positionals } = a;
     const file = positionals[0] ?? fail('usage: patchtree catalog verify FILE --key PUBFILE');
-    if (!values.key?.length) fail('--key PUBFILE is required');
+    if (!values.key?.length) fail('--key PUBFILE is required (patchtree catalog verify --help)');
     const trusted = new Map();
     for (const k of values.key) {
       const key = await loadPublicKey(k);
@@ -134,29 +182,29 @@ async function catalog(args: string[]): Promise<number> {
     }
   }
   if (sub === 'import') {
-    const { values, positionals } = parseArgs({
-      args: rest,
-      options: { server: { type: 'string' }, token: { type: 'string' }, signature: { type: 'string' } },
-      strict: true,
-      allowPositionals: true,
-    });
+    const a = parseCommand(
+      {
+        name: 'patchtree catalog import',
+        help: CATALOG_IMPORT_HELP,
+        options: { server: { type: 'string' }, token: { type: 'string' }, signature: { type: 'string' } },
+        positionals: true,
+      },
+      rest,
+    );
+    if (!a) return 0;
+    const { values, positionals } = a;
     const file = positionals[0] ?? fail('usage: patchtree catalog import FILE --server URL --token T');
     const server = values.server ?? process.env.PATCHTREE_SERVER ?? fail('--server URL is required');
     const token = values.token ?? process.env.PATCHTREE_TOKEN ?? fail('--token T is required');
-    const form = new FormData();
-    // openAsBlob streams the file from disk as the request is sent.
-    form.append('catalog', await openAsBlob(file), basename(file));
-    form.append('signature', await openAsBlob(values.signature ?? `${file}.sig`), `${basename(file)}.sig`);
-    const res = await fetch(new URL('/api/v1/catalog/imports', server), { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: form });
-    const body = await res.text();
-    if (!res.ok) {
-      console.error(`import refused: HTTP ${res.status}\n${body}`);
-      return 1;
-    }
-    console.log(body);
-    return 0;
+    return importCatalog(file, values.signature ?? `${file}.sig`, server, token);
   }
-  fail(USAGE);
+  fail(`unknown command "catalog ${sub}"${suggest(sub, ['build', 'sign', 'verify', 'import'])}\n\n${CATALOG_HELP}`);
+}
+
+/** "; did you mean X?" when a word is close to one of the choices. */
+function suggest(word: string, choices: readonly string[]): string {
+  const near = closest(word, choices);
+  return near ? `; did you mean "${near}"?` : '';
 }
 
 const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
@@ -184,17 +232,23 @@ export function progressLine(
 
 async function content(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub !== 'status') fail('usage: patchtree content status --server URL --token T [--watch] [--json]');
-  const { values } = parseArgs({
-    args: rest,
-    options: { server: { type: 'string' }, token: { type: 'string' }, watch: { type: 'boolean' }, json: { type: 'boolean' } },
-    strict: true,
-  });
+  if (sub === undefined || wantsHelp([sub]) || sub === 'help') return help(CONTENT_HELP, sub);
+  if (sub !== 'status') fail(`unknown command "content ${sub}"${suggest(sub, ['status'])}: patchtree content status --server URL --token T`);
+  const a = parseCommand(
+    {
+      name: 'patchtree content status',
+      help: CONTENT_HELP,
+      options: { server: { type: 'string' }, token: { type: 'string' }, watch: { type: 'boolean' }, json: { type: 'boolean' } },
+    },
+    rest,
+  );
+  if (!a) return 0;
+  const { values } = a;
   const server = values.server ?? process.env.PATCHTREE_SERVER ?? fail('--server URL is required');
   const token = values.token ?? process.env.PATCHTREE_TOKEN ?? fail('--token T is required');
   const get = async () => {
     const res = await fetch(new URL('/api/v1/content', server), { headers: { authorization: `Bearer ${token}` } });
-    if (!res.ok) throw new CliError(`HTTP ${res.status}: ${await res.text()}`);
+    if (!res.ok) throw new UsageError(`HTTP ${res.status}: ${await res.text()}`);
     return (await res.json()) as Parameters<typeof progressLine>[0];
   };
   const tty = process.stdout.isTTY && !values.json;
@@ -213,18 +267,23 @@ async function content(args: string[]): Promise<number> {
 }
 
 async function simulateCmd(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      server: { type: 'string' },
-      'enrollment-token': { type: 'string' },
-      computers: { type: 'string' },
-      seed: { type: 'string' },
-      concurrency: { type: 'string' },
-      prefix: { type: 'string' },
+  const a = parseCommand(
+    {
+      name: 'patchtree simulate',
+      help: SIMULATE_HELP,
+      options: {
+        server: { type: 'string' },
+        'enrollment-token': { type: 'string' },
+        computers: { type: 'string' },
+        seed: { type: 'string' },
+        concurrency: { type: 'string' },
+        prefix: { type: 'string' },
+      },
     },
-    strict: true,
-  });
+    args,
+  );
+  if (!a) return 0;
+  const { values } = a;
   const server = values.server ?? process.env.PATCHTREE_SERVER ?? fail('--server URL is required');
   const token = values['enrollment-token'] ?? process.env.PATCHTREE_ENROLLMENT_TOKEN ?? fail('--enrollment-token T is required');
   const int = (v: string | undefined, name: string, def: number, min: number, max: number) => {
@@ -253,45 +312,30 @@ async function simulateCmd(args: string[]): Promise<number> {
   return r.failed > 0 ? 1 : 0;
 }
 
-const BACKUP_HELP = `patchtree backup --data DIR --out FILE [--with-content]
-
-A consistent copy of a node's data folder, taken while the node runs (SQLite's VACUUM
-INTO) or not: the database, keys, tokens and TLS material, and with --with-content the
-verified update files. FILE is a gzip'd tar with a manifest of every file's SHA-256.
-
-  --data DIR        the node's data folder (its --data)
-  --out FILE        the backup to write (must not exist; mode 0600: it holds the node's keys)
-  --with-content    also the content store (update files; else they are downloaded again)`;
-
-const RESTORE_HELP = `patchtree restore --from FILE --data DIR
-
-Restores a backup into DIR, which must be new or empty; every file is checked against the
-backup's manifest first. The node keeps its id, keys and credentials, so its children and
-agents reconnect; it gets a new change-log epoch, so its children resync completely from
-what it holds. Start it with \`patchtree serve --data DIR\` and the flags it had.
-
-  --from FILE       a file made by patchtree backup
-  --data DIR        the data folder to create`;
-
 async function backupCmd(command: 'backup' | 'restore', args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
+  if (wantsHelp(args)) {
     console.log(command === 'backup' ? BACKUP_HELP : RESTORE_HELP);
     return 0;
   }
   const { backup, restore } = await import('../node/backup.js');
   if (command === 'backup') {
-    const { values } = parseArgs({ args, options: { data: { type: 'string' }, out: { type: 'string' }, 'with-content': { type: 'boolean' } }, strict: true });
+    const { values } = parseCommand(
+      { name: 'patchtree backup', help: BACKUP_HELP, options: { data: { type: 'string' }, out: { type: 'string' }, 'with-content': { type: 'boolean' } } },
+      args,
+    )!;
     if (!values.data) fail('--data DIR is required (patchtree backup --help)');
     if (!values.out) fail('--out FILE is required (patchtree backup --help)');
     console.log(JSON.stringify(await backup({ data: values.data, out: values.out, withContent: Boolean(values['with-content']) }), null, 2));
     return 0;
   }
-  const { values } = parseArgs({ args, options: { from: { type: 'string' }, data: { type: 'string' } }, strict: true });
+  const { values } = parseCommand({ name: 'patchtree restore', help: RESTORE_HELP, options: { from: { type: 'string' }, data: { type: 'string' } } }, args)!;
   if (!values.from) fail('--from FILE is required (patchtree restore --help)');
   if (!values.data) fail('--data DIR is required (patchtree restore --help)');
   console.log(JSON.stringify(await restore({ from: values.from, data: values.data }), null, 2));
   return 0;
 }
+
+const COMMANDS = ['serve', 'keys', 'catalog', 'content', 'simulate', 'agent', 'demo', 'backup', 'restore', 'help'];
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -313,7 +357,9 @@ export async function main(argv: string[]): Promise<number> {
       case 'restore':
         return await backupCmd(command, rest);
       case 'demo': {
-        const { values } = parseArgs({ args: rest, options: { keep: { type: 'boolean' }, computers: { type: 'string' } }, strict: true });
+        const a = parseCommand({ name: 'patchtree demo', help: DEMO_HELP, options: { keep: { type: 'boolean' }, computers: { type: 'string' } } }, rest);
+        if (!a) return 0;
+        const { values } = a;
         const computers = values.computers === undefined ? 200 : Number(values.computers);
         if (!Number.isInteger(computers) || computers < 1 || computers > 100_000) fail('--computers must be an integer from 1 to 100000 (per site)');
         return await (await import('./demo.js')).runDemo({ keep: Boolean(values.keep), computers, out: (l) => console.log(l) });
@@ -329,7 +375,7 @@ export async function main(argv: string[]): Promise<number> {
         console.log(USAGE);
         return command === undefined ? 2 : 0;
       default:
-        console.error(`unknown command "${command}"\n\n${USAGE}`);
+        console.error(`unknown command "${command}"${suggest(command, COMMANDS)}\n\n${USAGE}`);
         return 2;
     }
   } catch (err) {
@@ -337,12 +383,12 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`patchtree: configuration error: ${err.message}`);
       return 2;
     }
-    if (err instanceof CliError || err instanceof AppError) {
+    if (err instanceof UsageError || err instanceof AppError) {
       console.error(`patchtree: ${err.message}`);
       return 2;
     }
     if (err instanceof TypeError && 'code' in err && String((err as { code: unknown }).code).startsWith('ERR_PARSE_ARGS')) {
-      console.error(`patchtree: ${err.message}`);
+      console.error(`patchtree: ${usageOf(err, [], `patchtree ${command}`).message}`);
       return 2;
     }
     // A request that failed: its cause, and what to do when it is the node's own CA.
