@@ -2,8 +2,9 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { usageOf } from '../lib/args.js';
 import { z } from 'zod';
-import { LOG_LEVELS } from '../lib/log.js';
+import { LOG_FORMATS, LOG_LEVELS } from '../lib/log.js';
 import { LANGUAGE_TAG } from '../lib/languages.js';
 
 /**
@@ -58,6 +59,11 @@ export const OPTIONS = {
     secret: true,
   },
   logLevel: { schema: z.enum(LOG_LEVELS), help: `Log level: ${LOG_LEVELS.join(', ')}.`, default: 'info' },
+  logFormat: {
+    schema: z.enum(LOG_FORMATS),
+    help: 'Log format: pretty (one readable line per record, colours), json (one JSON object per line, for journald, files and log shippers), or auto: pretty on a terminal, json otherwise.',
+    default: 'auto',
+  },
   catalogUrl: {
     schema: z.url({ protocol: /^https?$/ }),
     help: 'Catalog feed URL to follow (its signature at <url>.sig); checked every --catalog-interval.',
@@ -149,6 +155,7 @@ export interface NodeConfig {
   readonly trustedKeys: readonly string[];
   readonly adminToken: string | undefined;
   readonly logLevel: (typeof LOG_LEVELS)[number];
+  readonly logFormat: (typeof LOG_FORMATS)[number];
   readonly catalogUrl: string | undefined;
   readonly catalogInterval: number;
   readonly maxCatalogBytes: number;
@@ -215,7 +222,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     >;
     for (const [k, v] of Object.entries(flags)) if (typeof v === 'boolean') flags[k] = String(v);
   } catch (err) {
-    throw new ConfigError(`${(err as Error).message} (see patchtree serve --help)`);
+    throw new ConfigError(usageOf(err, Object.keys(parseOptions), 'patchtree serve').message);
   }
 
   const configPath = (flags.config as string | undefined) ?? env[envName('config')];
@@ -275,6 +282,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     trustedKeys: Object.freeze((raw.trustedKey as string[]).map((p) => resolve(p))),
     adminToken: raw.adminToken as string | undefined,
     logLevel: raw.logLevel as NodeConfig['logLevel'],
+    logFormat: raw.logFormat as NodeConfig['logFormat'],
     catalogUrl: raw.catalogUrl as string | undefined,
     catalogInterval: raw.catalogInterval as number,
     maxCatalogBytes: raw.maxCatalogBytes as number,

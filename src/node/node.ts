@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Server } from 'node:http';
-import { createLogger, type Logger } from '../lib/log.js';
+import { createLogger, logDestination, type Logger } from '../lib/log.js';
 import { openDatabase, type Database } from '../db/index.js';
 import { AuthGuard } from '../http/guard.js';
 import { plainHttpOnly } from '../http/plain.js';
@@ -83,7 +83,7 @@ export class PatchtreeNode {
     readonly config: NodeConfig,
     logger?: Logger,
   ) {
-    this.logger = logger ?? createLogger(config.logLevel);
+    this.logger = logger ?? createLogger(config.logLevel, logDestination(config.logFormat));
   }
 
   async start(): Promise<void> {

@@ -1,9 +1,11 @@
 import t from 'tap';
-import { readFileSync, statSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { ADMIN_TOKEN, api, buildRealCatalog, makeKeys, runCli, spawnNode, tempDir, ROOT } from '../helpers.js';
+import { ADMIN_TOKEN, api, BIN, buildRealCatalog, header, makeKeys, runCli, sampleUpdate, spawnNode, tempDir, ROOT } from '../helpers.js';
 
 t.test('a real node process: import with the CLI, restart on the same data, data kept', async (t) => {
   const dir = await tempDir(t);
@@ -113,6 +115,72 @@ t.test('publisher tools: keys generate, catalog build, catalog verify', async (t
   const noVersion = await runCli(['catalog', 'build', '--cvrf', join(fx, 'msrc-cvrf', '2024-Jan.xml.gz'), '--out', out]);
   t.equal(noVersion.code, 2);
   t.match(noVersion.stderr, /--version/);
+  t.equal(build.stderr, '', 'no progress lines in a pipe');
+});
+
+t.test('catalog sign: a catalog made by another tool is checked, then signed; a broken one is not', async (t) => {
+  const dir = await tempDir(t);
+  await runCli(['keys', 'generate', '--out', join(dir, 'k')]);
+  const key = join(dir, 'k', 'publisher.key');
+  const pub = join(dir, 'k', 'publisher.pub');
+  const lines = (updates: unknown[], count = updates.length) =>
+    [JSON.stringify(header('other-tool-1', count)), ...updates.map((u) => JSON.stringify(u))].join('\n');
+  const good = join(dir, 'good.ndjson.gz');
+  writeFileSync(good, gzipSync(lines([sampleUpdate(1), sampleUpdate(2)])));
+  const signed = await runCli(['catalog', 'sign', good, '--key', key]);
+  t.equal(signed.code, 0, signed.stderr);
+  t.match(JSON.parse(signed.stdout), { file: good, signature: `${good}.sig`, version: 'other-tool-1', updates: 2, sha256: /^[0-9a-f]{64}$/ });
+  const verified = await runCli(['catalog', 'verify', good, '--key', pub]);
+  t.equal(verified.code, 0, 'its signature verifies');
+
+  const cases: [string, string, RegExp][] = [
+    ['bad-update', lines([sampleUpdate(1), { ...sampleUpdate(2), severity: 'Urgent' }]), /line 3: severity/],
+    ['short', lines([sampleUpdate(1)], 3), /the header says 3 updates, the file has 1/],
+    ['no-header', JSON.stringify(sampleUpdate(1)), /line 1/],
+  ];
+  for (const [name, text, why] of cases) {
+    const file = join(dir, `${name}.ndjson.gz`);
+    writeFileSync(file, gzipSync(text));
+    const r = await runCli(['catalog', 'sign', file, '--key', key]);
+    t.equal(r.code, 1, `${name}: exit 1`);
+    t.match(r.stderr, /not signed: .* is not a valid catalog/, `${name}: says why`);
+    t.match(r.stderr, why, `${name}: names the line`);
+    t.notOk(existsSync(`${file}.sig`), `${name}: no signature written`);
+  }
+  const notGzip = join(dir, 'plain.ndjson');
+  writeFileSync(notGzip, lines([sampleUpdate(1)]));
+  const plain = await runCli(['catalog', 'sign', notGzip, '--key', key]);
+  t.not(plain.code, 0, 'not gzip: refused');
+  t.match(plain.stderr, /gzip/);
+  t.notOk(existsSync(`${notGzip}.sig`));
+});
+
+t.test('logs: JSON in a pipe, one readable line per record with --log-format pretty', async (t) => {
+  const dir = await tempDir(t);
+  const start = (extra: string[]) =>
+    new Promise<string>((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, 'serve', '--data', dir, '--http-port', '0', '--https-port', '0', '--grpc-port', '0', ...extra], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('node started')) child.kill('SIGTERM');
+      });
+      child.on('exit', () => resolve(out));
+      child.on('error', reject);
+    });
+  const json = await start([]);
+  const first = json.split('\n')[0]!;
+  t.match(JSON.parse(first), { level: 30, msg: 'database ready' }, 'JSON lines when stdout is not a terminal');
+  const pretty = await start(['--log-format', 'pretty']);
+  const started = pretty.split('\n').find((l) => l.includes('node started'))!;
+  t.match(started, /^\[\d{2}:\d{2}:\d{2}\.\d{3}\] INFO.*: node started \{.*"http":\d+/, 'time, level, message, then the fields');
+  t.notOk(pretty.includes('\u001b['), 'no colours when not a terminal');
+  t.match(pretty, /\[assessment\] assessment ready/, 'the module before the message');
+  const bad = await runCli(['serve', '--data', dir, '--log-format', 'xml']);
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /--log-format/);
 });
 
 t.test('--admin-token sets the bootstrap token', async (t) => {
