@@ -93,7 +93,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     if (c.res.headers.get('content-type')?.startsWith('text/html')) {
       c.res.headers.set(
         'Content-Security-Policy',
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
       );
       c.res.headers.set('X-Frame-Options', 'DENY');
     }

@@ -11,7 +11,10 @@ export const TREND_KEEP_DAYS = 400;
 /**
  * The daily compliance trend: the unfiltered summary is stored under today's date
  * (UTC) at start and every hour, replacing the day's earlier one, so each past day
- * keeps its last figures. Bounded: older than 400 days is deleted.
+ * keeps its last figures; today's point is the live summary, so the trend ends where
+ * the dashboard's gauge is. It starts with the first assessed computer: a node with
+ * none records nothing (no computer would read as 100% compliant). Bounded: older
+ * than 400 days is deleted.
  */
 export class Trend {
   #timer: NodeJS.Timeout | null = null;
@@ -33,7 +36,9 @@ export class Trend {
   }
 
   async snapshot(now = new Date()): Promise<void> {
-    const summary = JSON.stringify(await this.reports.summary({}));
+    const live = await this.reports.summary({});
+    if (live.computers === 0) return;
+    const summary = JSON.stringify(live);
     const day = now.toISOString().slice(0, 10);
     await this.orm
       .insert(complianceSnapshots)
@@ -47,6 +52,15 @@ export class Trend {
   async list(days: number, now = new Date()) {
     const from = new Date(now.getTime() - (days - 1) * 24 * HOUR).toISOString().slice(0, 10);
     const rows = await this.orm.select().from(complianceSnapshots).where(gte(complianceSnapshots.day, from)).orderBy(desc(complianceSnapshots.day));
-    return rows.reverse().map((r) => ({ day: r.day, takenAt: new Date(r.takenAt).toISOString(), summary: JSON.parse(r.summary) as unknown }));
+    const out: { day: string; takenAt: string; summary: unknown }[] = rows
+      .reverse()
+      .map((r) => ({ day: r.day, takenAt: new Date(r.takenAt).toISOString(), summary: JSON.parse(r.summary) as unknown }));
+    const today = now.toISOString().slice(0, 10);
+    const live = await this.reports.summary({});
+    if (live.computers > 0 || out[out.length - 1]?.day === today) {
+      if (out[out.length - 1]?.day === today) out.pop();
+      out.push({ day: today, takenAt: now.toISOString(), summary: live });
+    }
+    return out;
   }
 }

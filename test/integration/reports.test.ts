@@ -291,4 +291,14 @@ t.test('the daily trend: one snapshot a day, the last of the day, oldest first, 
   const all = await api(n.url, n.token, '/api/v1/reports/compliance/trend?days=400');
   t.equal(all.body.days.length, 2, 'the snapshot of 500 days ago was pruned');
   t.equal((await api(n.url, n.token, '/api/v1/reports/compliance/trend?days=0')).status, 400);
+  // Today's point is the live summary (the gauge's figures), not the last hourly snapshot.
+  const live = (await api(n.url, n.token, '/api/v1/reports/compliance')).body.summary;
+  t.same(all.body.days.at(-1).summary, live, "today's point equals the live summary");
+});
+
+t.test('the trend starts with the first assessed computer: none reads as nothing, not as 100%', async (t) => {
+  const n = await startNode(t);
+  await n.node.reports!.trend.snapshot();
+  const r = await api(n.url, n.token, '/api/v1/reports/compliance/trend?days=90');
+  t.same(r.body.days, [], 'no computer: no point (the start-up snapshot recorded nothing)');
 });

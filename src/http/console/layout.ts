@@ -41,6 +41,8 @@ a{color:#0969da}a:focus,button:focus,input:focus,select:focus{outline:3px solid 
 form.inline{display:flex;gap:.5rem;flex-wrap:wrap;align-items:end}label{display:flex;flex-direction:column;font-size:.9rem}
 input,select,button{font:inherit;padding:.3rem .5rem}button{background:#1f883d;color:#fff;border:0;border-radius:6px;cursor:pointer}
 .error{background:#ffebe9;border:1px solid #cf222e;padding:.5rem;border-radius:6px}
+.scroll{overflow-x:auto}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}dl.facts dt{font-weight:600}dl.facts dd{margin:0}
 ul.tree,ul.tree ul{list-style:none;padding-left:1.2rem;border-left:2px solid #d0d7de}ul.tree li{margin:.4rem 0}
 .state-connected{color:#1a7f37}.state-disconnected{color:#cf222e}
 td.fresh-within-goal{background:#dafbe1}td.fresh-late{background:#fff1e5}td.fresh-overdue{background:#ffebe9;font-weight:bold}td.fresh-pending{background:#f6f8fa}
@@ -60,7 +62,7 @@ export function layout(c: Context, title: string, nodeName: string, body: H, sig
   const path = c.req.path;
   return c.html(html`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>${title} · patchtree ${nodeName}</title><style>${raw(CSS)}</style></head>
+<title>${title} · patchtree ${nodeName}</title><link rel="icon" href="${FAVICON}"><style>${raw(CSS)}</style><script src="/console.js" defer></script></head>
 <body><header><strong>patchtree · ${nodeName}</strong>
 ${
   signedIn
@@ -70,6 +72,57 @@ ${
 }
 </header><main id="main"><h1>${title}</h1>${body}</main></body></html>`);
 }
+
+/** The favicon: three nodes of a tree, inline (no request). */
+const FAVICON = `data:image/svg+xml,${encodeURIComponent(
+  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><path d="M16 9v7M16 16H7v7M16 16h9v7" stroke="#24292f" stroke-width="2.5" fill="none"/><circle cx="16" cy="7" r="5" fill="#0969da"/><circle cx="7" cy="25" r="5" fill="#1a7f37"/><circle cx="25" cy="25" r="5" fill="#1a7f37"/></svg>',
+)}`;
+
+/** "3 min ago", "in 2 h": how far `iso` is from `now`, in the largest whole unit. */
+export function relativeTime(iso: string, now = Date.now()): string {
+  const ms = Date.parse(iso) - now;
+  const abs = Math.abs(ms);
+  const units: [number, string][] = [
+    [86_400_000, 'd'],
+    [3_600_000, 'h'],
+    [60_000, 'min'],
+    [1000, 's'],
+  ];
+  if (abs < 10_000) return 'just now';
+  const [size, unit] = units.find(([u]) => abs >= u)!;
+  const n = Math.floor(abs / size);
+  return ms < 0 ? `${n} ${unit} ago` : `in ${n} ${unit}`;
+}
+
+/**
+ * A time as the console shows it: relative ("3 min ago"), the ISO time on hover; the
+ * browser's script (/console.js) puts it in the browser's time zone and keeps it current.
+ */
+export const when = (iso: string | null | undefined) =>
+  iso ? html`<time datetime="${iso}" title="${iso}">${relativeTime(iso)}</time>` : html`<span class="muted">never</span>`;
+
+/** What /console.js does: every <time> relative and current, its title the local time and the ISO time. */
+export const CONSOLE_JS = `(() => {
+  const units = [[86400000, 'd'], [3600000, 'h'], [60000, 'min'], [1000, 's']];
+  const rel = (ms) => {
+    const abs = Math.abs(ms);
+    if (abs < 10000) return 'just now';
+    const [size, unit] = units.find(([u]) => abs >= u);
+    const n = Math.floor(abs / size);
+    return ms < 0 ? n + ' ' + unit + ' ago' : 'in ' + n + ' ' + unit;
+  };
+  const update = () => {
+    for (const t of document.querySelectorAll('time[datetime]')) {
+      const d = new Date(t.dateTime);
+      if (isNaN(d)) continue;
+      t.textContent = rel(d.getTime() - Date.now());
+      t.title = d.toLocaleString() + ' (' + t.dateTime + ')';
+    }
+  };
+  update();
+  setInterval(update, 30000);
+})();
+`;
 
 export const fmt = (n: number | null | undefined) => (n === null || n === undefined ? '–' : n.toLocaleString('en-US'));
 

@@ -8,7 +8,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { AppError } from '../../lib/errors.js';
 import { Sessions, csrfMatches, safeNext, type Session } from './sessions.js';
 import { sourceOf, type AuthGuard } from '../guard.js';
-import { layout, sessionOf, type ConsolePages } from './layout.js';
+import { CONSOLE_JS, layout, sessionOf, type ConsolePages } from './layout.js';
 import { dashboardPage, reportPages } from './report-pages.js';
 import { fleetPages } from './fleet-pages.js';
 import { policyPages } from './policy-pages.js';
@@ -86,6 +86,8 @@ export function consoleRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps, guard: Au
       },
     })(c, next);
   });
+
+  app.get('/console.js', (c) => c.body(CONSOLE_JS, 200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'max-age=3600' }));
 
   app.get('/sign-in', (c) =>
     layout(

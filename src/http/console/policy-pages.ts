@@ -1,6 +1,7 @@
 import { html, raw } from 'hono/html';
 import { progress } from './svg.js';
-import { csrfField, fmt, layout, type ConsolePages } from './layout.js';
+import { csrfField, fmt, layout, type ConsolePages, when } from './layout.js';
+import { pager } from './fleet-pages.js';
 
 /** Policies: the list and a new policy's form, and one policy's delivery with its edit form. */
 export function policyPages({ app, nodeName, api, page, form }: ConsolePages): void {
@@ -9,7 +10,8 @@ export function policyPages({ app, nodeName, api, page, form }: ConsolePages): v
     page(async (c) => {
       const { body } = await api<{
         items: { id: string; name: string; enabled: boolean; updateCount: number; deadline: string | null; delivery: Record<string, number> }[];
-      }>(c, '/api/v1/policies?limit=200');
+        nextCursor: string | null;
+      }>(c, `/api/v1/policies?limit=100${c.req.query('cursor') ? `&cursor=${encodeURIComponent(c.req.query('cursor')!)}` : ''}`);
       const { body: filters } = await api<{ items: { id: string; name: string; count: number }[] }>(c, '/api/v1/filters?limit=200');
       const err = c.req.query('error');
       return layout(
@@ -24,8 +26,8 @@ ${body.items.map((p) => {
     .filter(([k]) => k !== 'computers')
     .reduce((a, [, v]) => a + v, 0);
   return html`<tr><td><a href="/policies/${p.id}">${p.name}</a></td><td>${p.enabled ? 'enabled' : 'disabled'}</td><td class="n">${p.updateCount}</td><td class="n">${fmt(d.computers)}</td>
-<td>${progress(d.installed ?? 0, (d.failed ?? 0) + (d['ceiling-reached'] ?? 0), total)} ${fmt(d.installed)} / ${fmt(total)} installed</td><td>${p.deadline ?? ''}</td></tr>`;
-})}</tbody></table>
+<td>${progress(d.installed ?? 0, (d.failed ?? 0) + (d['ceiling-reached'] ?? 0), total)} ${fmt(d.installed)} / ${fmt(total)} installed</td><td>${p.deadline ? when(p.deadline) : ''}</td></tr>`;
+})}</tbody></table>${pager(c, body.nextCursor)}
 <h2>New policy: every required update of a severity, to the computers that need it</h2>
 <form method="post" action="/policies" class="inline">${csrfField(c)}
 <label for="pname">Name<input id="pname" name="name" required maxlength="200"></label>

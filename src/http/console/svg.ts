@@ -68,3 +68,74 @@ export function progress(done: number, failed: number, total: number) {
   <rect width="200" height="14" fill="#eaeef2"/>${raw(`<rect width="${(2 * pd).toFixed(1)}" height="14" fill="#1a7f37"/><rect x="${(2 * pd).toFixed(1)}" width="${(2 * pf).toFixed(1)}" height="14" fill="#cf222e"/>`)}
 </svg>`;
 }
+
+/** A node of the tree picture: its state decides its colour. */
+export interface TreeNode {
+  id: string;
+  name: string;
+  parentId: string | null;
+  /** ok: connected (or this node) and reporting; warn: lagging or a release late; bad: disconnected, stale or a release overdue. */
+  level: 'ok' | 'warn' | 'bad';
+  /** Short words under the name: its state, lag, freshness. */
+  lines: string[];
+}
+
+const TREE_FILL = { ok: '#dafbe1', warn: '#fff1e5', bad: '#ffebe9' } as const;
+const TREE_STROKE = { ok: '#1a7f37', warn: '#bc4c00', bad: '#cf222e' } as const;
+
+/**
+ * The whole tree as a picture, top down: each node a box (its name, then its state,
+ * lag and freshness), coloured by how it is doing, under its parent. Leaves take one
+ * column each, a parent stands over the middle of its children. Nodes whose parent is
+ * not in the list hang under the first node (the one this page is on).
+ */
+export function treeDiagram(nodes: TreeNode[], label: string) {
+  if (!nodes.length) return html``;
+  const W = 168;
+  const H = 18 + 14 * Math.max(...nodes.map((n) => n.lines.length));
+  const GX = 16;
+  const GY = 34;
+  const root = nodes[0]!;
+  const ids = new Set(nodes.map((n) => n.id));
+  const kids = new Map<string, TreeNode[]>();
+  for (const n of nodes.slice(1)) {
+    const p = n.parentId && ids.has(n.parentId) && n.parentId !== n.id ? n.parentId : root.id;
+    kids.set(p, [...(kids.get(p) ?? []), n]);
+  }
+  const pos = new Map<string, { x: number; y: number }>();
+  let column = 0;
+  let depth = 0;
+  const place = (n: TreeNode, d: number, seen: Set<string>): number => {
+    seen.add(n.id);
+    depth = Math.max(depth, d);
+    const children = (kids.get(n.id) ?? []).filter((k) => !seen.has(k.id));
+    const xs = children.map((k) => place(k, d + 1, seen));
+    const x = xs.length ? (xs[0]! + xs[xs.length - 1]!) / 2 : column++ * (W + GX);
+    pos.set(n.id, { x, y: d * (H + GY) });
+    return x;
+  };
+  place(root, 0, new Set());
+  const width = Math.max(W, column * (W + GX) - GX) + 2;
+  const height = (depth + 1) * (H + GY) - GY + 2;
+  const parts: string[] = [];
+  for (const [parent, children] of kids) {
+    const p = pos.get(parent);
+    if (!p) continue;
+    for (const k of children) {
+      const c = pos.get(k.id);
+      if (!c) continue;
+      const midY = p.y + H + GY / 2;
+      parts.push(`<path d="M${p.x + W / 2 + 1} ${p.y + H + 1} V${midY} H${c.x + W / 2 + 1} V${c.y + 1}" fill="none" stroke="#8c959f"/>`);
+    }
+  }
+  for (const n of nodes) {
+    const p = pos.get(n.id);
+    if (!p) continue;
+    const text = n.lines.map((l, i) => `<text x="${p.x + 9}" y="${p.y + 33 + 14 * i}" font-size="11" fill="#1f2328">${esc(l)}</text>`).join('');
+    parts.push(
+      `<g data-node="${esc(n.id)}" data-state="${n.level}"><title>${esc(`${n.name}: ${n.lines.join('; ')}`)}</title><rect x="${p.x + 1}" y="${p.y + 1}" width="${W}" height="${H}" rx="6" fill="${TREE_FILL[n.level]}" stroke="${TREE_STROKE[n.level]}" stroke-width="1.5"/><text x="${p.x + 9}" y="${p.y + 18}" font-size="13" font-weight="bold" fill="#1f2328">${esc(n.name)}</text>${text}</g>`,
+    );
+  }
+  const words = nodes.map((n) => `${n.name} (${n.lines.join(', ')})`).join('; ');
+  return html`<svg class="tree-picture" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img" aria-label="${label}: ${words}">${raw(parts.join(''))}</svg>`;
+}
