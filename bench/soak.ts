@@ -16,7 +16,8 @@
  * status events in batches (ids of their own; a batch that got no answer is sent
  * again, as agents do) and one real `patchtree agent` per leaf installing the policy's
  * updates (command installers that mark the KB installed; one that fails, so retries
- * and ceilings happen; its inventory reset every tenth round so it installs again).
+ * and ceilings happen; its inventory reset every tenth round and a scan asked for, so it
+ * installs again).
  *
  * The faults, one per round at a random moment of its work: `kill-node` (kill -9 of a
  * random node, restarted after 0-2 s), `kill-agent` (kill -9 of a leaf's agent,
@@ -220,6 +221,14 @@ class RealAgent {
 
   resetInventory(): void {
     writeFileSync(this.inventory, JSON.stringify({ ...INVENTORY(), os: { ...INVENTORY().os, language: this.site.languages[0] } }));
+  }
+
+  /** Asks the running agent to scan now (after its inventory was reset: it needs the updates again). */
+  rescan(): void {
+    spawnSync(process.execPath, [join(ROOT, 'bin', 'patchtree.js'), 'agent', 'task', 'run', 'scan', '--state', this.state], {
+      stdio: 'ignore',
+      timeout: 10_000,
+    });
   }
 
   start(): void {
@@ -474,7 +483,11 @@ runBench(async () => {
         const name = `soak r${round}`;
         const change = round % 2 ? { name, removeUpdates: ['soak-3'] } : { name, addUpdates: ['soak-3'] };
         await api(root, `/api/v1/policies/${policyId}`, { method: 'PATCH', body: JSON.stringify(change) }).catch(() => undefined);
-        if (round % 10 === 0) for (const s of sites) s.agent?.resetInventory();
+        if (round % 10 === 0)
+          for (const s of sites) {
+            s.agent?.resetInventory();
+            s.agent?.rescan();
+          }
         for (const s of sites) for (const p of s.posters) p.queue(between(1, 4));
         await Promise.all(sites.flatMap((s) => s.posters.map((p) => p.flush())));
       })();

@@ -316,6 +316,34 @@ t.test('joining: wrong, reused and expired tokens; removed children; protocol ve
   t.equal(err.code, grpc.status.FAILED_PRECONDITION);
   const shown = (await api(root.url, T, '/api/v1/hierarchy')).body.children.find((c: any) => c.name === 'old');
   t.match(shown, { protocolVersion: 99, lastError: /protocol version 99 is not supported/ }, 'the refusal shows in the parent status');
+  // One version behind (a child not upgraded yet, docs/replication.md): refused clearly;
+  // once upgraded, the same child (its credential) is served.
+  const v1 = client.Subscribe({ protocol_version: 1, node_id: '00000000-0000-4000-8000-000000000099', epoch: '', after_seq: 0, languages: ['en'] }, md);
+  const e1 = await new Promise<any>((resolve) => {
+    v1.on('error', resolve);
+    v1.on('data', () => {});
+  });
+  t.equal(e1.code, grpc.status.FAILED_PRECONDITION, 'version 1: FAILED_PRECONDITION');
+  t.match(e1.details, /protocol version 1 is not supported; root speaks 2/);
+  t.match(
+    (await api(root.url, T, '/api/v1/hierarchy')).body.children.find((c: any) => c.name === 'old'),
+    { protocolVersion: 1, lastError: /version 1/ },
+  );
+  const v2 = client.Subscribe(
+    { protocol_version: PROTOCOL_VERSION, node_id: '00000000-0000-4000-8000-000000000099', epoch: '', after_seq: 0, languages: ['en'] },
+    md,
+  );
+  const firstMessage = await new Promise<any>((resolve, reject) => {
+    v2.on('data', resolve);
+    v2.on('error', reject);
+  });
+  t.ok(firstMessage.hello, 'upgraded: served (the stream opens with its Hello)');
+  v2.cancel();
+  await new Promise((r) => setTimeout(r, 100));
+  t.match(
+    (await api(root.url, T, '/api/v1/hierarchy')).body.children.find((c: any) => c.name === 'old'),
+    { protocolVersion: PROTOCOL_VERSION, lastError: null },
+  );
   const noCred = client.Subscribe({ protocol_version: 1, node_id: 'x', epoch: '', after_seq: 0, languages: [] }, new grpc.Metadata());
   const e2 = await new Promise<any>((resolve) => {
     noCred.on('error', resolve);
