@@ -353,6 +353,24 @@ runBench(async () => {
         files,
       };
     });
+    /** A policy update added while a disk is full: a new file every node must fetch once it has room. */
+    let added = 0;
+    const addUpdate = (): string => {
+      added++;
+      const id = `soak-d${added}`;
+      const kb = String(5001000 + added);
+      VENDOR_FILES.set(id, ['neutral']);
+      vendorUpdates.push({
+        ...vendorUpdates[0]!,
+        id,
+        kb,
+        title: `Soak update added while a disk was full (KB${kb})`,
+        cves: [`CVE-2024-${30000 + added}`],
+        installed: { kb },
+        files: [vendorFile(`/kb${kb}.msu`, 200_000, 'neutral', kb)],
+      });
+      return id;
+    };
     let release = 0;
     const releaseFile = async (): Promise<string> => {
       const k = release + 1;
@@ -466,6 +484,7 @@ runBench(async () => {
     const totals = { lost: 0, duplicated: 0, corrupt: 0, stuck: 0 };
     let rounds = 0;
     let order: Kind[] = [...KINDS];
+    let diskRefusals = 0;
     for (let round = 1; round <= ROUNDS && performance.now() - started < MINUTES * 60_000; round++) {
       // Each six rounds take the six kinds in an order of their own.
       if ((round - 1) % KINDS.length === 0) order = [...KINDS].sort(() => random() - 0.5);
@@ -525,11 +544,37 @@ runBench(async () => {
       } else {
         const ballast = join(target.mount!, 'ballast');
         const fs = await statfs(target.mount!);
-        spawnSync('fallocate', ['-l', String(fs.bavail * fs.bsize), ballast]);
+        const filled = spawnSync('fallocate', ['-l', String(fs.bavail * fs.bsize), ballast]);
+        if (filled.status !== 0) throw new Error(`fallocate on ${target.mount}: ${filled.stderr.toString().trim()}`);
         const ms = between(3000, 6000);
         what += ` ${ms} ms`;
+        // Writes while the disk is full: a release with a new update imported at the root
+        // and put in the policy (refused there, or replicated to the full node, whose
+        // download of the new file fails until it has room again), and the node's
+        // computers reporting events (refused or accepted: each stored once in the end).
+        const newId = addUpdate();
+        for (const p of target.posters) p.queue(between(2, 5));
+        const addToPolicy = async () => {
+          if (
+            !(await importCatalog(root.node, await releaseFile()).then(
+              () => true,
+              () => false,
+            ))
+          )
+            return false;
+          release++;
+          const r = await api(root, `/api/v1/policies/${policyId}`, { method: 'PATCH', body: JSON.stringify({ addUpdates: [newId] }) }).catch(() => null);
+          return r?.status === 200;
+        };
+        const added = await addToPolicy();
+        await Promise.all(target.posters.map((p) => p.flush()));
+        const refused = target.posters.filter((p) => p.pending.length > 0).length + (added ? 0 : 1);
+        diskRefusals += refused;
+        what += `, ${refused} writes refused while full`;
         await sleep(ms);
         await rm(ballast, { force: true });
+        // Refused at a full root: again now that it has room.
+        if (!added && !(await addToPolicy())) throw new Error(`round ${round}: ${newId} could not be added after the disk was freed`);
       }
       counts[kind]++;
       const faultEnd = performance.now();
@@ -552,6 +597,7 @@ runBench(async () => {
     const q = (p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!.toFixed(1) : 'n/a');
     const events = sites.reduce((n, s) => n + s.posters.reduce((m, p) => m + p.acked.size, 0), 0);
     const agentEvents = sites.reduce((n, s) => n + (s.agent?.made()?.made ?? 0), 0);
+    console.log(`writes refused while a disk was full (then retried): ${diskRefusals}`);
     console.log(
       `releases ${release}, computers' events ${events}, real agents' events ${agentEvents}; convergence after a fault p50 ${q(0.5)} s, p99 ${q(0.99)} s, max ${q(1)} s; not converged ${totals.stuck}; ${((performance.now() - started) / 60_000).toFixed(1)} min`,
     );
