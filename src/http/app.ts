@@ -3,7 +3,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { routePath } from 'hono/route';
 import { HTTPException } from 'hono/http-exception';
 import type { ZodError } from 'zod';
-import { AppError, formatPath, toProblem } from '../lib/errors.js';
+import { AppError, formatPath, isDiskFull, toProblem } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import type { Database } from '../db/index.js';
 import type { TokenService } from '../auth/tokens.js';
@@ -229,6 +229,13 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
       const code =
         err.status === 413 ? 'payload-too-large' : err.status === 415 ? 'unsupported-media-type' : err.status === 401 ? 'unauthenticated' : 'bad-request';
       if (err.status < 500) return problemResponse(new AppError(code, err.message), c.req.path);
+    }
+    if (isDiskFull(err)) {
+      log.error({ err, path: c.req.path }, "request failed: the node's disk is full");
+      return problemResponse(
+        new AppError('insufficient-storage', "the node's disk is full: nothing of this request was stored; free some space and send it again"),
+        c.req.path,
+      );
     }
     log.error({ err, path: c.req.path }, 'unhandled error');
     return problemResponse(new AppError('internal', 'an internal error occurred; see the node log'), c.req.path);

@@ -61,10 +61,20 @@ export const ERROR_CODES = {
   deferred: { status: 503, grpc: GrpcStatus.UNAVAILABLE, title: 'Not served now; ask again later' },
   'import-busy': { status: 503, grpc: GrpcStatus.UNAVAILABLE, title: 'Another catalog import is running' },
   unavailable: { status: 503, grpc: GrpcStatus.UNAVAILABLE, title: 'Temporarily unavailable' },
+  'insufficient-storage': { status: 507, grpc: GrpcStatus.RESOURCE_EXHAUSTED, title: "The node's disk is full; nothing was stored" },
   internal: { status: 500, grpc: GrpcStatus.INTERNAL, title: 'Internal error' },
 } as const satisfies Record<string, CodeSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Whether an error is a full disk: the file system's ENOSPC (or EDQUOT), or SQLite's SQLITE_FULL. */
+export function isDiskFull(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  return (
+    code === 'ENOSPC' || code === 'EDQUOT' || code.startsWith('SQLITE_FULL') || (typeof e?.message === 'string' && /database or disk is full/.test(e.message))
+  );
+}
 
 export class AppError extends Error {
   readonly code: ErrorCode;

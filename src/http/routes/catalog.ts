@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import busboy from 'busboy';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
-import { AppError } from '../../lib/errors.js';
+import { AppError, isDiskFull } from '../../lib/errors.js';
 import { getUpdate, listImports, listUpdates, refuseReplicated } from '../../catalog/queries.js';
 import { Severities } from '../../catalog/severities.js';
 import { requireRole, type AppEnv } from '../auth.js';
@@ -99,11 +99,34 @@ async function receiveUpload(req: Request, tmpDir: string, maxBytes: number): Pr
         const hash = createHash('sha256');
         stream.on('data', (chunk: Buffer) => hash.update(chunk));
         stream.on('limit', () => fail(new AppError('payload-too-large', `the catalog is larger than ${maxBytes} bytes`)));
+        // A write that fails (a full disk) while the body is still arriving: the rest of the
+        // part is read and dropped, so the request ends with the reason; nothing is left
+        // rejected without a handler (that would end the process).
+        const ws = createWriteStream(file);
         work.push(
-          pipeline(stream, createWriteStream(file)).then(() => {
-            sha256 = hash.digest('hex');
+          new Promise<void>((resolve) => {
+            ws.on('finish', () => {
+              sha256 = hash.digest('hex');
+              resolve();
+            });
+            ws.on('error', (err) => {
+              stream.unpipe(ws);
+              stream.resume();
+              fail(
+                isDiskFull(err)
+                  ? new AppError('insufficient-storage', `no room for the catalog on the node's disk (${err.message}); free some and send it again`)
+                  : new AppError('internal', `storing the upload failed: ${err.message}`),
+              );
+              resolve();
+            });
+            stream.on('error', (err) => {
+              ws.destroy();
+              fail(new AppError('bad-request', `the catalog part could not be read: ${err.message}`));
+              resolve();
+            });
           }),
         );
+        stream.pipe(ws);
       } else if (name === 'signature') {
         const chunks: Buffer[] = [];
         let size = 0;
@@ -112,7 +135,13 @@ async function receiveUpload(req: Request, tmpDir: string, maxBytes: number): Pr
           if (size <= 64 * 1024) chunks.push(chunk);
           else fail(new AppError('payload-too-large', 'the signature part is larger than 64 KiB'));
         });
-        work.push(new Promise((res, rej) => stream.on('end', () => res(void (signature = Buffer.concat(chunks)))).on('error', rej)));
+        work.push(
+          new Promise<void>((res) =>
+            stream
+              .on('end', () => res(void (signature = Buffer.concat(chunks))))
+              .on('error', (err) => res(fail(new AppError('bad-request', `the signature part could not be read: ${err.message}`)))),
+          ),
+        );
       } else {
         stream.resume();
         fail(new AppError('validation-failed', `unexpected part "${name}"; expected "catalog" and "signature"`));
