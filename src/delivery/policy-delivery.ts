@@ -115,4 +115,22 @@ export class PolicyDeliveries {
     );
     return { totals: await this.totals(id), ...page };
   }
+
+  /**
+   * Installs over time: per UTC day of the last `days`, the installs that succeeded and
+   * failed on the policy's (computer, update) pairs, from the agents' events (when they
+   * happened on the computer). Aggregated in SQL: one row per day, whatever the fleet.
+   */
+  async installsByDay(id: string, days: number, now = Date.now()): Promise<{ day: string; installed: number; failed: number }[]> {
+    const from = Date.UTC(new Date(now).getUTCFullYear(), new Date(now).getUTCMonth(), new Date(now).getUTCDate()) - (days - 1) * 86_400_000;
+    const rows = await this.conn.all<{ day: string; installed: number; failed: number }>(
+      `SELECT date(e.at / 1000, 'unixepoch') AS day, sum(e.type = 'install-succeeded') AS installed, sum(e.type = 'install-failed') AS failed
+       FROM delivery_targets t JOIN agent_events e INDEXED BY agent_events_update
+         ON e.computer_id = t.computer_id AND e.update_id = t.update_id AND e.at >= ?
+       WHERE t.policy_id = ? AND e.type IN ('install-succeeded', 'install-failed')
+       GROUP BY 1 ORDER BY 1`,
+      [from, id],
+    );
+    return rows.map((r) => ({ day: r.day, installed: Number(r.installed), failed: Number(r.failed) }));
+  }
 }

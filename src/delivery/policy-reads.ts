@@ -119,4 +119,10 @@ export class PolicyReads {
     await this.row(id);
     return this.deliveries.deliveryOf(id, o);
   }
+
+  /** Installs (and failed installs) per day of the last `days`. */
+  async installsByDay(id: string, days: number) {
+    await this.row(id);
+    return { days: await this.deliveries.installsByDay(id, days) };
+  }
 }

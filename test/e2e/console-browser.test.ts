@@ -88,6 +88,15 @@ t.test(
     const totals = (await api(node.url, ADMIN_TOKEN, `/api/v1/reports/delivery?policy=${p.body.id}`)).body.totals;
     t.ok(totals.targeted > 0, `targeted ${totals.targeted}`);
     for (const k of ['computers', 'targeted', 'installed', 'failed']) t.equal(await number(`[data-total="${k}"]`), totals[k], `total ${k}`);
+    t.match(
+      await page
+        .getByRole('img', { name: /installed, \d+ failed$/ })
+        .first()
+        .getAttribute('aria-label'),
+      new RegExp(`^${totals.installed} of \\d+ installed, ${totals.failed + totals['ceiling-reached']} failed$`),
+      'the progress bar says the totals',
+    );
+    t.equal(await page.locator('#installs-none').count(), 1, 'no install reported yet: the chart says so');
     await page.screenshot({ path: join(ARTIFACTS, 'console-delivery.png'), fullPage: true });
 
     // An update's page, from the updates list: its files, the computers requiring it, its policies.

@@ -268,6 +268,23 @@ t.test('ETag and 304; duplicate event batches counted once; retry ceilings and c
   // Clearing all of a computer's counts.
   t.same((await api(node.url, node.token, `/api/v1/computers/${a.computerId}/retries/clear`, { method: 'POST' })).body, { cleared: 1 });
   t.equal((await api(node.url, node.token, '/api/v1/computers/999999/retries/clear', { method: 'POST' })).status, 404);
+
+  // Installs over time, per UTC day of when the agent says they happened: the four failed
+  // installs above today, and a success reported late, two days ago by the agent's clock.
+  const twoDaysAgo = new Date(Date.now() - 2 * 86_400_000);
+  await send(node, a, [ev('test-1', 'install-succeeded', { attempt: 5, at: twoDaysAgo.toISOString() })]);
+  const perDay = (await api(node.url, node.token, `/api/v1/policies/${p.body.id}/installs?days=7`)).body.days;
+  t.same(
+    perDay,
+    [
+      { day: twoDaysAgo.toISOString().slice(0, 10), installed: 1, failed: 0 },
+      { day: new Date().toISOString().slice(0, 10), installed: 0, failed: 4 },
+    ],
+    'installs per day: one two days ago, four failed today',
+  );
+  t.same((await api(node.url, node.token, `/api/v1/policies/${p.body.id}/installs?days=1`)).body.days, [perDay[1]], 'days=1: today only');
+  t.equal((await api(node.url, node.token, '/api/v1/policies/nope/installs')).status, 404);
+  t.equal((await api(node.url, node.token, `/api/v1/policies/${p.body.id}/installs?days=401`)).status, 400);
 });
 
 t.test("supersedence: an import that supersedes a policy's update adds the new one, in the history", async (t) => {

@@ -1,5 +1,5 @@
 import { html, raw } from 'hono/html';
-import { progress } from './svg.js';
+import { progress, installsChart } from './svg.js';
 import { csrfField, fmt, layout, type ConsolePages, when } from './layout.js';
 import { pager } from './fleet-pages.js';
 
@@ -85,7 +85,16 @@ ${body.items.map((p) => {
         c,
         `/api/v1/policies/${encodeURIComponent(id)}`,
       );
+      const { body: installs } = await api<{ days: { day: string; installed: number; failed: number }[] }>(
+        c,
+        `/api/v1/policies/${encodeURIComponent(id)}/installs?days=30`,
+      );
       const err = c.req.query('error');
+      const done = t.installed ?? 0;
+      const broken = (t.failed ?? 0) + (t['ceiling-reached'] ?? 0);
+      const all = Object.entries(t)
+        .filter(([k]) => k !== 'computers')
+        .reduce((a, [, v]) => a + v, 0);
       return layout(
         c,
         `Delivery: ${r.body.policy!.name}`,
@@ -96,6 +105,8 @@ ${body.items.map((p) => {
 <label for="edeadline">Deadline (UTC)<input id="edeadline" name="deadline" type="datetime-local" value="${pol.deadline ? pol.deadline.slice(0, 16) : ''}"></label>
 <label for="eenabled">Enabled<select id="eenabled" name="enabled"><option value="true"${pol.enabled ? raw(' selected') : ''}>yes</option><option value="false"${pol.enabled ? '' : raw(' selected')}>no</option></select></label>
 <button type="submit">Save</button></form>
+<section aria-labelledby="dp" class="cards"><div class="card"><h2 id="dp">Progress</h2><p>${progress(done, broken, all)}</p><p>${fmt(done)} of ${fmt(all)} installed, ${fmt(broken)} failed or at their retry ceiling</p></div>
+<div class="card"><h2>Installs per day (30 days)</h2>${installsChart(installs.days ?? [], 'installs per day')}</div></section>
 <table class="totals"><caption>Totals</caption><tbody>${Object.entries(t).map(([k, v]) => html`<tr><th scope="row">${k}</th><td class="n" data-total="${k}">${fmt(v)}</td></tr>`)}</tbody></table>
 <p><a href="/api/v1/reports/delivery?policy=${id}&amp;format=csv">All rows (CSV)</a></p>
 <table><caption>Per computer and update</caption><thead><tr><th scope="col">Computer</th><th scope="col">Update</th><th scope="col">State</th><th scope="col" class="n">Failed downloads</th><th scope="col" class="n">Failed installs</th><th scope="col">Last error</th></tr></thead><tbody>

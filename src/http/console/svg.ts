@@ -139,3 +139,32 @@ export function treeDiagram(nodes: TreeNode[], label: string) {
   const words = nodes.map((n) => `${n.name} (${n.lines.join(', ')})`).join('; ');
   return html`<svg class="tree-picture" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img" aria-label="${label}: ${words}">${raw(parts.join(''))}</svg>`;
 }
+
+/** Columns per day: installs that succeeded (green) with those that failed stacked on top (red). */
+export function installsChart(days: { day: string; installed: number; failed: number }[], label: string) {
+  if (!days.length) return html`<p class="muted" id="installs-none">No install reported yet.</p>`;
+  const w = 480;
+  const h = 140;
+  const max = Math.max(1, ...days.map((d) => d.installed + d.failed));
+  const step = (w - 40) / days.length;
+  const bw = Math.max(2, Math.min(24, step - 2));
+  const scale = (n: number) => ((h - 30) * n) / max;
+  const cols = days
+    .map((d, i) => {
+      const x = 30 + i * step;
+      const hi = scale(d.installed);
+      const hf = scale(d.failed);
+      return `<g><title>${esc(d.day)}: ${d.installed} installed, ${d.failed} failed</title><rect x="${x.toFixed(1)}" y="${(h - 20 - hi).toFixed(1)}" width="${bw.toFixed(1)}" height="${hi.toFixed(1)}" fill="#1a7f37"/><rect x="${x.toFixed(1)}" y="${(h - 20 - hi - hf).toFixed(1)}" width="${bw.toFixed(1)}" height="${hf.toFixed(1)}" fill="#cf222e"/></g>`;
+    })
+    .join('');
+  const total = days.reduce((n, d) => n + d.installed, 0);
+  const failed = days.reduce((n, d) => n + d.failed, 0);
+  const first = days[0]!;
+  const last = days[days.length - 1]!;
+  return html`<svg class="installs" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="${label}: ${total} installed, ${failed} failed, ${first.day} to ${last.day}">
+  <line x1="30" y1="10" x2="30" y2="${h - 20}" stroke="#d0d7de"/><line x1="30" y1="${h - 20}" x2="${w - 10}" y2="${h - 20}" stroke="#d0d7de"/>
+  <text x="0" y="14" font-size="10" fill="#59636e">${max}</text><text x="18" y="${h - 20}" font-size="10" fill="#59636e">0</text>
+  <text x="30" y="${h - 5}" font-size="10" fill="#59636e">${first.day}</text><text x="${w - 10}" y="${h - 5}" font-size="10" text-anchor="end" fill="#59636e">${last.day}</text>
+  ${raw(cols)}
+</svg>`;
+}

@@ -147,4 +147,23 @@ export function policyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       return c.json(await d.policies.deliveryOf(c.req.valid('param').id, { state: q.state, computer: q.computer, after: q.cursor ?? '', limit: q.limit }), 200);
     },
   );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/policies/{id}/installs',
+      tags: ['policies'],
+      summary:
+        "A policy's installs over time: per UTC day, installs that succeeded and failed on its computers (from the agents' events; days without any are left out)",
+      request: { params: idParam, query: z.object({ days: z.coerce.number().int().min(1).max(400).default(30) }) },
+      responses: {
+        200: {
+          description: 'Per day',
+          content: { 'application/json': { schema: z.object({ days: z.array(z.object({ day: z.string(), installed: z.number(), failed: z.number() })) }) } },
+        },
+        ...errors,
+      },
+    }),
+    async (c) => c.json(await d.policies.installsByDay(c.req.valid('param').id, c.req.valid('query').days), 200),
+  );
 }
