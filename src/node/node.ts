@@ -245,6 +245,7 @@ export class PatchtreeNode {
       certificates: tls.own && !config.insecure ? { sign: (csr, nodeId) => signChild(tls, csr, nodeId), caPem: tls.caPem! } : null,
       onLanguages: () => events.emit('subtree-changed'),
       onAuthFailure: (peer, why) => guard.failed('grpc', peer.replace(/^ipv[46]:/, '').replace(/:\d+$/, ''), why),
+      upstreamBusy: () => Boolean(child?.catchingUp || child?.resyncing),
     });
     this.parent = parent;
     const importer = new CatalogImporter(this.db, trusted, log.child({ module: 'catalog' }), (o) => events.emit('imported', o), identity.nodeId, clock);

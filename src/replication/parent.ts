@@ -59,6 +59,12 @@ export interface ParentDeps {
   onLanguages: () => void;
   /** A call failed to authenticate (counted and logged, rate-limited, by the node: http/guard.ts). */
   onAuthFailure: (peer: string, why: string) => void;
+  /**
+   * Whether this node is itself in the middle of a burst from its own parent (catching up,
+   * or in a complete resync): its children's batches then say `more`, so that they too do
+   * the work that follows a catalog change once for the burst (node/catalog-work.ts).
+   */
+  upstreamBusy?: () => boolean;
 }
 
 /** The roll-up's receiving end (reports/rollup.ts): stores a child's Report, returns the nodes to send again whole; forgets a removed child. */
@@ -84,9 +90,19 @@ export class ReplicationParent {
     const encode = (msg: ServerMessage) => replicationDefinition().Subscribe.responseSerialize(msg);
     this.snapshots = new Snapshots(d.snapshotDir, d.kinds, source, encode, d.dbFile, d.logger);
     // A complete resync is owed from its start until the child acks its end (Ack below).
-    this.#streams = new Streams(d.kinds, source, this.snapshots, encode, this.events, d.identity.epoch, d.logger, async (id, endSeq) => {
-      await d.orm.update(children).set({ forceResync: 1, resyncEndSeq: endSeq }).where(eq(children.id, id));
-    });
+    this.#streams = new Streams(
+      d.kinds,
+      source,
+      this.snapshots,
+      encode,
+      this.events,
+      d.identity.epoch,
+      d.logger,
+      async (id, endSeq) => {
+        await d.orm.update(children).set({ forceResync: 1, resyncEndSeq: endSeq }).where(eq(children.id, id));
+      },
+      d.upstreamBusy ?? (() => false),
+    );
   }
 
   get certificates() {

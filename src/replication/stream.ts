@@ -91,6 +91,8 @@ export class Streams {
      * applied the end gets the complete resync again, whatever cursor it claims.
      */
     private readonly owe: (childId: string, endSeq: number | null) => Promise<void>,
+    /** This node is itself catching up from its parent: its batches say more is coming. */
+    private readonly upstreamBusy: () => boolean = () => false,
   ) {}
 
   connected(id: string): boolean {
@@ -249,8 +251,8 @@ export class Streams {
         rows.filter((r) => this.kinds.sends(r, sub.languages, sub.rules.catalog)),
         sub.languages,
       );
-      // More waiting behind the page: the child is catching up.
-      return { bytes: this.encode({ batch: { changes, cursor: next, snapshot: false, more: read.length > BATCH } }), next };
+      // More waiting behind the page, here or on its way from this node's own parent: the child is catching up.
+      return { bytes: this.encode({ batch: { changes, cursor: next, snapshot: false, more: read.length > BATCH || this.upstreamBusy() } }), next };
     })();
     this.#pages.set(key, made);
     // Nothing at the head yet, or a failure: not kept. Else the newest TAIL_PAGES pages are.
