@@ -10,6 +10,25 @@ import { waitFor } from '../vendor.js';
 const CHROMIUM = process.env.PATCHTREE_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = join(ROOT, 'test-artifacts');
 
+/** A page of a headless Chromium, closed with the test. */
+async function openPage(t: { teardown(fn: () => unknown): void }) {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  t.teardown(() => browser.close());
+  return browser.newPage({ viewport: { width: 1280, height: 900 } });
+}
+
 t.test(
   "the console in a real browser: sign in, dashboard, a policy's delivery, the hierarchy",
   { skip: existsSync(CHROMIUM) ? false : `no browser at ${CHROMIUM}: apt-get install chromium (.ci/run does)` },
@@ -40,21 +59,7 @@ t.test(
     t.equal(p.status, 201, JSON.stringify(p.body));
 
     mkdirSync(ARTIFACTS, { recursive: true });
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
-    t.teardown(() => browser.close());
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const page = await openPage(t);
 
     // Sign in: the dashboard opens.
     await page.goto(`${node.url}/`);
@@ -156,12 +161,7 @@ t.test(
     );
 
     mkdirSync(ARTIFACTS, { recursive: true });
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-    });
-    t.teardown(() => browser.close());
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const page = await openPage(t);
     await page.goto(`${root.url}/sign-in?next=%2Fhierarchy`);
     await page.getByLabel('API token').fill(ADMIN_TOKEN);
     await page.getByRole('button', { name: 'Sign in' }).click();

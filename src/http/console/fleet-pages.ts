@@ -11,8 +11,8 @@ export function pager(c: Context, nextCursor: string | number | null | undefined
   return html`<p><a rel="next" href="${u.pathname}${u.search}">Next page</a></p>`;
 }
 
-/** The cursor of the page asked for, passed on to the API as it came (the API checks it). */
-const cursorOf = (c: Context) => {
+/** The cursor of the page asked for, as `&cursor=` for the API (which checks it), or nothing. */
+export const cursorOf = (c: Context) => {
   const v = c.req.query('cursor');
   return v ? `&cursor=${encodeURIComponent(v)}` : '';
 };

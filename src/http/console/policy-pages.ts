@@ -1,7 +1,7 @@
 import { html, raw } from 'hono/html';
 import { progress, installsChart } from './svg.js';
 import { csrfField, fmt, layout, type ConsolePages, when } from './layout.js';
-import { pager } from './fleet-pages.js';
+import { cursorOf, pager } from './fleet-pages.js';
 
 /** Policies: the list and a new policy's form, and one policy's delivery with its edit form. */
 export function policyPages({ app, nodeName, api, page, form }: ConsolePages): void {
@@ -11,7 +11,7 @@ export function policyPages({ app, nodeName, api, page, form }: ConsolePages): v
       const { body } = await api<{
         items: { id: string; name: string; enabled: boolean; updateCount: number; deadline: string | null; delivery: Record<string, number> }[];
         nextCursor: string | null;
-      }>(c, `/api/v1/policies?limit=100${c.req.query('cursor') ? `&cursor=${encodeURIComponent(c.req.query('cursor')!)}` : ''}`);
+      }>(c, `/api/v1/policies?limit=100${cursorOf(c)}`);
       const { body: filters } = await api<{ items: { id: string; name: string; count: number }[] }>(c, '/api/v1/filters?limit=200');
       const err = c.req.query('error');
       return layout(
@@ -75,10 +75,7 @@ ${body.items.map((p) => {
         }[];
         nextCursor: string | null;
         detail?: string;
-      }>(
-        c,
-        `/api/v1/reports/delivery?policy=${encodeURIComponent(id)}&limit=200${c.req.query('cursor') ? `&cursor=${encodeURIComponent(c.req.query('cursor')!)}` : ''}`,
-      );
+      }>(c, `/api/v1/reports/delivery?policy=${encodeURIComponent(id)}&limit=200${cursorOf(c)}`);
       if (r.status !== 200) return layout(c, 'Policy', nodeName, html`<p class="error" role="alert">${r.body.detail ?? 'not found'}</p>`);
       const t = r.body.totals;
       const { body: pol } = await api<{ name: string; enabled: boolean; deadline: string | null; origin: string | null }>(

@@ -1,7 +1,7 @@
 import { html, raw } from 'hono/html';
 import { bars, gauge, trendLine, treeDiagram, type TreeNode } from './svg.js';
 import { SEVERITY_COLORS, fmt, layout, when, type ConsolePages } from './layout.js';
-import { pager } from './fleet-pages.js';
+import { cursorOf, pager } from './fleet-pages.js';
 
 /* The console's report pages: the dashboard, vulnerabilities, catalog freshness and the hierarchy (with the tree's roll-up). */
 
@@ -181,7 +181,7 @@ export function reportPages({ app, nodeName, api, page }: ConsolePages): void {
           fixes: { kb: string | null; updateId: string; policies: number }[];
         }[];
         nextCursor: string | null;
-      }>(c, `/api/v1/reports/vulnerabilities?limit=100${c.req.query('cursor') ? `&cursor=${encodeURIComponent(c.req.query('cursor')!)}` : ''}`);
+      }>(c, `/api/v1/reports/vulnerabilities?limit=100${cursorOf(c)}`);
       return layout(
         c,
         'Vulnerabilities',
