@@ -92,7 +92,7 @@ export class Streams {
      */
     private readonly owe: (childId: string, endSeq: number | null) => Promise<void>,
     /** This node is itself catching up from its parent: its batches say more is coming. */
-    private readonly upstreamBusy: () => boolean = () => false,
+    private readonly upstreamBusy: () => boolean,
   ) {}
 
   connected(id: string): boolean {
