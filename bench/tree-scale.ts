@@ -152,6 +152,18 @@ runBench(async () => {
         }),
       );
     console.log(`started in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const role = (s: Site) => (s === root ? 'root' : s.children.length ? 'mid-tier' : 'leaf');
+    const perRole = async (f: (pid: number) => Promise<number>) => {
+      const by = new Map<string, number[]>();
+      for (const s of sites) by.set(role(s), [...(by.get(role(s)) ?? []), await f(s.node!.pid)]);
+      return by;
+    };
+    const sum = (by: Map<string, number[]>) => [...by.values()].flat().reduce((a, b) => a + b, 0);
+    // What an idle tree costs: its nodes' CPU over five seconds with nothing to do (the bench's polls aside).
+    const idle0 = sum(await perRole(cpuSeconds));
+    await new Promise((r) => setTimeout(r, 5000));
+    const atImport = await perRole(cpuSeconds);
+    console.log(`   idle: all nodes ${((sum(atImport) - idle0) / 5).toFixed(2)} CPU-s per second`);
 
     const t1 = performance.now();
     await importCatalog(root.node!, first);
@@ -160,13 +172,8 @@ runBench(async () => {
     console.log(
       `1. import at the root -> every node holds its languages' ${m} updates: ${(slowest[1] / 1000).toFixed(1)} s (slowest ${slowest[0]}, level ${sites.find((s) => s.name === slowest[0])!.level}) (goal <= 30 s)`,
     );
-    const role = (s: Site) => (s === root ? 'root' : s.children.length ? 'mid-tier' : 'leaf');
-    const perRole = async (f: (pid: number) => Promise<number>) => {
-      const by = new Map<string, number[]>();
-      for (const s of sites) by.set(role(s), [...(by.get(role(s)) ?? []), await f(s.node!.pid)]);
-      return by;
-    };
     const cpu = await perRole(cpuSeconds);
+    const inWindow = [...cpu].map(([r, xs]) => [r, xs.map((x, i) => x - atImport.get(r)![i]!)] as const);
     console.log(
       `   CPU used since start: ${[...cpu].map(([r, xs]) => `${r} mean ${(xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(1)} s`).join(', ')}; all nodes ${[
         ...cpu.values(),
@@ -174,6 +181,12 @@ runBench(async () => {
         .flat()
         .reduce((a, b) => a + b, 0)
         .toFixed(0)} s`,
+    );
+    console.log(
+      `   CPU from the import to convergence: ${inWindow.map(([r, xs]) => `${r} mean ${(xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(2)} s`).join(', ')}; all nodes ${inWindow
+        .flatMap(([, xs]) => xs)
+        .reduce((a, b) => a + b, 0)
+        .toFixed(1)} s`,
     );
     const levelNos = [...new Set(sites.map((s) => s.level))].sort((a, b) => a - b);
     console.log(

@@ -244,8 +244,12 @@ export async function listImports(orm: Orm, limit: number, before?: number) {
 }
 
 export async function catalogCounts(orm: Orm): Promise<{ live: number; expired: number }> {
-  const rows = await orm.select({ expired: updates.expired, n: sql<number>`count(*)` }).from(updates).groupBy(updates.expired);
-  return { live: Number(rows.find((r) => !r.expired)?.n ?? 0), expired: Number(rows.find((r) => r.expired)?.n ?? 0) };
+  // Both counts read an index, not the table: every /metrics scrape asks (a GROUP BY
+  // expired scanned every row: 5 ms for 20,000 updates, a scrape's largest cost).
+  const [all] = await orm.select({ n: sql<number>`count(*)` }).from(updates);
+  const [gone] = await orm.select({ n: sql<number>`count(*)` }).from(updates).where(sql`${updates.expired} = 1`); // a literal: the partial index's own term
+  const expired = Number(gone?.n ?? 0);
+  return { live: Number(all?.n ?? 0) - expired, expired };
 }
 
 /** Replicated updates are read-only here (`nodeId` is this node's): 409 naming the node they come from. */

@@ -1,0 +1,1 @@
+CREATE INDEX `updates_expired` ON `updates` (`id`) WHERE "updates"."expired" = 1;
