@@ -4,7 +4,7 @@ import type { Orm } from '../db/index.js';
 import { isoTime as iso } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import type { Clock } from '../lib/clock.js';
-import { languageMatchDrizzle } from '../lib/languages.js';
+import { languageMatchDrizzle, languageMatches } from '../lib/languages.js';
 import { REPLICATED_SETTINGS, type SettingsService } from '../settings/service.js';
 
 /**
@@ -135,14 +135,54 @@ export interface FreshnessOptions {
   /** The nodes below, from the roll-up: their last reported times and languages. */
   reported: () => Promise<{ id: string; name: string; stale: boolean; languages: string[] | null; freshness: ReleaseTimes[] | null }[]>;
   onOverdue?: (byNode: Map<string, { name: string; seconds: number }>) => void;
+  /** True while this node's catalog is mid-burst (catching up, resyncing): a check then is put off to the next tick. */
+  busy?: () => boolean;
+}
+
+/**
+ * The longest a computed answer of `own` or `#expected` is reused while nothing it
+ * reads has visibly changed (the change log's head, the content store's rows): a
+ * bound on staleness should a write ever come without either moving.
+ */
+export const FRESHNESS_MEMO_MS = 60_000;
+
+/** The class of a file language ('neutral' for an update's metadata) in a product family, as `#classSql` says in SQL. */
+function classOf(lang: string, family: string | null, goals: Goals): string {
+  if (family !== null && Object.hasOwn(goals.families, family)) return `family:${family}`;
+  return lang === 'neutral' || lang === 'en' || lang.startsWith('en-') ? NEUTRAL_EN : OTHER;
 }
 
 export class Freshness {
   readonly #o: FreshnessOptions;
   #timer: NodeJS.Timeout | null = null;
+  /**
+   * Answers of `own` and `#expected` (aggregates over every update of a release: 0.1 s
+   * at 20,000 updates, and a root's check asks one per language set below it) kept
+   * while what they read is unchanged, so a parent's check every 10 s costs a few
+   * lookups, not a scan per node below, while its subtree catches up.
+   */
+  #memo: { key: string; at: number; answers: Map<string, Promise<unknown>> } = { key: '', at: 0, answers: new Map() };
 
   constructor(o: FreshnessOptions) {
     this.#o = o;
+  }
+
+  /** `compute`'s answer for `key`, computed again once the catalog or the content store changed (or after FRESHNESS_MEMO_MS). */
+  async #memoized<T>(key: string, compute: () => Promise<T>): Promise<T> {
+    const [g] = await this.#o.reader.all<{ head: number | null; files: number; at: number | null }>(
+      sql`SELECT (SELECT max(seq) FROM change_log) AS head, (SELECT count(*) FROM content_files) AS files, (SELECT max(updated_at) FROM content_files) AS at`,
+    );
+    const gen = `${g?.head}:${g?.files}:${g?.at}`;
+    const now = Date.now();
+    if (this.#memo.key !== gen || now - this.#memo.at > FRESHNESS_MEMO_MS) this.#memo = { key: gen, at: now, answers: new Map() };
+    const answers = this.#memo.answers;
+    let p = answers.get(key) as Promise<T> | undefined;
+    if (!p) {
+      p = compute();
+      answers.set(key, p);
+      p.catch(() => answers.delete(key));
+    }
+    return p;
   }
 
   async goals(): Promise<Goals> {
@@ -170,14 +210,28 @@ export class Freshness {
     }WHEN ${lang} = 'neutral' OR ${lang} = 'en' OR ${lang} LIKE 'en-%' THEN ${NEUTRAL_EN} ELSE ${OTHER} END`;
   }
 
-  /** Per class of a release at a node of these languages: its updates, how many are missing, when the last arrived. Aggregated in SQL. */
+  /**
+   * Per class of a release at a node of these languages: its updates, how many are
+   * missing, when the last arrived. SQL aggregates per (language list, family), a
+   * handful of groups however large the release; each group's updates count once in
+   * every class one of its matching languages falls in (`#classSql`, here `classOf`).
+   */
   async #updateClasses(version: string, languages: readonly string[], goals: Goals) {
-    const lang = sql.raw('l.value');
-    return this.#o.reader.all<{ cls: string; n: number; missing: number; reached: number | null }>(sql`
-      SELECT cls, count(*) AS n, sum(visible_at IS NULL) AS missing, max(visible_at) AS reached FROM (
-        SELECT DISTINCT fu.update_id, fu.visible_at, ${this.#classSql(lang, sql.raw('fu.family'), goals)} AS cls
-        FROM freshness_updates fu, json_each(CASE WHEN fu.languages = '' THEN '["neutral"]' ELSE '["' || replace(fu.languages, ',', '","') || '"]' END) l
-        WHERE fu.version = ${version} AND ${languageMatchDrizzle(lang, languages)}) GROUP BY cls`);
+    const groups = await this.#o.reader.all<{ languages: string; family: string | null; n: number; missing: number; reached: number | null }>(sql`
+      SELECT languages, family, count(*) AS n, sum(visible_at IS NULL) AS missing, max(visible_at) AS reached
+      FROM freshness_updates WHERE version = ${version} GROUP BY languages, family`);
+    const out = new Map<string, { cls: string; n: number; missing: number; reached: number | null }>();
+    for (const g of groups) {
+      const langs = g.languages === '' ? ['neutral'] : g.languages.split(',');
+      for (const cls of new Set(langs.filter((l) => languageMatches(l, languages)).map((l) => classOf(l, g.family, goals)))) {
+        const c = out.get(cls) ?? { cls, n: 0, missing: 0, reached: null };
+        c.n += Number(g.n);
+        c.missing += Number(g.missing);
+        if (g.reached !== null) c.reached = Math.max(c.reached ?? 0, Number(g.reached));
+        out.set(cls, c);
+      }
+    }
+    return [...out.values()];
   }
 
   /**
@@ -188,6 +242,10 @@ export class Freshness {
     const g = goals ?? (await this.goals());
     const langs = this.#o.languages();
     const all = await this.#o.needsAllFiles();
+    return this.#memoized(`own\t${JSON.stringify(g)}\t${langs.join(',')}\t${all}`, () => this.#own(g, langs, all));
+  }
+
+  async #own(g: Goals, langs: readonly string[], all: boolean): Promise<ReleaseTimes[]> {
     const releases = await this.#o.reader.all<{ version: string; published_at: number; imported_at: number }>(
       sql`SELECT version, published_at, imported_at FROM freshness_releases ORDER BY published_at DESC, version LIMIT ${RELEASES_REPORTED}`,
     );
@@ -232,6 +290,11 @@ export class Freshness {
 
   /** What a node of these languages should get of a release it has not reported: everything missing. */
   async #expected(version: string, languages: readonly string[], goals: Goals): Promise<ClassTimes[]> {
+    const key = `expected\t${version}\t${[...languages].sort().join(',')}\t${JSON.stringify(goals)}`;
+    return this.#memoized(key, async () => this.#expectedNow(version, languages, goals));
+  }
+
+  async #expectedNow(version: string, languages: readonly string[], goals: Goals): Promise<ClassTimes[]> {
     return (await this.#updateClasses(version, languages, goals))
       .map((u) => ({ class: u.cls, updates: Number(u.n), missingUpdates: Number(u.n), reachedAt: null, files: 0, missingFiles: 0, filesVerifiedAt: null }))
       .sort((a, b) => a.class.localeCompare(b.class));
@@ -287,9 +350,11 @@ export class Freshness {
   /**
    * Finds the releases that missed their goal at a node of the subtree (late, or
    * overdue and still missing), records each (release, node) once and logs it
-   * then, never again; sets the overdue gauge per node.
+   * then, never again; sets the overdue gauge per node. Put off while `busy` (the
+   * catalog is about to change again): the next tick checks.
    */
   async check(): Promise<number> {
+    if (this.#o.busy?.()) return 0;
     const rep = await this.report('tree');
     const now = this.#o.clock();
     const overdue = new Map<string, { name: string; seconds: number }>();

@@ -207,6 +207,7 @@ export class PatchtreeNode {
       needsAllFiles: async () => (await content.settings()).need === 'languages',
       logger: log.child({ module: 'freshness' }),
       reported: () => views.freshness(),
+      busy: () => Boolean(child?.catchingUp || child?.resyncing),
       onOverdue: (byNode) => {
         metrics.freshnessOverdue.reset();
         for (const n of byNode.values()) metrics.freshnessOverdue.set({ node: n.name }, n.seconds);
@@ -271,16 +272,14 @@ export class PatchtreeNode {
         assessment.assessor.catalogChanged();
         delivery.catalogChanged();
         reconcileSoon();
+        rollup.markChanged();
       },
     );
     events.on('replicated', (changed, applied) => {
       parent.notify();
       for (const a of applied) if (a.kind === 'policy') delivery.engine.policyChanged(a.key);
-      if (changed > 0) {
-        rollup.markChanged();
-        compactSoon();
-      }
-      catalogWork(changed);
+      if (changed > 0) compactSoon();
+      catalogWork(changed); // the report up too: once a burst, not once a batch
     });
     events.on('upstream-connected', () => void content.downloader.retryDeferred().catch((err) => log.error({ err }, 'retrying deferred downloads failed')));
     events.on('assessed', (ids) => {
