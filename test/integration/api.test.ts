@@ -30,6 +30,35 @@ t.test('health, metrics, OpenAPI and docs need no token', async (t) => {
   t.equal(missing.headers.get('content-type'), 'application/problem+json');
 });
 
+t.test('metrics count the catalog by state: live and expired', async (t) => {
+  const dir = await tempDir(t);
+  const keys = await makeKeys(dir);
+  const n = await startNode(t, { trustedKeys: [keys.pubFile] });
+  const counts = async () => {
+    const text = await (await fetch(`${n.url}/metrics`)).text();
+    return ['live', 'expired'].map((s) => Number(new RegExp(`patchtree_catalog_updates\\{state="${s}"\\} (\\d+)`).exec(text)?.[1] ?? -1));
+  };
+  const first = await writeSignedCatalog(
+    dir,
+    keys,
+    'c1.ndjson.gz',
+    header('m1', 3),
+    [1, 2, 3].map((i) => sampleUpdate(i)),
+  );
+  t.equal((await uploadCatalog(n.url, n.token, first.file, first.sig)).status, 201);
+  t.same(await counts(), [3, 0], 'three live');
+  // A release that no longer lists an update expires it.
+  const second = await writeSignedCatalog(
+    dir,
+    keys,
+    'c2.ndjson.gz',
+    header('m2', 2),
+    [1, 3].map((i) => sampleUpdate(i)),
+  );
+  t.equal((await uploadCatalog(n.url, n.token, second.file, second.sig)).status, 201);
+  t.same(await counts(), [2, 1], 'two live, one expired');
+});
+
 t.test('tokens and roles', async (t) => {
   const n = await startNode(t);
   t.equal((await api(n.url, null, '/api/v1/updates')).status, 401, 'no token');

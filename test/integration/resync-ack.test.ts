@@ -10,6 +10,8 @@ import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
 import { ADMIN_TOKEN as T, ackRaw, api, header, joinRaw, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog } from '../helpers.js';
 import { PROTOCOL_VERSION, type ReceivedMessage } from '../../src/replication/protocol.js';
+import { ACK_WRITE_MS } from '../../src/replication/parent.js';
+import { waitFor } from '../vendor.js';
 
 const ID = '00000000-0000-4000-8000-0000000000c1';
 
@@ -51,6 +53,7 @@ t.test('a complete resync is owed until the child acks its end', async (t) => {
   const { file, sig } = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', updates.length, new Date(Date.UTC(2024, 0, 1))), updates);
   t.equal((await uploadCatalog(node.url, T, file, sig)).status, 201);
   const { client, md } = await joinRaw(t, node, { id: ID, name: 'raw', languages: ['en'] });
+  const cursor = async () => (await api(node.url, T, '/api/v1/hierarchy')).body.children.find((c: { id: string }) => c.id === ID).cursor as number;
   const owed = async () => (await api(node.url, T, '/api/v1/hierarchy')).body.children.find((c: { id: string }) => c.id === ID).resyncOwed as boolean;
 
   // Cut mid-snapshot, right after its first batch; back with the hello's epoch and head.
@@ -75,6 +78,10 @@ t.test('a complete resync is owed until the child acks its end', async (t) => {
   t.equal(await owed(), true, 'an ack short of the end does not settle it');
   await ack(client, md, third.end!, third.epoch);
   t.equal(await owed(), false, "the ack of the end's cursor settles it");
+  // Acks are written together a moment later; the settling one at once, and the one
+  // short of the end still waiting then is dropped, not written after it.
+  await new Promise((r) => setTimeout(r, 3 * ACK_WRITE_MS));
+  t.equal(await cursor(), third.end, 'the cursor stays at the end: the older queued ack did not move it back');
   const tail = await subscribe(client, md, third.epoch, third.end!, (m) => Boolean(m.hello));
   t.equal(tail.mode, 'tail', 'then the child is tailed from its cursor');
 
@@ -83,4 +90,26 @@ t.test('a complete resync is owed until the child acks its end', async (t) => {
   t.equal(await owed(), true);
   const requested = await subscribe(client, md, third.epoch, third.end!, (m) => Boolean(m.hello));
   t.equal(requested.mode, 'resync');
+});
+
+t.test("a child's acks in a burst are written together, the newest kept", async (t) => {
+  const dir = await tempDir(t);
+  const keys = await makeKeys(dir);
+  const node = await startNode(t, { trustedKeys: [keys.pubFile], extra: ['--insecure'] });
+  const updates = Array.from({ length: 300 }, (_, i) => sampleUpdate(i + 1, { files: [] }));
+  const { file, sig } = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', updates.length, new Date(Date.UTC(2024, 0, 1))), updates);
+  t.equal((await uploadCatalog(node.url, T, file, sig)).status, 201);
+  const { client, md } = await joinRaw(t, node, { id: ID, name: 'raw', languages: ['en'] });
+  const s = await subscribe(client, md, '', 0, () => false);
+  await ack(client, md, s.end!, s.epoch); // settles the first resync
+  const child = async () => (await api(node.url, T, '/api/v1/hierarchy')).body.children.find((c: { id: string }) => c.id === ID) as { cursor: number };
+  // Forty acks at once, in order, each answered at once; the stored cursor ends at the last.
+  const cursors = Array.from({ length: 40 }, (_, i) => s.end! - 40 + i + 1);
+  for (const c of cursors) await ack(client, md, c, s.epoch);
+  await waitFor(async () => (await child()).cursor === cursors[cursors.length - 1], 'the newest ack stored', 5_000);
+  await new Promise((r) => setTimeout(r, 3 * ACK_WRITE_MS));
+  t.equal((await child()).cursor, cursors[cursors.length - 1], 'and nothing older written after it');
+  // An ack beyond the head is still refused at once, before anything is queued.
+  await t.rejects(ack(client, md, s.head + 10_000, s.epoch), { code: grpc.status.INVALID_ARGUMENT });
+  t.equal((await child()).cursor, cursors[cursors.length - 1]);
 });
