@@ -87,6 +87,11 @@ export async function head(db: Reader): Promise<number> {
   return Number((await one<{ head: number }>(db, 'SELECT coalesce(max(seq), 0) AS head FROM change_log'))?.head ?? 0);
 }
 
+/** The newest sequence as a scalar subquery for drizzle's `sql` (a generation to key memoized answers on). */
+export function headExpr(): SQL {
+  return sql`(SELECT coalesce(max(seq), 0) FROM ${changeLog})`;
+}
+
 /** The oldest and newest sequence kept (0 and 0: empty). */
 export async function bounds(db: Reader): Promise<{ min: number; head: number }> {
   const r = await one<{ min: number; head: number }>(db, 'SELECT coalesce(min(seq), 0) AS min, coalesce(max(seq), 0) AS head FROM change_log');

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { sql, type SQL } from 'drizzle-orm';
+import { changelog } from '../changelog/index.js';
 import type { Orm } from '../db/index.js';
 import { isoTime as iso } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
@@ -170,7 +171,7 @@ export class Freshness {
   /** `compute`'s answer for `key`, computed again once the catalog or the content store changed (or after FRESHNESS_MEMO_MS). */
   async #memoized<T>(key: string, compute: () => Promise<T>): Promise<T> {
     const [g] = await this.#o.reader.all<{ head: number | null; files: number; at: number | null }>(
-      sql`SELECT (SELECT max(seq) FROM change_log) AS head, (SELECT count(*) FROM content_files) AS files, (SELECT max(updated_at) FROM content_files) AS at`,
+      sql`SELECT ${changelog.headExpr()} AS head, (SELECT count(*) FROM content_files) AS files, (SELECT max(updated_at) FROM content_files) AS at`,
     );
     const gen = `${g?.head}:${g?.files}:${g?.at}`;
     const now = Date.now();
