@@ -5,7 +5,7 @@ import type { LogRow } from '../changelog/index.js';
 import { ReplicaWriter, readUpdatePayloads, wireUpdatesSql, type WireUpdate } from './replica.js';
 import { updateLanguages } from './format.js';
 import type { UpdatePayload } from './import-core.js';
-import { UPDATES_FILE_FORMAT, buildUpdatesFile, checkUpdatesFile, loadUpdatesFile } from './snapshot-file.js';
+import { UPDATES_FILE_FORMAT, checkUpdatesFile, loadUpdatesFile } from './snapshot-file.js';
 import { levelKey, levelsPayload, type LevelPayload } from './severities.js';
 
 /**
@@ -176,7 +176,7 @@ export const updateKind: ReplicatedKind = {
   },
   file: {
     format: UPDATES_FILE_FORMAT,
-    build: (db, into, self, languages) => buildUpdatesFile(db, into, self.nodeId, languages),
+    builder: new URL('./snapshot-file.js', import.meta.url).href,
     holdsNone: (db) => db.prepare('SELECT 1 FROM updates LIMIT 1').get() === undefined,
     check: checkUpdatesFile,
     load: loadUpdatesFile,

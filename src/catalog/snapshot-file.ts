@@ -68,6 +68,9 @@ export function buildUpdatesFile(db: NativeDb, into: string, nodeId: string, lan
   return n;
 }
 
+/** The builder a parent's worker thread runs (KindFile.builder). */
+export const buildFile = buildUpdatesFile;
+
 /**
  * Why the attached file `from` is not an updates file this node can load (null: it
  * is): its tables must be exactly UPDATES_FILE_TABLES (no view, trigger or index of

@@ -98,8 +98,14 @@ export interface KindApplier {
 export interface KindFile {
   /** The file's layout: a child refuses another (and asks for rows instead). */
   readonly format: number;
-  /** Parent: fills the attached, empty schema `into` with what a subscriber of `languages` gets; in the caller's read transaction. Returns how many entities. */
-  build(db: NativeDb, into: string, self: { nodeId: string }, languages: readonly string[]): number;
+  /**
+   * Parent: the URL of an ES module whose `buildFile(db, into, nodeId, languages)` fills
+   * the attached, empty schema `into` with what a subscriber of `languages` gets, in the
+   * caller's read transaction, and returns how many entities. It runs on a worker
+   * thread (replication/build-worker.ts), so a module of its own: the parent's event
+   * loop goes on serving while SQLite builds (a second or so for 100,000 updates).
+   */
+  readonly builder: string;
   /** Child: whether it holds none of the kind (then it may ask for the file). */
   holdsNone(db: NativeDb): boolean;
   /** Child: why the attached schema `from` is not a file it can load (null: it is). */

@@ -1,0 +1,46 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { openNative, type NativeDb } from '../db/native.js';
+
+/**
+ * A worker thread that builds one kind's snapshot file (snapshots.ts): the kind's
+ * builder module (KindFile.builder) fills a fresh scratch SQLite file from the node's
+ * database in one read transaction on a connection of its own. Answers
+ * `{ ok: true, count }` or `{ ok: false, message }`, then ends.
+ */
+export interface BuildJob {
+  dbFile: string;
+  file: string;
+  builder: string;
+  nodeId: string;
+  languages: string[];
+}
+
+type Builder = { buildFile(db: NativeDb, into: string, nodeId: string, languages: readonly string[]): number };
+
+async function build(job: BuildJob): Promise<number> {
+  const { buildFile } = (await import(job.builder)) as Builder;
+  const db = openNative(job.dbFile);
+  try {
+    db.prepare('ATTACH ? AS snapshot_file').run(job.file);
+    // A scratch file: no journal, no fsync (a crash leaves it to the cleaning at start).
+    db.exec('PRAGMA snapshot_file.page_size = 65536; PRAGMA snapshot_file.journal_mode = OFF; PRAGMA snapshot_file.synchronous = OFF');
+    db.exec('BEGIN');
+    let n: number;
+    try {
+      n = buildFile(db, 'snapshot_file', job.nodeId, job.languages);
+      db.exec('COMMIT');
+    } catch (err) {
+      db.exec('ROLLBACK');
+      throw err;
+    }
+    db.exec('DETACH snapshot_file');
+    return n;
+  } finally {
+    db.close();
+  }
+}
+
+build(workerData as BuildJob).then(
+  (count) => parentPort!.postMessage({ ok: true, count }),
+  (err: unknown) => parentPort!.postMessage({ ok: false, message: err instanceof Error ? err.message : String(err) }),
+);
