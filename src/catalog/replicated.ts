@@ -5,7 +5,7 @@ import type { LogRow } from '../changelog/index.js';
 import { ReplicaWriter, readUpdatePayloads, wireUpdatesSql, type WireUpdate } from './replica.js';
 import { updateLanguages } from './format.js';
 import type { UpdatePayload } from './import-core.js';
-import { UPDATES_FILE_FORMAT, checkUpdatesFile, loadUpdatesFile } from './snapshot-file.js';
+import { UPDATES_FILE_FORMAT, checkUpdatesFile, loadUpdatesFile, updatesFileCuts } from './snapshot-file.js';
 import { levelKey, levelsPayload, type LevelPayload } from './severities.js';
 
 /**
@@ -177,6 +177,7 @@ export const updateKind: ReplicatedKind = {
   file: {
     format: UPDATES_FILE_FORMAT,
     builder: new URL('./snapshot-file.js', import.meta.url).href,
+    cuts: updatesFileCuts,
     holdsNone: (db) => db.prepare('SELECT 1 FROM updates LIMIT 1').get() === undefined,
     check: checkUpdatesFile,
     load: loadUpdatesFile,

@@ -40,16 +40,17 @@ const tableName = (ddl: string) => /^CREATE TABLE (\w+)/.exec(ddl)![1]!;
  * `languages` is sent (and only the files in its languages), read from this node's
  * catalog. Run in one transaction of `db` (a consistent read).
  */
-export function buildUpdatesFile(db: NativeDb, into: string, nodeId: string, languages: readonly string[]): number {
+export function buildUpdatesFile(db: NativeDb, into: string, nodeId: string, languages: readonly string[], range: KeyRange = ALL): number {
   const [match, matchArgs] = languageMatchSql('f.language', languages);
+  const [inRange, rangeArgs] = rangeSql(range);
   for (const ddl of UPDATES_FILE_TABLES) db.exec(ddl.replace(/^CREATE TABLE /, `CREATE TABLE ${into}.`));
   // The files sent, numbered anew in catalog order (the child's positions).
   db.prepare(
     `INSERT INTO ${into}.update_files (update_id, position, sha256, name, url, size, language, installer)
      SELECT f.update_id, row_number() OVER (PARTITION BY f.update_id ORDER BY f.position) - 1, f.sha256, f.name, f.url, f.size, f.language,
        CASE WHEN f.installer IS NULL THEN NULL ELSE json(f.installer) END
-     FROM main.update_files f WHERE ${match} ORDER BY f.update_id, f.position`,
-  ).run(...matchArgs);
+     FROM main.update_files f WHERE ${match} AND ${inRange('f.update_id')} ORDER BY f.update_id, f.position`,
+  ).run(...matchArgs, ...rangeArgs);
   // Updates with a file sent, or none at all (metadata only); JSON as the wire has it (json()).
   const n = db
     .prepare(
@@ -60,9 +61,9 @@ export function buildUpdatesFile(db: NativeDb, into: string, nodeId: string, lan
        (SELECT coalesce(group_concat(l, ','), '') FROM (SELECT DISTINCT language AS l FROM ${into}.update_files s WHERE s.update_id = u.id ORDER BY l)),
        u.expired, u.content_hash, u.release_version, u.first_version, u.origin
      FROM main.updates u LEFT JOIN main.custom_severities cs ON cs.id = u.custom_severity_id
-     WHERE u.languages = '' OR EXISTS (SELECT 1 FROM ${into}.update_files s WHERE s.update_id = u.id) ORDER BY u.id`,
+     WHERE (u.languages = '' OR EXISTS (SELECT 1 FROM ${into}.update_files s WHERE s.update_id = u.id)) AND ${inRange('u.id')} ORDER BY u.id`,
     )
-    .run(nodeId).changes;
+    .run(nodeId, ...rangeArgs).changes;
   db.exec(`INSERT OR IGNORE INTO ${into}.update_cves SELECT u.id, c.value FROM ${into}.updates u, json_each(u.cves) c`);
   db.exec(`INSERT OR IGNORE INTO ${into}.update_supersedes SELECT u.id, k.value FROM ${into}.updates u, json_each(u.supersedes) k`);
   return n;
@@ -70,6 +71,33 @@ export function buildUpdatesFile(db: NativeDb, into: string, nodeId: string, lan
 
 /** The builder a parent's worker thread runs (KindFile.builder). */
 export const buildFile = buildUpdatesFile;
+
+/** Updates of a part: ids after `after` (null: from the first) up to `upTo` (null: to the last). */
+export interface KeyRange {
+  after: string | null;
+  upTo: string | null;
+}
+const ALL: KeyRange = { after: null, upTo: null };
+
+function rangeSql(r: KeyRange): [(col: string) => string, string[]] {
+  const args = [r.after, r.upTo].filter((x): x is string => x !== null);
+  return [(col) => [r.after !== null ? `${col} > ?` : '1', r.upTo !== null ? `${col} <= ?` : '1'].join(' AND '), args];
+}
+
+/** Updates in a part of a file: an eighth of the catalog, from 100 to 25,000 (the child loads one while the parent builds the next). */
+export function partSize(updates: number): number {
+  return Math.max(100, Math.min(25_000, Math.ceil(updates / 8)));
+}
+
+/** The ids that cut the catalog into parts of partSize (KindFile.cuts). */
+export function updatesFileCuts(db: NativeDb): string[] {
+  const n = Number((db.prepare('SELECT count(*) AS n FROM updates').get() as { n: number }).n);
+  const size = partSize(n);
+  const at = db.prepare('SELECT id FROM updates ORDER BY id LIMIT 1 OFFSET ?');
+  const cuts: string[] = [];
+  for (let i = size; i < n; i += size) cuts.push((at.get(i - 1) as { id: string }).id);
+  return cuts;
+}
 
 /**
  * Why the attached file `from` is not an updates file this node can load (null: it
@@ -100,7 +128,9 @@ export function checkUpdatesFile(db: NativeDb, from: string): string | null {
  * Returns how many updates it copied.
  */
 export function loadUpdatesFile(db: NativeDb, from: string, now: number): number {
-  if (db.prepare('SELECT 1 FROM main.updates LIMIT 1').get()) throw new Error('a snapshot file is loaded only into an empty catalog');
+  // The parts of one resync hold disjoint updates, and the catalog held none before the first.
+  if (db.prepare(`SELECT 1 FROM main.updates WHERE id IN (SELECT id FROM ${from}.updates) LIMIT 1`).get())
+    throw new Error('a snapshot file is loaded only into a catalog that holds none of its updates');
   const n = db
     .prepare(
       `INSERT INTO main.updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,

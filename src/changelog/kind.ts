@@ -106,6 +106,12 @@ export interface KindFile {
    * loop goes on serving while SQLite builds (a second or so for 100,000 updates).
    */
   readonly builder: string;
+  /**
+   * Parent: the keys that cut the kind into parts (each part the keys after one cut up
+   * to the next), so that a child loads one part while the parent builds the next;
+   * empty: one part. The builder then takes a part's range.
+   */
+  cuts(db: NativeDb): string[];
   /** Child: whether it holds none of the kind (then it may ask for the file). */
   holdsNone(db: NativeDb): boolean;
   /** Child: why the attached schema `from` is not a file it can load (null: it is). */

@@ -6,7 +6,9 @@ import { policyKind } from '../delivery/replication.js';
 
 /**
  * The kinds this node replicates, one line each, in the order a complete resync sends
- * them: levels and settings first (small, and updates name their levels), then the
- * updates, the releases that list them, and the policies that refer to them.
+ * them: levels and settings first (small, and updates name their levels), the
+ * releases (a child applies them while its parent builds the updates' file; each
+ * update is stamped visible for the releases waiting for it as it arrives), then the
+ * updates, and the policies that refer to them.
  */
-export const replicatedKinds = (): KindRegistry => new KindRegistry([levelsKind, settingKind, updateKind, releaseKind, policyKind]);
+export const replicatedKinds = (): KindRegistry => new KindRegistry([levelsKind, settingKind, releaseKind, updateKind, policyKind]);

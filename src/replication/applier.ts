@@ -12,6 +12,8 @@ import { changelog, type Applied, type ApplyTx, type Change, type KindApplier, t
  */
 export class BatchApplier {
   readonly #appliers = new Map<string, KindApplier>();
+  /** The kinds a snapshot file may load into in this resync: a complete one that found the kind holding none (its parts then follow one another). */
+  readonly #fileKinds = new Set<string>();
   readonly #kinds: KindRegistry;
   readonly #append;
   readonly #s;
@@ -96,14 +98,15 @@ export class BatchApplier {
   }
 
   /**
-   * Loads a kind's snapshot file (checked whole by file-receiver.ts) in one
-   * transaction: attached, its tables checked, copied by the kind (which logs what it
+   * Loads a kind's snapshot file, or one part of it (checked whole by
+   * file-receiver.ts), in one transaction: attached, its tables checked, copied by the kind (which logs what it
    * copies for this node's children). Returns how many entities it brought.
    */
   loadFile(kind: string, format: number, path: string): number {
     const file = this.#kinds.get(kind)?.file;
     if (!file) throw new Error(`a snapshot file of kind ${kind}, which this node does not load from a file`);
     if (format !== file.format) throw new Error(`a snapshot file of ${kind} in format ${format}; this node reads format ${file.format}`);
+    if (!this.#fileKinds.has(kind)) throw new Error(`a snapshot file of ${kind} outside a complete resync into a catalog that held none`);
     prepare(this.db, 'ATTACH ? AS snapshot_file').run(path);
     try {
       const why = file.check(this.db, 'snapshot_file');
@@ -122,6 +125,8 @@ export class BatchApplier {
   }
 
   resyncStart(full: boolean): void {
+    this.#fileKinds.clear();
+    if (full) for (const k of this.#kinds.all()) if (k.file?.holdsNone(this.db)) this.#fileKinds.add(k.kind);
     this.#tx(() => {
       for (const a of this.#appliers.values()) a.resyncStart?.(full);
       this.db.exec('DELETE FROM temp.resync_seen');

@@ -13,9 +13,11 @@ export interface BuildJob {
   builder: string;
   nodeId: string;
   languages: string[];
+  /** The part: keys after `after` up to `upTo` (null: open on that side). */
+  range: { after: string | null; upTo: string | null };
 }
 
-type Builder = { buildFile(db: NativeDb, into: string, nodeId: string, languages: readonly string[]): number };
+type Builder = { buildFile(db: NativeDb, into: string, nodeId: string, languages: readonly string[], range: BuildJob['range']): number };
 
 async function build(job: BuildJob): Promise<number> {
   const { buildFile } = (await import(job.builder)) as Builder;
@@ -27,7 +29,7 @@ async function build(job: BuildJob): Promise<number> {
     db.exec('BEGIN');
     let n: number;
     try {
-      n = buildFile(db, 'snapshot_file', job.nodeId, job.languages);
+      n = buildFile(db, 'snapshot_file', job.nodeId, job.languages, job.range);
       db.exec('COMMIT');
     } catch (err) {
       db.exec('ROLLBACK');

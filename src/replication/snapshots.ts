@@ -7,6 +7,7 @@ import { Worker } from 'node:worker_threads';
 import { gzip } from 'node:zlib';
 import type { Logger } from '../lib/log.js';
 import { changelog, type KindRegistry, type ReplicatedKind, type SourceContext } from '../changelog/index.js';
+import { openNative } from '../db/native.js';
 import type { ServerMessage } from './protocol.js';
 import type { BuildJob } from './build-worker.js';
 
@@ -24,6 +25,13 @@ const PIECE_BYTES = 2 * 1024 * 1024;
 const PIECES_AHEAD = 2;
 /** What a snapshot is made of: rows (batches of changes), or for a child that holds nothing yet, files of the kinds that have one. */
 export type SnapshotForm = 'rows' | 'file';
+
+/** A kind's file in parts, the first already being built. */
+interface FileParts {
+  files: string[];
+  build: (i: number) => Promise<void>;
+  first: Promise<void>;
+}
 
 /**
  * A complete resync's snapshot for one language set, built once and shared by every
@@ -180,6 +188,7 @@ export class Snapshots {
   async #build(s: Snapshot, languages: readonly string[], catalog: boolean, form: SnapshotForm): Promise<void> {
     const started = performance.now();
     let fh: FileHandle | null = null;
+    let files = new Map<string, FileParts>();
     try {
       fh = await open(s.file, 'wx', 0o600);
       const append = async (msg: ServerMessage) => {
@@ -191,9 +200,13 @@ export class Snapshots {
         s.bytes += HEADER + body.length;
         s.events.emit('changed');
       };
-      for (const k of this.kinds.all()) {
-        if (!catalog && k.catalog) continue;
-        if (form === 'file' && k.file) await this.#file(s, k, languages, append);
+      const kinds = this.kinds.all().filter((k) => catalog || !k.catalog);
+      // The files' first parts are built (on worker threads) while the kinds before them are encoded.
+      files = new Map(form === 'file' ? kinds.filter((k) => k.file).map((k) => [k.kind, this.#startFile(s, k, languages)] as const) : []);
+      for (const k of kinds) {
+        const file = files.get(k.kind);
+        files.delete(k.kind); // #file cleans up after itself from here
+        if (file) await this.#file(file, k, append);
         else for await (const changes of k.source.snapshot(this.source, languages)) await append({ batch: { changes, cursor: 0, snapshot: true } });
       }
       s.done = true;
@@ -203,6 +216,11 @@ export class Snapshots {
       this.logger.error({ err, languages }, 'building a snapshot failed');
       this.#supersede(s);
     } finally {
+      // Files started and never sent (an earlier kind failed): their builds finished, then removed.
+      for (const f of files.values()) {
+        await f.first.catch(() => {});
+        await Promise.all(f.files.map((x) => rm(x, { force: true })));
+      }
       await fh?.close();
       if (s.refs === 0) s.forgetFrames();
       s.events.emit('changed');
@@ -210,18 +228,46 @@ export class Snapshots {
   }
 
   /**
-   * A kind's file for these languages: built by SQLite from this node's database on a
-   * connection of its own (one read transaction), then cut into pieces, each
-   * compressed on zlib's threads and appended as a message; the last says the file's
-   * size and SHA-256. The file itself is removed once its pieces are written.
+   * A kind's file for these languages, in parts by key range (KindFile.cuts): each
+   * built by SQLite from this node's database on a worker thread (a read transaction
+   * of its own), then cut into pieces, each compressed on zlib's threads and appended
+   * as a message; a part's last piece says its size and SHA-256, and the child loads
+   * it then, while the next part is built. The parts' transactions are not one: a
+   * change between them is in the log after the snapshot's head, and the tail that
+   * follows brings it (a newer state wins at the child). Each part's file is removed
+   * once its pieces are written.
    */
-  async #file(s: Snapshot, k: ReplicatedKind, languages: readonly string[], append: (msg: ServerMessage) => Promise<void>): Promise<void> {
-    const file = `${s.file}.${k.kind}.db`;
+  #startFile(s: Snapshot, k: ReplicatedKind, languages: readonly string[]): FileParts {
+    const db = openNative(this.dbFile!);
+    let cuts: string[];
     try {
-      await this.#buildFile(file, k, languages);
-      await this.#pieces(file, k, append);
+      cuts = k.file!.cuts(db);
     } finally {
-      await rm(file, { force: true });
+      db.close();
+    }
+    const ranges = [null, ...cuts].map((after, i) => ({ after, upTo: cuts[i] ?? null }));
+    const files = ranges.map((_, i) => `${s.file}.${k.kind}.${i}.db`);
+    const build = (i: number) => this.#buildFile(files[i]!, k, languages, ranges[i]!);
+    const first = build(0);
+    first.catch(() => {}); // awaited in its turn (#file)
+    return { files, build, first };
+  }
+
+  async #file(parts: FileParts, k: ReplicatedKind, append: (msg: ServerMessage) => Promise<void>): Promise<void> {
+    const { files, build } = parts;
+    // Part i's pieces go out while the worker builds part i + 1 (and the child loads part i).
+    let next: Promise<void> | null = parts.first;
+    try {
+      for (let i = 0; i < files.length; i++) {
+        await next;
+        next = i + 1 < files.length ? build(i + 1) : null;
+        next?.catch(() => {}); // awaited in its turn; a failure then ends the snapshot
+        await this.#pieces(files[i]!, k, append);
+        await rm(files[i]!, { force: true });
+      }
+    } finally {
+      await next?.catch(() => {});
+      await Promise.all(files.map((f) => rm(f, { force: true })));
     }
   }
 
@@ -230,8 +276,8 @@ export class Snapshots {
    * (build-worker.ts: about 0.9 s for 100,000 updates, during which this thread goes
    * on serving children, agents and the API).
    */
-  async #buildFile(file: string, k: ReplicatedKind, languages: readonly string[]): Promise<void> {
-    const job: BuildJob = { dbFile: this.dbFile!, file, builder: k.file!.builder, nodeId: this.source.self.nodeId, languages: [...languages] };
+  async #buildFile(file: string, k: ReplicatedKind, languages: readonly string[], range: BuildJob['range']): Promise<void> {
+    const job: BuildJob = { dbFile: this.dbFile!, file, builder: k.file!.builder, nodeId: this.source.self.nodeId, languages: [...languages], range };
     const worker = new Worker(new URL('./build-worker.js', import.meta.url), { workerData: job });
     await new Promise<void>((resolve, reject) => {
       worker.once('message', (m: { ok: boolean; message?: string }) => (m.ok ? resolve() : reject(new Error(`building the ${k.kind} file: ${m.message}`))));

@@ -85,6 +85,8 @@ t.test('a snapshot file gives a fresh child the same data as rows', async (t) =>
     byFile.logs.some((l) => l.msg === 'snapshot file loaded' && Number(l.entities) > 0),
     'the first child loaded a snapshot file',
   );
+  const parts = byFile.logs.filter((l) => l.msg === 'snapshot file loaded').length;
+  t.ok(parts >= 2, `in parts, each loaded as it came (${parts}: an eighth of the root's catalog each, 100 at least)`);
   t.notOk(
     byRows.logs.some((l) => l.msg === 'snapshot file loaded'),
     'the second took rows',

@@ -112,7 +112,7 @@ t.test("a file's tables are checked before anything is read from it", async (t) 
   );
 });
 
-t.test('a file is loaded only into an empty catalog, and a refused one changes nothing', async (t) => {
+t.test('a file is loaded only in a complete resync that found the catalog empty, its parts disjoint, and a refused one changes nothing', async (t) => {
   const dir = await tempDir(t);
   const dbFile = join(dir, 'child.db');
   (await openDatabase(`file:${dbFile}`)).close();
@@ -122,16 +122,31 @@ t.test('a file is loaded only into an empty catalog, and a refused one changes n
   src.exec(`INSERT INTO updates VALUES ('u1', 1, '123', NULL, 'T', NULL, 'V', NULL, 'P', 'Updates', NULL, NULL, '[]', '[]', '2024-01-01',
     '[]', 0, 'maybe', '[0]', '[3010]', '{}', '{}', NULL, '', 0, 'h', 'v1', 'v1', 'o')`);
   src.close();
+  // A second part: another update.
+  const second = join(dir, 'in2.db');
+  const src2 = new Database(second);
+  for (const ddl of UPDATES_FILE_TABLES) src2.exec(ddl);
+  src2.exec(`INSERT INTO updates VALUES ('u2', 1, '124', NULL, 'T', NULL, 'V', NULL, 'P', 'Updates', NULL, NULL, '[]', '[]', '2024-01-01',
+    '[]', 0, 'maybe', '[0]', '[3010]', '{}', '{}', NULL, '', 0, 'h', 'v1', 'v1', 'o')`);
+  src2.close();
   const native = openNative(dbFile);
   t.teardown(() => native.close());
   const applier = new BatchApplier(native, replicatedKinds(), 'node-0');
   t.throws(() => applier.loadFile('update', 2, file), /format 2; this node reads format 1/);
   t.throws(() => applier.loadFile('policy', 1, file), /kind policy, which this node does not load from a file/);
   t.ok(applier.canLoadFiles(), 'an empty catalog may ask for a file');
+  t.throws(() => applier.loadFile('update', 1, file), /outside a complete resync/, 'not outside a resync');
+  applier.resyncStart(false);
+  t.throws(() => applier.loadFile('update', 1, file), /outside a complete resync/, 'nor in a partial one');
+  applier.resyncStart(true);
   t.equal(applier.loadFile('update', 1, file), 1);
   t.equal((native.prepare("SELECT count(*) AS n FROM change_log WHERE kind = 'update'").get() as { n: number }).n, 1, 'logged for its children');
   t.notOk(applier.canLoadFiles(), 'a catalog with an update asks for rows');
-  t.throws(() => applier.loadFile('update', 1, file), /only into an empty catalog/);
+  t.throws(() => applier.loadFile('update', 1, file), /holds none of its updates/, 'a part again: refused');
   t.equal((native.prepare('SELECT count(*) AS n FROM updates').get() as { n: number }).n, 1, 'nothing more written');
+  t.equal(applier.loadFile('update', 1, second), 1, 'the next part of the same resync');
+  t.equal((native.prepare('SELECT count(*) AS n FROM updates').get() as { n: number }).n, 2);
+  applier.resyncStart(true);
+  t.throws(() => applier.loadFile('update', 1, second), /outside a complete resync/, 'a later resync of a catalog that holds updates takes rows');
   t.equal((native.prepare('PRAGMA database_list').all() as unknown[]).length, 2, 'the file detached (main and temp left)');
 });
