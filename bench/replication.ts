@@ -46,19 +46,27 @@ async function resyncDone(n: Node): Promise<boolean> {
   return Boolean(h.upstream && h.upstream.cursor > 0 && !h.upstream.resyncing);
 }
 
-/** The updates in a snapshot file received as pieces, after checking its size and SHA-256 as a child does. */
+/** The updates in a snapshot file received as pieces (its parts one after the other), after checking each part's size and SHA-256 as a child does. */
 async function countFileUpdates(dir: string, pieces: NonNullable<ReceivedMessage['snapshot_file']>[]): Promise<number> {
-  const data = Buffer.concat(pieces.map((p) => gunzipSync(p.gzip)));
-  const last = pieces.at(-1)!;
-  if (data.length !== Number(last.size) || createHash('sha256').update(data).digest('hex') !== last.sha256) throw new Error('the snapshot file is not whole');
-  const file = join(dir, 'received.db');
-  await writeFile(file, data);
-  const db = new Database(file, { readonly: true });
-  try {
-    return (db.prepare('SELECT count(*) AS n FROM updates').get() as { n: number }).n;
-  } finally {
-    db.close();
+  let total = 0;
+  for (let start = 0; start < pieces.length; ) {
+    let end = start;
+    while (!pieces[end]!.last) end++;
+    const part = pieces.slice(start, end + 1);
+    start = end + 1;
+    const data = Buffer.concat(part.map((p) => gunzipSync(p.gzip)));
+    const last = part.at(-1)!;
+    if (data.length !== Number(last.size) || createHash('sha256').update(data).digest('hex') !== last.sha256) throw new Error('a snapshot file part is not whole');
+    const file = join(dir, 'received.db');
+    await writeFile(file, data);
+    const db = new Database(file, { readonly: true });
+    try {
+      total += (db.prepare('SELECT count(*) AS n FROM updates').get() as { n: number }).n;
+    } finally {
+      db.close();
+    }
   }
+  return total;
 }
 
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
@@ -263,7 +271,6 @@ async function main(): Promise<void> {
             }
             if ('batch' in msg && msg.batch) count += msg.batch.changes.filter((c) => c.kind === 'update').length;
             if ('snapshot_file' in msg && msg.snapshot_file) {
-              if (Number(msg.snapshot_file.offset) === 0) pieces.length = 0;
               pieces.push(i === 0 ? msg.snapshot_file : { ...msg.snapshot_file, gzip: Buffer.alloc(0) });
             }
             if ('resync_end' in msg && msg.resync_end) {

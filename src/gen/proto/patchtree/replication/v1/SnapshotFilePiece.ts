@@ -5,9 +5,10 @@ import type { Long } from '@grpc/proto-loader';
 
 /**
  * Part of a complete resync sent to a child that asked for snapshot_file: one kind's
- * entities as an SQLite file, in pieces in order, each compressed on its own (gzip).
- * The child checks the whole file's size and SHA-256 on the last piece, and its
- * tables, before it loads it in one transaction.
+ * entities as SQLite files, one per part of the kind (by key range, disjoint), each in
+ * pieces in order from offset 0, each piece compressed on its own (gzip). The child
+ * checks a part's size and SHA-256 on its last piece, and its tables, before it loads
+ * it in one transaction; the next part starts again at offset 0.
  */
 export interface SnapshotFilePiece {
   /**
@@ -42,9 +43,10 @@ export interface SnapshotFilePiece {
 
 /**
  * Part of a complete resync sent to a child that asked for snapshot_file: one kind's
- * entities as an SQLite file, in pieces in order, each compressed on its own (gzip).
- * The child checks the whole file's size and SHA-256 on the last piece, and its
- * tables, before it loads it in one transaction.
+ * entities as SQLite files, one per part of the kind (by key range, disjoint), each in
+ * pieces in order from offset 0, each piece compressed on its own (gzip). The child
+ * checks a part's size and SHA-256 on its last piece, and its tables, before it loads
+ * it in one transaction; the next part starts again at offset 0.
  */
 export interface SnapshotFilePiece__Output {
   /**
