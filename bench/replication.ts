@@ -56,7 +56,8 @@ async function countFileUpdates(dir: string, pieces: NonNullable<ReceivedMessage
     start = end + 1;
     const data = Buffer.concat(part.map((p) => gunzipSync(p.gzip)));
     const last = part.at(-1)!;
-    if (data.length !== Number(last.size) || createHash('sha256').update(data).digest('hex') !== last.sha256) throw new Error('a snapshot file part is not whole');
+    if (data.length !== Number(last.size) || createHash('sha256').update(data).digest('hex') !== last.sha256)
+      throw new Error('a snapshot file part is not whole');
     const file = join(dir, 'received.db');
     await writeFile(file, data);
     const db = new Database(file, { readonly: true });
