@@ -174,6 +174,9 @@ export class PatchtreeNode {
       });
       this.#child = child;
     }
+    /** In a burst from the parent (catching up, or in a complete resync): the work that follows a catalog change waits for its end. */
+    const inBurst = () => ({ resyncing: child?.resyncing ?? false, catchingUp: child?.catchingUp ?? false });
+    const busy = () => Boolean(child?.resyncing || child?.catchingUp);
     const upstreamFiles = child ? child.fetchFile.bind(child) : null;
     const content = createContent(this.db.orm, settings, allLanguages, log, upstreamFiles, {
       onVerified: (sha256) => events.emit('verified', sha256),
@@ -207,7 +210,7 @@ export class PatchtreeNode {
       needsAllFiles: async () => (await content.settings()).need === 'languages',
       logger: log.child({ module: 'freshness' }),
       reported: () => views.freshness(),
-      busy: () => Boolean(child?.catchingUp || child?.resyncing),
+      busy,
       onOverdue: (byNode) => {
         metrics.freshnessOverdue.reset();
         for (const n of byNode.values()) metrics.freshnessOverdue.set({ node: n.name }, n.seconds);
@@ -246,7 +249,7 @@ export class PatchtreeNode {
       certificates: tls.own && !config.insecure ? { sign: (csr, nodeId) => signChild(tls, csr, nodeId), caPem: tls.caPem! } : null,
       onLanguages: () => events.emit('subtree-changed'),
       onAuthFailure: (peer, why) => guard.failed('grpc', peer.replace(/^ipv[46]:/, '').replace(/:\d+$/, ''), why),
-      upstreamBusy: () => Boolean(child?.catchingUp || child?.resyncing),
+      upstreamBusy: busy,
     });
     this.parent = parent;
     const importer = new CatalogImporter(this.db, trusted, log.child({ module: 'catalog' }), (o) => events.emit('imported', o), identity.nodeId, clock);
@@ -267,7 +270,7 @@ export class PatchtreeNode {
       });
     });
     const catalogWork = putOffCatalogWork(
-      () => ({ resyncing: child?.resyncing ?? false, catchingUp: child?.catchingUp ?? false }),
+      inBurst,
       () => {
         assessment.assessor.catalogChanged();
         delivery.catalogChanged();
