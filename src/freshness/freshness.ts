@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { sql, type SQL } from 'drizzle-orm';
+import { sql } from 'drizzle-orm';
 import { changelog } from '../changelog/index.js';
 import type { Orm } from '../db/index.js';
 import { isoTime as iso } from '../db/sql.js';
@@ -147,7 +147,7 @@ export interface FreshnessOptions {
  */
 export const FRESHNESS_MEMO_MS = 60_000;
 
-/** The class of a file language ('neutral' for an update's metadata) in a product family, as `#classSql` says in SQL. */
+/** The class of a file language ('neutral' for an update's metadata) in a product family: the family's when it has a goal of its own, else neutral-en or other. */
 function classOf(lang: string, family: string | null, goals: Goals): string {
   if (family !== null && Object.hasOwn(goals.families, family)) return `family:${family}`;
   return lang === 'neutral' || lang === 'en' || lang.startsWith('en-') ? NEUTRAL_EN : OTHER;
@@ -168,14 +168,18 @@ export class Freshness {
     this.#o = o;
   }
 
-  /** `compute`'s answer for `key`, computed again once the catalog or the content store changed (or after FRESHNESS_MEMO_MS). */
-  async #memoized<T>(key: string, compute: () => Promise<T>): Promise<T> {
+  /** Forgets the kept answers once the catalog or the content store changed (or after FRESHNESS_MEMO_MS): one look per `own` (and so per report). */
+  async #refresh(): Promise<void> {
     const [g] = await this.#o.reader.all<{ head: number | null; files: number; at: number | null }>(
       sql`SELECT ${changelog.headExpr()} AS head, (SELECT count(*) FROM content_files) AS files, (SELECT max(updated_at) FROM content_files) AS at`,
     );
     const gen = `${g?.head}:${g?.files}:${g?.at}`;
     const now = Date.now();
     if (this.#memo.key !== gen || now - this.#memo.at > FRESHNESS_MEMO_MS) this.#memo = { key: gen, at: now, answers: new Map() };
+  }
+
+  /** `compute`'s answer for `key`, kept until the next `#refresh` finds a change. */
+  #memoized<T>(key: string, compute: () => Promise<T>): Promise<T> {
     const answers = this.#memo.answers;
     let p = answers.get(key) as Promise<T> | undefined;
     if (!p) {
@@ -196,26 +200,10 @@ export class Freshness {
   }
 
   /**
-   * The class of a file language (or 'neutral' for an update's metadata) and a product
-   * family, in SQL: the family's when it has a goal of its own, else neutral-en or other.
-   */
-  #classSql(lang: SQL, family: SQL, goals: Goals): SQL {
-    const families = Object.keys(goals.families);
-    return sql`CASE ${
-      families.length
-        ? sql`WHEN ${family} IN (${sql.join(
-            families.map((f) => sql`${f}`),
-            sql`, `,
-          )}) THEN 'family:' || ${family} `
-        : sql``
-    }WHEN ${lang} = 'neutral' OR ${lang} = 'en' OR ${lang} LIKE 'en-%' THEN ${NEUTRAL_EN} ELSE ${OTHER} END`;
-  }
-
-  /**
    * Per class of a release at a node of these languages: its updates, how many are
    * missing, when the last arrived. SQL aggregates per (language list, family), a
    * handful of groups however large the release; each group's updates count once in
-   * every class one of its matching languages falls in (`#classSql`, here `classOf`).
+   * every class one of its matching languages falls in (`classOf`).
    */
   async #updateClasses(version: string, languages: readonly string[], goals: Goals) {
     const groups = await this.#o.reader.all<{ languages: string; family: string | null; n: number; missing: number; reached: number | null }>(sql`
@@ -243,6 +231,7 @@ export class Freshness {
     const g = goals ?? (await this.goals());
     const langs = this.#o.languages();
     const all = await this.#o.needsAllFiles();
+    await this.#refresh();
     return this.#memoized(`own\t${JSON.stringify(g)}\t${langs.join(',')}\t${all}`, () => this.#own(g, langs, all));
   }
 
@@ -267,17 +256,27 @@ export class Freshness {
       // Files this node needs, verified when? Every file of its languages when it fetches
       // them all, else those the content store was asked for (marked, or in a policy). A
       // file verified before its update arrived counts from the update's arrival.
+      // Aggregated per (language, family) in SQL, summed per class here.
       const lang = sql.raw('uf.language');
-      for (const f of await this.#o.reader.all<{ cls: string; n: number; missing: number; verified: number | null }>(sql`
-        SELECT cls, count(*) AS n, sum(NOT ok) AS missing, max(at) AS verified FROM (
-          SELECT ${this.#classSql(lang, sql.raw('fu.family'), g)} AS cls, coalesce(cf.state = 'verified' AND cf.verified_at IS NOT NULL AND fu.visible_at IS NOT NULL, 0) AS ok,
+      const files = new Map<string, { n: number; missing: number; verified: number | null }>();
+      for (const f of await this.#o.reader.all<{ language: string; family: string; n: number; missing: number; verified: number | null }>(sql`
+        SELECT language, family, count(*) AS n, sum(NOT ok) AS missing, max(at) AS verified FROM (
+          SELECT uf.language, fu.family, coalesce(cf.state = 'verified' AND cf.verified_at IS NOT NULL AND fu.visible_at IS NOT NULL, 0) AS ok,
                  max(cf.verified_at, fu.visible_at) AS at
           FROM freshness_updates fu JOIN update_files uf ON uf.update_id = fu.update_id LEFT JOIN content_files cf ON cf.sha256 = uf.sha256
-          WHERE fu.version = ${r.version} AND ${languageMatchDrizzle(lang, langs)}${all ? sql`` : sql` AND cf.state IS NOT NULL`}) GROUP BY cls`)) {
-        const c = at(f.cls);
-        c.files = Number(f.n);
-        c.missingFiles = Number(f.missing);
-        c.filesVerifiedAt = c.missingFiles || f.verified === null ? null : Number(f.verified);
+          WHERE fu.version = ${r.version} AND ${languageMatchDrizzle(lang, langs)}${all ? sql`` : sql` AND cf.state IS NOT NULL`}) GROUP BY language, family`)) {
+        const cls = classOf(f.language, f.family, g);
+        const sum = files.get(cls) ?? { n: 0, missing: 0, verified: null };
+        sum.n += Number(f.n);
+        sum.missing += Number(f.missing);
+        if (f.verified !== null) sum.verified = Math.max(sum.verified ?? 0, Number(f.verified));
+        files.set(cls, sum);
+      }
+      for (const [cls, f] of files) {
+        const c = at(cls);
+        c.files = f.n;
+        c.missingFiles = f.missing;
+        c.filesVerifiedAt = f.missing || f.verified === null ? null : f.verified;
       }
       out.push({
         version: r.version,
@@ -289,7 +288,7 @@ export class Freshness {
     return out;
   }
 
-  /** What a node of these languages should get of a release it has not reported: everything missing. */
+  /** What a node of these languages should get of a release it has not reported: everything missing (asked after `own`, which refreshed the kept answers). */
   async #expected(version: string, languages: readonly string[], goals: Goals): Promise<ClassTimes[]> {
     const key = `expected\t${version}\t${[...languages].sort().join(',')}\t${JSON.stringify(goals)}`;
     return this.#memoized(key, async () => this.#expectedNow(version, languages, goals));

@@ -269,15 +269,12 @@ export class PatchtreeNode {
         }
       });
     });
-    const catalogWork = putOffCatalogWork(
-      inBurst,
-      () => {
-        assessment.assessor.catalogChanged();
-        delivery.catalogChanged();
-        reconcileSoon();
-        rollup.markChanged();
-      },
-    );
+    const catalogWork = putOffCatalogWork(inBurst, () => {
+      assessment.assessor.catalogChanged();
+      delivery.catalogChanged();
+      reconcileSoon();
+      rollup.markChanged();
+    });
     events.on('replicated', (changed, applied) => {
       parent.notify();
       for (const a of applied) if (a.kind === 'policy') delivery.engine.policyChanged(a.key);
