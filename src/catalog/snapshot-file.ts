@@ -1,5 +1,5 @@
 import type { NativeDb } from '../db/native.js';
-import { changelog } from '../changelog/index.js';
+import { changelog, type KeyRange } from '../changelog/index.js';
 import { languageMatchSql } from '../lib/languages.js';
 
 /**
@@ -72,11 +72,6 @@ export function buildUpdatesFile(db: NativeDb, into: string, nodeId: string, lan
 /** The builder a parent's worker thread runs (KindFile.builder). */
 export const buildFile = buildUpdatesFile;
 
-/** Updates of a part: ids after `after` (null: from the first) up to `upTo` (null: to the last). */
-export interface KeyRange {
-  after: string | null;
-  upTo: string | null;
-}
 const ALL: KeyRange = { after: null, upTo: null };
 
 function rangeSql(r: KeyRange): [(col: string) => string, string[]] {
@@ -89,14 +84,13 @@ export function partSize(updates: number): number {
   return Math.max(100, Math.min(25_000, Math.ceil(updates / 8)));
 }
 
-/** The ids that cut the catalog into parts of partSize (KindFile.cuts). */
+/** The ids that cut the catalog into parts of partSize (KindFile.cuts): every size-th id but the last, in one pass over the ids. */
 export function updatesFileCuts(db: NativeDb): string[] {
   const n = Number((db.prepare('SELECT count(*) AS n FROM updates').get() as { n: number }).n);
-  const size = partSize(n);
-  const at = db.prepare('SELECT id FROM updates ORDER BY id LIMIT 1 OFFSET ?');
-  const cuts: string[] = [];
-  for (let i = size; i < n; i += size) cuts.push((at.get(i - 1) as { id: string }).id);
-  return cuts;
+  const rows = db
+    .prepare('SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS i FROM updates) WHERE i % ? = 0 AND i < ? ORDER BY id')
+    .all(partSize(n), n) as { id: string }[];
+  return rows.map((r) => r.id);
 }
 
 /**

@@ -8,6 +8,7 @@ export {
   type Applied,
   type Change,
   type KindApplier,
+  type KeyRange,
   type KindFile,
   type KindSource,
   type ReplicatedKind,

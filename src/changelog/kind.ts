@@ -95,13 +95,20 @@ export interface KindApplier {
  * parent per language set and copied by the child with INSERT ... SELECT
  * (replication/snapshots.ts sends it, replication/applier.ts loads it).
  */
+/** A part of a kind's file: the keys after `after` (null: from the first) up to `upTo` (null: to the last). */
+export interface KeyRange {
+  after: string | null;
+  upTo: string | null;
+}
+
 export interface KindFile {
   /** The file's layout: a child refuses another (and asks for rows instead). */
   readonly format: number;
   /**
-   * Parent: the URL of an ES module whose `buildFile(db, into, nodeId, languages)` fills
-   * the attached, empty schema `into` with what a subscriber of `languages` gets, in the
-   * caller's read transaction, and returns how many entities. It runs on a worker
+   * Parent: the URL of an ES module whose `buildFile(db, into, nodeId, languages, range)`
+   * fills the attached, empty schema `into` with what a subscriber of `languages` gets of
+   * the keys in `range` (a part: see `cuts`), in the caller's read transaction, and
+   * returns how many entities. It runs on a worker
    * thread (replication/build-worker.ts), so a module of its own: the parent's event
    * loop goes on serving while SQLite builds (a second or so for 100,000 updates).
    */

@@ -1,4 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
+import type { KeyRange } from '../changelog/index.js';
 import { openNative, type NativeDb } from '../db/native.js';
 
 /**
@@ -13,11 +14,10 @@ export interface BuildJob {
   builder: string;
   nodeId: string;
   languages: string[];
-  /** The part: keys after `after` up to `upTo` (null: open on that side). */
-  range: { after: string | null; upTo: string | null };
+  range: KeyRange;
 }
 
-type Builder = { buildFile(db: NativeDb, into: string, nodeId: string, languages: readonly string[], range: BuildJob['range']): number };
+type Builder = { buildFile(db: NativeDb, into: string, nodeId: string, languages: readonly string[], range: KeyRange): number };
 
 async function build(job: BuildJob): Promise<number> {
   const { buildFile } = (await import(job.builder)) as Builder;
