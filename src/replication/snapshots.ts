@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { gzip } from 'node:zlib';
 import type { Logger } from '../lib/log.js';
-import { changelog, type KindRegistry, type ReplicatedKind, type SourceContext } from '../changelog/index.js';
+import { changelog, type KeyRange, type KindRegistry, type ReplicatedKind, type SourceContext } from '../changelog/index.js';
 import { openNative } from '../db/native.js';
 import type { ServerMessage } from './protocol.js';
 import type { BuildJob } from './build-worker.js';
@@ -276,7 +276,7 @@ export class Snapshots {
    * (build-worker.ts: about 0.9 s for 100,000 updates, during which this thread goes
    * on serving children, agents and the API).
    */
-  async #buildFile(file: string, k: ReplicatedKind, languages: readonly string[], range: BuildJob['range']): Promise<void> {
+  async #buildFile(file: string, k: ReplicatedKind, languages: readonly string[], range: KeyRange): Promise<void> {
     const job: BuildJob = { dbFile: this.dbFile!, file, builder: k.file!.builder, nodeId: this.source.self.nodeId, languages: [...languages], range };
     const worker = new Worker(new URL('./build-worker.js', import.meta.url), { workerData: job });
     await new Promise<void>((resolve, reject) => {

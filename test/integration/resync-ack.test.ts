@@ -6,7 +6,7 @@
  * applied. Only an ack of the end's cursor, in the parent's epoch, settles it.
  * Real node, real gRPC, a raw client that joined like a child.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as grpc from '@grpc/grpc-js';
 import { ADMIN_TOKEN as T, ackRaw, api, header, joinRaw, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog } from '../helpers.js';
 import { PROTOCOL_VERSION, type ReceivedMessage } from '../../src/replication/protocol.js';
@@ -45,14 +45,19 @@ function subscribe(client: any, md: grpc.Metadata, epoch: string, cursor: number
 
 const ack = (client: any, md: grpc.Metadata, cursor: number, epoch: string) => ackRaw(client, md, { id: ID, cursor, epoch });
 
-t.test('a complete resync is owed until the child acks its end', async (t) => {
+/** A node holding `n` updates (no files), and a raw client joined to it as a child. */
+async function joined(t: Test, n: number) {
   const dir = await tempDir(t);
   const keys = await makeKeys(dir);
   const node = await startNode(t, { trustedKeys: [keys.pubFile], extra: ['--insecure'] });
-  const updates = Array.from({ length: 1200 }, (_, i) => sampleUpdate(i + 1, { files: [] }));
+  const updates = Array.from({ length: n }, (_, i) => sampleUpdate(i + 1, { files: [] }));
   const { file, sig } = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', updates.length, new Date(Date.UTC(2024, 0, 1))), updates);
   t.equal((await uploadCatalog(node.url, T, file, sig)).status, 201);
-  const { client, md } = await joinRaw(t, node, { id: ID, name: 'raw', languages: ['en'] });
+  return { node, ...(await joinRaw(t, node, { id: ID, name: 'raw', languages: ['en'] })) };
+}
+
+t.test('a complete resync is owed until the child acks its end', async (t) => {
+  const { node, client, md } = await joined(t, 1200);
   const cursor = async () => (await api(node.url, T, '/api/v1/hierarchy')).body.children.find((c: { id: string }) => c.id === ID).cursor as number;
   const owed = async () => (await api(node.url, T, '/api/v1/hierarchy')).body.children.find((c: { id: string }) => c.id === ID).resyncOwed as boolean;
 
@@ -93,13 +98,7 @@ t.test('a complete resync is owed until the child acks its end', async (t) => {
 });
 
 t.test("a child's acks in a burst are written together, the newest kept", async (t) => {
-  const dir = await tempDir(t);
-  const keys = await makeKeys(dir);
-  const node = await startNode(t, { trustedKeys: [keys.pubFile], extra: ['--insecure'] });
-  const updates = Array.from({ length: 300 }, (_, i) => sampleUpdate(i + 1, { files: [] }));
-  const { file, sig } = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', updates.length, new Date(Date.UTC(2024, 0, 1))), updates);
-  t.equal((await uploadCatalog(node.url, T, file, sig)).status, 201);
-  const { client, md } = await joinRaw(t, node, { id: ID, name: 'raw', languages: ['en'] });
+  const { node, client, md } = await joined(t, 300);
   const s = await subscribe(client, md, '', 0, () => false);
   await ack(client, md, s.end!, s.epoch); // settles the first resync
   const child = async () => (await api(node.url, T, '/api/v1/hierarchy')).body.children.find((c: { id: string }) => c.id === ID) as { cursor: number };

@@ -116,19 +116,18 @@ t.test('a file is loaded only in a complete resync that found the catalog empty,
   const dir = await tempDir(t);
   const dbFile = join(dir, 'child.db');
   (await openDatabase(`file:${dbFile}`)).close();
-  const file = join(dir, 'in.db');
-  const src = new Database(file);
-  for (const ddl of UPDATES_FILE_TABLES) src.exec(ddl);
-  src.exec(`INSERT INTO updates VALUES ('u1', 1, '123', NULL, 'T', NULL, 'V', NULL, 'P', 'Updates', NULL, NULL, '[]', '[]', '2024-01-01',
-    '[]', 0, 'maybe', '[0]', '[3010]', '{}', '{}', NULL, '', 0, 'h', 'v1', 'v1', 'o')`);
-  src.close();
-  // A second part: another update.
-  const second = join(dir, 'in2.db');
-  const src2 = new Database(second);
-  for (const ddl of UPDATES_FILE_TABLES) src2.exec(ddl);
-  src2.exec(`INSERT INTO updates VALUES ('u2', 1, '124', NULL, 'T', NULL, 'V', NULL, 'P', 'Updates', NULL, NULL, '[]', '[]', '2024-01-01',
-    '[]', 0, 'maybe', '[0]', '[3010]', '{}', '{}', NULL, '', 0, 'h', 'v1', 'v1', 'o')`);
-  src2.close();
+  /** A file (a part) of one update. */
+  const part = (name: string, id: string, kb: string) => {
+    const path = join(dir, name);
+    const src = new Database(path);
+    for (const ddl of UPDATES_FILE_TABLES) src.exec(ddl);
+    src.exec(`INSERT INTO updates VALUES ('${id}', 1, '${kb}', NULL, 'T', NULL, 'V', NULL, 'P', 'Updates', NULL, NULL, '[]', '[]', '2024-01-01',
+      '[]', 0, 'maybe', '[0]', '[3010]', '{}', '{}', NULL, '', 0, 'h', 'v1', 'v1', 'o')`);
+    src.close();
+    return path;
+  };
+  const file = part('in.db', 'u1', '123');
+  const second = part('in2.db', 'u2', '124'); // the next part: another update
   const native = openNative(dbFile);
   t.teardown(() => native.close());
   const applier = new BatchApplier(native, replicatedKinds(), 'node-0');
