@@ -20,7 +20,7 @@ import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import { languageMatches } from '../src/lib/languages.js';
 import { generate, LANGS } from './catalog-import.js';
-import { auth, cpuSeconds, freePort, importCatalog, restartNode, runBench, startNode, stopBenchProcesses, vmHwmMB, type Node } from './util.js';
+import { auth, cpuSeconds, minorFaults, freePort, importCatalog, restartNode, runBench, startNode, stopBenchProcesses, vmHwmMB, type Node } from './util.js';
 
 const { values } = parseArgs({
   options: { depth: { type: 'string', default: '5' }, nodes: { type: 'string', default: '30' }, updates: { type: 'string', default: '20000' } },
@@ -163,6 +163,7 @@ runBench(async () => {
     const idle0 = sum(await perRole(cpuSeconds));
     await new Promise((r) => setTimeout(r, 5000));
     const atImport = await perRole(cpuSeconds);
+    const faultsAtImport = sum(await perRole(minorFaults));
     console.log(`   idle: all nodes ${((sum(atImport) - idle0) / 5).toFixed(2)} CPU-s per second`);
 
     const t1 = performance.now();
@@ -187,6 +188,10 @@ runBench(async () => {
         .flatMap(([, xs]) => xs)
         .reduce((a, b) => a + b, 0)
         .toFixed(1)} s`,
+    );
+    const faults = sum(await perRole(minorFaults)) - faultsAtImport;
+    console.log(
+      `   minor page faults from the import to convergence: all nodes ${(faults / 1e6).toFixed(2)} M (${((faults * 4096) / 2 ** 30).toFixed(1)} GiB of fresh pages)`,
     );
     const levelNos = [...new Set(sites.map((s) => s.level))].sort((a, b) => a - b);
     console.log(

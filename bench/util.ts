@@ -32,6 +32,12 @@ export async function cpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/** Minor page faults of a process so far (each a fresh page the kernel zeroed or mapped), from /proc. */
+export async function minorFaults(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+}
+
 /** Peak resident set size (VmHWM) of a process, in MB, from /proc. */
 export async function vmHwmMB(pid: number | 'self'): Promise<number> {
   const m = /VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, 'utf8'));

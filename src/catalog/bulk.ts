@@ -7,8 +7,17 @@ import { changelog } from '../changelog/index.js';
  * (catalog/replica.ts) and the import's Exec (catalog/import-core.ts).
  */
 
-/** A TEMP table of the connection for INSERT_NEW: payloads parsed once, as JSONB. */
-export const INSERT_NEW_TABLE = 'CREATE TEMP TABLE IF NOT EXISTS bulk_payloads (n INTEGER PRIMARY KEY, id TEXT NOT NULL, v BLOB NOT NULL)';
+/** A TEMP table of the connection for INSERT_NEW: payloads parsed once, as JSONB, each with its id. */
+export const INSERT_NEW_TABLE =
+  "CREATE TEMP TABLE IF NOT EXISTS bulk_payloads (n INTEGER PRIMARY KEY, v BLOB NOT NULL, id TEXT NOT NULL GENERATED ALWAYS AS (v ->> 'id') STORED)";
+
+/**
+ * One payload into the table, bound as the bytes it arrived in (a child's run of
+ * replicated updates): no JSON text of the whole run is made in JavaScript, copied
+ * and handed over (three copies of a megabyte per thousand updates, each in fresh
+ * pages the kernel zeroes). The caller then runs insertNewArgs(null, ...).
+ */
+export const INSERT_NEW_ROW = 'INSERT INTO temp.bulk_payloads (n, v) VALUES (?, jsonb(CAST(? AS TEXT)))';
 
 /**
  * Inserts updates a node does not hold yet from one JSON array of their replicated
@@ -18,7 +27,7 @@ export const INSERT_NEW_TABLE = 'CREATE TEMP TABLE IF NOT EXISTS bulk_payloads (
  * (`visible`) releases waiting for it see it from `now`. Run in order with insertNewArgs.
  */
 export const INSERT_NEW = {
-  load: "INSERT INTO temp.bulk_payloads (n, id, v) SELECT key, value ->> 'id', jsonb(value) FROM json_each(?)",
+  load: 'INSERT INTO temp.bulk_payloads (n, v) SELECT key, jsonb(value) FROM json_each(?)',
   updates: `INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
     severity, custom_severity_id, cves, cve_details, release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes,
     applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at)
@@ -43,12 +52,13 @@ export const INSERT_NEW = {
 
 /**
  * The arguments of each INSERT_NEW statement, in its order; `updates` answers how
- * many were inserted. `stampVisible`: a child's (releases it received wait for the
- * updates); an import records its release's times itself.
+ * many were inserted. `payloads`: the run as one JSON array, or null when the caller
+ * loaded the table itself (INSERT_NEW_ROW). `stampVisible`: a child's (releases it
+ * received wait for the updates); an import records its release's times itself.
  */
-export function insertNewArgs(payloads: string, now: number, stampVisible: boolean): [keyof typeof INSERT_NEW, unknown[]][] {
+export function insertNewArgs(payloads: string | null, now: number, stampVisible: boolean): [keyof typeof INSERT_NEW, unknown[]][] {
   return [
-    ['load', [payloads]],
+    ...(payloads === null ? [] : [['load', [payloads]] as [keyof typeof INSERT_NEW, unknown[]]]),
     ['updates', [now]],
     ['files', []],
     ['cves', []],

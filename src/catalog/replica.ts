@@ -4,7 +4,7 @@ import { customSeverities, updateFiles, updates } from './schema.js';
 import { columns, type UpdatePayload } from './import-core.js';
 import { contentHash, type CatalogUpdate } from './format.js';
 import type { Installer } from '../delivery/installers.js';
-import { INSERT_NEW, INSERT_NEW_TABLE, insertNewArgs } from './bulk.js';
+import { INSERT_NEW, INSERT_NEW_ROW, INSERT_NEW_TABLE, insertNewArgs } from './bulk.js';
 import { languageMatchSql } from '../lib/languages.js';
 
 /**
@@ -150,6 +150,7 @@ export class ReplicaWriter {
         more_info_url=excluded.more_info_url, languages=excluded.languages, expired=excluded.expired, content_hash=excluded.content_hash,
         release_version=excluded.release_version, first_version=excluded.first_version, origin=excluded.origin, updated_at=excluded.updated_at`),
       ...Object.fromEntries(Object.entries(INSERT_NEW).map(([k, q]) => [k, prep(q)])),
+      row: prep(INSERT_NEW_ROW),
       expire: prep('UPDATE updates SET expired = 1, revision = ?, updated_at = ? WHERE id = ? AND revision < ?'),
       delete: prep('DELETE FROM updates WHERE id = ?'),
       delFiles: prep('DELETE FROM update_files WHERE update_id = ?'),
@@ -162,10 +163,11 @@ export class ReplicaWriter {
     };
   }
 
-  /** INSERT_NEW on this connection: updates this node does not hold yet, from one JSON array; returns how many. */
-  insertNew(payloads: string, now: number): number {
+  /** INSERT_NEW on this connection: updates this node does not hold yet, each payload's JSON as it arrived; returns how many. */
+  insertNew(payloads: readonly Uint8Array[], now: number): number {
+    for (const [i, p] of payloads.entries()) this.#s.row!.run(i, p);
     let n = 0;
-    for (const [k, args] of insertNewArgs(payloads, now, true)) {
+    for (const [k, args] of insertNewArgs(null, now, true)) {
       const r = this.#s[k]!.run(...args).changes;
       if (k === 'updates') n = r;
     }

@@ -16,9 +16,8 @@ import { levelKey, levelsPayload, type LevelPayload } from './severities.js';
 
 /** Snapshot pages: the child commits (and fsyncs) once per message. */
 const SNAPSHOT_PAGE = 500;
-/** Updates handed to one insertNew (its JSON text, ~1.3 KB each, is copied a few times on the way to SQLite). */
+/** Updates handed to one insertNew (each ~1.3 KB of JSON, held in a TEMP table until the run is written). */
 const BULK_RUN = 1_000;
-const [OPEN, COMMA, CLOSE] = ['[', ',', ']'].map((c) => Buffer.from(c)) as [Buffer, Buffer, Buffer];
 const CONTENT_HASH_KEY = '"contentHash":"';
 
 /**
@@ -73,9 +72,8 @@ class UpdateApplier implements KindApplier {
     let run: Buffer[] = [];
     const flush = () => {
       if (!run.length) return;
-      const list = Buffer.concat([OPEN, ...run.flatMap((b, i) => (i ? [COMMA, b] : [b])), CLOSE]).toString();
+      applied += this.#w.insertNew(run, tx.now);
       run = [];
-      applied += this.#w.insertNew(list, tx.now);
     };
     // Outside a fresh resync, which of the batch's updates this node holds (one query):
     // the others are new and go in bulk too (a large import on its way down), once each.
@@ -86,7 +84,7 @@ class UpdateApplier implements KindApplier {
       if (c.op === 'upsert' && c.payload.includes(CONTENT_HASH_KEY) && (fresh || (!held!.has(c.key) && !inRun.has(c.key)))) {
         run.push(c.payload);
         if (!fresh) inRun.add(c.key);
-        if (run.length >= BULK_RUN) flush(); // bounds the JSON text handed over at once
+        if (run.length >= BULK_RUN) flush(); // bounds what is held at once
         continue;
       }
       flush();

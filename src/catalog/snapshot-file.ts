@@ -84,12 +84,27 @@ export function partSize(updates: number): number {
   return Math.max(100, Math.min(25_000, Math.ceil(updates / 8)));
 }
 
-/** The ids that cut the catalog into parts of partSize (KindFile.cuts): every size-th id but the last, in one pass over the ids. */
+/**
+ * Where the parts end, as positions in id order (1-based, each the last of its part;
+ * the last part's end, `updates`, is not listed): the first part a quarter of
+ * partSize, so that the child starts loading while the parent builds the second,
+ * then partSize each.
+ */
+export function partEnds(updates: number): number[] {
+  const size = partSize(updates);
+  const ends: number[] = [];
+  for (let end = Math.max(1, Math.floor(size / 4)); end < updates; end += size) ends.push(end);
+  return ends;
+}
+
+/** The ids that cut the catalog into parts (KindFile.cuts): the last id of each part but the last (partEnds), in one pass over the ids. */
 export function updatesFileCuts(db: NativeDb): string[] {
   const n = Number((db.prepare('SELECT count(*) AS n FROM updates').get() as { n: number }).n);
+  const ends = partEnds(n);
+  if (!ends.length) return [];
   const rows = db
-    .prepare('SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS i FROM updates) WHERE i % ? = 0 AND i < ? ORDER BY id')
-    .all(partSize(n), n) as { id: string }[];
+    .prepare('SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS i FROM updates) WHERE i IN (SELECT value FROM json_each(?)) ORDER BY id')
+    .all(JSON.stringify(ends)) as { id: string }[];
   return rows.map((r) => r.id);
 }
 
