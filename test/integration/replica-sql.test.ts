@@ -231,3 +231,44 @@ t.test('an import writes the same rows through the binding and through the clien
   t.equal(one[0]!.n, 66, 'a language pack with all its files');
   t.ok(one[0]!.languages.split(',').includes('ca-es-valencia') && !one[0]!.languages.includes('neutral'));
 });
+
+t.test('a malformed payload in a run of new updates fails its batch whole; the next batch writes exactly its own', async (t) => {
+  const dir = await tempDir(t);
+  const root = await rootWithCatalog(dir);
+  t.teardown(root.close);
+  const wire = await allWire(root.conn, ['de', 'en'], 100);
+  const file = join(dir, 'child.db');
+  const db = await openDatabase(`file:${file}`);
+  t.teardown(() => db.close());
+  const native = openNative(file);
+  t.teardown(() => native.close());
+  native
+    .prepare(
+      "INSERT INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at) VALUES (1, 'x', 'p', 'c', 'e', 0, 'de,en', 0, 0)",
+    )
+    .run();
+  const a = new BatchApplier(native, replicatedKinds(), 'node-x');
+  const change = (key: string, payload: string): WireChange => ({ seq: 0, kind: 'update', key, op: 'upsert', payload: Buffer.from(payload) });
+  const tail = { snapshot: false, fullResync: false, epoch: 'e' };
+  const count = (q: string) => (native.prepare(q).get() as { n: number }).n;
+  // Ten new updates, then one whose JSON ends early (it has a content hash: it goes in the same bulk run).
+  const broken = `${wire[10]!.payload.slice(0, 200)}"contentHash":"`;
+  const first = [...wire.slice(0, 10).map((w) => change(w.id, w.payload)), change(wire[10]!.id, broken)];
+  t.throws(() => a.apply(first, { ...tail, cursor: 11 }), /JSON/, 'the batch fails on the malformed payload');
+  t.equal(count('SELECT count(*) AS n FROM updates'), 0, 'none of its updates written');
+  t.equal(count('SELECT count(*) AS n FROM change_log'), 0, 'nothing logged for the children');
+  t.equal(count('SELECT cursor AS n FROM upstream_state'), 0, 'the cursor did not move');
+
+  const next = wire.slice(20, 25).map((w) => change(w.id, w.payload));
+  t.equal(a.apply(next, { ...tail, cursor: 16 }), 5, 'the next batch applies');
+  t.same(
+    (native.prepare('SELECT id FROM updates ORDER BY id').all() as { id: string }[]).map((r) => r.id),
+    wire
+      .slice(20, 25)
+      .map((w) => w.id)
+      .sort(),
+    'exactly its updates: nothing of the failed run was left behind',
+  );
+  t.equal(count('SELECT count(*) AS n FROM change_log'), 5, 'each logged once');
+  t.equal(count('SELECT cursor AS n FROM upstream_state'), 16, 'the cursor moved with it');
+});
