@@ -1,13 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { ConfigError, configHelp, loadConfig } from '../node/config.js';
-import { PatchtreeNode, VERSION } from '../node/node.js';
-import { buildCatalog } from '../catalog/build.js';
+import { VERSION } from '../node/version.js';
 import { generateKeys, loadPublicKey, keyIdOf, parseSignature, sha256File, verifySignature } from '../catalog/signing.js';
 import { describeError, AppError } from '../lib/errors.js';
-import { simulate } from '../assessment/simulate.js';
 import { closest, parseCommand, usageOf, UsageError, wantsHelp } from '../lib/args.js';
-import { importCatalog, signCatalog } from './catalog.js';
 import {
   BACKUP_HELP,
   CATALOG_BUILD_HELP,
@@ -69,6 +66,8 @@ async function serve(args: string[]): Promise<number> {
     return 0;
   }
   const config = loadConfig(args);
+  // The server's modules only when a node runs: help, --version and the client commands start at once.
+  const { PatchtreeNode } = await import('../node/node.js');
   const node = new PatchtreeNode(config);
   await node.start();
   await new Promise<void>((resolve) => {
@@ -132,6 +131,7 @@ async function catalog(args: string[]): Promise<number> {
     const progress = new Progress();
     if (!values.version) fail('--version V is required (patchtree catalog build --help)');
     if (!values.out) fail('--out FILE is required (patchtree catalog build --help)');
+    const { buildCatalog } = await import('../catalog/build.js');
     const summary = await buildCatalog({
       cvrf: values.cvrf ?? [],
       wsus: values.wsus ?? [],
@@ -150,7 +150,7 @@ async function catalog(args: string[]): Promise<number> {
     if (!a) return 0;
     const file = a.positionals[0] ?? fail('usage: patchtree catalog sign FILE --key KEYFILE');
     if (!a.values.key) fail('--key KEYFILE is required (patchtree catalog sign --help)');
-    return signCatalog(file, a.values.key);
+    return (await import('./catalog.js')).signCatalog(file, a.values.key);
   }
   if (sub === 'verify') {
     const a = parseCommand(
@@ -196,7 +196,7 @@ async function catalog(args: string[]): Promise<number> {
     const file = positionals[0] ?? fail('usage: patchtree catalog import FILE --server URL --token T');
     const server = values.server ?? process.env.PATCHTREE_SERVER ?? fail('--server URL is required');
     const token = values.token ?? process.env.PATCHTREE_TOKEN ?? fail('--token T is required');
-    return importCatalog(file, values.signature ?? `${file}.sig`, server, token);
+    return (await import('./catalog.js')).importCatalog(file, values.signature ?? `${file}.sig`, server, token);
   }
   fail(`unknown command "catalog ${sub}"${suggest(sub, ['build', 'sign', 'verify', 'import'])}\n\n${CATALOG_HELP}`);
 }
@@ -294,6 +294,7 @@ async function simulateCmd(args: string[]): Promise<number> {
   const computers = int(values.computers, 'computers', NaN, 1, 10_000_000);
   const tty = process.stderr.isTTY;
   let last = 0;
+  const { simulate } = await import('../assessment/simulate.js');
   const r = await simulate({
     server,
     token,

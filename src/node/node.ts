@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -38,8 +37,9 @@ import { TreeViews } from '../reports/tree.js';
 import { Freshness } from '../freshness/freshness.js';
 import { fileClock, systemClock } from '../lib/clock.js';
 import { putOffCatalogWork } from './catalog-work.js';
+import { VERSION } from './version.js';
 
-export const VERSION: string = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+export { VERSION };
 
 /**
  * One patchtree node: services built by hand and started in order (database,
