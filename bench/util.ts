@@ -25,17 +25,21 @@ export async function freePort(): Promise<number> {
   }
 }
 
+/** A process's /proc/PID/stat fields after its name (the name may hold spaces): [0] is the state, [7] minflt, [11] utime, [12] stime. */
+async function procStat(pid: number): Promise<string[]> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
 /** CPU time (user + system) a process has used so far, in seconds, from /proc. */
 export async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const fields = await procStat(pid);
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /** Minor page faults of a process so far (each a fresh page the kernel zeroed or mapped), from /proc. */
 export async function minorFaults(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+  return Number((await procStat(pid))[7]);
 }
 
 /** Peak resident set size (VmHWM) of a process, in MB, from /proc. */

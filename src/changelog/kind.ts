@@ -89,18 +89,18 @@ export interface KindApplier {
   sweep?(tx: ApplyTx): number;
 }
 
-/**
- * A kind whose complete resync a fresh child (none of its entities yet) can load as a
- * whole: an SQLite file of its rows for the subscriber's languages, built once by the
- * parent per language set and copied by the child with INSERT ... SELECT
- * (replication/snapshots.ts sends it, replication/applier.ts loads it).
- */
 /** A part of a kind's file: the keys after `after` (null: from the first) up to `upTo` (null: to the last). */
 export interface KeyRange {
   after: string | null;
   upTo: string | null;
 }
 
+/**
+ * A kind whose complete resync a fresh child (none of its entities yet) can load as a
+ * whole: an SQLite file of its rows for the subscriber's languages, built once by the
+ * parent per language set and copied by the child with INSERT ... SELECT
+ * (replication/snapshots.ts sends it, replication/applier.ts loads it).
+ */
 export interface KindFile {
   /** The file's layout: a child refuses another (and asks for rows instead). */
   readonly format: number;

@@ -39,8 +39,6 @@ import { fileClock, systemClock } from '../lib/clock.js';
 import { putOffCatalogWork } from './catalog-work.js';
 import { VERSION } from './version.js';
 
-export { VERSION };
-
 /**
  * One patchtree node: services built by hand and started in order (database,
  * HTTP, gRPC, feed), stopped in reverse. No container, no globals: every part
@@ -176,7 +174,10 @@ export class PatchtreeNode {
     }
     /** In a burst from the parent (catching up, or in a complete resync): the work that follows a catalog change waits for its end. */
     const inBurst = () => ({ resyncing: child?.resyncing ?? false, catchingUp: child?.catchingUp ?? false });
-    const busy = () => Boolean(child?.resyncing || child?.catchingUp);
+    const busy = () => {
+      const b = inBurst();
+      return b.resyncing || b.catchingUp;
+    };
     const upstreamFiles = child ? child.fetchFile.bind(child) : null;
     const content = createContent(this.db.orm, settings, allLanguages, log, upstreamFiles, {
       onVerified: (sha256) => events.emit('verified', sha256),
