@@ -412,6 +412,7 @@ export class PatchtreeNode {
     await this.#content?.stop();
     await this.#child?.stop();
     await this.#grpc?.stop();
+    this.parent?.snapshots.close();
     this.#replicaReads?.close();
     if (this.#renewTimer) clearInterval(this.#renewTimer);
     for (const http of [this.#http, this.#https]) {

@@ -3,13 +3,13 @@ import { EventEmitter } from 'node:events';
 import { mkdir, open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Worker } from 'node:worker_threads';
 import { gzip } from 'node:zlib';
 import type { Logger } from '../lib/log.js';
 import { changelog, type KeyRange, type KindRegistry, type ReplicatedKind, type SourceContext } from '../changelog/index.js';
 import { openNative } from '../db/native.js';
 import type { ServerMessage } from './protocol.js';
 import type { BuildJob } from './build-worker.js';
+import { BuildPool } from './build-pool.js';
 
 const gzipAsync = promisify(gzip);
 
@@ -117,6 +117,8 @@ export class Snapshot {
 export class Snapshots {
   readonly #newest = new Map<string, Snapshot>();
   #ready: Promise<void> | null = null;
+  /** The threads that build files. */
+  readonly #pool = new BuildPool();
   built = 0;
 
   constructor(
@@ -273,17 +275,16 @@ export class Snapshots {
 
   /**
    * The kind's file, built by SQLite from this node's database on a worker thread
-   * (build-worker.ts: about 0.9 s for 100,000 updates, during which this thread goes
-   * on serving children, agents and the API).
+   * (build-worker.ts, on a thread of the pool: about 0.9 s for 100,000 updates, during
+   * which this thread goes on serving children, agents and the API).
    */
   async #buildFile(file: string, k: ReplicatedKind, languages: readonly string[], range: KeyRange): Promise<void> {
     const job: BuildJob = { dbFile: this.dbFile!, file, builder: k.file!.builder, nodeId: this.source.self.nodeId, languages: [...languages], range };
-    const worker = new Worker(new URL('./build-worker.js', import.meta.url), { workerData: job });
-    await new Promise<void>((resolve, reject) => {
-      worker.once('message', (m: { ok: boolean; message?: string }) => (m.ok ? resolve() : reject(new Error(`building the ${k.kind} file: ${m.message}`))));
-      worker.once('error', reject);
-      worker.once('exit', (code) => reject(new Error(`the ${k.kind} file's builder ended (exit ${code}) before it answered`)));
-    });
+    try {
+      await this.#pool.run(job);
+    } catch (err) {
+      throw new Error(`building the ${k.kind} file: ${(err as Error).message}`);
+    }
   }
 
   /** The file in pieces, each compressed on zlib's threads, appended in order; the last says the file's size and SHA-256. */
@@ -311,6 +312,11 @@ export class Snapshots {
     } finally {
       await fh.close();
     }
+  }
+
+  /** Ends the builder threads (the node stops). */
+  close(): void {
+    this.#pool.close();
   }
 
   /** What the parent holds: for status. */
