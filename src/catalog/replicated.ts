@@ -5,7 +5,7 @@ import type { LogRow } from '../changelog/index.js';
 import { ReplicaWriter, readUpdatePayloads, wireUpdatesSql, type WireUpdate } from './replica.js';
 import { updateLanguages } from './format.js';
 import type { UpdatePayload } from './import-core.js';
-import { UPDATES_FILE_FORMAT, checkUpdatesFile, loadUpdatesFile, updatesFileCuts } from './snapshot-file.js';
+import { UPDATES_FILE_FORMAT, checkUpdatesFile, loadUpdatesFile, mergeUpdatesFile, updatesFileCuts } from './snapshot-file.js';
 import { levelKey, levelsPayload, type LevelPayload } from './severities.js';
 
 /**
@@ -179,6 +179,7 @@ export const updateKind: ReplicatedKind = {
     holdsNone: (db) => db.prepare('SELECT 1 FROM updates LIMIT 1').get() === undefined,
     check: checkUpdatesFile,
     load: loadUpdatesFile,
+    merge: mergeUpdatesFile,
   },
   applier: (db) => new UpdateApplier(db),
 };

@@ -74,9 +74,11 @@ export const buildFile = buildUpdatesFile;
 
 const ALL: KeyRange = { after: null, upTo: null };
 
-function rangeSql(r: KeyRange): [(col: string) => string, string[]] {
-  const args = [r.after, r.upTo].filter((x): x is string => x !== null);
-  return [(col) => [r.after !== null ? `${col} > ?` : '1', r.upTo !== null ? `${col} <= ?` : '1'].join(' AND '), args];
+function rangeSql(r: KeyRange): [(col: string) => string, (string | number)[]] {
+  const args: (string | number)[] = [r.after, r.upTo].filter((x): x is string => x !== null);
+  if (r.log) args.push(r.log.after, r.log.upTo);
+  const inLog = r.log ? changelog.keysInRangeSql('update') : null;
+  return [(col) => [r.after !== null ? `${col} > ?` : '1', r.upTo !== null ? `${col} <= ?` : '1', inLog ? `${col} IN ${inLog}` : '1'].join(' AND '), args];
 }
 
 /** Updates in a part of a file: an eighth of the catalog, from 100 to 25,000 (the child loads one while the parent builds the next). */
@@ -129,37 +131,79 @@ export function checkUpdatesFile(db: NativeDb, from: string): string | null {
   return null;
 }
 
+/** copyUpdates' `which` for every row of the file. */
+const ALL_ROWS = '1';
+
+/** The updates table's columns a file fills (custom_severity_id by level key, updated_at the node's clock). */
+const UPDATE_COLUMNS = `id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
+  severity, custom_severity_id, cves, cve_details, release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes,
+  applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at`;
+
+/**
+ * Copies the file's updates that `which` selects (SQL on `s`, the file's row) into
+ * main, with their files, CVEs and supersedence, each logged as a state entry (as
+ * INSERT_NEW does for rows), its custom severity by level key; releases waiting for
+ * them see them from `now`. `upsert`: a held row is replaced (its files, CVEs and
+ * supersedence already removed by the caller).
+ */
+function copyUpdates(db: NativeDb, from: string, which: string, now: number, upsert: boolean): number {
+  const set = UPDATE_COLUMNS.split(',')
+    .map((c) => c.trim())
+    .filter((c) => c !== 'id')
+    .map((c) => `${c} = excluded.${c}`)
+    .join(', ');
+  const n = db
+    .prepare(
+      `INSERT INTO main.updates (${UPDATE_COLUMNS})
+     SELECT id, revision, kb, bulletin, title, description, vendor, product_family, product, classification, severity,
+       (SELECT cs.id FROM main.custom_severities cs WHERE cs.origin_key = s.custom_severity), cves, cve_details, release_date, supersedes,
+       vendor_superseded, restart, success_codes, reboot_codes, applicability, installed, more_info_url, languages, expired, content_hash,
+       release_version, first_version, origin, ?
+     FROM ${from}.updates s WHERE ${which} ORDER BY id${upsert ? ` ON CONFLICT(id) DO UPDATE SET ${set}` : ''}`,
+    )
+    .run(now).changes;
+  const of = (table: string) =>
+    `FROM ${from}.${table} x${which === ALL_ROWS ? '' : ` WHERE x.update_id IN (SELECT s.id FROM ${from}.updates s WHERE ${which})`}`;
+  db.exec(`INSERT INTO main.update_files (update_id, sha256, name, url, size, language, position, installer)
+    SELECT update_id, sha256, name, url, size, language, position, installer ${of('update_files')} ORDER BY update_id, position`);
+  db.exec(`INSERT INTO main.update_cves (update_id, cve) SELECT update_id, cve ${of('update_cves')} ORDER BY update_id, cve`);
+  db.exec(`INSERT INTO main.update_supersedes (update_id, kb) SELECT update_id, kb ${of('update_supersedes')} ORDER BY update_id, kb`);
+  db.prepare(changelog.appendSelectSql(`SELECT 'update', id, 'upsert', languages, '', ? FROM ${from}.updates s WHERE ${which} ORDER BY id`)).run(now);
+  db.prepare(
+    `UPDATE main.freshness_updates SET visible_at = ? FROM ${from}.updates s
+     WHERE freshness_updates.update_id = s.id AND freshness_updates.revision <= s.revision AND freshness_updates.visible_at IS NULL AND ${which}`,
+  ).run(now);
+  return n;
+}
+
 /**
  * Copies the updates of the attached file `from` into this node's catalog, which
- * holds none (a fresh child's complete resync), inside the caller's transaction:
- * each update logged as a state entry (as INSERT_NEW does for a row snapshot), its
- * custom severity by level key, and releases waiting for it made visible at `now`.
- * Returns how many updates it copied.
+ * holds none of them (a fresh child's complete resync), inside the caller's
+ * transaction (copyUpdates). Returns how many updates it copied.
  */
 export function loadUpdatesFile(db: NativeDb, from: string, now: number): number {
   // The parts of one resync hold disjoint updates, and the catalog held none before the first.
   if (db.prepare(`SELECT 1 FROM main.updates WHERE id IN (SELECT id FROM ${from}.updates) LIMIT 1`).get())
     throw new Error('a snapshot file is loaded only into a catalog that holds none of its updates');
-  const n = db
-    .prepare(
-      `INSERT INTO main.updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
-       severity, custom_severity_id, cves, cve_details, release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes,
-       applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at)
-     SELECT id, revision, kb, bulletin, title, description, vendor, product_family, product, classification, severity,
-       (SELECT cs.id FROM main.custom_severities cs WHERE cs.origin_key = s.custom_severity), cves, cve_details, release_date, supersedes,
-       vendor_superseded, restart, success_codes, reboot_codes, applicability, installed, more_info_url, languages, expired, content_hash,
-       release_version, first_version, origin, ?
-     FROM ${from}.updates s ORDER BY id`,
-    )
-    .run(now).changes;
-  db.exec(`INSERT INTO main.update_files (update_id, sha256, name, url, size, language, position, installer)
-    SELECT update_id, sha256, name, url, size, language, position, installer FROM ${from}.update_files ORDER BY update_id, position`);
-  db.exec(`INSERT INTO main.update_cves (update_id, cve) SELECT update_id, cve FROM ${from}.update_cves ORDER BY update_id, cve`);
-  db.exec(`INSERT INTO main.update_supersedes (update_id, kb) SELECT update_id, kb FROM ${from}.update_supersedes ORDER BY update_id, kb`);
-  db.prepare(changelog.appendSelectSql(`SELECT 'update', id, 'upsert', languages, '', ? FROM ${from}.updates ORDER BY id`)).run(now);
-  db.prepare(
-    `UPDATE main.freshness_updates SET visible_at = ? FROM ${from}.updates s
-     WHERE freshness_updates.update_id = s.id AND freshness_updates.revision <= s.revision AND freshness_updates.visible_at IS NULL`,
-  ).run(now);
+  return copyUpdates(db, from, ALL_ROWS, now, false);
+}
+
+/**
+ * Applies a tail file (KindFile.merge): the updates behind a run of state entries, as
+ * the parent holds them now, into a catalog that may hold some of them. What the row
+ * path does update by update (ReplicaWriter.upsert, outside a complete resync), in a
+ * few statements: an update held at a newer revision is kept; one held at the same or
+ * an older one is replaced whole (files, CVEs, supersedence, its custom severity by
+ * level key); a new one is inserted; each written one is logged as a state entry.
+ */
+export function mergeUpdatesFile(db: NativeDb, from: string, now: number): number {
+  db.exec('CREATE TEMP TABLE IF NOT EXISTS merge_ids (id TEXT PRIMARY KEY, held INTEGER NOT NULL) WITHOUT ROWID');
+  db.exec('DELETE FROM temp.merge_ids');
+  db.exec(`INSERT INTO temp.merge_ids SELECT s.id, m.id IS NOT NULL FROM ${from}.updates s LEFT JOIN main.updates m ON m.id = s.id
+    WHERE m.id IS NULL OR m.revision <= s.revision`);
+  for (const table of ['update_files', 'update_cves', 'update_supersedes'])
+    db.exec(`DELETE FROM main.${table} WHERE update_id IN (SELECT id FROM temp.merge_ids WHERE held)`);
+  const n = copyUpdates(db, from, 's.id IN (SELECT id FROM temp.merge_ids)', now, true);
+  db.exec('DELETE FROM temp.merge_ids');
   return n;
 }

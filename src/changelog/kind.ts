@@ -89,10 +89,15 @@ export interface KindApplier {
   sweep?(tx: ApplyTx): number;
 }
 
-/** A part of a kind's file: the keys after `after` (null: from the first) up to `upTo` (null: to the last). */
+/**
+ * A part of a kind's file: the keys after `after` (null: from the first) up to `upTo`
+ * (null: to the last); with `log`, only the keys of the kind's entries in that part of
+ * the change log (a tail file: a run of state entries, log.stateRun).
+ */
 export interface KeyRange {
   after: string | null;
   upTo: string | null;
+  log?: { after: number; upTo: number };
 }
 
 /**
@@ -125,6 +130,13 @@ export interface KindFile {
   check(db: NativeDb, from: string): string | null;
   /** Child: copies the attached file into its tables, which hold none of the kind, and logs each entity; in the caller's transaction. Returns how many. */
   load(db: NativeDb, from: string, now: number): number;
+  /**
+   * Child: applies a tail file (the entities behind a run of state entries, as the
+   * parent holds them now) to tables that may hold some of them, exactly as the same
+   * entities sent as rows would be (a newer revision held here is kept), logging each
+   * entity it wrote; in the caller's transaction. Returns how many.
+   */
+  merge(db: NativeDb, from: string, now: number): number;
 }
 
 export interface ReplicatedKind {

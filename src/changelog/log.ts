@@ -117,6 +117,32 @@ export async function keysAfter(db: Reader, kind: string, seq: number, limit: nu
   return rows.map((r) => ({ seq: Number(r.seq), key: r.key }));
 }
 
+/**
+ * The run of `kind`'s state entries (upserts logged without a payload) right after
+ * `seq`, at most `max` of them: how many, and the sequence of the last (`seq` when the
+ * entry after it is not one). A parent sends such a run as one file of the entities as
+ * they are now (a large import on its way down).
+ */
+export async function stateRun(db: Reader, seq: number, kind: string, max: number): Promise<{ count: number; upTo: number }> {
+  // The first `max` entries after `seq`; the run ends before the first that is not a state entry of `kind`.
+  const r = await one<{ count: number; upTo: number | null }>(
+    db,
+    `WITH next AS (SELECT seq, kind = ? AND op = 'upsert' AND payload = '' AS state FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?)
+     SELECT count(*) AS count, max(seq) AS upTo FROM next WHERE seq < coalesce((SELECT min(seq) FROM next WHERE NOT state), 9e18)`,
+    [kind, seq, max],
+  );
+  return { count: Number(r?.count ?? 0), upTo: Number(r?.upTo ?? seq) };
+}
+
+/**
+ * SQL (a subquery with two parameters, the sequence after which and up to which) of
+ * the keys of `kind`'s entries in that part of the log: what a file of a run of state
+ * entries holds (`stateRun`).
+ */
+export function keysInRangeSql(kind: string): string {
+  return `(SELECT key FROM change_log WHERE kind = '${kind.replace(/'/g, "''")}' AND seq > ? AND seq <= ?)`;
+}
+
 /** When the first entry after `seq` was written (null: none): how far behind a reader at `seq` is. */
 export async function firstAfterAt(db: Reader, seq: number): Promise<number | null> {
   const r = await one<{ at: number }>(db, 'SELECT created_at AS at FROM change_log WHERE seq > ? ORDER BY seq LIMIT 1', [seq]);

@@ -116,6 +116,11 @@ export const OPTIONS = {
     help: "How a child that holds no update yet asks for its parent's complete resync: file (the catalog as an SQLite file, checked by its SHA-256 and loaded as a whole: fastest) or rows (batches of changes).",
     default: 'file',
   },
+  catchUp: {
+    schema: z.enum(['file', 'rows']),
+    help: 'How a child takes a long run of new or changed updates from its parent (an import on its way down, 256 or more): file (up to 10,000 updates as an SQLite file, checked by its SHA-256 and applied in one transaction: fastest) or rows (batches of changes).',
+    default: 'file',
+  },
   reportInterval: {
     schema: z.coerce.number().min(1).max(86_400),
     help: 'Seconds between compliance reports to the parent (also sent soon after a change); the parent shows a node stale after three missed.',
@@ -168,6 +173,7 @@ export interface NodeConfig {
   readonly tlsCa: string | undefined;
   readonly changeLogRetention: number;
   readonly initialSync: 'file' | 'rows';
+  readonly catchUp: 'file' | 'rows';
   readonly reportInterval: number;
   readonly clockFile: string | undefined;
 }
@@ -295,6 +301,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     tlsCa: raw.tlsCa as string | undefined,
     changeLogRetention: raw.changeLogRetention as number,
     initialSync: raw.initialSync as NodeConfig['initialSync'],
+    catchUp: raw.catchUp as NodeConfig['catchUp'],
     reportInterval: raw.reportInterval as number,
     clockFile: raw.clockFile === undefined ? undefined : resolve(raw.clockFile as string),
   };

@@ -167,6 +167,7 @@ export class PatchtreeNode {
         logger: log.child({ module: 'upstream' }),
         clock,
         initialSync: config.initialSync,
+        catchUp: config.catchUp,
         onApplied: (changed, applied) => events.emit('replicated', changed, applied),
         onConnected: () => events.emit('upstream-connected'),
       });

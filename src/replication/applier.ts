@@ -1,6 +1,7 @@
 import type { NativeDb } from '../db/native.js';
 import { prepare } from '../db/native.js';
-import { changelog, type Applied, type ApplyTx, type Change, type KindApplier, type KindRegistry } from '../changelog/index.js';
+import type { ReceivedFile } from './file-receiver.js';
+import { changelog, type Applied, type ApplyTx, type Change, type KindApplier, type KindFile, type KindRegistry } from '../changelog/index.js';
 
 /**
  * Applies what the parent sends, one transaction per message (or per run of
@@ -39,6 +40,7 @@ export class BatchApplier {
     this.#s = {
       seen: prep('INSERT OR IGNORE INTO temp.resync_seen (kind, key) VALUES (?, ?)'),
       cursor: prep('UPDATE upstream_state SET cursor = ?, epoch = ?, last_success_at = ?, updated_at = ? WHERE id = 1'),
+      current: prep('SELECT cursor FROM upstream_state WHERE id = 1'),
       resyncing: prep('UPDATE upstream_state SET resyncing = ?, updated_at = ? WHERE id = 1'),
       resynced: prep('UPDATE upstream_state SET cursor = ?, epoch = ?, languages = ?, resyncing = 0, last_success_at = ?, updated_at = ? WHERE id = 1'),
     };
@@ -97,21 +99,56 @@ export class BatchApplier {
     return withFile.length > 0 && withFile.every((k) => k.file!.holdsNone(this.db));
   }
 
+  /** A whole file that arrived (file-receiver.ts): a tail file when it has a cursor (never inside a resync), else a snapshot's part. */
+  applyFile(file: ReceivedFile, opts: { epoch: string; resyncing: boolean }): number {
+    if (file.cursor === 0) return this.loadFile(file.kind, file.format, file.path);
+    if (opts.resyncing) throw new Error('a tail file inside a resync');
+    return this.loadTailFile(file.kind, file.format, file.path, { cursor: file.cursor, epoch: opts.epoch });
+  }
+
   /**
    * Loads a kind's snapshot file, or one part of it (checked whole by
    * file-receiver.ts), in one transaction: attached, its tables checked, copied by the kind (which logs what it
    * copies for this node's children). Returns how many entities it brought.
    */
   loadFile(kind: string, format: number, path: string): number {
+    const file = this.#file(kind, format);
+    if (!this.#fileKinds.has(kind)) throw new Error(`a snapshot file of ${kind} outside a complete resync into a catalog that held none`);
+    return this.#attached(path, file, () => file.load(this.db, 'snapshot_file', this.clock()));
+  }
+
+  /**
+   * Applies a tail file (a run of the parent's log as one file, checked whole by
+   * file-receiver.ts) and moves the cursor past it, in one transaction: attached, its
+   * tables checked, merged by the kind (entities held here replaced or kept as rows
+   * would be; each it wrote logged for this node's children). Returns how many.
+   */
+  loadTailFile(kind: string, format: number, path: string, opts: { cursor: number; epoch: string }): number {
+    const file = this.#file(kind, format);
+    const current = Number((this.#s.current.get() as { cursor: number } | undefined)?.cursor ?? 0);
+    if (opts.cursor <= current) throw new Error(`a tail file up to ${opts.cursor}, not after this node's cursor ${current}`);
+    return this.#attached(path, file, () => {
+      const now = this.clock();
+      const n = file.merge(this.db, 'snapshot_file', now);
+      this.#s.cursor.run(opts.cursor, opts.epoch, now, now);
+      return n;
+    });
+  }
+
+  #file(kind: string, format: number): KindFile {
     const file = this.#kinds.get(kind)?.file;
     if (!file) throw new Error(`a snapshot file of kind ${kind}, which this node does not load from a file`);
     if (format !== file.format) throw new Error(`a snapshot file of ${kind} in format ${format}; this node reads format ${file.format}`);
-    if (!this.#fileKinds.has(kind)) throw new Error(`a snapshot file of ${kind} outside a complete resync into a catalog that held none`);
+    return file;
+  }
+
+  /** Runs `fn` in one transaction with the file attached as `snapshot_file`, once its tables check out. */
+  #attached(path: string, file: KindFile, fn: () => number): number {
     prepare(this.db, 'ATTACH ? AS snapshot_file').run(path);
     try {
       const why = file.check(this.db, 'snapshot_file');
       if (why) throw new Error(why);
-      return this.#tx(() => file.load(this.db, 'snapshot_file', this.clock()));
+      return this.#tx(fn);
     } finally {
       this.db.exec('DETACH snapshot_file');
     }

@@ -1,12 +1,12 @@
 import { Worker } from 'node:worker_threads';
-import type { BuildJob } from './build-worker.js';
+import type { BuildJob, Built } from './build-worker.js';
 
-type Answer = { id: number; ok: boolean; count?: number; message?: string };
+type Answer = { id: number; ok: boolean; built?: Built; message?: string };
 
 /** A worker and the jobs it has been handed and not answered yet. */
 interface Slot {
   worker: Worker;
-  jobs: Map<number, { resolve: (n: number) => void; reject: (e: Error) => void }>;
+  jobs: Map<number, { resolve: (b: Built) => void; reject: (e: Error) => void }>;
   idle: NodeJS.Timeout | null;
 }
 
@@ -26,13 +26,13 @@ export class BuildPool {
     private readonly idleMs = 15_000,
   ) {}
 
-  /** Builds one file; resolves with the builder's count. */
-  run(job: BuildJob): Promise<number> {
+  /** Makes one file; resolves with its count and compressed pieces. */
+  run(job: BuildJob): Promise<Built> {
     const slot = this.#slot();
     if (slot.idle) clearTimeout(slot.idle);
     slot.idle = null;
     const id = this.#next++;
-    return new Promise<number>((resolve, reject) => {
+    return new Promise<Built>((resolve, reject) => {
       slot.jobs.set(id, { resolve, reject });
       slot.worker.postMessage({ id, job });
     });
@@ -53,7 +53,7 @@ export class BuildPool {
       const j = slot.jobs.get(m.id);
       if (!j) return;
       slot.jobs.delete(m.id);
-      if (m.ok) j.resolve(m.count ?? 0);
+      if (m.ok) j.resolve(m.built!);
       else j.reject(new Error(m.message));
       if (slot.jobs.size === 0) {
         slot.idle = setTimeout(() => this.#drop(slot), this.idleMs);

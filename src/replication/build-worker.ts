@@ -1,13 +1,18 @@
+import { createHash } from 'node:crypto';
+import { closeSync, openSync, readSync, rmSync, statSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
+import { gzipSync } from 'node:zlib';
 import type { KeyRange } from '../changelog/index.js';
 import { openNative, type NativeDb } from '../db/native.js';
 
 /**
- * A worker thread that builds kinds' files (snapshots.ts, through BuildPool): for each
+ * A worker thread that makes kinds' files (snapshots.ts, through BuildPool): for each
  * job, the kind's builder module (KindFile.builder) fills a fresh scratch SQLite file
- * from the node's database in one read transaction on a connection of its own.
- * Answers each job with `{ id, ok: true, count }` or `{ id, ok: false, message }`. The
- * thread lives on between jobs (its start and imports cost about 0.1 s of CPU).
+ * from the node's database in one read transaction on a connection of its own; the
+ * file is then cut into pieces, each compressed (gzip level 1), its SHA-256 computed
+ * over the whole, and removed. All of it here, so that a busy main thread (a node
+ * assessing a new catalog) does not hold a file back from the children. The thread
+ * lives on between jobs (its start and imports cost about 0.1 s of CPU).
  */
 export interface BuildJob {
   dbFile: string;
@@ -16,6 +21,16 @@ export interface BuildJob {
   nodeId: string;
   languages: string[];
   range: KeyRange;
+  /** A piece's size before compression. */
+  pieceBytes: number;
+}
+
+/** What a job made: the builder's count, and the file as compressed pieces in order (each `pieceBytes` of it, the last the rest). */
+export interface Built {
+  count: number;
+  size: number;
+  sha256: string;
+  pieces: Uint8Array[];
 }
 
 type Builder = { buildFile(db: NativeDb, into: string, nodeId: string, languages: readonly string[], range: KeyRange): number };
@@ -43,9 +58,35 @@ async function build(job: BuildJob): Promise<number> {
   }
 }
 
+/** The file as compressed pieces with its size and SHA-256; the file is removed. */
+function pieces(file: string, pieceBytes: number): Omit<Built, 'count'> {
+  const fd = openSync(file, 'r');
+  try {
+    const size = statSync(file).size;
+    const hash = createHash('sha256');
+    const out: Uint8Array[] = [];
+    const buf = Buffer.alloc(Math.min(pieceBytes, Math.max(size, 1)));
+    for (let offset = 0; offset < size; offset += pieceBytes) {
+      const n = readSync(fd, buf, 0, Math.min(pieceBytes, size - offset), offset);
+      const piece = buf.subarray(0, n);
+      hash.update(piece);
+      out.push(gzipSync(piece, { level: 1 }));
+    }
+    return { size, sha256: hash.digest('hex'), pieces: out };
+  } finally {
+    closeSync(fd);
+    rmSync(file, { force: true });
+  }
+}
+
 parentPort!.on('message', ({ id, job }: { id: number; job: BuildJob }) => {
-  build(job).then(
-    (count) => parentPort!.postMessage({ id, ok: true, count }),
-    (err: unknown) => parentPort!.postMessage({ id, ok: false, message: err instanceof Error ? err.message : String(err) }),
-  );
+  build(job)
+    .then((count) => ({ count, ...pieces(job.file, job.pieceBytes) }))
+    .then(
+      (built: Built) => parentPort!.postMessage({ id, ok: true, built }),
+      (err: unknown) => {
+        rmSync(job.file, { force: true });
+        parentPort!.postMessage({ id, ok: false, message: err instanceof Error ? err.message : String(err) });
+      },
+    );
 });

@@ -66,6 +66,8 @@ export interface ChildDeps {
   clock?: () => number;
   /** How to ask for a complete resync while the catalog is empty: `file` (an SQLite file loaded as a whole) or `rows`. */
   initialSync?: 'file' | 'rows';
+  /** How it takes a long run of new or changed updates in the tail (a large import on its way down): files (default) or rows. */
+  catchUp?: 'file' | 'rows';
   /** After every applied batch: how many entities changed and what (wake this node's own subscribers, reassess, reconcile content). */
   onApplied: (changed: number, applied: readonly Applied[]) => void;
   /** On each (re)connection: files held back by the parent may be asked for again. */
@@ -292,12 +294,15 @@ export class ReplicationChild {
         name: this.d.name,
         version: this.d.version,
         snapshot_file: (this.d.initialSync ?? 'file') === 'file' && !this.#fileFailed && this.#applier!.canLoadFiles(),
+        tail_files: (this.d.catchUp ?? 'file') === 'file' && !this.#fileFailed,
       },
       this.#metadata(state.credential),
     );
     const receiver = new FileReceiver(`${this.d.db.filePath}.snapshot`);
     this.#call = call;
     let fullResync = false;
+    /** A resync (complete or a backfill) is under way: its snapshot's messages, not the tail's. */
+    let resyncing = false;
     let epoch = state.epoch;
     const finish = (err: unknown) => {
       this.#connected = false;
@@ -333,6 +338,7 @@ export class ReplicationChild {
         this.d.logger.info({ mode: msg.hello.mode, reason: msg.hello.reason, head: this.#parentHead, cursor: state.cursor }, 'subscribed upstream');
       } else if ('resync_start' in msg && msg.resync_start) {
         fullResync = msg.resync_start.full;
+        resyncing = true;
         this.#fullResync = fullResync;
         this.#applier!.resyncStart(fullResync);
       } else if ('batch' in msg && msg.batch) {
@@ -349,9 +355,12 @@ export class ReplicationChild {
         try {
           const file = receiver.piece(msg.snapshot_file);
           if (!file) return;
-          const changed = this.#applier!.loadFile(file.kind, file.format, file.path);
+          // A snapshot's part, or a tail file (a run of the parent's log, with its cursor).
+          const changed = this.#applier!.applyFile(file, { epoch, resyncing });
           receiver.discard();
-          this.d.logger.info({ kind: file.kind, entities: changed }, 'snapshot file loaded');
+          const at = file.cursor > 0 ? { cursor: file.cursor } : null;
+          if (at) [this.#catchingUp, this.#parentHead] = [file.more, Math.max(this.#parentHead, at.cursor)];
+          this.d.logger.info({ kind: file.kind, entities: changed, ...at }, at ? 'tail file applied' : 'snapshot file loaded');
           this.d.onApplied(changed, this.#applier!.takeApplied());
           this.#ack();
         } catch (err) {
@@ -362,6 +371,7 @@ export class ReplicationChild {
         const removed = this.#applier!.resyncEnd({ cursor: Number(msg.resync_end.cursor), full: msg.resync_end.full, epoch, languages });
         this.d.logger.info({ full: msg.resync_end.full, cursor: Number(msg.resync_end.cursor), removed }, 'resync applied');
         fullResync = false;
+        resyncing = false;
         this.#fullResync = false;
         this.d.onApplied(removed + 1, this.#applier!.takeApplied());
         this.#ack();

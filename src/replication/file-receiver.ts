@@ -3,7 +3,16 @@ import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import type { ReceivedMessage } from './protocol.js';
 
-type Piece = NonNullable<ReceivedMessage['snapshot_file']>;
+type Piece = Omit<NonNullable<ReceivedMessage['snapshot_file']>, 'cursor' | 'more'> & { cursor?: string | number; more?: boolean };
+
+/** A whole file: its kind and format, where it is, and for a tail file the cursor after it (0 in a resync) and whether more follows. */
+export interface ReceivedFile {
+  kind: string;
+  format: number;
+  path: string;
+  cursor: number;
+  more: boolean;
+}
 
 /** A piece's content at most (the parent cuts 2 MB): a piece that inflates past it is refused, not written. */
 const MAX_PIECE_BYTES = 16 * 1024 * 1024;
@@ -22,14 +31,16 @@ export class FileReceiver {
   #bytes = 0;
   #kind = '';
   #format = 0;
+  #cursor = 0;
 
   constructor(private readonly path: string) {}
 
   /** Takes one piece; the whole file once the last has arrived and checks out, else null. Throws on anything out of place. */
-  piece(p: Piece): { kind: string; format: number; path: string } | null {
+  piece(p: Piece): ReceivedFile | null {
     const offset = Number(p.offset);
     if (offset === 0) this.#start(p);
-    else if (this.#fd === null || p.kind !== this.#kind || p.format !== this.#format) throw new Error('a snapshot file piece out of order');
+    else if (this.#fd === null || p.kind !== this.#kind || p.format !== this.#format || Number(p.cursor ?? 0) !== this.#cursor)
+      throw new Error('a snapshot file piece out of order');
     if (offset !== this.#bytes) throw new Error(`a snapshot file piece at ${offset}, expected ${this.#bytes}`);
     const data = gunzipSync(p.gzip, { maxOutputLength: MAX_PIECE_BYTES });
     if (this.#bytes + data.length > MAX_FILE_BYTES) throw new Error(`a snapshot file over ${MAX_FILE_BYTES} bytes refused`);
@@ -42,7 +53,7 @@ export class FileReceiver {
     this.#close();
     if (Number(p.size) !== size) throw new Error(`the snapshot file has ${size} bytes, the parent said ${p.size}`);
     if (p.sha256 !== sha256) throw new Error(`the snapshot file's SHA-256 is ${sha256}, the parent said ${p.sha256}`);
-    return { kind: this.#kind, format: this.#format, path: this.path };
+    return { kind: this.#kind, format: this.#format, path: this.path, cursor: this.#cursor, more: p.more === true };
   }
 
   #start(p: Piece): void {
@@ -52,6 +63,7 @@ export class FileReceiver {
     this.#bytes = 0;
     this.#kind = p.kind;
     this.#format = p.format;
+    this.#cursor = Number(p.cursor ?? 0);
   }
 
   #close(): void {

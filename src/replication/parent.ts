@@ -156,7 +156,7 @@ export class ReplicationParent {
   }
 
   /** What the children share: complete resyncs' snapshots and tail pages, built once per language set. */
-  sharing(): { built: number; sets: number; readers: number; tailPages: number } {
+  sharing(): { built: number; sets: number; readers: number; tailFiles: number; tailPages: number } {
     return { ...this.snapshots.stats(), tailPages: this.#streams.tailPagesBuilt };
   }
 
@@ -437,6 +437,7 @@ export class ReplicationParent {
       forceResync: Boolean(child.forceResync),
       rules,
       snapshotForm: req.snapshot_file === true ? 'file' : 'rows',
+      tailFiles: req.tail_files === true,
     });
   }
 }

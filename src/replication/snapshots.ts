@@ -1,17 +1,13 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { mkdir, open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { gzip } from 'node:zlib';
 import type { Logger } from '../lib/log.js';
 import { changelog, type KeyRange, type KindRegistry, type ReplicatedKind, type SourceContext } from '../changelog/index.js';
 import { openNative } from '../db/native.js';
 import type { ServerMessage } from './protocol.js';
-import type { BuildJob } from './build-worker.js';
+import type { BuildJob, Built } from './build-worker.js';
 import { BuildPool } from './build-pool.js';
-
-const gzipAsync = promisify(gzip);
 
 /** A complete resync's snapshot older than this many log entries is built anew rather than followed by a long tail. */
 const REUSE_ENTRIES = 10_000;
@@ -21,16 +17,14 @@ const HEADER = 4;
 const CACHE_BYTES = 32 * 1024 * 1024;
 /** A snapshot file's piece before compression (its message stays under gRPC's default 4 MB limit). */
 const PIECE_BYTES = 2 * 1024 * 1024;
-/** Pieces compressed at once (zlib's thread pool). */
-const PIECES_AHEAD = 2;
 /** What a snapshot is made of: rows (batches of changes), or for a child that holds nothing yet, files of the kinds that have one. */
 export type SnapshotForm = 'rows' | 'file';
 
 /** A kind's file in parts, the first already being built. */
 interface FileParts {
-  files: string[];
-  build: (i: number) => Promise<void>;
-  first: Promise<void>;
+  count: number;
+  build: (i: number) => Promise<Built>;
+  first: Promise<Built>;
 }
 
 /**
@@ -120,6 +114,8 @@ export class Snapshots {
   /** The threads that build files. */
   readonly #pool = new BuildPool();
   built = 0;
+  /** Tail files built (each shared by the subscribers of its set at its cursor). */
+  tailFiles = 0;
 
   constructor(
     private readonly dir: string,
@@ -218,11 +214,8 @@ export class Snapshots {
       this.logger.error({ err, languages }, 'building a snapshot failed');
       this.#supersede(s);
     } finally {
-      // Files started and never sent (an earlier kind failed): their builds finished, then removed.
-      for (const f of files.values()) {
-        await f.first.catch(() => {});
-        await Promise.all(f.files.map((x) => rm(x, { force: true })));
-      }
+      // Files started and never sent (an earlier kind failed): their builds finished (the builder removes its file).
+      for (const f of files.values()) await f.first.catch(() => {});
       await fh?.close();
       if (s.refs === 0) s.forgetFrames();
       s.events.emit('changed');
@@ -231,13 +224,12 @@ export class Snapshots {
 
   /**
    * A kind's file for these languages, in parts by key range (KindFile.cuts): each
-   * built by SQLite from this node's database on a worker thread (a read transaction
-   * of its own), then cut into pieces, each compressed on zlib's threads and appended
-   * as a message; a part's last piece says its size and SHA-256, and the child loads
-   * it then, while the next part is built. The parts' transactions are not one: a
-   * change between them is in the log after the snapshot's head, and the tail that
-   * follows brings it (a newer state wins at the child). Each part's file is removed
-   * once its pieces are written.
+   * built by SQLite from this node's database, cut into pieces and compressed on a
+   * thread of the pool (a read transaction of its own), then appended as messages; a
+   * part's last piece says its size and SHA-256, and the child loads it then, while
+   * the next part is built. The parts' transactions are not one: a change between
+   * them is in the log after the snapshot's head, and the tail that follows brings it
+   * (a newer state wins at the child).
    */
   #startFile(s: Snapshot, k: ReplicatedKind, languages: readonly string[]): FileParts {
     const db = openNative(this.dbFile!);
@@ -248,70 +240,82 @@ export class Snapshots {
       db.close();
     }
     const ranges = [null, ...cuts].map((after, i) => ({ after, upTo: cuts[i] ?? null }));
-    const files = ranges.map((_, i) => `${s.file}.${k.kind}.${i}.db`);
-    const build = (i: number) => this.#buildFile(files[i]!, k, languages, ranges[i]!);
+    const build = (i: number) => this.#buildFile(`${s.file}.${k.kind}.${i}.db`, k, languages, ranges[i]!);
     const first = build(0);
     first.catch(() => {}); // awaited in its turn (#file)
-    return { files, build, first };
+    return { count: ranges.length, build, first };
   }
 
   async #file(parts: FileParts, k: ReplicatedKind, append: (msg: ServerMessage) => Promise<void>): Promise<void> {
-    const { files, build } = parts;
-    // Part i's pieces go out while the worker builds part i + 1 (and the child loads part i).
-    let next: Promise<void> | null = parts.first;
+    // Part i's pieces go out while a thread builds part i + 1 (and the child loads part i).
+    let next: Promise<Built> | null = parts.first;
     try {
-      for (let i = 0; i < files.length; i++) {
-        await next;
-        next = i + 1 < files.length ? build(i + 1) : null;
+      for (let i = 0; i < parts.count; i++) {
+        const built = await next!;
+        next = i + 1 < parts.count ? parts.build(i + 1) : null;
         next?.catch(() => {}); // awaited in its turn; a failure then ends the snapshot
-        await this.#pieces(files[i]!, k, append);
-        await rm(files[i]!, { force: true });
+        for (const msg of this.#pieces(built, k)) await append(msg);
       }
     } finally {
       await next?.catch(() => {});
-      await Promise.all(files.map((f) => rm(f, { force: true })));
     }
   }
 
   /**
-   * The kind's file, built by SQLite from this node's database on a worker thread
-   * (build-worker.ts, on a thread of the pool: about 0.9 s for 100,000 updates, during
-   * which this thread goes on serving children, agents and the API).
+   * The kind's file, built by SQLite from this node's database and cut into
+   * compressed pieces on a thread of the pool (build-worker.ts: about 0.9 s for
+   * 100,000 updates, during which this thread goes on serving children, agents and
+   * the API).
    */
-  async #buildFile(file: string, k: ReplicatedKind, languages: readonly string[], range: KeyRange): Promise<void> {
-    const job: BuildJob = { dbFile: this.dbFile!, file, builder: k.file!.builder, nodeId: this.source.self.nodeId, languages: [...languages], range };
+  async #buildFile(file: string, k: ReplicatedKind, languages: readonly string[], range: KeyRange): Promise<Built> {
+    const job: BuildJob = {
+      dbFile: this.dbFile!,
+      file,
+      builder: k.file!.builder,
+      nodeId: this.source.self.nodeId,
+      languages: [...languages],
+      range,
+      pieceBytes: PIECE_BYTES,
+    };
     try {
-      await this.#pool.run(job);
+      return await this.#pool.run(job);
     } catch (err) {
       throw new Error(`building the ${k.kind} file: ${(err as Error).message}`);
     }
   }
 
-  /** The file in pieces, each compressed on zlib's threads, appended in order; the last says the file's size and SHA-256. */
-  async #pieces(file: string, k: ReplicatedKind, append: (msg: ServerMessage) => Promise<void>): Promise<void> {
-    const fh = await open(file, 'r');
-    try {
-      const size = (await stat(file)).size;
-      const hash = createHash('sha256');
-      const pieces: Promise<Buffer>[] = [];
-      let read = 0;
-      for (let offset = 0; offset < size; offset += PIECE_BYTES) {
-        while (pieces.length < PIECES_AHEAD && read < size) {
-          const buf = Buffer.alloc(Math.min(PIECE_BYTES, size - read));
-          await fh.read(buf, 0, buf.length, read);
-          hash.update(buf);
-          read += buf.length;
-          pieces.push(gzipAsync(buf, { level: 1 }));
-        }
-        const piece = await pieces.shift()!;
-        const last = offset + PIECE_BYTES >= size;
-        await append({
-          snapshot_file: { kind: k.kind, format: k.file!.format, offset, gzip: piece, last, ...(last ? { size, sha256: hash.digest('hex') } : {}) },
-        });
-      }
-    } finally {
-      await fh.close();
-    }
+  /**
+   * A tail file: what a subscriber of `languages` gets of the entities of `k` behind
+   * the state entries in the log after `after` up to `upTo` (log.stateRun), as this
+   * node holds them now, made on a thread of the pool; its pieces as encoded messages
+   * that each say the cursor after the file (and `more`). The caller shares it among
+   * the subscribers of the set at that cursor (stream.ts).
+   */
+  async tailFile(k: ReplicatedKind, languages: readonly string[], after: number, upTo: number, more: boolean): Promise<Buffer[]> {
+    await this.#clean();
+    const started = performance.now();
+    const built = await this.#buildFile(join(this.dir, `tail-${++this.tailFiles}.db`), k, languages, { after: null, upTo: null, log: { after, upTo } });
+    const frames = this.#pieces(built, k, { cursor: upTo, more }).map((m) => this.encode(m));
+    this.logger.debug({ languages, after, upTo, updates: built.count, bytes: built.size, ms: Math.round(performance.now() - started) }, 'tail file built');
+    return frames;
+  }
+
+  /** A made file's pieces as messages; the last says the file's size and SHA-256. A tail file's pieces each carry its cursor. */
+  #pieces(built: Built, k: ReplicatedKind, tail?: { cursor: number; more: boolean }): ServerMessage[] {
+    return built.pieces.map((gzip, i) => {
+      const last = i === built.pieces.length - 1;
+      return {
+        snapshot_file: {
+          kind: k.kind,
+          format: k.file!.format,
+          offset: i * PIECE_BYTES,
+          gzip: Buffer.from(gzip.buffer, gzip.byteOffset, gzip.byteLength),
+          last,
+          ...(last ? { size: built.size, sha256: built.sha256 } : {}),
+          ...(tail ? { cursor: tail.cursor, more: last && tail.more } : {}),
+        },
+      };
+    });
   }
 
   /** Ends the builder threads (the node stops). */
@@ -320,8 +324,8 @@ export class Snapshots {
   }
 
   /** What the parent holds: for status. */
-  stats(): { built: number; sets: number; readers: number } {
+  stats(): { built: number; sets: number; readers: number; tailFiles: number } {
     const list = [...this.#newest.values()];
-    return { built: this.built, sets: list.length, readers: list.reduce((a, s) => a + s.refs, 0) };
+    return { built: this.built, sets: list.length, readers: list.reduce((a, s) => a + s.refs, 0), tailFiles: this.tailFiles };
   }
 }

@@ -2,7 +2,7 @@ import type { EventEmitter } from 'node:events';
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
-import { changelog, type Change, type KindRegistry, type LogRow, type SourceContext } from '../changelog/index.js';
+import { changelog, type Change, type KindRegistry, type LogRow, type ReplicatedKind, type SourceContext } from '../changelog/index.js';
 import { encoded, type ServerMessage, type SubscribeRequest } from './protocol.js';
 import type { SnapshotForm, Snapshots } from './snapshots.js';
 import { closedUntil, type ReplicationRules } from './rules.js';
@@ -10,8 +10,23 @@ import { closedUntil, type ReplicationRules } from './rules.js';
 /** Log entries read and sent per tail batch (a page of updates is about 1.5 MB). */
 const BATCH = 1024;
 const HEARTBEAT_MS = 5_000;
-/** Encoded tail pages kept for other subscribers of the same language set (at most about 24 MB). */
+/** Encoded tail pages kept for other subscribers of the same language set: the newest 16, at most 64 MB. */
 const TAIL_PAGES = 16;
+const TAIL_BYTES = 64 * 1024 * 1024;
+/**
+ * A run of at least this many state entries of a kind that has a file (the updates of
+ * an import on its way down) goes to a child that takes tail files as one file, of at
+ * most TAIL_FILE_MAX entries (about 10 MB before compression at 10,000 updates).
+ */
+const TAIL_FILE_MIN = 256;
+const TAIL_FILE_MAX = 10_000;
+
+/** A tail page as sent: its encoded messages (one batch, or a tail file's pieces) and the cursor after it. */
+interface Page {
+  frames: Buffer[];
+  next: number;
+  bytes: number;
+}
 
 export type Call = grpc.ServerWritableStream<SubscribeRequest, ServerMessage>;
 
@@ -54,6 +69,8 @@ export interface Subscriber {
   rules: ReplicationRules;
   /** What the child can load a complete resync as: `file` when it holds nothing yet. */
   snapshotForm: SnapshotForm;
+  /** The child loads runs of state entries in the tail as files (SubscribeRequest.tail_files). */
+  tailFiles: boolean;
 }
 
 /**
@@ -70,7 +87,8 @@ export class Streams {
   readonly #inFlight = new WeakMap<Call, Promise<void>[]>();
   readonly #closedP = new WeakMap<Call, Promise<string>>();
   /** Encoded tail pages by language set and cursor (see #page). */
-  readonly #pages = new Map<string, Promise<{ bytes: Buffer; next: number } | null>>();
+  readonly #pages = new Map<string, Promise<Page | null>>();
+  readonly #sizes = new Map<string, number>();
   /** Tail pages built (each shared by the subscribers of its set at its cursor). */
   tailPagesBuilt = 0;
 
@@ -214,9 +232,11 @@ export class Streams {
       if (c) throw c;
       const page = await this.#page(sub, cursor);
       if (page) {
-        await gate();
+        for (const frame of page.frames) {
+          await gate();
+          await this.#send(call, encoded(frame));
+        }
         cursor = page.next;
-        await this.#send(call, encoded(page.bytes));
         lastSent = Date.now();
         continue;
       }
@@ -232,15 +252,22 @@ export class Streams {
 
   /**
    * The page of the log after `cursor` as a subscriber of these languages (and catalog
-   * rule) gets it, encoded: built once and shared by every subscriber of the set at that
-   * cursor (live changes reach them all at once). A page cut short at the head is as
-   * good as a whole one (the next starts where it ends); null when nothing is after it.
+   * rule, and form) gets it, encoded: built once and shared by every subscriber of the
+   * set at that cursor (live changes reach them all at once). A page cut short at the
+   * head is as good as a whole one (the next starts where it ends); null when nothing
+   * is after it. A long run of state entries of a kind with a file goes to a child that
+   * takes tail files as one file (#tailFile).
    */
-  #page(sub: Subscriber, cursor: number): Promise<{ bytes: Buffer; next: number } | null> {
-    const key = `${sub.rules.catalog ? 1 : 0}:${sub.languages.join(',')}:${cursor}`;
+  #page(sub: Subscriber, cursor: number): Promise<Page | null> {
+    const fileKind = sub.tailFiles ? this.#fileKind(sub) : null;
+    const key = `${fileKind ? 'file' : 'rows'}:${sub.rules.catalog ? 1 : 0}:${sub.languages.join(',')}:${cursor}`;
     const cached = this.#pages.get(key);
     if (cached) return cached;
-    const made = (async () => {
+    const made = (async (): Promise<Page | null> => {
+      if (fileKind) {
+        const file = await this.#tailFile(fileKind, sub.languages, cursor);
+        if (file) return file;
+      }
       // One entry more than a page: whether more waits behind it.
       const read = await changelog.after(this.source.reads, cursor, BATCH + 1);
       const rows = read.slice(0, BATCH);
@@ -252,21 +279,53 @@ export class Streams {
         sub.languages,
       );
       // More waiting behind the page, here or on its way from this node's own parent: the child is catching up.
-      return { bytes: this.encode({ batch: { changes, cursor: next, snapshot: false, more: read.length > BATCH || this.upstreamBusy() } }), next };
+      const bytes = this.encode({ batch: { changes, cursor: next, snapshot: false, more: read.length > BATCH || this.upstreamBusy() } });
+      return { frames: [bytes], next, bytes: bytes.length };
     })();
     this.#pages.set(key, made);
-    // Nothing at the head yet, or a failure: not kept. Else the newest TAIL_PAGES pages are.
+    // Nothing at the head yet, or a failure: not kept. Else the newest pages are (TAIL_PAGES, TAIL_BYTES).
     void made.then(
-      (p) => (p ? this.#trimPages() : this.#pages.delete(key)),
+      (p) => {
+        if (!p) return void this.#pages.delete(key);
+        this.#sizes.set(key, p.bytes);
+        this.#trimPages();
+      },
       () => this.#pages.delete(key),
     );
     return made;
   }
 
+  /** The kind whose runs a subscriber that takes tail files gets as files: one with a file, sent under its rules, from a local database. */
+  #fileKind(sub: Subscriber): ReplicatedKind | null {
+    if (this.snapshots.form('file') !== 'file') return null;
+    return this.kinds.all().find((k) => k.file && (sub.rules.catalog || !k.catalog)) ?? null;
+  }
+
+  /**
+   * The run of `k`'s state entries right after `cursor` as one file (at least
+   * TAIL_FILE_MIN entries; else null and the page is rows): the entities as they are
+   * now, for these languages (one deleted since, or no longer in them, is not in it:
+   * the entry that did that follows, as with rows).
+   */
+  async #tailFile(k: ReplicatedKind, languages: readonly string[], cursor: number): Promise<Page | null> {
+    const run = await changelog.stateRun(this.source.reads, cursor, k.kind, TAIL_FILE_MAX);
+    if (run.count < TAIL_FILE_MIN) return null;
+    const more = (await changelog.head(this.source.reads)) > run.upTo || this.upstreamBusy();
+    const frames = await this.snapshots.tailFile(k, languages, cursor, run.upTo, more);
+    return { frames, next: run.upTo, bytes: frames.reduce((a, f) => a + f.length, 0) };
+  }
+
+  /** Keeps the newest pages, at most TAIL_PAGES of them and TAIL_BYTES together (a page still being built counts nothing yet). */
   #trimPages(): void {
-    for (const k of this.#pages.keys()) {
-      if (this.#pages.size <= TAIL_PAGES) return;
-      this.#pages.delete(k);
+    let n = 0;
+    let bytes = 0;
+    for (const k of [...this.#pages.keys()].reverse()) {
+      n++;
+      bytes += this.#sizes.get(k) ?? 0;
+      if (n > TAIL_PAGES || bytes > TAIL_BYTES) {
+        this.#pages.delete(k);
+        this.#sizes.delete(k);
+      }
     }
   }
 

@@ -1,14 +1,18 @@
 /**
  * A fresh child loads its parent's complete resync as an SQLite file (catalog/
- * snapshot-file.ts) and ends with exactly the data a child that took the same resync
- * as rows has: every replicated table compared row by row. Real catalog (the bundled
+ * snapshot-file.ts), and a subscribed child takes a release's run of new and changed
+ * updates as a tail file; each ends with exactly the data of a child that took the
+ * same as rows: every replicated table compared row by row. Real catalog (the bundled
  * WSUS and MSRC data; its Office language packs give Catalan and Welsh files), real
  * node processes, real gRPC.
  */
 import t from 'tap';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import Database from 'libsql';
-import { ADMIN_TOKEN as T, api, buildRealCatalog, makeKeys, tempDir, treeNode, uploadCatalog, type NodeProcess } from '../helpers.js';
+import { ADMIN_TOKEN as T, api, buildRealCatalog, makeKeys, tempDir, treeNode, uploadCatalog, writeSignedCatalog, type NodeProcess } from '../helpers.js';
+import type { CatalogHeader } from '../../src/catalog/format.js';
 import { waitFor } from '../vendor.js';
 
 /** What a child receives from its parent (the rest of its database is its own). */
@@ -113,5 +117,75 @@ t.test('a snapshot file gives a fresh child the same data as rows', async (t) =>
     const [a, b] = [rows(db('by-file'), table), rows(db('by-rows'), table)];
     t.ok(a.length > 0, `${table}: rows to compare (${a.length})`);
     t.same(a, b, `${table}: the same rows from a file as from rows`);
+  }
+});
+
+/** A catalog's lines (header first), read back from its file. */
+function catalogLines(file: string): Record<string, unknown>[] {
+  return gunzipSync(readFileSync(file))
+    .toString()
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+t.test('a run of new and changed updates reaches a child as a tail file and leaves the same data as rows', async (t) => {
+  const dir = await tempDir(t);
+  const keys = await makeKeys(dir);
+  const root = await treeNode(t, dir, keys, 'root', 'en,ca,cy,vi');
+  const byFile = await treeNode(t, dir, keys, 'by-file', 'ca,cy', root);
+  const byRows = await treeNode(t, dir, keys, 'by-rows', 'ca,cy', root, ['--catch-up', 'rows']);
+  const subscribed = (n: NodeProcess) => n.logs.some((l) => l.msg === 'resync applied');
+  await waitFor(async () => subscribed(byFile) && subscribed(byRows), 'both children subscribed (an empty catalog)', 60_000);
+
+  // The catalog arrives while both are subscribed: the import's run of state entries is their tail.
+  const v1 = await buildRealCatalog(dir, keys);
+  t.equal((await uploadCatalog(root.url, T, v1.file, v1.sig)).status, 201);
+  const head = async () => (await api(root.url, T, '/api/v1/hierarchy')).body.node.headSeq as number;
+  const caughtUp = async (n: NodeProcess) => ((await api(n.url, T, '/api/v1/hierarchy')).body.upstream as { cursor: number }).cursor === (await head());
+  await waitFor(async () => (await caughtUp(byFile)) && (await caughtUp(byRows)), 'both children caught up with the import', 60_000);
+
+  // A second release revises 300 of them (a title, and one file fewer where they have two) and adds one.
+  const [header, ...updates] = catalogLines(v1.file) as [Record<string, unknown>, ...Record<string, unknown>[]];
+  const revised = updates.map((u, i) => {
+    if (i >= 300) return u;
+    const files = u.files as unknown[];
+    return { ...u, revision: (u.revision as number) + 1, title: `${u.title as string} (revised)`, files: files.length > 1 ? files.slice(1) : files };
+  });
+  revised.push({ ...updates[0]!, id: '00000000-0000-4000-8000-00000000f00d', kb: '9999999', title: 'A new update' });
+  const v2 = await writeSignedCatalog(
+    dir,
+    keys,
+    'v2.ndjson.gz',
+    { ...(header as unknown as CatalogHeader), version: '2024.02.1', updates: revised.length },
+    revised,
+  );
+  const imported = await uploadCatalog(root.url, T, v2.file, v2.sig);
+  t.equal(imported.status, 201, JSON.stringify(imported.body));
+  await waitFor(async () => (await caughtUp(byFile)) && (await caughtUp(byRows)), 'both children caught up with the second release', 60_000);
+
+  const applied = byFile.logs.filter((l) => l.msg === 'tail file applied');
+  t.equal(applied.length, 2, 'the first child took each release as a tail file');
+  t.ok(Number(applied[1]!.entities) >= 250, `the second with the revised updates of its languages (${applied[1]!.entities})`);
+  t.notOk(
+    byRows.logs.some((l) => l.msg === 'tail file applied'),
+    'the second (--catch-up rows) took rows',
+  );
+  const sharing = (await api(root.url, T, '/api/v1/hierarchy')).body.snapshots as { tailFiles: number };
+  t.equal(sharing.tailFiles, 2, 'one tail file a release for the set');
+
+  for (const n of [byFile, byRows]) {
+    n.child.kill('SIGTERM');
+    await n.exited;
+  }
+  const db = (name: string) => join(dir, name, 'patchtree.db');
+  const titles = (rows(db('by-file'), 'updates') as { title: string }[]).filter((u) => u.title.endsWith('(revised)'));
+  t.ok(titles.length >= 250, `the revisions arrived (${titles.length})`);
+  for (const table of REPLICATED) {
+    const sort = (xs: unknown[]) => (table === 'change_log' ? xs.map((x) => JSON.stringify(x)).sort() : xs);
+    const [a, b] = [rows(db('by-file'), table), rows(db('by-rows'), table)];
+    if (!['settings', 'custom_severities', 'policies', 'policy_updates'].includes(table)) t.ok(a.length > 0, `${table}: rows to compare (${a.length})`);
+    // The change log's state entries stand for the update as it is: their order within a run means nothing.
+    t.same(sort(a), sort(b), `${table}: the same rows from tail files as from rows`);
   }
 });

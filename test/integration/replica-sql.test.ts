@@ -1,8 +1,8 @@
 /**
- * The catalog's replicated form built by SQLite (wireUpdatesSql) and the child's
- * bulk insert of a fresh resync (ReplicaWriter.insertNew), checked against the
- * per-update JavaScript paths they replace, on the real Microsoft catalog in real
- * SQLite files.
+ * The catalog's replicated form built by SQLite (wireUpdatesSql), the child's bulk
+ * insert of a fresh resync (ReplicaWriter.insertNew) and its merge of a tail file
+ * (mergeUpdatesFile), checked against the per-update JavaScript paths they replace,
+ * on the real Microsoft catalog in real SQLite files.
  */
 import t from 'tap';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { replicatedKinds } from '../../src/node/kinds.js';
 import type { WireChange } from '../../src/replication/protocol.js';
 import { anyLanguageMatches, languageMatches } from '../../src/lib/languages.js';
 import { openNative } from '../../src/db/native.js';
+import { buildUpdatesFile } from '../../src/catalog/snapshot-file.js';
 import { buildRealCatalog, makeKeys, tempDir } from '../helpers.js';
 
 const ORIGIN = '11111111-1111-4111-8111-111111111111';
@@ -271,4 +272,126 @@ t.test('a malformed payload in a run of new updates fails its batch whole; the n
   );
   t.equal(count('SELECT count(*) AS n FROM change_log'), 5, 'each logged once');
   t.equal(count('SELECT cursor AS n FROM upstream_state'), 16, 'the cursor moved with it');
+});
+
+t.test('a tail file leaves exactly the rows of the same run sent as rows: new ones inserted, older revisions replaced, newer ones kept', async (t) => {
+  const dir = await tempDir(t);
+  const root = await rootWithCatalog(dir);
+  t.teardown(root.close);
+  const languages = ['de', 'en'];
+  const wire = await allWire(root.conn, languages, 100);
+  const rootDb = openNative(join(dir, 'root.db'));
+  t.teardown(() => rootDb.close());
+  // The import's run of state entries: what a parent sends a child that asks for tail files as one file.
+  const run = rootDb.prepare("SELECT min(seq) - 1 AS after, max(seq) AS upTo, count(*) AS n FROM change_log WHERE kind = 'update'").get() as {
+    after: number;
+    upTo: number;
+    n: number;
+  };
+  t.ok(run.n >= wire.length, `the import logged its updates (${run.n})`);
+  const tailFile = join(dir, 'tail.db');
+  rootDb.prepare('ATTACH ? AS snapshot_file').run(tailFile);
+  rootDb.exec('BEGIN');
+  const inFile = buildUpdatesFile(rootDb, 'snapshot_file', ORIGIN, languages, { after: null, upTo: null, log: { after: run.after, upTo: run.upTo } });
+  rootDb.exec('COMMIT');
+  rootDb.exec('DETACH snapshot_file');
+  t.equal(inFile, wire.length, 'the file holds what rows would send: the updates of these languages');
+
+  // What each child held before: some updates at an older revision, some at a newer one, some at the same one with other content.
+  const ids = wire.map((w) => w.id);
+  const older = new Set(ids.slice(0, 30));
+  const newer = new Set(ids.slice(30, 40));
+  const same = new Set(ids.slice(40, 50));
+  const before = wire.slice(0, 50).map((w) => {
+    const p = JSON.parse(w.payload) as Record<string, unknown> & { revision: number; files: unknown[] };
+    if (older.has(w.id)) Object.assign(p, { revision: p.revision - 1, title: 'older', files: p.files.slice(0, 1), cves: ['CVE-2000-0001'] });
+    if (newer.has(w.id)) Object.assign(p, { revision: p.revision + 1, title: 'newer' });
+    if (same.has(w.id)) Object.assign(p, { title: 'same revision', supersedes: [] });
+    delete p.contentHash; // one at a time, as an older parent's
+    return { seq: 0, kind: 'update', key: w.id, op: 'upsert', payload: Buffer.from(JSON.stringify(p)) } as WireChange;
+  });
+  const tail = { snapshot: false, fullResync: false, epoch: 'e' };
+  const children = ['file', 'rows'].map((name) => {
+    const file = join(dir, `${name}.db`);
+    return { name, file };
+  });
+  const appliers: BatchApplier[] = [];
+  for (const c of children) {
+    const db = await openDatabase(`file:${c.file}`);
+    t.teardown(() => db.close());
+    const native = openNative(c.file);
+    t.teardown(() => native.close());
+    native.exec("INSERT INTO custom_severities (name, rank, created_at, origin_key) VALUES ('Upstream', 2, 0, 'up:7')");
+    native
+      .prepare(
+        "INSERT INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at) VALUES (1, 'x', 'p', 'c', 'e', 0, 'de,en', 0, 0)",
+      )
+      .run();
+    // A release waiting for two of the updates (one new here, one replaced).
+    native.exec("INSERT INTO freshness_releases (version, published_at, imported_at, received_at) VALUES ('r1', 0, 0, 0)");
+    for (const id of [ids[0]!, ids[100]!])
+      native
+        .prepare("INSERT INTO freshness_updates (version, update_id, revision, languages, family, visible_at) VALUES ('r1', ?, ?, '', 'Windows', NULL)")
+        .run(id, (JSON.parse(wire.find((w) => w.id === id)!.payload) as { revision: number }).revision);
+    const a = new BatchApplier(native, replicatedKinds(), `node-${c.name}`);
+    t.equal(a.apply(before, { ...tail, cursor: 3 }), 50, `${c.name}: what it held before, applied as rows`);
+    appliers.push(a);
+  }
+  const [fileChild, rowsChild] = appliers;
+  const merged = fileChild!.loadTailFile('update', 1, tailFile, { cursor: run.upTo, epoch: 'e' });
+  let sent = 0;
+  const changes = wire.map((w) => ({ seq: 0, kind: 'update', key: w.id, op: 'upsert', payload: Buffer.from(w.payload) }) as WireChange);
+  for (let i = 0; i < changes.length; i += 1024) sent += rowsChild!.apply(changes.slice(i, i + 1024), { ...tail, cursor: run.upTo });
+  t.equal(merged, wire.length - newer.size, 'the file wrote every update but those held at a newer revision');
+  t.equal(sent, merged, 'as many as the rows did');
+  t.throws(
+    () => fileChild!.loadTailFile('update', 1, tailFile, { cursor: run.upTo, epoch: 'e' }),
+    /not after this node's cursor/,
+    'a tail file that does not move the cursor forward is refused',
+  );
+  t.throws(
+    () => fileChild!.applyFile({ kind: 'update', format: 1, path: tailFile, cursor: run.upTo + 1, more: false }, { epoch: 'e', resyncing: true }),
+    /a tail file inside a resync/,
+    'and one inside a resync',
+  );
+
+  const [a, b] = children.map((c) => openNative(c.file));
+  t.teardown(() => {
+    a!.close();
+    b!.close();
+  });
+  const queries = {
+    updates: `SELECT id, revision, kb, bulletin, title, description, vendor, product_family, product, classification, severity,
+      (SELECT origin_key FROM custom_severities cs WHERE cs.id = custom_severity_id) AS level, cves,
+      cve_details, release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes, applicability, installed,
+      more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at IS NOT NULL AS stamped FROM updates ORDER BY id`,
+    files: 'SELECT * FROM update_files ORDER BY update_id, position',
+    cves: 'SELECT * FROM update_cves ORDER BY update_id, cve',
+    supersedes: 'SELECT * FROM update_supersedes ORDER BY update_id, kb',
+    // State entries stand for the update as it is: their order within one run means nothing.
+    log: 'SELECT kind, key, op, languages, payload FROM change_log ORDER BY kind, key, op, languages, payload',
+    freshness: 'SELECT version, update_id, revision, visible_at IS NOT NULL AS visible FROM freshness_updates ORDER BY update_id',
+    cursor: 'SELECT cursor, epoch FROM upstream_state',
+  };
+  const norm = (rows: Record<string, unknown>[]) =>
+    rows.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'string' && /^[[{]/.test(v) ? JSON.parse(v) : v])));
+  for (const [name, q] of Object.entries(queries)) {
+    const [x, y] = [a!.prepare(q).all() as Record<string, unknown>[], b!.prepare(q).all() as Record<string, unknown>[]];
+    t.ok(x.length > 0, `${name}: rows to compare (${x.length})`);
+    t.same(norm(x), norm(y), `${name}: the same rows from a tail file as from rows`);
+  }
+  const title = (id: string) => (a!.prepare('SELECT title FROM updates WHERE id = ?').get(id) as { title: string }).title;
+  t.equal(title(ids[30]!), 'newer', 'an update held at a newer revision is kept');
+  t.not(title(ids[0]!), 'older', 'one held at an older revision is replaced');
+  t.not(title(ids[40]!), 'same revision', 'one held at the same revision is replaced too (as rows do)');
+  t.equal(
+    (a!.prepare('SELECT count(*) AS n FROM update_files WHERE update_id = ?').get(ids[0]!) as { n: number }).n,
+    (b!.prepare('SELECT count(*) AS n FROM update_files WHERE update_id = ?').get(ids[0]!) as { n: number }).n,
+    'its files replaced whole',
+  );
+  t.equal(
+    (a!.prepare('SELECT count(*) AS n FROM updates WHERE custom_severity_id IS NOT NULL').get() as { n: number }).n,
+    1,
+    'the replicated level found by its key',
+  );
 });

@@ -48,7 +48,7 @@ t.test('pieces are checked in order, whole and bounded', async (t) => {
   t.equal(ps.length, 3);
   t.equal(r.piece(ps[0]!), null);
   t.equal(r.piece(ps[1]!), null);
-  t.same(r.piece(ps[2]!), { kind: 'update', format: 1, path });
+  t.same(r.piece(ps[2]!), { kind: 'update', format: 1, path, cursor: 0, more: false });
   t.ok(readFileSync(path).equals(data), 'the file as sent');
   r.discard();
   t.notOk(existsSync(path), 'discarded');

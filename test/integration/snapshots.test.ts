@@ -69,8 +69,9 @@ t.test('one snapshot per language set, shared; a stalled reader holds nobody bac
   const updates = Array.from({ length: 3000 }, (_, i) => update(i + 1));
   const { file, sig } = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', updates.length, new Date(Date.UTC(2024, 0, 1))), updates);
   t.equal((await uploadCatalog(node.url, T, file, sig)).status, 201);
-  const stats = async () => (await api(node.url, T, '/api/v1/hierarchy')).body.snapshots as { built: number; sets: number; readers: number; tailPages: number };
-  t.same(await stats(), { built: 0, sets: 0, readers: 0, tailPages: 0 }, 'nothing built before a child needs it');
+  const stats = async () =>
+    (await api(node.url, T, '/api/v1/hierarchy')).body.snapshots as { built: number; sets: number; readers: number; tailFiles: number; tailPages: number };
+  t.same(await stats(), { built: 0, sets: 0, readers: 0, tailFiles: 0, tailPages: 0 }, 'nothing built before a child needs it');
 
   const kids = await Promise.all(ids.map((id, i) => joinRaw(t, node, { id, name: `kid-${i}`, languages: i === 2 ? ['fr'] : ['de'] })));
   // The first two children (German) at once, and a third that stalls after one batch.

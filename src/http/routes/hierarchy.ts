@@ -96,7 +96,7 @@ export function hierarchyRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
           },
           upstream: h.child ? { ...h.child.status(), reports: deps.rollup.status() } : null,
           children,
-          /** What children share: complete resyncs' snapshots built, language sets held, children reading them; tail pages built. */
+          /** What children share: complete resyncs' snapshots built, language sets held, children reading them; tail files and tail pages built. */
           snapshots: h.parent.sharing(),
           /** Every node below this one that reports (the roll-up), with its freshness. */
           subtree: await deps.rollup.subtree(),

@@ -4,7 +4,8 @@
 import type { Long } from '@grpc/proto-loader';
 
 /**
- * Part of a complete resync sent to a child that asked for snapshot_file: one kind's
+ * Part of a complete resync sent to a child that asked for snapshot_file (or, with a
+ * cursor, a tail file to a child that asked for tail_files): one kind's
  * entities as SQLite files, one per part of the kind (by key range, disjoint), each in
  * pieces in order from offset 0, each piece compressed on its own (gzip). The child
  * checks a part's size and SHA-256 on its last piece, and its tables, before it loads
@@ -39,10 +40,21 @@ export interface SnapshotFilePiece {
    * on the last piece: the file's SHA-256 (hex)
    */
   'sha256'?: (string);
+  /**
+   * A tail file (to a child that asked for tail_files), not part of a resync: on every
+   * piece, the child's cursor once the file is applied (a run of the log's entries,
+   * the entities as they are now); 0 in a complete resync.
+   */
+  'cursor'?: (number | string | Long);
+  /**
+   * as ChangeBatch.more: the parent's log holds more after it
+   */
+  'more'?: (boolean);
 }
 
 /**
- * Part of a complete resync sent to a child that asked for snapshot_file: one kind's
+ * Part of a complete resync sent to a child that asked for snapshot_file (or, with a
+ * cursor, a tail file to a child that asked for tail_files): one kind's
  * entities as SQLite files, one per part of the kind (by key range, disjoint), each in
  * pieces in order from offset 0, each piece compressed on its own (gzip). The child
  * checks a part's size and SHA-256 on its last piece, and its tables, before it loads
@@ -77,4 +89,14 @@ export interface SnapshotFilePiece__Output {
    * on the last piece: the file's SHA-256 (hex)
    */
   'sha256': (string);
+  /**
+   * A tail file (to a child that asked for tail_files), not part of a resync: on every
+   * piece, the child's cursor once the file is applied (a run of the log's entries,
+   * the entities as they are now); 0 in a complete resync.
+   */
+  'cursor': (string);
+  /**
+   * as ChangeBatch.more: the parent's log holds more after it
+   */
+  'more': (boolean);
 }

@@ -30,6 +30,12 @@ export interface SubscribeRequest {
    * SQLite file (SnapshotFilePiece) rather than as batches of rows.
    */
   'snapshot_file'?: (boolean);
+  /**
+   * The child can load a run of new or changed updates in the tail (a large import on
+   * its way down) as an SQLite file (SnapshotFilePiece with a cursor) rather than as
+   * batches of rows.
+   */
+  'tail_files'?: (boolean);
 }
 
 export interface SubscribeRequest__Output {
@@ -59,4 +65,10 @@ export interface SubscribeRequest__Output {
    * SQLite file (SnapshotFilePiece) rather than as batches of rows.
    */
   'snapshot_file': (boolean);
+  /**
+   * The child can load a run of new or changed updates in the tail (a large import on
+   * its way down) as an SQLite file (SnapshotFilePiece with a cursor) rather than as
+   * batches of rows.
+   */
+  'tail_files': (boolean);
 }
