@@ -100,8 +100,9 @@ export class BatchApplier {
   }
 
   /** A whole file that arrived (file-receiver.ts): a tail file when it has a cursor (never inside a resync), else a snapshot's part. */
-  applyFile(file: ReceivedFile, opts: { epoch: string; resyncing: boolean }): number {
+  applyFile(file: ReceivedFile, opts: { epoch: string; resyncing: boolean; tailFiles: boolean }): number {
     if (file.cursor === 0) return this.loadFile(file.kind, file.format, file.path);
+    if (!opts.tailFiles) throw new Error('a tail file, which this node did not ask for');
     if (opts.resyncing) throw new Error('a tail file inside a resync');
     return this.loadTailFile(file.kind, file.format, file.path, { cursor: file.cursor, epoch: opts.epoch });
   }

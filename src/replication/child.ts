@@ -283,6 +283,7 @@ export class ReplicationChild {
       return this.#retry(err);
     }
     const languages = [...new Set([...this.d.ownLanguages, ...(await this.d.subtreeLanguages())])].sort();
+    const tailFiles = (this.d.catchUp ?? 'file') === 'file' && !this.#fileFailed;
     const call = this.#client!.Subscribe(
       {
         protocol_version: PROTOCOL_VERSION,
@@ -294,7 +295,7 @@ export class ReplicationChild {
         name: this.d.name,
         version: this.d.version,
         snapshot_file: (this.d.initialSync ?? 'file') === 'file' && !this.#fileFailed && this.#applier!.canLoadFiles(),
-        tail_files: (this.d.catchUp ?? 'file') === 'file' && !this.#fileFailed,
+        tail_files: tailFiles,
       },
       this.#metadata(state.credential),
     );
@@ -356,7 +357,7 @@ export class ReplicationChild {
           const file = receiver.piece(msg.snapshot_file);
           if (!file) return;
           // A snapshot's part, or a tail file (a run of the parent's log, with its cursor).
-          const changed = this.#applier!.applyFile(file, { epoch, resyncing });
+          const changed = this.#applier!.applyFile(file, { epoch, resyncing, tailFiles });
           receiver.discard();
           const at = file.cursor > 0 ? { cursor: file.cursor } : null;
           if (at) [this.#catchingUp, this.#parentHead] = [file.more, Math.max(this.#parentHead, at.cursor)];

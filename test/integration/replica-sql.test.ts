@@ -350,9 +350,19 @@ t.test('a tail file leaves exactly the rows of the same run sent as rows: new on
     'a tail file that does not move the cursor forward is refused',
   );
   t.throws(
-    () => fileChild!.applyFile({ kind: 'update', format: 1, path: tailFile, cursor: run.upTo + 1, more: false }, { epoch: 'e', resyncing: true }),
+    () =>
+      fileChild!.applyFile({ kind: 'update', format: 1, path: tailFile, cursor: run.upTo + 1, more: false }, { epoch: 'e', resyncing: true, tailFiles: true }),
     /a tail file inside a resync/,
     'and one inside a resync',
+  );
+  t.throws(
+    () =>
+      fileChild!.applyFile(
+        { kind: 'update', format: 1, path: tailFile, cursor: run.upTo + 1, more: false },
+        { epoch: 'e', resyncing: false, tailFiles: false },
+      ),
+    /did not ask for/,
+    'and one the child did not ask for',
   );
 
   const [a, b] = children.map((c) => openNative(c.file));

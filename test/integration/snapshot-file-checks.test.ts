@@ -61,6 +61,9 @@ t.test('pieces are checked in order, whole and bounded', async (t) => {
   const other = fresh();
   other.piece(ps[0]!);
   t.throws(() => other.piece({ ...ps[1]!, kind: 'policy' }), /out of order/, 'a piece of another kind');
+  const tail = fresh();
+  tail.piece({ ...ps[0]!, cursor: 7 });
+  t.throws(() => tail.piece({ ...ps[1]!, cursor: 8 }), /out of order/, 'a piece of another tail file (another cursor)');
 
   const badHash = pieces(data, { sha256: 'a'.repeat(64) });
   const h = fresh();
