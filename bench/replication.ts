@@ -217,6 +217,7 @@ async function main(): Promise<void> {
     );
     await signFile(feedCatalog, key);
     await importCatalog(feeder, feedCatalog);
+    const feederRssBefore = await vmHwmMB(feeder.pid);
     const Service = replicationService();
     const done: number[] = [];
     let firstFile: NonNullable<ReceivedMessage['snapshot_file']>[] = [];
@@ -298,7 +299,7 @@ async function main(): Promise<void> {
       if (count !== m) throw new Error(`the snapshot file holds ${count} updates, not ${m}`);
     }
     console.log(
-      `3. one parent feeding ${k} subscribers a ${m}-update snapshot at once: first done ${Math.min(...done).toFixed(1)} s, last ${Math.max(...done).toFixed(1)} s, spread ${(Math.max(...done) - Math.min(...done)).toFixed(1)} s; ${Math.round((k * m) / Math.max(...done))} updates/s sent in all; parent peak RSS ${await vmHwmMB(feeder.pid)} MB`,
+      `3. one parent feeding ${k} subscribers a ${m}-update snapshot at once: first done ${Math.min(...done).toFixed(1)} s, last ${Math.max(...done).toFixed(1)} s, spread ${(Math.max(...done) - Math.min(...done)).toFixed(1)} s; ${Math.round((k * m) / Math.max(...done))} updates/s sent in all; parent peak RSS ${await vmHwmMB(feeder.pid)} MB (${feederRssBefore} MB before the subscribers: its import)`,
     );
     if (s)
       console.log(

@@ -12,7 +12,7 @@ interface Slot {
 
 /**
  * The worker threads that build a parent's files (build-worker.ts): at most `size`
- * at once, each kept between jobs and ended after `idleMs` without one, so a snapshot
+ * at once, each kept between jobs and ended after `idleMs` without one (its memory with it), so a snapshot
  * in parts, or a run of tail files, pays for one thread's start (about 0.1 s of CPU)
  * rather than one per file. A job goes to the least loaded thread; one that fails or
  * exits rejects what it held. Threads do not keep the process alive.
@@ -23,7 +23,7 @@ export class BuildPool {
 
   constructor(
     private readonly size = 2,
-    private readonly idleMs = 15_000,
+    private readonly idleMs = 5_000,
   ) {}
 
   /** Makes one file; resolves with its count and compressed pieces. */

@@ -58,19 +58,26 @@ async function build(job: BuildJob): Promise<number> {
   }
 }
 
-/** The file as compressed pieces with its size and SHA-256; the file is removed. */
+/** The read buffer, kept between jobs (garbage in a thread waits for its next collection). */
+let readBuf = Buffer.alloc(0);
+
+/**
+ * The file as compressed pieces with its size and SHA-256; the file is removed. Each
+ * piece is in an ArrayBuffer of its own, so that it can be moved to the main thread.
+ */
 function pieces(file: string, pieceBytes: number): Omit<Built, 'count'> {
   const fd = openSync(file, 'r');
   try {
     const size = statSync(file).size;
     const hash = createHash('sha256');
     const out: Uint8Array[] = [];
-    const buf = Buffer.alloc(Math.min(pieceBytes, Math.max(size, 1)));
+    if (readBuf.length < pieceBytes) readBuf = Buffer.alloc(pieceBytes);
     for (let offset = 0; offset < size; offset += pieceBytes) {
-      const n = readSync(fd, buf, 0, Math.min(pieceBytes, size - offset), offset);
-      const piece = buf.subarray(0, n);
+      const n = readSync(fd, readBuf, 0, Math.min(pieceBytes, size - offset), offset);
+      const piece = readBuf.subarray(0, n);
       hash.update(piece);
-      out.push(gzipSync(piece, { level: 1 }));
+      const gz = gzipSync(piece, { level: 1 });
+      out.push(gz.byteOffset === 0 && gz.byteLength === gz.buffer.byteLength ? gz : new Uint8Array(gz));
     }
     return { size, sha256: hash.digest('hex'), pieces: out };
   } finally {
@@ -83,7 +90,12 @@ parentPort!.on('message', ({ id, job }: { id: number; job: BuildJob }) => {
   build(job)
     .then((count) => ({ count, ...pieces(job.file, job.pieceBytes) }))
     .then(
-      (built: Built) => parentPort!.postMessage({ id, ok: true, built }),
+      // The pieces are moved to the main thread, not copied.
+      (built: Built) =>
+        parentPort!.postMessage(
+          { id, ok: true, built },
+          built.pieces.map((p) => p.buffer as ArrayBuffer),
+        ),
       (err: unknown) => {
         rmSync(job.file, { force: true });
         parentPort!.postMessage({ id, ok: false, message: err instanceof Error ? err.message : String(err) });
