@@ -113,7 +113,8 @@ export function updatesFileCuts(db: NativeDb): string[] {
 /**
  * Why the attached file `from` is not an updates file this node can load (null: it
  * is): its tables must be exactly UPDATES_FILE_TABLES (no view, trigger or index of
- * the sender's making is ever read), and every file must belong to an update in it.
+ * the sender's making is ever read), every file must belong to an update in it, each
+ * update's files be numbered from 0 without a gap, and its languages be its files'.
  */
 export function checkUpdatesFile(db: NativeDb, from: string): string | null {
   const rows = db.prepare(`SELECT type, name, sql FROM ${from}.sqlite_master ORDER BY name`).all() as { type: string; name: string; sql: string | null }[];
@@ -128,6 +129,18 @@ export function checkUpdatesFile(db: NativeDb, from: string): string | null {
     | { update_id: string }
     | undefined;
   if (orphan) return `the snapshot file lists files of ${orphan.update_id}, an update it does not hold`;
+  // What the row path derives from a payload, the file states: it must agree with the files it lists.
+  const gap = db
+    .prepare(`SELECT update_id FROM ${from}.update_files GROUP BY update_id HAVING min(position) != 0 OR max(position) != count(*) - 1 LIMIT 1`)
+    .get() as { update_id: string } | undefined;
+  if (gap) return `the snapshot file numbers the files of ${gap.update_id} other than 0, 1, 2, ...`;
+  const langs = db
+    .prepare(
+      `SELECT u.id FROM ${from}.updates u WHERE u.languages != (SELECT coalesce(group_concat(l, ','), '')
+       FROM (SELECT DISTINCT language AS l FROM ${from}.update_files f WHERE f.update_id = u.id ORDER BY l)) LIMIT 1`,
+    )
+    .get() as { id: string } | undefined;
+  if (langs) return `the snapshot file gives ${langs.id} other languages than its files'`;
   return null;
 }
 

@@ -124,12 +124,13 @@ export async function keysAfter(db: Reader, kind: string, seq: number, limit: nu
  * they are now (a large import on its way down).
  */
 export async function stateRun(db: Reader, seq: number, kind: string, max: number): Promise<{ count: number; upTo: number }> {
-  // The first `max` entries after `seq`; the run ends before the first that is not a state entry of `kind`.
+  // The run ends before the first entry after `seq` that is not a state entry of `kind` (found in
+  // sequence order, so a page of other entries costs one row read); at most `max` sequences on.
   const r = await one<{ count: number; upTo: number | null }>(
     db,
-    `WITH next AS (SELECT seq, kind = ? AND op = 'upsert' AND payload = '' AS state FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?)
-     SELECT count(*) AS count, max(seq) AS upTo FROM next WHERE seq < coalesce((SELECT min(seq) FROM next WHERE NOT state), 9e18)`,
-    [kind, seq, max],
+    `SELECT count(*) AS count, max(seq) AS upTo FROM change_log WHERE seq > ?1 AND seq <= ?1 + ?3 AND seq < coalesce(
+       (SELECT min(seq) FROM change_log WHERE seq > ?1 AND seq <= ?1 + ?3 AND NOT (kind = ?2 AND op = 'upsert' AND payload = '')), 9e18)`,
+    [seq, kind, max],
   );
   return { count: Number(r?.count ?? 0), upTo: Number(r?.upTo ?? seq) };
 }

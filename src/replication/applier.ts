@@ -178,6 +178,7 @@ export class BatchApplier {
    * languages move together. Returns how many entities were removed.
    */
   resyncEnd(opts: { cursor: number; full: boolean; epoch: string; languages: readonly string[] }): number {
+    this.#fileKinds.clear(); // a snapshot file outside the resync that found the catalog empty is refused
     return this.#tx(() => {
       const tx = this.#context(opts.full);
       let removed = 0;

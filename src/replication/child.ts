@@ -302,8 +302,7 @@ export class ReplicationChild {
     const receiver = new FileReceiver(`${this.d.db.filePath}.snapshot`);
     this.#call = call;
     let fullResync = false;
-    /** A resync (complete or a backfill) is under way: its snapshot's messages, not the tail's. */
-    let resyncing = false;
+    let resyncing = false; // a resync (complete or a backfill) is under way: its snapshot's messages, not the tail's
     let epoch = state.epoch;
     const finish = (err: unknown) => {
       this.#connected = false;
@@ -328,6 +327,7 @@ export class ReplicationChild {
       this.#retry(err ?? new Error('the upstream ended the stream'));
     };
     const handle = (msg: ReceivedMessage) => {
+      receiver.between(msg);
       if ('hello' in msg && msg.hello) {
         this.#connected = true;
         this.#attempt = 0;

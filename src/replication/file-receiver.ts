@@ -56,7 +56,14 @@ export class FileReceiver {
     return { kind: this.#kind, format: this.#format, path: this.path, cursor: this.#cursor, more: p.more === true };
   }
 
+  /** While a file arrives, only its next piece (or a heartbeat) may come: anything else is out of place. */
+  between(msg: ReceivedMessage): void {
+    if (this.#fd !== null && !('snapshot_file' in msg && msg.snapshot_file) && !('heartbeat' in msg && msg.heartbeat))
+      throw new Error('a message inside a snapshot file');
+  }
+
   #start(p: Piece): void {
+    if (this.#fd !== null) throw new Error('a snapshot file started before the last one ended');
     this.discard();
     this.#fd = openSync(this.path, 'w', 0o600);
     this.#hash = createHash('sha256');

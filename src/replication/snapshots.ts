@@ -293,6 +293,7 @@ export class Snapshots {
    */
   async tailFile(k: ReplicatedKind, languages: readonly string[], after: number, upTo: number, more: boolean): Promise<Buffer[]> {
     await this.#clean();
+    await mkdir(this.dir, { recursive: true, mode: 0o700 }); // removed since the start: made again
     const started = performance.now();
     const built = await this.#buildFile(join(this.dir, `tail-${++this.tailFiles}.db`), k, languages, { after: null, upTo: null, log: { after, upTo } });
     const frames = this.#pieces(built, k, { cursor: upTo, more }).map((m) => this.encode(m));

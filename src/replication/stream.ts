@@ -16,7 +16,7 @@ const TAIL_BYTES = 64 * 1024 * 1024;
 /**
  * A run of at least this many state entries of a kind that has a file (the updates of
  * an import on its way down) goes to a child that takes tail files as one file, of at
- * most TAIL_FILE_MAX entries (about 10 MB before compression at 10,000 updates).
+ * most TAIL_FILE_MAX entries (about 12-18 MB before compression at 10,000 updates).
  */
 const TAIL_FILE_MIN = 256;
 const TAIL_FILE_MAX = 10_000;
@@ -89,6 +89,8 @@ export class Streams {
   /** Encoded tail pages by language set and cursor (see #page). */
   readonly #pages = new Map<string, Promise<Page | null>>();
   readonly #sizes = new Map<string, number>();
+  /** After a tail file failed to build: rows until then. */
+  #tailFilesOffUntil = 0;
   /** Tail pages built (each shared by the subscribers of its set at its cursor). */
   tailPagesBuilt = 0;
 
@@ -232,10 +234,9 @@ export class Streams {
       if (c) throw c;
       const page = await this.#page(sub, cursor);
       if (page) {
-        for (const frame of page.frames) {
-          await gate();
-          await this.#send(call, encoded(frame));
-        }
+        // The schedule is checked once a page: a tail file goes whole or not at all.
+        await gate();
+        for (const frame of page.frames) await this.#send(call, encoded(frame));
         cursor = page.next;
         lastSent = Date.now();
         continue;
@@ -264,9 +265,15 @@ export class Streams {
     const cached = this.#pages.get(key);
     if (cached) return cached;
     const made = (async (): Promise<Page | null> => {
-      if (fileKind) {
-        const file = await this.#tailFile(fileKind, sub.languages, cursor);
-        if (file) return file;
+      if (fileKind && Date.now() >= this.#tailFilesOffUntil) {
+        try {
+          const file = await this.#tailFile(fileKind, sub.languages, cursor);
+          if (file) return file;
+        } catch (err) {
+          // Rows serve as well (a full disk, a builder thread that died): no tail files for a minute.
+          this.#tailFilesOffUntil = Date.now() + 60_000;
+          this.logger.warn({ err, cursor }, 'building a tail file failed; sending rows for a minute');
+        }
       }
       // One entry more than a page: whether more waits behind it.
       const read = await changelog.after(this.source.reads, cursor, BATCH + 1);
@@ -284,13 +291,16 @@ export class Streams {
     })();
     this.#pages.set(key, made);
     // Nothing at the head yet, or a failure: not kept. Else the newest pages are (TAIL_PAGES, TAIL_BYTES).
+    // (Only while this promise is still the key's: a trimmed page may settle after a newer one took its place.)
+    const mine = () => this.#pages.get(key) === made;
     void made.then(
       (p) => {
+        if (!mine()) return;
         if (!p) return void this.#pages.delete(key);
         this.#sizes.set(key, p.bytes);
         this.#trimPages();
       },
-      () => this.#pages.delete(key),
+      () => mine() && this.#pages.delete(key),
     );
     return made;
   }

@@ -5,6 +5,7 @@
  * and it loads only into an empty catalog. Real files, real SQLite, real gzip.
  */
 import t from 'tap';
+import type { ReceivedMessage } from '../../src/replication/protocol.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -65,6 +66,15 @@ t.test('pieces are checked in order, whole and bounded', async (t) => {
   tail.piece({ ...ps[0]!, cursor: 7 });
   t.throws(() => tail.piece({ ...ps[1]!, cursor: 8 }), /out of order/, 'a piece of another tail file (another cursor)');
 
+  const again = fresh();
+  again.piece(ps[0]!);
+  t.throws(() => again.piece(ps[0]!), /started before the last one ended/, 'a file started again before the last ended');
+  const mid = fresh();
+  mid.piece(ps[0]!);
+  const batch = { batch: { changes: [], cursor: '1', snapshot: false, more: false } } as unknown as ReceivedMessage;
+  t.throws(() => mid.between(batch), /a message inside a snapshot file/, 'a batch while a file arrives');
+  t.doesNotThrow(() => mid.between({ heartbeat: { head_seq: '1', time_ms: '1', paused_until_ms: '0' } } as unknown as ReceivedMessage), 'a heartbeat is fine');
+  t.doesNotThrow(() => fresh().between(batch), 'and a batch between files');
   const badHash = pieces(data, { sha256: 'a'.repeat(64) });
   const h = fresh();
   h.piece(badHash[0]!);
@@ -113,6 +123,20 @@ t.test("a file's tables are checked before anything is read from it", async (t) 
     check(make('orphan', ["INSERT INTO update_files VALUES ('gone', 0, 'ab', 'a.msu', 'http://x/a.msu', 1, 'neutral', NULL)"])),
     /lists files of gone, an update it does not hold/,
   );
+  // What the row path derives from a payload (languages, file positions) must agree with the files the file lists.
+  const upd = (id: string, langs: string) =>
+    `INSERT INTO updates VALUES ('${id}', 1, 'kb', NULL, 'T', NULL, 'V', NULL, 'P', 'Updates', NULL, NULL, '[]', '[]', '2024-01-01',
+      '[]', 0, 'maybe', '[0]', '[3010]', '{}', '{}', NULL, '${langs}', 0, 'h', 'v1', 'v1', 'o')`;
+  const file = (id: string, pos: number, lang: string) =>
+    `INSERT INTO update_files VALUES ('${id}', ${pos}, 'ab${pos}', 'a.msu', 'http://x/a.msu', 1, '${lang}', NULL)`;
+  t.equal(
+    check(make('consistent', [upd('u1', 'de-de,neutral'), file('u1', 0, 'neutral'), file('u1', 1, 'de-de'), upd('u2', '')])),
+    null,
+    'files and languages that agree',
+  );
+  t.match(check(make('languages', [upd('u1', 'de-de'), file('u1', 0, 'neutral'), file('u1', 1, 'de-de')])), /gives u1 other languages than its files/);
+  t.match(check(make('no-files', [upd('u2', 'fr-fr')])), /gives u2 other languages/, 'languages without a file');
+  t.match(check(make('gap', [upd('u1', 'de-de,neutral'), file('u1', 0, 'neutral'), file('u1', 2, 'de-de')])), /numbers the files of u1/);
 });
 
 t.test('a file is loaded only in a complete resync that found the catalog empty, its parts disjoint, and a refused one changes nothing', async (t) => {
