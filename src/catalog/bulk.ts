@@ -20,6 +20,15 @@ export const INSERT_NEW_TABLE =
 export const INSERT_NEW_ROW = 'INSERT INTO temp.bulk_payloads (n, v) VALUES (?, jsonb(CAST(? AS TEXT)))';
 
 /**
+ * The updates table's columns a replicated update fills, in this order (the custom
+ * severity by level key, updated_at the node's clock): what INSERT_NEW writes from
+ * payloads and a snapshot or tail file's copy (catalog/snapshot-file.ts) from a file.
+ */
+export const REPLICA_UPDATE_COLUMNS = `id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
+  severity, custom_severity_id, cves, cve_details, release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes,
+  applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at`;
+
+/**
  * Inserts updates a node does not hold yet from one JSON array of their replicated
  * payloads (each with `contentHash`), in a few statements: SQLite reads the JSON, so
  * no row costs a parse or a call in JavaScript. The columns are those `columns()`
@@ -28,9 +37,7 @@ export const INSERT_NEW_ROW = 'INSERT INTO temp.bulk_payloads (n, v) VALUES (?, 
  */
 export const INSERT_NEW = {
   load: 'INSERT INTO temp.bulk_payloads (n, v) SELECT key, jsonb(value) FROM json_each(?)',
-  updates: `INSERT INTO updates (id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
-    severity, custom_severity_id, cves, cve_details, release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes,
-    applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at)
+  updates: `INSERT INTO updates (${REPLICA_UPDATE_COLUMNS})
     SELECT id, v ->> 'revision', v ->> 'kb', v ->> 'bulletin', v ->> 'title', v ->> 'description', v ->> 'vendor', v ->> 'productFamily',
       v ->> 'product', v ->> 'classification', v ->> 'severity',
       (SELECT cs.id FROM custom_severities cs WHERE cs.origin_key = v ->> 'customSeverity'),

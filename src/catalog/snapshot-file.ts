@@ -1,5 +1,6 @@
 import type { NativeDb } from '../db/native.js';
 import { changelog, type KeyRange } from '../changelog/index.js';
+import { REPLICA_UPDATE_COLUMNS } from './bulk.js';
 import { languageMatchSql } from '../lib/languages.js';
 
 /**
@@ -147,10 +148,12 @@ export function checkUpdatesFile(db: NativeDb, from: string): string | null {
 /** copyUpdates' `which` for every row of the file. */
 const ALL_ROWS = '1';
 
-/** The updates table's columns a file fills (custom_severity_id by level key, updated_at the node's clock). */
-const UPDATE_COLUMNS = `id, revision, kb, bulletin, title, description, vendor, product_family, product, classification,
-  severity, custom_severity_id, cves, cve_details, release_date, supersedes, vendor_superseded, restart, success_codes, reboot_codes,
-  applicability, installed, more_info_url, languages, expired, content_hash, release_version, first_version, origin, updated_at`;
+/** A held row replaced by a tail file's: every column but the id. */
+const REPLACE_SET = REPLICA_UPDATE_COLUMNS.split(',')
+  .map((c) => c.trim())
+  .filter((c) => c !== 'id')
+  .map((c) => `${c} = excluded.${c}`)
+  .join(', ');
 
 /**
  * Copies the file's updates that `which` selects (SQL on `s`, the file's row) into
@@ -160,19 +163,14 @@ const UPDATE_COLUMNS = `id, revision, kb, bulletin, title, description, vendor, 
  * supersedence already removed by the caller).
  */
 function copyUpdates(db: NativeDb, from: string, which: string, now: number, upsert: boolean): number {
-  const set = UPDATE_COLUMNS.split(',')
-    .map((c) => c.trim())
-    .filter((c) => c !== 'id')
-    .map((c) => `${c} = excluded.${c}`)
-    .join(', ');
   const n = db
     .prepare(
-      `INSERT INTO main.updates (${UPDATE_COLUMNS})
+      `INSERT INTO main.updates (${REPLICA_UPDATE_COLUMNS})
      SELECT id, revision, kb, bulletin, title, description, vendor, product_family, product, classification, severity,
        (SELECT cs.id FROM main.custom_severities cs WHERE cs.origin_key = s.custom_severity), cves, cve_details, release_date, supersedes,
        vendor_superseded, restart, success_codes, reboot_codes, applicability, installed, more_info_url, languages, expired, content_hash,
        release_version, first_version, origin, ?
-     FROM ${from}.updates s WHERE ${which} ORDER BY id${upsert ? ` ON CONFLICT(id) DO UPDATE SET ${set}` : ''}`,
+     FROM ${from}.updates s WHERE ${which} ORDER BY id${upsert ? ` ON CONFLICT(id) DO UPDATE SET ${REPLACE_SET}` : ''}`,
     )
     .run(now).changes;
   const of = (table: string) =>

@@ -25,7 +25,6 @@ const TAIL_FILE_MAX = 10_000;
 interface Page {
   frames: Buffer[];
   next: number;
-  bytes: number;
 }
 
 export type Call = grpc.ServerWritableStream<SubscribeRequest, ServerMessage>;
@@ -286,8 +285,7 @@ export class Streams {
         sub.languages,
       );
       // More waiting behind the page, here or on its way from this node's own parent: the child is catching up.
-      const bytes = this.encode({ batch: { changes, cursor: next, snapshot: false, more: read.length > BATCH || this.upstreamBusy() } });
-      return { frames: [bytes], next, bytes: bytes.length };
+      return { frames: [this.encode({ batch: { changes, cursor: next, snapshot: false, more: read.length > BATCH || this.upstreamBusy() } })], next };
     })();
     this.#pages.set(key, made);
     // Nothing at the head yet, or a failure: not kept. Else the newest pages are (TAIL_PAGES, TAIL_BYTES).
@@ -297,7 +295,10 @@ export class Streams {
       (p) => {
         if (!mine()) return;
         if (!p) return void this.#pages.delete(key);
-        this.#sizes.set(key, p.bytes);
+        this.#sizes.set(
+          key,
+          p.frames.reduce((a, f) => a + f.length, 0),
+        );
         this.#trimPages();
       },
       () => mine() && this.#pages.delete(key),
@@ -321,8 +322,7 @@ export class Streams {
     const run = await changelog.stateRun(this.source.reads, cursor, k.kind, TAIL_FILE_MAX);
     if (run.count < TAIL_FILE_MIN) return null;
     const more = (await changelog.head(this.source.reads)) > run.upTo || this.upstreamBusy();
-    const frames = await this.snapshots.tailFile(k, languages, cursor, run.upTo, more);
-    return { frames, next: run.upTo, bytes: frames.reduce((a, f) => a + f.length, 0) };
+    return { frames: await this.snapshots.tailFile(k, languages, cursor, run.upTo, more), next: run.upTo };
   }
 
   /** Keeps the newest pages, at most TAIL_PAGES of them and TAIL_BYTES together (a page still being built counts nothing yet). */
