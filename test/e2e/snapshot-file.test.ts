@@ -55,6 +55,14 @@ function rows(file: string, table: string): unknown[] {
   }
 }
 
+/** Stops the nodes, so that their databases hold everything (and nothing more arrives). */
+async function stopped(...nodes: NodeProcess[]): Promise<void> {
+  for (const n of nodes) {
+    n.child.kill('SIGTERM');
+    await n.exited;
+  }
+}
+
 t.test('a snapshot file gives a fresh child the same data as rows', async (t) => {
   const dir = await tempDir(t);
   const keys = await makeKeys(dir);
@@ -98,11 +106,7 @@ t.test('a snapshot file gives a fresh child the same data as rows', async (t) =>
   const sharing = (await api(root.url, T, '/api/v1/hierarchy')).body.snapshots as { built: number };
   t.equal(sharing.built, 2, 'one snapshot of each form for the set');
 
-  // Both stopped, so that their databases hold everything (and nothing more arrives).
-  for (const n of [byFile, byRows]) {
-    n.child.kill('SIGTERM');
-    await n.exited;
-  }
+  await stopped(byFile, byRows);
   const db = (name: string) => join(dir, name, 'patchtree.db');
   const updates = rows(db('by-file'), 'updates') as { languages: string; level: string | null }[];
   t.ok(updates.length > 100, `the catalog arrived (${updates.length} updates)`);
@@ -174,10 +178,7 @@ t.test('a run of new and changed updates reaches a child as a tail file and leav
   const sharing = (await api(root.url, T, '/api/v1/hierarchy')).body.snapshots as { tailFiles: number };
   t.equal(sharing.tailFiles, 2, 'one tail file a release for the set');
 
-  for (const n of [byFile, byRows]) {
-    n.child.kill('SIGTERM');
-    await n.exited;
-  }
+  await stopped(byFile, byRows);
   const db = (name: string) => join(dir, name, 'patchtree.db');
   const titles = (rows(db('by-file'), 'updates') as { title: string }[]).filter((u) => u.title.endsWith('(revised)'));
   t.ok(titles.length >= 250, `the revisions arrived (${titles.length})`);

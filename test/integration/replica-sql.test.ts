@@ -4,7 +4,7 @@
  * (mergeUpdatesFile), checked against the per-update JavaScript paths they replace,
  * on the real Microsoft catalog in real SQLite files.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { join } from 'node:path';
 import { openDatabase } from '../../src/db/index.js';
 import { openConn, type SqlConn } from '../../src/db/exec.js';
@@ -51,6 +51,20 @@ async function rootWithCatalog(
       db.close();
     },
   };
+}
+
+/** A child's database (migrated) with its upstream state at cursor 0, and the `libsql` connection its applier writes through. */
+async function childDb(t: Test, file: string, epoch: string, languages: string) {
+  const db = await openDatabase(`file:${file}`);
+  t.teardown(() => db.close());
+  const native = openNative(file);
+  t.teardown(() => native.close());
+  native
+    .prepare(
+      "INSERT INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at) VALUES (1, 'x', 'p', 'c', ?, 0, ?, 0, 0)",
+    )
+    .run(epoch, languages);
+  return { db, native };
 }
 
 /** What readUpdatePayloads + the parent's old JS filter sent for these languages, normalised as a child reads it. */
@@ -130,22 +144,13 @@ t.test('a fresh resync written in bulk leaves exactly the rows of the per-update
       return { seq: 0, kind: 'update', key: w.id, op: 'upsert', payload: Buffer.from(strip ? JSON.stringify(p) : w.payload) };
     });
   const children: { name: string; db: Awaited<ReturnType<typeof openDatabase>>; file: string }[] = [];
-  for (const name of ['bulk', 'single']) {
-    const file = join(dir, `${name}.db`);
-    const db = await openDatabase(`file:${file}`);
-    t.teardown(() => db.close());
-    children.push({ name, db, file });
-  }
   const applied: number[] = [];
-  for (const [i, c] of children.entries()) {
-    const native = openNative(c.file);
-    t.teardown(() => native.close());
+  for (const [i, name] of ['bulk', 'single'].entries()) {
+    const file = join(dir, `${name}.db`);
+    const { db, native } = await childDb(t, file, '', '');
+    const c = { name, db, file };
+    children.push(c);
     native.exec("INSERT INTO custom_severities (name, rank, created_at, origin_key) VALUES ('Upstream', 2, 0, 'up:7')");
-    native
-      .prepare(
-        "INSERT INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at) VALUES (1, 'x', 'p', 'c', '', 0, '', 0, 0)",
-      )
-      .run();
     const a = new BatchApplier(native, replicatedKinds(), `node-${i}`);
     a.resyncStart(true);
     const changes = asChanges(c.name === 'single');
@@ -238,16 +243,7 @@ t.test('a malformed payload in a run of new updates fails its batch whole; the n
   const root = await rootWithCatalog(dir);
   t.teardown(root.close);
   const wire = await allWire(root.conn, ['de', 'en'], 100);
-  const file = join(dir, 'child.db');
-  const db = await openDatabase(`file:${file}`);
-  t.teardown(() => db.close());
-  const native = openNative(file);
-  t.teardown(() => native.close());
-  native
-    .prepare(
-      "INSERT INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at) VALUES (1, 'x', 'p', 'c', 'e', 0, 'de,en', 0, 0)",
-    )
-    .run();
+  const { native } = await childDb(t, join(dir, 'child.db'), 'e', 'de,en');
   const a = new BatchApplier(native, replicatedKinds(), 'node-x');
   const change = (key: string, payload: string): WireChange => ({ seq: 0, kind: 'update', key, op: 'upsert', payload: Buffer.from(payload) });
   const tail = { snapshot: false, fullResync: false, epoch: 'e' };
@@ -317,16 +313,8 @@ t.test('a tail file leaves exactly the rows of the same run sent as rows: new on
   });
   const appliers: BatchApplier[] = [];
   for (const c of children) {
-    const db = await openDatabase(`file:${c.file}`);
-    t.teardown(() => db.close());
-    const native = openNative(c.file);
-    t.teardown(() => native.close());
+    const { native } = await childDb(t, c.file, 'e', 'de,en');
     native.exec("INSERT INTO custom_severities (name, rank, created_at, origin_key) VALUES ('Upstream', 2, 0, 'up:7')");
-    native
-      .prepare(
-        "INSERT INTO upstream_state (id, address, parent_id, credential, epoch, cursor, languages, resyncing, updated_at) VALUES (1, 'x', 'p', 'c', 'e', 0, 'de,en', 0, 0)",
-      )
-      .run();
     // A release waiting for two of the updates (one new here, one replaced).
     native.exec("INSERT INTO freshness_releases (version, published_at, imported_at, received_at) VALUES ('r1', 0, 0, 0)");
     for (const id of [ids[0]!, ids[100]!])
