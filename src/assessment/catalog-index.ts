@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { Rule } from '../catalog/rules.js';
 import type { UpdateRules } from '../catalog/read.js';
 import { compareVersions, compile, parseVersion, requiredProducts, TRUE, FALSE, type Compiled, type Facts, type Tri } from './evaluate.js';
@@ -36,7 +35,7 @@ export interface Entry {
    * the same three-valued answer as the rules, several times faster on a fleet.
    */
   fast: { kb: string; want: number[] } | null;
-  /** Digest of everything assessment depends on; unchanged means nothing to reassess. */
+  /** Everything else assessment depends on (CatalogIndex.signature). */
   sig: string;
   mark: number;
 }
@@ -78,10 +77,19 @@ export class CatalogIndex {
     return this.#byId.values();
   }
 
+  /**
+   * What assessment depends on besides the rules (kept whole in `rules`), as one string:
+   * with the rules, unchanged means nothing to reassess. Compared as it is; a digest
+   * cost a fifth of loading 20,000 updates into the index.
+   */
   static signature(r: UpdateRow): string {
-    return createHash('sha1')
-      .update(`${r.kb}\u0000${r.product}\u0000${r.severity}\u0000${r.applicability}\u0000${r.installed}\u0000${r.supersedes}`)
-      .digest('base64');
+    return `${r.kb}\u0000${r.product}\u0000${r.severity}\u0000${r.supersedes}`;
+  }
+
+  /** Whether the index holds `r` as it is: its rules and everything else assessment reads. */
+  holds(r: UpdateRow): boolean {
+    const cur = this.#byId.get(r.id);
+    return cur !== undefined && cur.sig === CatalogIndex.signature(r) && cur.rules === rulesText(r);
   }
 
   /** One string per distinct product name, however many updates name it. */
@@ -103,7 +111,7 @@ export class CatalogIndex {
       kb: r.kb,
       product: this.#intern(r.product.toLowerCase()),
       severity: r.severity,
-      rules: `[${r.applicability},${r.installed}]`,
+      rules: rulesText(r),
       compiled: null,
       products: requiredProducts(app)?.map((p) => this.#intern(p)) ?? null,
       supersedes: JSON.parse(r.supersedes) as string[],
@@ -236,6 +244,11 @@ export class CatalogIndex {
     }
     return false;
   }
+}
+
+/** The two rules as one JSON array, as an entry keeps them. */
+function rulesText(r: UpdateRow): string {
+  return `[${r.applicability},${r.installed}]`;
 }
 
 /** The entry's rules, compiled once when first needed. */

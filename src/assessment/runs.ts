@@ -290,7 +290,7 @@ export class CatalogRuns {
           if (old) changed.push(old);
           continue;
         }
-        if (cur && cur.sig === CatalogIndex.signature(r)) continue; // e.g. a custom severity assigned: nothing to reassess
+        if (this.index.holds(r)) continue; // e.g. a custom severity assigned: nothing to reassess
         const old = this.index.set(r);
         if (old) changed.push(old);
         changed.push(this.index.get(id)!);

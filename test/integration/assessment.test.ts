@@ -291,4 +291,17 @@ t.test('catalog imports reassess incrementally: new, changed, expired and supers
   const afterDelta = await snapshot();
   await api(n.url, n.token, '/api/v1/assessment/run', { method: 'POST' });
   t.same(await snapshot(), afterDelta, 'the delta left the same state a full run computes');
+
+  // v3: only update 3's installed rule changes (fixed from 1.0.1 on): reassessed though nothing else did.
+  const c3 = await writeSignedCatalog(dir, keys, 'v3.gz', header('v3', 2), [
+    upd(2, { severity: 'Low' }),
+    upd(3, { supersedes: ['5000002'], severity: 'Important', installed: { any: [{ kb: '5000003' }, { product: P, version: { gte: '1.0.1' } }] } }),
+  ]);
+  t.equal((await uploadCatalog(n.url, n.token, c3.file, c3.sig)).status, 201);
+  await n.node.assessment!.assessor.idle();
+  t.same(await required(n, computers[1]!), [], '1.0.1 now has the fix of update 3');
+  t.match(await compliance('test-3'), { installed: 3, required: 0 });
+  const afterRule = await snapshot();
+  await api(n.url, n.token, '/api/v1/assessment/run', { method: 'POST' });
+  t.same(await snapshot(), afterRule, 'the rule change left the same state a full run computes');
 });
