@@ -10,12 +10,13 @@
  * time from its restart until its whole subtree holds the new release is measured.
  * Peak RSS per role (root, mid-tier, leaf) is printed.
  *
- * Before the import, `--warm-gb` GB of memory (16 by default; 0 skips) are touched and
- * let go, so that the nodes' fresh pages are ones the hypervisor backs already
- * (warm-memory.ts: on this virtual machine a cold page costs the kernel about eight
- * times a warm one, and the same tree took 46-57 s cold and 27 s warm).
+ * With `--warm-gb G`, G GB of memory are touched and let go before the nodes start, so
+ * that their fresh pages are ones the hypervisor backs already (warm-memory.ts: on this
+ * virtual machine a first-touched page costs the kernel about eight times a warm one).
+ * Off by default: over seven runs with it and four without, it did not set the runs
+ * apart from the machine's own drift (bench/README.md, "the machine's memory").
  *
- *   node dist/bench/tree-scale.js [--depth 5] [--nodes 30] [--updates 20000] [--warm-gb 16]
+ *   node dist/bench/tree-scale.js [--depth 5] [--nodes 30] [--updates 20000] [--warm-gb 0]
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -33,7 +34,7 @@ const { values } = parseArgs({
     depth: { type: 'string', default: '5' },
     nodes: { type: 'string', default: '30' },
     updates: { type: 'string', default: '20000' },
-    'warm-gb': { type: 'string', default: '16' },
+    'warm-gb': { type: 'string', default: '0' },
   },
 });
 const depth = Number(values.depth);
@@ -168,9 +169,9 @@ runBench(async () => {
     if (warmGb > 0) {
       const w = await warmMemory(warmGb);
       console.log(
-        `   memory warmed: ${w.gb.toFixed(1)} GB touched in ${w.seconds.toFixed(1)} s, ${w.microsPerPage.toFixed(1)} µs of kernel time a fresh page (about 1.5 when warm already; --warm-gb 0 skips)`,
+        `   memory warmed: ${w.gb.toFixed(1)} GB touched in ${w.seconds.toFixed(1)} s, ${w.microsPerPage.toFixed(1)} µs of kernel time a fresh page (about 1.5 when warm already)`,
       );
-    } else console.log('   memory not warmed (--warm-gb 0): fresh pages may cost the hypervisor a first touch');
+    }
     // Top down: a child joins a running parent. Fixed gRPC ports, so a restarted node is found again.
     const t0 = performance.now();
     for (const level of levels)

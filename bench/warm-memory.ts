@@ -9,9 +9,9 @@ import { cpus, freemem } from 'node:os';
  * on the kernel's command line) whose memory the host backs only when the guest first
  * touches it, and takes back a while after the guest frees it. A first touch then costs
  * the kernel about 12 µs a 4 KB page instead of about 1.5 µs (measured with 8 processes
- * touching 768 MB each, cold then again at once). Thirty nodes touch about 4 GB of fresh
- * pages in a tree's sync: the same code measured 46-57 s on cold memory and 27 s on warm
- * (bench/README.md, "the machine's memory"). A real server's memory is always backed.
+ * touching 768 MB each, cold then again at once). Thirty nodes touch about 4.7 GiB of fresh
+ * pages in a tree's sync (bench/README.md, "the machine's memory"). A real server's memory
+ * is always backed.
  *
  * Returns the seconds it took and the kernel's microseconds per fresh page it saw
  * (about 1.5 when the memory was warm already).
