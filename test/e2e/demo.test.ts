@@ -19,7 +19,8 @@ t.test('patchtree demo converges, serves its consoles and removes its data on Ct
   const lines: string[] = [];
   createInterface({ input: child.stdout! }).on('line', (l) => lines.push(l));
   const text = () => lines.join('\n');
-  await waitFor(async () => /converged in \d+ s/.test(text()) || child.exitCode !== null, 'the demo to converge', 120_000);
+  // The tree's line follows the convergence line once the root's report is read: wait for both.
+  await waitFor(async () => /whole tree: /.test(text()) || child.exitCode !== null, 'the demo to converge and report the tree', 120_000);
   t.match(text(), /converged in \d+ s: every site has the catalog and the policy, and the root reports on all 5 nodes/);
   t.match(text(), /whole tree: 150 computers/, 'the root reports the computers of all five nodes');
   const dir = /data in (\S+)/.exec(text())![1]!;
