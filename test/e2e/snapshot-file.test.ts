@@ -36,12 +36,13 @@ const resynced = async (n: NodeProcess) => {
 };
 
 /**
- * A table's rows in a stable order. Times are the child's own (when it applied what
- * it received), so a time column is compared as set or not; so are local row ids
+ * A table's rows in a stable order, from the database of node `node` under `dir`.
+ * Times are the child's own (when it applied what it received), so a time column is
+ * compared as set or not; so are local row ids
  * (the change log's seq, a level's id), which the order already covers.
  */
-function rows(file: string, table: string): unknown[] {
-  const db = new Database(file, { readonly: true });
+function rows(dir: string, node: string, table: string): unknown[] {
+  const db = new Database(join(dir, node, 'patchtree.db'), { readonly: true });
   try {
     const cols = (db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name);
     const local = (c: string) => /_at$/.test(c) || (table === 'change_log' && c === 'seq') || (table === 'custom_severities' && c === 'id');
@@ -107,8 +108,7 @@ t.test('a snapshot file gives a fresh child the same data as rows', async (t) =>
   t.equal(sharing.built, 2, 'one snapshot of each form for the set');
 
   await stopped(byFile, byRows);
-  const db = (name: string) => join(dir, name, 'patchtree.db');
-  const updates = rows(db('by-file'), 'updates') as { languages: string; level: string | null }[];
+  const updates = rows(dir, 'by-file', 'updates') as { languages: string; level: string | null }[];
   t.ok(updates.length > 100, `the catalog arrived (${updates.length} updates)`);
   const langs = [...new Set(updates.flatMap((u) => u.languages.split(',')))].sort();
   t.ok(langs.includes('ca-es-valencia') && langs.includes('cy-gb'), `with Catalan and Welsh files (${langs.join(' ')})`);
@@ -118,7 +118,7 @@ t.test('a snapshot file gives a fresh child the same data as rows', async (t) =>
   );
   t.same(updates.filter((u) => u.level).length, 3, 'the levels assigned at the root');
   for (const table of REPLICATED) {
-    const [a, b] = [rows(db('by-file'), table), rows(db('by-rows'), table)];
+    const [a, b] = [rows(dir, 'by-file', table), rows(dir, 'by-rows', table)];
     t.ok(a.length > 0, `${table}: rows to compare (${a.length})`);
     t.same(a, b, `${table}: the same rows from a file as from rows`);
   }
@@ -179,12 +179,11 @@ t.test('a run of new and changed updates reaches a child as a tail file and leav
   t.equal(sharing.tailFiles, 2, 'one tail file a release for the set');
 
   await stopped(byFile, byRows);
-  const db = (name: string) => join(dir, name, 'patchtree.db');
-  const titles = (rows(db('by-file'), 'updates') as { title: string }[]).filter((u) => u.title.endsWith('(revised)'));
+  const titles = (rows(dir, 'by-file', 'updates') as { title: string }[]).filter((u) => u.title.endsWith('(revised)'));
   t.ok(titles.length >= 250, `the revisions arrived (${titles.length})`);
   for (const table of REPLICATED) {
     const sort = (xs: unknown[]) => (table === 'change_log' ? xs.map((x) => JSON.stringify(x)).sort() : xs);
-    const [a, b] = [rows(db('by-file'), table), rows(db('by-rows'), table)];
+    const [a, b] = [rows(dir, 'by-file', table), rows(dir, 'by-rows', table)];
     if (!['settings', 'custom_severities', 'policies', 'policy_updates'].includes(table)) t.ok(a.length > 0, `${table}: rows to compare (${a.length})`);
     // The change log's state entries stand for the update as it is: their order within a run means nothing.
     t.same(sort(a), sort(b), `${table}: the same rows from tail files as from rows`);
