@@ -1,4 +1,4 @@
-import { changelog } from '../changelog/index.js';
+import { appendSelectSql } from '../changelog/sql.js';
 
 /**
  * Bulk insert of new updates from their JSON (a child's fresh resync, a catalog
@@ -51,7 +51,7 @@ export const INSERT_NEW = {
     FROM temp.bulk_payloads p, json_each(p.v, '$.files') f ORDER BY p.n, f.key`,
   cves: "INSERT OR IGNORE INTO update_cves (update_id, cve) SELECT p.id, c.value FROM temp.bulk_payloads p, json_each(p.v, '$.cves') c",
   sups: "INSERT OR IGNORE INTO update_supersedes (update_id, kb) SELECT p.id, k.value FROM temp.bulk_payloads p, json_each(p.v, '$.supersedes') k",
-  log: changelog.appendSelectSql(`SELECT 'update', x.id, 'upsert', x.languages, '', ? FROM temp.bulk_payloads p JOIN updates x ON x.id = p.id ORDER BY p.n`),
+  log: appendSelectSql(`SELECT 'update', x.id, 'upsert', x.languages, '', ? FROM temp.bulk_payloads p JOIN updates x ON x.id = p.id ORDER BY p.n`),
   visible: `UPDATE freshness_updates SET visible_at = ? FROM temp.bulk_payloads p
     WHERE freshness_updates.update_id = p.id AND freshness_updates.revision <= p.v ->> 'revision' AND freshness_updates.visible_at IS NULL`,
   clear: 'DELETE FROM temp.bulk_payloads',

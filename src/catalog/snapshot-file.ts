@@ -1,5 +1,6 @@
 import type { NativeDb } from '../db/native.js';
-import { changelog, type KeyRange } from '../changelog/index.js';
+import type { KeyRange } from '../changelog/index.js';
+import { appendSelectSql, keysInRangeSql } from '../changelog/sql.js';
 import { REPLICA_UPDATE_COLUMNS } from './bulk.js';
 import { languageMatchSql } from '../lib/languages.js';
 
@@ -78,7 +79,7 @@ const ALL: KeyRange = { after: null, upTo: null };
 function rangeSql(r: KeyRange): [(col: string) => string, (string | number)[]] {
   const args: (string | number)[] = [r.after, r.upTo].filter((x): x is string => x !== null);
   if (r.log) args.push(r.log.after, r.log.upTo);
-  const inLog = r.log ? changelog.keysInRangeSql('update') : null;
+  const inLog = r.log ? keysInRangeSql('update') : null;
   return [(col) => [r.after !== null ? `${col} > ?` : '1', r.upTo !== null ? `${col} <= ?` : '1', inLog ? `${col} IN ${inLog}` : '1'].join(' AND '), args];
 }
 
@@ -179,7 +180,7 @@ function copyUpdates(db: NativeDb, from: string, which: string, now: number, ups
     SELECT update_id, sha256, name, url, size, language, position, installer ${of('update_files')} ORDER BY update_id, position`);
   db.exec(`INSERT INTO main.update_cves (update_id, cve) SELECT update_id, cve ${of('update_cves')} ORDER BY update_id, cve`);
   db.exec(`INSERT INTO main.update_supersedes (update_id, kb) SELECT update_id, kb ${of('update_supersedes')} ORDER BY update_id, kb`);
-  db.prepare(changelog.appendSelectSql(`SELECT 'update', id, 'upsert', languages, '', ? FROM ${from}.updates s WHERE ${which} ORDER BY id`)).run(now);
+  db.prepare(appendSelectSql(`SELECT 'update', id, 'upsert', languages, '', ? FROM ${from}.updates s WHERE ${which} ORDER BY id`)).run(now);
   db.prepare(
     `UPDATE main.freshness_updates SET visible_at = ? FROM ${from}.updates s
      WHERE freshness_updates.update_id = s.id AND freshness_updates.revision <= s.revision AND freshness_updates.visible_at IS NULL AND ${which}`,

@@ -2,6 +2,9 @@ import { sql, type SQL } from 'drizzle-orm';
 import type { Exec, Write } from '../db/exec.js';
 import { prepare, type NativeDb } from '../db/native.js';
 import { changeLog } from './schema.js';
+import { COLUMNS } from './sql.js';
+
+export { appendSelectSql, keysInRangeSql } from './sql.js';
 
 /**
  * The change log, the one module that reads and writes it. Every replicated write
@@ -32,7 +35,6 @@ export interface LogRow extends Entry {
   createdAt: number;
 }
 
-const COLUMNS = 'kind, key, op, languages, payload, created_at';
 const APPEND = `INSERT INTO change_log (${COLUMNS}) VALUES (?,?,?,?,?,?)`;
 
 /** A drizzle database or transaction (told apart from an Exec by its query builder). */
@@ -53,15 +55,6 @@ export async function append(tx: Tx, e: Entry, now: number): Promise<void> {
 /** The same as a statement of a write batch (SqlConn.write). */
 export function appendWrite(e: Entry, now: number): Write {
   return [APPEND, [e.kind, e.key, e.op, e.languages, e.payload, now]];
-}
-
-/**
- * Entries built by a query in the same statement: `select` yields the columns
- * (kind, key, op, languages, payload, created_at) in that order, e.g. one state entry
- * per update a statement changed. As SQL text (for Exec and prepared statements).
- */
-export function appendSelectSql(select: string): string {
-  return `INSERT INTO change_log (${COLUMNS}) ${select}`;
 }
 
 /** `appendSelectSql` for drizzle's `sql`. */
@@ -133,15 +126,6 @@ export async function stateRun(db: Reader, seq: number, kind: string, max: numbe
     [seq, kind, max],
   );
   return { count: Number(r?.count ?? 0), upTo: Number(r?.upTo ?? seq) };
-}
-
-/**
- * SQL (a subquery with two parameters, the sequence after which and up to which) of
- * the keys of `kind`'s entries in that part of the log: what a file of a run of state
- * entries holds (`stateRun`).
- */
-export function keysInRangeSql(kind: string): string {
-  return `(SELECT key FROM change_log WHERE kind = '${kind.replace(/'/g, "''")}' AND seq > ? AND seq <= ?)`;
 }
 
 /** When the first entry after `seq` was written (null: none): how far behind a reader at `seq` is. */

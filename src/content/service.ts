@@ -4,7 +4,7 @@ import { and, asc, eq, gt, sql, type SQL } from 'drizzle-orm';
 import type { Orm } from '../db/index.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
-import { languageMatchDrizzle } from '../lib/languages.js';
+import { languageMatchDrizzle } from '../lib/languages-drizzle.js';
 import { updateFiles } from '../catalog/schema.js';
 import { existingUpdates } from '../catalog/read.js';
 import { contentFiles, downloadMarks } from './schema.js';

@@ -5,7 +5,8 @@ import type { Orm } from '../db/index.js';
 import { isoTime as iso } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
 import type { Clock } from '../lib/clock.js';
-import { languageMatchDrizzle, languageMatches } from '../lib/languages.js';
+import { languageMatches } from '../lib/languages.js';
+import { languageMatchDrizzle } from '../lib/languages-drizzle.js';
 import { REPLICATED_SETTINGS, type SettingsService } from '../settings/service.js';
 
 /**

@@ -1,5 +1,3 @@
-import { sql, type SQL } from 'drizzle-orm';
-
 /**
  * Languages, one home: the tag syntax and the one rule that says whether a file in one
  * language serves a node or a computer of others (ARCHITECTURE: "languages").
@@ -36,14 +34,6 @@ export function languageMatches(file: string, languages: readonly string[]): boo
 export function anyLanguageMatches(fileLanguages: string, languages: readonly string[]): boolean {
   if (fileLanguages === '') return true;
   return fileLanguages.split(',').some((l) => languageMatches(l, languages));
-}
-
-/** `languageMatchSql` for drizzle's `sql` over an expression. */
-export function languageMatchDrizzle(col: SQL, languages: readonly string[]): SQL {
-  return sql`(${col} = 'neutral'${sql.join(
-    languages.map((l) => sql` OR ${col} = ${l} OR ${col} LIKE ${`${l}-%`} OR ${l} LIKE ${col} || '-%'`),
-    sql``,
-  )})`;
 }
 
 /**
