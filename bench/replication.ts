@@ -7,10 +7,10 @@
  *  2. latency from an import at the root to visibility at a depth-3 leaf
  *     (root -> a -> b -> leaf), p50 and p99 over M small imports (default 100);
  *  3. a parent feeding K subscribers at once (default 50): each is a raw gRPC client
- *     that joins and subscribes like a fresh child (asking for the snapshot file; with
- *     --rows, for batches of rows); the spread of their completion times. They only
- *     count what arrives (the first one's file is checked whole at the end), so the
- *     two cores are the parent's.
+ *     that joins and subscribes like a fresh child (asking for the snapshot file, with
+ *     --rows for batches of rows; and for large batches compressed); the spread of
+ *     their completion times. They only count what arrives (the first one's file is
+ *     checked whole at the end), so the two cores are the parent's.
  *
  *   node dist/bench/replication.js [--updates 100000] [--imports 100] [--children 50]
  *     [--children-updates 20000] [--rows] [--stalled S] [--only sync|latency|fanout]
@@ -33,6 +33,7 @@ import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import { replicationService, PROTOCOL_VERSION, type ReceivedMessage } from '../src/replication/protocol.js';
 import { generate } from './catalog-import.js';
+import { Unpacker } from '../src/replication/compressed.js';
 
 const children = benchProcesses;
 
@@ -259,18 +260,22 @@ async function main(): Promise<void> {
             languages: ['en'],
             applied_languages: [],
             snapshot_file: !values.rows,
+            compressed_batches: true,
           },
           md,
         );
         let count = 0;
         // The file's pieces as received; the first subscriber's are checked whole at the end.
         const pieces: NonNullable<ReceivedMessage['snapshot_file']>[] = [];
+        const unpacker = new Unpacker();
         await new Promise<void>((resolve, reject) => {
-          call.on('data', (msg: ReceivedMessage) => {
+          call.on('data', (received: ReceivedMessage) => {
             if (stalls && !held.includes(call)) {
               held.push(call);
               call.pause();
             }
+            const msg = unpacker.take(received);
+            if (!msg) return;
             if ('batch' in msg && msg.batch) count += msg.batch.changes.filter((c) => c.kind === 'update').length;
             if ('snapshot_file' in msg && msg.snapshot_file) {
               pieces.push(i === 0 ? msg.snapshot_file : { ...msg.snapshot_file, gzip: Buffer.alloc(0) });

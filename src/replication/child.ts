@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import type { Database, NativeDb } from '../db/index.js';
-import { openNative } from '../db/index.js';
+import { openNative, type Database, type NativeDb } from '../db/index.js';
 import type { Logger } from '../lib/log.js';
 import { backoffMs } from '../lib/backoff.js';
 import { DeferredError } from '../content/downloader.js';
@@ -296,6 +295,7 @@ export class ReplicationChild {
         version: this.d.version,
         snapshot_file: (this.d.initialSync ?? 'file') === 'file' && !this.#fileFailed && this.#applier!.canLoadFiles(),
         tail_files: tailFiles,
+        compressed_batches: true,
       },
       this.#metadata(state.credential),
     );

@@ -1,6 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../lib/log.js';
 import type { ReceivedMessage } from './protocol.js';
+import { Unpacker } from './compressed.js';
 
 /** Changes applied in one transaction at most, when batches queue up. */
 const MAX_TX_CHANGES = 4_000;
@@ -17,7 +18,8 @@ type Batch = NonNullable<ReceivedMessage['batch']>;
  * busy child commits less often, not less durably. A full queue pauses the stream
  * (HTTP/2 flow control then holds the parent back). What arrived before the stream
  * ended is applied before `ended` is called: it is as good as ever. A message whose
- * handling throws ends the stream (`ended` with that error).
+ * handling throws ends the stream (`ended` with that error). A batch that comes
+ * compressed, in parts (compressed.ts), is queued once whole.
  */
 export class Inbox {
   readonly #queue: ReceivedMessage[] = [];
@@ -33,7 +35,17 @@ export class Inbox {
     private readonly ended: (err: unknown) => void,
     private readonly logger: Logger,
   ) {
-    call.on('data', (msg: ReceivedMessage) => {
+    const unpacker = new Unpacker();
+    call.on('data', (received: ReceivedMessage) => {
+      if (this.#ended) return;
+      let msg: ReceivedMessage | null;
+      try {
+        msg = unpacker.take(received);
+      } catch (err) {
+        this.#fail(err);
+        return;
+      }
+      if (!msg) return;
       this.#queue.push(msg);
       if (this.#queue.length >= MAX_QUEUED_MESSAGES && !this.#paused) {
         this.#paused = true;
@@ -68,13 +80,18 @@ export class Inbox {
     try {
       this.handle(msg);
     } catch (err) {
-      this.logger.error({ err }, 'applying a batch failed; reconnecting');
-      this.#queue.length = 0;
-      this.call.cancel();
-      this.#end(err);
+      this.#fail(err);
       return false;
     }
     return this.#queue.length > 0;
+  }
+
+  /** A message that cannot be applied (or unpacked): what is queued is dropped and the stream ends with `err`. */
+  #fail(err: unknown): void {
+    this.logger.error({ err }, 'applying a batch failed; reconnecting');
+    this.#queue.length = 0;
+    this.call.cancel();
+    this.#end(err);
   }
 
   #schedule(): void {

@@ -10,8 +10,9 @@ import { splitPinnedToken } from '../tls/pin.js';
 import { changelog, type KindRegistry } from '../changelog/index.js';
 import { children, joinTokens } from './schema.js';
 import * as check from './validate.js';
-import { SUPPORTED_PROTOCOL_VERSIONS, replicationDefinition, type ReceivedNodeReport, type ReplicationHandlers, type ServerMessage } from './protocol.js';
+import { SUPPORTED_PROTOCOL_VERSIONS, type ReceivedNodeReport, type ReplicationHandlers } from './protocol.js';
 import { Snapshots } from './snapshots.js';
+import { encodeFrames } from './compressed.js';
 import type { Identity } from './identity.js';
 import { parseRules, type ReplicationRules } from './rules.js';
 import { StreamClosed, Streams, type Call } from './stream.js';
@@ -93,14 +94,13 @@ export class ReplicationParent {
   constructor(private readonly d: ParentDeps) {
     this.events.setMaxListeners(0);
     const source = { orm: d.orm, reads: d.reads, self: { nodeId: d.identity.nodeId, name: d.name } };
-    const encode = (msg: ServerMessage) => replicationDefinition().Subscribe.responseSerialize(msg);
-    this.snapshots = new Snapshots(d.snapshotDir, d.kinds, source, encode, d.dbFile, d.logger);
+    this.snapshots = new Snapshots(d.snapshotDir, d.kinds, source, encodeFrames, d.dbFile, d.logger);
     // A complete resync is owed from its start until the child acks its end (Ack below).
     this.#streams = new Streams(
       d.kinds,
       source,
       this.snapshots,
-      encode,
+      encodeFrames,
       this.events,
       d.identity.epoch,
       d.logger,
@@ -438,6 +438,7 @@ export class ReplicationParent {
       rules,
       snapshotForm: req.snapshot_file === true ? 'file' : 'rows',
       tailFiles: req.tail_files === true,
+      compressed: req.compressed_batches === true,
     });
   }
 }

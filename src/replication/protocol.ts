@@ -20,6 +20,8 @@ import type { Change } from '../changelog/index.js';
  *   2 - Update payloads in catalog format 2: each file has its `installer`, files in
  *       catalog order, `install` without `command`. A version-1 node could not store
  *       them, so parent and child must both speak 2 (upgrade the parent first).
+ *       Added since, without a new version (a child asks; an older parent ignores the
+ *       question): snapshot files, tail files, compressed batches.
  */
 export const PROTOCOL_VERSION = 2;
 

@@ -29,8 +29,9 @@ interface FileParts {
 
 /**
  * A complete resync's snapshot for one language set, built once and shared by every
- * child with that set (and the same catalog rule): each page of each kind's snapshot
- * is encoded as a `batch` message once and appended to a file (`[length][message]`
+ * child with that set (and the same catalog rule and form, and compression): each page
+ * of each kind's snapshot is encoded as a `batch` message once (a large one compressed,
+ * in parts, for children that take that) and appended to a file (`[length][message]`
  * frames); every child streams the file at its own pace, from disk, also while it is
  * still being built. The snapshot says the log's head it was cut at (the child's
  * cursor after it). Kept while children read it and it is the newest for its set.
@@ -121,8 +122,8 @@ export class Snapshots {
     private readonly dir: string,
     private readonly kinds: KindRegistry,
     private readonly source: SourceContext,
-    /** A message encoded as on the wire. */
-    private readonly encode: (msg: ServerMessage) => Buffer,
+    /** A message encoded as on the wire: its frames (compressed.ts: a large batch compressed, in parts, for a child that takes that). */
+    private readonly encode: (msg: ServerMessage, compress: boolean) => Buffer[],
     /** This node's database file, which a snapshot file is built from (null: a remote database, rows only). */
     private readonly dbFile: string | null,
     private readonly logger: Logger,
@@ -147,10 +148,10 @@ export class Snapshots {
    * still holds everything after its head (`min`) and it is at most REUSE_ENTRIES
    * behind the head, else a new one, built in the background. Release it when done.
    */
-  async acquire(languages: readonly string[], catalog: boolean, form: SnapshotForm = 'rows'): Promise<Snapshot> {
+  async acquire(languages: readonly string[], catalog: boolean, form: SnapshotForm = 'rows', compress = false): Promise<Snapshot> {
     await this.#clean();
     form = this.form(form);
-    const key = `${form}:${catalog ? 'catalog' : 'no-catalog'}:${languages.join(',')}`;
+    const key = `${form}:${catalog ? 'catalog' : 'no-catalog'}:${compress ? 'gzip' : 'plain'}:${languages.join(',')}`;
     const { min, head } = await changelog.bounds(this.source.reads);
     let s = this.#newest.get(key);
     const usable = s && !s.failed && (min === 0 || s.head >= min - 1) && head - s.head <= REUSE_ENTRIES;
@@ -160,7 +161,7 @@ export class Snapshots {
       s = new Snapshot(key, head, join(this.dir, `${name}-${head}.bin`));
       this.#newest.set(key, s);
       this.built++;
-      void this.#build(s, languages, catalog, form);
+      void this.#build(s, languages, catalog, form, compress);
     }
     s.refs++;
     return s;
@@ -183,20 +184,21 @@ export class Snapshots {
    * Each kind's snapshot (the catalog's kinds only with the catalog), encoded once and
    * appended as frames: pages of changes, or in the file form a kind's file in pieces.
    */
-  async #build(s: Snapshot, languages: readonly string[], catalog: boolean, form: SnapshotForm): Promise<void> {
+  async #build(s: Snapshot, languages: readonly string[], catalog: boolean, form: SnapshotForm, compress: boolean): Promise<void> {
     const started = performance.now();
     let fh: FileHandle | null = null;
     let files = new Map<string, FileParts>();
     try {
       fh = await open(s.file, 'wx', 0o600);
       const append = async (msg: ServerMessage) => {
-        const body = this.encode(msg);
-        const head = Buffer.alloc(HEADER);
-        head.writeUInt32BE(body.length, 0);
-        await fh!.write(Buffer.concat([head, body]), 0, HEADER + body.length, s.bytes);
-        s.remember(s.bytes, body);
-        s.bytes += HEADER + body.length;
-        s.events.emit('changed');
+        for (const body of this.encode(msg, compress)) {
+          const head = Buffer.alloc(HEADER);
+          head.writeUInt32BE(body.length, 0);
+          await fh!.write(Buffer.concat([head, body]), 0, HEADER + body.length, s.bytes);
+          s.remember(s.bytes, body);
+          s.bytes += HEADER + body.length;
+          s.events.emit('changed');
+        }
       };
       const kinds = this.kinds.all().filter((k) => catalog || !k.catalog);
       // The files' first parts are built (on worker threads) while the kinds before them are encoded.
@@ -296,7 +298,7 @@ export class Snapshots {
     await mkdir(this.dir, { recursive: true, mode: 0o700 }); // removed since the start: made again
     const started = performance.now();
     const built = await this.#buildFile(join(this.dir, `tail-${++this.tailFiles}.db`), k, languages, { after: null, upTo: null, log: { after, upTo } });
-    const frames = this.#pieces(built, k, { cursor: upTo, more }).map((m) => this.encode(m));
+    const frames = this.#pieces(built, k, { cursor: upTo, more }).flatMap((m) => this.encode(m, false));
     this.logger.debug({ languages, after, upTo, updates: built.count, bytes: built.size, ms: Math.round(performance.now() - started) }, 'tail file built');
     return frames;
   }

@@ -3,13 +3,15 @@ import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
 import { changelog, type Change, type KindRegistry, type LogRow, type ReplicatedKind, type SourceContext } from '../changelog/index.js';
-import { encoded, type ServerMessage, type SubscribeRequest } from './protocol.js';
+import { encoded, encodedBytes, type ServerMessage, type SubscribeRequest } from './protocol.js';
 import type { SnapshotForm, Snapshots } from './snapshots.js';
 import { closedUntil, type ReplicationRules } from './rules.js';
 
 /** Log entries read and sent per tail batch (a page of updates is about 1.5 MB). */
 const BATCH = 1024;
 const HEARTBEAT_MS = 5_000;
+/** Bytes of encoded messages a stream has handed to grpc-js and not yet to the transport, past its first (#send). */
+const SEND_BYTES = 256 * 1024;
 /** Encoded tail pages kept for other subscribers of the same language set: the newest 16, at most 64 MB. */
 const TAIL_PAGES = 16;
 const TAIL_BYTES = 64 * 1024 * 1024;
@@ -21,7 +23,7 @@ const TAIL_BYTES = 64 * 1024 * 1024;
 const TAIL_FILE_MIN = 256;
 const TAIL_FILE_MAX = 10_000;
 
-/** A tail page as sent: its encoded messages (one batch, or a tail file's pieces) and the cursor after it. */
+/** A tail page as sent: its encoded messages (one batch, in parts if compressed, or a tail file's pieces) and the cursor after it. */
 interface Page {
   frames: Buffer[];
   next: number;
@@ -70,6 +72,8 @@ export interface Subscriber {
   snapshotForm: SnapshotForm;
   /** The child loads runs of state entries in the tail as files (SubscribeRequest.tail_files). */
   tailFiles: boolean;
+  /** The child takes a large batch compressed, in parts (SubscribeRequest.compressed_batches). */
+  compressed: boolean;
 }
 
 /**
@@ -83,7 +87,7 @@ export interface Subscriber {
  */
 export class Streams {
   readonly #streams = new Map<string, Call>();
-  readonly #inFlight = new WeakMap<Call, Promise<void>[]>();
+  readonly #inFlight = new WeakMap<Call, { writes: Promise<void>[]; bytes: number }>();
   readonly #closedP = new WeakMap<Call, Promise<string>>();
   /** Encoded tail pages by language set and cursor (see #page). */
   readonly #pages = new Map<string, Promise<Page | null>>();
@@ -98,7 +102,7 @@ export class Streams {
     private readonly source: SourceContext,
     private readonly snapshots: Snapshots,
     /** A message's encoding on the wire (a tail page is encoded once for every subscriber of its set). */
-    private readonly encode: (msg: ServerMessage) => Buffer,
+    private readonly encode: (msg: ServerMessage, compress: boolean) => Buffer[],
     /** Emits 'appended' when the change log grows. */
     private readonly events: EventEmitter,
     private readonly epoch: string,
@@ -134,22 +138,31 @@ export class Streams {
   }
 
   /**
-   * Writes one message with backpressure. grpc-js counts its buffer in messages,
-   * and a batch can be megabytes, so besides `drain` each stream keeps at most two
-   * messages not yet handed to the transport (their write callbacks pending).
+   * Writes one message with backpressure. grpc-js counts its buffer in messages, and
+   * copies each message it is given (a frame shared by many streams too) until the
+   * child's flow control lets it go; so besides `drain` each stream keeps at most
+   * three messages, and SEND_BYTES, not yet handed to the transport (their write
+   * callbacks pending): what a parent holds for its children grows with their number,
+   * not with the size of what they are sent.
    */
   async #send(call: Call, msg: ServerMessage): Promise<void> {
     if (call.cancelled || call.destroyed) throw new StreamClosed();
-    const pending = this.#inFlight.get(call) ?? [];
-    this.#inFlight.set(call, pending);
+    let pending = this.#inFlight.get(call);
+    if (!pending) this.#inFlight.set(call, (pending = { writes: [], bytes: 0 }));
+    const p = pending;
+    const size = encodedBytes(msg)?.length ?? 0;
     let done!: () => void;
     const written = new Promise<void>((r) => (done = r));
-    pending.push(written);
-    void written.then(() => pending.splice(pending.indexOf(written), 1));
+    p.writes.push(written);
+    p.bytes += size;
+    void written.then(() => {
+      p.writes.splice(p.writes.indexOf(written), 1);
+      p.bytes -= size;
+    });
     const ok = call.write(msg, () => done());
     if (!ok) await firstOf(call, ['drain', 'close', 'cancelled']);
-    while (pending.length > 2 && !call.cancelled && !call.destroyed) {
-      await Promise.race([pending[0], this.#closed(call)]);
+    while ((p.writes.length > 2 || (p.writes.length > 0 && p.bytes > SEND_BYTES)) && !call.cancelled && !call.destroyed) {
+      await Promise.race([p.writes[0], this.#closed(call)]);
     }
     if (call.cancelled || call.destroyed) throw new StreamClosed();
   }
@@ -185,14 +198,14 @@ export class Streams {
       const snapshot = async (pages: AsyncIterable<Change[]>) => {
         for await (const changes of pages) {
           await gate();
-          await this.#send(call, { batch: { changes, cursor: 0, snapshot: true } });
+          for (const frame of this.encode({ batch: { changes, cursor: 0, snapshot: true } }, sub.compressed)) await this.#send(call, encoded(frame));
         }
       };
       if (mode === 'resync') {
         // The snapshot of this language set, shared with every child that has it; the
         // child's cursor is the head it was cut at, and the tail sends what came since.
         await this.owe(sub.id, null);
-        const shared = await this.snapshots.acquire(languages, rules.catalog, sub.snapshotForm);
+        const shared = await this.snapshots.acquire(languages, rules.catalog, sub.snapshotForm, sub.compressed);
         try {
           await gate();
           await this.#send(call, { resync_start: { reason, full: true } });
@@ -260,7 +273,7 @@ export class Streams {
    */
   #page(sub: Subscriber, cursor: number): Promise<Page | null> {
     const fileKind = sub.tailFiles ? this.#fileKind(sub) : null;
-    const key = `${fileKind ? 'file' : 'rows'}:${sub.rules.catalog ? 1 : 0}:${sub.languages.join(',')}:${cursor}`;
+    const key = `${fileKind ? 'file' : 'rows'}:${sub.rules.catalog ? 1 : 0}:${sub.compressed ? 'gzip' : 'plain'}:${sub.languages.join(',')}:${cursor}`;
     const cached = this.#pages.get(key);
     if (cached) return cached;
     const made = (async (): Promise<Page | null> => {
@@ -285,7 +298,10 @@ export class Streams {
         sub.languages,
       );
       // More waiting behind the page, here or on its way from this node's own parent: the child is catching up.
-      return { frames: [this.encode({ batch: { changes, cursor: next, snapshot: false, more: read.length > BATCH || this.upstreamBusy() } })], next };
+      return {
+        frames: this.encode({ batch: { changes, cursor: next, snapshot: false, more: read.length > BATCH || this.upstreamBusy() } }, sub.compressed),
+        next,
+      };
     })();
     this.#pages.set(key, made);
     // Nothing at the head yet, or a failure: not kept. Else the newest pages are (TAIL_PAGES, TAIL_BYTES).

@@ -6,6 +6,7 @@ import type { AckRequest as _patchtree_replication_v1_AckRequest, AckRequest__Ou
 import type { AckResponse as _patchtree_replication_v1_AckResponse, AckResponse__Output as _patchtree_replication_v1_AckResponse__Output } from './patchtree/replication/v1/AckResponse.js';
 import type { Change as _patchtree_replication_v1_Change, Change__Output as _patchtree_replication_v1_Change__Output } from './patchtree/replication/v1/Change.js';
 import type { ChangeBatch as _patchtree_replication_v1_ChangeBatch, ChangeBatch__Output as _patchtree_replication_v1_ChangeBatch__Output } from './patchtree/replication/v1/ChangeBatch.js';
+import type { CompressedPart as _patchtree_replication_v1_CompressedPart, CompressedPart__Output as _patchtree_replication_v1_CompressedPart__Output } from './patchtree/replication/v1/CompressedPart.js';
 import type { FetchFileRequest as _patchtree_replication_v1_FetchFileRequest, FetchFileRequest__Output as _patchtree_replication_v1_FetchFileRequest__Output } from './patchtree/replication/v1/FetchFileRequest.js';
 import type { FileChunk as _patchtree_replication_v1_FileChunk, FileChunk__Output as _patchtree_replication_v1_FileChunk__Output } from './patchtree/replication/v1/FileChunk.js';
 import type { Heartbeat as _patchtree_replication_v1_Heartbeat, Heartbeat__Output as _patchtree_replication_v1_Heartbeat__Output } from './patchtree/replication/v1/Heartbeat.js';
@@ -34,6 +35,7 @@ export interface ProtoGrpcType {
         AckResponse: MessageTypeDefinition<_patchtree_replication_v1_AckResponse, _patchtree_replication_v1_AckResponse__Output>
         Change: MessageTypeDefinition<_patchtree_replication_v1_Change, _patchtree_replication_v1_Change__Output>
         ChangeBatch: MessageTypeDefinition<_patchtree_replication_v1_ChangeBatch, _patchtree_replication_v1_ChangeBatch__Output>
+        CompressedPart: MessageTypeDefinition<_patchtree_replication_v1_CompressedPart, _patchtree_replication_v1_CompressedPart__Output>
         FetchFileRequest: MessageTypeDefinition<_patchtree_replication_v1_FetchFileRequest, _patchtree_replication_v1_FetchFileRequest__Output>
         FileChunk: MessageTypeDefinition<_patchtree_replication_v1_FileChunk, _patchtree_replication_v1_FileChunk__Output>
         Heartbeat: MessageTypeDefinition<_patchtree_replication_v1_Heartbeat, _patchtree_replication_v1_Heartbeat__Output>

@@ -7,6 +7,7 @@ import type { Heartbeat as _patchtree_replication_v1_Heartbeat, Heartbeat__Outpu
 import type { ResyncStart as _patchtree_replication_v1_ResyncStart, ResyncStart__Output as _patchtree_replication_v1_ResyncStart__Output } from '../../../patchtree/replication/v1/ResyncStart.js';
 import type { ResyncEnd as _patchtree_replication_v1_ResyncEnd, ResyncEnd__Output as _patchtree_replication_v1_ResyncEnd__Output } from '../../../patchtree/replication/v1/ResyncEnd.js';
 import type { SnapshotFilePiece as _patchtree_replication_v1_SnapshotFilePiece, SnapshotFilePiece__Output as _patchtree_replication_v1_SnapshotFilePiece__Output } from '../../../patchtree/replication/v1/SnapshotFilePiece.js';
+import type { CompressedPart as _patchtree_replication_v1_CompressedPart, CompressedPart__Output as _patchtree_replication_v1_CompressedPart__Output } from '../../../patchtree/replication/v1/CompressedPart.js';
 
 export interface ServerMessage {
   'hello'?: (_patchtree_replication_v1_Hello | null);
@@ -15,7 +16,13 @@ export interface ServerMessage {
   'resync_start'?: (_patchtree_replication_v1_ResyncStart | null);
   'resync_end'?: (_patchtree_replication_v1_ResyncEnd | null);
   'snapshot_file'?: (_patchtree_replication_v1_SnapshotFilePiece | null);
-  'body'?: "hello"|"batch"|"heartbeat"|"resync_start"|"resync_end"|"snapshot_file";
+  /**
+   * A part of a `batch` message (a ServerMessage) encoded and compressed: how a
+   * parent sends a batch of more than 64 KiB to a child that asked for it
+   * (SubscribeRequest.compressed_batches).
+   */
+  'compressed'?: (_patchtree_replication_v1_CompressedPart | null);
+  'body'?: "hello"|"batch"|"heartbeat"|"resync_start"|"resync_end"|"snapshot_file"|"compressed";
 }
 
 export interface ServerMessage__Output {
@@ -25,5 +32,11 @@ export interface ServerMessage__Output {
   'resync_start'?: (_patchtree_replication_v1_ResyncStart__Output | null);
   'resync_end'?: (_patchtree_replication_v1_ResyncEnd__Output | null);
   'snapshot_file'?: (_patchtree_replication_v1_SnapshotFilePiece__Output | null);
-  'body'?: "hello"|"batch"|"heartbeat"|"resync_start"|"resync_end"|"snapshot_file";
+  /**
+   * A part of a `batch` message (a ServerMessage) encoded and compressed: how a
+   * parent sends a batch of more than 64 KiB to a child that asked for it
+   * (SubscribeRequest.compressed_batches).
+   */
+  'compressed'?: (_patchtree_replication_v1_CompressedPart__Output | null);
+  'body'?: "hello"|"batch"|"heartbeat"|"resync_start"|"resync_end"|"snapshot_file"|"compressed";
 }

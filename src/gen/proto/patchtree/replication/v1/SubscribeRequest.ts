@@ -36,6 +36,10 @@ export interface SubscribeRequest {
    * batches of rows.
    */
   'tail_files'?: (boolean);
+  /**
+   * The child takes a large batch compressed (ServerMessage.compressed).
+   */
+  'compressed_batches'?: (boolean);
 }
 
 export interface SubscribeRequest__Output {
@@ -71,4 +75,8 @@ export interface SubscribeRequest__Output {
    * batches of rows.
    */
   'tail_files': (boolean);
+  /**
+   * The child takes a large batch compressed (ServerMessage.compressed).
+   */
+  'compressed_batches': (boolean);
 }
