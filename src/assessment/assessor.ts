@@ -3,7 +3,6 @@ import type { SqlConn, Write } from '../db/exec.js';
 import { GroupCommit } from '../db/group-commit.js';
 import type { Logger } from '../lib/log.js';
 import { AppError } from '../lib/errors.js';
-import { liveRulesPage } from '../catalog/read.js';
 import { CatalogIndex } from './catalog-index.js';
 import type { Report } from '../agent-api/inventory.js';
 import { ReportIntake, type BatchContext, type ReportResult } from './intake.js';
@@ -48,6 +47,7 @@ export class Assessor {
     max: REPORT_BATCH,
     context: () => ({ computers: new Map(), tokens: new Map(), nextId: null }),
     prepare: async (p, ctx) => {
+      await this.#runs.ensureIndex();
       const writes: Write[] = [];
       const result = await this.#intake.assess(p.r, p.now, p.enrollmentTokenId, ctx, writes);
       return { writes, result };
@@ -82,15 +82,10 @@ export class Assessor {
     return this.#runs.lastRun;
   }
 
-  /** Loads the live catalog into the index and resumes where the node stopped. */
+  /** Loads the live catalog into the index (when there is a computer to assess) and resumes where the node stopped. */
   async start(): Promise<void> {
-    let after = '';
-    for (;;) {
-      const rows = await liveRulesPage(this.db, after, 2000);
-      if (!rows.length) break;
-      for (const r of rows) this.index.set(r);
-      after = rows[rows.length - 1]!.id;
-    }
+    this.index.drop();
+    if (await this.#runs.hasComputers()) await this.#runs.ensureIndex();
     const state = await this.db.get<{ cursor: number; full_pending: number }>('SELECT cursor, full_pending FROM assessment_state WHERE id = 1', []);
     if (!state) {
       const head = await this.head();
@@ -102,7 +97,7 @@ export class Assessor {
       void this.full().catch((err) => this.logger.error({ err }, 'full reassessment failed'));
     }
     this.catalogChanged();
-    this.logger.info({ updates: this.index.size }, 'assessment ready');
+    this.logger.info({ updates: this.index.loaded ? this.index.size : null }, 'assessment ready');
   }
 
   async stop(): Promise<void> {

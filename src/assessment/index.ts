@@ -25,8 +25,12 @@ export function createAssessment(db: Database, orm: Orm, settings: SettingsServi
       const st = await conn.get<{ cursor: number; full_at: number | null }>('SELECT cursor, full_at FROM assessment_state WHERE id = 1', []);
       const before = staleBefore(await assessmentSettings(settings));
       const fleet = await conn.get<{ n: number; stale: number }>('SELECT count(*) AS n, coalesce(sum(last_scan_at < ?), 0) AS stale FROM computers', [before]);
+      // While no computer needs it the index is not loaded (CatalogIndex.loaded): the live catalog is counted instead.
+      const indexed = assessor.index.loaded;
+      const live = indexed ? null : await conn.get<{ n: number }>('SELECT count(*) AS n FROM updates WHERE expired = 0', []);
       return {
-        updates: assessor.index.size,
+        updates: indexed ? assessor.index.size : Number(live?.n ?? 0),
+        indexed,
         cursor: Number(st?.cursor ?? 0),
         head: await assessor.head(),
         busy: assessor.busy,

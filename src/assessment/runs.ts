@@ -1,7 +1,7 @@
 import type { SqlConn, Write } from '../db/exec.js';
 import { placeholders } from '../db/sql.js';
 import type { Logger } from '../lib/log.js';
-import { rulesOf } from '../catalog/read.js';
+import { liveRulesPage, rulesOf } from '../catalog/read.js';
 import { changelog } from '../changelog/index.js';
 import { facts, type Inventory } from './evaluate.js';
 import { CatalogIndex, type Entry } from './catalog-index.js';
@@ -57,6 +57,27 @@ export class CatalogRuns {
     return changelog.head(this.db);
   }
 
+  /** Loads the live catalog into the index if it is not loaded (CatalogIndex.loaded); from the assessor's queue. */
+  async ensureIndex(): Promise<void> {
+    if (this.index.loaded) return;
+    const start = performance.now();
+    this.index.drop();
+    let after = '';
+    for (;;) {
+      const rows = await liveRulesPage(this.db, after, 2000);
+      if (!rows.length) break;
+      for (const r of rows) this.index.set(r);
+      after = rows[rows.length - 1]!.id;
+    }
+    this.index.loaded = true;
+    this.logger.info({ updates: this.index.size, ms: Math.round(performance.now() - start) }, 'catalog index loaded');
+  }
+
+  /** Whether this node has a computer to assess. */
+  async hasComputers(): Promise<boolean> {
+    return (await this.db.get<{ one: number }>('SELECT 1 AS one FROM computers LIMIT 1', [])) !== undefined;
+  }
+
   /** Reassesses what the change log holds past the cursor, in runs of at most CATCH_UP_RUN entries. */
   async catchUp(): Promise<void> {
     for (;;) {
@@ -80,6 +101,7 @@ export class CatalogRuns {
     const start = performance.now();
     this.#running = 'full';
     try {
+      await this.ensureIndex();
       await this.db.write([['UPDATE assessment_state SET full_pending = 1 WHERE id = 1', []]]);
       const cursor = await this.head();
       const counts = new Map<string, Counts>();
@@ -135,6 +157,16 @@ export class CatalogRuns {
     const start = performance.now();
     this.#running = 'catalog';
     try {
+      if (!(await this.hasComputers())) {
+        // Nothing to assess, so nothing reads the index: it is dropped, not kept up to
+        // date, and loaded whole when a computer reports. No counts for these updates.
+        this.index.drop();
+        const w: Write[] = [...chunks(ids, 400)].map((part) => [`DELETE FROM update_compliance WHERE update_id IN (${placeholders(part)})`, part]);
+        w.push(['UPDATE assessment_state SET cursor = max(cursor, ?) WHERE id = 1', [cursor]]);
+        await this.db.write(w);
+        return this.#finish('catalog', ids.length, 0, start);
+      }
+      await this.ensureIndex();
       const { changed, oldSeverity } = await this.#reload(ids);
       const affectedIds = new Set<string>();
       let products: Set<string> | null = new Set<string>(); // null: every computer

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { sql } from 'drizzle-orm';
 import { api, buildRealCatalog, header, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog, type RunningNode } from '../helpers.js';
+import { waitFor } from '../vendor.js';
 
 const W11 = 'Windows 11 Version 23H2 for x64-based Systems';
 const W10 = 'Windows 10 Version 22H2 for x64-based Systems';
@@ -304,4 +305,48 @@ t.test('catalog imports reassess incrementally: new, changed, expired and supers
   const afterRule = await snapshot();
   await api(n.url, n.token, '/api/v1/assessment/run', { method: 'POST' });
   t.same(await snapshot(), afterRule, 'the rule change left the same state a full run computes');
+});
+
+t.test('a node without computers keeps no catalog index; the first report loads it, and catalog changes are assessed from then on', async (t) => {
+  const dir = await tempDir(t);
+  const keys = await makeKeys(dir);
+  const n = await startNode(t, { trustedKeys: [keys.pubFile] });
+  const P = 'Contoso App';
+  const upd = (i: number, over: Record<string, unknown> = {}) =>
+    sampleUpdate(i, { product: P, applicability: { product: P }, installed: { product: P, version: { gte: `1.0.${i}` } }, files: [], ...over });
+  const status = async () => (await api(n.url, n.token, '/api/v1/assessment')).body as { updates: number; indexed: boolean; cursor: number; head: number };
+  const caughtUp = () => waitFor(async () => ((s) => (s.cursor === s.head ? s : null))(await status()), 'the assessment caught up');
+
+  // Two releases with no computer: the change log is followed, the index is not kept.
+  const c1 = await writeSignedCatalog(dir, keys, 'v1.gz', header('v1', 2, new Date(Date.UTC(2024, 0, 1))), [upd(1), upd(2)]);
+  t.equal((await uploadCatalog(n.url, n.token, c1.file, c1.sig)).status, 201);
+  t.match(await caughtUp(), { indexed: false, updates: 2 }, 'not indexed; the live catalog counted');
+  const c2 = await writeSignedCatalog(dir, keys, 'v2.gz', header('v2', 3, new Date(Date.UTC(2024, 0, 2))), [upd(1), upd(2, { severity: 'Critical' }), upd(3)]);
+  t.equal((await uploadCatalog(n.url, n.token, c2.file, c2.sig)).status, 201);
+  t.match(await caughtUp(), { indexed: false, updates: 3 });
+
+  // The first report loads the index whole: the computer is assessed against v2.
+  const token = await enrol(n);
+  const r = await report(n, token, {
+    agentKey: 'contoso-pc',
+    name: 'C',
+    full: { os: { family: 'windows' }, products: [{ name: P, version: '1.0.1' }], kbs: [] },
+  });
+  t.equal(r.status, 200);
+  const id = r.body.computerId as number;
+  t.same(await required(n, id), ['5000002', '5000003'], 'required against the newest catalog');
+  t.equal(await filterCount(n, 'severity:critical'), 1, "v2's severity is in the index");
+  t.match(await status(), { indexed: true, updates: 3 });
+
+  // From then on catalog changes are assessed incrementally, as on a node that always had computers.
+  const c3 = await writeSignedCatalog(dir, keys, 'v3.gz', header('v3', 3, new Date(Date.UTC(2024, 0, 3))), [
+    upd(1),
+    upd(2, { severity: 'Critical', installed: { product: P, version: { gte: '1.0.0' } } }),
+    upd(3),
+  ]);
+  t.equal((await uploadCatalog(n.url, n.token, c3.file, c3.sig)).status, 201);
+  await caughtUp();
+  t.same(await required(n, id), ['5000003'], "v3's rule for update 2 says it is installed");
+  t.equal((await api(n.url, n.token, '/api/v1/assessment/run', { method: 'POST' })).status, 200);
+  t.same(await required(n, id), ['5000003'], 'a full reassessment agrees');
 });

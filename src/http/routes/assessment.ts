@@ -181,7 +181,9 @@ export function assessmentRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
         200: {
           description: 'Status',
           content: {
-            'application/json': { schema: z.looseObject({ updates: z.number(), cursor: z.number(), head: z.number(), busy: z.string().nullable() }) },
+            'application/json': {
+              schema: z.looseObject({ updates: z.number(), indexed: z.boolean(), cursor: z.number(), head: z.number(), busy: z.string().nullable() }),
+            },
           },
         },
         ...errors,
