@@ -85,6 +85,14 @@ export class CatalogRuns {
       const cursor = Number(state?.cursor ?? 0);
       const { min, head } = await changelog.bounds(this.db);
       if (head <= cursor) return;
+      if (!(await this.hasComputers())) {
+        // Nothing to assess (and no counts: only computers make them), so nothing reads
+        // the index: it is dropped, not kept up to date, and loaded whole when a
+        // computer reports (ensureIndex). The log is not even read.
+        this.index.drop();
+        await this.db.write([['UPDATE assessment_state SET cursor = max(cursor, ?) WHERE id = 1', [head]]]);
+        return;
+      }
       if (min > cursor + 1) {
         this.logger.warn({ cursor, oldest: min }, 'the change log was compacted past the assessment cursor; reassessing everything');
         await this.full();
@@ -157,15 +165,6 @@ export class CatalogRuns {
     const start = performance.now();
     this.#running = 'catalog';
     try {
-      if (!(await this.hasComputers())) {
-        // Nothing to assess, so nothing reads the index: it is dropped, not kept up to
-        // date, and loaded whole when a computer reports. No counts for these updates.
-        this.index.drop();
-        const w: Write[] = [...chunks(ids, 400)].map((part) => [`DELETE FROM update_compliance WHERE update_id IN (${placeholders(part)})`, part]);
-        w.push(['UPDATE assessment_state SET cursor = max(cursor, ?) WHERE id = 1', [cursor]]);
-        await this.db.write(w);
-        return this.#finish('catalog', ids.length, 0, start);
-      }
       await this.ensureIndex();
       const { changed, oldSeverity } = await this.#reload(ids);
       const affectedIds = new Set<string>();
