@@ -77,8 +77,8 @@ class ReleaseApplier implements KindApplier {
       const p = this.#s.head.get(json) as Pick<ReleasePayload, 'version' | 'publishedAt' | 'importedAt'>;
       this.#s.release.run(p.version, p.publishedAt, p.importedAt, tx.now);
       this.#s.updates.run(p.version, tx.now, json);
-      this.#s.prune.run();
-      this.#s.pruneUpdates.run();
+      // A release's updates are orphaned only when it is pruned (a scan of them all otherwise).
+      if (this.#s.prune.run().changes > 0) this.#s.pruneUpdates.run();
       tx.log({ kind: 'release', key: p.version, op: 'upsert', languages: '', payload: json });
       applied++;
     }

@@ -393,3 +393,36 @@ t.test('a tail file leaves exactly the rows of the same run sent as rows: new on
     'the replicated level found by its key',
   );
 });
+
+t.test('a child keeps its newest 50 releases and the updates of those only', async (t) => {
+  const dir = await tempDir(t);
+  const { native } = await childDb(t, join(dir, 'child.db'), 'e', 'en');
+  const a = new BatchApplier(native, replicatedKinds(), 'node-x');
+  const release = (i: number): WireChange => ({
+    seq: 0,
+    kind: 'release',
+    key: `r${i}`,
+    op: 'upsert',
+    payload: Buffer.from(
+      JSON.stringify({
+        version: `r${i}`,
+        publishedAt: 1_700_000_000_000 + i,
+        importedAt: 1_700_000_000_000 + i,
+        updates: [
+          [`u-${i}`, 1, 'en', 'Windows'],
+          [`u-shared`, i, 'en', 'Windows'],
+        ],
+      }),
+    ),
+  });
+  const count = (q: string) => (native.prepare(q).get() as { n: number }).n;
+  for (let i = 1; i <= 52; i++) a.apply([release(i)], { snapshot: false, fullResync: false, epoch: 'e', cursor: i });
+  t.equal(count('SELECT count(*) AS n FROM freshness_releases'), 50, 'the newest 50 releases');
+  t.equal(count("SELECT count(*) AS n FROM freshness_releases WHERE version IN ('r1', 'r2')"), 0, 'the two oldest pruned');
+  t.equal(count('SELECT count(*) AS n FROM freshness_updates'), 100, 'two updates for each release kept');
+  t.equal(
+    count('SELECT count(*) AS n FROM freshness_updates WHERE version NOT IN (SELECT version FROM freshness_releases)'),
+    0,
+    'no update of a pruned release left',
+  );
+});
