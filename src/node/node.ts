@@ -335,6 +335,9 @@ export class PatchtreeNode {
     await assessment.start();
     await delivery.start();
     reports.start();
+    // The upstream link first: a new child's complete resync is built by its parent
+    // while this node opens its listeners.
+    await child?.start();
     // Plain HTTP: everything with --insecure-http (a lab), else health, metrics and the API document only.
     if (config.insecureHttp) log.warn('INSECURE: --insecure-http is set; the API, agent API and console are served on plain HTTP too');
     const plainFetch = config.insecureHttp ? app.fetch : plainHttpOnly(app.fetch, () => this.httpsPort);
@@ -374,7 +377,6 @@ export class PatchtreeNode {
     this.#grpc.addService(checkedService(replicationDefinition()), parent.handlers());
     this.#grpc.enableReflection(['grpc/health/v1/health.proto', 'patchtree/replication/v1/replication.proto']);
     this.grpcPort = await this.#grpc.start(config.grpcHost, config.grpcPort, serverCreds);
-    await child?.start();
     rollup.start();
     freshness.start(Math.min(10_000, config.reportInterval * 1000));
 
