@@ -1,6 +1,6 @@
 import t from 'tap';
 import { generate } from '../../bench/catalog-import.js';
-import { ADMIN_TOKEN as T, header, makeKeys, tempDir, treeNode, uploadCatalog, writeSignedCatalog, type NodeProcess } from '../helpers.js';
+import { ADMIN_TOKEN as T, api, header, makeKeys, tempDir, treeNode, uploadCatalog, writeSignedCatalog, type NodeProcess } from '../helpers.js';
 import { waitFor } from '../vendor.js';
 
 const N = 20_000;
@@ -16,7 +16,8 @@ const assessed = (n: NodeProcess) => n.logs.filter((l) => l.msg === 'catalog cha
  * A large import travelling down three levels: the mid-tier node catches up in pages,
  * and while it does, the pages it sends its own child say more is coming (its parent
  * has more behind), so the leaf assesses the new catalog once for the burst (or once
- * per 10 s of it at most), not after each of the twenty or so batches it gets.
+ * per 10 s of it at most), not after each of the twenty or so batches it gets. The
+ * leaf has a computer (a node without one keeps no catalog index and assesses nothing).
  */
 t.test('a burst down the tree: the leaf below a catching-up node assesses once per burst, not per batch', async (t) => {
   t.setTimeout(240_000);
@@ -26,6 +27,20 @@ t.test('a burst down the tree: the leaf below a catching-up node assesses once p
   const mid = await treeNode(t, dir, keys, 'mid', 'en', root);
   const leaf = await treeNode(t, dir, keys, 'leaf', 'en', mid);
   await waitFor(async () => !!leaf.logs.find((l) => l.msg === 'resync applied'), 'the leaf subscribed', 60_000);
+  const enrol = await api(leaf.url, T, '/api/v1/agents/enrollment-tokens', { method: 'POST', body: '{}' });
+  const W11 = 'Windows 11 Version 23H2 for x64-based Systems';
+  const os = { family: 'windows', name: W11, version: '10.0.22631.2861', arch: 'x64', language: 'en-us' };
+  const report = await api(leaf.url, enrol.body.token, '/agent/v1/inventory', {
+    method: 'POST',
+    body: JSON.stringify({
+      agentKey: 'leaf-pc-1',
+      name: 'LEAF-PC-1',
+      agentVersion: '1.0.0',
+      full: { os, products: [{ name: W11, version: os.version }], kbs: [] },
+    }),
+  });
+  t.equal(report.status, 200, 'a computer reports to the leaf');
+  t.match((await api(leaf.url, T, '/api/v1/assessment')).body, { indexed: true, computers: 1 });
   const before = assessed(leaf);
   const updates = [...generate(N)];
   const c = await writeSignedCatalog(dir, keys, 'big.gz', header('big', N), updates);
