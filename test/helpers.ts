@@ -165,6 +165,12 @@ export async function uploadCatalog(base: string, token: string | null, file: st
   return api(base, token, '/api/v1/catalog/imports', { method: 'POST', body: form });
 }
 
+/** Writes a signed catalog of `updates`, version `version` made on 2024-01-`day`, in `dir` and imports it at `base` (admin); the import's answer. */
+export async function importUpdates(base: string, dir: string, keys: Keys, version: string, day: number, updates: CatalogUpdate[]) {
+  const { file, sig } = await writeSignedCatalog(dir, keys, `${version}.gz`, header(version, updates.length, new Date(Date.UTC(2024, 0, day))), updates);
+  return uploadCatalog(base, ADMIN_TOKEN, file, sig);
+}
+
 /** Every item of a paginated list, walking nextCursor. */
 export async function listAll(base: string, token: string, path: string, limit: number): Promise<any[]> {
   const items: any[] = [];

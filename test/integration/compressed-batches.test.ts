@@ -7,7 +7,7 @@
  */
 import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
-import { ADMIN_TOKEN as T, ackRaw, api, header, joinRaw, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog } from '../helpers.js';
+import { ADMIN_TOKEN as T, ackRaw, api, importUpdates, joinRaw, makeKeys, sampleUpdate, startNode, tempDir } from '../helpers.js';
 import { PROTOCOL_VERSION, type ReceivedMessage, type WireChange } from '../../src/replication/protocol.js';
 import { COMPRESS_OVER, Unpacker } from '../../src/replication/compressed.js';
 import type { CatalogUpdate } from '../../src/catalog/format.js';
@@ -75,10 +75,8 @@ t.test('large batches compressed for a child that asks, the same changes as plai
   const dir = await tempDir(t);
   const keys = await makeKeys(dir);
   const node = await startNode(t, { trustedKeys: [keys.pubFile], extra: ['--insecure'] });
-  const upload = async (version: string, day: number, updates: CatalogUpdate[]) => {
-    const { file, sig } = await writeSignedCatalog(dir, keys, `${version}.gz`, header(version, updates.length, new Date(Date.UTC(2024, 0, day))), updates);
-    t.equal((await uploadCatalog(node.url, T, file, sig)).status, 201, `import ${version}`);
-  };
+  const upload = async (version: string, day: number, updates: CatalogUpdate[]) =>
+    t.equal((await importUpdates(node.url, dir, keys, version, day, updates)).status, 201, `import ${version}`);
   await upload(
     'v1',
     1,

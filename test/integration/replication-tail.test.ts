@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
-import { ADMIN_TOKEN as T, ackRaw, header, joinRaw, makeKeys, sampleUpdate, startNode, tempDir, uploadCatalog, writeSignedCatalog } from '../helpers.js';
+import { ackRaw, importUpdates, joinRaw, makeKeys, sampleUpdate, startNode, tempDir } from '../helpers.js';
 import { PROTOCOL_VERSION, type ReceivedMessage, type WireChange } from '../../src/replication/protocol.js';
 import type { CatalogUpdate } from '../../src/catalog/format.js';
 
@@ -66,11 +66,8 @@ t.test('snapshot and tail: filtered by language, state entries sent as the updat
   const dir = await tempDir(t);
   const keys = await makeKeys(dir);
   const node = await startNode(t, { trustedKeys: [keys.pubFile], extra: ['--insecure'] });
-  const upload = async (version: string, at: number, updates: CatalogUpdate[]) => {
-    const { file, sig } = await writeSignedCatalog(dir, keys, `${version}.gz`, header(version, updates.length, new Date(Date.UTC(2024, 0, at))), updates);
-    const r = await uploadCatalog(node.url, T, file, sig);
-    t.equal(r.status, 201, `import ${version}`);
-  };
+  const upload = async (version: string, at: number, updates: CatalogUpdate[]) =>
+    t.equal((await importUpdates(node.url, dir, keys, version, at, updates)).status, 201, `import ${version}`);
   await upload('v1', 1, [de(1), frOnly(2), noFiles(3)]);
 
   const { client, md } = await joinRaw(t, node, { id: CHILD, name: 'kid', languages: ['de'] });
