@@ -1,5 +1,6 @@
 import type { NativeDb } from '../db/native.js';
 import { prepare } from '../db/native.js';
+import { Checkpointer } from '../db/checkpointer.js';
 import type { ReceivedFile } from './file-receiver.js';
 import { changelog, type Applied, type ApplyTx, type Change, type KindApplier, type KindFile, type KindRegistry } from '../changelog/index.js';
 
@@ -20,6 +21,10 @@ export class BatchApplier {
   readonly #s;
   /** What the batches applied since the last `takeApplied()` changed (for the node: policies to reassess). */
   #applied: Applied[] = [];
+  /** Copies a file's pages into the database file on a thread of its own (null: an in-memory database). */
+  readonly checkpointer: Checkpointer | null;
+  /** The connection's own automatic checkpoint (pages), back on after each file. */
+  readonly #autoCheckpoint: number;
 
   constructor(
     private readonly db: NativeDb,
@@ -33,6 +38,9 @@ export class BatchApplier {
     // short (a crash included) starts again from its beginning, which empties them.
     // A TEMP table of this connection costs no WAL writes and no fsync.
     this.#kinds = kinds;
+    const file = (db.prepare('PRAGMA database_list').all() as { name: string; file: string }[]).find((d) => d.name === 'main')?.file;
+    this.checkpointer = file ? new Checkpointer(file) : null;
+    this.#autoCheckpoint = Number((db.prepare('PRAGMA wal_autocheckpoint').get() as { wal_autocheckpoint: number }).wal_autocheckpoint);
     db.exec('CREATE TEMP TABLE IF NOT EXISTS resync_seen (kind TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID');
     for (const k of kinds.all()) this.#appliers.set(k.kind, k.applier(db, { nodeId }));
     this.#append = changelog.nativeAppender(db);
@@ -143,16 +151,34 @@ export class BatchApplier {
     return file;
   }
 
-  /** Runs `fn` in one transaction with the file attached as `snapshot_file`, once its tables check out. */
+  /**
+   * Runs `fn` in one transaction with the file attached as `snapshot_file`, once its
+   * tables check out. The transaction is large (a snapshot's part: about 25 MB of
+   * pages): the checkpointer's thread copies them into the database file, not this
+   * one after the commit.
+   */
   #attached(path: string, file: KindFile, fn: () => number): number {
     prepare(this.db, 'ATTACH ? AS snapshot_file').run(path);
     try {
       const why = file.check(this.db, 'snapshot_file');
       if (why) throw new Error(why);
-      return this.#tx(fn);
+      if (this.checkpointer) this.db.exec('PRAGMA wal_autocheckpoint = 0');
+      try {
+        return this.#tx(fn);
+      } finally {
+        if (this.checkpointer) {
+          this.db.exec(`PRAGMA wal_autocheckpoint = ${this.#autoCheckpoint}`);
+          this.checkpointer.request();
+        }
+      }
     } finally {
       this.db.exec('DETACH snapshot_file');
     }
+  }
+
+  /** Ends the checkpointer's thread (the node stops). */
+  close(): void {
+    this.checkpointer?.close();
   }
 
   /** What the batches applied since the last call changed. */

@@ -124,9 +124,8 @@ export class ReplicationChild {
     this.#client = new Service(this.d.upstream.address, credentials, {
       'grpc.keepalive_time_ms': 30_000,
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
-      // HTTP/2's default 64 KiB window stalls the parent whenever this thread is busy
-      // applying a batch (no WINDOW_UPDATE is sent); a larger window lets the next
-      // batches arrive meanwhile. The parent still bounds what it has in flight.
+      // HTTP/2's default 64 KiB window stalls the parent whenever this thread is busy applying a batch (no WINDOW_UPDATE
+      // is sent); a larger window lets the next batches arrive meanwhile. The parent still bounds what it has in flight.
       'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW,
       'grpc.initial_reconnect_backoff_ms': 250,
       'grpc.max_reconnect_backoff_ms': RETRY_MAX_MS,
@@ -139,6 +138,7 @@ export class ReplicationChild {
     if (this.#ackTimer) clearTimeout(this.#ackTimer);
     this.#call?.cancel();
     this.#client?.close();
+    this.#applier?.close();
     this.#native?.close();
     this.#native = null;
   }

@@ -158,6 +158,7 @@ t.test('a file is loaded only in a complete resync that found the catalog empty,
   const native = openNative(dbFile);
   t.teardown(() => native.close());
   const applier = new BatchApplier(native, replicatedKinds(), 'node-0');
+  t.teardown(() => applier.close());
   t.throws(() => applier.loadFile('update', 2, file), /format 2; this node reads format 1/);
   t.throws(() => applier.loadFile('policy', 1, file), /kind policy, which this node does not load from a file/);
   t.ok(applier.canLoadFiles(), 'an empty catalog may ask for a file');
@@ -167,6 +168,9 @@ t.test('a file is loaded only in a complete resync that found the catalog empty,
   applier.resyncStart(true);
   t.equal(applier.loadFile('update', 1, file), 1);
   t.equal((native.prepare("SELECT count(*) AS n FROM change_log WHERE kind = 'update'").get() as { n: number }).n, 1, 'logged for its children');
+  // The file's commit is checkpointed by the checkpointer's thread; the connection's own checkpoint is back on.
+  t.ok(applier.checkpointer?.running, "the checkpointer's thread was asked");
+  t.match(native.prepare('PRAGMA wal_autocheckpoint').get(), { wal_autocheckpoint: 1000 }, "the connection's own checkpoint back on");
   t.notOk(applier.canLoadFiles(), 'a catalog with an update asks for rows');
   t.throws(() => applier.loadFile('update', 1, file), /holds none of its updates/, 'a part again: refused');
   t.equal((native.prepare('SELECT count(*) AS n FROM updates').get() as { n: number }).n, 1, 'nothing more written');
