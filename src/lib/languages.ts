@@ -50,3 +50,21 @@ export function languageMatchSql(col: string, languages: readonly string[]): [st
   }
   return [`(${parts.join(' OR ')})`, args];
 }
+
+/**
+ * `anyLanguageMatches` in SQL over a comma list column `col` ('' matches: metadata
+ * only), with its arguments: each item as `languageMatches` takes it, by LIKE on the
+ * list with commas around it (tags hold no LIKE wildcard, as above).
+ */
+export function languageListMatchSql(col: string, languages: readonly string[]): [string, string[]] {
+  const padded = `(',' || ${col} || ',')`;
+  const parts = [`${col} = ''`, `${padded} LIKE '%,neutral,%'`];
+  const args: string[] = [];
+  for (const l of languages) {
+    // The item is the language, or more specific (en-us for en), or less (en for en-us, at each '-').
+    args.push(`%,${l},%`, `%,${l}-%`);
+    for (let i = l.indexOf('-'); i > 0; i = l.indexOf('-', i + 1)) args.push(`%,${l.slice(0, i)},%`);
+  }
+  for (let i = 0; i < args.length; i++) parts.push(`${padded} LIKE ?`);
+  return [`(${parts.join(' OR ')})`, args];
+}
