@@ -21,7 +21,6 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { gunzipSync } from 'node:zlib';
 import Database from 'libsql';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +33,7 @@ import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.j
 import { replicationService, PROTOCOL_VERSION, type ReceivedMessage } from '../src/replication/protocol.js';
 import { generate } from './catalog-import.js';
 import { Unpacker } from '../src/replication/compressed.js';
+import { inflatePiece } from '../src/replication/pieces.js';
 
 const children = benchProcesses;
 
@@ -55,7 +55,7 @@ async function countFileUpdates(dir: string, pieces: NonNullable<ReceivedMessage
     while (!pieces[end]!.last) end++;
     const part = pieces.slice(start, end + 1);
     start = end + 1;
-    const data = Buffer.concat(part.map((p) => gunzipSync(p.gzip)));
+    const data = Buffer.concat(part.map((p) => inflatePiece(p, 16 * 1024 * 1024)));
     const last = part.at(-1)!;
     if (data.length !== Number(last.size) || createHash('sha256').update(data).digest('hex') !== last.sha256)
       throw new Error('a snapshot file part is not whole');
@@ -250,7 +250,7 @@ async function main(): Promise<void> {
         );
         const md = new grpc.Metadata();
         md.set('authorization', `Bearer ${credential}`);
-        // A fresh child asks for the snapshot file (--rows: batches of rows, as before issue 20's file form).
+        // A fresh child asks for the snapshot file (--rows: batches of rows, as before issue 20's file form), its pieces in Brotli, as a real child.
         const call = client.Subscribe(
           {
             protocol_version: PROTOCOL_VERSION,
@@ -261,6 +261,7 @@ async function main(): Promise<void> {
             applied_languages: [],
             snapshot_file: !values.rows,
             compressed_batches: true,
+            brotli_pieces: true,
           },
           md,
         );

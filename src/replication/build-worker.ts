@@ -1,15 +1,15 @@
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync, rmSync, statSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
-import { gzipSync } from 'node:zlib';
 import type { KeyRange } from '../changelog/index.js';
 import { openNative, type NativeDb } from '../db/native.js';
+import { compressPiece, type PieceCoding } from './pieces.js';
 
 /**
  * A worker thread that makes kinds' files (snapshots.ts, through BuildPool): for each
  * job, the kind's builder module (KindFile.builder) fills a fresh scratch SQLite file
  * from the node's database in one read transaction on a connection of its own; the
- * file is then cut into pieces, each compressed (gzip level 1), its SHA-256 computed
+ * file is then cut into pieces, each compressed (pieces.ts), its SHA-256 computed
  * over the whole, and removed. All of it here, so that a busy main thread (a node
  * assessing a new catalog) does not hold a file back from the children. The thread
  * lives on between jobs (its start and imports cost about 0.1 s of CPU).
@@ -23,11 +23,14 @@ export interface BuildJob {
   range: KeyRange;
   /** A piece's size before compression. */
   pieceBytes: number;
+  /** How each piece is compressed (SubscribeRequest.brotli_pieces). */
+  coding: PieceCoding;
 }
 
 /** What a job made: the builder's count, and the file as compressed pieces in order (each `pieceBytes` of it, the last the rest). */
 export interface Built {
   count: number;
+  coding: PieceCoding;
   size: number;
   sha256: string;
   pieces: Uint8Array[];
@@ -65,7 +68,7 @@ let readBuf = Buffer.alloc(0);
  * The file as compressed pieces with its size and SHA-256; the file is removed. Each
  * piece is in an ArrayBuffer of its own, so that it can be moved to the main thread.
  */
-function pieces(file: string, pieceBytes: number): Omit<Built, 'count'> {
+function pieces(file: string, pieceBytes: number, coding: PieceCoding): Omit<Built, 'count'> {
   const fd = openSync(file, 'r');
   try {
     const size = statSync(file).size;
@@ -76,10 +79,10 @@ function pieces(file: string, pieceBytes: number): Omit<Built, 'count'> {
       const n = readSync(fd, readBuf, 0, Math.min(pieceBytes, size - offset), offset);
       const piece = readBuf.subarray(0, n);
       hash.update(piece);
-      const gz = gzipSync(piece, { level: 1 });
-      out.push(gz.byteOffset === 0 && gz.byteLength === gz.buffer.byteLength ? gz : new Uint8Array(gz));
+      const z = compressPiece(piece, coding);
+      out.push(z.byteOffset === 0 && z.byteLength === z.buffer.byteLength ? z : new Uint8Array(z));
     }
-    return { size, sha256: hash.digest('hex'), pieces: out };
+    return { coding, size, sha256: hash.digest('hex'), pieces: out };
   } finally {
     closeSync(fd);
     rmSync(file, { force: true });
@@ -88,7 +91,7 @@ function pieces(file: string, pieceBytes: number): Omit<Built, 'count'> {
 
 parentPort!.on('message', ({ id, job }: { id: number; job: BuildJob }) => {
   build(job)
-    .then((count) => ({ count, ...pieces(job.file, job.pieceBytes) }))
+    .then((count) => ({ count, ...pieces(job.file, job.pieceBytes, job.coding) }))
     .then(
       // The pieces are moved to the main thread, not copied.
       (built: Built) =>

@@ -296,13 +296,13 @@ export class ReplicationChild {
         snapshot_file: (this.d.initialSync ?? 'file') === 'file' && !this.#fileFailed && this.#applier!.canLoadFiles(),
         tail_files: tailFiles,
         compressed_batches: true,
+        brotli_pieces: true,
       },
       this.#metadata(state.credential),
     );
     const receiver = new FileReceiver(`${this.d.db.filePath}.snapshot`);
     this.#call = call;
-    let fullResync = false;
-    let resyncing = false; // a resync (complete or a backfill) is under way: its snapshot's messages, not the tail's
+    let [fullResync, resyncing] = [false, false]; // resyncing: a resync (complete or a backfill) is under way: its snapshot's messages, not the tail's
     let epoch = state.epoch;
     const finish = (err: unknown) => {
       this.#connected = false;

@@ -1,9 +1,14 @@
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
-import { gunzipSync } from 'node:zlib';
+import { inflatePiece } from './pieces.js';
 import type { ReceivedMessage } from './protocol.js';
 
-type Piece = Omit<NonNullable<ReceivedMessage['snapshot_file']>, 'cursor' | 'more'> & { cursor?: string | number; more?: boolean };
+type Piece = Omit<NonNullable<ReceivedMessage['snapshot_file']>, 'cursor' | 'more' | 'gzip' | 'brotli'> & {
+  cursor?: string | number;
+  more?: boolean;
+  gzip?: Buffer;
+  brotli?: Buffer;
+};
 
 /** A whole file: its kind and format, where it is, and for a tail file the cursor after it (0 in a resync) and whether more follows. */
 export interface ReceivedFile {
@@ -42,7 +47,7 @@ export class FileReceiver {
     else if (this.#fd === null || p.kind !== this.#kind || p.format !== this.#format || Number(p.cursor ?? 0) !== this.#cursor)
       throw new Error('a snapshot file piece out of order');
     if (offset !== this.#bytes) throw new Error(`a snapshot file piece at ${offset}, expected ${this.#bytes}`);
-    const data = gunzipSync(p.gzip, { maxOutputLength: MAX_PIECE_BYTES });
+    const data = inflatePiece(p, MAX_PIECE_BYTES);
     if (this.#bytes + data.length > MAX_FILE_BYTES) throw new Error(`a snapshot file over ${MAX_FILE_BYTES} bytes refused`);
     writeSync(this.#fd!, data, 0, data.length, offset);
     this.#hash!.update(data);

@@ -439,6 +439,7 @@ export class ReplicationParent {
       snapshotForm: req.snapshot_file === true ? 'file' : 'rows',
       tailFiles: req.tail_files === true,
       compressed: req.compressed_batches === true,
+      pieces: req.brotli_pieces === true ? 'brotli' : 'gzip',
     });
   }
 }

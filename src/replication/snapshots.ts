@@ -8,6 +8,7 @@ import { openNative } from '../db/native.js';
 import type { ServerMessage } from './protocol.js';
 import type { BuildJob, Built } from './build-worker.js';
 import { BuildPool } from './build-pool.js';
+import type { PieceCoding } from './pieces.js';
 
 /** A complete resync's snapshot older than this many log entries is built anew rather than followed by a long tail. */
 const REUSE_ENTRIES = 10_000;
@@ -148,10 +149,17 @@ export class Snapshots {
    * still holds everything after its head (`min`) and it is at most REUSE_ENTRIES
    * behind the head, else a new one, built in the background. Release it when done.
    */
-  async acquire(languages: readonly string[], catalog: boolean, form: SnapshotForm = 'rows', compress = false): Promise<Snapshot> {
+  async acquire(
+    languages: readonly string[],
+    catalog: boolean,
+    form: SnapshotForm = 'rows',
+    compress = false,
+    coding: PieceCoding = 'gzip',
+  ): Promise<Snapshot> {
     await this.#clean();
     form = this.form(form);
-    const key = `${form}:${catalog ? 'catalog' : 'no-catalog'}:${compress ? 'gzip' : 'plain'}:${languages.join(',')}`;
+    const pieces = form === 'file' ? `:${coding}` : '';
+    const key = `${form}${pieces}:${catalog ? 'catalog' : 'no-catalog'}:${compress ? 'gzip' : 'plain'}:${languages.join(',')}`;
     const { min, head } = await changelog.bounds(this.source.reads);
     let s = this.#newest.get(key);
     const usable = s && !s.failed && (min === 0 || s.head >= min - 1) && head - s.head <= REUSE_ENTRIES;
@@ -161,7 +169,7 @@ export class Snapshots {
       s = new Snapshot(key, head, join(this.dir, `${name}-${head}.bin`));
       this.#newest.set(key, s);
       this.built++;
-      void this.#build(s, languages, catalog, form, compress);
+      void this.#build(s, languages, catalog, form, compress, coding);
     }
     s.refs++;
     return s;
@@ -184,7 +192,7 @@ export class Snapshots {
    * Each kind's snapshot (the catalog's kinds only with the catalog), encoded once and
    * appended as frames: pages of changes, or in the file form a kind's file in pieces.
    */
-  async #build(s: Snapshot, languages: readonly string[], catalog: boolean, form: SnapshotForm, compress: boolean): Promise<void> {
+  async #build(s: Snapshot, languages: readonly string[], catalog: boolean, form: SnapshotForm, compress: boolean, coding: PieceCoding): Promise<void> {
     const started = performance.now();
     let fh: FileHandle | null = null;
     let files = new Map<string, FileParts>();
@@ -202,7 +210,7 @@ export class Snapshots {
       };
       const kinds = this.kinds.all().filter((k) => catalog || !k.catalog);
       // The files' first parts are built (on worker threads) while the kinds before them are encoded.
-      files = new Map(form === 'file' ? kinds.filter((k) => k.file).map((k) => [k.kind, this.#startFile(s, k, languages)] as const) : []);
+      files = new Map(form === 'file' ? kinds.filter((k) => k.file).map((k) => [k.kind, this.#startFile(s, k, languages, coding)] as const) : []);
       for (const k of kinds) {
         const file = files.get(k.kind);
         files.delete(k.kind); // #file cleans up after itself from here
@@ -233,7 +241,7 @@ export class Snapshots {
    * them is in the log after the snapshot's head, and the tail that follows brings it
    * (a newer state wins at the child).
    */
-  #startFile(s: Snapshot, k: ReplicatedKind, languages: readonly string[]): FileParts {
+  #startFile(s: Snapshot, k: ReplicatedKind, languages: readonly string[], coding: PieceCoding): FileParts {
     const db = openNative(this.dbFile!);
     let cuts: string[];
     try {
@@ -242,7 +250,7 @@ export class Snapshots {
       db.close();
     }
     const ranges = [null, ...cuts].map((after, i) => ({ after, upTo: cuts[i] ?? null }));
-    const build = (i: number) => this.#buildFile(`${s.file}.${k.kind}.${i}.db`, k, languages, ranges[i]!);
+    const build = (i: number) => this.#buildFile(`${s.file}.${k.kind}.${i}.db`, k, languages, ranges[i]!, coding);
     const first = build(0);
     first.catch(() => {}); // awaited in its turn (#file)
     return { count: ranges.length, build, first };
@@ -269,7 +277,7 @@ export class Snapshots {
    * 100,000 updates, during which this thread goes on serving children, agents and
    * the API).
    */
-  async #buildFile(file: string, k: ReplicatedKind, languages: readonly string[], range: KeyRange): Promise<Built> {
+  async #buildFile(file: string, k: ReplicatedKind, languages: readonly string[], range: KeyRange, coding: PieceCoding): Promise<Built> {
     const job: BuildJob = {
       dbFile: this.dbFile!,
       file,
@@ -278,6 +286,7 @@ export class Snapshots {
       languages: [...languages],
       range,
       pieceBytes: PIECE_BYTES,
+      coding,
     };
     try {
       return await this.#pool.run(job);
@@ -293,11 +302,11 @@ export class Snapshots {
    * that each say the cursor after the file (and `more`). The caller shares it among
    * the subscribers of the set at that cursor (stream.ts).
    */
-  async tailFile(k: ReplicatedKind, languages: readonly string[], after: number, upTo: number, more: boolean): Promise<Buffer[]> {
+  async tailFile(k: ReplicatedKind, languages: readonly string[], after: number, upTo: number, more: boolean, coding: PieceCoding = 'gzip'): Promise<Buffer[]> {
     await this.#clean();
     await mkdir(this.dir, { recursive: true, mode: 0o700 }); // removed since the start: made again
     const started = performance.now();
-    const built = await this.#buildFile(join(this.dir, `tail-${++this.tailFiles}.db`), k, languages, { after: null, upTo: null, log: { after, upTo } });
+    const built = await this.#buildFile(join(this.dir, `tail-${++this.tailFiles}.db`), k, languages, { after: null, upTo: null, log: { after, upTo } }, coding);
     const frames = this.#pieces(built, k, { cursor: upTo, more }).flatMap((m) => this.encode(m, false));
     this.logger.debug({ languages, after, upTo, updates: built.count, bytes: built.size, ms: Math.round(performance.now() - started) }, 'tail file built');
     return frames;
@@ -305,14 +314,14 @@ export class Snapshots {
 
   /** A made file's pieces as messages; the last says the file's size and SHA-256. A tail file's pieces each carry its cursor. */
   #pieces(built: Built, k: ReplicatedKind, tail?: { cursor: number; more: boolean }): ServerMessage[] {
-    return built.pieces.map((gzip, i) => {
+    return built.pieces.map((piece, i) => {
       const last = i === built.pieces.length - 1;
       return {
         snapshot_file: {
           kind: k.kind,
           format: k.file!.format,
           offset: i * PIECE_BYTES,
-          gzip: Buffer.from(gzip.buffer, gzip.byteOffset, gzip.byteLength),
+          [built.coding]: Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength),
           last,
           ...(last ? { size: built.size, sha256: built.sha256 } : {}),
           ...(tail ? { cursor: tail.cursor, more: last && tail.more } : {}),

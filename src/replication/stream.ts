@@ -5,6 +5,7 @@ import { AppError } from '../lib/errors.js';
 import { changelog, type Change, type KindRegistry, type LogRow, type ReplicatedKind, type SourceContext } from '../changelog/index.js';
 import { encoded, encodedBytes, type ServerMessage, type SubscribeRequest } from './protocol.js';
 import type { SnapshotForm, Snapshots } from './snapshots.js';
+import type { PieceCoding } from './pieces.js';
 import { closedUntil, type ReplicationRules } from './rules.js';
 
 /** Log entries read and sent per tail batch (a page of updates is about 1.5 MB). */
@@ -74,6 +75,8 @@ export interface Subscriber {
   tailFiles: boolean;
   /** The child takes a large batch compressed, in parts (SubscribeRequest.compressed_batches). */
   compressed: boolean;
+  /** How the child reads a file's pieces (SubscribeRequest.brotli_pieces). */
+  pieces: PieceCoding;
 }
 
 /**
@@ -205,7 +208,7 @@ export class Streams {
         // The snapshot of this language set, shared with every child that has it; the
         // child's cursor is the head it was cut at, and the tail sends what came since.
         await this.owe(sub.id, null);
-        const shared = await this.snapshots.acquire(languages, rules.catalog, sub.snapshotForm, sub.compressed);
+        const shared = await this.snapshots.acquire(languages, rules.catalog, sub.snapshotForm, sub.compressed, sub.pieces);
         try {
           await gate();
           await this.#send(call, { resync_start: { reason, full: true } });
@@ -273,13 +276,13 @@ export class Streams {
    */
   #page(sub: Subscriber, cursor: number): Promise<Page | null> {
     const fileKind = sub.tailFiles ? this.#fileKind(sub) : null;
-    const key = `${fileKind ? 'file' : 'rows'}:${sub.rules.catalog ? 1 : 0}:${sub.compressed ? 'gzip' : 'plain'}:${sub.languages.join(',')}:${cursor}`;
+    const key = `${fileKind ? `file:${sub.pieces}` : 'rows'}:${sub.rules.catalog ? 1 : 0}:${sub.compressed ? 'gzip' : 'plain'}:${sub.languages.join(',')}:${cursor}`;
     const cached = this.#pages.get(key);
     if (cached) return cached;
     const made = (async (): Promise<Page | null> => {
       if (fileKind && Date.now() >= this.#tailFilesOffUntil) {
         try {
-          const file = await this.#tailFile(fileKind, sub.languages, cursor);
+          const file = await this.#tailFile(fileKind, sub.languages, cursor, sub.pieces);
           if (file) return file;
         } catch (err) {
           // Rows serve as well (a full disk, a builder thread that died): no tail files for a minute.
@@ -334,11 +337,11 @@ export class Streams {
    * now, for these languages (one deleted since, or no longer in them, is not in it:
    * the entry that did that follows, as with rows).
    */
-  async #tailFile(k: ReplicatedKind, languages: readonly string[], cursor: number): Promise<Page | null> {
+  async #tailFile(k: ReplicatedKind, languages: readonly string[], cursor: number, coding: PieceCoding): Promise<Page | null> {
     const run = await changelog.stateRun(this.source.reads, cursor, k.kind, TAIL_FILE_MAX);
     if (run.count < TAIL_FILE_MIN) return null;
     const more = (await changelog.head(this.source.reads)) > run.upTo || this.upstreamBusy();
-    return { frames: await this.snapshots.tailFile(k, languages, cursor, run.upTo, more), next: run.upTo };
+    return { frames: await this.snapshots.tailFile(k, languages, cursor, run.upTo, more, coding), next: run.upTo };
   }
 
   /** Keeps the newest pages, at most TAIL_PAGES of them and TAIL_BYTES together (a page still being built counts nothing yet). */

@@ -9,11 +9,11 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import Database from 'libsql';
 import { tempDir } from '../helpers.js';
+import { inflatePiece, type PieceCoding } from '../../src/replication/pieces.js';
 import { BuildPool } from '../../src/replication/build-pool.js';
 import type { Built } from '../../src/replication/build-worker.js';
 
@@ -43,10 +43,12 @@ t.test('a pool reuses its thread, keeps failures to their job, and lets an idle 
     languages,
     range: { after: String(i * 10), upTo: null },
     pieceBytes: 4096,
+    coding: (i % 2 ? 'brotli' : 'gzip') as PieceCoding, // both, in turn
   });
   /** A made file back from its pieces (checked against its size and hash): the thread that built it, and how many rows. */
   const open = (i: number, b: Built) => {
-    const data = Buffer.concat(b.pieces.map((p) => gunzipSync(p)));
+    t.equal(b.coding, i % 2 ? 'brotli' : 'gzip', `file ${i}: compressed as asked`);
+    const data = Buffer.concat(b.pieces.map((p) => inflatePiece({ [b.coding]: p }, 1 << 20)));
     t.equal(data.length, b.size, `file ${i}: its size`);
     t.equal(createHash('sha256').update(data).digest('hex'), b.sha256, `file ${i}: its SHA-256`);
     t.ok(b.pieces.length >= 2, `file ${i}: in pieces (${b.pieces.length})`);

@@ -10,10 +10,12 @@ import * as grpc from '@grpc/grpc-js';
 import { ADMIN_TOKEN as T, ackRaw, api, importUpdates, joinRaw, makeKeys, sampleUpdate, startNode, tempDir } from '../helpers.js';
 import { PROTOCOL_VERSION, type ReceivedMessage, type WireChange } from '../../src/replication/protocol.js';
 import { COMPRESS_OVER, Unpacker } from '../../src/replication/compressed.js';
+import { inflatePiece } from '../../src/replication/pieces.js';
 import type { CatalogUpdate } from '../../src/catalog/format.js';
 
 const PLAIN = '00000000-0000-4000-8000-0000000000c1';
 const GZIP = '00000000-0000-4000-8000-0000000000c2';
+const BROTLI = '00000000-0000-4000-8000-0000000000c3';
 
 const update = (n: number, title = `Update ${n}`): CatalogUpdate =>
   sampleUpdate(n, {
@@ -29,10 +31,21 @@ interface Got {
   largest: number;
   parts: number;
   end: number | null;
+  /** A snapshot file's pieces: how many came in each compression, and the file inflated. */
+  coded: { gzip: number; brotli: number };
+  file: Buffer[];
 }
 
 /** Subscribes as child `id` from `after` (0: a complete resync) until `done`; what it applied, unpacked. */
-function subscribe(client: any, md: grpc.Metadata, id: string, compressed: boolean, from: { epoch: string; after: number }, done: (g: Got) => boolean) {
+function subscribe(
+  client: any,
+  md: grpc.Metadata,
+  id: string,
+  compressed: boolean,
+  from: { epoch: string; after: number },
+  done: (g: Got) => boolean,
+  file?: { brotli: boolean },
+) {
   const call = client.Subscribe(
     {
       protocol_version: PROTOCOL_VERSION,
@@ -44,16 +57,23 @@ function subscribe(client: any, md: grpc.Metadata, id: string, compressed: boole
       name: id,
       version: 'test',
       compressed_batches: compressed,
+      snapshot_file: Boolean(file),
+      brotli_pieces: file?.brotli ?? false,
     },
     md,
   );
-  const got: Got = { epoch: from.epoch, changes: [], payloads: [], largest: 0, parts: 0, end: null };
+  const got: Got = { epoch: from.epoch, changes: [], payloads: [], largest: 0, parts: 0, end: null, coded: { gzip: 0, brotli: 0 }, file: [] };
   const unpacker = new Unpacker();
   return new Promise<Got>((resolve, reject) => {
     call.on('data', (received: ReceivedMessage) => {
       const size = received.compressed?.gzip.length ?? received.batch?.changes.reduce((a, c) => a + c.payload.length, 0) ?? 0;
       got.largest = Math.max(got.largest, size);
       if (received.compressed) got.parts++;
+      const piece = received.snapshot_file;
+      if (piece) {
+        for (const k of ['gzip', 'brotli'] as const) if (piece[k].length) got.coded[k]++;
+        got.file.push(inflatePiece(piece, 16 * 1024 * 1024));
+      }
       const m = unpacker.take(received);
       if (!m) return;
       if (m.hello) got.epoch = m.hello.epoch;
@@ -120,4 +140,39 @@ t.test('large batches compressed for a child that asks, the same changes as plai
   t.same(zt.changes, pt.changes, 'the same tail');
   t.same(zt.payloads, pt.payloads);
   t.ok(zt.payloads.filter((x) => x.includes('revised')).length >= 2000, 'the revised updates');
+});
+
+t.test("a snapshot file's pieces in Brotli for a child that asks, gzip for one that does not: the same file", async (t) => {
+  const dir = await tempDir(t);
+  const keys = await makeKeys(dir);
+  const node = await startNode(t, { trustedKeys: [keys.pubFile], extra: ['--insecure'] });
+  t.equal(
+    (
+      await importUpdates(
+        node.url,
+        dir,
+        keys,
+        'v1',
+        1,
+        Array.from({ length: 3000 }, (_, i) => update(i + 1)),
+      )
+    ).status,
+    201,
+  );
+  const gzip = await joinRaw(t, node, { id: GZIP, name: 'gzip', languages: ['en'] });
+  const brotli = await joinRaw(t, node, { id: BROTLI, name: 'brotli', languages: ['en'] });
+  const resynced = (g: Got) => g.end !== null;
+  const [z, b] = await Promise.all([
+    subscribe(gzip.client, gzip.md, GZIP, true, { epoch: '', after: 0 }, resynced, { brotli: false }),
+    subscribe(brotli.client, brotli.md, BROTLI, true, { epoch: '', after: 0 }, resynced, { brotli: true }),
+  ]);
+  t.ok(z.coded.gzip > 0, `${z.coded.gzip} gzip pieces`);
+  t.equal(z.coded.brotli, 0, 'none in Brotli for the child that did not ask');
+  t.ok(b.coded.brotli > 0, `${b.coded.brotli} Brotli pieces`);
+  t.equal(b.coded.gzip, 0, 'none in gzip for the child that asked');
+  const [zf, bf] = [Buffer.concat(z.file), Buffer.concat(b.file)];
+  t.ok(zf.length > 100_000, `a file of ${zf.length} bytes`);
+  t.ok(zf.equals(bf), 'the same file, inflated');
+  t.same(b.changes, z.changes, 'and the same changes around it');
+  t.match((await api(node.url, T, '/api/v1/hierarchy')).body.snapshots, { built: 2, sets: 2 }, 'a snapshot for each compression');
 });

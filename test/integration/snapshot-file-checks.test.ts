@@ -9,7 +9,7 @@ import type { ReceivedMessage } from '../../src/replication/protocol.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
+import { brotliCompressSync, gunzipSync, gzipSync } from 'node:zlib';
 import Database from 'libsql';
 import { FileReceiver } from '../../src/replication/file-receiver.js';
 import { UPDATES_FILE_TABLES, checkUpdatesFile } from '../../src/catalog/snapshot-file.js';
@@ -90,6 +90,19 @@ t.test('pieces are checked in order, whole and bounded', async (t) => {
   const bomb = { ...pieces(Buffer.alloc(10))[0]!, gzip: gzipSync(Buffer.alloc(17 * 1024 * 1024)) };
   t.throws(() => fresh().piece(bomb), /larger than 16777216 bytes/, 'a piece inflating past 16 MB');
   t.throws(() => fresh().piece({ ...ps[0]!, gzip: Buffer.from('not gzip') }), /incorrect header check/, 'a piece that is not gzip');
+  // In Brotli (SubscribeRequest.brotli_pieces): the same checks; a piece in both, in neither, or not Brotli is refused.
+  const br = pieces(data).map(({ gzip, ...p }) => ({ ...p, brotli: brotliCompressSync(gunzipSync(gzip)) }));
+  const rb = fresh();
+  t.equal(rb.piece(br[0]!), null);
+  t.equal(rb.piece(br[1]!), null);
+  t.same(rb.piece(br[2]!), { kind: 'update', format: 1, path, cursor: 0, more: false }, 'a file in Brotli pieces');
+  t.ok(readFileSync(path).equals(data), 'the file as sent');
+  rb.discard();
+  t.throws(() => fresh().piece({ ...ps[0]!, brotli: br[0]!.brotli }), /both gzip and Brotli/, 'a piece in both');
+  t.throws(() => fresh().piece({ ...br[0]!, brotli: Buffer.alloc(0) }), /no content/, 'a piece in neither');
+  t.throws(() => fresh().piece({ ...br[0]!, brotli: Buffer.from('not brotli at all') }), /Decompression failed/, 'a piece that is not Brotli');
+  const brBomb = { ...br[0]!, brotli: brotliCompressSync(Buffer.alloc(17 * 1024 * 1024)) };
+  t.throws(() => fresh().piece(brBomb), /larger than 16777216 bytes/, 'a Brotli piece inflating past 16 MB');
   rmSync(path, { force: true });
 });
 

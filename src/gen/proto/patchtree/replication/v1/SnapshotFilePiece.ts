@@ -25,7 +25,7 @@ export interface SnapshotFilePiece {
    */
   'offset'?: (number | string | Long);
   /**
-   * the piece, gzip-compressed
+   * the piece, gzip-compressed (to a child that did not ask brotli_pieces)
    */
   'gzip'?: (Buffer | Uint8Array | string);
   /**
@@ -50,6 +50,10 @@ export interface SnapshotFilePiece {
    * as ChangeBatch.more: the parent's log holds more after it
    */
   'more'?: (boolean);
+  /**
+   * the piece, Brotli-compressed, instead of gzip (SubscribeRequest.brotli_pieces)
+   */
+  'brotli'?: (Buffer | Uint8Array | string);
 }
 
 /**
@@ -74,7 +78,7 @@ export interface SnapshotFilePiece__Output {
    */
   'offset': (string);
   /**
-   * the piece, gzip-compressed
+   * the piece, gzip-compressed (to a child that did not ask brotli_pieces)
    */
   'gzip': (Buffer);
   /**
@@ -99,4 +103,8 @@ export interface SnapshotFilePiece__Output {
    * as ChangeBatch.more: the parent's log holds more after it
    */
   'more': (boolean);
+  /**
+   * the piece, Brotli-compressed, instead of gzip (SubscribeRequest.brotli_pieces)
+   */
+  'brotli': (Buffer);
 }
