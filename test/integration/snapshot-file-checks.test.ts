@@ -157,17 +157,20 @@ t.test('a file is loaded only in a complete resync that found the catalog empty,
   const dbFile = join(dir, 'child.db');
   (await openDatabase(`file:${dbFile}`)).close();
   /** A file (a part) of one update. */
-  const part = (name: string, id: string, kb: string) => {
+  const part = (name: string, id: string, kb: string, description: string | null = null) => {
     const path = join(dir, name);
     const src = new Database(path);
     for (const ddl of UPDATES_FILE_TABLES) src.exec(ddl);
-    src.exec(`INSERT INTO updates VALUES ('${id}', 1, '${kb}', NULL, 'T', NULL, 'V', NULL, 'P', 'Updates', NULL, NULL, '[]', '[]', '2024-01-01',
-      '[]', 0, 'maybe', '[0]', '[3010]', '{}', '{}', NULL, '', 0, 'h', 'v1', 'v1', 'o')`);
+    src
+      .prepare(`INSERT INTO updates VALUES ('${id}', 1, '${kb}', NULL, 'T', ?, 'V', NULL, 'P', 'Updates', NULL, NULL, '[]', '[]', '2024-01-01',
+      '[]', 0, 'maybe', '[0]', '[3010]', '{}', '{}', NULL, '', 0, 'h', 'v1', 'v1', 'o')`)
+      .run([description]);
     src.close();
     return path;
   };
   const file = part('in.db', 'u1', '123');
   const second = part('in2.db', 'u2', '124'); // the next part: another update
+  const large = part('in3.db', 'u3', '125', 'x'.repeat(9 * 1024 * 1024)); // a part of 9 MB
   const native = openNative(dbFile);
   t.teardown(() => native.close());
   const applier = new BatchApplier(native, replicatedKinds(), 'node-0');
@@ -181,14 +184,17 @@ t.test('a file is loaded only in a complete resync that found the catalog empty,
   applier.resyncStart(true);
   t.equal(applier.loadFile('update', 1, file), 1);
   t.equal((native.prepare("SELECT count(*) AS n FROM change_log WHERE kind = 'update'").get() as { n: number }).n, 1, 'logged for its children');
-  // The file's commit is checkpointed by the checkpointer's thread; the connection's own checkpoint is back on.
-  t.ok(applier.checkpointer?.running, "the checkpointer's thread was asked");
-  t.match(native.prepare('PRAGMA wal_autocheckpoint').get(), { wal_autocheckpoint: 1000 }, "the connection's own checkpoint back on");
+  t.notOk(applier.checkpointer?.running, "a small file's commit is checkpointed as usual, not by the checkpointer's thread");
   t.notOk(applier.canLoadFiles(), 'a catalog with an update asks for rows');
   t.throws(() => applier.loadFile('update', 1, file), /holds none of its updates/, 'a part again: refused');
   t.equal((native.prepare('SELECT count(*) AS n FROM updates').get() as { n: number }).n, 1, 'nothing more written');
   t.equal(applier.loadFile('update', 1, second), 1, 'the next part of the same resync');
   t.equal((native.prepare('SELECT count(*) AS n FROM updates').get() as { n: number }).n, 2);
+  // A large file's commit is checkpointed by the checkpointer's thread; the connection's own checkpoint is back on.
+  t.equal(applier.loadFile('update', 1, large), 1, 'a large part');
+  t.ok(applier.checkpointer?.running, "its checkpoint left to the checkpointer's thread");
+  t.match(native.prepare('PRAGMA wal_autocheckpoint').get(), { wal_autocheckpoint: 1000 }, "the connection's own checkpoint back on");
+  t.equal((native.prepare('SELECT count(*) AS n FROM updates').get() as { n: number }).n, 3);
   applier.resyncStart(true);
   t.throws(() => applier.loadFile('update', 1, second), /outside a complete resync/, 'a later resync of a catalog that holds updates takes rows');
   t.equal((native.prepare('PRAGMA database_list').all() as unknown[]).length, 2, 'the file detached (main and temp left)');
