@@ -2,8 +2,10 @@ import { BUSY_TIMEOUT_MS } from './native.js';
 import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createClient, type Client } from '@libsql/client';
-import { drizzle, type LibSQLDatabase } from 'drizzle-orm/libsql';
+// A file database needs only the client's SQLite part; the remote one (HTTP, WebSocket) is loaded for a server URL only.
+import { createClient as createFileClient, type Client } from '@libsql/client/sqlite3';
+import type { LibSQLDatabase } from 'drizzle-orm/libsql';
+import { drizzle } from 'drizzle-orm/libsql/sqlite3';
 import { migrate } from 'drizzle-orm/libsql/migrator';
 import * as schema from './schema.js';
 
@@ -59,7 +61,8 @@ export async function openDatabase(url: string, authToken?: string): Promise<Dat
     closeSync(openSync(filePath, 'a', 0o600));
     chmodSync(filePath, 0o600);
   }
-  const client = createClient({ url, ...(authToken ? { authToken } : {}), timeout: BUSY_TIMEOUT_MS, concurrency: 4 });
+  const config = { url, ...(authToken ? { authToken } : {}), timeout: BUSY_TIMEOUT_MS, concurrency: 4 };
+  const client = filePath ? createFileClient(config) : (await import('@libsql/client')).createClient(config);
   try {
     if (filePath) {
       await client.execute('PRAGMA journal_mode = WAL');
@@ -67,7 +70,7 @@ export async function openDatabase(url: string, authToken?: string): Promise<Dat
     }
     const orm = drizzle(client, { schema });
     await migrate(orm, { migrationsFolder: MIGRATIONS_DIR });
-    const readClient = filePath ? createClient({ url, timeout: BUSY_TIMEOUT_MS, concurrency: 1 }) : client;
+    const readClient = filePath ? createFileClient({ url, timeout: BUSY_TIMEOUT_MS, concurrency: 1 }) : client;
     const reader = filePath ? drizzle(readClient, { schema }) : orm;
     return {
       url,

@@ -1,4 +1,4 @@
-import { createClient, type Client, type Transaction } from '@libsql/client';
+import type { Client, Transaction } from '@libsql/client';
 import { BUSY_TIMEOUT_MS, openNative, prepare, type NativeDb, type Stmt } from './native.js';
 
 /**
@@ -92,16 +92,22 @@ export function openConn(database: { filePath: string | null; url: string; authT
       close: () => db.close(),
     };
   }
-  const client: Client = createClient({ url: database.url, ...(database.authToken ? { authToken: database.authToken } : {}), timeout: BUSY_TIMEOUT_MS });
+  // The remote client (HTTP, WebSocket) is loaded on first use: a node on a file never loads it.
+  let client: Client | null = null;
+  let loading: Promise<Client> | null = null;
+  const remote = (): Promise<Client> =>
+    (loading ??= import('@libsql/client').then(
+      (m) => (client = m.createClient({ url: database.url, ...(database.authToken ? { authToken: database.authToken } : {}), timeout: BUSY_TIMEOUT_MS })),
+    ));
   let tx: Transaction | null = null;
-  const on = () => tx ?? client;
+  const on = async () => tx ?? (await remote());
   return {
-    run: async (sql, args) => (await on().execute({ sql, args: args as never })).rowsAffected,
-    get: async <T>(sql: string, args: readonly unknown[]) => (await on().execute({ sql, args: args as never })).rows[0] as T | undefined,
-    all: async <T>(sql: string, args: readonly unknown[]) => (await on().execute({ sql, args: args as never })).rows as unknown as T[],
-    exec: async (sql) => void (await on().execute(sql)),
+    run: async (sql, args) => (await (await on()).execute({ sql, args: args as never })).rowsAffected,
+    get: async <T>(sql: string, args: readonly unknown[]) => (await (await on()).execute({ sql, args: args as never })).rows[0] as T | undefined,
+    all: async <T>(sql: string, args: readonly unknown[]) => (await (await on()).execute({ sql, args: args as never })).rows as unknown as T[],
+    exec: async (sql) => void (await (await on()).execute(sql)),
     async transaction<T>(fn: () => Promise<T>): Promise<T> {
-      tx = await client.transaction('write');
+      tx = await (await remote()).transaction('write');
       try {
         const r = await fn();
         await tx.commit();
@@ -116,13 +122,13 @@ export function openConn(database: { filePath: string | null; url: string; authT
     async write(stmts: readonly Write[], opts: { guard?: number } = {}): Promise<number[]> {
       if (!stmts.length) return [];
       if (opts.guard === undefined) {
-        const rs = await client.batch(
+        const rs = await (await remote()).batch(
           stmts.map(([sql, args]) => ({ sql, args: args as never })),
           'write',
         );
         return rs.map((r) => r.rowsAffected);
       }
-      const t = await client.transaction('write');
+      const t = await (await remote()).transaction('write');
       try {
         const out: number[] = [];
         for (const [sql, args] of stmts) {
@@ -138,6 +144,6 @@ export function openConn(database: { filePath: string | null; url: string; authT
         t.close();
       }
     },
-    close: () => client.close(),
+    close: () => client?.close(),
   };
 }
