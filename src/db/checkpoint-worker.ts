@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'libsql';
 
@@ -8,13 +9,21 @@ import Database from 'libsql';
  * or a writer, and copies what no reader still needs (the rest on the next request).
  * Its busy timeout is 0: it never waits for a lock; the checkpointer asks again.
  */
-const db = new Database(workerData.file as string, { timeout: 0 });
-const pageSize = Number((db.prepare('PRAGMA page_size').get() as { page_size: number }).page_size);
+const file = workerData.file as string;
+const db = new Database(file, { timeout: 0 });
 
-/** A WAL at least this large is truncated when the thread ends. */
+/** A WAL file at least this large is truncated when the thread ends. */
 const TRUNCATE_BYTES = 32 * 1024 * 1024;
 
 type Result = { busy: number; log: number; checkpointed: number };
+
+function walBytes(): number {
+  try {
+    return statSync(`${file}-wal`).size;
+  } catch {
+    return 0;
+  }
+}
 
 function checkpoint(mode: 'PASSIVE' | 'TRUNCATE'): Result {
   try {
@@ -28,10 +37,12 @@ function checkpoint(mode: 'PASSIVE' | 'TRUNCATE'): Result {
 
 parentPort!.on('message', (m: 'checkpoint' | 'close') => {
   if (m === 'close') {
-    // Idle: a large WAL (a snapshot's load grows it to the catalog's size, and SQLite keeps the file) is emptied and cut back
-    // now, not between a load's parts (TRUNCATE takes the write lock). It needs no writer and no reader of the WAL: else left.
+    // Idle: a large WAL file (a snapshot's load grows it to the catalog's size, and SQLite reuses the file from its start
+    // rather than shrink it) is emptied and cut back now, not between a load's parts (TRUNCATE takes the write lock). The
+    // file's size, not the frames in use: small commits since restarted it from frame 0. It needs no writer and no reader
+    // of the WAL just now: else it is left for the next time.
     const r = checkpoint('PASSIVE');
-    if (r.busy === 0 && r.checkpointed === r.log && r.log * pageSize >= TRUNCATE_BYTES) checkpoint('TRUNCATE');
+    if (r.busy === 0 && r.checkpointed === r.log && walBytes() >= TRUNCATE_BYTES) checkpoint('TRUNCATE');
     db.close();
     parentPort!.close();
     return;

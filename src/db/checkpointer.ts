@@ -24,6 +24,8 @@ const RETRIES = 50;
  * the write lock); a checkpoint that readers held back is asked again until the WAL
  * is copied whole. A failure costs nothing but the thread: the connections' own
  * checkpoints, back on after the large commit, copy the pages on their next commit.
+ * So may another connection's commit that comes first (the node's client pool keeps
+ * SQLite's checkpoint): then that commit copies them, as before, on its thread.
  */
 export class Checkpointer {
   #worker: Worker | null = null;

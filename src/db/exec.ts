@@ -93,12 +93,14 @@ export function openConn(database: { filePath: string | null; url: string; authT
     };
   }
   // The remote client (HTTP, WebSocket) is loaded on first use: a node on a file never loads it.
-  let client: Client | null = null;
   let loading: Promise<Client> | null = null;
-  const remote = (): Promise<Client> =>
-    (loading ??= import('@libsql/client').then(
-      (m) => (client = m.createClient({ url: database.url, ...(database.authToken ? { authToken: database.authToken } : {}), timeout: BUSY_TIMEOUT_MS })),
+  let closed = false;
+  const remote = (): Promise<Client> => {
+    if (closed) return Promise.reject(new Error('the connection is closed'));
+    return (loading ??= import('@libsql/client').then((m) =>
+      m.createClient({ url: database.url, ...(database.authToken ? { authToken: database.authToken } : {}), timeout: BUSY_TIMEOUT_MS }),
     ));
+  };
   let tx: Transaction | null = null;
   const on = async () => tx ?? (await remote());
   return {
@@ -144,6 +146,10 @@ export function openConn(database: { filePath: string | null; url: string; authT
         t.close();
       }
     },
-    close: () => client?.close(),
+    close: () => {
+      closed = true;
+      // Closed once made, also when it is still loading.
+      void loading?.then((c) => c.close()).catch(() => {});
+    },
   };
 }
