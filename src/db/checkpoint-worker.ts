@@ -1,6 +1,7 @@
 import { statSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'libsql';
+import type { CheckpointResult } from './checkpointer.js';
 
 /**
  * The checkpointer's thread (checkpointer.ts): a connection of its own to the node's
@@ -15,7 +16,7 @@ const db = new Database(file, { timeout: 0 });
 /** A WAL file at least this large is truncated when the thread ends. */
 const TRUNCATE_BYTES = 32 * 1024 * 1024;
 
-type Result = { busy: number; log: number; checkpointed: number };
+type Result = Omit<CheckpointResult, 'ms'>;
 
 function walBytes(): number {
   try {
