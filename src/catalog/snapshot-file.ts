@@ -62,7 +62,7 @@ export function buildUpdatesFile(db: NativeDb, into: string, nodeId: string, lan
        u.classification, u.severity, CASE WHEN cs.id IS NULL THEN NULL ELSE coalesce(cs.origin_key, ? || ':' || cs.id) END,
        u.cves, u.cve_details, u.release_date, u.supersedes, u.vendor_superseded, u.restart, u.success_codes,
        u.reboot_codes, u.applicability, u.installed, u.more_info_url,
-       (SELECT coalesce(group_concat(l, ','), '') FROM (SELECT DISTINCT language AS l FROM ${into}.update_files s WHERE s.update_id = u.id ORDER BY l)),
+       (SELECT coalesce(group_concat(DISTINCT s.language ORDER BY s.language), '') FROM ${into}.update_files s WHERE s.update_id = u.id),
        u.expired, u.content_hash, u.release_version, u.first_version, u.origin
      FROM main.updates u LEFT JOIN main.custom_severities cs ON cs.id = u.custom_severity_id
      WHERE (u.languages = '' OR EXISTS (SELECT 1 FROM ${into}.update_files s WHERE s.update_id = u.id)) AND ${inRange('u.id')} ORDER BY u.id`,
@@ -140,8 +140,9 @@ export function checkUpdatesFile(db: NativeDb, from: string): string | null {
   if (gap) return `the snapshot file numbers the files of ${gap.update_id} other than 0, 1, 2, ...`;
   const langs = db
     .prepare(
-      `SELECT u.id FROM ${from}.updates u WHERE u.languages != (SELECT coalesce(group_concat(l, ','), '')
-       FROM (SELECT DISTINCT language AS l FROM ${from}.update_files f WHERE f.update_id = u.id ORDER BY l)) LIMIT 1`,
+      `SELECT u.id FROM ${from}.updates u
+       WHERE u.languages != (SELECT coalesce(group_concat(DISTINCT f.language ORDER BY f.language), '') FROM ${from}.update_files f WHERE f.update_id = u.id)
+       LIMIT 1`,
     )
     .get() as { id: string } | undefined;
   if (langs) return `the snapshot file gives ${langs.id} other languages than its files'`;

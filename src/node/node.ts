@@ -311,6 +311,12 @@ export class PatchtreeNode {
       }
     });
 
+    await assessment.start();
+    await delivery.start();
+    reports.start();
+    // The upstream link first: a new child's complete resync is built by its parent
+    // while this node builds its API and opens its listeners.
+    await child?.start();
     const app = createApp({
       db: this.db,
       logger: log,
@@ -332,12 +338,6 @@ export class PatchtreeNode {
       tmpDir,
       maxCatalogBytes: config.maxCatalogBytes,
     });
-    await assessment.start();
-    await delivery.start();
-    reports.start();
-    // The upstream link first: a new child's complete resync is built by its parent
-    // while this node opens its listeners.
-    await child?.start();
     // Plain HTTP: everything with --insecure-http (a lab), else health, metrics and the API document only.
     if (config.insecureHttp) log.warn('INSECURE: --insecure-http is set; the API, agent API and console are served on plain HTTP too');
     const plainFetch = config.insecureHttp ? app.fetch : plainHttpOnly(app.fetch, () => this.httpsPort);

@@ -194,6 +194,10 @@ t.test('a file is loaded only in a complete resync that found the catalog empty,
   t.equal(applier.loadFile('update', 1, large), 1, 'a large part');
   t.ok(applier.checkpointer?.running, "its checkpoint left to the checkpointer's thread");
   t.match(native.prepare('PRAGMA wal_autocheckpoint').get(), { wal_autocheckpoint: 1000 }, "the connection's own checkpoint back on");
+  // A part is committed without a sync of its own (the resync's end syncs them all); the connection's is back after it, and after a refused one.
+  t.match(native.prepare('PRAGMA synchronous').get(), { synchronous: 2 }, 'synchronous = FULL again after a part');
+  t.throws(() => applier.loadFile('update', 1, large), /holds none of its updates/);
+  t.match(native.prepare('PRAGMA synchronous').get(), { synchronous: 2 }, 'and after a refused part');
   t.equal((native.prepare('SELECT count(*) AS n FROM updates').get() as { n: number }).n, 3);
   applier.resyncStart(true);
   t.throws(() => applier.loadFile('update', 1, second), /outside a complete resync/, 'a later resync of a catalog that holds updates takes rows');
