@@ -217,6 +217,9 @@ export function loadUpdatesFile(db: NativeDb, from: string, now: number): number
   return copyUpdates(db, from, ALL_ROWS, now, false);
 }
 
+/** What a child's part loader thread runs (KindFile.loader). */
+export const loadFile = loadUpdatesFile;
+
 /**
  * Applies a tail file (KindFile.merge): the updates behind a run of state entries, as
  * the parent holds them now, into a catalog that may hold some of them. What the row

@@ -119,6 +119,12 @@ export interface KindFile {
    */
   readonly builder: string;
   /**
+   * Child: the URL of an ES module whose `loadFile(db, from, now)` does what `load` does,
+   * in a transaction of its own on a thread of its own (replication/load-worker.ts):
+   * a large part is copied there while the child's main thread takes the next one.
+   */
+  readonly loader: string;
+  /**
    * Parent: the keys that cut the kind into parts (each part the keys after one cut up
    * to the next), so that a child loads one part while the parent builds the next;
    * empty: one part. The builder then takes a part's range.

@@ -24,7 +24,7 @@ const MANIFEST = 'patchtree-backup.json';
 const DB = 'patchtree.db';
 const FORMAT = 1;
 /** Never in a backup: the live database files, scratch folders, a snapshot file cut short. */
-const SKIPPED = new Set([DB, `${DB}-wal`, `${DB}-shm`, `${DB}-journal`, `${DB}.snapshot`, 'snapshots', 'tmp', 'content']);
+const SKIPPED = new Set([DB, `${DB}-wal`, `${DB}-shm`, `${DB}-journal`, `${DB}.snapshot`, `${DB}.snapshot.1`, 'snapshots', 'tmp', 'content']);
 
 interface Manifest {
   format: number;

@@ -2,6 +2,7 @@ import type { NativeDb } from '../db/native.js';
 import { prepare } from '../db/native.js';
 import { statSync } from 'node:fs';
 import { Checkpointer } from '../db/checkpointer.js';
+import { PartLoader } from './part-loader.js';
 import type { ReceivedFile } from './file-receiver.js';
 import { changelog, type Applied, type ApplyTx, type Change, type KindApplier, type KindFile, type KindRegistry } from '../changelog/index.js';
 
@@ -30,6 +31,8 @@ export class BatchApplier {
   /** The connection's own automatic checkpoint (pages), back on after each file. */
   readonly #autoCheckpoint: number;
   readonly #synchronous: number;
+  readonly #dbFile: string | null;
+  #loader: PartLoader | null = null;
 
   constructor(
     private readonly db: NativeDb,
@@ -44,6 +47,7 @@ export class BatchApplier {
     // A TEMP table of this connection costs no WAL writes and no fsync.
     this.#kinds = kinds;
     const file = (db.prepare('PRAGMA database_list').all() as { name: string; file: string }[]).find((d) => d.name === 'main')?.file;
+    this.#dbFile = file || null;
     this.checkpointer = file ? new Checkpointer(file) : null;
     this.#autoCheckpoint = Number((db.prepare('PRAGMA wal_autocheckpoint').get() as { wal_autocheckpoint: number }).wal_autocheckpoint);
     this.#synchronous = Number((db.prepare('PRAGMA synchronous').get() as { synchronous: number }).synchronous);
@@ -192,8 +196,33 @@ export class BatchApplier {
     }
   }
 
-  /** Ends the checkpointer's thread (the node stops). */
-  close(): void {
+  /**
+   * A snapshot's part of 8 MB or more, loaded on the part loader's thread (part-loader.ts):
+   * checked here first (attached to this connection), then copied there, after the
+   * parts handed over before it, while this thread takes the next one. Null: not such a
+   * part, or no thread for it (a database in memory): load it here (applyFile).
+   */
+  loadLater(file: ReceivedFile): Promise<number> | null {
+    if (file.cursor !== 0 || !this.#dbFile || statSync(file.path).size < LARGE_FILE_BYTES) return null;
+    const kind = this.#file(file.kind, file.format);
+    if (!this.#fileKinds.has(file.kind)) throw new Error(`a snapshot file of ${file.kind} outside a complete resync into a catalog that held none`);
+    prepare(this.db, 'ATTACH ? AS snapshot_file').run(file.path);
+    try {
+      const why = kind.check(this.db, 'snapshot_file');
+      if (why) throw new Error(why);
+    } finally {
+      this.db.exec('DETACH snapshot_file');
+    }
+    this.#loader ??= new PartLoader();
+    return this.#loader.load({ dbFile: this.#dbFile, file: file.path, loader: kind.loader, now: this.clock() }).then((n) => {
+      this.checkpointer?.request();
+      return n;
+    });
+  }
+
+  /** Ends the checkpointer's and the part loader's threads, once the parts handed over are loaded (the node stops). */
+  async close(): Promise<void> {
+    await this.#loader?.close();
     this.checkpointer?.close();
   }
 

@@ -1,18 +1,17 @@
-import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { openNative, type Database, type NativeDb } from '../db/index.js';
 import type { Logger } from '../lib/log.js';
 import { backoffMs } from '../lib/backoff.js';
-import { DeferredError } from '../content/downloader.js';
 import type { Applied, KindRegistry } from '../changelog/index.js';
 import { hashToken } from '../auth/tokens.js';
 import { splitPinnedToken } from '../tls/pin.js';
-import { PROTOCOL_VERSION, RETRY_AFTER_KEY, replicationService, type ReceivedMessage, type ReplicationClient, type WireNodeReport } from './protocol.js';
+import { PROTOCOL_VERSION, replicationService, type ReceivedMessage, type ReplicationClient, type WireNodeReport } from './protocol.js';
 import type { Identity } from './identity.js';
 import { BatchApplier } from './applier.js';
 import { Inbox } from './inbox.js';
-import { FileReceiver } from './file-receiver.js';
+import { FileReceiver, type ReceivedFile } from './file-receiver.js';
+import { fetchFile } from './fetch-file.js';
 import type { JoinResponse__Output } from '../gen/proto/patchtree/replication/v1/JoinResponse.js';
 
 export interface UpstreamOptions {
@@ -111,7 +110,7 @@ export class ReplicationChild {
   async start(): Promise<void> {
     if (!this.d.db.filePath) throw new Error('a child node needs a file database (remote libsql is not supported for replication yet)');
     this.#native = openNative(this.d.db.filePath);
-    rmSync(`${this.d.db.filePath}.snapshot`, { force: true }); // a snapshot file cut short by a crash
+    for (const p of FileReceiver.paths(`${this.d.db.filePath}.snapshot`)) rmSync(p, { force: true }); // files cut short by a crash
     this.#applier = new BatchApplier(this.#native, this.d.kinds, this.d.identity.nodeId, this.d.clock);
     this.#connect(this.d.upstream.credentials);
     this.#stopped = false;
@@ -138,7 +137,7 @@ export class ReplicationChild {
     if (this.#ackTimer) clearTimeout(this.#ackTimer);
     this.#call?.cancel();
     this.#client?.close();
-    this.#applier?.close();
+    await this.#applier?.close();
     this.#native?.close();
     this.#native = null;
   }
@@ -353,20 +352,20 @@ export class ReplicationChild {
         this.d.onApplied(changed, this.#applier!.takeApplied());
         this.#ack();
       } else if ('snapshot_file' in msg && msg.snapshot_file) {
+        const failed = (err: unknown) => {
+          this.#fileFailed = true;
+          throw err;
+        };
         try {
           const file = receiver.piece(msg.snapshot_file);
           if (!file) return;
-          // A snapshot's part, or a tail file (a run of the parent's log, with its cursor).
-          const changed = this.#applier!.applyFile(file, { epoch, resyncing, tailFiles });
-          receiver.discard();
-          const at = file.cursor > 0 ? { cursor: file.cursor } : null;
-          if (at) [this.#catchingUp, this.#parentHead] = [file.more, Math.max(this.#parentHead, at.cursor)];
-          this.d.logger.info({ kind: file.kind, entities: changed, ...at }, at ? 'tail file applied' : 'snapshot file loaded');
-          this.d.onApplied(changed, this.#applier!.takeApplied());
-          this.#ack();
+          // A large part of a snapshot: copied on the part loader's thread while this one takes the next part's pieces.
+          const later = this.#applier!.loadLater(file);
+          if (later) return later.then((n) => this.#fileApplied(receiver, file, n, true), failed);
+          // A smaller one, or a tail file (a run of the parent's log, with its cursor).
+          this.#fileApplied(receiver, file, this.#applier!.applyFile(file, { epoch, resyncing, tailFiles }));
         } catch (err) {
-          this.#fileFailed = true;
-          throw err;
+          failed(err);
         }
       } else if ('resync_end' in msg && msg.resync_end) {
         const removed = this.#applier!.resyncEnd({ cursor: Number(msg.resync_end.cursor), full: msg.resync_end.full, epoch, languages });
@@ -383,6 +382,17 @@ export class ReplicationChild {
       }
     };
     const inbox = new Inbox(call, handle, () => this.#stopped, finish, this.d.logger);
+  }
+
+  /** A file applied: removed, logged, and what it changed handed on. */
+  #fileApplied(receiver: FileReceiver, file: ReceivedFile, changed: number, onThread = false): void {
+    receiver.done(file);
+    const at = file.cursor > 0 ? { cursor: file.cursor } : null;
+    if (at) [this.#catchingUp, this.#parentHead] = [file.more, Math.max(this.#parentHead, at.cursor)];
+    const by = onThread ? { by: 'part loader' } : {};
+    this.d.logger.info({ kind: file.kind, entities: changed, ...at, ...by }, at ? 'tail file applied' : 'snapshot file loaded');
+    this.d.onApplied(changed, this.#applier!.takeApplied());
+    this.#ack();
   }
 
   /** Reports the applied cursor to the parent, at most twice a second. */
@@ -418,33 +428,10 @@ export class ReplicationChild {
     return this.state()?.parent_id ?? null;
   }
 
-  /**
-   * Reads one file from the parent from `offset`, checking each chunk's SHA-256:
-   * a corrupted chunk is refused before it reaches the disk, and the download
-   * resumes from the last good byte.
-   */
+  /** Reads one file from the parent (fetch-file.ts). */
   async *fetchFile(sha256: string, offset: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
     const s = this.state();
     if (!s || !this.#client) throw new Error('not joined to the upstream node');
-    const call = this.#client.FetchFile({ sha256, offset }, this.#metadata(s.credential));
-    const onAbort = () => call.cancel();
-    signal.addEventListener('abort', onAbort, { once: true });
-    let at = offset;
-    try {
-      for await (const chunk of call) {
-        if (Number(chunk.offset) !== at) throw new Error(`chunk at ${chunk.offset}, expected ${at}`);
-        if (!createHash('sha256').update(chunk.data).digest().equals(chunk.chunk_sha256)) throw new Error(`corrupted chunk at offset ${at} refused`);
-        at += chunk.data.length;
-        yield chunk.data;
-      }
-    } catch (err) {
-      const e = err as { details?: string; metadata?: grpc.Metadata };
-      const retry = Number(e.metadata?.get(RETRY_AFTER_KEY)[0] ?? NaN);
-      if (Number.isFinite(retry)) throw new DeferredError(e.details ?? 'deferred by the upstream node', Date.now() + retry);
-      throw new Error(e.details ?? (err as Error).message);
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-      call.cancel();
-    }
+    yield* fetchFile(this.#client, this.#metadata(s.credential), sha256, offset, signal);
   }
 }

@@ -26,9 +26,11 @@ const MAX_FILE_BYTES = 64 * 1024 ** 3;
 
 /**
  * A child's side of a snapshot file (SnapshotFilePiece): the pieces, each inflated on
- * its own, written in order to one scratch file while its SHA-256 is computed; the
+ * its own, written in order to a scratch file while its SHA-256 is computed; the
  * last piece's size and hash must match what arrived. Synchronous, like the rest of
- * a subscription's messages (inbox.ts): a piece is about 2 MB.
+ * a subscription's messages (inbox.ts): a piece is about 2 MB. Two scratch files in
+ * turn (`path`, then `path.1`): the next part arrives while the last one is loaded on
+ * the part loader's thread (part-loader.ts); `done` removes a file once loaded.
  */
 export class FileReceiver {
   #fd: number | null = null;
@@ -37,8 +39,15 @@ export class FileReceiver {
   #kind = '';
   #format = 0;
   #cursor = 0;
+  #path = '';
+  #files = 0;
 
   constructor(private readonly path: string) {}
+
+  /** The scratch files it writes in turn. */
+  static paths(path: string): [string, string] {
+    return [path, `${path}.1`];
+  }
 
   /** Takes one piece; the whole file once the last has arrived and checks out, else null. Throws on anything out of place. */
   piece(p: Piece): ReceivedFile | null {
@@ -58,7 +67,7 @@ export class FileReceiver {
     this.#close();
     if (Number(p.size) !== size) throw new Error(`the snapshot file has ${size} bytes, the parent said ${p.size}`);
     if (p.sha256 !== sha256) throw new Error(`the snapshot file's SHA-256 is ${sha256}, the parent said ${p.sha256}`);
-    return { kind: this.#kind, format: this.#format, path: this.path, cursor: this.#cursor, more: p.more === true };
+    return { kind: this.#kind, format: this.#format, path: this.#path, cursor: this.#cursor, more: p.more === true };
   }
 
   /** While a file arrives, only its next piece (or a heartbeat) may come: anything else is out of place. */
@@ -69,8 +78,8 @@ export class FileReceiver {
 
   #start(p: Piece): void {
     if (this.#fd !== null) throw new Error('a snapshot file started before the last one ended');
-    this.discard();
-    this.#fd = openSync(this.path, 'w', 0o600);
+    this.#path = FileReceiver.paths(this.path)[this.#files++ % 2]!;
+    this.#fd = openSync(this.#path, 'w', 0o600);
     this.#hash = createHash('sha256');
     this.#bytes = 0;
     this.#kind = p.kind;
@@ -84,10 +93,15 @@ export class FileReceiver {
     this.#hash = null;
   }
 
-  /** Drops what arrived (the stream ended, or the file was loaded). */
+  /** A file loaded (or refused): removed. */
+  done(file: ReceivedFile): void {
+    rmSync(file.path, { force: true });
+  }
+
+  /** Drops what arrived (the stream ended). */
   discard(): void {
     this.#close();
     this.#bytes = 0;
-    rmSync(this.path, { force: true });
+    for (const p of FileReceiver.paths(this.path)) rmSync(p, { force: true });
   }
 }

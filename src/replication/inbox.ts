@@ -7,6 +7,8 @@ import { Unpacker } from './compressed.js';
 const MAX_TX_CHANGES = 4_000;
 /** Messages received and not yet applied before the stream is paused. */
 const MAX_QUEUED_MESSAGES = 32;
+/** Snapshot parts handed to the part loader's thread and not loaded yet, at most: one loading, the next one waiting. */
+const MAX_LOADING = 2;
 
 type Batch = NonNullable<ReceivedMessage['batch']>;
 
@@ -16,20 +18,29 @@ type Batch = NonNullable<ReceivedMessage['batch']>;
  * and acks get their turn between): consecutive batches that arrived while the
  * previous transaction ran are applied as one (up to MAX_TX_CHANGES, `merge`), so a
  * busy child commits less often, not less durably. A full queue pauses the stream
- * (HTTP/2 flow control then holds the parent back). What arrived before the stream
- * ended is applied before `ended` is called: it is as good as ever. A message whose
- * handling throws ends the stream (`ended` with that error). A batch that comes
- * compressed, in parts (compressed.ts), is queued once whole.
+ * (HTTP/2 flow control then holds the parent back). A message whose handling returns
+ * a promise (a snapshot part loaded on the part loader's thread) is applied when it
+ * settles: meanwhile only the next part's pieces are taken (a second part waits for
+ * the first), anything else waits. What arrived before the stream ended is applied
+ * before `ended` is called, loads included: it is as good as ever. A message whose
+ * handling throws (or rejects) ends the stream (`ended` with that error), once the
+ * loads under way have ended. A batch that comes compressed, in parts
+ * (compressed.ts), is queued once whole.
  */
 export class Inbox {
   readonly #queue: ReceivedMessage[] = [];
   #scheduled = false;
   #paused = false;
   #ended = false;
+  /** Loads under way (each after the one before it), and the last one. */
+  #loading = 0;
+  #loaded: Promise<unknown> = Promise.resolve();
+  /** The stream ended (null: as it should) while loads were under way. */
+  #closing: { err: unknown } | null = null;
 
   constructor(
     private readonly call: grpc.ClientReadableStream<ReceivedMessage>,
-    private readonly handle: (msg: ReceivedMessage) => void,
+    private readonly handle: (msg: ReceivedMessage) => void | Promise<void>,
     /** The node is stopping: nothing more is applied. */
     private readonly stopped: () => boolean,
     private readonly ended: (err: unknown) => void,
@@ -73,21 +84,42 @@ export class Inbox {
     return { changes, last };
   }
 
-  /** Applies one message (with the batches merged into it); true while more wait. */
+  /** Applies one message (with the batches merged into it); true while more wait and may be applied now. */
   #step(): boolean {
-    const msg = this.#queue.shift();
-    if (!msg || this.#ended || this.stopped()) return false;
+    const next = this.#queue[0];
+    if (!next || this.#ended || this.stopped()) return false;
+    // While parts load: the next part's pieces only, and not past a second part.
+    if (this.#loading > 0 && !(next.snapshot_file && this.#loading < MAX_LOADING)) return false;
+    this.#queue.shift();
+    let r: void | Promise<void>;
     try {
-      this.handle(msg);
+      r = this.handle(next);
     } catch (err) {
       this.#fail(err);
       return false;
     }
+    if (r) this.#track(r);
     return this.#queue.length > 0;
+  }
+
+  #track(load: Promise<void>): void {
+    this.#loading++;
+    this.#loaded = load.then(
+      () => {
+        this.#loading--;
+        if (this.#closing && this.#loading === 0) this.#flushThen(this.#closing.err);
+        else this.#schedule();
+      },
+      (err: unknown) => {
+        this.#loading--;
+        this.#fail(err);
+      },
+    );
   }
 
   /** A message that cannot be applied (or unpacked): what is queued is dropped and the stream ends with `err`. */
   #fail(err: unknown): void {
+    if (this.#ended) return;
     this.logger.error({ err }, 'applying a batch failed; reconnecting');
     this.#queue.length = 0;
     this.call.cancel();
@@ -100,7 +132,7 @@ export class Inbox {
     setImmediate(() => {
       this.#scheduled = false;
       if (this.#step()) this.#schedule();
-      else if (this.#paused && !this.#ended) {
+      else if (this.#paused && !this.#ended && this.#queue.length < MAX_QUEUED_MESSAGES) {
         this.#paused = false;
         this.call.resume();
       }
@@ -108,13 +140,17 @@ export class Inbox {
   }
 
   #flushThen(err: unknown): void {
+    if (this.#ended) return;
     while (this.#step());
-    this.#end(err);
+    // Loads under way (and what waits behind them) are applied first.
+    if (this.#loading > 0) this.#closing = { err };
+    else this.#end(err);
   }
 
+  /** `ended`, once no load is under way (a part being copied ends first, loaded or refused). */
   #end(err: unknown): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.ended(err);
+    void this.#loaded.finally(() => this.ended(err));
   }
 }

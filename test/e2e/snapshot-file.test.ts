@@ -11,7 +11,19 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import Database from 'libsql';
-import { ADMIN_TOKEN as T, api, buildRealCatalog, makeKeys, tempDir, treeNode, uploadCatalog, writeSignedCatalog, type NodeProcess } from '../helpers.js';
+import {
+  ADMIN_TOKEN as T,
+  api,
+  buildRealCatalog,
+  header,
+  makeKeys,
+  sampleUpdate,
+  tempDir,
+  treeNode,
+  uploadCatalog,
+  writeSignedCatalog,
+  type NodeProcess,
+} from '../helpers.js';
 import type { CatalogHeader } from '../../src/catalog/format.js';
 import { waitFor } from '../vendor.js';
 
@@ -121,6 +133,41 @@ t.test('a snapshot file gives a fresh child the same data as rows', async (t) =>
     const [a, b] = [rows(dir, 'by-file', table), rows(dir, 'by-rows', table)];
     t.ok(a.length > 0, `${table}: rows to compare (${a.length})`);
     t.same(a, b, `${table}: the same rows from a file as from rows`);
+  }
+});
+
+t.test("large parts are copied on the child's part loader thread while the next arrive, and give the same data as rows", async (t) => {
+  const dir = await tempDir(t);
+  const keys = await makeKeys(dir);
+  const root = await treeNode(t, dir, keys, 'root', 'en');
+  // 6,000 updates with long descriptions: parts of 750 updates, about 10 MB each (8 MB and more go to the thread), the first 2.5 MB.
+  const n = 6_000;
+  const updates = Array.from({ length: n }, (_, i) =>
+    sampleUpdate(i, {
+      description: `${i} `.repeat(3_000).slice(0, 12_000),
+      cves: [`CVE-2024-${String(10000 + i)}`, `CVE-2023-${String(20000 + i)}`],
+      supersedes: i ? [String(5000000 + i - 1)] : [],
+    }),
+  );
+  const { file, sig } = await writeSignedCatalog(dir, keys, 'large.ndjson.gz', header('large-1', n), updates);
+  t.equal((await uploadCatalog(root.url, T, file, sig)).status, 201);
+  const byFile = await treeNode(t, dir, keys, 'by-file', 'en', root);
+  const byRows = await treeNode(t, dir, keys, 'by-rows', 'en', root, ['--initial-sync', 'rows']);
+  await waitFor(async () => (await resynced(byFile)) && (await resynced(byRows)), 'both children resynced', 90_000);
+  const loaded = byFile.logs.filter((l) => l.msg === 'snapshot file loaded');
+  const threaded = loaded.filter((l) => l.by === 'part loader');
+  t.ok(threaded.length >= 6, `the large parts on the part loader's thread (${threaded.length} of ${loaded.length})`);
+  t.ok(loaded.length > threaded.length, 'the first, a quarter of the others, on the main thread');
+  t.equal(
+    loaded.reduce((sum, l) => sum + Number(l.entities), 0),
+    n,
+    'every update loaded once',
+  );
+  await stopped(byFile, byRows);
+  for (const table of REPLICATED.filter((x) => !['custom_severities', 'settings', 'policies', 'policy_updates'].includes(x))) {
+    const [a, b] = [rows(dir, 'by-file', table), rows(dir, 'by-rows', table)];
+    t.ok(a.length > 0, `${table}: rows to compare (${a.length})`);
+    t.same(a, b, `${table}: the same rows from the thread's copies as from rows`);
   }
 });
 

@@ -14,7 +14,7 @@ import Database from 'libsql';
 import { FileReceiver } from '../../src/replication/file-receiver.js';
 import { UPDATES_FILE_TABLES, checkUpdatesFile } from '../../src/catalog/snapshot-file.js';
 import { openDatabase } from '../../src/db/index.js';
-import { openNative } from '../../src/db/native.js';
+import { openNative, type NativeDb } from '../../src/db/native.js';
 import { BatchApplier } from '../../src/replication/applier.js';
 import { replicatedKinds } from '../../src/node/kinds.js';
 import { tempDir } from '../helpers.js';
@@ -202,4 +202,76 @@ t.test('a file is loaded only in a complete resync that found the catalog empty,
   applier.resyncStart(true);
   t.throws(() => applier.loadFile('update', 1, second), /outside a complete resync/, 'a later resync of a catalog that holds updates takes rows');
   t.equal((native.prepare('PRAGMA database_list').all() as unknown[]).length, 2, 'the file detached (main and temp left)');
+});
+
+t.test("a large part is checked on the main thread and copied on the part loader's thread, in order, with the same rows", async (t) => {
+  const dir = await tempDir(t);
+  /** A file (a part) of one update, `bytes` of description. */
+  const part = (name: string, id: string, bytes: number) => {
+    const path = join(dir, name);
+    const src = new Database(path);
+    for (const ddl of UPDATES_FILE_TABLES) src.exec(ddl);
+    src
+      .prepare(`INSERT INTO updates VALUES ('${id}', 1, 'kb${id}', NULL, 'T', ?, 'V', NULL, 'P', 'Updates', NULL, NULL, '["CVE-2024-0001"]', '[]',
+      '2024-01-01', '["123"]', 0, 'maybe', '[0]', '[3010]', '{}', '{}', NULL, 'neutral', 0, 'h', 'v1', 'v1', 'o')`)
+      .run(['d'.repeat(bytes)]);
+    src.exec(`INSERT INTO update_files VALUES ('${id}', 0, 'ab', 'a.msu', 'http://x/a.msu', 1, 'neutral', NULL)`);
+    src.exec(`INSERT INTO update_cves VALUES ('${id}', 'CVE-2024-0001')`);
+    src.exec(`INSERT INTO update_supersedes VALUES ('${id}', '123')`);
+    src.close();
+    return path;
+  };
+  const large = (id: string) => part(`${id}.db`, id, 9 * 1024 * 1024);
+  const child = async (name: string) => {
+    const dbFile = join(dir, `${name}.db`);
+    (await openDatabase(`file:${dbFile}`)).close();
+    const native = openNative(dbFile);
+    const applier = new BatchApplier(native, replicatedKinds(), 'node-0');
+    t.teardown(async () => {
+      await applier.close();
+      native.close();
+    });
+    applier.resyncStart(true);
+    return { native, applier };
+  };
+  const file = (path: string) => ({ kind: 'update', format: 1, path, cursor: 0, more: false });
+  const [a, b, c] = [large('u1'), large('u2'), large('u3')];
+
+  // On the thread: three parts handed over at once are loaded one after the other, in order.
+  const threaded = await child('threaded');
+  t.equal(threaded.applier.loadLater(file(part('small.db', 'u0', 10))), null, 'a small part is loaded on the main thread');
+  const loads = [a, b, c].map((p) => threaded.applier.loadLater(file(p))!);
+  t.ok(
+    loads.every((l) => l instanceof Promise),
+    'large parts go to the thread',
+  );
+  t.same(await Promise.all(loads), [1, 1, 1]);
+  // The same parts loaded on the main thread: the same rows (the times aside), the change log in the same order.
+  const inline = await child('inline');
+  for (const p of [a, b, c]) inline.applier.loadFile('update', 1, p);
+  const rows = (db: NativeDb, q: string) => db.prepare(q).all();
+  for (const q of [
+    'SELECT id, revision, kb, description, cves, supersedes, languages FROM updates ORDER BY id',
+    'SELECT * FROM update_files ORDER BY update_id',
+    'SELECT * FROM update_cves ORDER BY update_id',
+    'SELECT * FROM update_supersedes ORDER BY update_id',
+    'SELECT kind, key, op, languages FROM change_log ORDER BY seq',
+  ])
+    t.same(rows(threaded.native, q), rows(inline.native, q), q);
+  t.equal(rows(threaded.native, 'SELECT key FROM change_log ORDER BY seq').length, 3);
+  t.match(threaded.native.prepare('PRAGMA synchronous').get(), { synchronous: 2 }, "the main connection's synchronous untouched");
+
+  // Refused on the thread (the catalog holds the update): the promise rejects, nothing is written, the next part still loads.
+  const again = threaded.applier.loadLater(file(a))!;
+  const after = threaded.applier.loadLater(file(large('u4')))!;
+  await t.rejects(again, /holds none of its updates/);
+  t.equal(await after, 1, 'a part handed over after a refused one is loaded');
+  t.equal(rows(threaded.native, 'SELECT id FROM updates').length, 4);
+  // Refused by the check, on the main thread: it throws before the thread sees it.
+  const bad = large('u5');
+  const db = new Database(bad);
+  db.exec('CREATE VIEW v AS SELECT 1');
+  db.close();
+  t.throws(() => threaded.applier.loadLater(file(bad)), /unexpected view v/);
+  t.equal((threaded.native.prepare('PRAGMA database_list').all() as unknown[]).length, 2, 'the file detached');
 });

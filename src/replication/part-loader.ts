@@ -1,0 +1,75 @@
+import { Worker } from 'node:worker_threads';
+import type { LoadAnswer, LoadJob } from './load-worker.js';
+
+/**
+ * A child's thread for the large parts of a snapshot (load-worker.ts): one part at a
+ * time, in the order asked. The main thread checks a part, hands it here and takes the
+ * next part's pieces (inflated, hashed, written) while this one is copied: over a
+ * 100,000-update snapshot (13-MB parts), the copies are the main thread's work no more
+ * (bench/README.md). The thread starts with the first part and ends `idleMs` after
+ * the last; if it dies, the part fails (the stream ends, the child asks for rows).
+ */
+export class PartLoader {
+  #worker: Worker | null = null;
+  #current: { resolve: (n: number) => void; reject: (err: Error) => void } | null = null;
+  #chain: Promise<unknown> = Promise.resolve();
+  #timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly idleMs = 5_000) {}
+
+  /** Loads a part after those asked before it; resolves with its count. */
+  load(job: LoadJob): Promise<number> {
+    const run = this.#chain.then(() => this.#run(job));
+    this.#chain = run.catch(() => {});
+    return run;
+  }
+
+  /** Whether the thread is running (for tests). */
+  get running(): boolean {
+    return this.#worker !== null;
+  }
+
+  #run(job: LoadJob): Promise<number> {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    return new Promise<number>((resolve, reject) => {
+      this.#current = { resolve, reject };
+      (this.#worker ??= this.#start()).postMessage(job);
+    }).finally(() => {
+      this.#current = null;
+      this.#timer = setTimeout(() => this.#end(), this.idleMs);
+      this.#timer.unref();
+    });
+  }
+
+  #start(): Worker {
+    const w = new Worker(new URL('./load-worker.js', import.meta.url));
+    w.unref();
+    w.on('message', (a: LoadAnswer) => {
+      if ('error' in a) this.#current?.reject(new Error(a.error));
+      else this.#current?.resolve(a.count);
+    });
+    const gone = (err: Error) => {
+      if (this.#worker !== w) return;
+      this.#worker = null;
+      this.#current?.reject(err);
+    };
+    w.on('error', gone);
+    w.on('exit', (code) => gone(new Error(`the part loader's thread ended (exit ${code})`)));
+    return w;
+  }
+
+  #end(): void {
+    const w = this.#worker;
+    this.#worker = null;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    w?.postMessage('close');
+  }
+
+  /** Ends the thread once the parts asked are loaded (the node stops). */
+  async close(): Promise<void> {
+    await this.#chain;
+    this.#end();
+  }
+}
