@@ -199,11 +199,13 @@ export class BatchApplier {
   /**
    * A snapshot's part of 8 MB or more, loaded on the part loader's thread (part-loader.ts):
    * checked here first (attached to this connection), then copied there, after the
-   * parts handed over before it, while this thread takes the next one. Null: not such a
-   * part, or no thread for it (a database in memory): load it here (applyFile).
+   * parts handed over before it, while this thread takes the next one; so is a smaller
+   * part while parts handed over are not loaded yet (the parts' order is kept). Null:
+   * none of these, or no thread for it (a database in memory): load it here (applyFile).
    */
   loadLater(file: ReceivedFile): Promise<number> | null {
-    if (file.cursor !== 0 || !this.#dbFile || statSync(file.path).size < LARGE_FILE_BYTES) return null;
+    if (file.cursor !== 0 || !this.#dbFile) return null;
+    if (!this.#loader?.busy && statSync(file.path).size < LARGE_FILE_BYTES) return null;
     const kind = this.#file(file.kind, file.format);
     if (!this.#fileKinds.has(file.kind)) throw new Error(`a snapshot file of ${file.kind} outside a complete resync into a catalog that held none`);
     prepare(this.db, 'ATTACH ? AS snapshot_file').run(file.path);

@@ -391,6 +391,7 @@ export class ReplicationChild {
     if (at) [this.#catchingUp, this.#parentHead] = [file.more, Math.max(this.#parentHead, at.cursor)];
     const by = onThread ? { by: 'part loader' } : {};
     this.d.logger.info({ kind: file.kind, entities: changed, ...at, ...by }, at ? 'tail file applied' : 'snapshot file loaded');
+    if (this.#stopped) return; // a part the thread finished as the node stopped: the resync, cut short, is redone at the next start
     this.d.onApplied(changed, this.#applier!.takeApplied());
     this.#ack();
   }

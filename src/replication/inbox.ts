@@ -143,7 +143,7 @@ export class Inbox {
     if (this.#ended) return;
     while (this.#step());
     // Loads under way (and what waits behind them) are applied first.
-    if (this.#loading > 0) this.#closing = { err };
+    if (this.#loading > 0) this.#closing ??= { err };
     else this.#end(err);
   }
 

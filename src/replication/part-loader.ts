@@ -14,14 +14,21 @@ export class PartLoader {
   #current: { resolve: (n: number) => void; reject: (err: Error) => void } | null = null;
   #chain: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | null = null;
+  #pending = 0;
 
   constructor(private readonly idleMs = 5_000) {}
 
   /** Loads a part after those asked before it; resolves with its count. */
   load(job: LoadJob): Promise<number> {
-    const run = this.#chain.then(() => this.#run(job));
+    this.#pending++;
+    const run = this.#chain.then(() => this.#run(job)).finally(() => this.#pending--);
     this.#chain = run.catch(() => {});
     return run;
+  }
+
+  /** Whether parts handed over are not loaded yet (a part that follows them goes here too, to keep their order). */
+  get busy(): boolean {
+    return this.#pending > 0;
   }
 
   /** Whether the thread is running (for tests). */

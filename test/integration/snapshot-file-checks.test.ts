@@ -245,10 +245,13 @@ t.test("a large part is checked on the main thread and copied on the part loader
     loads.every((l) => l instanceof Promise),
     'large parts go to the thread',
   );
-  t.same(await Promise.all(loads), [1, 1, 1]);
+  const small = part('small2.db', 'u9', 10);
+  const behind = threaded.applier.loadLater(file(small));
+  t.ok(behind instanceof Promise, 'and so does a small part while they are not loaded yet (their order kept)');
+  t.same(await Promise.all([...loads, behind]), [1, 1, 1, 1]);
   // The same parts loaded on the main thread: the same rows (the times aside), the change log in the same order.
   const inline = await child('inline');
-  for (const p of [a, b, c]) inline.applier.loadFile('update', 1, p);
+  for (const p of [a, b, c, small]) inline.applier.loadFile('update', 1, p);
   const rows = (db: NativeDb, q: string) => db.prepare(q).all();
   for (const q of [
     'SELECT id, revision, kb, description, cves, supersedes, languages FROM updates ORDER BY id',
@@ -258,7 +261,11 @@ t.test("a large part is checked on the main thread and copied on the part loader
     'SELECT kind, key, op, languages FROM change_log ORDER BY seq',
   ])
     t.same(rows(threaded.native, q), rows(inline.native, q), q);
-  t.equal(rows(threaded.native, 'SELECT key FROM change_log ORDER BY seq').length, 3);
+  t.same(
+    rows(threaded.native, 'SELECT key FROM change_log ORDER BY seq'),
+    ['u1', 'u2', 'u3', 'u9'].map((key) => ({ key })),
+    'in the order handed over',
+  );
   t.match(threaded.native.prepare('PRAGMA synchronous').get(), { synchronous: 2 }, "the main connection's synchronous untouched");
 
   // Refused on the thread (the catalog holds the update): the promise rejects, nothing is written, the next part still loads.
@@ -266,7 +273,7 @@ t.test("a large part is checked on the main thread and copied on the part loader
   const after = threaded.applier.loadLater(file(large('u4')))!;
   await t.rejects(again, /holds none of its updates/);
   t.equal(await after, 1, 'a part handed over after a refused one is loaded');
-  t.equal(rows(threaded.native, 'SELECT id FROM updates').length, 4);
+  t.equal(rows(threaded.native, 'SELECT id FROM updates').length, 5);
   // Refused by the check, on the main thread: it throws before the thread sees it.
   const bad = large('u5');
   const db = new Database(bad);
