@@ -133,9 +133,7 @@ export class BatchApplier {
   loadFile(kind: string, format: number, path: string): number {
     const file = this.#file(kind, format);
     if (!this.#fileKinds.has(kind)) throw new Error(`a snapshot file of ${kind} outside a complete resync into a catalog that held none`);
-    // A part's commit is not synced on its own (synchronous = NORMAL): the resync's end, synced, syncs the WAL with
-    // every part before it; a part lost to a power cut leaves the resync to be redone, as a crash does. 13-16 ms a
-    // part here (a 25-MB WAL fsync).
+    if (this.#syncParts()) return this.#attached(path, file, () => file.load(this.db, 'snapshot_file', this.clock()));
     this.db.exec('PRAGMA synchronous = NORMAL');
     try {
       return this.#attached(path, file, () => file.load(this.db, 'snapshot_file', this.clock()));
@@ -204,6 +202,7 @@ export class BatchApplier {
    * none of these, or no thread for it (a database in memory): load it here (applyFile).
    */
   loadLater(file: ReceivedFile): Promise<number> | null {
+    if (file.cursor !== 0 && this.#loader?.busy) throw new Error('a tail file while the parts of a resync are being loaded');
     if (file.cursor !== 0 || !this.#dbFile) return null;
     if (!this.#loader?.busy && statSync(file.path).size < LARGE_FILE_BYTES) return null;
     const kind = this.#file(file.kind, file.format);
@@ -216,7 +215,7 @@ export class BatchApplier {
       this.db.exec('DETACH snapshot_file');
     }
     this.#loader ??= new PartLoader();
-    return this.#loader.load({ dbFile: this.#dbFile, file: file.path, loader: kind.loader, now: this.clock() }).then((n) => {
+    return this.#loader.load({ dbFile: this.#dbFile, file: file.path, loader: kind.loader, now: this.clock(), sync: this.#syncParts() }).then((n) => {
       this.checkpointer?.request();
       return n;
     });
@@ -235,7 +234,20 @@ export class BatchApplier {
     return out;
   }
 
+  /**
+   * Whether a snapshot's part is committed with a sync of its own. Not while this node
+   * has no children (synchronous = NORMAL; 13-16 ms a 25-MB part here): the resync's
+   * end, synced, syncs the WAL with every part before it, and a part lost to a power
+   * cut leaves the resync to be redone, as a crash does. A node with children syncs
+   * each: they may read what a part logged before the resync's end, and a log that
+   * lost its tail would number new entries again under their cursors.
+   */
+  #syncParts(): boolean {
+    return this.db.prepare('SELECT 1 FROM children LIMIT 1').get() !== undefined;
+  }
+
   resyncStart(full: boolean): void {
+    this.#loader?.reset();
     this.#fileKinds.clear();
     if (full) for (const k of this.#kinds.all()) if (k.file?.holdsNone(this.db)) this.#fileKinds.add(k.kind);
     this.#tx(() => {

@@ -93,7 +93,7 @@ export class FileReceiver {
     this.#hash = null;
   }
 
-  /** A file loaded (or refused): removed. */
+  /** A file applied: removed (one refused is, with the other, by `discard` when the stream ends). */
   done(file: ReceivedFile): void {
     rmSync(file.path, { force: true });
   }

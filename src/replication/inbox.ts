@@ -21,7 +21,7 @@ type Batch = NonNullable<ReceivedMessage['batch']>;
  * (HTTP/2 flow control then holds the parent back). A message whose handling returns
  * a promise (a snapshot part loaded on the part loader's thread) is applied when it
  * settles: meanwhile only the next part's pieces are taken (a second part waits for
- * the first), anything else waits. What arrived before the stream ended is applied
+ * the first), anything else waits, heartbeats included. What arrived before the stream ended is applied
  * before `ended` is called, loads included: it is as good as ever. A message whose
  * handling throws (or rejects) ends the stream (`ended` with that error), once the
  * loads under way have ended. A batch that comes compressed, in parts
@@ -120,7 +120,7 @@ export class Inbox {
   /** A message that cannot be applied (or unpacked): what is queued is dropped and the stream ends with `err`. */
   #fail(err: unknown): void {
     if (this.#ended) return;
-    this.logger.error({ err }, 'applying a batch failed; reconnecting');
+    if (!this.stopped()) this.logger.error({ err }, 'applying a batch failed; reconnecting');
     this.#queue.length = 0;
     this.call.cancel();
     this.#end(err);
@@ -151,6 +151,6 @@ export class Inbox {
   #end(err: unknown): void {
     if (this.#ended) return;
     this.#ended = true;
-    void this.#loaded.finally(() => this.ended(err));
+    void this.#loaded.then(() => this.ended(err)).catch((e: unknown) => this.logger.error({ err: e }, 'ending a subscription failed'));
   }
 }

@@ -1,15 +1,17 @@
 import { parentPort } from 'node:worker_threads';
 import { openNative, type NativeDb } from '../db/native.js';
 
-/**
+/*
  * The thread that loads a snapshot's large parts into a child's database (part-loader.ts):
  * a connection of its own copies each part, checked on the main thread, in one
  * transaction, while the main thread takes the next part's pieces. Its commits are
- * not synced (synchronous = NORMAL: the resync's end, synced on the main connection,
- * syncs the WAL with every part before it) and not checkpointed (wal_autocheckpoint
- * off: the checkpointer's thread copies the pages, asked by the main thread after
- * each part).
+ * synced as the job says (BatchApplier.loadLater: not while the node has no children)
+ * and not checkpointed (wal_autocheckpoint off: the checkpointer's thread copies the
+ * pages, asked by the main thread after each part). After an error its connection is
+ * closed, and opened again for the next part.
  */
+
+/** A part to load. */
 export interface LoadJob {
   dbFile: string;
   /** The part, a whole file already checked (KindFile.check). */
@@ -17,6 +19,8 @@ export interface LoadJob {
   /** The kind's module (KindFile.loader): its `loadFile(db, from, now)` copies the attached file. */
   loader: string;
   now: number;
+  /** Sync the commit (synchronous = FULL), or leave it to the resync's end (NORMAL). */
+  sync: boolean;
 }
 
 export type LoadAnswer = { count: number } | { error: string };
@@ -32,21 +36,32 @@ async function load(job: LoadJob): Promise<number> {
     db?.close();
     db = openNative(job.dbFile);
     dbFile = job.dbFile;
-    db.exec('PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0');
+    db.exec('PRAGMA wal_autocheckpoint = 0');
   }
-  db.prepare('ATTACH ? AS snapshot_file').run(job.file);
+  const conn = db;
   try {
-    db.exec('BEGIN IMMEDIATE');
+    conn.exec(`PRAGMA synchronous = ${job.sync ? 'FULL' : 'NORMAL'}`);
+    conn.prepare('ATTACH ? AS snapshot_file').run(job.file);
     try {
-      const n = loadFile(db, 'snapshot_file', job.now);
-      db.exec('COMMIT');
-      return n;
-    } catch (err) {
-      if (db.inTransaction) db.exec('ROLLBACK');
-      throw err;
+      conn.exec('BEGIN IMMEDIATE');
+      try {
+        const n = loadFile(conn, 'snapshot_file', job.now);
+        conn.exec('COMMIT');
+        return n;
+      } catch (err) {
+        if (conn.inTransaction) conn.exec('ROLLBACK');
+        throw err;
+      }
+    } finally {
+      conn.exec('DETACH snapshot_file');
     }
-  } finally {
-    db.exec('DETACH snapshot_file');
+  } catch (err) {
+    // Whatever state the connection was left in (a file still attached, a transaction open), the next part gets a new one.
+    db = null;
+    try {
+      conn.close();
+    } catch {}
+    throw err;
   }
 }
 

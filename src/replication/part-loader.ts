@@ -7,7 +7,9 @@ import type { LoadAnswer, LoadJob } from './load-worker.js';
  * next part's pieces (inflated, hashed, written) while this one is copied: over a
  * 100,000-update snapshot (13-MB parts), the copies are the main thread's work no more
  * (bench/README.md). The thread starts with the first part and ends `idleMs` after
- * the last; if it dies, the part fails (the stream ends, the child asks for rows).
+ * the last. A part that fails (refused, or the thread died) fails every part handed
+ * over after it, unloaded, until `reset` (the next resync): the stream ends, and the
+ * child asks for rows. So do the parts not started yet when the node stops.
  */
 export class PartLoader {
   #worker: Worker | null = null;
@@ -15,15 +17,31 @@ export class PartLoader {
   #chain: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | null = null;
   #pending = 0;
+  /** Why the parts handed over from now on fail without being loaded (a part before them failed, or the node stops). */
+  #failed: Error | null = null;
 
   constructor(private readonly idleMs = 5_000) {}
 
   /** Loads a part after those asked before it; resolves with its count. */
   load(job: LoadJob): Promise<number> {
     this.#pending++;
-    const run = this.#chain.then(() => this.#run(job)).finally(() => this.#pending--);
+    const run = this.#chain
+      .then(() => {
+        if (this.#failed) throw this.#failed;
+        return this.#run(job);
+      })
+      .catch((err: Error) => {
+        this.#failed ??= new Error(`a part before this one failed: ${err.message}`);
+        throw err;
+      })
+      .finally(() => this.#pending--);
     this.#chain = run.catch(() => {});
     return run;
+  }
+
+  /** A new resync: parts are loaded again (after a failure). */
+  reset(): void {
+    if (!this.#pending) this.#failed = null;
   }
 
   /** Whether parts handed over are not loaded yet (a part that follows them goes here too, to keep their order). */
@@ -74,8 +92,9 @@ export class PartLoader {
     w?.postMessage('close');
   }
 
-  /** Ends the thread once the parts asked are loaded (the node stops). */
+  /** Ends the thread once the part being copied is (the node stops): those not started fail. */
   async close(): Promise<void> {
+    this.#failed ??= new Error('the node is stopping');
     await this.#chain;
     this.#end();
   }

@@ -177,6 +177,13 @@ t.test("large parts are copied on the child's part loader thread while the next 
   const back = await treeNode(t, dir, keys, 'root', 'en', undefined, ['--grpc-port', String(rootPort)]);
   await waitFor(() => resynced(cut), 'the cut child resynced', 90_000);
   await stopped(cut, back);
+  // The stream's end waited for the part being copied: no part logged as loaded after the child gave up on the stream.
+  const retried = cut.logs.findIndex((l) => l.msg === 'upstream unavailable; retrying');
+  t.ok(retried > 0, 'the child retried its parent');
+  t.ok(
+    cut.logs.every((l, i) => l.msg !== 'snapshot file loaded' || i < retried),
+    'every part loaded before the child ended the stream',
+  );
   const tables = REPLICATED.filter((x) => !['custom_severities', 'settings', 'policies', 'policy_updates', 'change_log'].includes(x));
   for (const table of tables) {
     const [a, b, c] = [rows(dir, 'by-file', table), rows(dir, 'by-rows', table), rows(dir, 'cut', table)];

@@ -239,7 +239,7 @@ t.test("a large part is checked on the main thread and copied on the part loader
 
   // On the thread: three parts handed over at once are loaded one after the other, in order.
   const threaded = await child('threaded');
-  t.equal(threaded.applier.loadLater(file(part('small.db', 'u0', 10))), null, 'a small part is loaded on the main thread');
+  t.equal(threaded.applier.loadLater(file(part('small.db', 'u0', 10))), null, 'a small part is left to the main thread (applyFile)');
   const loads = [a, b, c].map((p) => threaded.applier.loadLater(file(p))!);
   t.ok(
     loads.every((l) => l instanceof Promise),
@@ -266,14 +266,26 @@ t.test("a large part is checked on the main thread and copied on the part loader
     ['u1', 'u2', 'u3', 'u9'].map((key) => ({ key })),
     'in the order handed over',
   );
-  t.match(threaded.native.prepare('PRAGMA synchronous').get(), { synchronous: 2 }, "the main connection's synchronous untouched");
 
   // Refused on the thread (the catalog holds the update): the promise rejects, nothing is written, the next part still loads.
+  // Refused on the thread (the catalog holds the update): the promise rejects, nothing is written, and a part handed
+  // over behind it fails unloaded (the stream ends; the child asks for rows), until the next resync.
   const again = threaded.applier.loadLater(file(a))!;
   const after = threaded.applier.loadLater(file(large('u4')))!;
   await t.rejects(again, /holds none of its updates/);
-  t.equal(await after, 1, 'a part handed over after a refused one is loaded');
-  t.equal(rows(threaded.native, 'SELECT id FROM updates').length, 5);
+  await t.rejects(after, /a part before this one failed: .*holds none of its updates/);
+  t.equal(rows(threaded.native, 'SELECT id FROM updates').length, 4, 'neither written');
+  // The next resync loads parts again: a child whose first part failed on the thread (its file gone), the one behind unloaded.
+  const fresh = await child('fresh');
+  const gone = large('u6');
+  const first = fresh.applier.loadLater(file(gone))!;
+  rmSync(gone);
+  const second = fresh.applier.loadLater(file(large('u7')))!;
+  await t.rejects(first, /no such table/);
+  await t.rejects(second, /a part before this one failed/);
+  t.equal(rows(fresh.native, 'SELECT id FROM updates').length, 0, 'nothing written');
+  fresh.applier.resyncStart(true);
+  t.equal(await fresh.applier.loadLater(file(large('u8'))), 1, 'the next resync loads parts again');
   // Refused by the check, on the main thread: it throws before the thread sees it.
   const bad = large('u5');
   const db = new Database(bad);
@@ -281,4 +293,45 @@ t.test("a large part is checked on the main thread and copied on the part loader
   db.close();
   t.throws(() => threaded.applier.loadLater(file(bad)), /unexpected view v/);
   t.equal((threaded.native.prepare('PRAGMA database_list').all() as unknown[]).length, 2, 'the file detached');
+});
+
+t.test("a part's commit is synced on its own only while the node has children (who may read what it logged)", async (t) => {
+  const dir = await tempDir(t);
+  const dbFile = join(dir, 'child.db');
+  (await openDatabase(`file:${dbFile}`)).close();
+  const native = openNative(dbFile);
+  // The updates kind's own load, and what the connection's synchronous was while it ran.
+  const kinds = replicatedKinds();
+  const file = kinds.get('update')!.file!;
+  const seen: number[] = [];
+  const load = file.load;
+  (file as { load: typeof load }).load = (db, from, now) => {
+    seen.push((db.prepare('PRAGMA synchronous').get() as { synchronous: number }).synchronous);
+    return load(db, from, now);
+  };
+  t.teardown(() => {
+    (file as { load: typeof load }).load = load;
+  });
+  const applier = new BatchApplier(native, kinds, 'node-0');
+  t.teardown(async () => {
+    await applier.close();
+    native.close();
+  });
+  const part = (id: string) => {
+    const path = join(dir, `${id}.db`);
+    const src = new Database(path);
+    for (const ddl of UPDATES_FILE_TABLES) src.exec(ddl);
+    src.exec(`INSERT INTO updates VALUES ('${id}', 1, 'kb', NULL, 'T', NULL, 'V', NULL, 'P', 'Updates', NULL, NULL, '[]', '[]', '2024-01-01',
+      '[]', 0, 'maybe', '[0]', '[3010]', '{}', '{}', NULL, '', 0, 'h', 'v1', 'v1', 'o')`);
+    src.close();
+    return path;
+  };
+  applier.resyncStart(true);
+  applier.loadFile('update', 1, part('u1'));
+  native
+    .prepare("INSERT INTO children (id, name, credential_hash, languages, acked_seq, force_resync, created_at) VALUES ('c1', 'c1', 'h', 'en', 0, 1, 0)")
+    .run();
+  applier.loadFile('update', 1, part('u2'));
+  t.same(seen, [1, 2], 'NORMAL without children, FULL with one');
+  t.match(native.prepare('PRAGMA synchronous').get(), { synchronous: 2 }, 'FULL again after');
 });
