@@ -174,8 +174,7 @@ export const updateKind: ReplicatedKind = {
   },
   file: {
     format: UPDATES_FILE_FORMAT,
-    builder: new URL('./snapshot-file.js', import.meta.url).href,
-    loader: new URL('./snapshot-file.js', import.meta.url).href,
+    module: new URL('./snapshot-file.js', import.meta.url).href,
     cuts: updatesFileCuts,
     holdsNone: (db) => db.prepare('SELECT 1 FROM updates LIMIT 1').get() === undefined,
     check: checkUpdatesFile,

@@ -73,7 +73,7 @@ export function buildUpdatesFile(db: NativeDb, into: string, nodeId: string, lan
   return n;
 }
 
-/** The builder a parent's worker thread runs (KindFile.builder). */
+/** The builder a parent's worker thread runs (KindFile.module). */
 export const buildFile = buildUpdatesFile;
 
 const ALL: KeyRange = { after: null, upTo: null };
@@ -217,7 +217,7 @@ export function loadUpdatesFile(db: NativeDb, from: string, now: number): number
   return copyUpdates(db, from, ALL_ROWS, now, false);
 }
 
-/** What a child's part loader thread runs (KindFile.loader). */
+/** What a child's part loader thread runs (KindFile.module). */
 export const loadFile = loadUpdatesFile;
 
 /**

@@ -110,20 +110,17 @@ export interface KindFile {
   /** The file's layout: a child refuses another (and asks for rows instead). */
   readonly format: number;
   /**
-   * Parent: the URL of an ES module whose `buildFile(db, into, nodeId, languages, range)`
-   * fills the attached, empty schema `into` with what a subscriber of `languages` gets of
-   * the keys in `range` (a part: see `cuts`), in the caller's read transaction, and
-   * returns how many entities. It runs on a worker
-   * thread (replication/build-worker.ts), so a module of its own: the parent's event
-   * loop goes on serving while SQLite builds (a second or so for 100,000 updates).
+   * The URL of the ES module that worker threads import, so a module of its own:
+   * - parent: its `buildFile(db, into, nodeId, languages, range)` fills the attached,
+   *   empty schema `into` with what a subscriber of `languages` gets of the keys in
+   *   `range` (a part: see `cuts`), in the caller's read transaction, and returns how
+   *   many entities (replication/build-worker.ts: the parent's event loop goes on
+   *   serving while SQLite builds, a second or so for 100,000 updates);
+   * - child: its `loadFile(db, from, now)` does what `load` does, in a transaction of
+   *   its own (replication/load-worker.ts: a large part is copied there while the
+   *   child's main thread takes the next one).
    */
-  readonly builder: string;
-  /**
-   * Child: the URL of an ES module whose `loadFile(db, from, now)` does what `load` does,
-   * in a transaction of its own on a thread of its own (replication/load-worker.ts):
-   * a large part is copied there while the child's main thread takes the next one.
-   */
-  readonly loader: string;
+  readonly module: string;
   /**
    * Parent: the keys that cut the kind into parts (each part the keys after one cut up
    * to the next), so that a child loads one part while the parent builds the next;

@@ -131,15 +131,21 @@ export class BatchApplier {
    * copies for this node's children). Returns how many entities it brought.
    */
   loadFile(kind: string, format: number, path: string): number {
-    const file = this.#file(kind, format);
-    if (!this.#fileKinds.has(kind)) throw new Error(`a snapshot file of ${kind} outside a complete resync into a catalog that held none`);
-    if (this.#syncParts()) return this.#attached(path, file, () => file.load(this.db, 'snapshot_file', this.clock()));
-    this.db.exec('PRAGMA synchronous = NORMAL');
+    const file = this.#partFile(kind, format);
+    const unsynced = !this.#syncParts();
+    if (unsynced) this.db.exec('PRAGMA synchronous = NORMAL');
     try {
       return this.#attached(path, file, () => file.load(this.db, 'snapshot_file', this.clock()));
     } finally {
-      this.db.exec(`PRAGMA synchronous = ${this.#synchronous}`);
+      if (unsynced) this.db.exec(`PRAGMA synchronous = ${this.#synchronous}`);
     }
+  }
+
+  /** The kind's file for a snapshot's part: only in a complete resync that found none of the kind here. */
+  #partFile(kind: string, format: number): KindFile {
+    const file = this.#file(kind, format);
+    if (!this.#fileKinds.has(kind)) throw new Error(`a snapshot file of ${kind} outside a complete resync into a catalog that held none`);
+    return file;
   }
 
   /**
@@ -175,10 +181,7 @@ export class BatchApplier {
    * cost more than it saves: tree-scale's 20,000-update parts).
    */
   #attached(path: string, file: KindFile, fn: () => number): number {
-    prepare(this.db, 'ATTACH ? AS snapshot_file').run(path);
-    try {
-      const why = file.check(this.db, 'snapshot_file');
-      if (why) throw new Error(why);
+    return this.#checked(path, file, () => {
       const large = this.checkpointer !== null && statSync(path).size >= LARGE_FILE_BYTES;
       if (large) this.db.exec('PRAGMA wal_autocheckpoint = 0');
       try {
@@ -189,6 +192,16 @@ export class BatchApplier {
           this.checkpointer.request();
         }
       }
+    });
+  }
+
+  /** Runs `fn` with the file attached as `snapshot_file`, once its tables check out; detached after. */
+  #checked<T>(path: string, file: KindFile, fn: () => T): T {
+    prepare(this.db, 'ATTACH ? AS snapshot_file').run(path);
+    try {
+      const why = file.check(this.db, 'snapshot_file');
+      if (why) throw new Error(why);
+      return fn();
     } finally {
       this.db.exec('DETACH snapshot_file');
     }
@@ -205,17 +218,10 @@ export class BatchApplier {
     if (file.cursor !== 0 && this.#loader?.busy) throw new Error('a tail file while the parts of a resync are being loaded');
     if (file.cursor !== 0 || !this.#dbFile) return null;
     if (!this.#loader?.busy && statSync(file.path).size < LARGE_FILE_BYTES) return null;
-    const kind = this.#file(file.kind, file.format);
-    if (!this.#fileKinds.has(file.kind)) throw new Error(`a snapshot file of ${file.kind} outside a complete resync into a catalog that held none`);
-    prepare(this.db, 'ATTACH ? AS snapshot_file').run(file.path);
-    try {
-      const why = kind.check(this.db, 'snapshot_file');
-      if (why) throw new Error(why);
-    } finally {
-      this.db.exec('DETACH snapshot_file');
-    }
+    const kind = this.#partFile(file.kind, file.format);
+    this.#checked(file.path, kind, () => {});
     this.#loader ??= new PartLoader();
-    return this.#loader.load({ dbFile: this.#dbFile, file: file.path, loader: kind.loader, now: this.clock(), sync: this.#syncParts() }).then((n) => {
+    return this.#loader.load({ dbFile: this.#dbFile, file: file.path, loader: kind.module, now: this.clock(), sync: this.#syncParts() }).then((n) => {
       this.checkpointer?.request();
       return n;
     });

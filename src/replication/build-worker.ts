@@ -7,7 +7,7 @@ import { compressPiece, type PieceCoding } from './pieces.js';
 
 /**
  * A worker thread that makes kinds' files (snapshots.ts, through BuildPool): for each
- * job, the kind's builder module (KindFile.builder) fills a fresh scratch SQLite file
+ * job, the kind's module (KindFile.module) fills a fresh scratch SQLite file
  * from the node's database in one read transaction on a connection of its own; the
  * file is then cut into pieces, each compressed (pieces.ts), its SHA-256 computed
  * over the whole, and removed. All of it here, so that a busy main thread (a node

@@ -16,7 +16,7 @@ export interface LoadJob {
   dbFile: string;
   /** The part, a whole file already checked (KindFile.check). */
   file: string;
-  /** The kind's module (KindFile.loader): its `loadFile(db, from, now)` copies the attached file. */
+  /** The kind's module (KindFile.module): its `loadFile(db, from, now)` copies the attached file. */
   loader: string;
   now: number;
   /** Sync the commit (synchronous = FULL), or leave it to the resync's end (NORMAL). */

@@ -281,7 +281,7 @@ export class Snapshots {
     const job: BuildJob = {
       dbFile: this.dbFile!,
       file,
-      builder: k.file!.builder,
+      builder: k.file!.module,
       nodeId: this.source.self.nodeId,
       languages: [...languages],
       range,
