@@ -10,16 +10,15 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { cpus, tmpdir } from 'node:os';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import type { CatalogUpdate } from '../src/catalog/format.js';
-import { ROOT, auth, benchProcesses, importCatalog, runBench, startNode, stopBenchProcesses } from './util.js';
+import { ROOT, auth, benchArgs, benchProcesses, benchTempDir, importCatalog, runBench, startNode, stopBenchProcesses, wholeNumber } from './util.js';
 
 const PRODUCT = 'Windows 11 Version 23H2 for x64-based Systems';
 
@@ -32,11 +31,22 @@ async function api(url: string, path: string, init: RequestInit = {}): Promise<a
 
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 
+const HELP = `usage: node dist/bench/agent-events.js [--updates N] [--step-ms MS]
+
+How soon the node sees what an agent does: a real node and a real agent; a policy
+delivers N updates whose installers each take MS; for every event, the time from the
+agent's \`at\` to the node's \`receivedAt\`.
+
+options:
+  --updates N     updates delivered, 1 to 1000 (default 10)
+  --step-ms MS    each installer's run time in ms (default 1000)
+  -h, --help      this help`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { updates: { type: 'string', default: '10' }, 'step-ms': { type: 'string', default: '1000' } } });
-  const n = Number(values.updates);
-  const stepSeconds = Number(values['step-ms']) / 1000;
-  const dir = await mkdtemp(join(tmpdir(), 'patchtree-bench-events-'));
+  const values = benchArgs('agent-events', HELP, { updates: { type: 'string', default: '10' }, 'step-ms': { type: 'string', default: '1000' } });
+  const n = wholeNumber(values.updates, 'updates', 1, 1000);
+  const stepSeconds = wholeNumber(values['step-ms'], 'step-ms', 0, 600_000) / 1000;
+  const dir = await benchTempDir('patchtree-bench-events-');
   const data = randomBytes(100_000);
   const vendor = createHttpServer((_req, res) => res.writeHead(200, { 'content-length': String(data.length) }).end(data));
   await new Promise<void>((r) => vendor.listen(0, '127.0.0.1', () => r()));

@@ -10,16 +10,15 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import { connect, createServer, type AddressInfo } from 'node:net';
-import { cpus, tmpdir } from 'node:os';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import type { CatalogUpdate } from '../src/catalog/format.js';
-import { ROOT, auth, benchProcesses, importCatalog, runBench, startNode, stopBenchProcesses } from './util.js';
+import { ROOT, auth, benchArgs, benchProcesses, benchTempDir, importCatalog, runBench, startNode, stopBenchProcesses, wholeNumber } from './util.js';
 
 const PRODUCT = 'Windows 11 Version 23H2 for x64-based Systems';
 
@@ -37,10 +36,22 @@ async function api(url: string, path: string, init: RequestInit = {}): Promise<a
   return JSON.parse(text);
 }
 
+const HELP = `usage: node dist/bench/agent-idle.js [--seconds S] [--interval I]
+
+What an idle agent costs: a real node and a real agent with nothing to do; over S
+seconds after its first check-ins, the agent's CPU time and RSS and the bytes on the
+wire per check-in (counted by a TCP proxy between the agent and the node).
+
+options:
+  --seconds S     how long to watch the idle agent, 1 to 86400 (default 60)
+  --interval I    the agent's check-in interval in seconds, 1 to 3600 (default 10)
+  -h, --help      this help`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { seconds: { type: 'string', default: '60' }, interval: { type: 'string', default: '10' } } });
-  const seconds = Number(values.seconds);
-  const dir = await mkdtemp(join(tmpdir(), 'patchtree-bench-agent-'));
+  const values = benchArgs('agent-idle', HELP, { seconds: { type: 'string', default: '60' }, interval: { type: 'string', default: '10' } });
+  const seconds = wholeNumber(values.seconds, 'seconds', 1, 86_400);
+  const interval = wholeNumber(values.interval, 'interval', 1, 3600);
+  const dir = await benchTempDir('patchtree-bench-agent-');
   const data = randomBytes(100_000);
   const vendor = createHttpServer((_req, res) => res.writeHead(200, { 'content-length': String(data.length) }).end(data));
   await new Promise<void>((r) => vendor.listen(0, '127.0.0.1', () => r()));
@@ -142,7 +153,7 @@ async function main(): Promise<void> {
         '--inventory',
         `file:${inv}`,
         '--interval',
-        String(values.interval),
+        String(interval),
         '--insecure',
       ],
       { stdio: 'inherit' },
@@ -170,7 +181,7 @@ async function main(): Promise<void> {
     const checkins = count() - c0;
     const up = bytes.up - b0.up;
     const down = bytes.down - b0.down;
-    console.log(`agent idle for ${seconds} s, check-in every ${values.interval} s (± jitter): ${checkins} check-ins`);
+    console.log(`agent idle for ${seconds} s, check-in every ${interval} s (± jitter): ${checkins} check-ins`);
     console.log(`CPU: ${(s1.cpu - s0.cpu).toFixed(2)} s over ${seconds} s (${((100 * (s1.cpu - s0.cpu)) / seconds).toFixed(2)}% of one core)`);
     console.log(`RSS: ${s1.rssMB.toFixed(0)} MB at the end, peak ${s1.hwmMB.toFixed(0)} MB`);
     console.log(

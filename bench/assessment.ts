@@ -15,16 +15,15 @@
  *
  *   node dist/bench/assessment.js [--computers 100000] [--updates 20000]
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import type { CatalogUpdate } from '../src/catalog/format.js';
 import { simulate } from '../src/assessment/simulate.js';
-import { auth, benchProcesses, importCatalog, startNode, vmHwmMB } from './util.js';
+import { auth, benchArgs, benchProcesses, benchTempDir, importCatalog, runBench, startNode, vmHwmMB, wholeNumber } from './util.js';
 
 const OS = 20;
 const APPS = 180;
@@ -75,11 +74,23 @@ async function api(url: string, path: string, init: RequestInit = {}): Promise<a
   return body;
 }
 
+const HELP = `usage: node dist/bench/assessment.js [--computers N] [--updates U]
+
+System assessment against a real node: N simulated computers report full inventories
+over HTTP; then the whole fleet is assessed against a U-update catalog shaped like
+Microsoft's; then single inventory deltas; then the fleet reassessed after 100 new
+updates are imported.
+
+options:
+  --computers N   simulated computers (default 100000)
+  --updates U     the catalog's updates, at least 200 (default 20000)
+  -h, --help      this help`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { computers: { type: 'string', default: '100000' }, updates: { type: 'string', default: '20000' } } });
-  const nComputers = Number(values.computers);
-  const nUpdates = Number(values.updates);
-  const dir = await mkdtemp(join(tmpdir(), 'patchtree-bench-assess-'));
+  const values = benchArgs('assessment', HELP, { computers: { type: 'string', default: '100000' }, updates: { type: 'string', default: '20000' } });
+  const nComputers = wholeNumber(values.computers, 'computers', 1);
+  const nUpdates = wholeNumber(values.updates, 'updates', 200);
+  const dir = await benchTempDir('patchtree-bench-assess-');
   try {
     console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}`);
     const keys = await generateKeys(join(dir, 'keys'));
@@ -170,4 +181,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) await main();
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) runBench(main);

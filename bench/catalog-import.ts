@@ -9,13 +9,12 @@
  *   (BENCH_PROFILE_DIR=dir writes CPU profiles of the node's threads there)
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { openAsBlob } from 'node:fs';
-import { tmpdir, cpus } from 'node:os';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { auth, startNode, stopBenchProcesses, vmHwmMB } from './util.js';
-import { parseArgs } from 'node:util';
+import { auth, benchArgs, benchTempDir, runBench, startNode, stopBenchProcesses, vmHwmMB, wholeNumber } from './util.js';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import type { CatalogUpdate } from '../src/catalog/format.js';
@@ -147,12 +146,23 @@ function runChild(args: string[]): Promise<string> {
   });
 }
 
+const HELP = `usage: node dist/bench/catalog-import.js [--updates N]
+
+A generated N-update catalog (about nine rows an update) imported into a real node over
+HTTP, against the same rows inserted straight into SQLite in one process (the limit):
+time, rows/s and peak RSS of both. (--limit-db FILE runs only the limit, into FILE,
+and prints its figures as JSON: what bench/replication measures against.)
+
+options:
+  --updates N     the catalog's updates (default 100000)
+  -h, --help      this help`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { updates: { type: 'string', default: '100000' }, 'limit-db': { type: 'string' } } });
-  const n = Number(values.updates);
+  const values = benchArgs('catalog-import', HELP, { updates: { type: 'string', default: '100000' }, 'limit-db': { type: 'string' } });
+  const n = wholeNumber(values.updates, 'updates', 1);
   if (values['limit-db']) return limit(values['limit-db'], n);
 
-  const dir = await mkdtemp(join(tmpdir(), 'patchtree-bench-'));
+  const dir = await benchTempDir('patchtree-bench-');
   try {
     const keys = await generateKeys(join(dir, 'keys'));
     const catalog = join(dir, 'catalog.ndjson.gz');
@@ -201,4 +211,4 @@ async function main(): Promise<void> {
 }
 
 // Run only when executed, not when imported (other benches reuse generate()).
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) await main();
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) runBench(main);

@@ -9,17 +9,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
-import { cpus, tmpdir } from 'node:os';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { fileURLToPath } from 'node:url';
-import { auth, startNode, stopBenchProcesses, vmHwmMB } from './util.js';
-import { parseArgs } from 'node:util';
+import { auth, benchArgs, benchTempDir, runBench, startNode, stopBenchProcesses, vmHwmMB, wholeNumber } from './util.js';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 
@@ -49,12 +48,25 @@ function firstLine(child: ChildProcess, match: (rec: Record<string, unknown>) =>
   });
 }
 
+const HELP = `usage: node dist/bench/content.js [--mb M] [--clients C]
+
+(1) Download throughput of the node's downloader from a local HTTP server, against a raw
+fetch of the same M-MiB file piped to disk; (2) the node's peak RSS while serving C
+concurrent downloads of that file from /agent/v1/files. (--serve FILE is the local
+server's own process.)
+
+options:
+  --mb M          the file's size in MiB (default 200)
+  --clients C     concurrent downloads (default 100)
+  -h, --help      this help`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { mb: { type: 'string', default: '200' }, clients: { type: 'string', default: '100' }, serve: { type: 'string' } } });
+  const values = benchArgs('content', HELP, { mb: { type: 'string', default: '200' }, clients: { type: 'string', default: '100' }, serve: { type: 'string' } });
   if (values.serve) return serve(values.serve);
-  const size = Number(values.mb) * 1024 * 1024;
-  const clients = Number(values.clients);
-  const dir = await mkdtemp(join(tmpdir(), 'patchtree-bench-content-'));
+  const mb = wholeNumber(values.mb, 'mb', 1, 100_000);
+  const size = mb * 1024 * 1024;
+  const clients = wholeNumber(values.clients, 'clients', 1, 10_000);
+  const dir = await benchTempDir('patchtree-bench-content-');
   const children: ChildProcess[] = [];
   try {
     // The file, and a catalog naming it.
@@ -150,13 +162,13 @@ async function main(): Promise<void> {
     if (bytes !== size * clients) throw new Error(`served ${bytes} bytes, expected ${size * clients}`);
 
     const mbps = (b: number, s: number) => `${(b / 1024 / 1024 / s).toFixed(0)} MiB/s`;
-    console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}; file ${values.mb} MiB`);
+    console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}; file ${mb} MiB`);
     console.log(`download, raw fetch piped to disk (limit): ${rawSeconds.toFixed(2)} s, ${mbps(size, rawSeconds)}`);
     console.log(
       `download, node downloader (hash + verify + store): ${nodeSeconds.toFixed(2)} s, ${mbps(size, nodeSeconds)} (${(nodeSeconds / rawSeconds).toFixed(2)}x the limit); node peak RSS ${rssAfterDownload} MB`,
     );
     console.log(
-      `serve: ${clients} concurrent downloads of ${values.mb} MiB: ${serveSeconds.toFixed(1)} s, ${mbps(size * clients, serveSeconds)} total; node peak RSS ${rssAfterServe} MB`,
+      `serve: ${clients} concurrent downloads of ${mb} MiB: ${serveSeconds.toFixed(1)} s, ${mbps(size * clients, serveSeconds)} total; node peak RSS ${rssAfterServe} MB`,
     );
   } finally {
     for (const c of children) c.kill('SIGTERM');
@@ -165,4 +177,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[1] && SELF === process.argv[1]) await main();
+if (process.argv[1] && SELF === process.argv[1]) runBench(main);

@@ -20,13 +20,12 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import Database from 'libsql';
-import { cpus, tmpdir } from 'node:os';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ROOT, auth, benchProcesses, importCatalog, startNode, vmHwmMB, type Node } from './util.js';
-import { parseArgs } from 'node:util';
+import { ROOT, auth, benchArgs, benchProcesses, benchTempDir, importCatalog, oneOf, runBench, startNode, vmHwmMB, wholeNumber, type Node } from './util.js';
 import * as grpc from '@grpc/grpc-js';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
@@ -36,6 +35,27 @@ import { Unpacker } from '../src/replication/compressed.js';
 import { inflatePiece } from '../src/replication/pieces.js';
 
 const children = benchProcesses;
+
+const HELP = `usage: node dist/bench/replication.js [--only all|sync|latency|fanout] [options]
+
+Replication on loopback with real node processes:
+  1. sync: the initial sync of an --updates catalog root -> child, against the same rows
+     inserted straight into SQLite with no node running (the limit; goal <= 0.5x).
+  2. latency: an import at the root to visibility at a depth-3 leaf, p50 and p99.
+  3. fanout: one parent feeding --children raw gRPC subscribers a snapshot at once.
+
+options:
+  --only WHICH              all (default), sync, latency or fanout
+  --updates N               the sync's catalog, in updates (default 100000)
+  --imports N               the latency's imports (default 100)
+  --children N              the fan-out's subscribers, 1 to 1000 (default 50)
+  --children-updates N      the fan-out's catalog, in updates (default 20000)
+  --rows                    the fan-out's subscribers ask for batches of rows, not the file
+  --stalled N               N more subscribers that stop reading after their first message
+                            until the others are done (default 0)
+  -h, --help                this help
+
+BENCH_PROFILE_DIR=dir writes a CPU profile of each node process there; BENCH_LOG_DIR=dir keeps their logs.`;
 
 async function liveCount(n: Node): Promise<number> {
   const text = await (await fetch(`${n.url}/metrics`)).text();
@@ -103,37 +123,45 @@ async function stopNodes(...nodes: Node[]): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      updates: { type: 'string', default: '100000' },
-      imports: { type: 'string', default: '100' },
-      children: { type: 'string', default: '50' },
-      'children-updates': { type: 'string', default: '20000' },
-      only: { type: 'string', default: 'all' },
-      rows: { type: 'boolean', default: false },
-      stalled: { type: 'string', default: '0' },
-    },
+  const values = benchArgs('replication', HELP, {
+    updates: { type: 'string', default: '100000' },
+    imports: { type: 'string', default: '100' },
+    children: { type: 'string', default: '50' },
+    'children-updates': { type: 'string', default: '20000' },
+    only: { type: 'string', default: 'all' },
+    rows: { type: 'boolean', default: false },
+    stalled: { type: 'string', default: '0' },
   });
-  const only = values.only;
-  if (!['all', 'sync', 'latency', 'fanout'].includes(only)) throw new Error('--only takes sync, latency or fanout');
-  const n = Number(values.updates);
-  const dir = await mkdtemp(join(tmpdir(), 'patchtree-bench-repl-'));
+  const only = oneOf(values.only, 'only', ['all', 'sync', 'latency', 'fanout']);
+  const n = wholeNumber(values.updates, 'updates', 1);
+  const imports = wholeNumber(values.imports, 'imports', 1);
+  const k = wholeNumber(values.children, 'children', 1, 1000);
+  const m = wholeNumber(values['children-updates'], 'children-updates', 1);
+  const s = wholeNumber(values.stalled, 'stalled', 0, 1000);
+  const dir = await benchTempDir('patchtree-bench-repl-');
   try {
     const keys = await generateKeys(join(dir, 'keys'));
     const key = await loadPrivateKey(keys.keyFile);
-    const catalog = join(dir, 'big.ndjson.gz');
-    await writeCatalog(
-      catalog,
-      { format: 'patchtree-catalog', formatVersion: 2, version: 'b1', publisher: 'bench', createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(), updates: n },
-      generate(n),
-    );
-    await signFile(catalog, key);
     console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}`);
 
     let t0: number;
     if (only === 'all' || only === 'sync') {
       // 1. Initial sync root -> child, between two measures of the limit taken with
       // no node process running (the machine's speed drifts; the faster one is the bar).
+      const catalog = join(dir, 'big.ndjson.gz');
+      await writeCatalog(
+        catalog,
+        {
+          format: 'patchtree-catalog',
+          formatVersion: 2,
+          version: 'b1',
+          publisher: 'bench',
+          createdAt: new Date(Date.UTC(2024, 0, 1)).toISOString(),
+          updates: n,
+        },
+        generate(n),
+      );
+      await signFile(catalog, key);
       const rows = n * 9 - 1;
       const before = await limit(dir, n, 'limit-before.db');
       const root = await startNode(dir, 'root', keys.pubFile);
@@ -172,7 +200,7 @@ async function main(): Promise<void> {
       const leaf = await startNode(dir, 'leaf', keys.pubFile, b);
       const base = [...generate(20)];
       const lat: number[] = [];
-      for (let i = 1; i <= Number(values.imports); i++) {
+      for (let i = 1; i <= imports; i++) {
         const file = join(dir, `small-${i}.gz`);
         const updates = base.map((u, j) => (j === 0 ? { ...u, title: `revision ${i}` } : u));
         await writeCatalog(
@@ -207,8 +235,6 @@ async function main(): Promise<void> {
     if (only === 'latency') return;
 
     // 3. One parent feeding K subscribers at once, a catalog of its own.
-    const k = Number(values.children);
-    const m = Number(values['children-updates']);
     const feeder = await startNode(dir, 'feeder', keys.pubFile);
     const feedCatalog = join(dir, 'feed.ndjson.gz');
     await writeCatalog(
@@ -223,7 +249,6 @@ async function main(): Promise<void> {
     const done: number[] = [];
     let firstFile: NonNullable<ReceivedMessage['snapshot_file']>[] = [];
     // --stalled S more subscribers stop reading after their first message, until every other one is done.
-    const s = Number(values.stalled);
     const stalledDone: number[] = [];
     const held: grpc.ClientReadableStream<ReceivedMessage>[] = [];
     let othersDone!: () => void;
@@ -318,4 +343,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) await main();
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) runBench(main);

@@ -7,15 +7,14 @@
  *
  *   node dist/bench/reports.js [--computers 100000] [--updates 20000]
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import { simulate } from '../src/assessment/simulate.js';
 import { catalog } from './assessment.js';
-import { auth, importCatalog, runBench, startNode, stopBenchProcesses, vmHwmMB } from './util.js';
+import { auth, benchArgs, benchTempDir, importCatalog, runBench, startNode, stopBenchProcesses, vmHwmMB, wholeNumber } from './util.js';
 
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 
@@ -33,11 +32,21 @@ async function timed(url: string, path: string, n = 50): Promise<string> {
   return `p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms (${bytes} bytes)`;
 }
 
+const HELP = `usage: node dist/bench/reports.js [--computers N] [--updates U]
+
+Report latency on a large fleet: N simulated computers report to a real node with a
+U-update catalog; each report is then requested 50 times over HTTP, p50 and p99.
+
+options:
+  --computers N   simulated computers (default 100000)
+  --updates U     the catalog's updates, at least 200 (default 20000)
+  -h, --help      this help`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { computers: { type: 'string', default: '100000' }, updates: { type: 'string', default: '20000' } } });
-  const nComputers = Number(values.computers);
-  const nUpdates = Number(values.updates);
-  const dir = await mkdtemp(join(tmpdir(), 'patchtree-bench-reports-'));
+  const values = benchArgs('reports', HELP, { computers: { type: 'string', default: '100000' }, updates: { type: 'string', default: '20000' } });
+  const nComputers = wholeNumber(values.computers, 'computers', 1);
+  const nUpdates = wholeNumber(values.updates, 'updates', 200);
+  const dir = await benchTempDir('patchtree-bench-reports-');
   try {
     console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}`);
     const keys = await generateKeys(join(dir, 'keys'));

@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ROOT, runBench } from './util.js';
+import { ROOT, benchArgs, runBench } from './util.js';
 
 async function startOnce(data: string): Promise<number> {
   const t0 = performance.now();
@@ -49,6 +49,16 @@ async function startOnce(data: string): Promise<number> {
     await new Promise((r) => setTimeout(r, 300));
   }
 }
+
+benchArgs(
+  'serve-start',
+  `usage: node dist/bench/serve-start.js
+
+How soon \`npx patchtree serve\` is healthy after \`npm install\`: starts it twice from the
+repository, as a user would, on a fresh data folder, and prints the time from the command
+to a 200 from /healthz. No options.`,
+  {},
+);
 
 runBench(async () => {
   const dir = await mkdtemp(join(tmpdir(), 'patchtree-serve-start-'));

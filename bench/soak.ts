@@ -45,7 +45,6 @@ import { createReadStream, existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import Database from 'libsql';
 import { writeCatalog } from '../src/catalog/build.js';
 import type { CatalogUpdate } from '../src/catalog/format.js';
@@ -55,23 +54,48 @@ import { anyLanguageMatches } from '../src/lib/languages.js';
 import { startVendor } from '../test/vendor.js';
 import { generate } from './catalog-import.js';
 import { FaultProxy } from './fault-proxy.js';
-import { auth, freePort, importCatalog, restartNode, ROOT, runBench, startNode, stopBenchProcesses, type Node } from './util.js';
+import {
+  auth,
+  benchArgs,
+  freePort,
+  importCatalog,
+  restartNode,
+  ROOT,
+  runBench,
+  startNode,
+  stopBenchProcesses,
+  usageExit,
+  wholeNumber,
+  type Node,
+} from './util.js';
 
-const { values } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '200' },
-    seed: { type: 'string', default: '1' },
-    minutes: { type: 'string' },
-    updates: { type: 'string', default: '600' },
-    keep: { type: 'boolean', default: false },
-  },
+const HELP = `usage: node dist/bench/soak.js [--rounds R] [--seed S] [--minutes M] [--updates U] [--keep]
+
+The fault soak: a tree of real processes (a root, two mid-tier nodes, three leaves, each
+link through a TCP proxy) under continuous work, one fault a round on a schedule seeded
+by S (a failing run is replayed with the same --seed): kill a node or an agent, cut,
+stall or throttle a link, fill a disk. Checks after every round that nothing was lost.
+
+options:
+  --rounds R      rounds, at least 1 (default 200)
+  --seed S        the schedule's seed, a whole number (default 1)
+  --minutes M     stop after M minutes, rounds left or not (default: no limit)
+  --updates U     the catalog's updates, at least 10 (default 600)
+  --keep          keep the data folders and logs after the run
+  -h, --help      this help`;
+
+const values = benchArgs('soak', HELP, {
+  rounds: { type: 'string', default: '200' },
+  seed: { type: 'string', default: '1' },
+  minutes: { type: 'string' },
+  updates: { type: 'string', default: '600' },
+  keep: { type: 'boolean', default: false },
 });
-const ROUNDS = Number(values.rounds);
-const SEED = Number(values.seed);
+const ROUNDS = wholeNumber(values.rounds, 'rounds', 1);
+const SEED = wholeNumber(values.seed, 'seed', 0);
 const MINUTES = values.minutes === undefined ? Infinity : Number(values.minutes);
-const N = Number(values.updates);
-if (!(ROUNDS >= 1 && Number.isInteger(SEED) && MINUTES > 0 && N >= 10))
-  throw new Error('--rounds of at least 1, an integer --seed, --minutes above 0, --updates of at least 10');
+if (!(MINUTES > 0)) usageExit(`--minutes takes a number of minutes above 0, not '${values.minutes}'`);
+const N = wholeNumber(values.updates, 'updates', 10);
 
 const KINDS = ['kill-node', 'kill-agent', 'cut', 'stall', 'throttle', 'disk-full'] as const;
 type Kind = (typeof KINDS)[number];

@@ -18,31 +18,55 @@
  *
  *   node dist/bench/tree-scale.js [--depth 5] [--nodes 30] [--updates 20000] [--warm-gb 0]
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import { languageMatches } from '../src/lib/languages.js';
 import { generate, LANGS } from './catalog-import.js';
 import { warmMemory } from './warm-memory.js';
-import { auth, cpuSeconds, minorFaults, freePort, importCatalog, restartNode, runBench, startNode, stopBenchProcesses, vmHwmMB, type Node } from './util.js';
+import {
+  auth,
+  benchArgs,
+  benchTempDir,
+  cpuSeconds,
+  minorFaults,
+  freePort,
+  importCatalog,
+  restartNode,
+  runBench,
+  startNode,
+  stopBenchProcesses,
+  vmHwmMB,
+  wholeNumber,
+  type Node,
+} from './util.js';
 
-const { values } = parseArgs({
-  options: {
-    depth: { type: 'string', default: '5' },
-    nodes: { type: 'string', default: '30' },
-    updates: { type: 'string', default: '20000' },
-    'warm-gb': { type: 'string', default: '0' },
-  },
+const HELP = `usage: node dist/bench/tree-scale.js [--depth D] [--nodes N] [--updates M] [--warm-gb G]
+
+A tree of N real node processes in D levels imports an M-update catalog at its root;
+prints the time until every node holds its languages' updates (and the slowest node),
+then kills the mid-tier node with the largest subtree, imports a release while it is
+down, and prints how soon its subtree holds it after the restart; peak RSS per role.
+
+options:
+  --depth D      levels, the root's included, 2 to 20 (default 5)
+  --nodes N      node processes in all, D to 200 (default 30)
+  --updates M    the catalog's updates, at least 100 (default 20000)
+  --warm-gb G    GB of memory touched and let go before the nodes start (default 0)
+  -h, --help     this help`;
+
+const values = benchArgs('tree-scale', HELP, {
+  depth: { type: 'string', default: '5' },
+  nodes: { type: 'string', default: '30' },
+  updates: { type: 'string', default: '20000' },
+  'warm-gb': { type: 'string', default: '0' },
 });
-const depth = Number(values.depth);
-const total = Number(values.nodes);
-const m = Number(values.updates);
-const warmGb = Number(values['warm-gb']);
-if (!(depth >= 2 && total >= depth && m >= 100 && warmGb >= 0))
-  throw new Error('--depth of at least 2, --nodes of at least --depth, --updates of at least 100, --warm-gb of at least 0');
+const depth = wholeNumber(values.depth, 'depth', 2, 20);
+const total = wholeNumber(values.nodes, 'nodes', depth, 200);
+const m = wholeNumber(values.updates, 'updates', 100);
+const warmGb = wholeNumber(values['warm-gb'], 'warm-gb', 0, 64);
 
 /** The sites' language sets. */
 const POOL = [['de-de'], ['fr-fr'], ['de-de', 'fr-fr'], ['ja-jp'], ['pt-br', 'es-es'], ['it-it'], ['zh-cn', 'ko-kr'], ['en-us']];
@@ -140,7 +164,7 @@ async function catalogFile(dir: string, key: Awaited<ReturnType<typeof loadPriva
 }
 
 runBench(async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'patchtree-tree-scale-'));
+  const dir = await benchTempDir('patchtree-tree-scale-');
   try {
     const keys = await generateKeys(join(dir, 'keys'));
     const key = await loadPrivateKey(keys.keyFile);

@@ -1,11 +1,71 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { createWriteStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { createWriteStream, rmSync } from 'node:fs';
+import { mkdtemp, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { parseCommand, UsageError, type Options } from '../src/lib/args.js';
+
+/**
+ * A bench's arguments, read as the patchtree command reads its own (src/lib/args.ts):
+ * `--help` or `-h` prints `help` and exits 0; an unknown option (with the closest one the
+ * bench has), a missing value or a stray word is printed on one line, exit 2.
+ */
+export function benchArgs<O extends Options>(script: string, help: string, options: O) {
+  benchName = script;
+  try {
+    const parsed = parseCommand({ name: `node dist/bench/${script}.js`, help, options }, process.argv.slice(2));
+    if (!parsed) process.exit(0);
+    return parsed.values;
+  } catch (err) {
+    if (err instanceof UsageError) usageExit(err.message);
+    throw err;
+  }
+}
+
+/** The running bench's name (benchArgs), for its usage errors. */
+let benchName = '';
+
+/** A mistake in how a bench was called: one line on stderr, exit code 2 (not a failure of the bench). */
+export function usageExit(message: string): never {
+  console.error(benchName ? `bench/${benchName}: ${message}` : message);
+  process.exit(2);
+}
+
+/** An option's value as a whole number from `min` to `max`, or a usage error naming the option. */
+export function wholeNumber(value: string | undefined, option: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = Number(value);
+  if (value === undefined || !/^\d+$/.test(value) || n < min || n > max)
+    usageExit(`--${option} takes a whole number ${max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`}, not '${value}'`);
+  return n;
+}
+
+/** An option's value as one of `choices`, or a usage error listing them. */
+export function oneOf<T extends string>(value: string | undefined, option: string, choices: readonly T[]): T {
+  if (!choices.includes(value as T)) usageExit(`--${option} takes ${choices.join(', ')}, not '${value}'`);
+  return value as T;
+}
+
+/** Scratch folders of the running bench: removed, with its processes stopped, when it is interrupted (Ctrl-C, SIGTERM). */
+const benchDirs = new Set<string>();
+
+/** A new scratch folder in the system's temporary folder, removed if the bench is interrupted (its own `finally` removes it otherwise). */
+export async function benchTempDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  if (benchDirs.size === 0) for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => interrupted(sig));
+  benchDirs.add(dir);
+  return dir;
+}
+
+function interrupted(sig: NodeJS.Signals): void {
+  for (const c of benchProcesses) c.kill('SIGKILL');
+  for (const dir of benchDirs) rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+  console.error(`interrupted (${sig}): the bench's node processes stopped and its scratch folders removed`);
+  process.exit(sig === 'SIGINT' ? 130 : 143);
+}
 
 /**
  * A free port below the kernel's ephemeral range (32768 and up on Linux), so that no
