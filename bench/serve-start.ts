@@ -7,11 +7,10 @@
  *   node dist/bench/serve-start.js
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ROOT, benchArgs, runBench } from './util.js';
+import { ROOT, benchArgs, benchTempDir, onInterrupt, runBench } from './util.js';
 
 async function startOnce(data: string): Promise<number> {
   const t0 = performance.now();
@@ -20,6 +19,8 @@ async function startOnce(data: string): Promise<number> {
     stdio: ['ignore', 'pipe', 'inherit'],
     detached: true,
   });
+  // Its own process group (npx and the node it starts): a Ctrl-C of the bench does not reach it.
+  onInterrupt(() => process.kill(-child.pid!, 'SIGTERM'));
   try {
     const port = await new Promise<number>((resolve, reject) => {
       child.on('exit', (c) => reject(new Error(`npx patchtree serve exited ${c}`)));
@@ -61,7 +62,7 @@ to a 200 from /healthz. No options.`,
 );
 
 runBench(async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'patchtree-serve-start-'));
+  const dir = await benchTempDir('patchtree-serve-start-');
   try {
     const first = await startOnce(join(dir, 'a'));
     const second = await startOnce(join(dir, 'b'));

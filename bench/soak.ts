@@ -42,8 +42,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { readdir, rm, statfs, writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import Database from 'libsql';
 import { writeCatalog } from '../src/catalog/build.js';
@@ -57,9 +57,11 @@ import { FaultProxy } from './fault-proxy.js';
 import {
   auth,
   benchArgs,
+  benchTempDir,
   freePort,
   importCatalog,
   restartNode,
+  onInterrupt,
   ROOT,
   runBench,
   startNode,
@@ -319,9 +321,13 @@ const VENDOR_FILES = new Map<string, string[]>();
 
 runBench(async () => {
   const started = performance.now();
-  const dir = await mkdtemp(join(tmpdir(), 'patchtree-soak-'));
+  const dir = await benchTempDir('patchtree-soak-');
   const cleanups: (() => unknown)[] = [];
   const mounts: string[] = [];
+  // Interrupted: the tmpfs mounts go before the folder that holds them.
+  onInterrupt(() => {
+    for (const m of mounts) spawnSync('umount', ['-l', m]);
+  });
   const sites: Site[] = [];
   try {
     const keys = await generateKeys(join(dir, 'keys'));

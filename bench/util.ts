@@ -49,21 +49,49 @@ export function oneOf<T extends string>(value: string | undefined, option: strin
   return value as T;
 }
 
-/** Scratch folders of the running bench: removed, with its processes stopped, when it is interrupted (Ctrl-C, SIGTERM). */
+/** Scratch folders of the running bench, and what else to undo: done, with its processes stopped, when it is interrupted (Ctrl-C, SIGTERM). */
 const benchDirs = new Set<string>();
+const benchUndo: (() => void)[] = [];
+let trapped = false;
+
+function trapInterrupts(): void {
+  if (trapped) return;
+  trapped = true;
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => interrupted(sig));
+}
 
 /** A new scratch folder in the system's temporary folder, removed if the bench is interrupted (its own `finally` removes it otherwise). */
 export async function benchTempDir(prefix: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  if (benchDirs.size === 0) for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => interrupted(sig));
+  trapInterrupts();
   benchDirs.add(dir);
   return dir;
 }
 
+/** Something to undo (synchronously) if the bench is interrupted, before its scratch folders are removed. */
+export function onInterrupt(undo: () => void): void {
+  trapInterrupts();
+  benchUndo.push(undo);
+}
+
 function interrupted(sig: NodeJS.Signals): void {
   for (const c of benchProcesses) c.kill('SIGKILL');
-  for (const dir of benchDirs) rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
-  console.error(`interrupted (${sig}): the bench's node processes stopped and its scratch folders removed`);
+  const left: string[] = [];
+  for (const undo of benchUndo)
+    try {
+      undo();
+    } catch {
+      /* undone already */
+    }
+  for (const dir of benchDirs)
+    try {
+      rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+    } catch {
+      left.push(dir);
+    }
+  console.error(
+    `interrupted (${sig}): the bench's node processes stopped${left.length ? `; left behind: ${left.join(' ')}` : ' and its scratch folders removed'}`,
+  );
   process.exit(sig === 'SIGINT' ? 130 : 143);
 }
 
