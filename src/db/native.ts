@@ -20,7 +20,7 @@ export function prepare(db: NativeDb, sql: string): Stmt {
 /**
  * A direct `libsql` binding connection for hot paths: prepared statements and a
  * synchronous transaction, about 2.5x faster than the client for bulk writes
- * (ARCHITECTURE.md). Each connection sets its own pragmas; synchronous=FULL keeps
+ * (docs/design.md, "Measured before the first line"). Each connection sets its own pragmas; synchronous=FULL keeps
  * every commit durable.
  */
 export function openNative(filePath: string): NativeDb {

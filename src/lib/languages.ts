@@ -1,6 +1,6 @@
 /**
  * Languages, one home: the tag syntax and the one rule that says whether a file in one
- * language serves a node or a computer of others (ARCHITECTURE: "languages").
+ * language serves a node or a computer of others (docs/replication.md: a subscription's languages).
  *
  * Tags are BCP 47 as the catalog writes them, lowercase: a primary tag (`de`), then
  * subtags such as a region (`de-de`) or a script (`sr-cyrl-rs`). `neutral` marks a file

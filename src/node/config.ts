@@ -113,7 +113,7 @@ export const OPTIONS = {
   },
   initialSync: {
     schema: z.enum(['file', 'rows']),
-    help: "How a child that holds no update yet asks for its parent's complete resync: file (the catalog as an SQLite file, checked by its SHA-256 and loaded as a whole: fastest) or rows (batches of changes).",
+    help: "How a child that holds no update yet asks for its parent's complete resync: file (the catalog as SQLite files in parts, each checked by its SHA-256 and its tables, then copied in one transaction: fastest) or rows (batches of changes).",
     default: 'file',
   },
   catchUp: {

@@ -62,7 +62,7 @@ export interface ChildDeps {
   logger: Logger;
   /** The node's clock: what is applied is stamped with it (catalog freshness). */
   clock?: () => number;
-  /** How to ask for a complete resync while the catalog is empty: `file` (an SQLite file loaded as a whole) or `rows`. */
+  /** How to ask for a complete resync while the catalog is empty: `file` (SQLite files in parts, each copied whole) or `rows`. */
   initialSync?: 'file' | 'rows';
   /** How it takes a long run of new or changed updates in the tail (a large import on its way down): files (default) or rows. */
   catchUp?: 'file' | 'rows';

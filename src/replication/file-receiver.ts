@@ -21,7 +21,7 @@ export interface ReceivedFile {
 
 /** A piece's content at most (the parent cuts 2 MB): a piece that inflates past it is refused, not written. */
 const MAX_PIECE_BYTES = 16 * 1024 * 1024;
-/** A snapshot file at most (100,000 updates make about 180 MB). */
+/** A snapshot file (one part) at most: 100,000 updates make nine parts, about 107 MB in all; the largest part the parent cuts holds 25,000 updates. */
 const MAX_FILE_BYTES = 64 * 1024 ** 3;
 
 /**
