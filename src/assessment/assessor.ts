@@ -97,7 +97,8 @@ export class Assessor {
       void this.full().catch((err) => this.logger.error({ err }, 'full reassessment failed'));
     }
     this.catalogChanged();
-    this.logger.info({ updates: this.index.loaded ? this.index.size : null }, 'assessment ready');
+    // No computer yet: the catalog is indexed when the first one reports (not before, to spare a node that assesses none).
+    this.logger.info(this.index.loaded ? { updates: this.index.size } : { index: 'when the first computer reports' }, 'assessment ready');
   }
 
   async stop(): Promise<void> {

@@ -385,7 +385,7 @@ export class ReplicationParent {
           },
         });
     });
-    this.d.logger.info({ child: nodeId, name, languages }, 'child joined');
+    this.d.logger.info({ child: nodeId, childName: name, languages }, 'child joined');
     this.d.onLanguages();
     return {
       credential,

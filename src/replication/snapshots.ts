@@ -211,6 +211,7 @@ export class Snapshots {
       const kinds = this.kinds.all().filter((k) => catalog || !k.catalog);
       // The files' first parts are built (on worker threads) while the kinds before them are encoded.
       files = new Map(form === 'file' ? kinds.filter((k) => k.file).map((k) => [k.kind, this.#startFile(s, k, languages, coding)] as const) : []);
+      const parts = Object.fromEntries([...files].map(([kind, f]) => [kind, f.count]));
       for (const k of kinds) {
         const file = files.get(k.kind);
         files.delete(k.kind); // #file cleans up after itself from here
@@ -218,7 +219,7 @@ export class Snapshots {
         else for await (const changes of k.source.snapshot(this.source, languages)) await append({ batch: { changes, cursor: 0, snapshot: true } });
       }
       s.done = true;
-      this.logger.info({ languages, catalog, form, head: s.head, bytes: s.bytes, ms: Math.round(performance.now() - started) }, 'snapshot built');
+      this.logger.info({ languages, catalog, form, parts, head: s.head, bytes: s.bytes, ms: Math.round(performance.now() - started) }, 'snapshot built');
     } catch (err) {
       s.failed = err instanceof Error ? err : new Error(String(err));
       this.logger.error({ err, languages }, 'building a snapshot failed');

@@ -181,7 +181,7 @@ export class Streams {
       wake();
     });
     this.events.on('appended', wake);
-    const log = this.logger.child({ child: sub.id, name: sub.name });
+    const log = this.logger.child({ child: sub.id, childName: sub.name });
     const gate = () => this.#gate(call, sub.rules, () => closing);
     try {
       const { head, min } = await changelog.bounds(this.source.reads);

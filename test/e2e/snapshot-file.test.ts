@@ -163,6 +163,13 @@ t.test("large parts are copied on the child's part loader thread while the next 
     n,
     'every update loaded once',
   );
+  t.same(
+    loaded.map((l) => l.part),
+    loaded.map((_, i) => i + 1),
+    'the parts logged as numbered, in order, whichever thread loaded them',
+  );
+  const built = root.logs.find((l) => l.msg === 'snapshot built' && l.form === 'file');
+  t.same(built?.parts, { update: loaded.length }, 'the parent logged as many parts as the child loaded');
   await stopped(byFile, byRows);
 
   // The parent dies while a third child's parts load: its stream ends once the part under way is loaded; back, the
