@@ -83,13 +83,13 @@ updates are imported.
 
 options:
   --computers N   simulated computers (default 100000)
-  --updates U     the catalog's updates, at least 200 (default 20000)
+  --updates U     the catalog's updates (default 20000)
   -h, --help      this help`;
 
 async function main(): Promise<void> {
   const values = benchArgs('assessment', HELP, { computers: { type: 'string', default: '100000' }, updates: { type: 'string', default: '20000' } });
   const nComputers = wholeNumber(values.computers, 'computers', 1);
-  const nUpdates = wholeNumber(values.updates, 'updates', 200);
+  const nUpdates = wholeNumber(values.updates, 'updates', 1);
   const dir = await benchTempDir('patchtree-bench-assess-');
   try {
     console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}`);

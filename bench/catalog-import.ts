@@ -14,7 +14,7 @@ import { openAsBlob } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { auth, benchArgs, benchTempDir, runBench, startNode, stopBenchProcesses, vmHwmMB, wholeNumber } from './util.js';
+import { auth, benchArgs, benchProcesses, benchTempDir, runBench, startNode, stopBenchProcesses, vmHwmMB, wholeNumber } from './util.js';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import type { CatalogUpdate } from '../src/catalog/format.js';
@@ -140,6 +140,7 @@ async function limit(dbFile: string, n: number): Promise<void> {
 function runChild(args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    benchProcesses.push(child); // stopped if the bench is interrupted
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`child exited ${code}`))));

@@ -18,7 +18,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { fileURLToPath } from 'node:url';
-import { auth, benchArgs, benchTempDir, runBench, startNode, stopBenchProcesses, vmHwmMB, wholeNumber } from './util.js';
+import { auth, benchArgs, benchProcesses, benchTempDir, runBench, startNode, stopBenchProcesses, vmHwmMB, wholeNumber } from './util.js';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 
@@ -83,6 +83,7 @@ async function main(): Promise<void> {
 
     const vendor = spawn(process.execPath, [SELF, '--serve', file], { stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(vendor);
+    benchProcesses.push(vendor); // stopped if the bench is interrupted
     const vport = (await firstLine(vendor, (r) => 'port' in r)).port as number;
     const url = `http://127.0.0.1:${vport}/update.cab`;
 

@@ -99,6 +99,7 @@ async function limit(dir: string, n: number, file: string): Promise<number> {
     const p = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'catalog-import.js'), '--updates', String(n), '--limit-db', join(dir, file)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
+    benchProcesses.push(p); // stopped with the nodes if the bench is interrupted
     let text = '';
     p.stdout.on('data', (d: Buffer) => (text += d.toString()));
     p.on('exit', (c) => (c === 0 ? resolve(text) : reject(new Error(`limit exited ${c}`))));

@@ -20,7 +20,13 @@ async function startOnce(data: string): Promise<number> {
     detached: true,
   });
   // Its own process group (npx and the node it starts): a Ctrl-C of the bench does not reach it.
-  onInterrupt(() => process.kill(-child.pid!, 'SIGTERM'));
+  onInterrupt(() => {
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      /* gone already */
+    }
+  });
   try {
     const port = await new Promise<number>((resolve, reject) => {
       child.on('exit', (c) => reject(new Error(`npx patchtree serve exited ${c}`)));

@@ -42,8 +42,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { readdir, rm, statfs, writeFile } from 'node:fs/promises';
-import { cpus } from 'node:os';
+import { mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'libsql';
 import { writeCatalog } from '../src/catalog/build.js';
@@ -57,6 +57,7 @@ import { FaultProxy } from './fault-proxy.js';
 import {
   auth,
   benchArgs,
+  benchProcesses,
   benchTempDir,
   freePort,
   importCatalog,
@@ -80,7 +81,7 @@ stall or throttle a link, fill a disk. Checks after every round that nothing was
 
 options:
   --rounds R      rounds, at least 1 (default 200)
-  --seed S        the schedule's seed, a whole number (default 1)
+  --seed S        the schedule's seed, a whole number of 0 or more (default 1)
   --minutes M     stop after M minutes, rounds left or not (default: no limit)
   --updates U     the catalog's updates, at least 10 (default 600)
   --keep          keep the data folders and logs after the run
@@ -282,6 +283,7 @@ class RealAgent {
       ],
       { stdio: 'ignore', env: { ...process.env, SOAK_INVENTORY: this.inventory } },
     );
+    benchProcesses.push(this.proc); // stopped with the nodes if the soak is interrupted
   }
 
   kill(): Promise<void> {
@@ -321,12 +323,13 @@ const VENDOR_FILES = new Map<string, string[]>();
 
 runBench(async () => {
   const started = performance.now();
-  const dir = await benchTempDir('patchtree-soak-');
+  // Interrupted with --keep, everything stays for a look (a stuck round's logs); else the tmpfs mounts go before the folder that holds them.
+  const dir = values.keep ? await mkdtemp(join(tmpdir(), 'patchtree-soak-')) : await benchTempDir('patchtree-soak-');
   const cleanups: (() => unknown)[] = [];
   const mounts: string[] = [];
-  // Interrupted: the tmpfs mounts go before the folder that holds them.
   onInterrupt(() => {
-    for (const m of mounts) spawnSync('umount', ['-l', m]);
+    if (values.keep) console.error(`kept: ${dir} (tmpfs mounts: ${mounts.join(' ') || 'none'})`);
+    else for (const m of mounts) spawnSync('umount', ['-l', m]);
   });
   const sites: Site[] = [];
   try {

@@ -54,7 +54,7 @@ options:
   --depth D      levels, the root's included, 2 to 20 (default 5)
   --nodes N      node processes in all, D to 200 (default 30)
   --updates M    the catalog's updates, at least 100 (default 20000)
-  --warm-gb G    GB of memory touched and let go before the nodes start (default 0)
+  --warm-gb G    whole GB of memory touched and let go before the nodes start, 0 to 64 (default 0)
   -h, --help     this help`;
 
 const values = benchArgs('tree-scale', HELP, {

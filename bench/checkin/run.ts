@@ -21,16 +21,28 @@ import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { cpus, tmpdir } from 'node:os';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
 import { writeCatalog } from '../../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../../src/catalog/signing.js';
 import type { CatalogUpdate } from '../../src/catalog/format.js';
-import { ROOT, auth, benchProcesses, importCatalog, runBench, startNode, stopBenchProcesses, vmHwmMB } from '../util.js';
+import {
+  ROOT,
+  auth,
+  benchArgs,
+  benchProcesses,
+  benchTempDir,
+  importCatalog,
+  oneOf,
+  runBench,
+  startNode,
+  stopBenchProcesses,
+  vmHwmMB,
+  wholeNumber,
+} from '../util.js';
 
 const PRODUCT = 'Windows 11 Version 23H2 for x64-based Systems';
 const UPDATES = 20;
@@ -98,23 +110,42 @@ function nodeCpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
+const HELP = `usage: node dist/bench/checkin/run.js [--agents N] [--seconds S] [--connections C] [--threads T] [--only 200|304|events]
+
+The agent check-in path under wrk (apt-get install wrk) against a real node: N agents enrol
+and report, a policy delivers 5 updates to all; then for S seconds each, with wrk rotating
+through the agents' secrets: GET /agent/v1/assignments (200 with the body, then 304 with the
+ETag), POST /agent/v1/events (a batch of 5); then a bare node:http server doing one SQLite
+write a request (the limit).
+
+options:
+  --agents N        agents (default 10000)
+  --seconds S       each wrk run's length, 1 to 3600 (default 15)
+  --connections C   wrk's connections, 1 to 10000 (default 64)
+  --threads T       wrk's threads, 1 to 64 (default 1)
+  --only MODE       only this run of the node's: 200, 304 or events (the bare server runs always)
+  -h, --help        this help`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      agents: { type: 'string', default: '10000' },
-      seconds: { type: 'string', default: '15' },
-      connections: { type: 'string', default: '64' },
-      threads: { type: 'string', default: '1' },
-      only: { type: 'string' },
-    },
+  const values = benchArgs('checkin/run', HELP, {
+    agents: { type: 'string', default: '10000' },
+    seconds: { type: 'string', default: '15' },
+    connections: { type: 'string', default: '64' },
+    threads: { type: 'string', default: '1' },
+    only: { type: 'string' },
   });
-  const nAgents = Number(values.agents);
-  const load = { seconds: Number(values.seconds), connections: Number(values.connections), threads: Number(values.threads) };
+  const nAgents = wholeNumber(values.agents, 'agents', 1);
+  const load = {
+    seconds: wholeNumber(values.seconds, 'seconds', 1, 3600),
+    connections: wholeNumber(values.connections, 'connections', 1, 10_000),
+    threads: wholeNumber(values.threads, 'threads', 1, 64),
+  };
+  const only = values.only === undefined ? undefined : oneOf(values.only, 'only', ['200', '304', 'events']);
   // wrk -v prints its version and exits 1.
   const v = spawnSync('wrk', ['-v'], { encoding: 'utf8' });
   if (v.error) throw new Error('bench/checkin needs wrk: apt-get install wrk');
   const wrkVersion = `${v.stdout}${v.stderr}`.split('\n')[0]!.trim();
-  const dir = await mkdtemp(join(tmpdir(), 'patchtree-bench-checkin-'));
+  const dir = await benchTempDir('patchtree-bench-checkin-');
   const files = new Map<string, Buffer>();
   const vendor = createServer((req, res) => {
     const f = files.get(req.url ?? '');
@@ -243,7 +274,7 @@ async function main(): Promise<void> {
     console.log(`assignments body: ${bodyBytes} bytes, ${DELIVERED} items`);
 
     const skip: WrkResult = { requests: 0, durationUs: 1, p50Ms: 0, p99Ms: 0, maxMs: 0, errStatus: 0, errConnect: 0, errTimeout: 0, errRead: 0 };
-    const run = (mode: string) => (!values.only || values.only === mode ? wrk(node.url, mode, agentsFile, load) : skip);
+    const run = (mode: string) => (!only || only === mode ? wrk(node.url, mode, agentsFile, load) : skip);
     const cpu0 = nodeCpuSeconds(node.pid);
     const r200 = run('200');
     const cpu1 = nodeCpuSeconds(node.pid);

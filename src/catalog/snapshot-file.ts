@@ -5,9 +5,10 @@ import { REPLICA_UPDATE_COLUMNS } from './bulk.js';
 import { languageMatchSql } from '../lib/languages.js';
 
 /**
- * The catalog's updates as an SQLite file: what a parent builds once per language set
- * for a complete resync, and what a fresh child (no update yet) loads as a whole, a
- * few INSERT ... SELECT statements instead of a statement per row. The file holds
+ * The catalog's updates as SQLite files, in parts by id range: what a parent builds once
+ * per language set for a complete resync, and what a fresh child (no update yet) copies
+ * part by part, each whole in one transaction, a few INSERT ... SELECT statements instead
+ * of a statement per row. The file holds
  * exactly the rows the replicated payloads of catalog/replica.ts would make on the
  * child (the same files in the same positions, the same JSON text, languages from
  * the files sent, the custom severity by its level key), so the two paths give a

@@ -93,8 +93,8 @@ export class ReplicationChild {
   #filesPending = 0;
   #pausedUntil = 0;
   #fullResync = false;
-  /** Snapshot files (parts) loaded in this resync, for the log. */
-  #parts = 0;
+  /** Snapshot files (parts) of each kind loaded in this resync, for the log. */
+  #parts = new Map<string, number>();
   #catchingUp = false;
   /** A snapshot file failed to arrive whole or to load: rows are asked for from then on (a parent's bug must not stop the tree). */
   #fileFailed = false;
@@ -343,7 +343,7 @@ export class ReplicationChild {
         resyncing = true;
         this.#fullResync = fullResync;
         this.#applier!.resyncStart(fullResync);
-        this.#parts = 0;
+        this.#parts.clear();
       } else if ('batch' in msg && msg.batch) {
         this.#pausedUntil = 0;
         const { snapshot } = msg.batch;
@@ -393,7 +393,11 @@ export class ReplicationChild {
     const at = file.cursor > 0 ? { cursor: file.cursor } : null;
     if (at) [this.#catchingUp, this.#parentHead] = [file.more, Math.max(this.#parentHead, at.cursor)];
     const by = onThread ? { by: 'part loader' } : {};
-    this.d.logger.info({ kind: file.kind, ...(at ?? { part: ++this.#parts }), entities: changed, ...by }, at ? 'tail file applied' : 'snapshot file loaded');
+    if (!at) this.#parts.set(file.kind, (this.#parts.get(file.kind) ?? 0) + 1);
+    this.d.logger.info(
+      { kind: file.kind, ...(at ?? { part: this.#parts.get(file.kind) }), entities: changed, ...by },
+      at ? 'tail file applied' : 'snapshot file loaded',
+    );
     if (this.#stopped) return; // a part the thread finished as the node stopped: the resync, cut short, is redone at the next start
     this.d.onApplied(changed, this.#applier!.takeApplied());
     this.#ack();

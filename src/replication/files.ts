@@ -45,7 +45,7 @@ export async function serveFile(d: FileDeps, child: Child, call: grpc.ServerWrit
   const offset = Number(call.request.offset);
   if (!Number.isInteger(offset) || offset < 0 || offset > row.size) throw new AppError('out-of-range', `offset ${offset} is outside 0..${row.size}`);
   const path = row.path;
-  d.logger.info({ child: child.name, sha256, offset, size: row.size }, 'sending a file');
+  d.logger.info({ child: child.id, childName: child.name, sha256, offset, size: row.size }, 'sending a file');
   let at = offset;
   if (offset === row.size) return void call.end();
   for await (const chunk of createReadStream(path, { start: offset, highWaterMark: 256 * 1024 })) {

@@ -181,6 +181,11 @@ t.test("large parts are copied on the child's part loader thread while the next 
   await root.exited;
   const before = cut.logs.filter((l) => l.msg === 'snapshot file loaded').length;
   t.ok(before < loaded.length, `cut part-way (${before} of ${loaded.length} parts)`);
+  t.same(
+    cut.logs.filter((l) => l.msg === 'snapshot file loaded').map((l) => l.part),
+    Array.from({ length: before }, (_, i) => i + 1),
+    'its parts numbered from 1 as well',
+  );
   const back = await treeNode(t, dir, keys, 'root', 'en', undefined, ['--grpc-port', String(rootPort)]);
   await waitFor(() => resynced(cut), 'the cut child resynced', 90_000);
   await stopped(cut, back);
