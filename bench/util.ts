@@ -89,9 +89,8 @@ function interrupted(sig: NodeJS.Signals): void {
     } catch {
       left.push(dir);
     }
-  console.error(
-    `interrupted (${sig}): the bench's node processes stopped${left.length ? `; left behind: ${left.join(' ')}` : ' and its scratch folders removed'}`,
-  );
+  const folders = left.length ? `; left behind: ${left.join(' ')}` : benchDirs.size ? ' and its scratch folders removed' : '';
+  console.error(`interrupted (${sig}): the bench's processes stopped${folders}`);
   process.exit(sig === 'SIGINT' ? 130 : 143);
 }
 
