@@ -1,6 +1,6 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, statfsSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmdirSync, statfsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generate } from '../../bench/catalog-import.js';
@@ -18,6 +18,11 @@ const mountable = (() => {
   mkdirSync(probe, { recursive: true });
   const ok = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', probe]).status === 0;
   if (ok) spawnSync('umount', [probe]);
+  try {
+    rmdirSync(probe); // empty: nothing of it is left in /tmp
+  } catch {
+    /* still mounted: left as it is */
+  }
   return ok;
 })();
 
