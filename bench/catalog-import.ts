@@ -137,13 +137,20 @@ async function limit(dbFile: string, n: number): Promise<void> {
   console.log(JSON.stringify({ seconds, rows, peakRssMB: await vmHwmMB('self') }));
 }
 
-function runChild(args: string[]): Promise<string> {
+/**
+ * The limit, measured in a process of its own (this script with --limit-db, so that the
+ * caller's memory and threads do not weigh on it): its figures, the database file left
+ * for the caller to remove. bench/replication measures against it too.
+ */
+export function measureLimit(dbFile: string, n: number): Promise<{ seconds: number; rows: number; peakRssMB: number }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--updates', String(n), '--limit-db', dbFile], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     benchProcesses.push(child); // stopped if the bench is interrupted
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`child exited ${code}`))));
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`the limit's process exited ${code}`))));
   });
 }
 
@@ -191,11 +198,7 @@ async function main(): Promise<void> {
     const nodeRss = await vmHwmMB(node.pid);
     await stopBenchProcesses();
 
-    const lim = JSON.parse(await runChild([fileURLToPath(import.meta.url), '--updates', String(n), '--limit-db', join(dir, 'limit.db')])) as {
-      seconds: number;
-      rows: number;
-      peakRssMB: number;
-    };
+    const lim = await measureLimit(join(dir, 'limit.db'), n);
     const rows = lim.rows;
     console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model}), Node ${process.version}`);
     console.log(`rows per import: ${rows} (updates ${n}, files ${n * 3}, cves ${n * 4}, supersedence ${n - 1})`);

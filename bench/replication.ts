@@ -18,19 +18,18 @@
  *   the others are done: the others' times and the parent's memory meanwhile.
  *   (BENCH_PROFILE_DIR=dir writes a CPU profile of each node process there)
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import Database from 'libsql';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ROOT, auth, benchArgs, benchProcesses, benchTempDir, importCatalog, oneOf, runBench, startNode, vmHwmMB, wholeNumber, type Node } from './util.js';
+import { auth, benchArgs, benchProcesses, benchTempDir, importCatalog, oneOf, runBench, startNode, vmHwmMB, wholeNumber, type Node } from './util.js';
 import * as grpc from '@grpc/grpc-js';
 import { writeCatalog } from '../src/catalog/build.js';
 import { generateKeys, loadPrivateKey, signFile } from '../src/catalog/signing.js';
 import { replicationService, PROTOCOL_VERSION, type ReceivedMessage } from '../src/replication/protocol.js';
-import { generate } from './catalog-import.js';
+import { generate, measureLimit } from './catalog-import.js';
 import { Unpacker } from '../src/replication/compressed.js';
 import { inflatePiece } from '../src/replication/pieces.js';
 
@@ -95,17 +94,9 @@ const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(
 
 /** The limit: the same rows straight into SQLite in one process (bench/catalog-import --limit-db); seconds. */
 async function limit(dir: string, n: number, file: string): Promise<number> {
-  const out = await new Promise<string>((resolve, reject) => {
-    const p = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'catalog-import.js'), '--updates', String(n), '--limit-db', join(dir, file)], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    benchProcesses.push(p); // stopped with the nodes if the bench is interrupted
-    let text = '';
-    p.stdout.on('data', (d: Buffer) => (text += d.toString()));
-    p.on('exit', (c) => (c === 0 ? resolve(text) : reject(new Error(`limit exited ${c}`))));
-  });
+  const { seconds } = await measureLimit(join(dir, file), n);
   await rm(join(dir, file), { force: true });
-  return (JSON.parse(out) as { seconds: number }).seconds;
+  return seconds;
 }
 
 /** Stops node processes and waits until they have exited. */
